@@ -1,0 +1,59 @@
+# Orrery — the two commands a user needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+MODULES := quickstart-chat module-test transfer
+CLANG ?= clang
+WASM_CFLAGS := --target=wasm32 -nostdlib -mbulk-memory -O2 -Wall -Werror \
+	-Wl,--no-entry -Wl,--strip-all -Wl,--export=__call_reducer__ -Wl,--export=__describe_module__ \
+	-Imodules/include
+
+.PHONY: all install test lint typecheck pytest bench modules system-deps clean run
+
+all: install
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests need, installed only where missing (CI runs as root).
+system-deps:
+	@if ! command -v $(CLANG) >/dev/null || ! command -v wasm-ld >/dev/null; then \
+		echo "installing clang + lld (needed to build test modules)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang lld >/dev/null; \
+	fi
+
+# Build the C test modules. The built .wasm files are committed, so nothing else needs clang.
+modules: system-deps
+	@for m in $(MODULES); do \
+		echo "building modules/$$m/$$m.wasm"; \
+		$(CLANG) $(WASM_CFLAGS) -o modules/$$m/$$m.wasm modules/$$m/*.c || exit 1; \
+	done
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install system-deps
+	$(VENV)/bin/pytest -q
+
+test: install system-deps lint typecheck pytest
+
+bench: install
+	$(PY) -m loadtest.bench_engine
+
+run: install
+	@echo "make run arrives with the standalone server (issue 3); the engine is usable in-process today."
+	@exit 1
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Control plane: databases, names, owners, placement (issue 3)."""

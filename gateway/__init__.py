@@ -1,0 +1,1 @@
+"""Gateway: the public HTTP + WebSocket API (issue 3)."""

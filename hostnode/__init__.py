@@ -1,0 +1,1 @@
+"""Host node: database replicas — module host, LMDB datastore, commit log."""

@@ -1,0 +1,1 @@
+"""SATS: the SpacetimeDB algebraic type system, BSATN and SATS-JSON codecs, index keys."""
