@@ -1,0 +1,975 @@
+"""The WebAssembly module host: loads SpacetimeDB 1.12 modules and provides the 29 host imports.
+
+The rules implemented here are in ``../shared/spec/module-abi.md``: §1 (loading), §2 (errnos),
+§3 (imports), §4 (exports), §9 (traps and fuel).
+
+Speed: wasmtime-py's high-level call API costs ~40 µs per call and ~15 µs per host import
+(PLATFORM.md §3), which alone would cap a database at a few thousand reducers per second. The hot
+path therefore uses wasmtime's "unchecked" C entry points through the package's ctypes layer
+(``wasmtime._ffi``), which is why ``wasmtime`` is pinned in pyproject.toml. Guest memory is read
+through one cached memoryview; the engine is configured so linear memory never moves
+(``memory_may_move = False``), so only its length can change, and the view is rebuilt whenever an
+access falls past the known end.
+
+Everything the imports need from the database (the open transaction, name → id maps, schedule
+checks, JWT payloads, logging) comes through :class:`HostHooks`, so this module knows nothing
+about LMDB, commit logs or networking.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import wasmtime
+from wasmtime import _ffi as ffi  # noqa: PLC2701 - the raw path, see module docstring
+
+from hostnode.modulelog import level_name
+
+log = logging.getLogger(__name__)
+
+# --- errnos (module-abi.md §2) -------------------------------------------------------------------
+HOST_CALL_FAILURE = 1
+NOT_IN_TRANSACTION = 2
+BSATN_DECODE_ERROR = 3
+NO_SUCH_TABLE = 4
+NO_SUCH_INDEX = 5
+NO_SUCH_ITER = 6
+NO_SUCH_CONSOLE_TIMER = 7
+NO_SUCH_BYTES = 8
+NO_SPACE = 9
+WRONG_INDEX_ALGO = 10
+BUFFER_TOO_SMALL = 11
+UNIQUE_ALREADY_EXISTS = 12
+SCHEDULE_AT_DELAY_TOO_LONG = 13
+INDEX_NOT_UNIQUE = 14
+NO_SUCH_ROW = 15
+AUTO_INC_OVERFLOW = 16
+WOULD_BLOCK_TRANSACTION = 17
+TRANSACTION_NOT_ANONYMOUS = 18
+TRANSACTION_IS_READ_ONLY = 19
+TRANSACTION_IS_MUT = 20
+HTTP_ERROR = 21
+
+#: The reference closes a row-iterator chunk once it exceeds this many bytes.
+ROW_ITER_CHUNK_SIZE = 32 * 1024
+
+#: SpacetimeDB's default per-call budget (FunctionBudget::DEFAULT_BUDGET, about a minute of wasm).
+REFERENCE_DEFAULT_BUDGET = 120_000_000_000_000
+#: Orrery's default budget: ~10^10 fuel is a few seconds of wasm here, so a runaway reducer stops
+#: long before it could stall a database for a minute. Configurable per database.
+DEFAULT_FUEL_BUDGET = 10_000_000_000
+
+HOST_VERSION = (10, 4)
+FATAL_ERROR_MESSAGE = "The instance encountered a fatal error."
+
+I32 = wasmtime.ValType.i32()
+I64 = wasmtime.ValType.i64()
+
+# (module, name, params, results) for all 29 imports of module-abi.md §3.1.
+_RANGE9 = [I32] * 9
+ABI_IMPORTS: list[tuple[str, str, list[wasmtime.ValType], list[wasmtime.ValType]]] = [
+    ("spacetime_10.0", "table_id_from_name", [I32] * 3, [I32]),
+    ("spacetime_10.0", "index_id_from_name", [I32] * 3, [I32]),
+    ("spacetime_10.0", "datastore_table_row_count", [I32] * 2, [I32]),
+    ("spacetime_10.0", "datastore_table_scan_bsatn", [I32] * 2, [I32]),
+    ("spacetime_10.0", "datastore_index_scan_range_bsatn", _RANGE9, [I32]),
+    ("spacetime_10.0", "datastore_btree_scan_bsatn", _RANGE9, [I32]),
+    ("spacetime_10.0", "datastore_delete_by_index_scan_range_bsatn", _RANGE9, [I32]),
+    ("spacetime_10.0", "datastore_delete_by_btree_scan_bsatn", _RANGE9, [I32]),
+    ("spacetime_10.0", "datastore_delete_all_by_eq_bsatn", [I32] * 4, [I32]),
+    ("spacetime_10.0", "row_iter_bsatn_advance", [I32] * 3, [I32]),
+    ("spacetime_10.0", "row_iter_bsatn_close", [I32], [I32]),
+    ("spacetime_10.0", "datastore_insert_bsatn", [I32] * 3, [I32]),
+    ("spacetime_10.0", "datastore_update_bsatn", [I32] * 4, [I32]),
+    ("spacetime_10.0", "volatile_nonatomic_schedule_immediate", [I32] * 4, []),
+    ("spacetime_10.0", "bytes_sink_write", [I32] * 3, [I32]),
+    ("spacetime_10.0", "bytes_source_read", [I32] * 3, [I32]),
+    ("spacetime_10.0", "console_log", [I32] * 8, []),
+    ("spacetime_10.0", "console_timer_start", [I32] * 2, [I32]),
+    ("spacetime_10.0", "console_timer_end", [I32], [I32]),
+    ("spacetime_10.0", "identity", [I32], []),
+    ("spacetime_10.1", "bytes_source_remaining_length", [I32] * 2, [I32]),
+    ("spacetime_10.2", "get_jwt", [I32] * 2, [I32]),
+    ("spacetime_10.3", "procedure_sleep_until", [I64], [I64]),
+    ("spacetime_10.3", "procedure_start_mut_tx", [I32], [I32]),
+    ("spacetime_10.3", "procedure_commit_mut_tx", [], [I32]),
+    ("spacetime_10.3", "procedure_abort_mut_tx", [], [I32]),
+    ("spacetime_10.3", "procedure_http_request", [I32] * 5, [I32]),
+    ("spacetime_10.4", "datastore_index_scan_point_bsatn", [I32] * 4, [I32]),
+    ("spacetime_10.4", "datastore_delete_by_index_scan_point_bsatn", [I32] * 4, [I32]),
+]
+
+CALL_REDUCER_SIG = ([I32] + [I64] * 7 + [I32] * 2, [I32])
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+
+
+class ModuleLoadError(Exception):
+    """The wasm program cannot be used as a module (bad wasm, wrong ABI, failed setup)."""
+
+
+class HostTrap(Exception):
+    """Raised inside an import to trap the guest with a message."""
+
+
+class HostHooks(Protocol):
+    """What the host imports need from the database that owns the instance."""
+
+    database_identity: bytes  # 32 bytes, little-endian (BSATN order)
+
+    def table_id(self, name: str) -> int | None:
+        """The id of the table called ``name``."""
+
+    def index_id(self, name: str) -> int | None:
+        """The id of the index called ``name``."""
+
+    def after_row_write(self, tx: Any, table_id: int, row: bytes) -> int:
+        """Called after a successful insert/update; returns an errno (0 = fine). Used for schedules."""
+
+    def jwt_payload(self, connection_id: int) -> bytes | None:
+        """The JWT payload recorded for a connected client, or None."""
+
+    def schedule_immediate(self, reducer: str, args: bytes) -> None:
+        """Queue a reducer call in its own transaction (volatile_nonatomic_schedule_immediate)."""
+
+    def module_log(self, record: dict[str, Any]) -> None:
+        """Write one module log record (keys as in modulelog.ModuleLog.write)."""
+
+
+@dataclass(slots=True)
+class CallResult:
+    """The outcome of one guest export call."""
+
+    code: int | None  # the export's i32 result; None when it trapped
+    message: str  # sink contents decoded lossily (the error message for code 1)
+    fuel_used: int
+    trapped: bool = False
+    out_of_fuel: bool = False
+    trap_message: str = ""
+    duration_micros: int = 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Engine and program
+
+
+def make_engine() -> wasmtime.Engine:
+    """A wasmtime engine configured the way the host needs (fuel metering, fixed memory base)."""
+    cfg = wasmtime.Config()
+    cfg.consume_fuel = True
+    # A 4 GiB reservation with no moving means a linear memory's base address is stable for
+    # the instance's life; the cached memoryview then only needs rebuilding when memory grows.
+    cfg.memory_may_move = False
+    cfg.memory_reservation = 1 << 32
+    cfg.cranelift_opt_level = "speed"
+    return wasmtime.Engine(cfg)
+
+
+_ENGINE_LOCK = threading.Lock()
+_ENGINE: wasmtime.Engine | None = None
+
+
+def shared_engine() -> wasmtime.Engine:
+    """One engine per process: compiled modules and stores share it."""
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            _ENGINE = make_engine()
+        return _ENGINE
+
+
+def _functype_eq(ft: wasmtime.FuncType, params: list[wasmtime.ValType], results: list[wasmtime.ValType]) -> bool:
+    return list(ft.params) == params and list(ft.results) == results
+
+
+@dataclass(frozen=True, slots=True)
+class WasmProgram:
+    """A compiled, checked module program (module-abi.md §1 steps 1–5)."""
+
+    module: wasmtime.Module
+    abi_version: tuple[int, int]
+    preinits: tuple[str, ...]
+    has_setup: bool
+    has_call_view: bool
+    has_call_procedure: bool
+
+    @staticmethod
+    def compile(wasm: bytes, engine: wasmtime.Engine | None = None) -> WasmProgram:
+        """Compile and check a program; raises ModuleLoadError naming the problem."""
+        engine = engine or shared_engine()
+        if not wasm.startswith(b"\0asm"):
+            raise ModuleLoadError("not a WebAssembly module (missing \\0asm header)")
+        try:
+            module = wasmtime.Module(engine, wasm)
+        except wasmtime.WasmtimeError as e:
+            raise ModuleLoadError(f"invalid WebAssembly: {e}") from None
+        abi = _abi_version(module)
+        exports = {e.name: e.type for e in module.exports}
+        if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+            raise ModuleLoadError("module does not export a linear memory named `memory`")
+        if "__describe_module__" not in exports:
+            if "__describe_module_v10__" in exports:
+                raise ModuleLoadError("RawModuleDef V10 modules (__describe_module_v10__) are not supported")
+            raise ModuleLoadError("module does not export `__describe_module__`")
+        _check_sig(exports, "__describe_module__", [I32], [])
+        _check_sig(exports, "__call_reducer__", *CALL_REDUCER_SIG)
+        has_setup = "__setup__" in exports
+        if has_setup:
+            _check_sig(exports, "__setup__", [I32], [I32])
+        preinits = tuple(sorted((n for n in exports if n.startswith("__preinit__")), key=lambda s: s.encode()))
+        for name in preinits:
+            _check_sig(exports, name, [], [])
+        return WasmProgram(
+            module=module,
+            abi_version=abi,
+            preinits=preinits,
+            has_setup=has_setup,
+            has_call_view="__call_view__" in exports,
+            has_call_procedure="__call_procedure__" in exports,
+        )
+
+
+def _check_sig(exports: dict[str, Any], name: str, params: list[wasmtime.ValType], results: list[wasmtime.ValType]) -> None:
+    ty = exports.get(name)
+    if ty is None:
+        raise ModuleLoadError(f"module does not export `{name}`")
+    if not isinstance(ty, wasmtime.FuncType) or not _functype_eq(ty, params, results):
+        raise ModuleLoadError(f"export `{name}` has the wrong type: expected {params} -> {results}, got {ty}")
+
+
+def _abi_version(module: wasmtime.Module) -> tuple[int, int]:
+    versions: set[tuple[int, int]] = set()
+    known = {(m, n) for m, n, _, _ in ABI_IMPORTS}
+    for imp in module.imports:
+        if not isinstance(imp.type, wasmtime.FuncType):
+            raise ModuleLoadError(f"unsupported non-function import {imp.module}.{imp.name}")
+        if not imp.module.startswith("spacetime_"):
+            raise ModuleLoadError(f"unknown import {imp.module}.{imp.name}: modules may only import spacetime_10.x functions")
+        ver = imp.module[len("spacetime_"):]
+        try:
+            major_s, minor_s = ver.split(".")
+            major, minor = int(major_s), int(minor_s)
+            if not (0 <= major < 65536 and 0 <= minor < 65536) or not major_s.isdigit() or not minor_s.isdigit():
+                raise ValueError
+        except ValueError:
+            raise ModuleLoadError(f"malformed ABI version in import module name {imp.module!r}") from None
+        versions.add((major, minor))
+        if (imp.module, imp.name) not in known:
+            raise ModuleLoadError(f"unknown host function {imp.module}.{imp.name}")
+    if not versions:
+        raise ModuleLoadError("unable to determine ABI: the module imports no spacetime_* functions")
+    majors = {v[0] for v in versions}
+    if len(majors) > 1:
+        raise ModuleLoadError(f"module imports from several ABI major versions: {sorted(majors)}")
+    needed = max(versions)
+    if needed[0] != HOST_VERSION[0] or needed[1] > HOST_VERSION[1]:
+        raise ModuleLoadError(
+            f"module needs ABI {needed[0]}.{needed[1]}; this host provides {HOST_VERSION[0]}.{HOST_VERSION[1]}"
+        )
+    return needed
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-database host: linker with the 29 imports bound to this object, and the live instance.
+
+_NOFIN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
+_Callback = Callable[[Any], int | None]
+
+
+def _format_duration(seconds: float) -> str:
+    """Format like Rust's ``Debug`` for ``Duration`` (``1.234567ms``, ``12µs``, ``2.5s``)."""
+    nanos = max(0, int(round(seconds * 1e9)))
+    if nanos >= 1_000_000_000:
+        whole, frac, digits, unit = nanos // 1_000_000_000, nanos % 1_000_000_000, 9, "s"
+    elif nanos >= 1_000_000:
+        whole, frac, digits, unit = nanos // 1_000_000, nanos % 1_000_000, 6, "ms"
+    elif nanos >= 1_000:
+        whole, frac, digits, unit = nanos // 1_000, nanos % 1_000, 3, "µs"
+    else:
+        return f"{nanos}ns"
+    if frac == 0:
+        return f"{whole}{unit}"
+    return f"{whole}.{str(frac).rjust(digits, '0').rstrip('0')}{unit}"
+
+
+class ModuleHost:
+    """Runs one database's module: owns the linker, the current instance and per-call host state.
+
+    Not thread-safe: a database runs one call at a time on its writer thread.
+    """
+
+    def __init__(self, program: WasmProgram, hooks: HostHooks, *, fuel_budget: int = DEFAULT_FUEL_BUDGET) -> None:
+        self.program = program
+        self.hooks = hooks
+        self.fuel_budget = fuel_budget
+        self._engine = shared_engine()
+        self.linker = wasmtime.Linker(self._engine)
+        self._keep: list[Any] = []  # ctypes callbacks and FuncTypes must outlive the linker
+        self._define_imports()
+
+        # Per-call state (module-abi.md §5).
+        self.tx: Any = None
+        self.function_name = "<initializing>"
+        self._sources: dict[int, list[Any]] = {}  # id -> [bytes, pos]
+        self._next_source = 1
+        self._sink: bytearray | None = None
+        self._iters: dict[int, deque[bytes]] = {}
+        self._next_iter = 1
+        self._timers: dict[int, tuple[str, float]] = {}
+        self._next_timer = 1
+        self._pending_exc: BaseException | None = None
+
+        # Instance state.
+        self._store: wasmtime.Store | None = None
+        self._ctx: Any = None
+        self._call_reducer: Any = None
+        self._memory: Any = None
+        self._base = 0
+        self._size = 0
+        self._mv: memoryview = memoryview(b"")
+        self._argbuf = (ffi.wasmtime_val_raw_t * 10)()
+        self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
+
+    # --- instance lifecycle --------------------------------------------------------------------
+
+    @property
+    def has_instance(self) -> bool:
+        """Whether a live instance exists (it is discarded after a trap)."""
+        return self._store is not None
+
+    def instantiate(self) -> bytes:
+        """Create a fresh instance and run preinit/setup/describe (module-abi.md §1 step 6).
+
+        Returns the ``__describe_module__`` bytes. Raises ModuleLoadError on any failure.
+        """
+        self.discard_instance()
+        store = wasmtime.Store(self._engine)
+        try:
+            instance = self.linker.instantiate(store, self.program.module)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
+            raise ModuleLoadError(f"instantiation failed: {e}") from None
+        exports = instance.exports(store)
+        self._store = store
+        self._ctx = store._context()
+        memory = exports["memory"]
+        self._memory = memory
+        self._base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, ctypes.byref(memory._memory)), ctypes.c_void_p).value or 0
+        self._refresh_memory()
+        self._call_reducer = exports["__call_reducer__"]
+        self.function_name = "<initializing>"
+        try:
+            for name in self.program.preinits:
+                res = self._call_export(exports[name], [], 0, 0)
+                if res.trapped:
+                    raise ModuleLoadError(f"{name} trapped: {res.trap_message}")
+            if self.program.has_setup:
+                self._sink = bytearray()
+                res = self._call_export(exports["__setup__"], [1], 1, 1)
+                if res.trapped:
+                    raise ModuleLoadError(f"__setup__ trapped: {res.trap_message}")
+                if res.code != 0:
+                    raise ModuleLoadError(f"__setup__ failed: {res.message or f'code {res.code}'}")
+            self._sink = bytearray()
+            res = self._call_export(exports["__describe_module__"], [1], 1, 0)
+            if res.trapped:
+                raise ModuleLoadError(f"__describe_module__ trapped: {res.trap_message}")
+            return self._last_sink
+        except BaseException:
+            self.discard_instance()
+            raise
+
+    def discard_instance(self) -> None:
+        """Drop the current instance (after a trap, or before replacing the program)."""
+        self._store = None
+        self._ctx = None
+        self._call_reducer = None
+        self._memory = None
+        self._mv = memoryview(b"")
+        self._size = 0
+        self._iters.clear()
+        self._timers.clear()
+        self._sources.clear()
+
+    # --- calls --------------------------------------------------------------------------------
+
+    def call_reducer(
+        self,
+        reducer_id: int,
+        sender_words: tuple[int, int, int, int],
+        connection_id: int,
+        timestamp_micros: int,
+        args: bytes,
+        tx: Any,
+        function_name: str,
+    ) -> CallResult:
+        """Call ``__call_reducer__`` with ``tx`` as the open transaction (module-abi.md §4.1, §6)."""
+        if self._store is None:
+            self.instantiate()
+        self.tx = tx
+        self.function_name = function_name
+        buf = self._argbuf
+        buf[0].i32 = reducer_id
+        buf[1].i64 = _signed64(sender_words[0])
+        buf[2].i64 = _signed64(sender_words[1])
+        buf[3].i64 = _signed64(sender_words[2])
+        buf[4].i64 = _signed64(sender_words[3])
+        buf[5].i64 = _signed64(connection_id & 0xFFFF_FFFF_FFFF_FFFF)
+        buf[6].i64 = _signed64(connection_id >> 64)
+        buf[7].i64 = timestamp_micros
+        buf[8].i32 = self._new_source(args) if args else 0
+        buf[9].i32 = 1
+        self._sink = bytearray()
+        try:
+            return self._raw_call(self._call_reducer, buf, 10)
+        finally:
+            self.tx = None
+
+    def _call_export(self, func: Any, params: list[int], nparams: int, nresults: int) -> CallResult:
+        buf = (ffi.wasmtime_val_raw_t * max(1, nparams, nresults))()
+        for i, p in enumerate(params):
+            buf[i].i32 = p
+        return self._raw_call(func, buf, max(1, nparams, nresults), has_result=nresults > 0)
+
+    _last_sink: bytes = b""
+
+    def _raw_call(self, func: Any, buf: Any, n: int, has_result: bool = True) -> CallResult:
+        ctx = self._ctx
+        err = ffi.wasmtime_context_set_fuel(ctx, self.fuel_budget)
+        if err:
+            raise wasmtime.WasmtimeError._from_ptr(err)
+        self._pending_exc = None
+        trap = self._trap_ptr
+        t0 = time.perf_counter()
+        err = ffi.wasmtime_func_call_unchecked(ctx, ctypes.byref(func._func), buf, n, ctypes.byref(trap))
+        duration = int((time.perf_counter() - t0) * 1e6)
+        remaining = ctypes.c_uint64(0)
+        ffi.wasmtime_context_get_fuel(ctx, ctypes.byref(remaining))
+        fuel_used = self.fuel_budget - remaining.value
+        sink = bytes(self._sink) if self._sink is not None else b""
+        self._last_sink = sink
+        self._sink = None
+        self._sources.clear()
+        self._next_source = 1
+        message = sink.decode("utf-8", errors="replace")
+        if err:
+            error = wasmtime.WasmtimeError._from_ptr(err)
+            self.discard_instance()
+            return CallResult(None, message, fuel_used, trapped=True, trap_message=str(error), duration_micros=duration)
+        if trap:
+            t = wasmtime.Trap._from_ptr(trap)
+            self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
+            out_of_fuel = remaining.value == 0 or t.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
+            trap_message = t.message
+            if self._pending_exc is not None and not isinstance(self._pending_exc, HostTrap):
+                log.error("host import raised while running %s", self.function_name, exc_info=self._pending_exc)
+            self._pending_exc = None
+            self.discard_instance()
+            return CallResult(
+                None, message, fuel_used, trapped=True, out_of_fuel=out_of_fuel, trap_message=trap_message,
+                duration_micros=duration,
+            )
+        code = buf[0].i32 if has_result else 0
+        return CallResult(code, message, fuel_used, duration_micros=duration)
+
+    # --- guest memory -------------------------------------------------------------------------
+
+    def _refresh_memory(self) -> None:
+        size = ffi.wasmtime_memory_data_size(self._ctx, ctypes.byref(self._memory._memory))
+        if size != self._size:
+            self._size = size
+            self._mv = memoryview((ctypes.c_ubyte * size).from_address(self._base)).cast("B") if size else memoryview(b"")
+
+    def _check(self, ptr: int, n: int) -> None:
+        if ptr == 0:
+            raise HostTrap("null pointer passed to a host function")
+        if ptr + n > self._size:
+            self._refresh_memory()
+            if ptr + n > self._size:
+                raise HostTrap(f"pointer range {ptr}..{ptr + n} is outside guest memory ({self._size} bytes)")
+
+    def read(self, ptr: int, n: int) -> bytes:
+        """Copy ``n`` bytes of guest memory at ``ptr`` (traps on null or out-of-bounds)."""
+        self._check(ptr, n)
+        return bytes(self._mv[ptr : ptr + n])
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Write bytes into guest memory."""
+        n = len(data)
+        self._check(ptr, n)
+        self._mv[ptr : ptr + n] = data
+
+    def read_u32(self, ptr: int) -> int:
+        """Read a little-endian u32."""
+        self._check(ptr, 4)
+        return _U32.unpack_from(self._mv, ptr)[0]  # type: ignore[no-any-return]
+
+    def write_u32(self, ptr: int, value: int) -> None:
+        """Write a little-endian u32."""
+        self._check(ptr, 4)
+        _U32.pack_into(self._mv, ptr, value & 0xFFFFFFFF)
+
+    def _read_str(self, ptr: int, n: int) -> str:
+        data = self.read(ptr, n)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HostTrap("name is not valid UTF-8") from None
+
+    # --- sources, sink, iterators --------------------------------------------------------------
+
+    def _new_source(self, data: bytes) -> int:
+        sid = self._next_source
+        self._next_source += 1
+        self._sources[sid] = [data, 0]
+        return sid
+
+    def _new_iter(self, rows: list[bytes]) -> int:
+        chunks: deque[bytes] = deque()
+        if rows:
+            if len(rows) == 1:
+                chunks.append(rows[0])
+            else:
+                cur: list[bytes] = []
+                size = 0
+                for r in rows:
+                    cur.append(r)
+                    size += len(r)
+                    if size > ROW_ITER_CHUNK_SIZE:
+                        chunks.append(b"".join(cur))
+                        cur, size = [], 0
+                if cur:
+                    chunks.append(b"".join(cur))
+        iid = self._next_iter
+        self._next_iter = iid + 1 if iid < 0xFFFFFFFF else 1
+        self._iters[iid] = chunks
+        return iid
+
+    # --- import definitions --------------------------------------------------------------------
+
+    def _define_imports(self) -> None:
+        impls: dict[str, _Callback] = {
+            "table_id_from_name": self._imp_table_id_from_name,
+            "index_id_from_name": self._imp_index_id_from_name,
+            "datastore_table_row_count": self._imp_row_count,
+            "datastore_table_scan_bsatn": self._imp_table_scan,
+            "datastore_index_scan_range_bsatn": self._imp_index_scan_range,
+            "datastore_btree_scan_bsatn": self._imp_index_scan_range,
+            "datastore_delete_by_index_scan_range_bsatn": self._imp_delete_by_range,
+            "datastore_delete_by_btree_scan_bsatn": self._imp_delete_by_range,
+            "datastore_delete_all_by_eq_bsatn": self._imp_delete_all_by_eq,
+            "row_iter_bsatn_advance": self._imp_iter_advance,
+            "row_iter_bsatn_close": self._imp_iter_close,
+            "datastore_insert_bsatn": self._imp_insert,
+            "datastore_update_bsatn": self._imp_update,
+            "volatile_nonatomic_schedule_immediate": self._imp_schedule_immediate,
+            "bytes_sink_write": self._imp_sink_write,
+            "bytes_source_read": self._imp_source_read,
+            "console_log": self._imp_console_log,
+            "console_timer_start": self._imp_timer_start,
+            "console_timer_end": self._imp_timer_end,
+            "identity": self._imp_identity,
+            "bytes_source_remaining_length": self._imp_source_remaining,
+            "get_jwt": self._imp_get_jwt,
+            "procedure_sleep_until": self._imp_sleep_until,
+            "procedure_start_mut_tx": self._imp_start_mut_tx,
+            "procedure_commit_mut_tx": self._imp_commit_mut_tx,
+            "procedure_abort_mut_tx": self._imp_abort_mut_tx,
+            "procedure_http_request": self._imp_http_request,
+            "datastore_index_scan_point_bsatn": self._imp_index_scan_point,
+            "datastore_delete_by_index_scan_point_bsatn": self._imp_delete_by_point,
+        }
+        for module, name, params, results in ABI_IMPORTS:
+            functype = wasmtime.FuncType(params, results)
+            cb = self._make_callback(impls[name], bool(results), results == [I64])
+            m = module.encode()
+            nm = name.encode()
+            err = ffi.wasmtime_linker_define_func_unchecked(
+                self.linker.ptr(), ctypes.create_string_buffer(m), len(m),
+                ctypes.create_string_buffer(nm), len(nm), functype.ptr(), cb, None, _NOFIN,
+            )
+            if err:
+                raise wasmtime.WasmtimeError._from_ptr(err)
+            self._keep.extend((functype, cb))
+
+    def _make_callback(self, impl: _Callback, has_result: bool, result_i64: bool) -> Any:
+        host = self
+
+        def trap(message: str) -> int:
+            t = wasmtime.Trap(message)
+            return ctypes.cast(t._consume(), ctypes.c_void_p).value or 0
+
+        if has_result and not result_i64:
+
+            @ffi.wasmtime_func_unchecked_callback_t
+            def cb(_env: Any, _caller: Any, a: Any, _n: int) -> int:
+                try:
+                    a[0].i32 = impl(a)
+                    return 0
+                except HostTrap as e:
+                    host._pending_exc = e
+                    return trap(str(e))
+                except BaseException as e:  # noqa: BLE001 - any host failure traps the guest
+                    host._pending_exc = e
+                    return trap(f"host error: {type(e).__name__}: {e}")
+
+        elif result_i64:
+
+            @ffi.wasmtime_func_unchecked_callback_t
+            def cb(_env: Any, _caller: Any, a: Any, _n: int) -> int:
+                try:
+                    a[0].i64 = impl(a)
+                    return 0
+                except BaseException as e:  # noqa: BLE001
+                    host._pending_exc = e
+                    return trap(f"host error: {e}")
+
+        else:
+
+            @ffi.wasmtime_func_unchecked_callback_t
+            def cb(_env: Any, _caller: Any, a: Any, _n: int) -> int:
+                try:
+                    impl(a)
+                    return 0
+                except HostTrap as e:
+                    host._pending_exc = e
+                    return trap(str(e))
+                except BaseException as e:  # noqa: BLE001
+                    host._pending_exc = e
+                    return trap(f"host error: {type(e).__name__}: {e}")
+
+        return cb
+
+    # Each _imp_* takes the raw argument array; pointers and u32s are masked to unsigned.
+
+    def _tx_or_none(self) -> Any:
+        return self.tx
+
+    def _imp_table_id_from_name(self, a: Any) -> int:
+        name = self._read_str(a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF)
+        out = a[2].i32 & 0xFFFFFFFF
+        if self.tx is None:
+            return NOT_IN_TRANSACTION
+        tid = self.hooks.table_id(name)
+        if tid is None:
+            return NO_SUCH_TABLE
+        self.write_u32(out, tid)
+        return 0
+
+    def _imp_index_id_from_name(self, a: Any) -> int:
+        name = self._read_str(a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF)
+        out = a[2].i32 & 0xFFFFFFFF
+        if self.tx is None:
+            return NOT_IN_TRANSACTION
+        iid = self.hooks.index_id(name)
+        if iid is None:
+            return NO_SUCH_INDEX
+        self.write_u32(out, iid)
+        return 0
+
+    def _imp_row_count(self, a: Any) -> int:
+        table_id, out = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF
+        tx = self.tx
+        if tx is None:
+            return NOT_IN_TRANSACTION
+        errno, count = _datastore_call(tx.row_count, table_id)
+        if errno:
+            return errno
+        self._check(out, 8)
+        _U64.pack_into(self._mv, out, count)
+        return 0
+
+    def _imp_table_scan(self, a: Any) -> int:
+        table_id, out = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF
+        tx = self.tx
+        if tx is None:
+            return NOT_IN_TRANSACTION
+        errno, rows = _datastore_call(tx.scan, table_id)
+        if errno:
+            return errno
+        self.write_u32(out, self._new_iter(rows))
+        return 0
+
+    def _range_args(self, a: Any) -> tuple[int, bytes, int, bytes, bytes, int]:
+        index_id = a[0].i32 & 0xFFFFFFFF
+        prefix_ptr, prefix_len, prefix_elems = a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF, a[3].i32 & 0xFFFFFFFF
+        if prefix_elems > 0xFFFF:
+            raise HostTrap(f"prefix_elems {prefix_elems} does not fit a ColId (u16)")
+        prefix = self.read(prefix_ptr, prefix_len) if prefix_elems else b""
+        rstart = self.read(a[4].i32 & 0xFFFFFFFF, a[5].i32 & 0xFFFFFFFF)
+        rend = self.read(a[6].i32 & 0xFFFFFFFF, a[7].i32 & 0xFFFFFFFF)
+        return index_id, prefix, prefix_elems, rstart, rend, a[8].i32 & 0xFFFFFFFF
+
+    def _imp_index_scan_range(self, a: Any) -> int:
+        index_id, prefix, elems, rstart, rend, out = self._range_args(a)
+        tx = self.tx
+        if tx is None:
+            return NOT_IN_TRANSACTION
+        errno, rows = _datastore_call(tx.index_scan_range, index_id, prefix, elems, rstart, rend)
+        if errno:
+            return errno
+        self.write_u32(out, self._new_iter(rows))
+        return 0
+
+    def _imp_delete_by_range(self, a: Any) -> int:
+        index_id, prefix, elems, rstart, rend, out = self._range_args(a)
+        tx = self.tx
+        if tx is None:
+            return NOT_IN_TRANSACTION
+        errno, count = _datastore_call(tx.delete_by_index_scan_range, index_id, prefix, elems, rstart, rend)
+        if errno:
+            return errno
+        self.write_u32(out, count)
+        return 0
+
+    def _imp_index_scan_point(self, a: Any) -> int:
+        index_id = a[0].i32 & 0xFFFFFFFF
+        point = self.read(a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF)
+        out = a[3].i32 & 0xFFFFFFFF
+        tx = self.tx
+        if tx is None:
+            return NOT_IN_TRANSACTION
+        errno, rows = _datastore_call(tx.index_scan_point, index_id, point)
+        if errno:
+            return errno
+        self.write_u32(out, self._new_iter(rows))
+        return 0
+
+    def _imp_delete_by_point(self, a: Any) -> int:
+        index_id = a[0].i32 & 0xFFFFFFFF
+        point = self.read(a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF)
+        out = a[3].i32 & 0xFFFFFFFF
+        tx = self.tx
+        if tx is None:
+            return NOT_IN_TRANSACTION
+        errno, count = _datastore_call(tx.delete_by_index_scan_point, index_id, point)
+        if errno:
+            return errno
+        self.write_u32(out, count)
+        return 0
+
+    def _imp_delete_all_by_eq(self, a: Any) -> int:
+        table_id = a[0].i32 & 0xFFFFFFFF
+        rel = self.read(a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF)
+        out = a[3].i32 & 0xFFFFFFFF
+        tx = self.tx
+        if tx is None:
+            return NOT_IN_TRANSACTION
+        errno, count = _datastore_call(tx.delete_by_rel, table_id, rel)
+        if errno:
+            return errno
+        self.write_u32(out, count)
+        return 0
+
+    def _imp_iter_advance(self, a: Any) -> int:
+        iid, buf_ptr, len_ptr = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF
+        chunks = self._iters.get(iid)
+        if chunks is None:
+            return NO_SUCH_ITER
+        cap = self.read_u32(len_ptr)
+        self._check(buf_ptr, cap)
+        written = 0
+        mv = self._mv
+        while chunks:
+            chunk = chunks[0]
+            n = len(chunk)
+            if written + n > cap:
+                break
+            mv[buf_ptr + written : buf_ptr + written + n] = chunk
+            written += n
+            chunks.popleft()
+        if written == 0 and chunks:
+            self.write_u32(len_ptr, len(chunks[0]))
+            return BUFFER_TOO_SMALL
+        self.write_u32(len_ptr, written)
+        if not chunks:
+            del self._iters[iid]
+            return -1
+        return 0
+
+    def _imp_iter_close(self, a: Any) -> int:
+        iid = a[0].i32 & 0xFFFFFFFF
+        if self._iters.pop(iid, None) is None:
+            return NO_SUCH_ITER
+        return 0
+
+    def _imp_insert(self, a: Any) -> int:
+        table_id, row_ptr, len_ptr = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF
+        tx = self.tx
+        if tx is None:
+            return NOT_IN_TRANSACTION
+        row = self.read(row_ptr, self.read_u32(len_ptr))
+        errno, res = _datastore_call(tx.insert, table_id, row)
+        if errno:
+            return errno
+        stored, generated = res
+        if generated:
+            self.write(row_ptr, generated)
+        self.write_u32(len_ptr, len(generated))
+        return self.hooks.after_row_write(tx, table_id, stored)
+
+    def _imp_update(self, a: Any) -> int:
+        table_id, index_id = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF
+        row_ptr, len_ptr = a[2].i32 & 0xFFFFFFFF, a[3].i32 & 0xFFFFFFFF
+        tx = self.tx
+        if tx is None:
+            return NOT_IN_TRANSACTION
+        row = self.read(row_ptr, self.read_u32(len_ptr))
+        errno, res = _datastore_call(tx.update, table_id, index_id, row)
+        if errno:
+            return errno
+        stored, generated = res
+        if generated:
+            self.write(row_ptr, generated)
+        self.write_u32(len_ptr, len(generated))
+        return self.hooks.after_row_write(tx, table_id, stored)
+
+    def _imp_schedule_immediate(self, a: Any) -> None:
+        name = self._read_str(a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF)
+        args = self.read(a[2].i32 & 0xFFFFFFFF, a[3].i32 & 0xFFFFFFFF)
+        self.hooks.schedule_immediate(name, args)
+
+    def _imp_sink_write(self, a: Any) -> int:
+        sink, buf_ptr, len_ptr = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF
+        if sink != 1 or self._sink is None:
+            return NO_SUCH_BYTES
+        n = self.read_u32(len_ptr)
+        self._sink += self.read(buf_ptr, n)
+        return 0
+
+    def _imp_source_read(self, a: Any) -> int:
+        sid, buf_ptr, len_ptr = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF
+        src = self._sources.get(sid)
+        if src is None:
+            return NO_SUCH_BYTES
+        cap = self.read_u32(len_ptr)
+        data, pos = src
+        n = min(cap, len(data) - pos)
+        if n:
+            self.write(buf_ptr, data[pos : pos + n])
+        else:
+            self._check(buf_ptr, 0)
+        src[1] = pos + n
+        self.write_u32(len_ptr, n)
+        if src[1] >= len(data):
+            del self._sources[sid]
+            return -1
+        return 0
+
+    def _imp_source_remaining(self, a: Any) -> int:
+        sid, out = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF
+        src = self._sources.get(sid)
+        if src is None:
+            return NO_SUCH_BYTES
+        self.write_u32(out, len(src[0]) - src[1])
+        return 0
+
+    def _lossy(self, ptr: int, n: int) -> str | None:
+        if ptr == 0:
+            return None
+        try:
+            self._check(ptr, n)
+        except HostTrap:
+            raise _DropRecord() from None
+        return bytes(self._mv[ptr : ptr + n]).decode("utf-8", errors="replace")
+
+    def _imp_console_log(self, a: Any) -> None:
+        level = a[0].i32 & 0xFFFFFFFF
+        try:
+            target = self._lossy(a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF)
+            filename = self._lossy(a[3].i32 & 0xFFFFFFFF, a[4].i32 & 0xFFFFFFFF)
+            msg_ptr = a[6].i32 & 0xFFFFFFFF
+            if msg_ptr == 0:
+                return
+            message = self._lossy(msg_ptr, a[7].i32 & 0xFFFFFFFF) or ""
+        except _DropRecord:
+            return  # console_log never traps: an out-of-bounds record is dropped
+        line = a[5].i32 & 0xFFFFFFFF
+        record: dict[str, Any] = {
+            "level": level_name(level),
+            "message": message,
+            "function": self.function_name,
+            "target": target,
+            "filename": filename,
+            "line_number": None if line == 0xFFFFFFFF else line,
+        }
+        self.hooks.module_log(record)
+
+    def _imp_timer_start(self, a: Any) -> int:
+        name = self.read(a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF).decode("utf-8", errors="replace")
+        tid = self._next_timer
+        self._next_timer += 1
+        self._timers[tid] = (name, time.perf_counter())
+        return tid
+
+    def _imp_timer_end(self, a: Any) -> int:
+        entry = self._timers.pop(a[0].i32 & 0xFFFFFFFF, None)
+        if entry is None:
+            return NO_SUCH_CONSOLE_TIMER
+        name, start = entry
+        message = f'Timing span "{name}": {_format_duration(time.perf_counter() - start)}'
+        self.hooks.module_log({"level": "Info", "message": message, "function": self.function_name})
+        return 0
+
+    def _imp_identity(self, a: Any) -> None:
+        self.write(a[0].i32 & 0xFFFFFFFF, self.hooks.database_identity)
+
+    def _imp_get_jwt(self, a: Any) -> int:
+        conn = self.read(a[0].i32 & 0xFFFFFFFF, 16)
+        out = a[1].i32 & 0xFFFFFFFF
+        if self.tx is None:
+            return NOT_IN_TRANSACTION
+        payload = self.hooks.jwt_payload(int.from_bytes(conn, "little"))
+        self.write_u32(out, self._new_source(payload) if payload else 0)
+        return 0
+
+    # Procedures are not supported yet (they are unstable in 1.12); the imports link so that
+    # official modules instantiate, and answer as the reference does when called from a reducer.
+
+    def _imp_sleep_until(self, a: Any) -> int:
+        return time.time_ns() // 1000
+
+    def _imp_start_mut_tx(self, a: Any) -> int:
+        if self.tx is not None:
+            return WOULD_BLOCK_TRANSACTION
+        raise HostTrap("procedures are not supported by this host")
+
+    def _imp_commit_mut_tx(self, a: Any) -> int:
+        return TRANSACTION_NOT_ANONYMOUS
+
+    def _imp_abort_mut_tx(self, a: Any) -> int:
+        return TRANSACTION_NOT_ANONYMOUS
+
+    def _imp_http_request(self, a: Any) -> int:
+        if self.tx is not None:
+            return WOULD_BLOCK_TRANSACTION
+        raise HostTrap("procedures are not supported by this host")
+
+
+class _DropRecord(Exception):
+    pass
+
+
+def _signed64(v: int) -> int:
+    v &= 0xFFFF_FFFF_FFFF_FFFF
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _datastore_call(fn: Callable[..., Any], *args: Any) -> tuple[int, Any]:
+    """Run a datastore operation; map its errno-carrying errors to (errno, None)."""
+    try:
+        return 0, fn(*args)
+    except Exception as e:
+        errno = getattr(e, "errno", None)
+        if isinstance(errno, int) and errno > 0 and type(e).__module__.startswith(("hostnode", "sats")):
+            return errno, None
+        raise
