@@ -71,7 +71,10 @@ __all__ = [
     "Record",
     "ScanResult",
     "decode_segment_header",
+    "decode_epoch_state",
+    "encode_epoch_state",
     "encode_record",
+    "find_valid_record_after",
     "encode_segment_header",
     "scan_records",
     "segment_file_name",
@@ -527,7 +530,9 @@ class CommitLog:
             self._rewrite_epochs()
         self._file = _Writer(self._segments[-1].path, self._write_buffer)
         self._durable_offset = self._next_offset
-        self._append_epoch = self.last_epoch if self._history else -1
+        # The fast path may only accept the last epoch if no higher one was promised.
+        fast = self._history and self.last_epoch >= self._promised
+        self._append_epoch = self.last_epoch if fast else -1
 
     def _scan_segments(self, bases: list[int]) -> list[tuple[int, int]]:
         """Verify every segment, cut a torn tail; return the epoch changes the records show."""
@@ -944,8 +949,8 @@ class CommitLog:
 
     def _position_of(self, seg: _Segment, offset: int) -> int:
         """Byte position of record ``offset`` (or of the segment end if it is next) in ``seg``."""
-        i = (offset - seg.base) // _MARK_EVERY
-        if i < len(seg.marks):
+        if seg.marks:
+            i = min((offset - seg.base) // _MARK_EVERY, len(seg.marks) - 1)
             pos, at = seg.marks[i], seg.base + i * _MARK_EVERY
         else:  # a segment with no records yet
             pos, at = SEGMENT_HEADER_SIZE, seg.base

@@ -81,7 +81,12 @@ def test_segment_header_roundtrip_and_rejections() -> None:
 def test_scan_records_reports_torn_and_invalid() -> None:
     data = b"".join(encode_record(1 + (i >= 3), 10 + i, payload(i)) for i in range(5))
     full = scan_records(data, 0, 10, None)
-    assert (full.end, full.next_offset, full.problem, full.epochs) == (len(data), 15, None, [(1, 10), (2, 13)])
+    assert (full.end, full.next_offset, full.problem, full.epochs) == (
+        len(data),
+        15,
+        None,
+        [(1, 10), (2, 13)],
+    )
     torn = scan_records(data[:-1], 0, 10, None)
     assert (torn.next_offset, torn.problem_kind) == (14, "torn")
     flipped = bytearray(data)
@@ -385,8 +390,9 @@ def test_promise_epoch_is_monotonic_durable_and_fences(tmp_path: Path) -> None:
     assert "promised 4" in (tmp_path / "epochs").read_text()
     with CommitLog.open(tmp_path) as log:
         assert log.promised_epoch == 4
-        with pytest.raises(EpochFencedError):
-            log.append(3, b"x")
+        for stale in (1, 3):
+            with pytest.raises(EpochFencedError):
+                log.append(stale, b"x")
         assert log.append(4, b"new leader") == 2
         assert log.epoch_history() == [(1, 0), (4, 2)]
         with pytest.raises(ValueError):
@@ -497,6 +503,43 @@ def test_wait_durable_async(tmp_path: Path) -> None:
     log.close()
 
 
+def test_readers_and_committer_run_alongside_the_writer(tmp_path: Path) -> None:
+    log = CommitLog.open(tmp_path, segment_size=2048)
+    committer = GroupCommitter(log)
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def reader(seed: int) -> None:
+        n = 0
+        while not stop.is_set():
+            end = log.next_offset
+            start = (seed * 7919 + n * 104729) % (end + 1)
+            n += 1
+            for record in log.read_from(start):
+                if record != Record(1, record.offset, payload(record.offset)):
+                    problems.append(f"bad record {record}")
+            if n % 8 == 0:
+                time.sleep(0.001)
+
+    readers = [threading.Thread(target=reader, args=(i,)) for i in range(3)]
+    for t in readers:
+        t.start()
+    for _ in range(4000):
+        offset = log.append(1, payload(log.next_offset))
+        committer.notify()
+        if offset % 500 == 0:
+            assert committer.wait_durable(offset, timeout=10)
+    stop.set()
+    for t in readers:
+        t.join(10)
+    assert committer.wait_durable(3999, timeout=10)
+    committer.close()
+    assert problems == []
+    assert len(log.segment_bases()) > 20
+    assert [r.offset for r in log.read_from(0)] == list(range(4000))
+    log.close()
+
+
 def test_close_is_clean_and_settles_pending_waiters(tmp_path: Path) -> None:
     log = CommitLog.open(tmp_path)
     committer = GroupCommitter(log)
@@ -569,10 +612,10 @@ class CommitLogMachine(RuleBasedStateMachine):
         self.model.append(Record(epoch, len(self.model), data))
 
     @precondition(lambda self: self.top > 0)
-    @rule()
-    def stale_append_is_refused(self) -> None:
+    @rule(data=st.data())
+    def stale_append_is_refused(self, data: st.DataObject) -> None:
         with pytest.raises(EpochFencedError):
-            self.log.append(self.top - 1, b"stale")
+            self.log.append(data.draw(st.integers(0, self.top - 1)), b"stale")
 
     @rule(bump=st.integers(0, 2))
     def promise(self, bump: int) -> None:
