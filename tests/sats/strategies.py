@@ -101,6 +101,10 @@ def _float_values(width: int, allow_nan: bool) -> st.SearchStrategy[float]:
     return st.floats(width=width, allow_nan=allow_nan, allow_infinity=allow_nan)  # type: ignore[arg-type]
 
 
+def _as_sum(tag_and_payload: tuple[int, Any]) -> SumValue:
+    return SumValue(*tag_and_payload)
+
+
 def values(
     ty: AlgebraicType, typespace: Typespace = EMPTY_TYPESPACE, allow_nan: bool = True
 ) -> st.SearchStrategy[Any]:
@@ -116,7 +120,13 @@ def values(
         if kind == TypeTag.BOOL:
             return st.booleans()
         if kind == TypeTag.STRING:
-            return st.one_of(st.text(max_size=6), st.sampled_from(["", "\x00", "a\x00", "a", "\x00\x00", "€"]))
+            # A tiny alphabet makes shared prefixes and embedded NULs common, which is where
+            # key-encoding bugs hide.
+            return st.one_of(
+                st.text(max_size=6),
+                st.text(alphabet="\x00a€", max_size=3),
+                st.sampled_from(["", "\x00", "a\x00", "a", "\x00\x00", "€"]),
+            )
         if kind == TypeTag.F32:
             return st.one_of(_float_values(32, allow_nan), st.sampled_from([0.0, -0.0]))
         return st.one_of(_float_values(64, allow_nan), st.sampled_from([0.0, -0.0]))
@@ -125,14 +135,17 @@ def values(
     if isinstance(ty, SumType):
         return st.one_of(
             *(
-                values(v.algebraic_type, typespace, allow_nan).map(lambda x, i=i: SumValue(i, x))
+                st.tuples(st.just(i), values(v.algebraic_type, typespace, allow_nan)).map(_as_sum)
                 for i, v in enumerate(ty.variants)
             )
         )
     if isinstance(ty, ArrayType):
         elem = typespace.resolve(ty.elem_ty)
         if elem == PRIMITIVES[TypeTag.U8]:
-            return st.one_of(st.binary(max_size=6), st.sampled_from([b"", b"\x00", b"\x00\xff", b"\xff"]))
+            return st.one_of(
+                st.binary(max_size=6),
+                st.lists(st.sampled_from([0, 1, 255]), max_size=3).map(bytes),
+            )
         return st.lists(values(elem, typespace, allow_nan), max_size=3)
     raise TypeError(f"no values for {ty!r}")
 
@@ -162,3 +175,39 @@ def values_equal(a: Any, b: Any) -> bool:
             and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
         )
     return type(a) is type(b) and a == b  # type: ignore[no-any-return]
+
+
+@st.composite
+def nearby_values(
+    draw: st.DrawFn, ty: AlgebraicType, value: Any, typespace: Typespace = EMPTY_TYPESPACE, allow_nan: bool = True
+) -> Any:
+    """A value of ``ty`` that shares most of its structure with ``value``.
+
+    Random pairs of values usually differ in their first field; comparisons and key
+    encodings are mostly exercised when two values agree on a long prefix, so this changes
+    one leaf, or grows/shrinks one array, deep inside ``value``.
+    """
+    ty = typespace.resolve(ty)
+    if isinstance(ty, ProductType) and ty.elements:
+        i = draw(st.integers(0, len(ty.elements) - 1))
+        new = list(value)
+        new[i] = draw(nearby_values(ty.elements[i].algebraic_type, value[i], typespace, allow_nan))
+        return tuple(new)
+    if isinstance(ty, SumType) and draw(st.booleans()):
+        return SumValue(value.tag, draw(nearby_values(ty.variants[value.tag].algebraic_type, value.value, typespace, allow_nan)))
+    if isinstance(ty, ArrayType) and not isinstance(value, bytes | bytearray):
+        choice = draw(st.integers(0, 2))
+        if choice == 0:
+            return value + [draw(values(ty.elem_ty, typespace, allow_nan))]
+        if choice == 1 and value:
+            return value[: draw(st.integers(0, len(value) - 1))]
+        if value:
+            i = draw(st.integers(0, len(value) - 1))
+            new_list = list(value)
+            new_list[i] = draw(nearby_values(ty.elem_ty, value[i], typespace, allow_nan))
+            return new_list
+    if isinstance(ty, PrimitiveType) and ty.kind == TypeTag.STRING and draw(st.booleans()):
+        return value + draw(st.sampled_from(["", "\x00", "a"]))
+    if isinstance(value, bytes) and draw(st.booleans()):
+        return value + draw(st.sampled_from([b"", b"\x00", b"\x01"]))
+    return draw(values(ty, typespace, allow_nan))
