@@ -157,6 +157,7 @@ typedef struct {
     int lifecycle;            /* STDB_NO_LIFECYCLE or Lifecycle tag */
     stdb_params_fn params;
     stdb_reducer_fn fn;
+    bool raw_args;            /* true: the dispatcher leaves ctx->args_source unread (args reader empty) */
 } stdb_reducer_def;
 
 /* Write all of `b` to a sink; true on success. */
@@ -210,7 +211,7 @@ static inline int32_t stdb_dispatch(const stdb_reducer_def *defs, uint32_t n_def
     ctx.err_sink = err;
     ctx.reducer_id = id;
     bsatn_buf argbuf = buf_fixed(stdb_args_storage, STDB_ARGS_STATIC);
-    if (stdb_read_source(args, &argbuf) != 0) STDB_PANIC("cannot read reducer arguments");
+    if (!defs[id].raw_args && stdb_read_source(args, &argbuf) != 0) STDB_PANIC("cannot read reducer arguments");
     bsatn_reader r = reader_new(argbuf.data, argbuf.len);
     int32_t rc = defs[id].fn(&ctx, &r);
     if (rc == 0 && r.err) rc = stdb_fail(&ctx, "failed to decode reducer arguments");
