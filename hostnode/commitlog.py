@@ -75,6 +75,7 @@ __all__ = [
     "encode_epoch_state",
     "encode_record",
     "find_valid_record_after",
+    "lost_page_in",
     "encode_segment_header",
     "scan_records",
     "segment_file_name",
@@ -140,9 +141,14 @@ _U64 = struct.Struct("<Q")
 # Every _MARK_EVERY-th record of a segment has its byte position remembered, so a read
 # from the middle of a 64 MiB segment skips at most _MARK_EVERY - 1 headers.
 _MARK_EVERY = 64
-# How many consecutive damaged records recovery looks past for valid data, when deciding
-# whether bad bytes at the end of the last segment are a torn tail or real corruption.
-_RESYNC_WINDOW = 32
+# When bad bytes turn up in the last segment, recovery looks for valid records after
+# them to tell a torn tail from corruption: records up to _RESYNC_WINDOW offsets on,
+# starting within _RESYNC_SPAN bytes (a lost 4 KiB page holds at most ~170 records).
+# The bounds keep that search well under a second even in a 64 MiB segment.
+_RESYNC_WINDOW = 256
+_RESYNC_SPAN = 1 << 20
+# Write-back granularity assumed when telling lost unsynced pages from corruption.
+_PAGE = 4096
 
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
 _EPOCHS_FILE = "epochs"
@@ -291,19 +297,42 @@ def find_valid_record_after(data: bytes, pos: int, expected_offset: int) -> tupl
 
     Recovery uses this to tell a torn tail (nothing valid follows the bad bytes) from
     corruption in the middle (valid records follow). Rather than trying every byte
-    position, it searches for the encoded offsets the next few records would carry, which
-    is a fast ``bytes.find``; a damaged run longer than ``_RESYNC_WINDOW`` records is
-    therefore not detected, and is treated as a torn tail.
+    position, it searches for the encoded offsets the next records would carry, which is
+    a fast ``bytes.find``. Valid data more than ``_RESYNC_WINDOW`` records or
+    ``_RESYNC_SPAN`` bytes past the damage is not found, so such damage counts as a
+    torn tail.
     """
+    # A zero-filled tail (size extended, data never written) holds no records; cutting it
+    # off first keeps the search fast in the most common crash leftover.
+    # (A record's header ends at most 24 bytes after its last non-zero byte, its CRC.)
+    limit = min(pos + 1 + _RESYNC_SPAN, len(data.rstrip(b"\0"))) + RECORD_HEADER_SIZE
     for candidate in range(expected_offset, min(expected_offset + _RESYNC_WINDOW, MAX_U64 + 1)):
         needle = _U64.pack(candidate)
-        hit = data.find(needle, pos + 1 + _OFFSET_FIELD)
+        hit = data.find(needle, pos + 1 + _OFFSET_FIELD, limit)
         while hit != -1:
             start = hit - _OFFSET_FIELD
             found = _record_at(data, start)
             if found is not None and found[1] == candidate:
                 return start, candidate
-            hit = data.find(needle, hit + 1)
+            hit = data.find(needle, hit + 1, limit)
+    return None
+
+
+def lost_page_in(data: bytes, start: int, stop: int) -> int | None:
+    """Position of a page-aligned, all-zero page inside ``data[start:stop]``, if any.
+
+    After a power loss the kernel may have written back later pages of the unsynced
+    tail but not earlier ones; a page that never reached the disk reads back as zeros
+    (appends allocate new blocks). Such a hole, followed by valid records, is therefore
+    a crash artifact in never-synced data, not damage to durable records. Damaged records
+    without a zero page around them are treated as corruption.
+    """
+    page = -(-start // _PAGE) * _PAGE
+    zero = bytes(_PAGE)
+    while page + _PAGE <= stop:
+        if data[page : page + _PAGE] == zero:
+            return page
+        page += _PAGE
     return None
 
 
@@ -572,9 +601,18 @@ class CommitLog:
                     raise CommitLogCorruptError(bad)
                 following = find_valid_record_after(data, result.end, result.next_offset)
                 if following is not None:
-                    raise CommitLogCorruptError(
-                        f"{bad}, followed by a valid record (offset {following[1]} at byte {following[0]}); "
-                        "this is corruption inside the log, not a torn tail"
+                    lost = lost_page_in(data, result.end, following[0])
+                    if lost is None:
+                        raise CommitLogCorruptError(
+                            f"{bad}, followed by a valid record (offset {following[1]} at byte "
+                            f"{following[0]}); this is corruption inside the log, not a torn tail"
+                        )
+                    logger.warning(
+                        "commit log %s: %s has a zero-filled page at byte %d followed by records: "
+                        "unsynced pages were written back out of order before a crash",
+                        self.directory,
+                        where,
+                        lost,
                     )
                 logger.warning(
                     "commit log %s: torn tail in %s: %s at byte %d; truncating %d bytes after offset %d",

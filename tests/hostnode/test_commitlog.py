@@ -254,6 +254,22 @@ def test_bad_record_followed_by_valid_ones_in_the_last_segment_raises(tmp_path: 
     assert file_bytes(tmp_path) == before
 
 
+def test_lost_unsynced_page_before_valid_records_is_cut(tmp_path: Path) -> None:
+    with CommitLog.open(tmp_path) as log:
+        fill(log, 500)  # about 20 KiB: several pages in one segment
+        records = everything(log)
+    seg = segment_paths(tmp_path)[-1]
+    data = bytearray(seg.read_bytes())
+    data[8192 : 8192 + 4096] = bytes(4096)  # page 2 never reached the disk, page 3 did
+    seg.write_bytes(bytes(data))
+    with CommitLog.open(tmp_path) as log:
+        kept = everything(log)
+        assert kept == records[: len(kept)]
+        assert 0 < len(kept) < 500
+        assert seg.stat().st_size <= 8192
+        assert log.append(1, b"after") == len(kept)
+
+
 @pytest.mark.parametrize("where", ["payload", "length", "tail-of-segment", "header"])
 def test_corruption_in_an_older_segment_raises(tmp_path: Path, where: str) -> None:
     build_two_segment_log(tmp_path, count=30)
