@@ -838,12 +838,7 @@ class CommitLog:
                 target = self._next_offset
                 if target == self._durable_offset:
                     return target
-                file = self._file
-                assert file is not None
-                try:
-                    file.flush()
-                except OSError as exc:
-                    self._fail(exc, "flushing the active segment")
+                file = self._flush("flushing the active segment")
                 retired, self._retired = self._retired, []
             for w in retired:  # already fsynced by _roll; only closing was deferred to here
                 w.close()
@@ -912,6 +907,16 @@ class CommitLog:
         finally:
             os.close(fd)
 
+    def _flush(self, doing: str) -> _Writer:
+        """Push the userspace buffer of the active segment to the OS. Holds _lock."""
+        file = self._file
+        assert file is not None
+        try:
+            file.flush()
+        except OSError as exc:
+            self._fail(exc, doing)
+        return file
+
     def _check_writable(self) -> None:
         if self._fatal is not None:
             raise CommitLogFatalError(
@@ -948,12 +953,7 @@ class CommitLog:
             if offset == self._next_offset:
                 return
             self._generation += 1
-            file = self._file
-            assert file is not None
-            try:
-                file.flush()
-            except OSError as exc:
-                self._fail(exc, "flushing before truncate")
+            file = self._flush("flushing before truncate")
             idx = bisect.bisect_right(self._bases, offset) - 1
             seg = self._segments[idx]
             cut = self._position_of(seg, offset)
@@ -1024,11 +1024,8 @@ class CommitLog:
                 raise ValueError(
                     f"cannot read [{offset}, {end}): the log holds [{self.first_offset}, {self._next_offset})"
                 )
-            if self._file is not None and self._fatal is None:
-                try:
-                    self._file.flush()  # make buffered records visible to our own fds
-                except OSError as exc:
-                    self._fail(exc, "flushing for a reader")
+            if self._fatal is None:
+                self._flush("flushing for a reader")  # make buffered records visible to our fds
             first = bisect.bisect_right(self._bases, offset) - 1
             segments = [(s, s.base, s.path) for s in self._segments[first:]]
             start_pos = self._position_of(segments[0][0], offset) if offset < end else 0
