@@ -1,0 +1,1428 @@
+"""The LMDB datastore of one database replica: tables, indexes, sequences, transactions.
+
+Everything the module ABI needs from storage (``module-abi.md`` §3.3–§3.8): row counts,
+snapshot scans, point and range scans over any index, deletes by scan or by row equality,
+inserts with sequences and write-back bytes, updates through a unique index, set semantics
+and unique constraints. Errors carry the ABI errno (§2) in ``errno``.
+
+Transactions. All mutation happens on one writer thread. A long-lived *outer* LMDB write
+transaction holds everything applied since the last :meth:`Datastore.checkpoint`; each
+:class:`MutTx` is a nested child of it, so committing a reducer costs a child commit
+(~1 µs) instead of an LMDB commit. The commit log (written by the engine) is the truth and
+LMDB the materialised state, hence ``sync=False``: :meth:`Datastore.checkpoint` commits the
+outer transaction together with the applied log offset, and only then do readers on other
+threads (:meth:`Datastore.begin_read`) see the changes. Recovery replays the log tail after
+:meth:`Datastore.applied_offset` with :meth:`Datastore.apply`.
+
+Storage layout (one LMDB environment per replica directory):
+
+* ``meta`` — schema (``ds/table/<id>`` JSON), sequence positions (``ds/seq/<id>``), row-id
+  counters (``ds/rid/<id>``), the applied offset (``ds/applied``), and the engine's own keys
+  (``user/<key>``, via ``get_meta``/``put_meta``).
+* ``t<table_id>`` — the rows. Every row has an internal 8-byte big-endian row id (``rid``);
+  the value is ``rid ++ row BSATN``. The LMDB key (the row's *locator*) clusters rows:
+  by the primary-key index key when the table has a primary key with a unique index on
+  exactly that column, else by ``blake2b-128(row) ++ rid`` (this hash clustering is what
+  gives tables without a primary key their set semantics).
+* ``i<index_id>`` — every other index: LMDB key = index key (unique index) or index key ++
+  rid (non-unique), value = the row's locator.
+
+Index keys are the order-preserving encoding of :mod:`sats.keys`, so cursor order is SATS
+order. LMDB keys are limited to 511 bytes: a key of ``KEY_TRUNC`` bytes or more is stored as
+its first ``KEY_TRUNC`` bytes ++ rid. Such entries are recognised by their length
+(``KEY_TRUNC + 8``, which no untruncated entry has); lookups and scans fetch their rows to
+compare full keys, and a run of truncated entries sharing a prefix is sorted by full key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import lmdb
+
+from hostnode.schema import (
+    IndexSchema,
+    SchemaError,
+    TableSchema,
+    dumps,
+    loads,
+    table_from_json,
+    table_to_json,
+)
+from hostnode.txdata import SchemaOp, SchemaOpKind, TableChanges, TxData
+from sats.bsatn import codec_for
+from sats.errors import DecodeError, SatsError
+from sats.keys import key_converter, prefix_end, row_key_extractor
+from sats.types import INT_LAYOUT, AlgebraicType, PrimitiveType, ProductType, Typespace, TypeTag
+
+__all__ = [
+    "Datastore",
+    "DatastoreConfig",
+    "ReadTx",
+    "MutTx",
+    "DatastoreError",
+    "BsatnDecodeError",
+    "NoSuchTable",
+    "NoSuchIndex",
+    "WrongIndexAlgo",
+    "UniqueAlreadyExists",
+    "IndexNotUnique",
+    "NoSuchRow",
+    "SchemaConflict",
+    "TransactionStateError",
+    "KEY_TRUNC",
+]
+
+#: Index keys this long or longer are stored truncated (+ rid); see the module docstring.
+KEY_TRUNC = 480
+_TRUNC_LEN = KEY_TRUNC + 8
+
+_RID = struct.Struct(">Q")
+_APPLIED = struct.Struct("<q")
+_U32 = struct.Struct("<I")
+
+_META_DB = b"meta"
+_K_APPLIED = b"ds/applied"
+_K_TABLE = b"ds/table/"
+_K_SEQ = b"ds/seq/"
+_K_RID = b"ds/rid/"
+_K_USER = b"user/"
+
+
+def _blake(row: bytes) -> bytes:
+    return hashlib.blake2b(row, digest_size=16).digest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+class DatastoreError(Exception):
+    """Base of datastore errors. ``errno`` is the module-ABI errno (0 = none: the host traps)."""
+
+    errno = 0
+
+
+class BsatnDecodeError(DatastoreError):
+    """A row, key, bound or relation that does not decode at its type."""
+
+    errno = 3
+
+
+class NoSuchTable(DatastoreError):
+    """Unknown table id or name."""
+
+    errno = 4
+
+
+class NoSuchIndex(DatastoreError):
+    """Unknown index id or name, or an index of another table."""
+
+    errno = 5
+
+
+class WrongIndexAlgo(DatastoreError):
+    """A range scan on an index that cannot seek ranges (hash)."""
+
+    errno = 10
+
+
+class UniqueAlreadyExists(DatastoreError):
+    """The row collides with another row on a unique index."""
+
+    errno = 12
+
+
+class IndexNotUnique(DatastoreError):
+    """``update`` through an index that is not unique."""
+
+    errno = 14
+
+
+class NoSuchRow(DatastoreError):
+    """``update`` found no row with the new row's key."""
+
+    errno = 15
+
+
+class SchemaConflict(DatastoreError):
+    """A schema change that contradicts the current schema (duplicate id or name, bad columns)."""
+
+
+class TransactionStateError(DatastoreError):
+    """Transaction misuse: a second MutTx, a finished transaction, checkpoint inside a MutTx."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatastoreConfig:
+    """LMDB environment settings of one replica directory."""
+
+    #: Upper bound of the data file (address space only; the file grows as needed).
+    map_size: int = 1 << 34
+    #: Named-DB slots (tables + indexes + 1). Child-transaction cost grows with it (~1 µs at 1024).
+    max_dbs: int = 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled per-table / per-index runtime
+# ---------------------------------------------------------------------------------------------
+
+
+def _entry_key(unique: bool, key: bytes, rid8: bytes) -> bytes:
+    """The LMDB key of an index entry (or of a clustered row) for full key ``key``."""
+    if len(key) >= KEY_TRUNC:
+        return key[:KEY_TRUNC] + rid8
+    return key if unique else key + rid8
+
+
+class _Index:
+    """One index, compiled: key extractors and converters, and where its entries live."""
+
+    __slots__ = (
+        "schema",
+        "index_id",
+        "name",
+        "table_id",
+        "table_name",
+        "unique",
+        "ordered",
+        "clustered",
+        "db",
+        "table_db",
+        "extract",
+        "point_key",
+        "range_convs",
+        "range_product",
+    )
+
+    def __init__(self, schema: IndexSchema, table: TableSchema, db: Any, table_db: Any, clustered: bool) -> None:
+        self.schema = schema
+        self.index_id = schema.index_id
+        self.name = schema.name
+        self.table_id = schema.table_id
+        self.table_name = table.name
+        self.unique = schema.unique or clustered
+        self.ordered = schema.ordered
+        self.clustered = clustered
+        self.db = db
+        self.table_db = table_db
+        ts = table.typespace
+        elems = table.row_type.elements
+        self.extract: Callable[[bytes], bytes] = row_key_extractor(table.row_type, ts, schema.columns)
+        col_types = [elems[c].algebraic_type for c in schema.columns]
+        convs = [key_converter(t, ts) for t in col_types]
+        if len(convs) == 1:
+            conv = convs[0]
+
+            def point_key(buf: Any) -> bytes:
+                return conv(buf, 0)[0]
+
+        else:
+
+            def point_key(buf: Any) -> bytes:
+                pos = 0
+                parts = []
+                for c in convs:
+                    k, pos = c(buf, pos)
+                    parts.append(k)
+                return b"".join(parts)
+
+        # Trailing bytes after the key are ignored, as the reference's decoder does.
+        self.point_key: Callable[[Any], bytes] = point_key
+        # Range-scan key elements (module-abi.md §3.4): the columns, or for a single column of
+        # product type that product's fields.
+        only = ts.resolve(col_types[0]) if len(col_types) == 1 else None
+        if only is None or isinstance(only, ProductType):
+            self.range_product = True
+            self.range_convs = convs if only is None else [key_converter(e.algebraic_type, ts) for e in only.elements]
+        else:
+            self.range_product = False
+            self.range_convs = convs
+
+
+def _plain_fixed(ty: AlgebraicType, ts: Typespace) -> bool:
+    """True when every byte string of the right length is a valid value (ints, floats, products)."""
+    ty = ts.resolve(ty)
+    if isinstance(ty, PrimitiveType):
+        return ty.kind in INT_LAYOUT or ty.kind in (TypeTag.F32, TypeTag.F64)
+    if isinstance(ty, ProductType):
+        return all(_plain_fixed(e.algebraic_type, ts) for e in ty.elements)
+    return False
+
+
+class _Seq:
+    """A sequence bound to its column: width for truncation, schema for stepping."""
+
+    __slots__ = ("schema", "seq_id", "column", "size", "mask", "zero")
+
+    def __init__(self, schema: Any, size: int) -> None:
+        self.schema = schema
+        self.seq_id = schema.seq_id
+        self.column = schema.column
+        self.size = size
+        self.mask = (1 << (8 * size)) - 1
+        self.zero = bytes(size)
+
+
+def _seq_step(schema: Any, value: int) -> int:
+    """The value after ``value``: wraps past max to min (and below min to max)."""
+    nxt = value + schema.increment
+    if nxt > schema.max_value:
+        return int(schema.min_value)
+    if nxt < schema.min_value:
+        return int(schema.max_value)
+    return int(nxt)
+
+
+class _Table:
+    """One table, compiled: its DB, clustering index, secondary indexes, sequences, validator."""
+
+    __slots__ = (
+        "schema",
+        "table_id",
+        "name",
+        "db",
+        "pk",
+        "indexes",
+        "secondary",
+        "sec_unique",
+        "seqs",
+        "validate",
+        "split",
+        "seq_spans",
+        "decode_row",
+    )
+
+    def __init__(self, schema: TableSchema, db: Any, index_dbs: dict[int, Any], cluster: int | None) -> None:
+        self.schema = schema
+        self.table_id = schema.table_id
+        self.name = schema.name
+        self.db = db
+        ts = schema.typespace
+        row_type = schema.row_type
+        self.indexes: list[_Index] = []
+        self.pk: _Index | None = None
+        for ix in schema.indexes:
+            clustered = ix.index_id == cluster
+            idx = _Index(ix, schema, db if clustered else index_dbs[ix.index_id], db, clustered)
+            self.indexes.append(idx)
+            if clustered:
+                self.pk = idx
+        self.secondary = [i for i in self.indexes if not i.clustered]
+        self.sec_unique = [i for i in self.secondary if i.unique]
+
+        codec = codec_for(row_type, ts)
+        self.decode_row = codec.decode_all
+        if _plain_fixed(row_type, ts):
+            size = codec.fixed_size
+            assert size is not None
+
+            def validate(row: bytes) -> None:
+                if len(row) != size:
+                    raise DecodeError(f"row is {len(row)} bytes, the row type needs exactly {size}")
+
+            def split(buf: Any, pos: int) -> int:
+                end = pos + size
+                if end > len(buf):
+                    raise DecodeError(f"row at byte {pos} is truncated")
+                return end
+
+        else:
+            decode_all = codec.decode_all
+            decode = codec.decode
+
+            def validate(row: bytes) -> None:
+                decode_all(row)
+
+            def split(buf: Any, pos: int) -> int:
+                return int(decode(buf, pos)[1])
+
+        self.validate: Callable[[bytes], None] = validate
+        self.split: Callable[[Any, int], int] = split
+
+        # Sequences, with the byte span of their columns inside a row.
+        seqs = []
+        for s in sorted(schema.sequences, key=lambda s: s.column):
+            cty = ts.resolve(row_type.elements[s.column].algebraic_type)
+            if not isinstance(cty, PrimitiveType) or cty.kind not in INT_LAYOUT:
+                raise SchemaConflict(f"table {schema.name!r}: sequence {s.name!r} is on a non-integer column")
+            seqs.append(_Seq(s, INT_LAYOUT[cty.kind][0] // 8))
+        self.seqs = seqs
+        self.seq_spans = _span_finder(row_type, ts, [s.column for s in seqs]) if seqs else None
+
+
+def _span_finder(row_type: ProductType, ts: Typespace, cols: list[int]) -> Callable[[bytes], list[tuple[int, int]]]:
+    """``row -> [(start, end)]`` of the given (ascending) columns inside a BSATN row."""
+    codecs = [codec_for(e.algebraic_type, ts) for e in row_type.elements[: max(cols) + 1]]
+    offsets: list[int] = []
+    off = 0
+    for c in codecs:
+        if c.fixed_size is None:
+            break
+        offsets.append(off)
+        off += c.fixed_size
+    if len(offsets) == len(codecs):
+        spans = [(offsets[c], offsets[c] + (codecs[c].fixed_size or 0)) for c in cols]
+        return lambda row: spans
+    skips = [c.skip for c in codecs]
+    wanted = set(cols)
+
+    def find(row: bytes) -> list[tuple[int, int]]:
+        out = []
+        pos = 0
+        for i, skip in enumerate(skips):
+            end = skip(row, pos)
+            if i in wanted:
+                out.append((pos, end))
+            pos = end
+        return out
+
+    return find
+
+
+class _Catalog:
+    """The compiled schema at one point in time. Replaced, never mutated, once published."""
+
+    __slots__ = ("tables", "indexes", "table_names", "index_names", "clusters")
+
+    def __init__(self) -> None:
+        self.tables: dict[int, _Table] = {}
+        self.indexes: dict[int, _Index] = {}
+        self.table_names: dict[str, int] = {}
+        self.index_names: dict[str, int] = {}
+        #: table_id → id of the clustering index (persisted: it fixes the storage layout).
+        self.clusters: dict[int, int | None] = {}
+
+    def copy(self) -> _Catalog:
+        c = _Catalog()
+        c.tables = dict(self.tables)
+        c.indexes = dict(self.indexes)
+        c.table_names = dict(self.table_names)
+        c.index_names = dict(self.index_names)
+        c.clusters = dict(self.clusters)
+        return c
+
+    def put_table(self, tbl: _Table, cluster: int | None) -> None:
+        old = self.tables.get(tbl.table_id)
+        if old is not None:
+            self.drop_table(tbl.table_id)
+        self.tables[tbl.table_id] = tbl
+        self.table_names[tbl.name] = tbl.table_id
+        self.clusters[tbl.table_id] = cluster
+        for ix in tbl.indexes:
+            self.indexes[ix.index_id] = ix
+            self.index_names[ix.name] = ix.index_id
+
+    def drop_table(self, table_id: int) -> _Table:
+        tbl = self.tables.pop(table_id)
+        self.table_names.pop(tbl.name, None)
+        self.clusters.pop(table_id, None)
+        for ix in tbl.indexes:
+            self.indexes.pop(ix.index_id, None)
+            self.index_names.pop(ix.name, None)
+        return tbl
+
+
+def _table_db_name(table_id: int) -> bytes:
+    return b"t%d" % table_id
+
+
+def _index_db_name(index_id: int) -> bytes:
+    return b"i%d" % index_id
+
+
+def _choose_cluster(schema: TableSchema) -> int | None:
+    """The index rows are clustered by: the unique index on exactly the primary-key column."""
+    if schema.primary_key is None:
+        return None
+    for ix in schema.indexes:
+        if ix.unique and ix.columns == (schema.primary_key,):
+            return ix.index_id
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions
+# ---------------------------------------------------------------------------------------------
+
+
+class _TxBase:
+    """The read API shared by :class:`ReadTx` and :class:`MutTx`."""
+
+    __slots__ = ("_txn", "_cat", "_meta", "_done")
+
+    def __init__(self, txn: Any, cat: _Catalog, meta_db: Any) -> None:
+        self._txn = txn
+        self._cat = cat
+        self._meta = meta_db
+        self._done = False
+
+    # -- names and schema ------------------------------------------------------------------------
+
+    def table_id(self, name: str) -> int:
+        """The id of the table called ``name`` (ABI #1); NoSuchTable otherwise."""
+        tid = self._cat.table_names.get(name)
+        if tid is None:
+            raise NoSuchTable(f"no table named {name!r}")
+        return tid
+
+    def index_id(self, name: str) -> int:
+        """The id of the index called ``name`` (ABI #2); NoSuchIndex otherwise."""
+        iid = self._cat.index_names.get(name)
+        if iid is None:
+            raise NoSuchIndex(f"no index named {name!r}")
+        return iid
+
+    def table_schema(self, table_id: int) -> TableSchema:
+        """The schema of a table visible to this transaction."""
+        return self._table(table_id).schema
+
+    def tables(self) -> dict[int, TableSchema]:
+        """Every table visible to this transaction."""
+        return {tid: t.schema for tid, t in self._cat.tables.items()}
+
+    def _table(self, table_id: int) -> _Table:
+        tbl = self._cat.tables.get(table_id)
+        if tbl is None:
+            raise NoSuchTable(f"no table with id {table_id}")
+        return tbl
+
+    def _index(self, index_id: int) -> _Index:
+        idx = self._cat.indexes.get(index_id)
+        if idx is None:
+            raise NoSuchIndex(f"no index with id {index_id}")
+        return idx
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        """The engine's metadata value under ``key``, or None."""
+        v = self._txn.get(_K_USER + key, None, self._meta)
+        return None if v is None else bytes(v)
+
+    def row_count(self, table_id: int) -> int:
+        """Number of rows visible to this transaction (ABI #3)."""
+        return int(self._txn.stat(self._table(table_id).db)["entries"])
+
+    def scan(self, table_id: int) -> list[bytes]:
+        """Every visible row, as a snapshot list (ABI #4; order: storage order)."""
+        tbl = self._table(table_id)
+        cur = self._txn.cursor(tbl.db)
+        return [v[8:] for v in cur.iternext(keys=False, values=True)]
+
+    def index_scan_point(self, index_id: int, key_bsatn: bytes) -> list[bytes]:
+        """Rows whose index key equals ``bsatn(key)`` (ABI #28), in rid order; any algorithm."""
+        idx = self._index(index_id)
+        try:
+            key = idx.point_key(key_bsatn)
+        except DecodeError as e:
+            raise BsatnDecodeError(f"point key for index {idx.name!r} does not decode: {e}") from None
+        return [val[8:] for _, val in self._lookup(idx, key)]
+
+    def index_scan_range(self, index_id: int, prefix: bytes, prefix_elems: int, rstart: bytes, rend: bytes) -> list[bytes]:
+        """Rows in a prefix + bound range (ABI #5, §3.4), in key order then rid order."""
+        idx = self._index(index_id)
+        lo, hi = self._range_bounds(idx, prefix, prefix_elems, rstart, rend)
+        if lo is None:
+            return []
+        return [val[8:] for _, val in self._range_entries(idx, lo, hi)]
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _range_bounds(
+        self, idx: _Index, prefix: bytes, prefix_elems: int, rstart: bytes, rend: bytes
+    ) -> tuple[bytes | None, bytes | None]:
+        """Turn ABI range arguments into key bounds ``[lo, hi)`` (None: empty / unbounded).
+
+        Exact semantics for an Excluded bound on a non-last key element: ``Excluded(v)`` on
+        element p excludes every key whose element p equals v, whatever follows. (The 1.12
+        reference pads bounds with Min/Max sentinels and so treats such an Excluded like
+        Included; we deliberately don't reproduce that quirk — module-abi.md §3.4.2.)
+        """
+        if not idx.ordered:
+            raise WrongIndexAlgo(f"index {idx.name!r} of table {idx.table_name!r} is a hash index: no range scans")
+        convs = idx.range_convs
+        try:
+            if idx.range_product:
+                if prefix_elems >= len(convs):
+                    raise DecodeError(f"prefix_elems {prefix_elems} must be below the key's {len(convs)} element(s)")
+                p = prefix_elems
+            else:
+                if prefix_elems and prefix:
+                    raise DecodeError(f"prefix_elems {prefix_elems} on a single-column index")
+                p = 0
+            kp = b""
+            if p:
+                pos = 0
+                parts = []
+                for conv in convs[:p]:
+                    k, pos = conv(prefix, pos)
+                    parts.append(k)
+                kp = b"".join(parts)
+            conv = convs[p]
+            lo_tag, lo_key = _bound(conv, rstart)
+            hi_tag, hi_key = _bound(conv, rend)
+        except DecodeError as e:
+            raise BsatnDecodeError(f"range bounds for index {idx.name!r} do not decode: {e}") from None
+        lo: bytes | None
+        if lo_tag == 2:
+            lo = kp
+        elif lo_tag == 0:
+            lo = kp + lo_key
+        else:
+            lo = prefix_end(kp + lo_key)
+        hi: bytes | None
+        if hi_tag == 2:
+            hi = prefix_end(kp)
+        elif hi_tag == 0:
+            hi = prefix_end(kp + hi_key)
+        else:
+            hi = kp + hi_key
+        return lo, hi
+
+    def _lookup(self, idx: _Index, key: bytes) -> list[tuple[bytes, bytes]]:
+        """``(locator, rid ++ row)`` of every row whose key on ``idx`` equals ``key``."""
+        if idx.unique and len(key) < KEY_TRUNC:
+            txn = self._txn
+            v = txn.get(key, None, idx.db)
+            if v is None:
+                return []
+            if idx.clustered:
+                return [(key, v)]
+            return [(v, txn.get(v, None, idx.table_db))]
+        # Keys are prefix-free, so "starts with key" is "equals key".
+        return self._range_entries(idx, key, prefix_end(key))
+
+    def _range_entries(self, idx: _Index, lo: bytes, hi: bytes | None) -> list[tuple[bytes, bytes]]:
+        """``(locator, rid ++ row)`` of the rows with ``lo <= key < hi``, in key then rid order."""
+        out: list[tuple[bytes, bytes]] = []
+        if hi is not None and lo >= hi:
+            return out
+        txn = self._txn
+        cur = txn.cursor(idx.db)
+        # A truncated entry's stored prefix is <= its full key, so start at lo's prefix.
+        if not cur.set_range(lo[:KEY_TRUNC]):
+            return out
+        clustered = idx.clustered
+        unique = idx.unique
+        tdb = idx.table_db
+        get = txn.get
+        extract = idx.extract
+        group: list[tuple[bytes, bytes, bytes]] = []
+        group_prefix = b""
+        for ekey, v in cur.iternext():
+            if len(ekey) == _TRUNC_LEN:
+                stored = ekey[:KEY_TRUNC]
+                # stored >= hi implies full key >= hi (stored is a prefix of the full key).
+                if hi is not None and stored >= hi:
+                    break
+                if stored != group_prefix:
+                    _flush(group, out)
+                    group_prefix = stored
+                loc, val = (ekey, v) if clustered else (v, get(v, None, tdb))
+                full = extract(val[8:])
+                if full >= lo and (hi is None or full < hi):
+                    group.append((full, loc, val))
+                continue
+            if group:
+                _flush(group, out)
+            full = ekey if unique else ekey[:-8]
+            if hi is not None and full >= hi:
+                break
+            if full < lo:
+                continue
+            out.append((ekey, v) if clustered else (v, get(v, None, tdb)))
+        _flush(group, out)
+        return out
+
+    def _find_row(self, tbl: _Table, row: bytes) -> tuple[bytes, bytes] | None:
+        """The stored ``(locator, rid ++ row)`` byte-identical to ``row``, or None."""
+        pk = tbl.pk
+        if pk is not None:
+            for loc, val in self._lookup(pk, pk.extract(row)):
+                if val[8:] == row:
+                    return loc, val
+            return None
+        return self._hash_find(tbl, _blake(row), row)
+
+    def _hash_find(self, tbl: _Table, h: bytes, row: bytes) -> tuple[bytes, bytes] | None:
+        cur = self._txn.cursor(tbl.db)
+        if not cur.set_range(h):
+            return None
+        for k, v in cur.iternext():
+            if k[:16] != h:
+                return None
+            if v[8:] == row:
+                return k, v
+        return None
+
+
+def _flush(group: list[tuple[bytes, bytes, bytes]], out: list[tuple[bytes, bytes]]) -> None:
+    """Emit a run of truncated entries sharing a stored prefix, in full-key order.
+
+    The run is in rid order already and the sort is stable, so equal keys stay in rid order.
+    """
+    if group:
+        group.sort(key=lambda t: t[0])
+        out.extend((loc, val) for _, loc, val in group)
+        group.clear()
+
+
+def _bound(conv: Callable[[Any, int], tuple[bytes, int]], buf: bytes) -> tuple[int, bytes]:
+    """Decode a BSATN ``Bound<T>`` (§3.4.1) into (tag, key of the value)."""
+    if not buf:
+        raise DecodeError("empty Bound")
+    tag = buf[0]
+    if tag == 2:
+        return 2, b""
+    if tag > 2:
+        raise DecodeError(f"invalid Bound tag {tag}")
+    return tag, conv(buf, 1)[0]
+
+
+class ReadTx(_TxBase):
+    """A read-only snapshot of the last checkpoint; usable from any thread. Close it promptly."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        """Release the snapshot."""
+        if not self._done:
+            self._done = True
+            self._txn.abort()
+
+    abort = close
+
+    def __enter__(self) -> ReadTx:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MutTx(_TxBase):
+    """A mutable transaction (writer thread only, one at a time): a child of the outer txn."""
+
+    __slots__ = ("_ds", "_changes", "_seq_local", "_schema_ops", "_cat_owned")
+
+    def __init__(self, ds: Datastore, txn: Any) -> None:
+        super().__init__(txn, ds._cat, ds._meta)
+        self._ds = ds
+        #: table_id → [inserted {row: rid8}, deleted {row: rid8}] (net).
+        self._changes: dict[int, list[dict[bytes, bytes]]] = {}
+        #: seq_id → next value (None: the sequence was dropped).
+        self._seq_local: dict[int, int | None] = {}
+        self._schema_ops: list[SchemaOp] = []
+        self._cat_owned = False
+
+    def __enter__(self) -> MutTx:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._done:
+            self.rollback()
+
+    # -- finishing -------------------------------------------------------------------------------
+
+    def commit(self) -> TxData:
+        """Commit into the outer transaction; returns what changed (for the commit log)."""
+        if self._done:
+            raise TransactionStateError("transaction already finished")
+        self._txn.commit()
+        self._done = True
+        ds = self._ds
+        ds._mut = None
+        if self._cat_owned:
+            ds._cat = self._cat
+        tables: dict[int, TableChanges] = {}
+        unpack = _RID.unpack
+        for tid, (ins, dels) in self._changes.items():
+            if ins or dels:
+                tables[tid] = TableChanges(list(ins), list(dels), [unpack(r)[0] for r in ins.values()])
+        seqs: dict[int, int] = {}
+        for sid, v in self._seq_local.items():
+            if v is None:
+                ds._seq.pop(sid, None)
+                ds._seq_dirty.discard(sid)
+                ds._seq_deleted.add(sid)
+            else:
+                ds._seq[sid] = v
+                ds._seq_dirty.add(sid)
+                ds._seq_deleted.discard(sid)
+                seqs[sid] = v
+        return TxData(tables, seqs, self._schema_ops)
+
+    def rollback(self) -> None:
+        """Discard every change of this transaction."""
+        if self._done:
+            return
+        self._done = True
+        self._txn.abort()
+        self._ds._mut = None
+
+    # -- meta ------------------------------------------------------------------------------------
+
+    def put_meta(self, key: bytes, value: bytes) -> None:
+        """Store an engine metadata value (not part of TxData: the engine replays its own)."""
+        self._txn.put(_K_USER + key, value, True, True, False, self._meta)
+
+    def delete_meta(self, key: bytes) -> None:
+        """Remove an engine metadata value."""
+        self._txn.delete(_K_USER + key, b"", self._meta)
+
+    # -- row writes ------------------------------------------------------------------------------
+
+    def insert(self, table_id: int, row: bytes) -> tuple[bytes, bytes]:
+        """Insert a row (ABI #12, §3.8); returns (stored row, generated-values BSATN).
+
+        Zero values in sequence columns are replaced by the sequence's next value; the
+        generated bytes are those values in column order (what the guest reads back).
+        Inserting a row identical to a visible one is a no-op that still returns the row and
+        the generated bytes (the sequence values are consumed, as in the reference).
+        """
+        return self._insert(self._table(table_id), row, None)
+
+    def _insert(self, tbl: _Table, row: bytes, replay_rid8: bytes | None) -> tuple[bytes, bytes]:
+        """Insert; ``replay_rid8`` (from apply) skips sequences and imposes the row id."""
+        table_id = tbl.table_id
+        if type(row) is not bytes:
+            row = bytes(row)
+        gen = b""
+        seq_updates: list[tuple[int, int]] | None = None
+        try:
+            tbl.validate(row)
+            if tbl.seqs and replay_rid8 is None:
+                row, gen, seq_updates = self._gen_seqs(tbl, row)
+            pk = tbl.pk
+            pk_key = pk.extract(row) if pk is not None else b""
+            sec_keys = [ix.extract(row) for ix in tbl.secondary]
+        except DecodeError as e:
+            raise BsatnDecodeError(f"row for table {tbl.name!r} does not decode: {e}") from None
+        if pk is not None:
+            found = self._lookup(pk, pk_key)
+            if found:
+                if found[0][1][8:] == row and replay_rid8 is None:
+                    self._seq_apply(seq_updates)
+                    return row, gen
+                raise self._unique_error(tbl, pk, row)
+            h = b""
+        else:
+            h = _blake(row)
+            if self._hash_find(tbl, h, row) is not None:
+                if replay_rid8 is not None:
+                    raise DatastoreError(f"replay: row already present in table {tbl.name!r}")
+                self._seq_apply(seq_updates)
+                return row, gen
+        for ix, key in zip(tbl.secondary, sec_keys, strict=True):
+            if ix.unique and self._lookup(ix, key):
+                raise self._unique_error(tbl, ix, row)
+        # Every check passed: from here on nothing can fail half-way (but LMDB itself).
+        self._seq_apply(seq_updates)
+        ch = self._changes.get(table_id)
+        if ch is None:
+            ch = self._changes[table_id] = [{}, {}]
+        rid8 = ch[1].pop(row, None)
+        if replay_rid8 is not None:
+            self._ds._bump_rid(table_id, replay_rid8)
+            if rid8 is None:
+                ch[0][row] = replay_rid8
+            rid8 = replay_rid8
+        elif rid8 is None:
+            # A row deleted earlier in this tx comes back with its old rid (no net change).
+            rid8 = self._ds._new_rid(table_id)
+            ch[0][row] = rid8
+        self._put_row(tbl, row, rid8, pk_key, h, sec_keys)
+        return row, gen
+
+    def update(self, table_id: int, index_id: int, row: bytes) -> tuple[bytes, bytes]:
+        """Replace the row with the same key on unique index ``index_id`` (ABI #13, §3.8)."""
+        tbl = self._table(table_id)
+        idx = self._cat.indexes.get(index_id)
+        if idx is None or idx.table_id != table_id:
+            raise NoSuchIndex(f"no index with id {index_id} on table {tbl.name!r}")
+        if not idx.unique:
+            raise IndexNotUnique(f"index {idx.name!r} of table {tbl.name!r} is not unique")
+        if type(row) is not bytes:
+            row = bytes(row)
+        gen = b""
+        seq_updates: list[tuple[int, int]] | None = None
+        try:
+            tbl.validate(row)
+            if tbl.seqs:
+                row, gen, seq_updates = self._gen_seqs(tbl, row)
+            key = idx.extract(row)
+            pk = tbl.pk
+            pk_key = key if idx is pk else (pk.extract(row) if pk is not None else b"")
+            sec_keys = [key if ix is idx else ix.extract(row) for ix in tbl.secondary]
+        except DecodeError as e:
+            raise BsatnDecodeError(f"row for table {tbl.name!r} does not decode: {e}") from None
+        found = self._lookup(idx, key)
+        if not found:
+            raise NoSuchRow(f"no row in table {tbl.name!r} with that key on index {idx.name!r}")
+        old_loc, old_val = found[0]
+        old_row = old_val[8:]
+        if old_row == row:
+            self._seq_apply(seq_updates)
+            return row, gen
+        # Other unique constraints, against every row but the old one.
+        if pk is not None and idx is not pk:
+            for loc, _ in self._lookup(pk, pk_key):
+                if loc != old_loc:
+                    raise self._unique_error(tbl, pk, row)
+        for ix, k in zip(tbl.secondary, sec_keys, strict=True):
+            if ix.unique and ix is not idx:
+                for loc, _ in self._lookup(ix, k):
+                    if loc != old_loc:
+                        raise self._unique_error(tbl, ix, row)
+        self._seq_apply(seq_updates)
+        old_rid8 = old_val[:8]
+        ch = self._changes.get(table_id)
+        if ch is None:
+            ch = self._changes[table_id] = [{}, {}]
+        ins, dels = ch
+        if old_row in ins:
+            del ins[old_row]
+        else:
+            dels[old_row] = old_rid8
+        rid8 = dels.pop(row, None)
+        if rid8 is None:
+            rid8 = old_rid8
+            ins[row] = rid8
+        if pk is not None and rid8 == old_rid8 and _entry_key(True, pk_key, rid8) == old_loc:
+            # Same locator and rid: overwrite in place, touch only index entries whose key moved.
+            txn = self._txn
+            txn.put(old_loc, rid8 + row, True, True, False, tbl.db)
+            for ix, k in zip(tbl.secondary, sec_keys, strict=True):
+                ok = ix.extract(old_row)
+                if ok != k:
+                    txn.delete(_entry_key(ix.unique, ok, rid8), b"", ix.db)
+                    txn.put(_entry_key(ix.unique, k, rid8), old_loc, True, True, False, ix.db)
+        else:
+            self._del_row(tbl, old_loc, old_val)
+            self._put_row(tbl, row, rid8, pk_key, b"" if pk is not None else _blake(row), sec_keys)
+        return row, gen
+
+    def delete_by_index_scan_point(self, index_id: int, key_bsatn: bytes) -> int:
+        """Delete the rows :meth:`index_scan_point` would return; returns their number (ABI #29)."""
+        idx = self._index(index_id)
+        try:
+            key = idx.point_key(key_bsatn)
+        except DecodeError as e:
+            raise BsatnDecodeError(f"point key for index {idx.name!r} does not decode: {e}") from None
+        return self._delete_entries(self._cat.tables[idx.table_id], self._lookup(idx, key))
+
+    def delete_by_index_scan_range(self, index_id: int, prefix: bytes, prefix_elems: int, rstart: bytes, rend: bytes) -> int:
+        """Delete the rows :meth:`index_scan_range` would return; returns their number (ABI #7)."""
+        idx = self._index(index_id)
+        lo, hi = self._range_bounds(idx, prefix, prefix_elems, rstart, rend)
+        if lo is None:
+            return 0
+        return self._delete_entries(self._cat.tables[idx.table_id], self._range_entries(idx, lo, hi))
+
+    def delete_by_rel(self, table_id: int, rel: bytes) -> int:
+        """Delete every stored row equal to a row of ``rel`` (BSATN array of rows, ABI #9)."""
+        tbl = self._table(table_id)
+        rows: list[bytes] = []
+        try:
+            if len(rel) < 4:
+                raise DecodeError("relation shorter than its u32 count")
+            (n,) = _U32.unpack_from(rel, 0)
+            if n > len(rel):
+                raise DecodeError(f"relation count {n} exceeds the input")
+            pos = 4
+            split = tbl.split
+            for _ in range(n):
+                end = split(rel, pos)
+                rows.append(bytes(rel[pos:end]))
+                pos = end
+        except DecodeError as e:
+            raise BsatnDecodeError(f"relation for table {tbl.name!r} does not decode: {e}") from None
+        count = 0
+        for row in rows:
+            found = self._find_row(tbl, row)
+            if found is not None:
+                self._del_row(tbl, *found)
+                count += 1
+        return count
+
+    def delete_row(self, table_id: int, row: bytes) -> bool:
+        """Delete the stored row byte-identical to ``row``; False if there is none."""
+        tbl = self._table(table_id)
+        found = self._find_row(tbl, bytes(row))
+        if found is None:
+            return False
+        self._del_row(tbl, *found)
+        return True
+
+    # -- row-write internals ---------------------------------------------------------------------
+
+    def _gen_seqs(self, tbl: _Table, row: bytes) -> tuple[bytes, bytes, list[tuple[int, int]]]:
+        """Fill zero sequence columns; returns (row, generated bytes, pending seq positions)."""
+        assert tbl.seq_spans is not None
+        spans = tbl.seq_spans(row)
+        gen: list[bytes] = []
+        updates: list[tuple[int, int]] = []
+        local = self._seq_local
+        ds_seq = self._ds._seq
+        for seq, (s, e) in zip(tbl.seqs, spans, strict=True):
+            if row[s:e] != seq.zero:
+                continue
+            cur = local.get(seq.seq_id)
+            if cur is None:
+                cur = ds_seq[seq.seq_id]
+            # The reference writes the value with a plain cast: truncated to the column width.
+            val = (cur & seq.mask).to_bytes(seq.size, "little")
+            row = row[:s] + val + row[e:]
+            gen.append(val)
+            nxt = _seq_step(seq.schema, cur)
+            # Pending until the whole operation succeeds (a failed insert consumes nothing).
+            updates.append((seq.seq_id, nxt))
+        return row, b"".join(gen), updates
+
+    def _seq_apply(self, updates: list[tuple[int, int]] | None) -> None:
+        if updates:
+            for sid, v in updates:
+                self._seq_local[sid] = v
+
+    def _put_row(self, tbl: _Table, row: bytes, rid8: bytes, pk_key: bytes, h: bytes, sec_keys: list[bytes]) -> None:
+        txn = self._txn
+        loc = _entry_key(True, pk_key, rid8) if tbl.pk is not None else h + rid8
+        txn.put(loc, rid8 + row, True, True, False, tbl.db)
+        for ix, key in zip(tbl.secondary, sec_keys, strict=True):
+            txn.put(_entry_key(ix.unique, key, rid8), loc, True, True, False, ix.db)
+
+    def _del_row(self, tbl: _Table, loc: bytes, val: bytes) -> None:
+        txn = self._txn
+        row = val[8:]
+        rid8 = val[:8]
+        txn.delete(loc, b"", tbl.db)
+        for ix in tbl.secondary:
+            txn.delete(_entry_key(ix.unique, ix.extract(row), rid8), b"", ix.db)
+        ch = self._changes.get(tbl.table_id)
+        if ch is None:
+            ch = self._changes[tbl.table_id] = [{}, {}]
+        if row in ch[0]:
+            del ch[0][row]
+        else:
+            ch[1][row] = rid8
+
+    def _delete_entries(self, tbl: _Table, entries: list[tuple[bytes, bytes]]) -> int:
+        for loc, val in entries:
+            self._del_row(tbl, loc, val)
+        return len(entries)
+
+    def _unique_error(self, tbl: _Table, ix: _Index, row: bytes) -> UniqueAlreadyExists:
+        names = tbl.schema.column_names()
+        cols = ", ".join(names[c] for c in ix.schema.columns)
+        try:
+            values = tbl.decode_row(row)
+            shown = ", ".join(repr(values[c]) for c in ix.schema.columns)
+        except SatsError:
+            shown = "?"
+        return UniqueAlreadyExists(
+            f"duplicate key in unique index {ix.name!r} of table {tbl.name!r}: ({cols}) = ({shown})"
+        )
+
+    # -- schema changes (recorded in TxData) -----------------------------------------------------
+
+    def _own_cat(self) -> _Catalog:
+        """Copy-on-write: the published catalog is shared with readers and must not change."""
+        if not self._cat_owned:
+            self._cat = self._cat.copy()
+            self._cat_owned = True
+        return self._cat
+
+    def _seq_exists(self, seq_id: int) -> bool:
+        if seq_id in self._seq_local:
+            return self._seq_local[seq_id] is not None
+        return seq_id in self._ds._seq
+
+    def _open_db(self, name: bytes, clear: bool) -> Any:
+        db = self._ds._env.open_db(name, txn=self._txn, create=True)
+        if clear and self._txn.stat(db)["entries"]:
+            # Left over from a dropped table/index with the same id (DBs are emptied, not deleted).
+            self._txn.drop(db, delete=False)
+        return db
+
+    def _write_schema(self, schema: TableSchema, cluster: int | None) -> None:
+        doc = {"table": table_to_json(schema), "cluster": cluster}
+        self._txn.put(_K_TABLE + b"%d" % schema.table_id, dumps(doc), True, True, False, self._meta)
+
+    def create_table(self, schema: TableSchema) -> None:
+        """Create a table with its indexes and sequences."""
+        schema = replace(schema, indexes=list(schema.indexes), sequences=list(schema.sequences))
+        try:
+            schema.validate()
+        except SchemaError as e:
+            raise SchemaConflict(str(e)) from None
+        cat = self._cat
+        if schema.table_id in cat.tables or schema.name in cat.table_names:
+            raise SchemaConflict(f"table {schema.name!r} (id {schema.table_id}): id or name already exists")
+        names = set()
+        for ix in schema.indexes:
+            if ix.index_id in cat.indexes or ix.name in cat.index_names or ix.name in names:
+                raise SchemaConflict(f"index {ix.name!r} (id {ix.index_id}): id or name already exists")
+            names.add(ix.name)
+        for sq in schema.sequences:
+            if self._seq_exists(sq.seq_id):
+                raise SchemaConflict(f"sequence {sq.name!r} (id {sq.seq_id}) already exists")
+        cluster = _choose_cluster(schema)
+        db = self._open_db(_table_db_name(schema.table_id), clear=True)
+        index_dbs = {
+            ix.index_id: self._open_db(_index_db_name(ix.index_id), clear=True)
+            for ix in schema.indexes
+            if ix.index_id != cluster
+        }
+        tbl = _Table(schema, db, index_dbs, cluster)
+        self._own_cat().put_table(tbl, cluster)
+        self._write_schema(schema, cluster)
+        for sq in schema.sequences:
+            self._seq_local[sq.seq_id] = sq.start
+        self._schema_ops.append(SchemaOp(SchemaOpKind.CREATE_TABLE, table=schema))
+
+    def drop_table(self, table_id: int) -> None:
+        """Drop a table, its rows, indexes and sequences."""
+        tbl = self._table(table_id)
+        self._own_cat().drop_table(table_id)
+        txn = self._txn
+        txn.drop(tbl.db, delete=False)
+        for ix in tbl.secondary:
+            txn.drop(ix.db, delete=False)
+        txn.delete(_K_TABLE + b"%d" % table_id, b"", self._meta)
+        for sq in tbl.schema.sequences:
+            self._seq_local[sq.seq_id] = None
+        # The rows vanish with the table; TxData reports the drop, not row deletes.
+        self._changes.pop(table_id, None)
+        self._schema_ops.append(SchemaOp(SchemaOpKind.DROP_TABLE, id=table_id))
+
+    def create_index(self, index: IndexSchema) -> None:
+        """Add an index and build it over the existing rows (UniqueAlreadyExists if it can't)."""
+        tbl = self._table(index.table_id)
+        cat = self._cat
+        if index.index_id in cat.indexes or index.name in cat.index_names:
+            raise SchemaConflict(f"index {index.name!r} (id {index.index_id}): id or name already exists")
+        schema = replace(tbl.schema, indexes=[*tbl.schema.indexes, index])
+        try:
+            schema.validate()
+        except SchemaError as e:
+            raise SchemaConflict(str(e)) from None
+        cluster = cat.clusters[tbl.table_id]
+        handles = {ix.index_id: ix.db for ix in tbl.secondary}
+        handles[index.index_id] = self._open_db(_index_db_name(index.index_id), clear=True)
+        new = _Table(schema, tbl.db, handles, cluster)
+        idx = next(i for i in new.indexes if i.index_id == index.index_id)
+        entries = [(idx.extract(v[8:]), v[:8], k) for k, v in self._txn.cursor(tbl.db).iternext()]
+        if idx.unique:
+            entries.sort(key=lambda t: t[0])
+            for a, b in zip(entries, entries[1:], strict=False):
+                if a[0] == b[0]:
+                    val = self._txn.get(b[2], None, tbl.db)
+                    raise self._unique_error(new, idx, val[8:])
+        put = self._txn.put
+        for key, rid8, loc in entries:
+            put(_entry_key(idx.unique, key, rid8), loc, True, True, False, idx.db)
+        self._own_cat().put_table(new, cluster)
+        self._write_schema(schema, cluster)
+        self._schema_ops.append(SchemaOp(SchemaOpKind.CREATE_INDEX, index=index))
+
+    def drop_index(self, index_id: int) -> None:
+        """Drop an index. Dropping the clustering (primary-key) index re-clusters the table by row hash."""
+        idx = self._index(index_id)
+        tbl = self._cat.tables[idx.table_id]
+        schema = replace(tbl.schema, indexes=[i for i in tbl.schema.indexes if i.index_id != index_id])
+        handles = {ix.index_id: ix.db for ix in tbl.secondary if ix.index_id != index_id}
+        txn = self._txn
+        if not idx.clustered:
+            txn.drop(idx.db, delete=False)
+            cluster = self._cat.clusters[tbl.table_id]
+            new = _Table(schema, tbl.db, handles, cluster)
+        else:
+            cluster = None
+            new = _Table(schema, tbl.db, handles, None)
+            rows = [(v[:8], v[8:]) for v in txn.cursor(tbl.db).iternext(keys=False, values=True)]
+            txn.drop(tbl.db, delete=False)
+            for ix in new.secondary:
+                txn.drop(ix.db, delete=False)
+            for rid8, row in rows:
+                self._put_row(new, row, rid8, b"", _blake(row), [ix.extract(row) for ix in new.secondary])
+        self._own_cat().put_table(new, cluster)
+        self._write_schema(schema, cluster)
+        self._schema_ops.append(SchemaOp(SchemaOpKind.DROP_INDEX, id=index_id))
+
+    # -- replay ----------------------------------------------------------------------------------
+
+    def apply(self, txdata: TxData) -> None:
+        """Re-apply a committed TxData: deletes, schema ops, inserts (with their rids), sequences.
+
+        Deletes go first because every deleted row existed before the transaction, and the
+        state "before minus deletes" is a subset of the final state, so no schema op or
+        insert that succeeded originally can fail on it.
+        """
+        for tid, ch in txdata.tables.items():
+            if ch.deletes:
+                tbl = self._table(tid)
+                for row in ch.deletes:
+                    found = self._find_row(tbl, row)
+                    if found is None:
+                        raise DatastoreError(f"replay: row to delete is not in table {tbl.name!r}")
+                    self._del_row(tbl, *found)
+        for op in txdata.schema_ops:
+            if op.kind == SchemaOpKind.CREATE_TABLE:
+                assert op.table is not None
+                self.create_table(op.table)
+            elif op.kind == SchemaOpKind.DROP_TABLE:
+                self.drop_table(op.id)
+            elif op.kind == SchemaOpKind.CREATE_INDEX:
+                assert op.index is not None
+                self.create_index(op.index)
+            else:
+                self.drop_index(op.id)
+        pack = _RID.pack
+        for tid, ch in txdata.tables.items():
+            if ch.inserts:
+                tbl = self._table(tid)
+                for rid, row in zip(ch.insert_rids, ch.inserts, strict=True):
+                    self._insert(tbl, row, pack(rid))
+        for sid, v in txdata.sequences.items():
+            self._seq_local[sid] = v
+
+
+# ---------------------------------------------------------------------------------------------
+# The datastore
+# ---------------------------------------------------------------------------------------------
+
+
+class Datastore:
+    """The LMDB-backed state of one database replica (see the module docstring).
+
+    Threading: ``begin_mut``, ``checkpoint``, ``apply``, the schema helpers and ``close`` belong
+    to the one writer thread (LMDB write transactions are bound to the thread that began
+    them). ``begin_read`` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        config: DatastoreConfig | None = None,
+        *,
+        map_size: int | None = None,
+        max_dbs: int | None = None,
+    ) -> None:
+        cfg = config or DatastoreConfig()
+        if map_size is not None:
+            cfg = replace(cfg, map_size=map_size)
+        if max_dbs is not None:
+            cfg = replace(cfg, max_dbs=max_dbs)
+        os.makedirs(path, exist_ok=True)
+        # sync/metasync off: the commit log is the durable truth; sync() flushes on demand.
+        self._env = lmdb.open(
+            os.fspath(path),
+            map_size=cfg.map_size,
+            max_dbs=cfg.max_dbs,
+            sync=False,
+            metasync=False,
+            readahead=False,
+        )
+        self._lock = threading.Lock()
+        self._outer: Any = None
+        self._mut: MutTx | None = None
+        self._seq: dict[int, int] = {}
+        self._seq_dirty: set[int] = set()
+        self._seq_deleted: set[int] = set()
+        self._rid: dict[int, int] = {}
+        self._rid_dirty: set[int] = set()
+        self._applied = -1
+        self._meta = self._env.open_db(_META_DB)
+        self._cat = self._load()
+        self._ckpt_cat = self._cat
+
+    def _load(self) -> _Catalog:
+        """Restore schema, sequences, row-id counters and the applied offset; drop orphan DBs."""
+        env = self._env
+        cat = _Catalog()
+        typespaces: dict[str, Typespace] = {}
+        with env.begin(write=True) as txn:
+            cur = txn.cursor(self._meta)
+            if cur.set_range(b"ds/"):
+                for k, v in cur.iternext():
+                    if not k.startswith(b"ds/"):
+                        break
+                    if k.startswith(_K_TABLE):
+                        doc = loads(v)
+                        schema = table_from_json(doc["table"], typespaces)
+                        cluster = doc["cluster"]
+                        db = env.open_db(_table_db_name(schema.table_id), txn=txn, create=True)
+                        index_dbs = {
+                            ix.index_id: env.open_db(_index_db_name(ix.index_id), txn=txn, create=True)
+                            for ix in schema.indexes
+                            if ix.index_id != cluster
+                        }
+                        cat.put_table(_Table(schema, db, index_dbs, cluster), cluster)
+                    elif k.startswith(_K_SEQ):
+                        self._seq[int(k[len(_K_SEQ) :])] = int.from_bytes(v, "little", signed=True)
+                    elif k.startswith(_K_RID):
+                        self._rid[int(k[len(_K_RID) :])] = _RID.unpack(v)[0]
+                    elif k == _K_APPLIED:
+                        self._applied = _APPLIED.unpack(v)[0]
+            live = {_table_db_name(t) for t in cat.tables} | {
+                _index_db_name(i.index_id) for i in cat.indexes.values() if not i.clustered
+            }
+            orphans = [
+                k
+                for k in txn.cursor().iternext(keys=True, values=False)
+                if k[:1] in (b"t", b"i") and k[1:].isdigit() and k not in live
+            ]
+            # Dropped tables/indexes are only emptied while running (a reader may still hold a
+            # handle); nothing can hold one now, so delete them for good.
+            for name in orphans:
+                txn.drop(env.open_db(name, txn=txn), delete=True)
+        return cat
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    def _outer_txn(self) -> Any:
+        if self._outer is None:
+            self._outer = self._env.begin(write=True)
+        return self._outer
+
+    def begin_mut(self) -> MutTx:
+        """Start the (only) mutable transaction: a child of the outer write transaction."""
+        if self._mut is not None:
+            raise TransactionStateError("a mutable transaction is already open")
+        txn = self._env.begin(write=True, parent=self._outer_txn())
+        m = self._mut = MutTx(self, txn)
+        return m
+
+    def begin_read(self) -> ReadTx:
+        """A read-only snapshot of the last checkpoint (any thread)."""
+        with self._lock:
+            txn = self._env.begin()
+            cat = self._ckpt_cat
+        return ReadTx(txn, cat, self._meta)
+
+    def checkpoint(self, applied_offset: int) -> None:
+        """Commit everything applied so far, with ``applied_offset``, and publish it to readers."""
+        if self._mut is not None:
+            raise TransactionStateError("checkpoint while a mutable transaction is open")
+        txn = self._outer_txn()
+        meta = self._meta
+        put = txn.put
+        for sid in self._seq_deleted:
+            txn.delete(_K_SEQ + b"%d" % sid, b"", meta)
+        for sid in self._seq_dirty:
+            put(_K_SEQ + b"%d" % sid, self._seq[sid].to_bytes(16, "little", signed=True), True, True, False, meta)
+        for tid in self._rid_dirty:
+            put(_K_RID + b"%d" % tid, _RID.pack(self._rid[tid]), True, True, False, meta)
+        put(_K_APPLIED, _APPLIED.pack(applied_offset), True, True, False, meta)
+        with self._lock:
+            txn.commit()
+            self._outer = None
+            self._ckpt_cat = self._cat
+        self._seq_deleted.clear()
+        self._seq_dirty.clear()
+        self._rid_dirty.clear()
+        self._applied = applied_offset
+
+    def _live_txn(self) -> Any:
+        # A parent LMDB txn must not be used while it has a child: go through the child.
+        return self._mut._txn if self._mut is not None else self._outer_txn()
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        """The engine's metadata value under ``key`` in the writer's current state, or None."""
+        v = self._live_txn().get(_K_USER + key, None, self._meta)
+        return None if v is None else bytes(v)
+
+    def put_meta(self, key: bytes, value: bytes) -> None:
+        """Store an engine metadata value (inside the open MutTx if any; visible after checkpoint)."""
+        self._live_txn().put(_K_USER + key, value, True, True, False, self._meta)
+
+    def applied_offset(self) -> int:
+        """The offset given to the last checkpoint (-1 if none ever ran)."""
+        return self._applied
+
+    def sync(self) -> None:
+        """Flush checkpointed data to disk (fsync)."""
+        self._env.sync(True)
+
+    def close(self) -> None:
+        """Close the environment. Changes since the last checkpoint are discarded (the commit
+        log replays them on reopen)."""
+        if self._mut is not None:
+            self._mut.rollback()
+        if self._outer is not None:
+            self._outer.abort()
+            self._outer = None
+        self._env.close()
+
+    def __enter__(self) -> Datastore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- row ids -------------------------------------------------------------------------------
+
+    def _new_rid(self, table_id: int) -> bytes:
+        n = self._rid.get(table_id, 0)
+        self._rid[table_id] = n + 1
+        self._rid_dirty.add(table_id)
+        return _RID.pack(n)
+
+    def _bump_rid(self, table_id: int, rid8: bytes) -> None:
+        n = _RID.unpack(rid8)[0] + 1
+        if n > self._rid.get(table_id, 0):
+            self._rid[table_id] = n
+            self._rid_dirty.add(table_id)
+
+    # -- schema (writer thread; each call is its own transaction) --------------------------------
+
+    def tables(self) -> dict[int, TableSchema]:
+        """Every table, as of the writer's current state."""
+        return {tid: t.schema for tid, t in self._cat.tables.items()}
+
+    def table_by_name(self, name: str) -> TableSchema | None:
+        """The table called ``name``, or None."""
+        tid = self._cat.table_names.get(name)
+        return None if tid is None else self._cat.tables[tid].schema
+
+    def index_by_name(self, name: str) -> IndexSchema | None:
+        """The index called ``name``, or None."""
+        iid = self._cat.index_names.get(name)
+        return None if iid is None else self._cat.indexes[iid].schema
+
+    def _run(self, fn: Callable[[MutTx], None]) -> TxData:
+        tx = self.begin_mut()
+        try:
+            fn(tx)
+        except BaseException:
+            tx.rollback()
+            raise
+        return tx.commit()
+
+    def create_table(self, schema: TableSchema) -> TxData:
+        """Create a table in its own transaction; returns its TxData."""
+        return self._run(lambda tx: tx.create_table(schema))
+
+    def drop_table(self, table_id: int) -> TxData:
+        """Drop a table in its own transaction; returns its TxData."""
+        return self._run(lambda tx: tx.drop_table(table_id))
+
+    def create_index(self, index: IndexSchema) -> TxData:
+        """Create (and build) an index in its own transaction; returns its TxData."""
+        return self._run(lambda tx: tx.create_index(index))
+
+    def drop_index(self, index_id: int) -> TxData:
+        """Drop an index in its own transaction; returns its TxData."""
+        return self._run(lambda tx: tx.drop_index(index_id))
+
+    def apply(self, txdata: TxData) -> None:
+        """Replay a committed TxData (recovery, followers), atomically."""
+        self._run(lambda tx: tx.apply(txdata))
+

@@ -1,0 +1,212 @@
+"""What one committed transaction changed, and its compact binary form (a pure codec).
+
+A :class:`TxData` is produced by ``MutTx.commit()``, written by the engine into the commit log
+(``TxData.encode()``) and replayed on recovery or on a follower by ``Datastore.apply()``.
+Rows are *net* changes: a row inserted and deleted in the same transaction appears in
+neither list, an update is the delete of the old row plus the insert of the new one.
+
+Replay order (the only order in which every transaction can be re-applied, see
+``Datastore.apply``): deletes, then schema operations in their original order, then inserts,
+then sequence positions.
+
+Layout, little-endian::
+
+    u8 version (=1)
+    u32 table count, then per table:
+        u32 table_id | u32 insert count | u32 delete count
+        inserts: u64 row id | u32 len | row bytes
+        deletes: u32 len | row bytes
+    u32 sequence count, then per sequence: u32 seq_id | i128 next value
+    u32 schema-op count, then per op: u8 kind | u32 len | payload
+        (CREATE_TABLE / CREATE_INDEX: JSON of the schema; DROP_*: u32 id)
+
+The row ids are the datastore's internal ids of inserted rows; carrying them makes a replayed
+datastore identical to the original down to the order of rows with equal index keys.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+
+from hostnode.schema import (
+    IndexSchema,
+    SchemaError,
+    TableSchema,
+    dumps,
+    index_from_json,
+    index_to_json,
+    loads,
+    table_from_json,
+    table_to_json,
+)
+from sats.errors import DecodeError
+
+FORMAT_VERSION = 1
+
+_HEAD = struct.Struct("<BI")
+_TABLE = struct.Struct("<III")
+_INS = struct.Struct("<QI")
+_U32 = struct.Struct("<I")
+_SEQ = struct.Struct("<I16s")
+_OP = struct.Struct("<BI")
+
+
+class SchemaOpKind(enum.IntEnum):
+    """The schema changes a transaction can make."""
+
+    CREATE_TABLE = 1
+    DROP_TABLE = 2
+    CREATE_INDEX = 3
+    DROP_INDEX = 4
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaOp:
+    """One schema change: ``table`` for CREATE_TABLE, ``index`` for CREATE_INDEX, ``id`` for drops."""
+
+    kind: SchemaOpKind
+    table: TableSchema | None = None
+    index: IndexSchema | None = None
+    id: int = 0
+
+    def payload(self) -> bytes:
+        """The encoded payload of this op."""
+        if self.kind == SchemaOpKind.CREATE_TABLE:
+            assert self.table is not None
+            return dumps(table_to_json(self.table))
+        if self.kind == SchemaOpKind.CREATE_INDEX:
+            assert self.index is not None
+            return dumps(index_to_json(self.index))
+        return _U32.pack(self.id)
+
+    @classmethod
+    def from_payload(cls, kind: int, payload: bytes) -> SchemaOp:
+        """Inverse of :meth:`payload`; DecodeError on a bad kind or payload."""
+        try:
+            k = SchemaOpKind(kind)
+            if k == SchemaOpKind.CREATE_TABLE:
+                return cls(k, table=table_from_json(loads(payload)))
+            if k == SchemaOpKind.CREATE_INDEX:
+                return cls(k, index=index_from_json(loads(payload)))
+            if len(payload) != 4:
+                raise DecodeError(f"schema op {k.name} payload must be 4 bytes, got {len(payload)}")
+            return cls(k, id=_U32.unpack(payload)[0])
+        except (ValueError, SchemaError) as e:
+            raise DecodeError(f"bad schema op {kind}: {e}") from None
+
+
+@dataclass(slots=True)
+class TableChanges:
+    """Net row changes of one table. ``insert_rids[i]`` is the row id of ``inserts[i]``."""
+
+    inserts: list[bytes] = field(default_factory=list)
+    deletes: list[bytes] = field(default_factory=list)
+    insert_rids: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TxData:
+    """Everything one committed transaction changed."""
+
+    tables: dict[int, TableChanges] = field(default_factory=dict)
+    #: seq_id → the sequence's next value after the transaction (only sequences that moved).
+    sequences: dict[int, int] = field(default_factory=dict)
+    schema_ops: list[SchemaOp] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        """True when the transaction changed nothing."""
+        return not self.tables and not self.sequences and not self.schema_ops
+
+    def encode(self) -> bytes:
+        """The binary form (module docstring)."""
+        parts = [_HEAD.pack(FORMAT_VERSION, len(self.tables))]
+        append = parts.append
+        ins_pack = _INS.pack
+        u32 = _U32.pack
+        for tid, ch in self.tables.items():
+            inserts = ch.inserts
+            deletes = ch.deletes
+            append(_TABLE.pack(tid, len(inserts), len(deletes)))
+            for rid, row in zip(ch.insert_rids, inserts, strict=True):
+                append(ins_pack(rid, len(row)))
+                append(row)
+            for row in deletes:
+                append(u32(len(row)))
+                append(row)
+        append(u32(len(self.sequences)))
+        for sid, value in self.sequences.items():
+            append(_SEQ.pack(sid, value.to_bytes(16, "little", signed=True)))
+        append(u32(len(self.schema_ops)))
+        for op in self.schema_ops:
+            payload = op.payload()
+            append(_OP.pack(op.kind, len(payload)))
+            append(payload)
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes | bytearray | memoryview) -> TxData:
+        """Parse :meth:`encode` output; any malformation raises sats.errors.DecodeError."""
+        buf = bytes(data)
+        n = len(buf)
+        try:
+            version, ntables = _HEAD.unpack_from(buf, 0)
+            if version != FORMAT_VERSION:
+                raise DecodeError(f"unknown TxData version {version}")
+            pos = _HEAD.size
+            tables: dict[int, TableChanges] = {}
+            ins_unpack = _INS.unpack_from
+            u32 = _U32.unpack_from
+            for _ in range(ntables):
+                tid, nins, ndel = _TABLE.unpack_from(buf, pos)
+                pos += 12
+                # Each row costs at least its length prefix: reject absurd counts before looping.
+                if (nins + ndel) * 4 > n - pos:
+                    raise DecodeError(f"TxData row counts for table {tid} exceed the input")
+                inserts: list[bytes] = []
+                rids: list[int] = []
+                for _ in range(nins):
+                    rid, ln = ins_unpack(buf, pos)
+                    pos += 12
+                    end = pos + ln
+                    if end > n:
+                        raise DecodeError("TxData row runs past the end of the input")
+                    rids.append(rid)
+                    inserts.append(buf[pos:end])
+                    pos = end
+                deletes: list[bytes] = []
+                for _ in range(ndel):
+                    (ln,) = u32(buf, pos)
+                    pos += 4
+                    end = pos + ln
+                    if end > n:
+                        raise DecodeError("TxData row runs past the end of the input")
+                    deletes.append(buf[pos:end])
+                    pos = end
+                if tid in tables:
+                    raise DecodeError(f"TxData lists table {tid} twice")
+                tables[tid] = TableChanges(inserts, deletes, rids)
+            (nseq,) = u32(buf, pos)
+            pos += 4
+            seqs: dict[int, int] = {}
+            for _ in range(nseq):
+                sid, raw = _SEQ.unpack_from(buf, pos)
+                pos += _SEQ.size
+                seqs[sid] = int.from_bytes(raw, "little", signed=True)
+            (nops,) = u32(buf, pos)
+            pos += 4
+            ops: list[SchemaOp] = []
+            for _ in range(nops):
+                kind, ln = _OP.unpack_from(buf, pos)
+                pos += _OP.size
+                end = pos + ln
+                if end > n:
+                    raise DecodeError("TxData schema op runs past the end of the input")
+                ops.append(SchemaOp.from_payload(kind, buf[pos:end]))
+                pos = end
+        except struct.error:
+            raise DecodeError("TxData is truncated") from None
+        if pos != n:
+            raise DecodeError(f"{n - pos} trailing byte(s) after TxData")
+        return cls(tables, seqs, ops)
