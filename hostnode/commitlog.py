@@ -559,9 +559,7 @@ class CommitLog:
             self._rewrite_epochs()
         self._file = _Writer(self._segments[-1].path, self._write_buffer)
         self._durable_offset = self._next_offset
-        # The fast path may only accept the last epoch if no higher one was promised.
-        fast = self._history and self.last_epoch >= self._promised
-        self._append_epoch = self.last_epoch if fast else -1
+        self._append_epoch = self.last_epoch if self._history else -1
 
     def _scan_segments(self, bases: list[int]) -> list[tuple[int, int]]:
         """Verify every segment, cut a torn tail; return the epoch changes the records show."""
@@ -731,13 +729,28 @@ class CommitLog:
             return self._next_offset
 
     def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` at the current end of the log, durably.
+        """Start ``epoch`` at the current end of the log, durably (a new leader's first step).
 
         A no-op when ``epoch`` is already the last history entry. Raises
-        ``EpochFencedError`` for an epoch lower than ``promised_epoch`` or ``last_epoch``.
+        ``EpochFencedError`` for an epoch lower than ``promised_epoch`` (which includes
+        ``last_epoch``): a leader may not start an epoch this replica has fenced.
         """
         with self._lock:
+            self.check_epoch(epoch)
             self._enter_epoch(epoch)
+
+    def check_epoch(self, epoch: int) -> None:
+        """Raise ``EpochFencedError`` if ``epoch`` is lower than ``promised_epoch``.
+
+        The fence for anything acting on behalf of an epoch: a replication RPC, or a
+        leader about to append. ``append`` itself only refuses epochs below
+        ``last_epoch``, because a follower copies records stamped with the older epochs
+        in which the leader wrote them (KIP-101), after it has promised the leader's epoch.
+        """
+        if epoch < self.promised_epoch:
+            raise EpochFencedError(
+                f"epoch {epoch} is lower than the promised epoch {self.promised_epoch}; it is fenced"
+            )
 
     def promise_epoch(self, epoch: int) -> None:
         """Durably promise never to accept an epoch lower than ``epoch`` (fsynced on return).
@@ -756,17 +769,15 @@ class CommitLog:
                 return
             self._promised = epoch
             self._rewrite_epochs()
-            if self._history and epoch > self.last_epoch:
-                # The current epoch is fenced now: its next append must take the slow path.
-                self._append_epoch = -1
 
     def _enter_epoch(self, epoch: int) -> None:
         """Slow path of append/set_epoch: validate ``epoch``, record it if new. Holds _lock."""
         self._check_writable()
         _check_u64("epoch", epoch)
-        if epoch < self.promised_epoch:
+        if epoch < self.last_epoch:
             raise EpochFencedError(
-                f"epoch {epoch} is lower than the promised epoch {self.promised_epoch}; this writer is fenced"
+                f"epoch {epoch} is lower than the log's last epoch {self.last_epoch}; "
+                "records of a deposed writer are refused"
             )
         if not self._history or epoch > self.last_epoch:
             self._history.append((epoch, self._next_offset))
@@ -798,8 +809,9 @@ class CommitLog:
     def append(self, epoch: int, payload: bytes) -> int:
         """Append one record and return its offset. Buffers only; ``sync()`` makes it durable.
 
-        A new, higher ``epoch`` is first recorded durably in the epoch history; a lower
-        one than already accepted or promised raises ``EpochFencedError``.
+        A new, higher ``epoch`` is first recorded durably in the epoch history; one lower
+        than ``last_epoch`` raises ``EpochFencedError``. (``promised_epoch`` is not checked
+        here: see ``check_epoch``.)
         """
         n = len(payload)
         if n > MAX_PAYLOAD:

@@ -344,7 +344,11 @@ def test_truncate_fixes_epoch_history_and_keeps_fencing(tmp_path: Path) -> None:
         assert log.epoch_history() == [(1, 0)]
         assert log.promised_epoch == 4
         with pytest.raises(EpochFencedError):
-            log.append(3, b"stale")
+            log.check_epoch(3)
+        with pytest.raises(EpochFencedError):
+            log.set_epoch(3)
+        with pytest.raises(EpochFencedError):
+            log.append(0, b"below the last epoch")
         assert log.append(5, b"new leader") == 5
     with CommitLog.open(tmp_path) as log:
         assert log.epoch_history() == [(1, 0), (5, 5)]
@@ -400,17 +404,26 @@ def test_promise_epoch_is_monotonic_durable_and_fences(tmp_path: Path) -> None:
         log.promise_epoch(4)
         with pytest.raises(EpochFencedError):
             log.promise_epoch(3)
+        for stale in (1, 3):
+            with pytest.raises(EpochFencedError):
+                log.check_epoch(stale)
+        log.check_epoch(4)
         with pytest.raises(EpochFencedError):
-            log.append(1, b"from the fenced leader")
+            log.set_epoch(3)  # a deposed leader may not start its epoch here
         assert log.promised_epoch == 4 and log.last_epoch == 1
     assert "promised 4" in (tmp_path / "epochs").read_text()
     with CommitLog.open(tmp_path) as log:
         assert log.promised_epoch == 4
-        for stale in (1, 3):
-            with pytest.raises(EpochFencedError):
-                log.append(stale, b"x")
-        assert log.append(4, b"new leader") == 2
-        assert log.epoch_history() == [(1, 0), (4, 2)]
+        with pytest.raises(EpochFencedError):
+            log.check_epoch(3)
+        # A follower of the epoch-4 leader copies the leader's epoch-2 records as they are.
+        assert log.append(2, b"copied from the leader") == 2
+        with pytest.raises(EpochFencedError):
+            log.append(1, b"x")
+        log.set_epoch(4)
+        assert log.append(4, b"new leader") == 3
+        assert log.epoch_history() == [(1, 0), (2, 2), (4, 3)]
+        assert log.promised_epoch == 4
         with pytest.raises(ValueError):
             log.promise_epoch(2**64)
 
@@ -619,19 +632,36 @@ class CommitLogMachine(RuleBasedStateMachine):
     def top(self) -> int:
         return max(self.promised, self.history[-1][0] if self.history else 0)
 
+    @property
+    def last(self) -> int:
+        return self.history[-1][0] if self.history else 0
+
+    def enter(self, epoch: int) -> None:
+        if not self.history or epoch > self.last:
+            self.history.append((epoch, len(self.model)))
+
     @rule(data=st.binary(max_size=120), bump=st.sampled_from([0, 0, 0, 0, 1, 2]))
     def append(self, data: bytes, bump: int) -> None:
-        epoch = self.top + bump
-        if not self.history or epoch > self.history[-1][0]:
-            self.history.append((epoch, len(self.model)))
+        epoch = self.last + bump  # may stay below a promise: a follower copying records
+        self.enter(epoch)
         assert self.log.append(epoch, data) == len(self.model)
         self.model.append(Record(epoch, len(self.model), data))
 
+    @rule(bump=st.integers(0, 2))
+    def set_epoch(self, bump: int) -> None:
+        self.log.set_epoch(self.top + bump)
+        self.enter(self.top + bump)
+
     @precondition(lambda self: self.top > 0)
     @rule(data=st.data())
-    def stale_append_is_refused(self, data: st.DataObject) -> None:
+    def stale_epochs_are_refused(self, data: st.DataObject) -> None:
         with pytest.raises(EpochFencedError):
-            self.log.append(data.draw(st.integers(0, self.top - 1)), b"stale")
+            self.log.check_epoch(data.draw(st.integers(0, self.top - 1)))
+        with pytest.raises(EpochFencedError):
+            self.log.set_epoch(data.draw(st.integers(0, self.top - 1)))
+        if self.last > 0:
+            with pytest.raises(EpochFencedError):
+                self.log.append(data.draw(st.integers(0, self.last - 1)), b"stale")
 
     @rule(bump=st.integers(0, 2))
     def promise(self, bump: int) -> None:
