@@ -1,0 +1,746 @@
+"""One database replica: module host + LMDB datastore + commit log, driven in-process.
+
+This is the engine the host-node service wraps. It is deliberately synchronous and
+single-threaded for writes: every mutating method must be called from one thread (the
+database's writer thread, see :class:`hostnode.worker.DatabaseWorker`). Durability is
+asynchronous: a committed transaction is appended to the commit log and its offset returned;
+the group committer fsyncs in the background and ``wait_durable(offset)`` (or a callback) tells
+the caller when it may acknowledge.
+
+Directory layout of a replica::
+
+    <dir>/lmdb/        the datastore (materialised state, records the last applied log offset)
+    <dir>/clog/        the commit log (the truth)
+    <dir>/module.log   module logs, JSON lines
+
+Recovery on open: the datastore is at some applied offset A (it is only checkpointed after the
+commit log is durable past A, so it is never ahead of the log); every log record after A is
+replayed. The program and schema come back from the datastore (or from the replayed INSTALL
+record).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hostnode.commitlog import CommitLog, GroupCommitter
+from hostnode.datastore import Datastore, DatastoreError
+from hostnode.moduledef import Lifecycle, ModuleDef, decode_raw_module_def, validate
+from hostnode.modulelog import ModuleLog
+from hostnode.schema_build import SystemTables, build_schemas
+from hostnode.txdata import TxData
+from hostnode.txrecord import RecordKind, TxRecord
+from hostnode.wasm_host import (
+    DEFAULT_FUEL_BUDGET,
+    FATAL_ERROR_MESSAGE,
+    SCHEDULE_AT_DELAY_TOO_LONG,
+    ModuleHost,
+    ModuleLoadError,
+    WasmProgram,
+)
+from sats.bsatn import Codec, codec_for
+from sats.errors import DecodeError
+from sats.identity import ConnectionId, Identity
+from sats.types import EMPTY_TYPESPACE, SumValue
+
+log = logging.getLogger(__name__)
+
+META_PROGRAM = b"program"
+META_OWNER = b"owner"
+META_IDENTITY = b"database_identity"
+
+#: ScheduleAt delays at or beyond this many milliseconds are refused (module-abi.md §8).
+MAX_SCHEDULE_DELAY_MICROS = ((1 << 36) - 1) * 1000
+
+
+class DatabaseError(Exception):
+    """Base class of errors a caller of the engine can act on."""
+
+
+class NoSuchReducer(DatabaseError):
+    """The module has no reducer of that name."""
+
+
+class LifecycleReducerCall(DatabaseError):
+    """A client tried to call a lifecycle reducer (init / connect / disconnect)."""
+
+
+class InvalidArguments(DatabaseError):
+    """Reducer arguments do not decode against the reducer's parameters."""
+
+
+class InitFailed(DatabaseError):
+    """The module's init reducer failed; nothing was created."""
+
+
+class DatabaseClosed(DatabaseError):
+    """The database has been closed."""
+
+
+class Status(enum.Enum):
+    """The outcome of a reducer call (the WebSocket `UpdateStatus`)."""
+
+    COMMITTED = "committed"
+    FAILED = "failed"
+    OUT_OF_ENERGY = "out_of_energy"
+
+
+@dataclass(slots=True)
+class ReducerOutcome:
+    """What happened when a reducer ran."""
+
+    status: Status
+    message: str
+    reducer: str
+    reducer_id: int | None
+    caller: Identity
+    connection_id: int
+    timestamp_micros: int
+    args: bytes
+    energy_used: int
+    duration_micros: int
+    offset: int | None = None  # commit-log offset when committed (None if nothing was logged)
+    txdata: TxData | None = None
+
+    @property
+    def committed(self) -> bool:
+        """True when the transaction committed."""
+        return self.status is Status.COMMITTED
+
+
+@dataclass(slots=True)
+class DatabaseConfig:
+    """Tunables of one database replica."""
+
+    fuel_budget: int = DEFAULT_FUEL_BUDGET
+    epoch: int = 1
+    segment_bytes: int = 64 << 20
+    # LMDB checkpoints (commit the outer txn so readers see new state); each waits for the log.
+    checkpoint_every_txs: int = 2000
+    checkpoint_every_s: float = 0.05
+    lmdb_map_size: int = 1 << 34
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    fire_at: int
+    table_id: int = field(compare=False)
+    schedule_id: int = field(compare=False)
+    generation: int = field(compare=False)
+
+
+def _now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+class Database:
+    """One database replica. See the module docstring for threading and durability rules."""
+
+    def __init__(self, path: Path, config: DatabaseConfig) -> None:
+        # Use Database.create / Database.open.
+        self.path = path
+        self.config = config
+        self.datastore: Datastore = Datastore(path / "lmdb", map_size=config.lmdb_map_size)
+        self.clog: CommitLog = CommitLog.open(path / "clog", segment_size=config.segment_bytes)
+        self.committer = GroupCommitter(self.clog)
+        self.logs = ModuleLog(path / "module.log")
+        self.identity = Identity.ZERO
+        self.owner = Identity.ZERO
+        self.moduledef: ModuleDef | None = None
+        self.program_bytes = b""
+        self.host: ModuleHost | None = None
+        self.system = SystemTables()
+        self._table_ids: dict[str, int] = {}
+        self._index_ids: dict[str, int] = {}
+        self._reducer_ids: dict[str, int] = {}
+        self._arg_codecs: list[Codec] = []
+        self._row_codecs: dict[int, Codec] = {}
+        self._schedule_tables: dict[int, Any] = {}  # table_id -> TableSchema
+        self._timers: list[_Timer] = []
+        self._timer_gen: dict[tuple[int, int], int] = {}
+        self._pending_arms: list[tuple[int, int, int]] = []
+        self._immediate: list[tuple[str, bytes]] = []
+        self._jwt: dict[int, bytes] = {}
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._last_offset = self.clog.next_offset - 1
+        self._closed = False
+        self._writer_lock = threading.RLock()
+        self.on_commit: list[Callable[[ReducerOutcome], None]] = []
+
+    # --- creation and opening -----------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        program: bytes,
+        *,
+        owner: Identity,
+        identity: Identity,
+        config: DatabaseConfig | None = None,
+        timestamp_micros: int | None = None,
+    ) -> tuple[Database, ReducerOutcome | None]:
+        """Create a database in the empty directory ``path``: install the program and run init.
+
+        On any failure (bad wasm, invalid module, init error) the directory is removed and a
+        ModuleLoadError / InitFailed is raised, so nothing is left behind.
+        """
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise DatabaseError(f"database directory {path} is not empty")
+        path.mkdir(parents=True, exist_ok=True)
+        config = config or DatabaseConfig()
+        db: Database | None = None
+        try:
+            wasm = WasmProgram.compile(program)
+            db = cls(path, config)
+            db.identity, db.owner = identity, owner
+            outcome = db._install(program, wasm, timestamp_micros or _now_micros())
+            return db, outcome
+        except BaseException:
+            if db is not None:
+                db._close_quietly()
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    @classmethod
+    def open(cls, path: Path, config: DatabaseConfig | None = None) -> Database:
+        """Open an existing database, replaying the commit log past the datastore's checkpoint."""
+        path = Path(path)
+        if not (path / "clog").is_dir():
+            raise DatabaseError(f"{path} is not a database directory")
+        db = cls(path, config or DatabaseConfig())
+        try:
+            db._recover()
+        except BaseException:
+            db._close_quietly()
+            raise
+        return db
+
+    def _install(self, program: bytes, wasm: WasmProgram, timestamp: int) -> ReducerOutcome | None:
+        self._load_program(program, wasm)
+        mdef = self.moduledef
+        assert mdef is not None and self.host is not None
+        tx = self.datastore.begin_mut()
+        try:
+            for schema in build_schemas(mdef, self.system):
+                tx.create_table(schema)
+            tx.put_meta(META_PROGRAM, program)
+            tx.put_meta(META_OWNER, self.owner.to_bsatn())
+            tx.put_meta(META_IDENTITY, self.identity.to_bsatn())
+        except BaseException:
+            tx.rollback()
+            raise
+        self._refresh_ids(tx)
+        outcome: ReducerOutcome | None = None
+        init = mdef.lifecycle_reducer(Lifecycle.INIT)
+        if init is not None:
+            outcome = self._run_reducer_in(tx, init.name, b"", self.owner, 0, timestamp)
+            if not outcome.committed:
+                tx.rollback()
+                raise InitFailed(outcome.message or "init failed")
+        txdata = tx.commit()
+        self._refresh_ids()
+        record = TxRecord(
+            # For INSTALL records `args` holds the database identity.
+            RecordKind.INSTALL, init.name if init else "", self.owner.to_bsatn(), bytes(16), timestamp,
+            self.identity.to_bsatn(), program, txdata.encode(),
+        )
+        offset = self._append(record)
+        if outcome is not None:
+            outcome.offset, outcome.txdata = offset, txdata
+        self._arm_pending()
+        self.checkpoint(wait=True)
+        return outcome
+
+    def _load_program(self, program: bytes, wasm: WasmProgram | None = None) -> None:
+        wasm = wasm or WasmProgram.compile(program)
+        host = ModuleHost(wasm, self, fuel_budget=self.config.fuel_budget)
+        describe = host.instantiate()
+        raw = decode_raw_module_def(describe)
+        self.moduledef = validate(raw)
+        self.host = host
+        self.program_bytes = program
+        self._reducer_ids = {r.name: i for i, r in enumerate(self.moduledef.reducers)}
+        self._arg_codecs = [codec_for(r.params, self.moduledef.typespace) for r in self.moduledef.reducers]
+
+    def _refresh_ids(self, tx: Any = None) -> None:
+        tables = (tx or self.datastore).tables()
+        self._table_ids = {t.name: t.table_id for t in tables.values()}
+        self._index_ids = {i.name: i.index_id for t in tables.values() for i in t.indexes}
+        self._row_codecs = {t.table_id: codec_for(t.row_type, t.typespace) for t in tables.values()}
+        self._schedule_tables = {t.table_id: t for t in tables.values() if t.schedule is not None}
+
+    def _recover(self) -> None:
+        start = self.datastore.applied_offset()
+        replayed = 0
+        for rec in self.clog.read_from(start + 1):
+            txr = TxRecord.decode(rec.payload)
+            if txr.kind is RecordKind.INSTALL:
+                self._replay_install(txr)
+            else:
+                self.datastore.apply(TxData.decode(txr.txdata))
+            replayed += 1
+            self._last_offset = rec.offset
+        program = self.datastore.get_meta(META_PROGRAM)
+        if program is None:
+            raise DatabaseError(f"{self.path}: no program installed (creation never completed)")
+        self.owner = Identity.from_bsatn(self.datastore.get_meta(META_OWNER) or bytes(32))
+        self.identity = Identity.from_bsatn(self.datastore.get_meta(META_IDENTITY) or bytes(32))
+        self._load_program(program)
+        self._refresh_ids()
+        if replayed:
+            log.info("replayed %d commit-log records for %s", replayed, self.path)
+        self.checkpoint(wait=True)
+        self._arm_all_schedules()
+        self._disconnect_stale_clients()
+
+    def _replay_install(self, txr: TxRecord) -> None:
+        # The install's TxData carries the schema operations (tables created) and init's rows;
+        # the program itself lives in datastore meta.
+        tx = self.datastore.begin_mut()
+        tx.put_meta(META_PROGRAM, txr.program)
+        if self.datastore.get_meta(META_OWNER) is None:
+            tx.put_meta(META_OWNER, txr.caller_identity)
+            tx.put_meta(META_IDENTITY, txr.args)
+        tx.commit()
+        self.datastore.apply(TxData.decode(txr.txdata))
+
+    # --- HostHooks (called by the module host during a call) ---------------------------------
+
+    @property
+    def database_identity(self) -> bytes:
+        """The database identity as 32 little-endian bytes (for the `identity` import)."""
+        return self.identity.to_bsatn()
+
+    def table_id(self, name: str) -> int | None:
+        """Table id by name, for `table_id_from_name`."""
+        return self._table_ids.get(name)
+
+    def index_id(self, name: str) -> int | None:
+        """Index id by name, for `index_id_from_name`."""
+        return self._index_ids.get(name)
+
+    def after_row_write(self, tx: Any, table_id: int, row: bytes) -> int:
+        """Arm schedule rows (on commit) and refuse delays that are too long."""
+        schema = self._schedule_tables.get(table_id)
+        if schema is None:
+            return 0
+        values = self._row_codecs[table_id].decode_all(row)
+        at: SumValue = values[schema.schedule.scheduled_at_column]
+        schedule_id = values[schema.primary_key]
+        now = max(self._call_timestamp, _now_micros())
+        if at.tag == 0:  # Interval
+            delay = abs(at.value[0])
+        else:  # Time
+            delay = max(0, at.value[0] - now)
+        if delay >= MAX_SCHEDULE_DELAY_MICROS:
+            return SCHEDULE_AT_DELAY_TOO_LONG
+        self._pending_arms.append((now + delay, table_id, schedule_id))
+        return 0
+
+    _call_timestamp = 0
+
+    def jwt_payload(self, connection_id: int) -> bytes | None:
+        """The JWT payload recorded when that connection connected."""
+        return self._jwt.get(connection_id)
+
+    def schedule_immediate(self, reducer: str, args: bytes) -> None:
+        """Queue a reducer to run after the current call, in its own transaction."""
+        self._immediate.append((reducer, args))
+
+    def module_log(self, record: dict[str, Any]) -> None:
+        """Write a module log line."""
+        self.module_log_write(**record)
+
+    def module_log_write(self, level: str, message: str, **kw: Any) -> None:
+        """Write a module log line with optional target/filename/line_number/function."""
+        self.logs.write(level, message, **{k: v for k, v in kw.items() if v is not None})
+
+    # --- reducers -----------------------------------------------------------------------------
+
+    def reducer_params(self, name: str) -> Any:
+        """The params ProductType of a reducer (for JSON argument decoding)."""
+        rid = self._reducer_ids.get(name)
+        if rid is None or self.moduledef is None:
+            raise NoSuchReducer(f"no such reducer `{name}`")
+        return self.moduledef.reducers[rid].params
+
+    def call_reducer(
+        self,
+        name: str,
+        args: bytes,
+        *,
+        caller: Identity,
+        connection_id: int = 0,
+        timestamp_micros: int | None = None,
+    ) -> ReducerOutcome:
+        """Run a client-callable reducer in its own transaction (module-abi.md §6)."""
+        self._check_open()
+        assert self.moduledef is not None
+        rid = self._reducer_ids.get(name)
+        if rid is None:
+            raise NoSuchReducer(f"no such reducer `{name}`")
+        if self.moduledef.reducers[rid].lifecycle is not None:
+            raise LifecycleReducerCall(f"reducer `{name}` is a lifecycle reducer and cannot be called by clients")
+        try:
+            self._arg_codecs[rid].decode_all(args)
+        except DecodeError as e:
+            raise InvalidArguments(f"invalid arguments for reducer `{name}`: {e}") from None
+        outcome = self._run_reducer(name, args, caller, connection_id, timestamp_micros or _now_micros())
+        self._drain_immediate()
+        return outcome
+
+    def _run_reducer(
+        self, name: str, args: bytes, caller: Identity, connection_id: int, timestamp: int,
+        before: Callable[[Any], None] | None = None,
+    ) -> ReducerOutcome:
+        tx = self.datastore.begin_mut()
+        try:
+            if before is not None:
+                before(tx)
+            outcome = self._run_reducer_in(tx, name, args, caller, connection_id, timestamp)
+        except BaseException:
+            tx.rollback()
+            self._pending_arms.clear()
+            raise
+        if outcome.committed:
+            txdata = tx.commit()
+            self._commit(outcome, txdata, RecordKind.REDUCER)
+        else:
+            tx.rollback()
+            self._pending_arms.clear()
+            self._maybe_checkpoint()
+        for cb in self.on_commit:
+            cb(outcome)
+        return outcome
+
+    def _run_reducer_in(
+        self, tx: Any, name: str, args: bytes, caller: Identity, connection_id: int, timestamp: int
+    ) -> ReducerOutcome:
+        assert self.host is not None
+        rid = self._reducer_ids[name]
+        self._call_timestamp = timestamp
+        res = self.host.call_reducer(rid, caller.sender_words(), connection_id, timestamp, args, tx, name)
+        if res.trapped:
+            status = Status.OUT_OF_ENERGY if res.out_of_fuel else Status.FAILED
+            message = "" if res.out_of_fuel else FATAL_ERROR_MESSAGE
+            if res.out_of_fuel:
+                self.module_log_write("Error", f"reducer `{name}` ran out of energy (budget {self.config.fuel_budget})",
+                                      function=name)
+            else:
+                log.warning("reducer %s trapped: %s", name, res.trap_message.strip())
+                self.module_log_write("Error", f"reducer `{name}` trapped: {_first_line(res.trap_message)}",
+                                      function=name)
+        elif res.code == 0:
+            status, message = Status.COMMITTED, ""
+        elif res.code == 1:
+            status, message = Status.FAILED, res.message
+            self.module_log_write("Error", message, function=name, target="__spacetimedb__", filename="__spacetimedb__")
+        else:
+            status, message = Status.FAILED, FATAL_ERROR_MESSAGE
+            self.module_log_write("Error", f"reducer `{name}` returned unknown code {res.code}", function=name)
+        return ReducerOutcome(
+            status, message, name, rid, caller, connection_id, timestamp, args, res.fuel_used, res.duration_micros
+        )
+
+    def _commit(self, outcome: ReducerOutcome, txdata: TxData, kind: RecordKind) -> None:
+        record = TxRecord(
+            kind, outcome.reducer, outcome.caller.to_bsatn(), outcome.connection_id.to_bytes(16, "little"),
+            outcome.timestamp_micros, outcome.args, b"", txdata.encode(),
+        )
+        outcome.offset = self._append(record)
+        outcome.txdata = txdata
+        self._arm_pending()
+        self._maybe_checkpoint()
+
+    def _append(self, record: TxRecord) -> int:
+        offset = self.clog.append(self.config.epoch, record.encode())
+        self._last_offset = offset
+        self._since_checkpoint += 1
+        self.committer.notify()
+        return offset
+
+    def _drain_immediate(self) -> None:
+        while self._immediate:
+            name, args = self._immediate.pop(0)
+            if name not in self._reducer_ids:
+                self.module_log_write("Error", f"volatile_nonatomic_schedule_immediate: no such reducer `{name}`")
+                continue
+            try:
+                self._arg_codecs[self._reducer_ids[name]].decode_all(args)
+            except DecodeError as e:
+                self.module_log_write("Error", f"volatile_nonatomic_schedule_immediate: bad args for `{name}`: {e}")
+                continue
+            self._run_reducer(name, args, self.identity, 0, _now_micros())
+
+    # --- lifecycle: clients -------------------------------------------------------------------
+
+    def client_connected(
+        self, identity: Identity, connection_id: int, jwt_payload: bytes | None = None,
+        timestamp_micros: int | None = None,
+    ) -> ReducerOutcome:
+        """Record a connected client and run the OnConnect reducer; a failure means "reject"."""
+        self._check_open()
+        assert self.moduledef is not None
+        row = self.system.client_row(identity, connection_id)
+        ts = timestamp_micros or _now_micros()
+        reducer = self.moduledef.lifecycle_reducer(Lifecycle.ON_CONNECT)
+        if jwt_payload is not None:
+            self._jwt[connection_id] = jwt_payload
+
+        def insert_client(tx: Any) -> None:
+            tx.insert(self.system.client_table_id, row)
+
+        if reducer is None:
+            tx = self.datastore.begin_mut()
+            insert_client(tx)
+            outcome = ReducerOutcome(Status.COMMITTED, "", "", None, identity, connection_id, ts, b"", 0, 0)
+            self._commit(outcome, tx.commit(), RecordKind.SYSTEM)
+        else:
+            outcome = self._run_reducer(reducer.name, b"", identity, connection_id, ts, before=insert_client)
+        if not outcome.committed:
+            self._jwt.pop(connection_id, None)
+        self._drain_immediate()
+        return outcome
+
+    def client_disconnected(
+        self, identity: Identity, connection_id: int, timestamp_micros: int | None = None
+    ) -> ReducerOutcome | None:
+        """Run OnDisconnect and forget the client; the client row is removed even if it fails."""
+        self._check_open()
+        assert self.moduledef is not None
+        row = self.system.client_row(identity, connection_id)
+        ts = timestamp_micros or _now_micros()
+        self._jwt.pop(connection_id, None)
+        if not self._client_present(row):
+            return None
+        reducer = self.moduledef.lifecycle_reducer(Lifecycle.ON_DISCONNECT)
+
+        def delete_client(tx: Any) -> None:
+            tx.delete_by_rel(self.system.client_table_id, _rel([row]))
+
+        outcome: ReducerOutcome | None = None
+        if reducer is not None:
+            outcome = self._run_reducer(reducer.name, b"", identity, connection_id, ts, before=delete_client)
+        if outcome is None or not outcome.committed:
+            tx = self.datastore.begin_mut()
+            delete_client(tx)
+            fallback = ReducerOutcome(Status.COMMITTED, "", "", None, identity, connection_id, ts, b"", 0, 0)
+            self._commit(fallback, tx.commit(), RecordKind.SYSTEM)
+            outcome = outcome or fallback
+        self._drain_immediate()
+        return outcome
+
+    def _client_present(self, row: bytes) -> bool:
+        tx = self.datastore.begin_mut()
+        try:
+            return row in tx.scan(self.system.client_table_id)
+        finally:
+            tx.rollback()
+
+    def _disconnect_stale_clients(self) -> None:
+        tx = self.datastore.begin_mut()
+        try:
+            rows = tx.scan(self.system.client_table_id)
+        finally:
+            tx.rollback()
+        for row in rows:
+            identity, connection_id = self.system.parse_client_row(row)
+            self.client_disconnected(identity, connection_id)
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    def _arm(self, fire_at: int, table_id: int, schedule_id: int) -> None:
+        key = (table_id, schedule_id)
+        gen = self._timer_gen.get(key, 0) + 1
+        self._timer_gen[key] = gen
+        heapq.heappush(self._timers, _Timer(fire_at, table_id, schedule_id, gen))
+
+    def _arm_pending(self) -> None:
+        for fire_at, table_id, schedule_id in self._pending_arms:
+            self._arm(fire_at, table_id, schedule_id)
+        self._pending_arms.clear()
+
+    def _arm_all_schedules(self) -> None:
+        now = _now_micros()
+        tx = self.datastore.begin_mut()
+        try:
+            for table_id, schema in self._schedule_tables.items():
+                codec = self._row_codecs[table_id]
+                for row in tx.scan(table_id):
+                    values = codec.decode_all(row)
+                    at = values[schema.schedule.scheduled_at_column]
+                    delay = abs(at.value[0]) if at.tag == 0 else max(0, at.value[0] - now)
+                    self._arm(now + delay, table_id, values[schema.primary_key])
+        finally:
+            tx.rollback()
+
+    def next_schedule_micros(self) -> int | None:
+        """When the next scheduled reducer is due (µs since epoch), or None."""
+        while self._timers:
+            t = self._timers[0]
+            if self._timer_gen.get((t.table_id, t.schedule_id)) != t.generation:
+                heapq.heappop(self._timers)
+                continue
+            return t.fire_at
+        return None
+
+    def run_due_schedules(self, now_micros: int | None = None, limit: int = 1000) -> list[ReducerOutcome]:
+        """Fire every scheduled reducer that is due (module-abi.md §8); returns their outcomes."""
+        self._check_open()
+        now = now_micros or _now_micros()
+        outcomes: list[ReducerOutcome] = []
+        while len(outcomes) < limit:
+            due = self.next_schedule_micros()
+            if due is None or due > now:
+                break
+            t = heapq.heappop(self._timers)
+            self._timer_gen.pop((t.table_id, t.schedule_id), None)
+            out = self._fire(t, now)
+            if out is not None:
+                outcomes.append(out)
+        return outcomes
+
+    def _schedule_row(self, tx: Any, schema: Any, schedule_id: int) -> bytes | None:
+        pk_index = next(i for i in schema.indexes if i.columns == (schema.primary_key,))
+        rows = tx.index_scan_point(pk_index.index_id, schedule_id.to_bytes(8, "little"))
+        return rows[0] if rows else None
+
+    def _fire(self, t: _Timer, now: int) -> ReducerOutcome | None:
+        schema = self._schedule_tables.get(t.table_id)
+        if schema is None:
+            return None
+        tx = self.datastore.begin_mut()
+        try:
+            row = self._schedule_row(tx, schema, t.schedule_id)
+        finally:
+            tx.rollback()
+        if row is None:
+            return None  # deleted = cancelled
+        reducer = schema.schedule.reducer_name
+        outcome = self._run_reducer(reducer, row, self.identity, 0, max(t.fire_at, now))
+        self._drain_immediate()
+        # Afterwards, in a separate transaction: delete one-shot rows, re-arm interval rows.
+        tx = self.datastore.begin_mut()
+        row = self._schedule_row(tx, schema, t.schedule_id)
+        if row is None:
+            tx.rollback()
+            return outcome
+        at = self._row_codecs[t.table_id].decode_all(row)[schema.schedule.scheduled_at_column]
+        if at.tag == 1:
+            tx.delete_by_rel(t.table_id, _rel([row]))
+            system = ReducerOutcome(Status.COMMITTED, "", "", None, self.identity, 0, _now_micros(), b"", 0, 0)
+            self._commit(system, tx.commit(), RecordKind.SYSTEM)
+        else:
+            tx.rollback()
+            self._arm(_now_micros() + abs(at.value[0]), t.table_id, t.schedule_id)
+        return outcome
+
+    # --- durability and reads -----------------------------------------------------------------
+
+    @property
+    def last_offset(self) -> int:
+        """Offset of the last appended record (-1 if none)."""
+        return self._last_offset
+
+    def wait_durable(self, offset: int | None = None, timeout: float | None = 30.0) -> bool:
+        """Block until the commit log is durable through ``offset`` (default: everything so far)."""
+        target = self._last_offset if offset is None else offset
+        if target < 0:
+            return True
+        return self.committer.wait_durable(target, timeout)
+
+    def _maybe_checkpoint(self) -> None:
+        if self._since_checkpoint >= self.config.checkpoint_every_txs or (
+            self._since_checkpoint and time.monotonic() - self._last_checkpoint >= self.config.checkpoint_every_s
+        ):
+            self.checkpoint()
+
+    def checkpoint(self, wait: bool = True) -> None:
+        """Make the datastore state visible to readers, never ahead of the durable log."""
+        if self._last_offset >= 0:
+            self.wait_durable(self._last_offset)
+        self.datastore.checkpoint(self._last_offset)
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        """A read transaction over the last checkpoint (safe from any thread)."""
+        tx = self.datastore.begin_read()
+        try:
+            yield tx
+        finally:
+            tx.close() if hasattr(tx, "close") else tx.abort()
+
+    def table_rows(self, table: str) -> list[Any]:
+        """Decoded rows of a table as of the last checkpoint (tests and tools)."""
+        tid = self._table_ids[table]
+        with self.read() as tx:
+            rows = tx.scan(tid)
+        return [self._row_codecs[tid].decode_all(r) for r in rows]
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseClosed(f"database {self.path} is closed")
+
+    def close(self) -> None:
+        """Checkpoint, flush the log and release every resource."""
+        if self._closed:
+            return
+        self.checkpoint()
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        self._closed = True
+        for closer in (self.committer.close, self.clog.close, self.datastore.close, self.logs.close):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - closing must release everything it can
+                log.exception("error while closing %s", self.path)
+        if self.host is not None:
+            self.host.discard_instance()
+
+
+def _rel(rows: list[bytes]) -> bytes:
+    return len(rows).to_bytes(4, "little") + b"".join(rows)
+
+
+def _first_line(s: str) -> str:
+    for line in s.splitlines():
+        if "wasm trap:" in line:
+            return line.strip()
+    return s.strip().splitlines()[0] if s.strip() else "trap"
+
+
+__all__ = [
+    "ConnectionId",
+    "Database",
+    "DatabaseConfig",
+    "DatabaseError",
+    "DatastoreError",
+    "EMPTY_TYPESPACE",
+    "InitFailed",
+    "InvalidArguments",
+    "LifecycleReducerCall",
+    "ModuleLoadError",
+    "NoSuchReducer",
+    "ReducerOutcome",
+    "Status",
+    "os",
+]

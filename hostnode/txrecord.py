@@ -1,0 +1,84 @@
+"""The commit-log payload of one database transaction (a pure codec, no I/O).
+
+Every committed transaction becomes one commit-log record whose payload is a ``TxRecord``:
+what produced it (program install, reducer call, lifecycle event, schedule bookkeeping) and the
+``TxData`` it changed. Replaying the payloads in order rebuilds the datastore exactly.
+
+Layout (little-endian): ``u8 version(=1) | u8 kind | u32 len + reducer name | 32 B caller
+identity | 16 B connection id | i64 timestamp µs | u32 len + args | u32 len + program (INSTALL
+only, else 0) | rest = TxData``.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from sats.errors import DecodeError
+
+FORMAT_VERSION = 1
+_HEAD = struct.Struct("<BBI")
+_FIXED = struct.Struct("<32s16sqI")
+_U32 = struct.Struct("<I")
+
+
+class RecordKind(enum.IntEnum):
+    """Why a transaction happened."""
+
+    INSTALL = 1  # program installed (first publish, or update); txdata = schema + init changes
+    REDUCER = 2  # a reducer call (client, scheduled, or lifecycle)
+    SYSTEM = 3  # host bookkeeping with no reducer (e.g. deleting a fired one-shot schedule row)
+
+
+@dataclass(frozen=True, slots=True)
+class TxRecord:
+    """One committed transaction as stored in the commit log."""
+
+    kind: RecordKind
+    reducer: str
+    caller_identity: bytes  # 32 bytes LE
+    connection_id: bytes  # 16 bytes LE
+    timestamp_micros: int
+    args: bytes
+    program: bytes
+    txdata: bytes  # TxData.encode()
+
+    def encode(self) -> bytes:
+        """Serialise to the commit-log payload."""
+        name = self.reducer.encode()
+        return b"".join(
+            (
+                _HEAD.pack(FORMAT_VERSION, self.kind, len(name)),
+                name,
+                _FIXED.pack(self.caller_identity, self.connection_id, self.timestamp_micros, len(self.args)),
+                self.args,
+                _U32.pack(len(self.program)),
+                self.program,
+                self.txdata,
+            )
+        )
+
+    @staticmethod
+    def decode(buf: bytes) -> TxRecord:
+        """Parse a commit-log payload; raises DecodeError on malformed input."""
+        try:
+            version, kind, nlen = _HEAD.unpack_from(buf, 0)
+            if version != FORMAT_VERSION:
+                raise DecodeError(f"unknown transaction record version {version}")
+            pos = _HEAD.size
+            name = bytes(buf[pos : pos + nlen]).decode()
+            pos += nlen
+            ident, conn, ts, alen = _FIXED.unpack_from(buf, pos)
+            pos += _FIXED.size
+            args = bytes(buf[pos : pos + alen])
+            pos += alen
+            (plen,) = _U32.unpack_from(buf, pos)
+            pos += 4
+            program = bytes(buf[pos : pos + plen])
+            pos += plen
+            if pos > len(buf):
+                raise DecodeError("transaction record is truncated")
+            return TxRecord(RecordKind(kind), name, ident, conn, ts, args, program, bytes(buf[pos:]))
+        except (struct.error, ValueError, UnicodeDecodeError) as e:
+            raise DecodeError(f"malformed transaction record: {e}") from None

@@ -1,0 +1,90 @@
+"""A database's writer thread: runs every mutating call in order and fires scheduled reducers.
+
+The engine (:class:`hostnode.database.Database`) must be driven from one thread. The worker owns
+that thread: other threads (or an asyncio loop) ``submit`` callables and get a
+``concurrent.futures.Future`` back; between jobs the worker fires due schedules and checkpoints
+the datastore when it goes idle, so readers see fresh state promptly.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from hostnode.database import Database
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_STOP = object()
+
+
+class DatabaseWorker:
+    """Owns one Database and the only thread allowed to mutate it."""
+
+    def __init__(self, open_fn: Callable[[], Database], name: str = "db-writer") -> None:
+        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._ready: Future[Database] = Future()
+        self._thread = threading.Thread(target=self._run, args=(open_fn,), name=name, daemon=True)
+        self._thread.start()
+        self.db: Database = self._ready.result()
+
+    def submit(self, fn: Callable[[Database], T]) -> Future[T]:
+        """Run ``fn(db)`` on the writer thread."""
+        fut: Future[T] = Future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    def call(self, fn: Callable[[Database], T], timeout: float | None = 60.0) -> T:
+        """Run ``fn(db)`` on the writer thread and wait for its result."""
+        return self.submit(fn).result(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish queued jobs, close the database and stop the thread."""
+        if self._thread.is_alive():
+            self._jobs.put(_STOP)
+            self._thread.join(timeout)
+
+    def _run(self, open_fn: Callable[[], Database]) -> None:
+        try:
+            db = open_fn()
+        except BaseException as e:  # noqa: BLE001 - reported to the constructor's caller
+            self._ready.set_exception(e)
+            return
+        self._ready.set_result(db)
+        try:
+            while True:
+                timeout = self._idle_timeout(db)
+                try:
+                    job = self._jobs.get(timeout=timeout)
+                except queue.Empty:
+                    job = None
+                if job is _STOP:
+                    break
+                if job is not None:
+                    fn, fut = job
+                    if fut.set_running_or_notify_cancel():
+                        try:
+                            fut.set_result(fn(db))
+                        except BaseException as e:  # noqa: BLE001 - delivered to the submitter
+                            fut.set_exception(e)
+                try:
+                    db.run_due_schedules()
+                    if self._jobs.empty():
+                        db.checkpoint()
+                except Exception:
+                    log.exception("scheduler/checkpoint failed for %s", db.path)
+        finally:
+            db.close()
+
+    @staticmethod
+    def _idle_timeout(db: Database) -> float:
+        nxt = db.next_schedule_micros()
+        if nxt is None:
+            return 0.5
+        return min(0.5, max(0.0, (nxt - time.time_ns() // 1000) / 1e6))
