@@ -24,6 +24,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from sats._compile import Cell, CompileCache, TypeCompiler
 from sats.errors import DecodeError, EncodeError, SatsError
 from sats.types import (
     EMPTY_TYPESPACE,
@@ -938,13 +939,7 @@ def _sum_codec(ty: SumType, vcs: list[Codec]) -> Codec:
     return _make(ty, decode, encode_into, skip, fixed_size, min_size)
 
 
-class _Cell:
-    """Stands in for the codec of a type that is still being compiled (a recursive type)."""
-
-    target: Codec | None = None
-
-
-def _lazy_codec(ty: AlgebraicType, cell: _Cell) -> Codec:
+def _lazy_codec(ty: AlgebraicType, cell: Cell[Codec]) -> Codec:
     """Indirection for a recursive reference: resolved at call time, once compilation ends."""
 
     def decode(buf: Any, pos: int = 0) -> tuple[Any, int]:
@@ -968,77 +963,38 @@ def _lazy_codec(ty: AlgebraicType, cell: _Cell) -> Codec:
     return _make(ty, decode, encode_into, skip, None, 0)
 
 
-class _Compiler:
-    """Compiles codecs for one typespace, sharing them between structurally equal types."""
-
-    def __init__(self, typespace: Typespace, memo: dict[AlgebraicType, Codec]) -> None:
-        self.ts = typespace
-        self.memo = memo
-        self.in_progress: dict[AlgebraicType, _Cell | None] = {}
-
-    def resolve(self, ty: AlgebraicType) -> AlgebraicType:
-        try:
-            return self.ts.resolve(ty)
-        except TypeError as e:
-            raise SatsError(str(e)) from None
-
-    def codec(self, ty: AlgebraicType) -> Codec:
-        c = self.memo.get(ty)
-        if c is not None:
-            return c
-        if isinstance(ty, Ref):
-            target = self.resolve(ty)
-            if target in self.in_progress:
-                # A cycle through refs: hand out an indirection, patched once target is done.
-                cell = self.in_progress[target]
-                if cell is None:
-                    cell = self.in_progress[target] = _Cell()
-                return _lazy_codec(target, cell)
-            c = self.codec(target)
-            self.memo[ty] = c
-            return c
-        self.in_progress[ty] = None
-        try:
-            c = self._build(ty)
-        finally:
-            cell = self.in_progress.pop(ty)
-        if cell is not None:
-            cell.target = c
-        self.memo[ty] = c
-        return c
-
-    def _build(self, ty: AlgebraicType) -> Codec:
-        if isinstance(ty, PrimitiveType):
-            kind = ty.kind
-            fmt = STRUCT_FORMATS.get(kind)
+def _build(compiler: TypeCompiler[Codec], ty: AlgebraicType) -> Codec:
+    """Compile the codec of a non-ref type (parts come from ``compiler.compile``)."""
+    if isinstance(ty, PrimitiveType):
+        kind = ty.kind
+        fmt = STRUCT_FORMATS.get(kind)
+        if fmt is not None:
+            return _struct_codec(ty, fmt)
+        if kind == TypeTag.BOOL:
+            return _bool_codec(ty)
+        if kind == TypeTag.STRING:
+            return _string_codec(ty)
+        size = PRIMITIVE_SIZES[kind]
+        return _bigint_codec(ty, size, kind in (TypeTag.I128, TypeTag.I256))
+    if isinstance(ty, ProductType):
+        if not ty.elements:
+            return _unit_codec(ty)
+        return _product_codec(ty, [compiler.compile(e.algebraic_type) for e in ty.elements])
+    if isinstance(ty, SumType):
+        return _sum_codec(ty, [compiler.compile(v.algebraic_type) for v in ty.variants])
+    if isinstance(ty, ArrayType):
+        elem = compiler.resolve(ty.elem_ty)
+        if isinstance(elem, PrimitiveType):
+            if elem.kind == TypeTag.U8:
+                return _bytes_codec(ty)
+            fmt = STRUCT_FORMATS.get(elem.kind)
             if fmt is not None:
-                return _struct_codec(ty, fmt)
-            if kind == TypeTag.BOOL:
-                return _bool_codec(ty)
-            if kind == TypeTag.STRING:
-                return _string_codec(ty)
-            size = PRIMITIVE_SIZES[kind]
-            return _bigint_codec(ty, size, kind in (TypeTag.I128, TypeTag.I256))
-        if isinstance(ty, ProductType):
-            if not ty.elements:
-                return _unit_codec(ty)
-            return _product_codec(ty, [self.codec(e.algebraic_type) for e in ty.elements])
-        if isinstance(ty, SumType):
-            return _sum_codec(ty, [self.codec(v.algebraic_type) for v in ty.variants])
-        if isinstance(ty, ArrayType):
-            elem = self.resolve(ty.elem_ty)
-            if isinstance(elem, PrimitiveType):
-                if elem.kind == TypeTag.U8:
-                    return _bytes_codec(ty)
-                fmt = STRUCT_FORMATS.get(elem.kind)
-                if fmt is not None:
-                    return _struct_array_codec(ty, fmt)
-            return _array_codec(ty, self.codec(ty.elem_ty))
-        raise SatsError(f"{ty!r} is not an AlgebraicType")
+                return _struct_array_codec(ty, fmt)
+        return _array_codec(ty, compiler.compile(ty.elem_ty))
+    raise SatsError(f"{ty!r} is not an AlgebraicType")
 
 
-# id(typespace) -> (typespace, {type: codec}). The typespace is held so its id stays unique.
-_CACHE: dict[int, tuple[Typespace, dict[AlgebraicType, Codec]]] = {}
+_CACHE: CompileCache[Codec] = CompileCache(_build, _lazy_codec)
 
 
 def codec_for(ty: AlgebraicType, typespace: Typespace = EMPTY_TYPESPACE) -> Codec:
@@ -1046,14 +1002,7 @@ def codec_for(ty: AlgebraicType, typespace: Typespace = EMPTY_TYPESPACE) -> Code
 
     Raises SatsError if ``ty`` (or a type it needs) has an out-of-range or ref-only-cycle ref.
     """
-    entry = _CACHE.get(id(typespace))
-    if entry is None or entry[0] is not typespace:
-        entry = _CACHE[id(typespace)] = (typespace, {})
-    memo = entry[1]
-    c = memo.get(ty)
-    if c is None:
-        c = _Compiler(typespace, memo).codec(ty)
-    return c
+    return _CACHE.get(ty, typespace)
 
 
 def encode(ty: AlgebraicType, value: Any, typespace: Typespace = EMPTY_TYPESPACE) -> bytes:

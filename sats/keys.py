@@ -28,6 +28,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sats._compile import Cell, CompileCache, TypeCompiler
 from sats.bsatn import STRUCT_FORMATS, _as_bytes, _read_len, _short, codec_for
 from sats.errors import DecodeError, EncodeError, SatsError
 from sats.types import (
@@ -298,11 +299,7 @@ def _sum_key(ty: SumType, vks: list[KeyCodec]) -> KeyCodec:
     return KeyCodec(ty, from_value, from_bsatn)
 
 
-class _Cell:
-    target: KeyCodec | None = None
-
-
-def _lazy_key(ty: AlgebraicType, cell: _Cell) -> KeyCodec:
+def _lazy_key(ty: AlgebraicType, cell: Cell[KeyCodec]) -> KeyCodec:
     """Indirection for a recursive type, patched once its compilation finishes."""
 
     def from_bsatn(buf: Any, pos: int, out: bytearray) -> int:
@@ -320,77 +317,35 @@ def _lazy_key(ty: AlgebraicType, cell: _Cell) -> KeyCodec:
     return KeyCodec(ty, from_value, from_bsatn)
 
 
-class _Compiler:
-    def __init__(self, typespace: Typespace, memo: dict[AlgebraicType, KeyCodec]) -> None:
-        self.ts = typespace
-        self.memo = memo
-        self.in_progress: dict[AlgebraicType, _Cell | None] = {}
-
-    def resolve(self, ty: AlgebraicType) -> AlgebraicType:
-        try:
-            return self.ts.resolve(ty)
-        except TypeError as e:
-            raise SatsError(str(e)) from None
-
-    def key(self, ty: AlgebraicType) -> KeyCodec:
-        k = self.memo.get(ty)
-        if k is not None:
-            return k
-        if isinstance(ty, Ref):
-            target = self.resolve(ty)
-            if target in self.in_progress:
-                cell = self.in_progress[target]
-                if cell is None:
-                    cell = self.in_progress[target] = _Cell()
-                return _lazy_key(target, cell)
-            k = self.key(target)
-            self.memo[ty] = k
-            return k
-        self.in_progress[ty] = None
-        try:
-            k = self._build(ty)
-        finally:
-            cell = self.in_progress.pop(ty)
-        if cell is not None:
-            cell.target = k
-        self.memo[ty] = k
-        return k
-
-    def _build(self, ty: AlgebraicType) -> KeyCodec:
-        if isinstance(ty, PrimitiveType):
-            if ty.kind in INT_LAYOUT:
-                return _int_key(ty)
-            if ty.kind in (TypeTag.F32, TypeTag.F64):
-                return _float_key(ty)
-            if ty.kind == TypeTag.BOOL:
-                return _bool_key(ty)
-            return _bytes_key(ty, is_string=True)
-        if isinstance(ty, ProductType):
-            return _product_key(ty, [self.key(e.algebraic_type) for e in ty.elements])
-        if isinstance(ty, SumType):
-            return _sum_key(ty, [self.key(v.algebraic_type) for v in ty.variants])
-        if isinstance(ty, ArrayType):
-            elem = self.resolve(ty.elem_ty)
-            if isinstance(elem, PrimitiveType) and elem.kind == TypeTag.U8:
-                return _bytes_key(ty, is_string=False)
-            elem_min = codec_for(ty.elem_ty, self.ts).min_size
-            return _array_key(ty, self.key(ty.elem_ty), elem_min)
-        raise SatsError(f"{ty!r} is not an AlgebraicType")
+def _build(compiler: TypeCompiler[KeyCodec], ty: AlgebraicType) -> KeyCodec:
+    """Compile the key encoders of a non-ref type (parts come from ``compiler.compile``)."""
+    if isinstance(ty, PrimitiveType):
+        if ty.kind in INT_LAYOUT:
+            return _int_key(ty)
+        if ty.kind in (TypeTag.F32, TypeTag.F64):
+            return _float_key(ty)
+        if ty.kind == TypeTag.BOOL:
+            return _bool_key(ty)
+        return _bytes_key(ty, is_string=True)
+    if isinstance(ty, ProductType):
+        return _product_key(ty, [compiler.compile(e.algebraic_type) for e in ty.elements])
+    if isinstance(ty, SumType):
+        return _sum_key(ty, [compiler.compile(v.algebraic_type) for v in ty.variants])
+    if isinstance(ty, ArrayType):
+        elem = compiler.resolve(ty.elem_ty)
+        if isinstance(elem, PrimitiveType) and elem.kind == TypeTag.U8:
+            return _bytes_key(ty, is_string=False)
+        elem_min = codec_for(ty.elem_ty, compiler.ts).min_size
+        return _array_key(ty, compiler.compile(ty.elem_ty), elem_min)
+    raise SatsError(f"{ty!r} is not an AlgebraicType")
 
 
-_CACHE: dict[int, tuple[Typespace, dict[AlgebraicType, KeyCodec]]] = {}
+_CACHE: CompileCache[KeyCodec] = CompileCache(_build, _lazy_key)
 
 
 def key_codec_for(ty: AlgebraicType, typespace: Typespace = EMPTY_TYPESPACE) -> KeyCodec:
     """The compiled :class:`KeyCodec` of ``ty`` (memoised per typespace object and type)."""
-    entry = _CACHE.get(id(typespace))
-    if entry is None or entry[0] is not typespace:
-        entry = _CACHE[id(typespace)] = (typespace, {})
-    memo = entry[1]
-    k = memo.get(ty)
-    if k is None:
-        k = _Compiler(typespace, memo).key(ty)
-    return k
+    return _CACHE.get(ty, typespace)
 
 
 # ---------------------------------------------------------------------------------------------

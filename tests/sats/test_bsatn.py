@@ -111,9 +111,8 @@ def test_vectors_encode_and_decode(ty: AlgebraicType, value: Any, hexstr: str) -
     assert values_equal(got, value)
     codec = codec_for(ty)
     assert codec.skip(expected, 0) == len(expected)
-    assert codec.decode(memoryview(expected)) == (got, len(expected)) or values_equal(
-        codec.decode(memoryview(expected))[0], value
-    )
+    from_view, end = codec.decode(memoryview(expected))
+    assert values_equal(from_view, value) and end == len(expected)
     if codec.fixed_size is not None:
         assert codec.fixed_size == len(expected)
 
@@ -334,7 +333,7 @@ def test_float_bit_patterns_preserved() -> None:
 
 # -- property tests -----------------------------------------------------------------------------
 
-_FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_FAST = settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_FAST

@@ -369,7 +369,7 @@ def test_sql_schema_example() -> None:
 
 # -- round trips --------------------------------------------------------------------------------
 
-_FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_FAST

@@ -247,7 +247,7 @@ def test_row_key_extractor_paths() -> None:
 # -- property tests -----------------------------------------------------------------------------
 
 _FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-_THOROUGH = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_THOROUGH = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_THOROUGH
