@@ -31,10 +31,13 @@ system-deps:
 	fi
 
 # Build the C test modules. The built .wasm files are committed, so nothing else needs clang.
+# MODULES_OUT=dir writes dir/<name>.wasm instead of modules/<name>/<name>.wasm (used by tests).
+MODULES_OUT ?=
 modules: system-deps
 	@for m in $(MODULES); do \
-		echo "building modules/$$m/$$m.wasm"; \
-		$(CLANG) $(WASM_CFLAGS) -o modules/$$m/$$m.wasm modules/$$m/*.c || exit 1; \
+		out=$(if $(MODULES_OUT),$(MODULES_OUT),modules/$$m)/$$m.wasm; \
+		echo "building $$out"; \
+		$(CLANG) $(WASM_CFLAGS) -o $$out modules/$$m/*.c || exit 1; \
 	done
 
 lint: install

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from sats.bsatn import BsatnReader, BsatnWriter, decode
 from sats.errors import DecodeError, SatsError
 from sats.types import (
+    SCHEDULE_AT,
     AlgebraicType,
     ArrayType,
     PrimitiveType,
@@ -33,7 +34,6 @@ from sats.types import (
     Ref,
     SumType,
     SumTypeVariant,
-    SCHEDULE_AT,
     Typespace,
     TypeTag,
     is_special,
@@ -671,7 +671,9 @@ def _col_name(pt: ProductType, col: int) -> str:
     return f"col_{col}"
 
 
-def generate_index_name(table: str, pt: ProductType, algorithm: IndexAlgorithm, columns: Iterable[int]) -> str:
+def generate_index_name(
+    table: str, pt: ProductType, algorithm: IndexAlgorithm, columns: Iterable[int]
+) -> str:
     """§11.4: ``{table}_{cols}_idx_{btree|hash|direct}``."""
     return f"{table}_{'_'.join(_col_name(pt, c) for c in columns)}_idx_{algorithm.label}"
 
@@ -743,7 +745,9 @@ class _Validator:
         """Inline every ref; raises _TypeProblem on an out-of-range or recursive ref."""
         if isinstance(ty, Ref):
             if not 0 <= ty.idx < len(self.ts.types):
-                raise _TypeProblem(f"type ref {ty.idx} is out of range (typespace has {len(self.ts.types)} types)")
+                raise _TypeProblem(
+                    f"type ref {ty.idx} is out of range (typespace has {len(self.ts.types)} types)"
+                )
             if ty.idx in stack:
                 raise _TypeProblem(f"type ref {ty.idx} is recursive")
             return self.resolve(self.ts.types[ty.idx], (*stack, ty.idx))
@@ -752,7 +756,9 @@ class _Validator:
                 tuple(ProductTypeElement(e.name, self.resolve(e.algebraic_type, stack)) for e in ty.elements)
             )
         if isinstance(ty, SumType):
-            return SumType(tuple(SumTypeVariant(v.name, self.resolve(v.algebraic_type, stack)) for v in ty.variants))
+            return SumType(
+                tuple(SumTypeVariant(v.name, self.resolve(v.algebraic_type, stack)) for v in ty.variants)
+            )
         if isinstance(ty, ArrayType):
             return ArrayType(self.resolve(ty.elem_ty, stack))
         return ty
@@ -762,7 +768,9 @@ class _Validator:
         and sums must be special (Identity, Option, ScheduleAt, …); others go through a ref."""
         if isinstance(ty, Ref):
             if not 0 <= ty.idx < len(self.ts.types):
-                self.problem(f"{where}: type ref {ty.idx} is out of range (typespace has {len(self.ts.types)} types)")
+                self.problem(
+                    f"{where}: type ref {ty.idx} is out of range (typespace has {len(self.ts.types)} types)"
+                )
                 return
             if ty.idx in self.defined_refs:
                 return
@@ -795,7 +803,9 @@ class _Validator:
                 self.problem(f"duplicate type name `{label}`")
             seen[td.name] = td.ty
             if not 0 <= td.ty < len(self.ts.types):
-                self.problem(f"{what}: type ref {td.ty} is out of range (typespace has {len(self.ts.types)} types)")
+                self.problem(
+                    f"{what}: type ref {td.ty} is out of range (typespace has {len(self.ts.types)} types)"
+                )
                 continue
             target = self.ts.types[td.ty]
             if isinstance(target, ProductType):
@@ -806,7 +816,9 @@ class _Validator:
                 self.problem(f"{what}: typespace entry {td.ty} is not a product or sum type")
                 continue
             if not td.custom_ordering and not _default_ordering(items):
-                self.problem(f"{what}: fields/variants are not in the default order and custom_ordering is false")
+                self.problem(
+                    f"{what}: fields/variants are not in the default order and custom_ordering is false"
+                )
             for i, item in enumerate(items):
                 if item.name is None:
                     self.problem(f"{what}: element {i} has no name")
@@ -904,7 +916,9 @@ class _Validator:
 
         indexes: list[IndexDef] = []
         for ix in t.indexes:
-            iname = ix.name if ix.name is not None else generate_index_name(t.name, pt, ix.algorithm, ix.columns)
+            iname = (
+                ix.name if ix.name is not None else generate_index_name(t.name, pt, ix.algorithm, ix.columns)
+            )
             owner = f"index `{iname}` of {what}"
             self.claim(iname, owner)
             if ix.accessor_name is not None:
@@ -920,12 +934,18 @@ class _Validator:
                     )
                 if frozenset(ix.columns) not in unique_sets:
                     self.problem(f"{owner}: a direct index needs a unique constraint on column `{col.name}`")
-            indexes.append(IndexDef(iname, ix.accessor_name, ix.algorithm, ix.columns, frozenset(ix.columns) in unique_sets))
+            indexes.append(
+                IndexDef(
+                    iname, ix.accessor_name, ix.algorithm, ix.columns, frozenset(ix.columns) in unique_sets
+                )
+            )
         index_sets = {frozenset(ix.columns) for ix in indexes}
-        for c in constraints:
-            if frozenset(c.columns) not in index_sets:
-                names = ", ".join(f"`{columns[i].name}`" for i in c.columns)
-                self.problem(f"unique constraint `{c.name}` of {what} has no index on exactly its columns ({names})")
+        for cd in constraints:
+            if frozenset(cd.columns) not in index_sets:
+                names = ", ".join(f"`{columns[i].name}`" for i in cd.columns)
+                self.problem(
+                    f"unique constraint `{cd.name}` of {what} has no index on exactly its columns ({names})"
+                )
 
         primary_key: int | None = None
         if len(t.primary_key) > 1:
@@ -1065,7 +1085,9 @@ def validate(raw: RawModuleDefV9) -> ModuleDef:
         elif fn in procs_by_name:
             params, is_proc = procs_by_name[fn].params, True
         else:
-            v.problem(f"schedule `{td.schedule.name}` of table `{td.name}`: no reducer or procedure named `{fn}`")
+            v.problem(
+                f"schedule `{td.schedule.name}` of table `{td.name}`: no reducer or procedure named `{fn}`"
+            )
             continue
         if len(params.elements) != 1 or params.elements[0].algebraic_type != Ref(td.product_type_ref):
             v.problem(
@@ -1185,11 +1207,16 @@ def _table_json(t: TableDef) -> dict[str, Any]:
         "product_type_ref": t.product_type_ref,
         "primary_key": [] if t.primary_key is None else [t.primary_key],
         "indexes": [
-            {"name": {"some": ix.name}, "accessor_name": _opt(ix.accessor_name), "algorithm": _algorithm_json(ix)}
+            {
+                "name": {"some": ix.name},
+                "accessor_name": _opt(ix.accessor_name),
+                "algorithm": _algorithm_json(ix),
+            }
             for ix in t.indexes
         ],
         "constraints": [
-            {"name": {"some": c.name}, "data": {"Unique": {"columns": list(c.columns)}}} for c in t.constraints
+            {"name": {"some": c.name}, "data": {"Unique": {"columns": list(c.columns)}}}
+            for c in t.constraints
         ],
         "sequences": [
             {
@@ -1253,7 +1280,11 @@ def to_schema_json(md: ModuleDef) -> dict[str, Any]:
             for r in md.reducers
         ],
         "types": [
-            {"name": {"scope": list(t.name.scope), "name": t.name.name}, "ty": t.ty, "custom_ordering": t.custom_ordering}
+            {
+                "name": {"scope": list(t.name.scope), "name": t.name.name},
+                "ty": t.ty,
+                "custom_ordering": t.custom_ordering,
+            }
             for t in md.types
         ],
         "misc_exports": misc,

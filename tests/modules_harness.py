@@ -11,9 +11,10 @@ a transaction) and the rest answer a harmless errno. It is *not* the real host
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import wasmtime
 
@@ -105,7 +106,9 @@ class _StubHost:
             return sink_write
         if name == "console_log":
 
-            def console_log(level: int, _tp: int, _tl: int, _fp: int, _fl: int, _ln: int, mp: int, ml: int) -> None:
+            def console_log(
+                level: int, _tp: int, _tl: int, _fp: int, _fl: int, _ln: int, mp: int, ml: int
+            ) -> None:
                 try:
                     self.logs.append((level, self._read(store, mp, ml).decode("utf-8", "replace")))
                 except wasmtime.WasmtimeError:

@@ -430,13 +430,14 @@ static int32_t record_immediate(stdb_ctx *ctx, bsatn_reader *args) {
     return rc ? fail_errno(ctx, "record_immediate", rc) : 0;
 }
 
-/* check_schedule_too_long(): a oneshot 2^36 ms ahead → 13; then removes any such row. */
+/* check_schedule_too_long(): a oneshot 2^36 ms + 1 h ahead → 13; then removes any such row. */
 static int32_t check_schedule_too_long(stdb_ctx *ctx, bsatn_reader *args) {
     (void)args;
     stdb_str payload = {"too_long", 8};
     uint16_t rc;
     uint64_t id;
-    insert_oneshot(ctx, ctx->timestamp + (int64_t)(1ll << 36) * 1000, payload, &rc, &id);
+    /* 2^36 ms plus an hour: the host measures from max(call timestamp, wall clock). */
+    insert_oneshot(ctx, ctx->timestamp + ((int64_t)(1ll << 36) + 3600000) * 1000, payload, &rc, &id);
     EXPECT("insert far-future oneshot", rc, STDB_SCHEDULE_AT_DELAY_TOO_LONG);
     /* The reference leaves the row in the transaction; remove it so nothing fires later. */
     stdb_iter it;
