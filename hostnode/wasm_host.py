@@ -109,6 +109,25 @@ ABI_IMPORTS: list[tuple[str, str, list[wasmtime.ValType], list[wasmtime.ValType]
 
 CALL_REDUCER_SIG = ([I32] + [I64] * 7 + [I32] * 2, [I32])
 
+# Hot-path entry points bound through PyDLL so the calls keep the GIL: releasing and re-taking
+# it around every tiny call costs more than the call, and lets the commit-log sync thread steal
+# the GIL mid-reducer. Host imports run on this same thread, so holding it is safe.
+_PYDLL = ctypes.PyDLL(str(ffi.filename))
+_func_call_unchecked = _PYDLL.wasmtime_func_call_unchecked
+_func_call_unchecked.restype = ctypes.c_void_p
+_func_call_unchecked.argtypes = [
+    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+]
+_set_fuel = _PYDLL.wasmtime_context_set_fuel
+_set_fuel.restype = ctypes.c_void_p
+_set_fuel.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+_get_fuel = _PYDLL.wasmtime_context_get_fuel
+_get_fuel.restype = ctypes.c_void_p
+_get_fuel.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_memory_data_size = _PYDLL.wasmtime_memory_data_size
+_memory_data_size.restype = ctypes.c_size_t
+_memory_data_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
@@ -343,6 +362,8 @@ class ModuleHost:
         self._mv: memoryview = memoryview(b"")
         self._argbuf = (ffi.wasmtime_val_raw_t * 10)()
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._fuel_out = ctypes.c_uint64(0)
+        self._ctx_addr: int | None = None
 
     # --- instance lifecycle --------------------------------------------------------------------
 
@@ -365,6 +386,7 @@ class ModuleHost:
         exports = instance.exports(store)
         self._store = store
         self._ctx = store._context()
+        self._ctx_addr = ctypes.cast(self._ctx, ctypes.c_void_p).value
         memory: Any = exports["memory"]
         self._memory = memory
         self._base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, ctypes.byref(memory._memory)), ctypes.c_void_p).value or 0
@@ -423,12 +445,10 @@ class ModuleHost:
         self.function_name = function_name
         buf = self._argbuf
         buf[0].i32 = reducer_id
-        buf[1].i64 = _signed64(sender_words[0])
-        buf[2].i64 = _signed64(sender_words[1])
-        buf[3].i64 = _signed64(sender_words[2])
-        buf[4].i64 = _signed64(sender_words[3])
-        buf[5].i64 = _signed64(connection_id & 0xFFFF_FFFF_FFFF_FFFF)
-        buf[6].i64 = _signed64(connection_id >> 64)
+        # ctypes integer fields wrap silently, so unsigned words can be stored into i64 slots.
+        buf[1].i64, buf[2].i64, buf[3].i64, buf[4].i64 = sender_words
+        buf[5].i64 = connection_id & 0xFFFF_FFFF_FFFF_FFFF
+        buf[6].i64 = connection_id >> 64
         buf[7].i64 = timestamp_micros
         buf[8].i32 = self._new_source(args) if args else 0
         buf[9].i32 = 1
@@ -447,17 +467,17 @@ class ModuleHost:
     _last_sink: bytes = b""
 
     def _raw_call(self, func: Any, buf: Any, n: int, has_result: bool = True) -> CallResult:
-        ctx = self._ctx
-        err = ffi.wasmtime_context_set_fuel(ctx, self.fuel_budget)
+        ctx = self._ctx_addr
+        err = _set_fuel(ctx, self.fuel_budget)
         if err:
-            raise wasmtime.WasmtimeError._from_ptr(err)
+            raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
         self._pending_exc = None
         trap = self._trap_ptr
         t0 = time.perf_counter()
-        err = ffi.wasmtime_func_call_unchecked(ctx, ctypes.byref(func._func), buf, n, ctypes.byref(trap))
+        err = _func_call_unchecked(ctx, ctypes.addressof(func._func), ctypes.addressof(buf), n, ctypes.addressof(trap))
         duration = int((time.perf_counter() - t0) * 1e6)
-        remaining = ctypes.c_uint64(0)
-        ffi.wasmtime_context_get_fuel(ctx, ctypes.byref(remaining))
+        remaining = self._fuel_out
+        _get_fuel(ctx, ctypes.addressof(remaining))
         fuel_used = self.fuel_budget - remaining.value
         sink = bytes(self._sink) if self._sink is not None else b""
         self._last_sink = sink
@@ -466,7 +486,7 @@ class ModuleHost:
         self._next_source = 1
         message = sink.decode("utf-8", errors="replace")
         if err:
-            error = wasmtime.WasmtimeError._from_ptr(err)
+            error = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
             self.discard_instance()
             return CallResult(None, message, fuel_used, trapped=True, trap_message=str(error), duration_micros=duration)
         if trap:
@@ -488,7 +508,7 @@ class ModuleHost:
     # --- guest memory -------------------------------------------------------------------------
 
     def _refresh_memory(self) -> None:
-        size = ffi.wasmtime_memory_data_size(self._ctx, ctypes.byref(self._memory._memory))
+        size = _memory_data_size(self._ctx_addr, ctypes.addressof(self._memory._memory))
         if size != self._size:
             self._size = size
             self._mv = memoryview((ctypes.c_ubyte * size).from_address(self._base)).cast("B") if size else memoryview(b"")
@@ -967,11 +987,6 @@ class ModuleHost:
 
 class _DropRecord(Exception):
     pass
-
-
-def _signed64(v: int) -> int:
-    v &= 0xFFFF_FFFF_FFFF_FFFF
-    return v - (1 << 64) if v >= 1 << 63 else v
 
 
 def _datastore_call(fn: Callable[..., Any], *args: Any) -> tuple[int, Any]:
