@@ -991,7 +991,7 @@ class MutTx(_TxBase):
                     txn.delete(_entry_key(ix.unique, ok, rid8), b"", ix.db)
                     txn.put(_entry_key(ix.unique, k, rid8), old_loc, True, True, False, ix.db)
         else:
-            self._del_row(tbl, old_loc, old_val)
+            self._unlink_row(tbl, old_loc, old_val)
             self._put_row(tbl, row, rid8, pk_key, b"" if pk is not None else _blake(row), sec_keys)
         return row, gen
 
@@ -1084,13 +1084,20 @@ class MutTx(_TxBase):
         for ix, key in zip(tbl.secondary, sec_keys, strict=True):
             txn.put(_entry_key(ix.unique, key, rid8), loc, True, True, False, ix.db)
 
-    def _del_row(self, tbl: _Table, loc: bytes, val: bytes) -> None:
+    def _unlink_row(self, tbl: _Table, loc: bytes, val: bytes) -> None:
+        """Remove a row and its index entries from storage (no change tracking)."""
         txn = self._txn
         row = val[8:]
         rid8 = val[:8]
         txn.delete(loc, b"", tbl.db)
         for ix in tbl.secondary:
             txn.delete(_entry_key(ix.unique, ix.extract(row), rid8), b"", ix.db)
+
+    def _del_row(self, tbl: _Table, loc: bytes, val: bytes) -> None:
+        """Delete a row and record it in this transaction's net changes."""
+        self._unlink_row(tbl, loc, val)
+        row = val[8:]
+        rid8 = val[:8]
         ch = self._changes.get(tbl.table_id)
         if ch is None:
             ch = self._changes[tbl.table_id] = [{}, {}]

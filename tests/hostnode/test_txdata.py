@@ -1,0 +1,116 @@
+"""TxData: the binary codec (round-trips, malformed input) and its speed on a small update."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hostnode.schema import IndexSchema, ScheduleSchema, SequenceSchema, TableSchema
+from hostnode.txdata import SchemaOp, SchemaOpKind, TableChanges, TxData
+from sats.errors import DecodeError
+from sats.types import SCHEDULE_AT, STRING, U64, Ref, Typespace, product
+
+ROW = product(("id", U64), ("name", STRING))
+SCHED = product(("scheduled_id", U64), ("at", SCHEDULE_AT))
+
+TABLE = TableSchema(
+    table_id=4,
+    name="tick",
+    row_type=SCHED,
+    typespace=Typespace([ROW, SCHED]),
+    primary_key=0,
+    indexes=[IndexSchema(9, "tick_scheduled_id_idx_btree", 4, (0,), "btree", True)],
+    sequences=[SequenceSchema(3, "tick_scheduled_id_seq", 4, 0, 1, 1, (1 << 127) - 1, 1)],
+    is_public=False,
+    schedule=ScheduleSchema("tick_sched", "tick", 1),
+)
+
+rows = st.lists(st.binary(max_size=40), max_size=5)
+table_changes = st.builds(
+    lambda ins, dels, rids: TableChanges(ins, dels, rids[: len(ins)] + [0] * (len(ins) - len(rids))),
+    rows,
+    rows,
+    st.lists(st.integers(0, (1 << 64) - 1), max_size=5),
+)
+schema_ops = st.sampled_from(
+    [
+        SchemaOp(SchemaOpKind.CREATE_TABLE, table=TABLE),
+        SchemaOp(
+            SchemaOpKind.CREATE_TABLE,
+            table=TableSchema(1, "t", product(("r", Ref(0))), Typespace([ROW])),
+        ),
+        SchemaOp(SchemaOpKind.DROP_TABLE, id=7),
+        SchemaOp(SchemaOpKind.CREATE_INDEX, index=IndexSchema(2, "t_x", 1, (0, 1), "hash", False)),
+        SchemaOp(SchemaOpKind.DROP_INDEX, id=(1 << 32) - 1),
+    ]
+)
+txdatas = st.builds(
+    TxData,
+    st.dictionaries(st.integers(0, (1 << 32) - 1), table_changes, max_size=4),
+    st.dictionaries(st.integers(0, (1 << 32) - 1), st.integers(-(1 << 127), (1 << 127) - 1), max_size=3),
+    st.lists(schema_ops, max_size=3),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(txdatas)
+def test_round_trip(td: TxData) -> None:
+    data = td.encode()
+    assert TxData.decode(data) == td
+    assert TxData.decode(memoryview(data)) == td
+
+
+@settings(max_examples=200, deadline=None)
+@given(txdatas, st.data())
+def test_truncation_and_garbage_are_decode_errors(td: TxData, data: st.DataObject) -> None:
+    enc = td.encode()
+    cut = data.draw(st.integers(0, len(enc) - 1))
+    with pytest.raises(DecodeError):
+        TxData.decode(enc[:cut])
+    with pytest.raises(DecodeError):
+        TxData.decode(enc + b"\x00")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_random_bytes_never_leak_other_errors(data: bytes) -> None:
+    try:
+        TxData.decode(data)
+    except DecodeError:
+        pass
+
+
+def test_empty_and_layout() -> None:
+    assert TxData().is_empty()
+    assert TxData().encode() == b"\x01" + bytes(12)
+    td = TxData({5: TableChanges([b"ab"], [b"c"], [258])})
+    assert td.encode() == (
+        b"\x01\x01\x00\x00\x00"
+        + b"\x05\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00"
+        + (258).to_bytes(8, "little")
+        + b"\x02\x00\x00\x00ab"
+        + b"\x01\x00\x00\x00c"
+        + bytes(8)
+    )
+    with pytest.raises(DecodeError):
+        TxData.decode(b"\x02" + bytes(12))  # unknown version
+    with pytest.raises(DecodeError):
+        TxData.decode(b"\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x09\x00\x00\x00\x00")  # bad op kind
+
+
+def test_two_row_update_encodes_fast() -> None:
+    old = b"\x01" + bytes(7) + b"\x05\x00\x00\x00alice"
+    new = old[:-1] + b"x"
+    td = TxData({1: TableChanges([new, old], [old + b"y", new + b"y"], [3, 4])})
+    n = 20000
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(n):
+            td.encode()
+        best = min(best, (time.perf_counter() - t) / n)
+    # A few µs here; generous bound so a loaded CI machine doesn't flake.
+    assert best < 20e-6
