@@ -59,7 +59,16 @@ from hostnode.txdata import SchemaOp, SchemaOpKind, TableChanges, TxData
 from sats.bsatn import codec_for
 from sats.errors import DecodeError, SatsError
 from sats.keys import key_converter, prefix_end, row_key_extractor
-from sats.types import INT_LAYOUT, AlgebraicType, PrimitiveType, ProductType, Typespace, TypeTag
+from sats.types import (
+    INT_LAYOUT,
+    U8,
+    AlgebraicType,
+    ArrayType,
+    PrimitiveType,
+    ProductType,
+    Typespace,
+    TypeTag,
+)
 
 __all__ = [
     "Datastore",
@@ -262,6 +271,61 @@ class _Index:
             self.range_convs = convs
 
 
+_FIXED, _STR, _BYTES, _BOOL, _OTHER = range(5)
+
+
+def _row_walker(row_type: ProductType, ts: Typespace) -> Callable[[Any, int], int]:
+    """``(buf, pos) -> end``: check one BSATN row fully (lengths, UTF-8, bool bytes, sum tags)
+    without building its value — cheaper than decoding on the insert/update path."""
+    steps: list[tuple[int, Any]] = []
+    for e in row_type.elements:
+        t = ts.resolve(e.algebraic_type)
+        if _plain_fixed(t, ts):
+            size = codec_for(t, ts).fixed_size or 0
+            if steps and steps[-1][0] == _FIXED:
+                steps[-1] = (_FIXED, steps[-1][1] + size)
+            else:
+                steps.append((_FIXED, size))
+        elif isinstance(t, PrimitiveType) and t.kind == TypeTag.STRING:
+            steps.append((_STR, None))
+        elif isinstance(t, PrimitiveType) and t.kind == TypeTag.BOOL:
+            steps.append((_BOOL, None))
+        elif isinstance(t, ArrayType) and ts.resolve(t.elem_ty) == U8:
+            steps.append((_BYTES, None))
+        else:
+            steps.append((_OTHER, codec_for(t, ts).decode))
+    unpack_len = _U32.unpack_from
+
+    def walk(buf: Any, pos: int) -> int:
+        try:
+            for kind, arg in steps:
+                if kind == _FIXED:
+                    pos += arg
+                elif kind == _STR:
+                    start = pos + 4
+                    pos = start + unpack_len(buf, pos)[0]
+                    if pos > len(buf):
+                        raise DecodeError(f"string at byte {start} runs past the end of the row")
+                    str(buf[start:pos], "utf-8")
+                elif kind == _BYTES:
+                    pos += 4 + unpack_len(buf, pos)[0]
+                elif kind == _BOOL:
+                    if buf[pos] > 1:
+                        raise DecodeError(f"invalid bool byte at {pos}")
+                    pos += 1
+                else:
+                    pos = arg(buf, pos)[1]
+        except (struct.error, IndexError):
+            raise DecodeError(f"row truncated at byte {pos}") from None
+        except UnicodeDecodeError as e:
+            raise DecodeError(f"invalid UTF-8 in a string: {e.reason}") from None
+        if pos > len(buf):
+            raise DecodeError(f"row truncated at byte {len(buf)}")
+        return pos
+
+    return walk
+
+
 def _plain_fixed(ty: AlgebraicType, ts: Typespace) -> bool:
     """True when every byte string of the right length is a valid value (ints, floats, products)."""
     ty = ts.resolve(ty)
@@ -312,6 +376,7 @@ class _Table:
         "seqs",
         "validate",
         "fixed_size",
+        "min_size",
         "split",
         "seq_spans",
         "decode_row",
@@ -340,6 +405,7 @@ class _Table:
         codec = codec_for(row_type, ts)
         self.decode_row = codec.decode_all
         self.fixed_size: int | None = None
+        split: Callable[[Any, int], int]
         if _plain_fixed(row_type, ts):
             size = codec.fixed_size
             assert size is not None
@@ -349,22 +415,23 @@ class _Table:
                 if len(row) != size:
                     raise DecodeError(f"row is {len(row)} bytes, the row type needs exactly {size}")
 
-            def split(buf: Any, pos: int) -> int:
+            def split_fixed(buf: Any, pos: int) -> int:
                 end = pos + size
                 if end > len(buf):
                     raise DecodeError(f"row at byte {pos} is truncated")
                 return end
 
+            split = split_fixed
+
         else:
-            decode_all = codec.decode_all
-            decode = codec.decode
+            split = _row_walker(row_type, ts)
 
             def validate(row: bytes) -> None:
-                decode_all(row)
+                end = split(row, 0)
+                if end != len(row):
+                    raise DecodeError(f"{len(row) - end} trailing byte(s) after the row")
 
-            def split(buf: Any, pos: int) -> int:
-                return int(decode(buf, pos)[1])
-
+        self.min_size = codec.min_size
         self.validate: Callable[[bytes], None] = validate
         self.split: Callable[[Any, int], int] = split
 
@@ -1020,7 +1087,7 @@ class MutTx(_TxBase):
             if len(rel) < 4:
                 raise DecodeError("relation shorter than its u32 count")
             (n,) = _U32.unpack_from(rel, 0)
-            if n > len(rel):
+            if tbl.min_size and n * tbl.min_size > len(rel) - 4:
                 raise DecodeError(f"relation count {n} exceeds the input")
             pos = 4
             split = tbl.split

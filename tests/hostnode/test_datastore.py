@@ -30,7 +30,24 @@ from hostnode.datastore import (
 from hostnode.schema import IndexSchema, SequenceSchema, TableSchema
 from hostnode.txdata import TxData
 from sats.bsatn import encode
-from sats.types import I16, I32, I64, IDENTITY, STRING, U8, U32, U64, U256, ArrayType, Typespace, product
+from sats.types import (
+    BOOL,
+    BYTES,
+    I16,
+    I32,
+    I64,
+    IDENTITY,
+    STRING,
+    U8,
+    U32,
+    U64,
+    U256,
+    ArrayType,
+    SumValue,
+    Typespace,
+    option,
+    product,
+)
 
 I128_MAX = (1 << 127) - 1
 
@@ -194,6 +211,31 @@ def test_fixed_size_row_validation(tmp_path: Path) -> None:
             tx.insert(1, bytes(12))
             with pytest.raises(BsatnDecodeError):
                 tx.delete_by_rel(1, b"\x01\x00\x00\x00" + bytes(11))
+
+
+def test_row_validation_of_mixed_columns(tmp_path: Path) -> None:
+    rt = product(("b", BOOL), ("o", option(STRING)), ("bs", BYTES), ("n", U32), ("s", STRING))
+    good = encode(rt, (True, SumValue(0, "é"), b"\x00\x01", 7, "x"))
+    with Datastore(tmp_path / "db") as d:
+        d.create_table(TableSchema(1, "t", rt, Typespace([])))
+        with d.begin_mut() as tx:
+            assert tx.insert(1, good)[0] == good
+            bad_rows = [
+                b"\x02" + good[1:],  # bool byte 2
+                good[:1] + b"\x05" + good[2:],  # sum tag out of range
+                good[:-1],  # truncated string
+                good + b"\x00",  # trailing
+                good[:-1] + b"\xff",  # invalid UTF-8 in the last string
+                encode(rt, (False, SumValue(1, ()), b"", 0, ""))[:8],  # cut inside bytes length
+            ]
+            for bad in bad_rows:
+                with pytest.raises(BsatnDecodeError):
+                    tx.insert(1, bad)
+            assert tx.row_count(1) == 1
+            rel = b"\x02\x00\x00\x00" + good + good[:-1]
+            with pytest.raises(BsatnDecodeError):
+                tx.delete_by_rel(1, rel)
+            assert tx.delete_by_rel(1, b"\x01\x00\x00\x00" + good) == 1
 
 
 def test_set_semantics(ds: Datastore) -> None:
