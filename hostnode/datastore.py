@@ -175,8 +175,10 @@ class DatastoreConfig:
 
     #: Upper bound of the data file (address space only; the file grows as needed).
     map_size: int = 1 << 34
-    #: Named-DB slots (tables + indexes + 1). Child-transaction cost grows with it (~1 µs at 1024).
-    max_dbs: int = 1024
+    #: Named-DB slots: one per table, one per non-primary-key index, one for meta. LMDB zeroes
+    #: this many slots in every child transaction (measured: 0.40 µs per begin+commit at 256,
+    #: 0.55 at 512, 0.81 at 1024), so it is not set "large just in case".
+    max_dbs: int = 512
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1205,7 +1207,13 @@ class MutTx(_TxBase):
         return seq_id in self._ds._seq
 
     def _open_db(self, name: bytes, clear: bool) -> Any:
-        db = self._ds._env.open_db(name, txn=self._txn, create=True)
+        try:
+            db = self._ds._env.open_db(name, txn=self._txn, create=True)
+        except lmdb.DbsFullError:
+            raise SchemaConflict(
+                f"no free LMDB database slot for {name.decode()}: too many tables and indexes "
+                "for DatastoreConfig.max_dbs"
+            ) from None
         if clear and self._txn.stat(db)["entries"]:
             # Left over from a dropped table/index with the same id (DBs are emptied, not deleted).
             self._txn.drop(db, delete=False)

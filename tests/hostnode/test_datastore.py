@@ -934,3 +934,16 @@ def test_errors_are_datastore_errors() -> None:
     ]:
         assert issubclass(cls, DatastoreError) and cls.errno == errno
     assert SchemaConflict.errno == 0 and TransactionStateError.errno == 0
+
+
+def test_too_many_tables_is_a_clear_error(tmp_path: Path) -> None:
+    with Datastore(tmp_path / "db", max_dbs=4) as d:
+        d.create_table(TableSchema(1, "a", LOG_T, Typespace([])))
+        d.create_table(TableSchema(2, "b", LOG_T, Typespace([])))
+        d.create_table(TableSchema(3, "c", LOG_T, Typespace([])))
+        with pytest.raises(SchemaConflict, match="max_dbs"):
+            d.create_table(TableSchema(4, "d", LOG_T, Typespace([])))
+        assert d.table_by_name("d") is None
+        with d.begin_mut() as tx:
+            tx.insert(3, encode(LOG_T, ("x", 1)))
+            tx.commit()
