@@ -179,6 +179,8 @@ class DatastoreConfig:
     #: this many slots in every child transaction (measured: 0.40 µs per begin+commit at 256,
     #: 0.55 at 512, 0.81 at 1024), so it is not set "large just in case".
     max_dbs: int = 512
+    #: Concurrent read transactions (reader-table slots).
+    max_readers: int = 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1388,12 +1390,14 @@ class Datastore:
             cfg = replace(cfg, map_size=map_size)
         if max_dbs is not None:
             cfg = replace(cfg, max_dbs=max_dbs)
+        self.config = cfg
         os.makedirs(path, exist_ok=True)
         # sync/metasync off: the commit log is the durable truth; sync() flushes on demand.
         self._env = lmdb.open(
             os.fspath(path),
             map_size=cfg.map_size,
             max_dbs=cfg.max_dbs,
+            max_readers=cfg.max_readers,
             sync=False,
             metasync=False,
             readahead=False,
@@ -1553,7 +1557,7 @@ class Datastore:
     # -- schema (writer thread; each call is its own transaction) --------------------------------
 
     def tables(self) -> dict[int, TableSchema]:
-        """Every table, as of the writer's current state."""
+        """Every table, as of the writer's current state (shared objects: don't mutate them)."""
         return {tid: t.schema for tid, t in self._cat.tables.items()}
 
     def table_by_name(self, name: str) -> TableSchema | None:

@@ -734,6 +734,15 @@ def test_schema_changes(ds: Datastore) -> None:
     ds.create_table(log_schema())
     with ds.begin_mut() as tx:
         assert tx.row_count(LOG) == 0 and tx.scan(LOG) == []
+    ds.checkpoint(3)
+    path = ds._env.path()
+    ds.close()
+    # Reopening deletes the emptied LMDB databases of dropped indexes (i32 went with its table).
+    with Datastore(path) as again:
+        with again._env.begin() as txn:
+            names = set(txn.cursor().iternext(keys=True, values=False))
+        assert b"i32" not in names and b"i30" in names and b"t4" in names
+        assert again.index_by_name("log_n") is None and again.index_by_name("log_s") is not None
 
 
 def test_drop_clustering_index_reclusters(ds: Datastore) -> None:
