@@ -956,3 +956,27 @@ def test_too_many_tables_is_a_clear_error(tmp_path: Path) -> None:
         with d.begin_mut() as tx:
             tx.insert(3, encode(LOG_T, ("x", 1)))
             tx.commit()
+
+
+def test_sequence_after_variable_length_column(tmp_path: Path) -> None:
+    rt = product(("name", STRING), ("id", U32), ("n", I64))
+    with Datastore(tmp_path / "db") as d:
+        d.create_table(
+            TableSchema(
+                1,
+                "t",
+                rt,
+                Typespace([]),
+                primary_key=1,
+                indexes=[IndexSchema(1, "t_id", 1, (1,), "btree", True)],
+                sequences=[SequenceSchema(1, "t_id_seq", 1, 1, 7, 1, 100, 3)],
+            )
+        )
+        with d.begin_mut() as tx:
+            assert tx.insert(1, encode(rt, ("héllo", 0, -1))) == (encode(rt, ("héllo", 7, -1)), encode(U32, 7))
+            assert tx.insert(1, encode(rt, ("", 0, 5))) == (encode(rt, ("", 10, 5)), encode(U32, 10))
+            # update regenerates a zero sequence column before taking the key (then finds no row)
+            with pytest.raises(NoSuchRow):
+                tx.update(1, 1, encode(rt, ("x", 0, 0)))
+            # A failed operation has no effect: the value 13 it generated is handed out again.
+            assert tx.insert(1, encode(rt, ("z", 0, 0)))[1] == encode(U32, 13)
