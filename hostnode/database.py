@@ -36,7 +36,7 @@ from typing import Any
 
 from hostnode.commitlog import CommitLog, GroupCommitter
 from hostnode.datastore import Datastore, DatastoreError
-from hostnode.moduledef import Lifecycle, ModuleDef, decode_raw_module_def, validate
+from hostnode.moduledef import Lifecycle, ModuleDef, ModuleDefError, decode_raw_module_def, validate
 from hostnode.modulelog import ModuleLog
 from hostnode.schema_build import SystemTables, build_schemas
 from hostnode.txdata import TxData
@@ -207,7 +207,9 @@ class Database:
             wasm = WasmProgram.compile(program)
             db = cls(path, config)
             db.identity, db.owner = identity, owner
-            outcome = db._install(program, wasm, timestamp_micros or _now_micros())
+            outcome = db._install(
+                program, wasm, _now_micros() if timestamp_micros is None else timestamp_micros
+            )
             return db, outcome
         except BaseException:
             if db is not None:
@@ -255,8 +257,14 @@ class Database:
         self._refresh_ids()
         record = TxRecord(
             # For INSTALL records `args` holds the database identity.
-            RecordKind.INSTALL, init.name if init else "", self.owner.to_bsatn(), bytes(16), timestamp,
-            self.identity.to_bsatn(), program, txdata.encode(),
+            RecordKind.INSTALL,
+            init.name if init else "",
+            self.owner.to_bsatn(),
+            bytes(16),
+            timestamp,
+            self.identity.to_bsatn(),
+            program,
+            txdata.encode(),
         )
         offset = self._append(record)
         if outcome is not None:
@@ -269,8 +277,10 @@ class Database:
         wasm = wasm or WasmProgram.compile(program)
         host = ModuleHost(wasm, self, fuel_budget=self.config.fuel_budget)
         describe = host.instantiate()
-        raw = decode_raw_module_def(describe)
-        self.moduledef = validate(raw)
+        try:
+            self.moduledef = validate(decode_raw_module_def(describe))
+        except (ModuleDefError, DecodeError) as e:
+            raise ModuleLoadError(f"invalid module definition: {e}") from None
         self.host = host
         self.program_bytes = program
         self._reducer_ids = {r.name: i for i, r in enumerate(self.moduledef.reducers)}
@@ -394,17 +404,26 @@ class Database:
         if rid is None:
             raise NoSuchReducer(f"no such reducer `{name}`")
         if self.moduledef.reducers[rid].lifecycle is not None:
-            raise LifecycleReducerCall(f"reducer `{name}` is a lifecycle reducer and cannot be called by clients")
+            raise LifecycleReducerCall(
+                f"reducer `{name}` is a lifecycle reducer and cannot be called by clients"
+            )
         try:
             self._arg_codecs[rid].decode_all(args)
         except DecodeError as e:
             raise InvalidArguments(f"invalid arguments for reducer `{name}`: {e}") from None
-        outcome = self._run_reducer(name, args, caller, connection_id, timestamp_micros or _now_micros())
+        outcome = self._run_reducer(
+            name, args, caller, connection_id, _now_micros() if timestamp_micros is None else timestamp_micros
+        )
         self._drain_immediate()
         return outcome
 
     def _run_reducer(
-        self, name: str, args: bytes, caller: Identity, connection_id: int, timestamp: int,
+        self,
+        name: str,
+        args: bytes,
+        caller: Identity,
+        connection_id: int,
+        timestamp: int,
         before: Callable[[Any], None] | None = None,
     ) -> ReducerOutcome:
         tx = self.datastore.begin_mut()
@@ -438,28 +457,51 @@ class Database:
             status = Status.OUT_OF_ENERGY if res.out_of_fuel else Status.FAILED
             message = "" if res.out_of_fuel else FATAL_ERROR_MESSAGE
             if res.out_of_fuel:
-                self.module_log_write("Error", f"reducer `{name}` ran out of energy (budget {self.config.fuel_budget})",
-                                      function=name)
+                self.module_log_write(
+                    "Error",
+                    f"reducer `{name}` ran out of energy (budget {self.config.fuel_budget})",
+                    function=name,
+                )
             else:
                 log.warning("reducer %s trapped: %s", name, res.trap_message.strip())
-                self.module_log_write("Error", f"reducer `{name}` trapped: {_first_line(res.trap_message)}",
-                                      function=name)
+                self.module_log_write(
+                    "Error", f"reducer `{name}` trapped: {_first_line(res.trap_message)}", function=name
+                )
         elif res.code == 0:
             status, message = Status.COMMITTED, ""
         elif res.code == 1:
             status, message = Status.FAILED, res.message
-            self.module_log_write("Error", message, function=name, target="__spacetimedb__", filename="__spacetimedb__")
+            self.module_log_write(
+                "Error", message, function=name, target="__spacetimedb__", filename="__spacetimedb__"
+            )
         else:
             status, message = Status.FAILED, FATAL_ERROR_MESSAGE
-            self.module_log_write("Error", f"reducer `{name}` returned unknown code {res.code}", function=name)
+            self.module_log_write(
+                "Error", f"reducer `{name}` returned unknown code {res.code}", function=name
+            )
         return ReducerOutcome(
-            status, message, name, rid, caller, connection_id, timestamp, args, res.fuel_used, res.duration_micros
+            status,
+            message,
+            name,
+            rid,
+            caller,
+            connection_id,
+            timestamp,
+            args,
+            res.fuel_used,
+            res.duration_micros,
         )
 
     def _commit(self, outcome: ReducerOutcome, txdata: TxData, kind: RecordKind) -> None:
         record = TxRecord(
-            kind, outcome.reducer, outcome.caller.to_bsatn(), outcome.connection_id.to_bytes(16, "little"),
-            outcome.timestamp_micros, outcome.args, b"", txdata.encode(),
+            kind,
+            outcome.reducer,
+            outcome.caller.to_bsatn(),
+            outcome.connection_id.to_bytes(16, "little"),
+            outcome.timestamp_micros,
+            outcome.args,
+            b"",
+            txdata.encode(),
         )
         outcome.offset = self._append(record)
         outcome.txdata = txdata
@@ -477,26 +519,33 @@ class Database:
         while self._immediate:
             name, args = self._immediate.pop(0)
             if name not in self._reducer_ids:
-                self.module_log_write("Error", f"volatile_nonatomic_schedule_immediate: no such reducer `{name}`")
+                self.module_log_write(
+                    "Error", f"volatile_nonatomic_schedule_immediate: no such reducer `{name}`"
+                )
                 continue
             try:
                 self._arg_codecs[self._reducer_ids[name]].decode_all(args)
             except DecodeError as e:
-                self.module_log_write("Error", f"volatile_nonatomic_schedule_immediate: bad args for `{name}`: {e}")
+                self.module_log_write(
+                    "Error", f"volatile_nonatomic_schedule_immediate: bad args for `{name}`: {e}"
+                )
                 continue
             self._run_reducer(name, args, self.identity, 0, _now_micros())
 
     # --- lifecycle: clients -------------------------------------------------------------------
 
     def client_connected(
-        self, identity: Identity, connection_id: int, jwt_payload: bytes | None = None,
+        self,
+        identity: Identity,
+        connection_id: int,
+        jwt_payload: bytes | None = None,
         timestamp_micros: int | None = None,
     ) -> ReducerOutcome:
         """Record a connected client and run the OnConnect reducer; a failure means "reject"."""
         self._check_open()
         assert self.moduledef is not None
         row = self.system.client_row(identity, connection_id)
-        ts = timestamp_micros or _now_micros()
+        ts = _now_micros() if timestamp_micros is None else timestamp_micros
         reducer = self.moduledef.lifecycle_reducer(Lifecycle.ON_CONNECT)
         if jwt_payload is not None:
             self._jwt[connection_id] = jwt_payload
@@ -523,7 +572,7 @@ class Database:
         self._check_open()
         assert self.moduledef is not None
         row = self.system.client_row(identity, connection_id)
-        ts = timestamp_micros or _now_micros()
+        ts = _now_micros() if timestamp_micros is None else timestamp_micros
         self._jwt.pop(connection_id, None)
         if not self._client_present(row):
             return None
@@ -601,7 +650,7 @@ class Database:
     def run_due_schedules(self, now_micros: int | None = None, limit: int = 1000) -> list[ReducerOutcome]:
         """Fire every scheduled reducer that is due (module-abi.md §8); returns their outcomes."""
         self._check_open()
-        now = now_micros or _now_micros()
+        now = _now_micros() if now_micros is None else now_micros
         outcomes: list[ReducerOutcome] = []
         while len(outcomes) < limit:
             due = self.next_schedule_micros()
@@ -642,7 +691,9 @@ class Database:
         at = self._row_codecs[t.table_id].decode_all(row)[schema.schedule.scheduled_at_column]
         if at.tag == 1:
             tx.delete_by_rel(t.table_id, _rel([row]))
-            system = ReducerOutcome(Status.COMMITTED, "", "", None, self.identity, 0, _now_micros(), b"", 0, 0)
+            system = ReducerOutcome(
+                Status.COMMITTED, "", "", None, self.identity, 0, _now_micros(), b"", 0, 0
+            )
             self._commit(system, tx.commit(), RecordKind.SYSTEM)
         else:
             tx.rollback()
@@ -665,7 +716,8 @@ class Database:
 
     def _maybe_checkpoint(self) -> None:
         if self._since_checkpoint >= self.config.checkpoint_every_txs or (
-            self._since_checkpoint and time.monotonic() - self._last_checkpoint >= self.config.checkpoint_every_s
+            self._since_checkpoint
+            and time.monotonic() - self._last_checkpoint >= self.config.checkpoint_every_s
         ):
             self.checkpoint()
 

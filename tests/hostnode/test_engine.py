@@ -627,10 +627,6 @@ def test_explicit_timestamps_are_used(make_db: DbFactory, ts: int) -> None:
     assert kv(db)["whoami.timestamp"] == str(ts)
 
 
-@pytest.mark.xfail(
-    reason="database.py treats timestamp_micros=0 as 'not given' (`timestamp_micros or _now_micros()`)",
-    strict=True,
-)
 def test_explicit_timestamp_zero_is_used(make_db: DbFactory) -> None:
     db = make_db("module-test")
     out = call(db, "whoami", timestamp_micros=0)
