@@ -292,6 +292,8 @@ class Database:
         self._index_ids = {i.name: i.index_id for t in tables.values() for i in t.indexes}
         self._row_codecs = {t.table_id: codec_for(t.row_type, t.typespace) for t in tables.values()}
         self._schedule_tables = {t.table_id: t for t in tables.values() if t.schedule is not None}
+        if self.host is not None:
+            self.host.schedule_tables = frozenset(self._schedule_tables)
 
     def _recover(self) -> None:
         start = self.datastore.applied_offset()

@@ -332,6 +332,8 @@ class ModuleHost:
     def __init__(self, program: WasmProgram, hooks: HostHooks, *, fuel_budget: int = DEFAULT_FUEL_BUDGET) -> None:
         self.program = program
         self.hooks = hooks
+        #: Table ids for which after_row_write must be called (schedule tables); set by the owner.
+        self.schedule_tables: frozenset[int] | set[int] = frozenset()
         self.fuel_budget = fuel_budget
         self._engine = shared_engine()
         self.linker = wasmtime.Linker(self._engine)
@@ -557,25 +559,26 @@ class ModuleHost:
         self._sources[sid] = [data, 0]
         return sid
 
-    def _new_iter(self, rows: list[bytes]) -> int:
+    @staticmethod
+    def _chunks(rows: list[bytes]) -> deque[bytes]:
+        """Whole rows packed into chunks that close once they pass ROW_ITER_CHUNK_SIZE."""
         chunks: deque[bytes] = deque()
-        if rows:
-            if len(rows) == 1:
-                chunks.append(rows[0])
-            else:
-                cur: list[bytes] = []
-                size = 0
-                for r in rows:
-                    cur.append(r)
-                    size += len(r)
-                    if size > ROW_ITER_CHUNK_SIZE:
-                        chunks.append(b"".join(cur))
-                        cur, size = [], 0
-                if cur:
-                    chunks.append(b"".join(cur))
+        cur: list[bytes] = []
+        size = 0
+        for r in rows:
+            cur.append(r)
+            size += len(r)
+            if size > ROW_ITER_CHUNK_SIZE:
+                chunks.append(b"".join(cur))
+                cur, size = [], 0
+        if cur:
+            chunks.append(b"".join(cur))
+        return chunks
+
+    def _new_iter(self, rows: list[bytes]) -> int:
         iid = self._next_iter
         self._next_iter = iid + 1 if iid < 0xFFFFFFFF else 1
-        self._iters[iid] = chunks
+        self._iters[iid] = deque(rows) if len(rows) <= 1 else self._chunks(rows)
         return iid
 
     # --- import definitions --------------------------------------------------------------------
@@ -762,16 +765,23 @@ class ModuleHost:
         return 0
 
     def _imp_index_scan_point(self, a: Any) -> int:
+        # Hot path (every primary-key lookup): bounds checks are inlined.
         index_id = a[0].i32 & 0xFFFFFFFF
-        point = self.read(a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF)
-        out = a[3].i32 & 0xFFFFFFFF
+        ptr, n, out = a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF, a[3].i32 & 0xFFFFFFFF
+        if not (ptr and ptr + n <= self._size and out and out + 4 <= self._size):
+            self._check(ptr, n)
+            self._check(out, 4)
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
-        errno, rows = _datastore_call(tx.index_scan_point, index_id, point)
-        if errno:
-            return errno
-        self.write_u32(out, self._new_iter(rows))
+        try:
+            rows = tx.index_scan_point(index_id, bytes(self._mv[ptr : ptr + n]))
+        except Exception as e:
+            return _errno_of(e)
+        iid = self._next_iter
+        self._next_iter = iid + 1 if iid < 0xFFFFFFFF else 1
+        self._iters[iid] = deque(rows) if len(rows) <= 1 else self._chunks(rows)
+        _U32.pack_into(self._mv, out, iid)
         return 0
 
     def _imp_delete_by_point(self, a: Any) -> int:
@@ -805,10 +815,14 @@ class ModuleHost:
         chunks = self._iters.get(iid)
         if chunks is None:
             return NO_SUCH_ITER
-        cap = self.read_u32(len_ptr)
-        self._check(buf_ptr, cap)
-        written = 0
+        if not (len_ptr and len_ptr + 4 <= self._size):
+            self._check(len_ptr, 4)
         mv = self._mv
+        cap = _U32.unpack_from(mv, len_ptr)[0]
+        if not (buf_ptr and buf_ptr + cap <= self._size):
+            self._check(buf_ptr, cap)
+            mv = self._mv
+        written = 0
         while chunks:
             chunk = chunks[0]
             n = len(chunk)
@@ -818,9 +832,9 @@ class ModuleHost:
             written += n
             chunks.popleft()
         if written == 0 and chunks:
-            self.write_u32(len_ptr, len(chunks[0]))
+            _U32.pack_into(mv, len_ptr, len(chunks[0]))
             return BUFFER_TOO_SMALL
-        self.write_u32(len_ptr, written)
+        _U32.pack_into(mv, len_ptr, written)
         if not chunks:
             del self._iters[iid]
             return -1
@@ -838,14 +852,14 @@ class ModuleHost:
         if tx is None:
             return NOT_IN_TRANSACTION
         row = self.read(row_ptr, self.read_u32(len_ptr))
-        errno, res = _datastore_call(tx.insert, table_id, row)
-        if errno:
-            return errno
-        stored, generated = res
+        try:
+            stored, generated = tx.insert(table_id, row)
+        except Exception as e:
+            return _errno_of(e)
         if generated:
             self.write(row_ptr, generated)
         self.write_u32(len_ptr, len(generated))
-        return self.hooks.after_row_write(tx, table_id, stored)
+        return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_update(self, a: Any) -> int:
         table_id, index_id = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF
@@ -854,14 +868,14 @@ class ModuleHost:
         if tx is None:
             return NOT_IN_TRANSACTION
         row = self.read(row_ptr, self.read_u32(len_ptr))
-        errno, res = _datastore_call(tx.update, table_id, index_id, row)
-        if errno:
-            return errno
-        stored, generated = res
+        try:
+            stored, generated = tx.update(table_id, index_id, row)
+        except Exception as e:
+            return _errno_of(e)
         if generated:
             self.write(row_ptr, generated)
-        self.write_u32(len_ptr, len(generated))
-        return self.hooks.after_row_write(tx, table_id, stored)
+        _U32.pack_into(self._mv, len_ptr, len(generated))
+        return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_schedule_immediate(self, a: Any) -> None:
         name = self._read_str(a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF)
@@ -884,12 +898,12 @@ class ModuleHost:
         cap = self.read_u32(len_ptr)
         data, pos = src
         n = min(cap, len(data) - pos)
+        if not (buf_ptr and buf_ptr + n <= self._size):
+            self._check(buf_ptr, n)
         if n:
-            self.write(buf_ptr, data[pos : pos + n])
-        else:
-            self._check(buf_ptr, 0)
+            self._mv[buf_ptr : buf_ptr + n] = data[pos : pos + n] if pos or n != len(data) else data
         src[1] = pos + n
-        self.write_u32(len_ptr, n)
+        _U32.pack_into(self._mv, len_ptr, n)
         if src[1] >= len(data):
             del self._sources[sid]
             return -1
@@ -994,7 +1008,12 @@ def _datastore_call(fn: Callable[..., Any], *args: Any) -> tuple[int, Any]:
     try:
         return 0, fn(*args)
     except Exception as e:
-        errno = getattr(e, "errno", None)
-        if isinstance(errno, int) and errno > 0 and type(e).__module__.startswith(("hostnode", "sats")):
-            return errno, None
-        raise
+        return _errno_of(e), None
+
+
+def _errno_of(e: Exception) -> int:
+    """The ABI errno carried by a datastore/SATS error; anything else is re-raised (→ trap)."""
+    errno = getattr(e, "errno", None)
+    if isinstance(errno, int) and errno > 0 and type(e).__module__.startswith(("hostnode", "sats")):
+        return errno
+    raise e
