@@ -50,6 +50,7 @@ import os
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -1111,8 +1112,11 @@ class GroupCommitter:
     ``durable_offset > offset``.
     """
 
-    def __init__(self, log: CommitLog, *, name: str = "commitlog-sync") -> None:
+    def __init__(self, log: CommitLog, *, name: str = "commitlog-sync", min_interval: float = 0.0) -> None:
         self._log = log
+        # Seconds between the starts of two sync rounds. Every fsync costs kernel CPU and a
+        # GIL hand-off from the writer; spacing them trades a little latency for throughput.
+        self._min_interval = min_interval
         self._mutex = threading.Lock()
         self._work = threading.Condition(self._mutex)  # the sync thread waits here
         self._done = threading.Condition(self._mutex)  # waiters wait here
@@ -1211,12 +1215,20 @@ class GroupCommitter:
             raise CommitLogClosedError("group committer closed before the record was durable")
 
     def _run(self) -> None:
+        last_start = 0.0
         while True:
             with self._mutex:
                 while not self._dirty and not self._closing:
                     self._work.wait()
                 closing = self._closing
+            if not closing and self._min_interval > 0:
+                pause = last_start + self._min_interval - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+            with self._mutex:
+                closing = self._closing
                 self._dirty = False
+            last_start = time.monotonic()
             try:
                 durable = self._log.sync()
             except CommitLogError as exc:

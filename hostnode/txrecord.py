@@ -46,17 +46,9 @@ class TxRecord:
 
     def encode(self) -> bytes:
         """Serialise to the commit-log payload."""
-        name = self.reducer.encode()
-        return b"".join(
-            (
-                _HEAD.pack(FORMAT_VERSION, self.kind, len(name)),
-                name,
-                _FIXED.pack(self.caller_identity, self.connection_id, self.timestamp_micros, len(self.args)),
-                self.args,
-                _U32.pack(len(self.program)),
-                self.program,
-                self.txdata,
-            )
+        return encode_record(
+            self.kind, self.reducer, self.caller_identity, self.connection_id, self.timestamp_micros,
+            self.args, self.program, self.txdata,
         )
 
     @staticmethod
@@ -82,3 +74,28 @@ class TxRecord:
             return TxRecord(RecordKind(kind), name, ident, conn, ts, args, program, bytes(buf[pos:]))
         except (struct.error, ValueError, UnicodeDecodeError) as e:
             raise DecodeError(f"malformed transaction record: {e}") from None
+
+
+def encode_record(
+    kind: RecordKind,
+    reducer: str,
+    caller_identity: bytes,
+    connection_id: bytes,
+    timestamp_micros: int,
+    args: bytes,
+    program: bytes,
+    txdata: bytes,
+) -> bytes:
+    """Encode a record without building a TxRecord (the engine's per-transaction hot path)."""
+    name = reducer.encode()
+    return b"".join(
+        (
+            _HEAD.pack(FORMAT_VERSION, kind, len(name)),
+            name,
+            _FIXED.pack(caller_identity, connection_id, timestamp_micros, len(args)),
+            args,
+            _U32.pack(len(program)),
+            program,
+            txdata,
+        )
+    )

@@ -364,7 +364,10 @@ class ModuleHost:
         self._mv: memoryview = memoryview(b"")
         self._argbuf = (ffi.wasmtime_val_raw_t * 10)()
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._trap_addr = ctypes.addressof(self._trap_ptr)
         self._fuel_out = ctypes.c_uint64(0)
+        self._fuel_out_addr = ctypes.addressof(self._fuel_out)
+        self._call_reducer_addr = 0
         self._ctx_addr: int | None = None
 
     # --- instance lifecycle --------------------------------------------------------------------
@@ -394,6 +397,7 @@ class ModuleHost:
         self._base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, ctypes.byref(memory._memory)), ctypes.c_void_p).value or 0
         self._refresh_memory()
         self._call_reducer = exports["__call_reducer__"]
+        self._call_reducer_addr = ctypes.addressof(self._call_reducer._func)
         self.function_name = "<initializing>"
         try:
             for name in self.program.preinits:
@@ -452,11 +456,17 @@ class ModuleHost:
         buf[5].i64 = connection_id & 0xFFFF_FFFF_FFFF_FFFF
         buf[6].i64 = connection_id >> 64
         buf[7].i64 = timestamp_micros
-        buf[8].i32 = self._new_source(args) if args else 0
+        if args:
+            # Sources are numbered from 1 within each call; this is the call's first.
+            self._sources[1] = [args, 0]
+            self._next_source = 2
+            buf[8].i32 = 1
+        else:
+            buf[8].i32 = 0
         buf[9].i32 = 1
         self._sink = bytearray()
         try:
-            return self._raw_call(self._call_reducer, buf, 10)
+            return self._raw_call(self._call_reducer_addr, buf, 10)
         finally:
             self.tx = None
 
@@ -464,29 +474,34 @@ class ModuleHost:
         buf = (ffi.wasmtime_val_raw_t * max(1, nparams, nresults))()
         for i, p in enumerate(params):
             buf[i].i32 = p
-        return self._raw_call(func, buf, max(1, nparams, nresults), has_result=nresults > 0)
+        return self._raw_call(ctypes.addressof(func._func), buf, max(1, nparams, nresults), has_result=nresults > 0)
 
     _last_sink: bytes = b""
 
-    def _raw_call(self, func: Any, buf: Any, n: int, has_result: bool = True) -> CallResult:
+    def _raw_call(self, func_addr: int, buf: Any, n: int, has_result: bool = True) -> CallResult:
         ctx = self._ctx_addr
         err = _set_fuel(ctx, self.fuel_budget)
         if err:
             raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
         self._pending_exc = None
-        trap = self._trap_ptr
-        t0 = time.perf_counter()
-        err = _func_call_unchecked(ctx, ctypes.addressof(func._func), ctypes.addressof(buf), n, ctypes.addressof(trap))
-        duration = int((time.perf_counter() - t0) * 1e6)
+        t0 = time.perf_counter_ns()
+        err = _func_call_unchecked(ctx, func_addr, ctypes.addressof(buf), n, self._trap_addr)
+        duration = (time.perf_counter_ns() - t0) // 1000
+        _get_fuel(ctx, self._fuel_out_addr)
         remaining = self._fuel_out
-        _get_fuel(ctx, ctypes.addressof(remaining))
         fuel_used = self.fuel_budget - remaining.value
-        sink = bytes(self._sink) if self._sink is not None else b""
-        self._last_sink = sink
+        sink = self._sink
         self._sink = None
-        self._sources.clear()
+        if sink:
+            sink = bytes(sink)
+            message = sink.decode("utf-8", errors="replace")
+        else:
+            sink, message = b"", ""
+        self._last_sink = sink
+        if self._sources:
+            self._sources.clear()
         self._next_source = 1
-        message = sink.decode("utf-8", errors="replace")
+        trap = self._trap_ptr
         if err:
             error = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
             self.discard_instance()
@@ -494,6 +509,7 @@ class ModuleHost:
         if trap:
             t = wasmtime.Trap._from_ptr(trap)
             self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
+            self._trap_addr = ctypes.addressof(self._trap_ptr)
             out_of_fuel = remaining.value == 0 or t.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
             trap_message = t.message
             if self._pending_exc is not None and not isinstance(self._pending_exc, HostTrap):
