@@ -490,10 +490,10 @@ class ModuleHost:
         _get_fuel(ctx, self._fuel_out_addr)
         remaining = self._fuel_out
         fuel_used = self.fuel_budget - remaining.value
-        sink = self._sink
+        raw_sink = self._sink
         self._sink = None
-        if sink:
-            sink = bytes(sink)
+        if raw_sink:
+            sink = bytes(raw_sink)
             message = sink.decode("utf-8", errors="replace")
         else:
             sink, message = b"", ""
