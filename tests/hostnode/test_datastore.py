@@ -980,3 +980,82 @@ def test_sequence_after_variable_length_column(tmp_path: Path) -> None:
                 tx.update(1, 1, encode(rt, ("x", 0, 0)))
             # A failed operation has no effect: the value 13 it generated is handed out again.
             assert tx.insert(1, encode(rt, ("z", 0, 0)))[1] == encode(U32, 13)
+
+
+# -- the overlay (lazy child transaction) of MutTx -----------------------------------------------
+
+ACCT_T = product(("id", U32), ("balance", I64))
+ACCT = 7
+ACCT_PK = 70
+
+
+def acct_store(tmp_path: Path) -> Datastore:
+    ds = Datastore(tmp_path / "acct")
+    ds.create_table(
+        TableSchema(
+            table_id=ACCT, name="acct", row_type=ACCT_T, typespace=Typespace([ACCT_T]), primary_key=0,
+            indexes=[IndexSchema(ACCT_PK, "acct_id_idx_btree", ACCT, (0,), "btree", True)],
+            sequences=[], is_public=True, schedule=None,
+        )
+    )
+    commit_one(ds, lambda tx: [tx.insert(ACCT, encode(ACCT_T, (i, 100))) for i in range(3)])
+    return ds
+
+
+def balance(tx: Any, i: int) -> int | None:
+    rows = tx.index_scan_point(ACCT_PK, encode(U32, i))
+    return None if not rows else decoded(rows, ACCT_T)[0][1]
+
+
+def test_overlay_reads_its_own_writes_and_rolls_back(tmp_path: Path) -> None:
+    ds = acct_store(tmp_path)
+    tx = ds.begin_mut()
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (1, 50)))
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (1, 40)))
+    assert balance(tx, 1) == 40
+    assert tx._child is None, "primary-key updates should not need an LMDB child transaction"
+    tx.rollback()
+    tx = ds.begin_mut()
+    assert balance(tx, 1) == 100
+    tx.rollback()
+
+
+def test_overlay_commit_is_visible_and_logged(tmp_path: Path) -> None:
+    ds = acct_store(tmp_path)
+    tx = ds.begin_mut()
+    assert balance(tx, 2) == 100  # read first (cached), then write the same key
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (2, 7)))
+    data = tx.commit()
+    assert data.tables[ACCT].inserts == [encode(ACCT_T, (2, 7))]
+    assert data.tables[ACCT].deletes == [encode(ACCT_T, (2, 100))]
+    ds.checkpoint(0)
+    with ds.begin_read() as r:
+        assert balance(r, 2) == 7
+
+
+def test_overlay_materialises_for_general_operations(tmp_path: Path) -> None:
+    ds = acct_store(tmp_path)
+    tx = ds.begin_mut()
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (0, 1)))
+    # A table scan needs the real child transaction: the overlay's write must be in it.
+    assert sorted(decoded(tx.scan(ACCT), ACCT_T)) == [(0, 1), (1, 100), (2, 100)]
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (0, 2)))
+    assert balance(tx, 0) == 2
+    tx.rollback()
+    tx = ds.begin_mut()
+    assert sorted(decoded(tx.scan(ACCT), ACCT_T)) == [(0, 100), (1, 100), (2, 100)]
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (0, 3)))
+    assert tx.row_count(ACCT) == 3
+    tx.commit()
+    tx = ds.begin_mut()
+    assert balance(tx, 0) == 3
+    tx.rollback()
+
+
+def test_overlay_update_of_missing_row(tmp_path: Path) -> None:
+    ds = acct_store(tmp_path)
+    tx = ds.begin_mut()
+    assert balance(tx, 9) is None
+    with pytest.raises(NoSuchRow):
+        tx.update(ACCT, ACCT_PK, encode(ACCT_T, (9, 1)))
+    tx.rollback()
