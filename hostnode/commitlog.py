@@ -1121,6 +1121,7 @@ class GroupCommitter:
         self._work = threading.Condition(self._mutex)  # the sync thread waits here
         self._done = threading.Condition(self._mutex)  # waiters wait here
         self._dirty = False
+        self._waiting = False
         self._closing = False
         self._stopped = False
         self._durable = log.durable_offset
@@ -1139,11 +1140,13 @@ class GroupCommitter:
 
     def notify(self) -> None:
         """Tell the sync thread there are new records. Cheap when a sync is already due."""
-        # Unlocked read: if it sees True, the thread has not yet cleared the flag, and it
-        # clears it before sync() snapshots next_offset, so our append is covered.
-        if not self._dirty:
+        # Lock-free unless the sync thread is parked on the condition: taking the mutex while
+        # the sync thread holds it would hand the GIL back and forth on every round. The
+        # thread sets _waiting (under the mutex) before it re-checks _dirty, so a flag set
+        # here is either seen by that check or followed by a notify.
+        self._dirty = True
+        if self._waiting:
             with self._mutex:
-                self._dirty = True
                 self._work.notify()
 
     def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
@@ -1218,8 +1221,10 @@ class GroupCommitter:
         last_start = 0.0
         while True:
             with self._mutex:
+                self._waiting = True
                 while not self._dirty and not self._closing:
                     self._work.wait()
+                self._waiting = False
                 closing = self._closing
             if not closing and self._min_interval > 0:
                 pause = last_start + self._min_interval - time.monotonic()
