@@ -18,6 +18,8 @@ from typing import Any
 
 import wasmtime
 
+from hostnode.wasm_host import ABI_IMPORTS
+
 I32 = wasmtime.ValType.i32()
 I64 = wasmtime.ValType.i64()
 
@@ -27,38 +29,9 @@ NO_SUCH_CONSOLE_TIMER = 7
 NO_SUCH_BYTES = 8
 TRANSACTION_NOT_ANONYMOUS = 18
 
-#: (import module, name, params, results) of every host function, in §3.1 order.
-HOST_IMPORTS: list[tuple[str, str, list[wasmtime.ValType], list[wasmtime.ValType]]] = [
-    ("spacetime_10.0", "table_id_from_name", [I32] * 3, [I32]),
-    ("spacetime_10.0", "index_id_from_name", [I32] * 3, [I32]),
-    ("spacetime_10.0", "datastore_table_row_count", [I32] * 2, [I32]),
-    ("spacetime_10.0", "datastore_table_scan_bsatn", [I32] * 2, [I32]),
-    ("spacetime_10.0", "datastore_index_scan_range_bsatn", [I32] * 9, [I32]),
-    ("spacetime_10.0", "datastore_btree_scan_bsatn", [I32] * 9, [I32]),
-    ("spacetime_10.0", "datastore_delete_by_index_scan_range_bsatn", [I32] * 9, [I32]),
-    ("spacetime_10.0", "datastore_delete_by_btree_scan_bsatn", [I32] * 9, [I32]),
-    ("spacetime_10.0", "datastore_delete_all_by_eq_bsatn", [I32] * 4, [I32]),
-    ("spacetime_10.0", "row_iter_bsatn_advance", [I32] * 3, [I32]),
-    ("spacetime_10.0", "row_iter_bsatn_close", [I32], [I32]),
-    ("spacetime_10.0", "datastore_insert_bsatn", [I32] * 3, [I32]),
-    ("spacetime_10.0", "datastore_update_bsatn", [I32] * 4, [I32]),
-    ("spacetime_10.0", "volatile_nonatomic_schedule_immediate", [I32] * 4, []),
-    ("spacetime_10.0", "bytes_sink_write", [I32] * 3, [I32]),
-    ("spacetime_10.0", "bytes_source_read", [I32] * 3, [I32]),
-    ("spacetime_10.0", "console_log", [I32] * 8, []),
-    ("spacetime_10.0", "console_timer_start", [I32] * 2, [I32]),
-    ("spacetime_10.0", "console_timer_end", [I32], [I32]),
-    ("spacetime_10.0", "identity", [I32], []),
-    ("spacetime_10.1", "bytes_source_remaining_length", [I32] * 2, [I32]),
-    ("spacetime_10.2", "get_jwt", [I32] * 2, [I32]),
-    ("spacetime_10.3", "procedure_sleep_until", [I64], [I64]),
-    ("spacetime_10.3", "procedure_start_mut_tx", [I32], [I32]),
-    ("spacetime_10.3", "procedure_commit_mut_tx", [], [I32]),
-    ("spacetime_10.3", "procedure_abort_mut_tx", [], [I32]),
-    ("spacetime_10.3", "procedure_http_request", [I32] * 5, [I32]),
-    ("spacetime_10.4", "datastore_index_scan_point_bsatn", [I32] * 4, [I32]),
-    ("spacetime_10.4", "datastore_delete_by_index_scan_point_bsatn", [I32] * 4, [I32]),
-]
+#: (import module, name, params, results) of every host function, in §3.1 order — the real
+#: host's table, so the stand-in links exactly what the host links.
+HOST_IMPORTS = ABI_IMPORTS
 
 #: Where the official Rust-built modules live (absent in CI).
 OFFICIAL_MODULES_DIR = Path(os.environ.get("ORRERY_OFFICIAL_MODULES", "/work/official"))
