@@ -24,7 +24,6 @@ from __future__ import annotations
 import enum
 import heapq
 import logging
-import os
 import shutil
 import threading
 import time
@@ -36,6 +35,7 @@ from typing import Any
 
 from hostnode.commitlog import CommitLog, GroupCommitter
 from hostnode.datastore import Datastore, DatastoreError
+from hostnode.migrate import MigrationError, MigrationPlan, plan_update
 from hostnode.moduledef import Lifecycle, ModuleDef, ModuleDefError, decode_raw_module_def, validate
 from hostnode.modulelog import ModuleLog
 from hostnode.schema_build import SystemTables, build_schemas
@@ -51,8 +51,8 @@ from hostnode.wasm_host import (
 )
 from sats.bsatn import Codec, codec_for
 from sats.errors import DecodeError
-from sats.identity import ConnectionId, Identity
-from sats.types import EMPTY_TYPESPACE, SumValue
+from sats.identity import Identity
+from sats.types import SumValue
 
 log = logging.getLogger(__name__)
 
@@ -277,14 +277,61 @@ class Database:
         self.checkpoint(wait=True)
         return outcome
 
+    def update_program(self, program: bytes, *, timestamp_micros: int | None = None) -> MigrationPlan:
+        """Replace the module with a new version, migrating the schema automatically (§10).
+
+        No reducer runs (no init). Raises ModuleLoadError for a bad program and MigrationError
+        when the schema change needs a manual migration; in both cases nothing changes.
+        """
+        self._check_open()
+        wasm = WasmProgram.compile(program)
+        host = ModuleHost(wasm, self, fuel_budget=self.config.fuel_budget)
+        describe = host.instantiate()
+        try:
+            mdef = validate(decode_raw_module_def(describe))
+        except (ModuleDefError, DecodeError) as e:
+            raise ModuleLoadError(f"invalid module definition: {e}") from None
+        plan = plan_update(self.datastore.tables(), mdef)
+        tx = self.datastore.begin_mut()
+        try:
+            for index_id in plan.drop_indexes:
+                tx.drop_index(index_id)
+            for schema in plan.create_tables:
+                tx.create_table(schema)
+            for index in plan.create_indexes:
+                tx.create_index(index)
+            tx.put_meta(META_PROGRAM, program)
+        except BaseException:
+            tx.rollback()
+            raise
+        txdata = tx.commit()
+        ts = _now_micros() if timestamp_micros is None else timestamp_micros
+        self._append(
+            TxRecord(
+                RecordKind.INSTALL, "", self.owner.to_bsatn(), bytes(16), ts, self.identity.to_bsatn(), program,
+                txdata.encode(),
+            )
+        )
+        if self.host is not None:
+            self.host.discard_instance()
+        self.host = None
+        self._install_moduledef(host, mdef, program)
+        self._refresh_ids()
+        self.checkpoint(wait=True)
+        return plan
+
     def _load_program(self, program: bytes, wasm: WasmProgram | None = None) -> None:
         wasm = wasm or WasmProgram.compile(program)
         host = ModuleHost(wasm, self, fuel_budget=self.config.fuel_budget)
         describe = host.instantiate()
         try:
-            self.moduledef = validate(decode_raw_module_def(describe))
+            mdef = validate(decode_raw_module_def(describe))
         except (ModuleDefError, DecodeError) as e:
             raise ModuleLoadError(f"invalid module definition: {e}") from None
+        self._install_moduledef(host, mdef, program)
+
+    def _install_moduledef(self, host: ModuleHost, mdef: ModuleDef, program: bytes) -> None:
+        self.moduledef = mdef
         self.host = host
         self.program_bytes = program
         self._reducer_ids = {r.name: i for i, r in enumerate(self.moduledef.reducers)}
@@ -795,18 +842,17 @@ def _first_line(s: str) -> str:
 
 
 __all__ = [
-    "ConnectionId",
     "Database",
+    "DatabaseClosed",
     "DatabaseConfig",
     "DatabaseError",
     "DatastoreError",
-    "EMPTY_TYPESPACE",
     "InitFailed",
     "InvalidArguments",
     "LifecycleReducerCall",
+    "MigrationError",
     "ModuleLoadError",
     "NoSuchReducer",
     "ReducerOutcome",
     "Status",
-    "os",
 ]
