@@ -1,0 +1,232 @@
+"""The host node: many database replicas on one machine, driven from asyncio.
+
+Each database lives in ``<data_dir>/databases/<identity hex>/`` and has its own writer thread
+(:class:`hostnode.worker.DatabaseWorker`); every method here hands the work to that thread and
+awaits the result without blocking the event loop. Mutating calls resolve only once their
+transaction is durable in the commit log, so a caller that gets an answer may acknowledge it.
+
+This is the in-process interface the gRPC host-node service and the standalone gateway share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hostnode.database import Database, DatabaseConfig, DatabaseError, ReducerOutcome
+from hostnode.migrate import MigrationPlan
+from hostnode.worker import DatabaseWorker
+from sats.identity import Identity
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class HostNodeError(Exception):
+    """Base class of host-node errors a caller can act on."""
+
+
+class DatabaseNotFound(HostNodeError):
+    """No database with that identity lives on this node."""
+
+
+@dataclass
+class HostNodeConfig:
+    """Configuration of one host node."""
+
+    data_dir: Path
+    database: DatabaseConfig | None = None
+
+
+@dataclass
+class InstallResult:
+    """What publishing a program did."""
+
+    created: bool
+    init: ReducerOutcome | None = None
+    migration: MigrationPlan | None = None
+
+
+class HostNode:
+    """Owns every database replica of this node."""
+
+    def __init__(self, config: HostNodeConfig) -> None:
+        self.config = config
+        self.root = Path(config.data_dir) / "databases"
+        self._workers: dict[Identity, DatabaseWorker] = {}
+        self._locks: dict[Identity, asyncio.Lock] = {}
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open every database found under the data directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.root.iterdir()):
+            if not path.is_dir():
+                continue
+            try:
+                identity = Identity.from_hex(path.name)
+            except Exception:  # noqa: BLE001 - a stray directory is reported, not fatal
+                log.warning("ignoring %s: not a database directory", path)
+                continue
+            self._workers[identity] = await asyncio.to_thread(self._open_worker, path)
+            log.info("opened database %s", identity.to_hex())
+
+    async def stop(self) -> None:
+        """Close every database (final checkpoint and sync)."""
+        workers, self._workers = list(self._workers.values()), {}
+        for w in workers:
+            await asyncio.to_thread(w.close)
+
+    def _open_worker(self, path: Path) -> DatabaseWorker:
+        return DatabaseWorker(lambda: Database.open(path, self.config.database), name=f"db-{path.name[:12]}")
+
+    def _path(self, identity: Identity) -> Path:
+        return self.root / identity.to_hex()
+
+    def _lock(self, identity: Identity) -> asyncio.Lock:
+        return self._locks.setdefault(identity, asyncio.Lock())
+
+    # --- access -------------------------------------------------------------------------------
+
+    def has(self, identity: Identity) -> bool:
+        """Whether the database lives here."""
+        return identity in self._workers
+
+    def database(self, identity: Identity) -> Database:
+        """The engine object (read-only use from other threads: schema, logs, read txns)."""
+        return self._worker(identity).db
+
+    def _worker(self, identity: Identity) -> DatabaseWorker:
+        w = self._workers.get(identity)
+        if w is None:
+            raise DatabaseNotFound(f"no database {identity.to_hex()} on this node")
+        return w
+
+    async def run(self, identity: Identity, fn: Callable[[Database], T]) -> T:
+        """Run ``fn(db)`` on the database's writer thread."""
+        return await _wrap(self._worker(identity).submit(fn))
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    async def install(
+        self, identity: Identity, owner: Identity, program: bytes, *, clear: bool = False
+    ) -> InstallResult:
+        """Create the database (running init), or update its program (migrating the schema).
+
+        With ``clear`` an existing database is deleted first and created anew. Failures leave
+        the previous state untouched (a failed create leaves nothing behind).
+        """
+        async with self._lock(identity):
+            if identity in self._workers and clear:
+                await self._delete(identity)
+            worker = self._workers.get(identity)
+            if worker is not None:
+                plan = await _wrap(worker.submit(lambda db: db.update_program(program)))
+                return InstallResult(created=False, migration=plan)
+            path = self._path(identity)
+            if path.exists():
+                # Left over by a crash during an earlier create or delete.
+                await asyncio.to_thread(shutil.rmtree, path, True)
+            holder: dict[str, Any] = {}
+
+            def create() -> Database:
+                db, init = Database.create(path, program, owner=owner, identity=identity, config=self.config.database)
+                holder["init"] = init
+                return db
+
+            worker = await asyncio.to_thread(DatabaseWorker, create, f"db-{identity.to_hex()[:12]}")
+            self._workers[identity] = worker
+            return InstallResult(created=True, init=holder.get("init"))
+
+    async def delete(self, identity: Identity) -> None:
+        """Stop the database and remove its files."""
+        async with self._lock(identity):
+            await self._delete(identity)
+
+    async def _delete(self, identity: Identity) -> None:
+        worker = self._workers.pop(identity, None)
+        if worker is None:
+            raise DatabaseNotFound(f"no database {identity.to_hex()} on this node")
+        await asyncio.to_thread(worker.close)
+        await asyncio.to_thread(shutil.rmtree, self._path(identity), True)
+
+    # --- calls --------------------------------------------------------------------------------
+
+    async def call_reducer(
+        self,
+        identity: Identity,
+        reducer: str,
+        args: bytes,
+        *,
+        caller: Identity,
+        connection_id: int = 0,
+        timestamp_micros: int | None = None,
+    ) -> ReducerOutcome:
+        """Run a reducer; resolves once the outcome is durable (committed) or known (failed)."""
+        worker = self._worker(identity)
+        outcome = await _wrap(
+            worker.submit(
+                lambda db: db.call_reducer(
+                    reducer, args, caller=caller, connection_id=connection_id, timestamp_micros=timestamp_micros
+                )
+            )
+        )
+        await self._durable(worker, outcome)
+        return outcome
+
+    async def client_connected(
+        self, identity: Identity, caller: Identity, connection_id: int, jwt_payload: bytes | None = None
+    ) -> ReducerOutcome:
+        """Run the OnConnect lifecycle; a failed outcome means the connection is rejected."""
+        worker = self._worker(identity)
+        outcome = await _wrap(worker.submit(lambda db: db.client_connected(caller, connection_id, jwt_payload)))
+        await self._durable(worker, outcome)
+        return outcome
+
+    async def client_disconnected(self, identity: Identity, caller: Identity, connection_id: int) -> None:
+        """Run the OnDisconnect lifecycle (errors are swallowed by the engine's fallback)."""
+        worker = self._worker(identity)
+        outcome = await _wrap(worker.submit(lambda db: db.client_disconnected(caller, connection_id)))
+        if outcome is not None:
+            await self._durable(worker, outcome)
+
+    async def call_via_http(
+        self, identity: Identity, reducer: str, args: bytes, *, caller: Identity, connection_id: int
+    ) -> ReducerOutcome:
+        """HTTP `/call` semantics (module-abi.md §7): connect → reducer → disconnect.
+
+        A rejected connect is returned as the outcome; the reducer's own errors (no such
+        reducer, bad arguments) are raised after the disconnect has run.
+        """
+        connected = await self.client_connected(identity, caller, connection_id)
+        if not connected.committed:
+            return connected
+        try:
+            return await self.call_reducer(identity, reducer, args, caller=caller, connection_id=connection_id)
+        finally:
+            await self.client_disconnected(identity, caller, connection_id)
+
+    async def _durable(self, worker: DatabaseWorker, outcome: ReducerOutcome) -> None:
+        if outcome.offset is not None:
+            await worker.db.committer.wait_durable_async(outcome.offset)
+
+
+async def _wrap(fut: Future[T]) -> T:
+    return await asyncio.wrap_future(fut)
+
+
+__all__ = [
+    "DatabaseError",
+    "DatabaseNotFound",
+    "HostNode",
+    "HostNodeConfig",
+    "HostNodeError",
+    "InstallResult",
+]

@@ -1,0 +1,91 @@
+"""The host node service: many databases, each on its own writer thread, driven from asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from pathlib import Path
+
+import pytest
+
+from hostnode.database import NoSuchReducer, Status
+from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
+from hostnode.wasm_host import ModuleLoadError
+from sats.bsatn import encode
+from sats.identity import Identity
+from sats.types import STRING
+from tests.hostnode.conftest import ALICE, OWNER, module_wasm
+
+CHAT = Identity.from_claims("orrery-test", "chat-db")
+BANK = Identity.from_claims("orrery-test", "bank-db")
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_two_databases_calls_and_restart(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = HostNode(HostNodeConfig(tmp_path))
+        await node.start()
+        chat = await node.install(CHAT, OWNER, module_wasm("quickstart-chat"))
+        assert chat.created and chat.init is not None and chat.init.committed
+        bank = await node.install(BANK, OWNER, module_wasm("transfer"))
+        assert bank.created
+        out = await node.call_reducer(BANK, "seed", struct.pack("<Iq", 10, 100), caller=OWNER)
+        assert out.committed
+        # HTTP-style call: the module sees connect → reducer → disconnect.
+        out = await node.call_via_http(CHAT, "set_name", encode(STRING, "Alice"), caller=ALICE, connection_id=7)
+        assert out.committed, out.message
+        out = await node.call_via_http(CHAT, "set_name", encode(STRING, ""), caller=ALICE, connection_id=8)
+        assert out.status is Status.FAILED and out.message == "Names must not be empty"
+        with pytest.raises(NoSuchReducer):
+            await node.call_via_http(CHAT, "nope", b"", caller=ALICE, connection_id=9)
+        users = await node.run(CHAT, lambda db: (db.checkpoint(), db.table_rows("user"))[1])
+        assert [(u[1], u[2]) for u in users] == [((0, "Alice"), False)]
+        await node.stop()
+
+        node = HostNode(HostNodeConfig(tmp_path))
+        await node.start()
+        assert node.has(CHAT) and node.has(BANK)
+        rows = await node.run(BANK, lambda db: db.table_rows("accounts"))
+        assert sorted(rows) == [(i, 100) for i in range(10)]
+        await node.stop()
+
+    run(scenario())
+
+
+def test_update_clear_and_delete(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = HostNode(HostNodeConfig(tmp_path))
+        await node.start()
+        await node.install(BANK, OWNER, module_wasm("transfer"))
+        await node.call_reducer(BANK, "seed", struct.pack("<Iq", 3, 5), caller=OWNER)
+        again = await node.install(BANK, OWNER, module_wasm("transfer"))
+        assert not again.created and again.migration is not None and again.migration.is_empty
+        assert len(await node.run(BANK, lambda db: (db.checkpoint(), db.table_rows("accounts"))[1])) == 3
+        cleared = await node.install(BANK, OWNER, module_wasm("transfer"), clear=True)
+        assert cleared.created
+        assert await node.run(BANK, lambda db: db.table_rows("accounts")) == []
+        await node.delete(BANK)
+        assert not node.has(BANK)
+        assert not (tmp_path / "databases" / BANK.to_hex()).exists()
+        with pytest.raises(DatabaseNotFound):
+            await node.call_reducer(BANK, "seed", b"", caller=OWNER)
+        await node.stop()
+
+    run(scenario())
+
+
+def test_failed_installs_leave_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = HostNode(HostNodeConfig(tmp_path))
+        await node.start()
+        with pytest.raises(ModuleLoadError):
+            await node.install(BANK, OWNER, b"not wasm")
+        assert not node.has(BANK)
+        assert not (tmp_path / "databases" / BANK.to_hex()).exists()
+        await node.stop()
+
+    run(scenario())
+
