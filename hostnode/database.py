@@ -457,9 +457,10 @@ class Database:
         rid = self._callable_ids.get(name)
         if rid is None:
             if name in self._reducer_ids:
-                raise LifecycleReducerCall(
-                    f"reducer `{name}` is a lifecycle reducer and cannot be called by clients"
-                )
+                lifecycle = self.moduledef.reducers[self._reducer_ids[name]].lifecycle  # type: ignore[union-attr]
+                kind = lifecycle.json_name if lifecycle is not None else "lifecycle"
+                # The text the 1.12 HTTP API answers with (client-api.md §6.8).
+                raise LifecycleReducerCall(f"can't directly call special {kind} lifecycle reducer")
             raise NoSuchReducer(f"no such reducer `{name}`")
         try:
             self._arg_codecs[rid].decode_all(args)
@@ -591,6 +592,34 @@ class Database:
                 )
                 continue
             self._run_reducer(name, args, self.identity, 0, _now_micros())
+
+    # --- SQL DML (hostnode/sql) ---------------------------------------------------------------
+
+    def run_sql_dml(
+        self, fn: Callable[[Any], Any], caller: Identity, timestamp_micros: int | None = None
+    ) -> tuple[Any, ReducerOutcome]:
+        """Run ``fn(tx)`` as one SQL DML transaction (writer thread only) and commit it.
+
+        If ``fn`` raises, the transaction is rolled back and the exception propagates. Otherwise
+        the changes are committed and logged like a reducer's (reducer name ``""``, caller = the
+        SQL caller, connection id 0) and ``on_commit`` callbacks see the outcome, so subscribers
+        get a TransactionUpdate (sql-and-subscriptions.md A.6). Returns ``fn``'s result and the
+        outcome (``outcome.offset``: the commit-log offset to ``wait_durable`` on).
+        """
+        self._check_open()
+        ts = _now_micros() if timestamp_micros is None else timestamp_micros
+        tx = self.datastore.begin_mut()
+        try:
+            result = fn(tx)
+        except BaseException:
+            tx.rollback()
+            self._pending_arms.clear()
+            raise
+        outcome = ReducerOutcome(Status.COMMITTED, "", "", None, caller, 0, ts, b"", 0, 0)
+        self._commit(outcome, tx.commit(), RecordKind.SYSTEM)
+        for cb in self.on_commit:
+            cb(outcome)
+        return result, outcome
 
     # --- lifecycle: clients -------------------------------------------------------------------
 
