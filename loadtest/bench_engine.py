@@ -11,6 +11,7 @@ Usage: ``python -m loadtest.bench_engine [--accounts N] [--calls N] [--alpha A]`
 from __future__ import annotations
 
 import argparse
+import os
 import bisect
 import platform
 import random
@@ -98,7 +99,10 @@ def bench(accounts: int, calls: int, alpha: float, workdir: Path) -> list[Result
         out = db.call_reducer("seed", struct.pack("<Iq", accounts, 1_000_000), caller=owner)
         assert out.committed, out.message
         db.checkpoint()
-        for label, a in (("uniform", None), (f"zipf a={alpha}", alpha)):
+        order = [("uniform", None), (f"zipf a={alpha}", alpha)]
+        if os.environ.get("BENCH_ZIPF_FIRST"):
+            order.reverse()
+        for label, a in order:
             pairs = make_pairs(accounts, calls, a)
             run_once(db, pairs[: min(2000, calls)], owner)  # warm-up
             secs, committed = run_once(db, pairs, owner)
