@@ -11,7 +11,7 @@ WASM_CFLAGS := --target=wasm32 -nostdlib -mbulk-memory -O2 -Wall -Werror \
 	-Wl,--no-entry -Wl,--strip-all -Wl,--export=__call_reducer__ -Wl,--export=__describe_module__ \
 	-Imodules/include
 
-.PHONY: all install test lint typecheck pytest bench modules system-deps clean run
+.PHONY: all install test lint typecheck pytest bench modules proto system-deps clean run
 
 all: install
 
@@ -39,6 +39,11 @@ modules: system-deps
 		echo "building $$out"; \
 		$(CLANG) $(WASM_CFLAGS) -o $$out modules/$$m/*.c || exit 1; \
 	done
+
+# Generated gRPC code lives next to the .proto files and is committed; tests fail when stale.
+PROTOS := proto/hostnode.proto proto/controlplane.proto
+proto: install
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 
 lint: install
 	$(VENV)/bin/ruff check .
