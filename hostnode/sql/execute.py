@@ -69,10 +69,6 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
 }
 
-#: Called after each row a DML statement writes: (tx, table_id, stored row) → errno (0 = fine).
-InsertHook = Callable[[Any, int, bytes], int]
-
-
 @dataclass(slots=True)
 class SqlStats:
     """Rows changed by a DML statement (A.7 ``stats``)."""
@@ -113,14 +109,13 @@ def execute_in_tx(
     *,
     is_owner: bool,
     rls: Sequence[str] = (),
-    on_insert: InsertHook | None = None,
 ) -> SqlResult:
     """Parse, type and run one statement in ``tx`` for ``caller`` (see the module docstring)."""
     start = time.perf_counter_ns()
     stmt = parse_sql(sql) if isinstance(sql, str) else sql
     view = SchemaView(tx.tables(), caller=caller, is_owner=is_owner, rls=rls)
     typed = check_statement(stmt, view)
-    result = run_statement(tx, typed, is_owner=is_owner, on_insert=on_insert)
+    result = run_statement(tx, typed, is_owner=is_owner)
     result.total_duration_micros = (time.perf_counter_ns() - start) // 1000
     return result
 
@@ -135,10 +130,7 @@ def execute_sql(db: Database, sql: str | ast.Statement, caller: Identity, *, is_
         with db.read() as tx:
             result = execute_in_tx(tx, stmt, caller, is_owner=owner, rls=rls)
     else:
-        hook = db.after_row_write
-        result, outcome = db.run_sql_dml(
-            lambda tx: execute_in_tx(tx, stmt, caller, is_owner=owner, rls=rls, on_insert=hook), caller
-        )
+        result, outcome = db.run_sql_dml(lambda tx: execute_in_tx(tx, stmt, caller, is_owner=owner, rls=rls), caller)
         result.offset = outcome.offset
         if isinstance(stmt, ast.SetVar):
             # Variables live in datastore metadata, which the commit log does not carry:
@@ -148,7 +140,7 @@ def execute_sql(db: Database, sql: str | ast.Statement, caller: Identity, *, is_
     return result
 
 
-def run_statement(tx: Any, stmt: TStatement, *, is_owner: bool, on_insert: InsertHook | None = None) -> SqlResult:
+def run_statement(tx: Any, stmt: TStatement, *, is_owner: bool) -> SqlResult:
     """Run an already typed statement in ``tx``."""
     if isinstance(stmt, TQuery):
         limit = None if is_owner else system_var(tx, "row_limit")
@@ -158,7 +150,7 @@ def run_statement(tx: Any, stmt: TStatement, *, is_owner: bool, on_insert: Inser
         return SqlResult(product(("value", U64)), [] if value is None else [(value,)])
     runner = _Runner(tx)
     try:
-        stats = runner.dml(stmt, on_insert)
+        stats = runner.dml(stmt)
     except DatastoreError as e:
         raise SqlError(str(e)) from None
     return SqlResult(UNIT, [], stats=stats, rows_scanned=runner.scanned)
@@ -320,7 +312,7 @@ class _Runner:
         """Every (raw, decoded) row of a single-table plan."""
         return [(raws[0], vals[0]) for vals, raws in self.run(plan)]
 
-    def dml(self, stmt: TStatement, on_insert: InsertHook | None) -> SqlStats:
+    def dml(self, stmt: TStatement) -> SqlStats:
         """Apply INSERT/UPDATE/DELETE/SET in the (mutable) transaction."""
         tx = self.tx
         stats = SqlStats()
@@ -334,7 +326,7 @@ class _Runner:
         if isinstance(stmt, TInsert):
             for row in stmt.rows:
                 before = tx.row_count(tid)
-                self._insert(tid, codec.encode(row), on_insert)
+                tx.insert(tid, codec.encode(row))
                 # An identical row already present makes the insert a no-op (not counted).
                 stats.rows_inserted += tx.row_count(tid) - before
             return stats
@@ -351,14 +343,9 @@ class _Runner:
             new = list(vals)
             for col, value in stmt.assignments:
                 new[col] = value
-            self._insert(tid, codec.encode(tuple(new)), on_insert)
+            tx.insert(tid, codec.encode(tuple(new)))
         stats.rows_updated = len(found)
         return stats
-
-    def _insert(self, tid: int, raw: bytes, on_insert: InsertHook | None) -> None:
-        stored, _ = self.tx.insert(tid, raw)
-        if on_insert is not None and on_insert(self.tx, tid, stored):
-            raise SqlError("ScheduleAt delay is too long")
 
 
 def _source(src: KeySrc, vals: list[Any]) -> Any:
