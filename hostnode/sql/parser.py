@@ -123,6 +123,11 @@ def _sql(node: exp.Expr) -> str:
     return node.sql(dialect="postgres")
 
 
+def _placeholder(node: exp.Placeholder) -> str:
+    # sqlglot's postgres rendering of `:name` is `%(name)s`; show it as written.
+    return "?" if node.args.get("jdbc") or not node.name else f":{node.name}"
+
+
 def _show(toks: list[Token], text: str) -> ast.ShowVar:
     rest = text[len(toks[0].text) :].strip()
     if _IDENT.fullmatch(rest):
@@ -290,7 +295,7 @@ def parse_expr(node: exp.Expr, depth: int = 0) -> ast.Expr:
     if isinstance(node, exp.Placeholder):
         if node.name == "sender" and not node.args.get("jdbc"):
             return ast.Sender()
-        raise SqlError(f"Unsupported literal expression: {_sql(node)}")
+        raise SqlError(f"Unsupported literal expression: {_placeholder(node)}")
     return _literal(node, lambda n: SqlError(f"Unsupported expression: {_sql(n)}"))
 
 
@@ -304,7 +309,9 @@ def _literal(node: exp.Expr, otherwise: Callable[[exp.Expr], SqlError]) -> ast.L
         return ast.Lit("hex", node.this)
     if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
         return ast.Lit("num", "-" + node.this.this)
-    if isinstance(node, _OTHER_LITERALS) or isinstance(node, exp.Placeholder):
+    if isinstance(node, exp.Placeholder):
+        raise SqlError(f"Unsupported literal expression: {_placeholder(node)}")
+    if isinstance(node, _OTHER_LITERALS):
         raise SqlError(f"Unsupported literal expression: {_sql(node)}")
     raise otherwise(node)
 

@@ -24,7 +24,7 @@ from sats.types import IDENTITY, STRING, TIMESTAMP, U8, U64, SumValue, Typespace
 from tests.hostnode.conftest import BOB, OWNER
 
 #: Part D's owner O and other caller U.
-O = OWNER
+O = OWNER  # noqa: E741 - the spec calls the owner O
 U = BOB
 
 _TS = Typespace([])
