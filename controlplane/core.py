@@ -1,0 +1,448 @@
+"""The control plane's logic: databases, names, owners and placement, over a MetaStore.
+
+Semantics follow SpacetimeDB 1.12's standalone control database (client-api.md §6): names are
+DNS-like records owned through their top-level domain (for a database name the TLD is the whole
+name), names survive the deletion of their database, a database's owner is whoever created it,
+and a publish to an unknown name registers the name before the database exists (so a failed
+first publish leaves the name behind, as in 1.12).
+
+Key layout in the MetaStore (all values JSON or hex text):
+
+    /db/<identity hex>                      the database record (owner, host type, placement)
+    /owner/<owner hex>/<identity hex>       index of an owner's databases
+    /dns/<name>                             name → database identity hex
+    /rdns/<identity hex>/<name>             reverse index
+    /tld/<name>                             top-level domain → owner identity hex
+
+Errors are :class:`ControlPlaneError` subclasses carrying the HTTP status and body the 1.12 API
+answers with, so the gateway maps them in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from controlplane.metastore import (
+    Compare,
+    DeleteOp,
+    MetaStore,
+    Op,
+    PutOp,
+    key_absent,
+    prefix_end,
+    value_equals,
+)
+from sats.errors import SatsError
+from sats.identity import Identity
+
+LOCAL_ISSUER = "localhost"
+NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+class ControlPlaneError(Exception):
+    """An error with the HTTP status and body the client API answers with."""
+
+    status = 500
+
+    def __init__(self, message: str, *, body: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: A JSON body when the 1.12 API answers with JSON; None means the message as text.
+        self.body = body
+
+
+class InvalidName(ControlPlaneError):
+    """A path segment that is neither an identity nor a valid database name."""
+
+    status = 400
+
+
+class NameNotFound(ControlPlaneError):
+    """A database name that resolves to nothing."""
+
+    status = 404
+
+
+class DatabaseNotFound(ControlPlaneError):
+    """An identity with no database."""
+
+    status = 404
+
+
+class NotAuthorized(ControlPlaneError):
+    """The caller does not own the database."""
+
+    status = 403
+
+
+class NamePermissionDenied(ControlPlaneError):
+    """The name's top-level domain belongs to someone else."""
+
+    status = 401
+
+
+class BadRequest(ControlPlaneError):
+    """Anything else the caller must fix."""
+
+    status = 400
+
+
+class PublishFailed(ControlPlaneError):
+    """The module could not be installed (bad wasm, invalid module, init failed)."""
+
+    status = 500
+
+
+class UpdateRejected(ControlPlaneError):
+    """The new module needs a manual migration."""
+
+    status = 400
+
+
+# --- interfaces -----------------------------------------------------------------------------------
+
+
+class HostNodeClient(Protocol):
+    """What the control plane needs from the host node running a database."""
+
+    async def install(self, identity: Identity, owner: Identity, program: bytes, *, clear: bool = False) -> Any:
+        """Create or update the database; raises on failure."""
+
+    async def delete(self, identity: Identity) -> None:
+        """Stop the database and remove its replica."""
+
+
+@dataclass
+class Placement:
+    """Where a replica runs."""
+
+    node_id: str
+    address: str
+    epoch: int = 1
+
+
+@dataclass
+class DatabaseRecord:
+    """The control plane's record of one database."""
+
+    identity: Identity
+    owner: Identity
+    host_type: str = "Wasm"
+    initial_program_hash: str = ""
+    replicas: list[Placement] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        """Serialise for the MetaStore."""
+        return json.dumps(
+            {
+                "identity": self.identity.to_hex(),
+                "owner": self.owner.to_hex(),
+                "host_type": self.host_type,
+                "initial_program_hash": self.initial_program_hash,
+                "replicas": [vars(p) for p in self.replicas],
+            }
+        ).encode()
+
+    @staticmethod
+    def from_json(data: bytes) -> DatabaseRecord:
+        """Parse a stored record."""
+        doc = json.loads(data)
+        return DatabaseRecord(
+            identity=Identity.from_hex(doc["identity"]),
+            owner=Identity.from_hex(doc["owner"]),
+            host_type=doc.get("host_type", "Wasm"),
+            initial_program_hash=doc.get("initial_program_hash", ""),
+            replicas=[Placement(**p) for p in doc.get("replicas", [])],
+        )
+
+
+@dataclass
+class PublishResult:
+    """The `Success` payload of a publish."""
+
+    identity: Identity
+    op: str  # "created" | "updated"
+    domain: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The 1.12 JSON body."""
+        return {"Success": {"domain": self.domain, "database_identity": self.identity.to_hex(), "op": self.op}}
+
+
+# --- names ------------------------------------------------------------------------------------------
+
+
+def parse_name_or_identity(text: str) -> Identity | str:
+    """An identity (64 hex digits, optional 0x) or a valid database name (client-api.md §6.1)."""
+    try:
+        return Identity.from_hex(text)
+    except SatsError:
+        pass
+    return validate_name(text)
+
+
+def validate_name(name: str) -> str:
+    """Check a database name, raising InvalidName with the 1.12 wording."""
+    if not name:
+        raise InvalidName("database names cannot be empty")
+    try:
+        Identity.from_hex(name)
+    except SatsError:
+        pass
+    else:
+        raise InvalidName("database names cannot be identities")
+    if not all(c.isascii() and (c.islower() or c.isdigit() or c == "-") for c in name):
+        raise InvalidName("invalid characters in database name")
+    if not NAME_RE.match(name):
+        raise InvalidName("invalid hyphen in database name")
+    return name
+
+
+def new_identity() -> Identity:
+    """A fresh identity allocated the way 1.12 does (issuer `localhost`, a UUIDv4 subject)."""
+    return Identity.from_claims(LOCAL_ISSUER, str(uuid.uuid4()))
+
+
+def program_hash(program: bytes) -> str:
+    """Hex digest identifying a program (SHA3-256; 1.12 uses Keccak-256, clients treat it as opaque)."""
+    return hashlib.sha3_256(program).hexdigest()
+
+
+def _k(*parts: str) -> bytes:
+    return ("/" + "/".join(parts)).encode()
+
+
+# --- the control plane ------------------------------------------------------------------------------
+
+
+class ControlPlane:
+    """Databases, names and owners (one host node in standalone mode)."""
+
+    def __init__(
+        self,
+        store: MetaStore,
+        host: HostNodeClient,
+        placement: Placement,
+        *,
+        mint_identity: Callable[[], Identity] = new_identity,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.placement = placement
+        self.mint_identity = mint_identity
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    async def resolve(self, name_or_identity: str) -> Identity:
+        """The identity a path segment names (an identity is returned without existence check)."""
+        target = parse_name_or_identity(name_or_identity)
+        if isinstance(target, Identity):
+            return target
+        kv = await self.store.get(_k("dns", target))
+        if kv is None:
+            raise NameNotFound(f"Could not resolve database `{target}`")
+        return Identity.from_hex(kv.value.decode())
+
+    async def database(self, identity: Identity) -> DatabaseRecord | None:
+        """The database record, or None."""
+        kv = await self.store.get(_k("db", identity.to_hex()))
+        return None if kv is None else DatabaseRecord.from_json(kv.value)
+
+    async def require_database(self, name_or_identity: str) -> DatabaseRecord:
+        """Resolve and load, raising the 404s of §6.1."""
+        record = await self.database(await self.resolve(name_or_identity))
+        if record is None:
+            raise DatabaseNotFound("No such database.")
+        return record
+
+    async def names(self, identity: Identity) -> list[str]:
+        """Every name that points at the database (reverse DNS)."""
+        prefix = _k("rdns", identity.to_hex()) + b"/"
+        resp = await self.store.get_prefix(prefix)
+        return [kv.key[len(prefix):].decode() for kv in resp.kvs]
+
+    async def databases_of(self, owner: Identity) -> list[Identity]:
+        """Identities of the databases an identity owns."""
+        prefix = _k("owner", owner.to_hex()) + b"/"
+        resp = await self.store.get_prefix(prefix)
+        return [Identity.from_hex(kv.key[len(prefix):].decode()) for kv in resp.kvs]
+
+    async def all_databases(self) -> list[DatabaseRecord]:
+        """Every database record."""
+        resp = await self.store.get_prefix(_k("db") + b"/")
+        return [DatabaseRecord.from_json(kv.value) for kv in resp.kvs]
+
+    # --- publish ------------------------------------------------------------------------------
+
+    async def publish(
+        self, caller: Identity, name_or_identity: str | None, program: bytes, *, clear: bool = False
+    ) -> PublishResult:
+        """Create or update a database (client-api.md §6.2)."""
+        domain: str | None = None
+        if clear and not name_or_identity:
+            raise BadRequest("Clear database requires database name or identity")
+        if not name_or_identity:
+            identity = self.mint_identity()
+        else:
+            target = parse_name_or_identity(name_or_identity)
+            if isinstance(target, Identity):
+                identity = target
+            else:
+                domain = target
+                kv = await self.store.get(_k("dns", target))
+                if kv is not None:
+                    identity = Identity.from_hex(kv.value.decode())
+                else:
+                    identity = self.mint_identity()
+                    await self._register_name(caller, target, identity)
+        record = await self.database(identity)
+        if record is not None:
+            if record.owner != caller:
+                raise NotAuthorized(
+                    f"{caller.to_hex()} is not authorized to perform action on database "
+                    f"{identity.to_hex()}: update database"
+                )
+            try:
+                await self.host.install(identity, record.owner, program, clear=clear)
+            except Exception as e:
+                raise _install_error(e, updating=True) from None
+            return PublishResult(identity, "updated", domain)
+        try:
+            await self.host.install(identity, caller, program)
+        except Exception as e:
+            raise _install_error(e, updating=False) from None
+        record = DatabaseRecord(identity, caller, "Wasm", program_hash(program), [self.placement])
+        await self.store.txn(
+            [key_absent(_k("db", identity.to_hex()))],
+            [
+                PutOp(_k("db", identity.to_hex()), record.to_json()),
+                PutOp(_k("owner", caller.to_hex(), identity.to_hex()), b""),
+            ],
+        )
+        return PublishResult(identity, "created", domain)
+
+    async def _register_name(self, caller: Identity, name: str, identity: Identity) -> None:
+        """Create `name → identity`, claiming the TLD for the caller if it is free."""
+        tld = await self.store.get(_k("tld", name))
+        if tld is not None and tld.value.decode() != caller.to_hex():
+            raise NamePermissionDenied(f"permission denied for name `{name}`", body={"PermissionDenied": {"name": name}})
+        compares: list[Compare] = [key_absent(_k("dns", name))]
+        ops: list[Op] = [PutOp(_k("dns", name), identity.to_hex().encode()), PutOp(_k("rdns", identity.to_hex(), name), b"")]
+        if tld is None:
+            compares.append(key_absent(_k("tld", name)))
+            ops.append(PutOp(_k("tld", name), caller.to_hex().encode()))
+        else:
+            compares.append(value_equals(_k("tld", name), tld.value))
+        resp = await self.store.txn(compares, ops)
+        if not resp.succeeded:
+            raise ControlPlaneError(f"name `{name}` was registered concurrently; try again")
+
+    # --- delete -------------------------------------------------------------------------------
+
+    async def delete(self, caller: Identity, name_or_identity: str) -> None:
+        """Delete a database; its names stay (client-api.md §6.5). Idempotent for identities."""
+        identity = await self.resolve(name_or_identity)
+        record = await self.database(identity)
+        if record is None:
+            return
+        if record.owner != caller:
+            raise NotAuthorized(
+                f"{caller.to_hex()} is not authorized to perform action on database {identity.to_hex()}: delete database"
+            )
+        try:
+            await self.host.delete(identity)
+        except Exception as e:  # noqa: BLE001 - a missing replica must not block forgetting the record
+            if type(e).__name__ != "DatabaseNotFound":
+                raise
+        await self.store.txn(
+            [],
+            [DeleteOp(_k("db", identity.to_hex())), DeleteOp(_k("owner", record.owner.to_hex(), identity.to_hex()))],
+        )
+
+    async def authorize_owner(self, caller: Identity, record: DatabaseRecord, action: str) -> None:
+        """Raise NotAuthorized unless the caller owns the database (action as 1.12 words it)."""
+        if record.owner != caller:
+            raise NotAuthorized(
+                f"{caller.to_hex()} is not authorized to perform action on database {record.identity.to_hex()}: {action}"
+            )
+
+    # --- names --------------------------------------------------------------------------------
+
+    async def add_name(self, caller: Identity, name_or_identity: str, name: str) -> dict[str, Any]:
+        """POST …/names (client-api.md §6.6): register one more name for the database."""
+        identity = await self.resolve(name_or_identity)
+        name = validate_name(name)
+        if await self.store.get(_k("dns", name)) is not None:
+            raise ControlPlaneError(f"Record for name '{name}' already exists.")
+        await self._register_name(caller, name, identity)
+        return {"Success": {"domain": name, "database_identity": identity.to_hex()}}
+
+    async def set_names(self, caller: Identity, name_or_identity: str, names: list[str]) -> None:
+        """PUT …/names: replace every name of the database atomically."""
+        identity = await self.resolve(name_or_identity)
+        record = await self.database(identity)
+        if record is None:
+            raise DatabaseNotFound("database not found", body="DatabaseNotFound")
+        if record.owner != caller:
+            err = NamePermissionDenied("not your database", body={"NotYourDatabase": {"database": identity.to_hex()}})
+            raise err
+        for name in names:
+            if await self.store.get(_k("dns", name)) is not None:
+                raise BadRequest(
+                    f"Cannot rename to {name} because it already is in use.",
+                    body={"OtherError": f"Cannot rename to {name} because it already is in use."},
+                )
+            tld = await self.store.get(_k("tld", name))
+            if tld is not None and tld.value.decode() != record.owner.to_hex():
+                raise NamePermissionDenied(f"permission denied for `{name}`", body={"PermissionDenied": {"domain": name}})
+        old = await self.names(identity)
+        compares: list[Compare] = [key_absent(_k("dns", n)) for n in names]
+        ops: list[Op] = []
+        for n in old:
+            ops += [DeleteOp(_k("dns", n)), DeleteOp(_k("rdns", identity.to_hex(), n))]
+        for n in names:
+            ops += [
+                PutOp(_k("dns", n), identity.to_hex().encode()),
+                PutOp(_k("rdns", identity.to_hex(), n), b""),
+                PutOp(_k("tld", n), record.owner.to_hex().encode()),
+            ]
+        resp = await self.store.txn(compares, ops)
+        if not resp.succeeded:
+            raise BadRequest("a name was taken concurrently; try again")
+
+
+def _install_error(e: Exception, *, updating: bool) -> ControlPlaneError:
+    if type(e).__name__ == "MigrationError":
+        return UpdateRejected(f"Database update rejected: {e}")
+    verb = "update" if updating else "create"
+    return PublishFailed(f"Failed to {verb} the database: {e}")
+
+
+__all__ = [
+    "BadRequest",
+    "ControlPlane",
+    "ControlPlaneError",
+    "DatabaseNotFound",
+    "DatabaseRecord",
+    "HostNodeClient",
+    "InvalidName",
+    "NameNotFound",
+    "NamePermissionDenied",
+    "NotAuthorized",
+    "Placement",
+    "PublishFailed",
+    "PublishResult",
+    "UpdateRejected",
+    "parse_name_or_identity",
+    "prefix_end",
+    "validate_name",
+]
