@@ -269,6 +269,8 @@ class _Runner:
         vals: list[Any] = [None] * n
         raws: list[bytes] = [b""] * n
         filters = [[compile_expr(f, plan.slots) for f in s.filters] for s in steps]
+        # Inner steps whose access does not depend on outer rows are read once and reused.
+        reuse = [i > 0 and not s.access.dynamic for i, s in enumerate(steps)]
         cached: dict[int, Any] = {}
 
         def rows_for(i: int) -> Sequence[Row]:
@@ -282,7 +284,7 @@ class _Runner:
                         table.setdefault(tuple(row[1][c] for c in cols), []).append(row)
                 probe = tuple(_source(src, vals) for _, src in step.hash_key)
                 return table.get(probe, ())  # type: ignore[no-any-return]
-            if i and not step.access.dynamic:
+            if reuse[i]:
                 rows = cached.get(i)
                 if rows is None:
                     rows = cached[i] = self.fetch(step, vals)

@@ -9,7 +9,7 @@ import pytest
 
 from hostnode.sql import SqlError, render_response
 from sats.types import IDENTITY, STRING, U8, U64, option, product
-from tests.hostnode.sql.conftest import MSG, O, U, SqlDb
+from tests.hostnode.sql.conftest import MSG, O, SqlDb, U
 
 
 def err(db: SqlDb, sql: str, caller: Any = U) -> str:
@@ -199,3 +199,27 @@ def test_quoted_and_case_sensitive_names(partd: SqlDb) -> None:
     assert err(partd, "SELECT * FROM Person") == (
         "no such table: `Person`. If the table exists, it may be marked private."
     )
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT pet.* FROM pet JOIN pet ON pet.id = pet.id", "Duplicate name `pet`"),
+        ("SELECT id AS x, name AS x FROM person", "Duplicate name `x`"),
+        ("SELECT q.* FROM person", "`q` is not in scope"),
+        ("SELECT person.* FROM person p", "`person` is not in scope"),
+        ("SELECT p.nope FROM person p", "`nope` is not in scope"),
+        ("SELECT pet.* FROM pet JOIN person ON pet.kind = person.id", "Unexpected type: (expected) U64 != String (inferred)"),
+        ("SELECT * FROM person WHERE nick = nick", "Invalid binary operator `=` for type `(some: String | none: ())`"),
+    ],
+)
+def test_name_resolution_errors(partd: SqlDb, sql: str, message: str) -> None:
+    assert err(partd, sql) == message
+
+
+def test_projection_aliases_and_cross_join(partd: SqlDb) -> None:
+    res = partd.sql("SELECT p.name AS who, pet.kind FROM person p JOIN pet ON pet.owner_id = p.id WHERE pet.id = 12")
+    assert res.schema == product(("who", STRING), ("kind", STRING))
+    assert res.rows == [("bob", "fish")]
+    assert len(partd.rows("SELECT person.* FROM person CROSS JOIN pet")) == 6
+    assert partd.rows("SELECT COUNT(*) AS n FROM person JOIN pet") == [(6,)]
