@@ -792,6 +792,11 @@ class Database:
     # --- durability and reads -----------------------------------------------------------------
 
     @property
+    def uncheckpointed(self) -> int:
+        """Transactions committed since the last checkpoint (invisible to readers until then)."""
+        return self._since_checkpoint
+
+    @property
     def last_offset(self) -> int:
         """Offset of the last appended record (-1 if none)."""
         return self._last_offset

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 from hostnode.database import Database, DatabaseConfig, DatabaseError, ReducerOutcome
 from hostnode.migrate import MigrationPlan
+from hostnode.moduledef import to_schema_json
+from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
 from hostnode.worker import DatabaseWorker
 from sats.identity import Identity
 
@@ -212,6 +214,39 @@ class HostNode:
             return await self.call_reducer(identity, reducer, args, caller=caller, connection_id=connection_id)
         finally:
             await self.client_disconnected(identity, caller, connection_id)
+
+    async def sql(self, identity: Identity, query: str, caller: Identity) -> SqlResult:
+        """Run one SQL statement (raises SqlError with the client-facing text).
+
+        Statements run on the writer thread: DML must, and a query then reads a fresh
+        checkpoint, so a caller sees its own acknowledged writes. DML answers once durable.
+        """
+        stmt = parse_sql(query)
+        worker = self._worker(identity)
+
+        def run(db: Database) -> SqlResult:
+            if not mutates(stmt) and db.uncheckpointed:
+                db.checkpoint()
+            return execute_sql(db, stmt, caller)
+
+        result = await _wrap(worker.submit(run))
+        if result.offset is not None:
+            await worker.db.committer.wait_durable_async(result.offset)
+        return result
+
+    def schema_json(self, identity: Identity) -> dict[str, Any]:
+        """`GET /schema?version=9` JSON of the running module."""
+        mdef = self.database(identity).moduledef
+        assert mdef is not None
+        return to_schema_json(mdef)
+
+    def log_lines(self, identity: Identity, num_lines: int | None = None) -> list[str]:
+        """The last module log lines (all when ``num_lines`` is None)."""
+        return self.database(identity).logs.tail(num_lines)
+
+    def follow_logs(self, identity: Identity, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(line)`` (from the writer thread) for each new log line; returns unsubscribe."""
+        return self.database(identity).logs.follow(callback)
 
     async def _durable(self, worker: DatabaseWorker, outcome: ReducerOutcome) -> None:
         if outcome.offset is not None:

@@ -89,3 +89,26 @@ def test_failed_installs_leave_nothing(tmp_path: Path) -> None:
 
     run(scenario())
 
+
+
+def test_sql_reads_own_writes_and_dml_is_durable(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        from hostnode.sql import SqlError
+
+        node = HostNode(HostNodeConfig(tmp_path))
+        await node.start()
+        await node.install(BANK, OWNER, module_wasm("transfer"))
+        await node.call_reducer(BANK, "seed", struct.pack("<Iq", 3, 5), caller=OWNER)
+        # No idle checkpoint has to happen first: the query sees the acknowledged seed.
+        res = await node.sql(BANK, "SELECT * FROM accounts WHERE id = 2", OWNER)
+        assert res.rows == [(2, 5)]
+        res = await node.sql(BANK, "UPDATE accounts SET balance = 9 WHERE id = 2", OWNER)
+        assert res.offset is not None and node.database(BANK).committer.durable_offset > res.offset
+        assert (await node.sql(BANK, "SELECT balance FROM accounts WHERE id = 2", OWNER)).rows == [(9,)]
+        with pytest.raises(SqlError, match="not authorized to run SQL DML"):
+            await node.sql(BANK, "DELETE FROM accounts", ALICE)
+        assert node.schema_json(BANK)["tables"][0]["name"] == "accounts"
+        assert node.log_lines(BANK, 5) == node.log_lines(BANK)[-5:]
+        await node.stop()
+
+    run(scenario())
