@@ -486,14 +486,25 @@ class Database:
         try:
             if before is not None:
                 before(tx)
-            outcome = self._run_reducer_in(tx, name, args, caller, connection_id, timestamp)
+            host = self.host
+            assert host is not None
+            rid = self._reducer_ids[name]
+            self._call_timestamp = timestamp
+            res = host.call_reducer(rid, caller.sender_words(), connection_id, timestamp, args, tx, name)
+            if res.code == 0:
+                # The common case, kept flat: it runs for every committed reducer.
+                outcome = ReducerOutcome(
+                    Status.COMMITTED, "", name, rid, caller, connection_id, timestamp, args, res.fuel_used,
+                    res.duration_micros,
+                )
+            else:
+                outcome = self._failed_outcome(res, name, rid, caller, connection_id, timestamp, args)
         except BaseException:
             tx.rollback()
             self._pending_arms.clear()
             raise
-        if outcome.committed:
-            txdata = tx.commit()
-            self._commit(outcome, txdata, RecordKind.REDUCER)
+        if outcome.status is Status.COMMITTED:
+            self._commit(outcome, tx.commit(), RecordKind.REDUCER)
         else:
             tx.rollback()
             self._pending_arms.clear()
@@ -506,10 +517,21 @@ class Database:
     def _run_reducer_in(
         self, tx: Any, name: str, args: bytes, caller: Identity, connection_id: int, timestamp: int
     ) -> ReducerOutcome:
+        """Run a reducer inside ``tx`` (the caller commits or rolls back)."""
         assert self.host is not None
         rid = self._reducer_ids[name]
         self._call_timestamp = timestamp
         res = self.host.call_reducer(rid, caller.sender_words(), connection_id, timestamp, args, tx, name)
+        if res.code == 0:
+            return ReducerOutcome(
+                Status.COMMITTED, "", name, rid, caller, connection_id, timestamp, args, res.fuel_used,
+                res.duration_micros,
+            )
+        return self._failed_outcome(res, name, rid, caller, connection_id, timestamp, args)
+
+    def _failed_outcome(
+        self, res: Any, name: str, rid: int, caller: Identity, connection_id: int, timestamp: int, args: bytes
+    ) -> ReducerOutcome:
         if res.trapped:
             status = Status.OUT_OF_ENERGY if res.out_of_fuel else Status.FAILED
             message = "" if res.out_of_fuel else FATAL_ERROR_MESSAGE
@@ -524,8 +546,6 @@ class Database:
                 self.module_log_write(
                     "Error", f"reducer `{name}` trapped: {_first_line(res.trap_message)}", function=name
                 )
-        elif res.code == 0:
-            status, message = Status.COMMITTED, ""
         elif res.code == 1:
             status, message = Status.FAILED, res.message
             self.module_log_write(
@@ -537,16 +557,7 @@ class Database:
                 "Error", f"reducer `{name}` returned unknown code {res.code}", function=name
             )
         return ReducerOutcome(
-            status,
-            message,
-            name,
-            rid,
-            caller,
-            connection_id,
-            timestamp,
-            args,
-            res.fuel_used,
-            res.duration_micros,
+            status, message, name, rid, caller, connection_id, timestamp, args, res.fuel_used, res.duration_micros
         )
 
     def _commit(self, outcome: ReducerOutcome, txdata: TxData, kind: RecordKind) -> None:
@@ -560,11 +571,15 @@ class Database:
             b"",
             txdata.encode(),
         )
-        outcome.offset = self._append_payload(payload)
+        offset = outcome.offset = self.clog.append(self.config.epoch, payload)
+        self._last_offset = offset
+        n = self._since_checkpoint = self._since_checkpoint + 1
+        self.committer.notify()
         outcome.txdata = txdata
         if self._pending_arms:
             self._arm_pending()
-        self._maybe_checkpoint()
+        if n >= self._checkpoint_txs or not n & 31:
+            self._maybe_checkpoint()
 
     def _append(self, record: TxRecord) -> int:
         return self._append_payload(record.encode())

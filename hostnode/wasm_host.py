@@ -304,6 +304,25 @@ def _abi_version(module: wasmtime.Module) -> tuple[int, int]:
 # Per-database host: linker with the 29 imports bound to this object, and the live instance.
 
 _NOFIN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
+
+
+class _RawVal(ctypes.Union):
+    """wasmtime_val_raw_t as the imports read it: the same 16-byte slots, with unsigned views
+    so pointers and ids need no masking (``a[k].u32``)."""
+
+    _fields_ = [
+        ("i32", ctypes.c_int32),
+        ("u32", ctypes.c_uint32),
+        ("i64", ctypes.c_int64),
+        ("u64", ctypes.c_uint64),
+        ("_v128", ctypes.c_ubyte * 16),
+    ]
+
+
+# Our own callback type: the caller as a plain address (ctypes builds no pointer object for
+# it) and the argument slots typed as _RawVal. Cast to wasmtime's type when registering.
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_RawVal), ctypes.c_size_t)
+assert ctypes.sizeof(_RawVal) == ctypes.sizeof(ffi.wasmtime_val_raw_t)
 _Callback = Callable[[Any], int | None]
 
 
@@ -638,7 +657,8 @@ class ModuleHost:
             nm = name.encode()
             err = ffi.wasmtime_linker_define_func_unchecked(
                 self.linker.ptr(), ctypes.create_string_buffer(m), len(m),
-                ctypes.create_string_buffer(nm), len(nm), functype.ptr(), cb, None, _NOFIN,
+                ctypes.create_string_buffer(nm), len(nm), functype.ptr(),
+                ctypes.cast(cb, ffi.wasmtime_func_unchecked_callback_t), None, _NOFIN,
             )
             if err:
                 raise wasmtime.WasmtimeError._from_ptr(err)
@@ -653,7 +673,7 @@ class ModuleHost:
 
         if has_result and not result_i64:
 
-            @ffi.wasmtime_func_unchecked_callback_t
+            @_CALLBACK
             def cb(_env: Any, _caller: Any, a: Any, _n: int) -> int:
                 try:
                     if host.profile_ns is None:
@@ -673,7 +693,7 @@ class ModuleHost:
 
         elif result_i64:
 
-            @ffi.wasmtime_func_unchecked_callback_t
+            @_CALLBACK
             def cb(_env: Any, _caller: Any, a: Any, _n: int) -> int:
                 try:
                     a[0].i64 = impl(a)
@@ -684,7 +704,7 @@ class ModuleHost:
 
         else:
 
-            @ffi.wasmtime_func_unchecked_callback_t
+            @_CALLBACK
             def cb(_env: Any, _caller: Any, a: Any, _n: int) -> int:
                 try:
                     impl(a)
@@ -704,8 +724,8 @@ class ModuleHost:
         return self.tx
 
     def _imp_table_id_from_name(self, a: Any) -> int:
-        name = self._read_str(a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF)
-        out = a[2].i32 & 0xFFFFFFFF
+        name = self._read_str(a[0].u32, a[1].u32)
+        out = a[2].u32
         if self.tx is None:
             return NOT_IN_TRANSACTION
         tid = self.hooks.table_id(name)
@@ -715,8 +735,8 @@ class ModuleHost:
         return 0
 
     def _imp_index_id_from_name(self, a: Any) -> int:
-        name = self._read_str(a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF)
-        out = a[2].i32 & 0xFFFFFFFF
+        name = self._read_str(a[0].u32, a[1].u32)
+        out = a[2].u32
         if self.tx is None:
             return NOT_IN_TRANSACTION
         iid = self.hooks.index_id(name)
@@ -726,7 +746,7 @@ class ModuleHost:
         return 0
 
     def _imp_row_count(self, a: Any) -> int:
-        table_id, out = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF
+        table_id, out = a[0].u32, a[1].u32
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -738,7 +758,7 @@ class ModuleHost:
         return 0
 
     def _imp_table_scan(self, a: Any) -> int:
-        table_id, out = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF
+        table_id, out = a[0].u32, a[1].u32
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -749,14 +769,14 @@ class ModuleHost:
         return 0
 
     def _range_args(self, a: Any) -> tuple[int, bytes, int, bytes, bytes, int]:
-        index_id = a[0].i32 & 0xFFFFFFFF
-        prefix_ptr, prefix_len, prefix_elems = a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF, a[3].i32 & 0xFFFFFFFF
+        index_id = a[0].u32
+        prefix_ptr, prefix_len, prefix_elems = a[1].u32, a[2].u32, a[3].u32
         if prefix_elems > 0xFFFF:
             raise HostTrap(f"prefix_elems {prefix_elems} does not fit a ColId (u16)")
         prefix = self.read(prefix_ptr, prefix_len) if prefix_elems else b""
-        rstart = self.read(a[4].i32 & 0xFFFFFFFF, a[5].i32 & 0xFFFFFFFF)
-        rend = self.read(a[6].i32 & 0xFFFFFFFF, a[7].i32 & 0xFFFFFFFF)
-        return index_id, prefix, prefix_elems, rstart, rend, a[8].i32 & 0xFFFFFFFF
+        rstart = self.read(a[4].u32, a[5].u32)
+        rend = self.read(a[6].u32, a[7].u32)
+        return index_id, prefix, prefix_elems, rstart, rend, a[8].u32
 
     def _imp_index_scan_range(self, a: Any) -> int:
         index_id, prefix, elems, rstart, rend, out = self._range_args(a)
@@ -782,8 +802,8 @@ class ModuleHost:
 
     def _imp_index_scan_point(self, a: Any) -> int:
         # Hot path (every primary-key lookup): bounds checks are inlined.
-        index_id = a[0].i32 & 0xFFFFFFFF
-        ptr, n, out = a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF, a[3].i32 & 0xFFFFFFFF
+        index_id = a[0].u32
+        ptr, n, out = a[1].u32, a[2].u32, a[3].u32
         if not (ptr and ptr + n <= self._size and out and out + 4 <= self._size):
             self._check(ptr, n)
             self._check(out, 4)
@@ -801,9 +821,9 @@ class ModuleHost:
         return 0
 
     def _imp_delete_by_point(self, a: Any) -> int:
-        index_id = a[0].i32 & 0xFFFFFFFF
-        point = self.read(a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF)
-        out = a[3].i32 & 0xFFFFFFFF
+        index_id = a[0].u32
+        point = self.read(a[1].u32, a[2].u32)
+        out = a[3].u32
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -814,9 +834,9 @@ class ModuleHost:
         return 0
 
     def _imp_delete_all_by_eq(self, a: Any) -> int:
-        table_id = a[0].i32 & 0xFFFFFFFF
-        rel = self.read(a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF)
-        out = a[3].i32 & 0xFFFFFFFF
+        table_id = a[0].u32
+        rel = self.read(a[1].u32, a[2].u32)
+        out = a[3].u32
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -827,7 +847,7 @@ class ModuleHost:
         return 0
 
     def _imp_iter_advance(self, a: Any) -> int:
-        iid, buf_ptr, len_ptr = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF
+        iid, buf_ptr, len_ptr = a[0].u32, a[1].u32, a[2].u32
         chunks = self._iters.get(iid)
         if chunks is None:
             return NO_SUCH_ITER
@@ -857,13 +877,13 @@ class ModuleHost:
         return 0
 
     def _imp_iter_close(self, a: Any) -> int:
-        iid = a[0].i32 & 0xFFFFFFFF
+        iid = a[0].u32
         if self._iters.pop(iid, None) is None:
             return NO_SUCH_ITER
         return 0
 
     def _imp_insert(self, a: Any) -> int:
-        table_id, row_ptr, len_ptr = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF
+        table_id, row_ptr, len_ptr = a[0].u32, a[1].u32, a[2].u32
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -878,8 +898,8 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_update(self, a: Any) -> int:
-        table_id, index_id = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF
-        row_ptr, len_ptr = a[2].i32 & 0xFFFFFFFF, a[3].i32 & 0xFFFFFFFF
+        table_id, index_id = a[0].u32, a[1].u32
+        row_ptr, len_ptr = a[2].u32, a[3].u32
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -894,12 +914,12 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_schedule_immediate(self, a: Any) -> None:
-        name = self._read_str(a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF)
-        args = self.read(a[2].i32 & 0xFFFFFFFF, a[3].i32 & 0xFFFFFFFF)
+        name = self._read_str(a[0].u32, a[1].u32)
+        args = self.read(a[2].u32, a[3].u32)
         self.hooks.schedule_immediate(name, args)
 
     def _imp_sink_write(self, a: Any) -> int:
-        sink, buf_ptr, len_ptr = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF
+        sink, buf_ptr, len_ptr = a[0].u32, a[1].u32, a[2].u32
         if sink != 1 or self._sink is None:
             return NO_SUCH_BYTES
         n = self.read_u32(len_ptr)
@@ -907,7 +927,7 @@ class ModuleHost:
         return 0
 
     def _imp_source_read(self, a: Any) -> int:
-        sid, buf_ptr, len_ptr = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF
+        sid, buf_ptr, len_ptr = a[0].u32, a[1].u32, a[2].u32
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
@@ -926,7 +946,7 @@ class ModuleHost:
         return 0
 
     def _imp_source_remaining(self, a: Any) -> int:
-        sid, out = a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF
+        sid, out = a[0].u32, a[1].u32
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
@@ -943,17 +963,17 @@ class ModuleHost:
         return bytes(self._mv[ptr : ptr + n]).decode("utf-8", errors="replace")
 
     def _imp_console_log(self, a: Any) -> None:
-        level = a[0].i32 & 0xFFFFFFFF
+        level = a[0].u32
         try:
-            target = self._lossy(a[1].i32 & 0xFFFFFFFF, a[2].i32 & 0xFFFFFFFF)
-            filename = self._lossy(a[3].i32 & 0xFFFFFFFF, a[4].i32 & 0xFFFFFFFF)
-            msg_ptr = a[6].i32 & 0xFFFFFFFF
+            target = self._lossy(a[1].u32, a[2].u32)
+            filename = self._lossy(a[3].u32, a[4].u32)
+            msg_ptr = a[6].u32
             if msg_ptr == 0:
                 return
-            message = self._lossy(msg_ptr, a[7].i32 & 0xFFFFFFFF) or ""
+            message = self._lossy(msg_ptr, a[7].u32) or ""
         except _DropRecord:
             return  # console_log never traps: an out-of-bounds record is dropped
-        line = a[5].i32 & 0xFFFFFFFF
+        line = a[5].u32
         record: dict[str, Any] = {
             "level": level_name(level),
             "message": message,
@@ -965,14 +985,14 @@ class ModuleHost:
         self.hooks.module_log(record)
 
     def _imp_timer_start(self, a: Any) -> int:
-        name = self.read(a[0].i32 & 0xFFFFFFFF, a[1].i32 & 0xFFFFFFFF).decode("utf-8", errors="replace")
+        name = self.read(a[0].u32, a[1].u32).decode("utf-8", errors="replace")
         tid = self._next_timer
         self._next_timer += 1
         self._timers[tid] = (name, time.perf_counter())
         return tid
 
     def _imp_timer_end(self, a: Any) -> int:
-        entry = self._timers.pop(a[0].i32 & 0xFFFFFFFF, None)
+        entry = self._timers.pop(a[0].u32, None)
         if entry is None:
             return NO_SUCH_CONSOLE_TIMER
         name, start = entry
@@ -981,11 +1001,11 @@ class ModuleHost:
         return 0
 
     def _imp_identity(self, a: Any) -> None:
-        self.write(a[0].i32 & 0xFFFFFFFF, self.hooks.database_identity)
+        self.write(a[0].u32, self.hooks.database_identity)
 
     def _imp_get_jwt(self, a: Any) -> int:
-        conn = self.read(a[0].i32 & 0xFFFFFFFF, 16)
-        out = a[1].i32 & 0xFFFFFFFF
+        conn = self.read(a[0].u32, 16)
+        out = a[1].u32
         if self.tx is None:
             return NOT_IN_TRANSACTION
         payload = self.hooks.jwt_payload(int.from_bytes(conn, "little"))
