@@ -19,12 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hostnode.database import Database, DatabaseConfig, DatabaseError, ReducerOutcome
-from hostnode.migrate import MigrationPlan
-from hostnode.moduledef import to_schema_json
+from hostnode.database import (
+    Database,
+    DatabaseConfig,
+    DatabaseError,
+    InvalidArguments,
+    LifecycleReducerCall,
+    NoSuchReducer,
+    ReducerOutcome,
+)
+from hostnode.migrate import MigrationPlan, plan_update
+from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
 from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
+from hostnode.wasm_host import ModuleHost, ModuleLoadError, WasmProgram
 from hostnode.worker import DatabaseWorker
+from sats.bsatn import codec_for
+from sats.errors import DecodeError, EncodeError
 from sats.identity import Identity
+from sats.json import from_json, loads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -214,6 +226,46 @@ class HostNode:
             return await self.call_reducer(identity, reducer, args, caller=caller, connection_id=connection_id)
         finally:
             await self.client_disconnected(identity, caller, connection_id)
+
+    def encode_json_args(self, identity: Identity, reducer: str, args_json: str) -> bytes:
+        """BSATN of a reducer's arguments given as SATS-JSON text (an array, or an object by name).
+
+        Raises NoSuchReducer, LifecycleReducerCall (lifecycle reducers are refused before their
+        arguments are looked at, as in 1.12) or InvalidArguments (malformed JSON, wrong arity/types).
+        """
+        mdef = self.database(identity).moduledef
+        assert mdef is not None
+        rdef = next((r for r in mdef.reducers if r.name == reducer), None)
+        if rdef is None:
+            raise NoSuchReducer(f"no such reducer `{reducer}`")
+        if rdef.lifecycle is not None:
+            raise LifecycleReducerCall(f"can't directly call special {rdef.lifecycle.json_name} lifecycle reducer")
+        try:
+            value = from_json(rdef.params, loads(args_json), mdef.typespace, root="args")
+            return codec_for(rdef.params, mdef.typespace).encode(value)
+        except (DecodeError, EncodeError) as e:
+            raise InvalidArguments(f"invalid arguments for reducer {reducer}: {e}") from None
+
+    async def plan_program_update(self, identity: Identity, program: bytes) -> MigrationPlan:
+        """The migration republishing ``program`` would run, without changing anything.
+
+        Raises ModuleLoadError for a program that cannot be loaded and MigrationError when the
+        update needs a manual migration.
+        """
+
+        def plan(db: Database) -> MigrationPlan:
+            host = ModuleHost(WasmProgram.compile(program), db, fuel_budget=db.config.fuel_budget)
+            try:
+                describe = host.instantiate()
+            finally:
+                host.discard_instance()
+            try:
+                mdef = load_module_def(describe)
+            except (ModuleDefError, DecodeError) as e:
+                raise ModuleLoadError(f"invalid module definition: {e}") from None
+            return plan_update(db.datastore.tables(), mdef)
+
+        return await self.run(identity, plan)
 
     async def sql(self, identity: Identity, query: str, caller: Identity) -> SqlResult:
         """Run one SQL statement (raises SqlError with the client-facing text).

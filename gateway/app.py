@@ -1,0 +1,119 @@
+"""The aiohttp application: routes, CORS, anonymous identities and error mapping.
+
+Middleware order (outermost first):
+
+1. :func:`cors_preflight` answers CORS preflight requests (client-api.md §0);
+2. :func:`errors` turns :class:`ApiError` / :class:`AuthError` / router 404-405 / unexpected
+   exceptions into responses — the only place errors become HTTP;
+3. :func:`database_auth` authenticates ``/v1/database*`` callers, minting an identity when the
+   request has no token (§3).
+
+The ``on_response_prepare`` hook adds the CORS header to every response and the
+``spacetime-identity`` / ``spacetime-identity-token`` headers to every ``/v1/database*``
+response, streamed ones included.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.auth import AuthError, TokenAuthority
+from gateway.backends import ControlPlaneBackend, HostNodeBackend
+from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Caller, Gateway, GatewayConfig
+from gateway.errors import ApiError, from_auth_error, to_response
+from gateway.routes_database import routes as database_routes
+from gateway.routes_identity import routes as identity_routes
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+ALLOWED_HEADERS = "authorization,accept,content-type"
+VARY = "origin, access-control-request-method, access-control-request-headers"
+
+
+def _is_database_route(request: web.Request) -> bool:
+    return request.path == "/v1/database" or request.path.startswith("/v1/database/")
+
+
+@web.middleware
+async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer ``OPTIONS`` preflights for any ``/v1`` path (any method, three request headers)."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return web.Response(
+            status=200,
+            headers={
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "*",
+                "Access-Control-Allow-Headers": ALLOWED_HEADERS,
+                "Vary": VARY,
+            },
+        )
+    return await handler(request)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every failure to its response."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return to_response(e)
+    except AuthError as e:
+        return to_response(from_auth_error(e))
+    except web.HTTPException as e:
+        if e.status in (404, 405):
+            # axum answers unknown routes and wrong methods with empty bodies.
+            headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+            return web.Response(status=e.status, headers=headers)
+        raise
+    except (ConnectionResetError, web.HTTPClientError):
+        raise
+    except Exception as e:
+        log.exception("internal error in %s %s", request.method, request.path)
+        return to_response(ApiError.text(500, f"internal error: {type(e).__name__}: {e}"))
+
+
+@web.middleware
+async def database_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``anon_auth_middleware``: every matched ``/v1/database*`` request has a caller."""
+    if _is_database_route(request) and request.match_info.http_exception is None:
+        request[CALLER_KEY] = await request.app[GATEWAY].auth.or_anonymous(request)
+    return await handler(request)
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    response.headers.setdefault("Vary", VARY)
+    caller = request.get(CALLER_KEY)
+    if isinstance(caller, Caller):
+        response.headers["spacetime-identity"] = caller.identity.to_hex()
+        response.headers["spacetime-identity-token"] = caller.token
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[GATEWAY].stopping.set()
+
+
+def create_app(
+    authority: TokenAuthority,
+    control: ControlPlaneBackend,
+    host: HostNodeBackend,
+    config: GatewayConfig | None = None,
+) -> web.Application:
+    """The gateway application over the given backends."""
+    config = config or GatewayConfig()
+    # Bodies are read by gateway.http_util.read_body with per-route limits; this is the ceiling.
+    app = web.Application(
+        middlewares=[cors_preflight, errors, database_auth],
+        client_max_size=max(config.max_module_bytes, config.max_body_bytes),
+    )
+    app[GATEWAY] = Gateway(config, Authenticator(authority), control, host)
+    app.add_routes(identity_routes)
+    app.add_routes(database_routes)
+    app.on_response_prepare.append(_on_prepare)
+    app.on_shutdown.append(_on_shutdown)
+    return app

@@ -1,0 +1,114 @@
+"""The gateway's per-process state (configuration, backends, token authority) and caller auth.
+
+Routes reach it through ``request.app[GATEWAY]``. :class:`Authenticator` implements the
+credentials rules of client-api.md §2 and the anonymous identities of §3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gateway.auth import Claims, CredentialsRequired, TokenAuthority, parse_authorization
+from gateway.backends import ControlPlaneBackend, HostNodeBackend
+from sats.identity import Identity
+
+__all__ = ["CALLER_KEY", "GATEWAY", "Authenticator", "Caller", "Gateway", "GatewayConfig", "caller_of"]
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class GatewayConfig:
+    """Limits and identity of one gateway."""
+
+    #: Largest module accepted by publish, pre_publish and reset.
+    max_module_bytes: int = 64 * MIB
+    #: Largest body of every other request (reducer args, SQL, names).
+    max_body_bytes: int = 1 * MIB
+    #: Addresses advertised by ``/v1/prometheus/sd_config``.
+    advertise: list[str] = field(default_factory=list)
+    #: Seconds between checks that a follower of ``/logs`` is still connected.
+    log_follow_poll: float = 1.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is making a request: a verified token, or an identity minted for it."""
+
+    identity: Identity
+    token: str
+    claims: Claims
+    minted: bool = False
+
+
+class Authenticator:
+    """Extracts and verifies credentials; verified non-expiring tokens are cached."""
+
+    def __init__(self, authority: TokenAuthority, cache_size: int = 4096) -> None:
+        self.authority = authority
+        self._cache: OrderedDict[str, Claims] = OrderedDict()
+        self._cache_size = cache_size
+
+    async def verify(self, token: str) -> Claims:
+        """Validate a token (raises :class:`gateway.auth.AuthError`)."""
+        claims = self._cache.get(token)
+        if claims is not None:
+            self._cache.move_to_end(token)
+            return claims
+        claims = await self.authority.verify(token)
+        if claims.expires_at is None:
+            self._cache[token] = claims
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return claims
+
+    async def optional(self, request: web.Request) -> Caller | None:
+        """The caller if the request carries a token (validated), else None (§2.1–2.3)."""
+        token = parse_authorization(request.headers.get("Authorization"), request.query.get("token"))
+        if token is None:
+            return None
+        claims = await self.verify(token)
+        return Caller(claims.identity, token, claims)
+
+    async def required(self, request: web.Request) -> Caller:
+        """The caller; 401 ``Authorization required`` without a token (§2.4)."""
+        caller = await self.optional(request)
+        if caller is None:
+            raise CredentialsRequired("Authorization required")
+        return caller
+
+    async def or_anonymous(self, request: web.Request) -> Caller:
+        """The caller, or a freshly minted identity for a request without a token (§3)."""
+        caller = await self.optional(request)
+        if caller is not None:
+            return caller
+        issued = self.authority.new_identity()
+        return Caller(issued.identity, issued.token, issued.claims, minted=True)
+
+
+@dataclass
+class Gateway:
+    """Everything a route needs."""
+
+    config: GatewayConfig
+    auth: Authenticator
+    control: ControlPlaneBackend
+    host: HostNodeBackend
+    #: Set when the server shuts down: long-lived responses (log follow) end.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+#: The caller of a ``/v1/database*`` request, set by the anonymous-auth middleware.
+CALLER_KEY = "orrery.caller"
+
+
+def caller_of(request: web.Request) -> Caller:
+    """The caller the database middleware attached to the request."""
+    caller = request.get(CALLER_KEY)
+    assert isinstance(caller, Caller), "route outside the /v1/database middleware"
+    return caller

@@ -1,0 +1,85 @@
+"""The one error type of the public API, and how it becomes an HTTP response.
+
+Routes and backends raise :class:`ApiError` with the exact status, body and content type that
+SpacetimeDB 1.12 answers with (``client-api.md``); :func:`error_middleware` in
+:mod:`gateway.app` turns it (and :class:`gateway.auth.AuthError`) into a response in one place.
+Nothing here touches sockets, so the mapping is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from gateway.auth import AuthError
+from sats.json import dumps
+
+#: The content type of every JSON body. The 1.12 CLI compares it byte for byte: no charset.
+JSON = "application/json"
+#: Plain-text bodies, as axum sends a ``String``.
+TEXT = "text/plain; charset=utf-8"
+
+__all__ = ["JSON", "TEXT", "ApiError", "from_auth_error", "json_body", "reason", "to_response"]
+
+
+def json_body(value: Any) -> bytes:
+    """Compact JSON bytes (big integers exact), the way the 1.12 server serialises."""
+    return dumps(value).encode()
+
+
+class ApiError(Exception):
+    """A request that ends with ``status`` and ``body`` (bytes) of ``content_type`` (None: empty)."""
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status}: {body[:200]!r}")
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        #: Extra response headers (e.g. the energy/duration headers of a failed reducer call).
+        self.headers: dict[str, str] = dict(headers or {})
+
+    @classmethod
+    def text(cls, status: int, message: str, headers: Mapping[str, str] | None = None) -> ApiError:
+        """An error with a plain-text body (most 1.12 errors)."""
+        return cls(status, message.encode(), TEXT, headers)
+
+    @classmethod
+    def json(cls, status: int, value: Any) -> ApiError:
+        """An error with a JSON body (e.g. ``{"PermissionDenied":…}``)."""
+        return cls(status, json_body(value), JSON)
+
+    @classmethod
+    def empty(cls, status: int) -> ApiError:
+        """An error with no body (e.g. 404 for unknown routes, 400 from identity verify)."""
+        return cls(status)
+
+    @property
+    def message(self) -> str:
+        """The body as text (for logs and tests)."""
+        return self.body.decode("utf-8", errors="replace")
+
+
+def to_response(error: ApiError) -> web.Response:
+    """The HTTP response for an error (the one place statuses and bodies become HTTP)."""
+    headers = dict(error.headers)
+    if error.content_type is not None:
+        headers["Content-Type"] = error.content_type
+    return web.Response(status=error.status, body=error.body, headers=headers, reason=reason(error.status))
+
+
+def from_auth_error(error: AuthError) -> ApiError:
+    """A credentials failure (client-api.md §2): 400 malformed header, 401 bad or missing token."""
+    return ApiError.text(error.status, error.message)
+
+
+def reason(status: int) -> str | None:
+    """A reason phrase; 530 has no standard one and aiohttp needs one (client-api.md §13.6)."""
+    return "Reducer Failed" if status == 530 else None
