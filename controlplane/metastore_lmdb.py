@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -46,6 +47,7 @@ from controlplane.metastore import (
     LeaseNotFound,
     MetaStore,
     MetaStoreClosed,
+    MetaStoreError,
     Op,
     OpResponse,
     PutOp,
@@ -115,6 +117,18 @@ def _dec_event(buf: bytes, revision: int) -> WatchEvent:
 def _get_u64(txn: lmdb.Transaction, db: Any, key: bytes, default: int) -> int:
     raw = txn.get(key, db=db)
     return default if raw is None else _U64.unpack(raw)[0]
+
+
+def _lock_owner(path: str) -> int:
+    """Take an exclusive ``flock`` on the data file: lease deadlines and the write path live in one
+    process, so a second opener (another process, or this one twice) must fail, not corrupt leases."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MetaStoreError(f"metadata store {path} is already open (in this or another process)") from None
+    return fd
 
 
 class _Write:
@@ -219,7 +233,6 @@ class _LmdbWatch(Watch):
     def cancel(self) -> None:
         if not self._done:
             self._done = True
-            self._store._watches.discard(self)
             self._store._notify()
 
     async def __anext__(self) -> WatchEvent:
@@ -274,9 +287,20 @@ class LmdbMetaStore(MetaStore):
             raise ValueError("history_limit must be >= 1")
         self.path = os.fspath(path)
         self.history_limit = history_limit
-        self._env = lmdb.open(
-            self.path, subdir=False, max_dbs=8, map_size=map_size, sync=True, metasync=True, readahead=False
-        )
+        self._owner_fd = _lock_owner(self.path)
+        try:
+            self._env = lmdb.open(
+                self.path,
+                subdir=False,
+                max_dbs=8,
+                map_size=map_size,
+                sync=True,
+                metasync=True,
+                readahead=False,
+            )
+        except BaseException:
+            os.close(self._owner_fd)
+            raise
         self._kv = self._env.open_db(b"kv")
         self._hist = self._env.open_db(b"hist")
         self._meta = self._env.open_db(b"meta")
@@ -285,7 +309,6 @@ class LmdbMetaStore(MetaStore):
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metastore-writer")
         self._write_lock = asyncio.Lock()
         self._changed = asyncio.Event()
-        self._watches: set[_LmdbWatch] = set()
         self._closed = False
         # Lease deadlines on the monotonic clock; the persistent truth is the ``leases`` table.
         self._lease_ttl: dict[int, float] = {}
@@ -542,9 +565,7 @@ class LmdbMetaStore(MetaStore):
             raise InvalidRequest(f"start_revision must be a non-negative int, got {start_revision!r}")
         if not start_revision:  # None or 0: from now on, as etcd
             start_revision = await self.current_revision() + 1
-        w = _LmdbWatch(self, key, end, start_revision, prev_kv)
-        self._watches.add(w)
-        return w
+        return _LmdbWatch(self, key, end, start_revision, prev_kv)
 
     # -- lifecycle
 
@@ -559,6 +580,6 @@ class LmdbMetaStore(MetaStore):
         async with self._write_lock:  # let an in-flight write finish
             pass
         self._notify()
-        self._watches.clear()
         self._executor.shutdown(wait=True)
         self._env.close()
+        os.close(self._owner_fd)  # releases the flock
