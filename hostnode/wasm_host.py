@@ -306,23 +306,20 @@ def _abi_version(module: wasmtime.Module) -> tuple[int, int]:
 _NOFIN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
 
 
-class _RawVal(ctypes.Union):
-    """wasmtime_val_raw_t as the imports read it: the same 16-byte slots, with unsigned views
-    so pointers and ids need no masking (``a[k].u32``)."""
-
-    _fields_ = [
-        ("i32", ctypes.c_int32),
-        ("u32", ctypes.c_uint32),
-        ("i64", ctypes.c_int64),
-        ("u64", ctypes.c_uint64),
-        ("_v128", ctypes.c_ubyte * 16),
-    ]
-
-
-# Our own callback type: the caller as a plain address (ctypes builds no pointer object for
-# it) and the argument slots typed as _RawVal. Cast to wasmtime's type when registering.
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_RawVal), ctypes.c_size_t)
-assert ctypes.sizeof(_RawVal) == ctypes.sizeof(ffi.wasmtime_val_raw_t)
+# The argument/result slots of an unchecked call are 16-byte wasmtime_val_raw_t values. The
+# imports see them as one array of u32 (slot k's low word is element 4k): dereferencing the
+# pointer builds one ctypes object per call, and every element read is a plain int — no
+# per-slot union objects, no masking of pointers and ids. (i64 slots are only used by
+# procedure_sleep_until, which gets an i64 view.)
+_SLOT_WORDS = 4
+_U32_SLOTS = ctypes.c_uint32 * (_SLOT_WORDS * 10)
+_I64_SLOTS = ctypes.c_int64 * 2
+assert ctypes.sizeof(ffi.wasmtime_val_raw_t) == 4 * _SLOT_WORDS
+# The caller is received as a plain address: ctypes then builds no pointer object for it.
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_U32_SLOTS), ctypes.c_size_t)
+_CALLBACK_I64 = ctypes.CFUNCTYPE(
+    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_I64_SLOTS), ctypes.c_size_t
+)
 _Callback = Callable[[Any], int | None]
 
 
@@ -674,13 +671,14 @@ class ModuleHost:
         if has_result and not result_i64:
 
             @_CALLBACK
-            def cb(_env: Any, _caller: Any, a: Any, _n: int) -> int:
+            def cb(_env: Any, _caller: Any, p: Any, _n: int) -> int:
                 try:
+                    a = p.contents
                     if host.profile_ns is None:
-                        a[0].i32 = impl(a)
+                        a[0] = impl(a) & 0xFFFFFFFF
                     else:
                         t0 = time.perf_counter_ns()
-                        a[0].i32 = impl(a)
+                        a[0] = impl(a) & 0xFFFFFFFF
                         host.profile_ns[0] += time.perf_counter_ns() - t0
                         host.profile_ns[1] += 1
                     return 0
@@ -693,10 +691,11 @@ class ModuleHost:
 
         elif result_i64:
 
-            @_CALLBACK
-            def cb(_env: Any, _caller: Any, a: Any, _n: int) -> int:
+            @_CALLBACK_I64
+            def cb(_env: Any, _caller: Any, p: Any, _n: int) -> int:
                 try:
-                    a[0].i64 = impl(a)
+                    a = p.contents
+                    a[0] = impl(a)
                     return 0
                 except BaseException as e:  # noqa: BLE001
                     host._pending_exc = e
@@ -705,9 +704,9 @@ class ModuleHost:
         else:
 
             @_CALLBACK
-            def cb(_env: Any, _caller: Any, a: Any, _n: int) -> int:
+            def cb(_env: Any, _caller: Any, p: Any, _n: int) -> int:
                 try:
-                    impl(a)
+                    impl(p.contents)
                     return 0
                 except HostTrap as e:
                     host._pending_exc = e
@@ -724,8 +723,8 @@ class ModuleHost:
         return self.tx
 
     def _imp_table_id_from_name(self, a: Any) -> int:
-        name = self._read_str(a[0].u32, a[1].u32)
-        out = a[2].u32
+        name = self._read_str(a[0], a[4])
+        out = a[8]
         if self.tx is None:
             return NOT_IN_TRANSACTION
         tid = self.hooks.table_id(name)
@@ -735,8 +734,8 @@ class ModuleHost:
         return 0
 
     def _imp_index_id_from_name(self, a: Any) -> int:
-        name = self._read_str(a[0].u32, a[1].u32)
-        out = a[2].u32
+        name = self._read_str(a[0], a[4])
+        out = a[8]
         if self.tx is None:
             return NOT_IN_TRANSACTION
         iid = self.hooks.index_id(name)
@@ -746,7 +745,7 @@ class ModuleHost:
         return 0
 
     def _imp_row_count(self, a: Any) -> int:
-        table_id, out = a[0].u32, a[1].u32
+        table_id, out = a[0], a[4]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -758,7 +757,7 @@ class ModuleHost:
         return 0
 
     def _imp_table_scan(self, a: Any) -> int:
-        table_id, out = a[0].u32, a[1].u32
+        table_id, out = a[0], a[4]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -769,14 +768,14 @@ class ModuleHost:
         return 0
 
     def _range_args(self, a: Any) -> tuple[int, bytes, int, bytes, bytes, int]:
-        index_id = a[0].u32
-        prefix_ptr, prefix_len, prefix_elems = a[1].u32, a[2].u32, a[3].u32
+        index_id = a[0]
+        prefix_ptr, prefix_len, prefix_elems = a[4], a[8], a[12]
         if prefix_elems > 0xFFFF:
             raise HostTrap(f"prefix_elems {prefix_elems} does not fit a ColId (u16)")
         prefix = self.read(prefix_ptr, prefix_len) if prefix_elems else b""
-        rstart = self.read(a[4].u32, a[5].u32)
-        rend = self.read(a[6].u32, a[7].u32)
-        return index_id, prefix, prefix_elems, rstart, rend, a[8].u32
+        rstart = self.read(a[16], a[20])
+        rend = self.read(a[24], a[28])
+        return index_id, prefix, prefix_elems, rstart, rend, a[32]
 
     def _imp_index_scan_range(self, a: Any) -> int:
         index_id, prefix, elems, rstart, rend, out = self._range_args(a)
@@ -802,8 +801,8 @@ class ModuleHost:
 
     def _imp_index_scan_point(self, a: Any) -> int:
         # Hot path (every primary-key lookup): bounds checks are inlined.
-        index_id = a[0].u32
-        ptr, n, out = a[1].u32, a[2].u32, a[3].u32
+        index_id = a[0]
+        ptr, n, out = a[4], a[8], a[12]
         if not (ptr and ptr + n <= self._size and out and out + 4 <= self._size):
             self._check(ptr, n)
             self._check(out, 4)
@@ -821,9 +820,9 @@ class ModuleHost:
         return 0
 
     def _imp_delete_by_point(self, a: Any) -> int:
-        index_id = a[0].u32
-        point = self.read(a[1].u32, a[2].u32)
-        out = a[3].u32
+        index_id = a[0]
+        point = self.read(a[4], a[8])
+        out = a[12]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -834,9 +833,9 @@ class ModuleHost:
         return 0
 
     def _imp_delete_all_by_eq(self, a: Any) -> int:
-        table_id = a[0].u32
-        rel = self.read(a[1].u32, a[2].u32)
-        out = a[3].u32
+        table_id = a[0]
+        rel = self.read(a[4], a[8])
+        out = a[12]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -847,7 +846,7 @@ class ModuleHost:
         return 0
 
     def _imp_iter_advance(self, a: Any) -> int:
-        iid, buf_ptr, len_ptr = a[0].u32, a[1].u32, a[2].u32
+        iid, buf_ptr, len_ptr = a[0], a[4], a[8]
         chunks = self._iters.get(iid)
         if chunks is None:
             return NO_SUCH_ITER
@@ -877,13 +876,13 @@ class ModuleHost:
         return 0
 
     def _imp_iter_close(self, a: Any) -> int:
-        iid = a[0].u32
+        iid = a[0]
         if self._iters.pop(iid, None) is None:
             return NO_SUCH_ITER
         return 0
 
     def _imp_insert(self, a: Any) -> int:
-        table_id, row_ptr, len_ptr = a[0].u32, a[1].u32, a[2].u32
+        table_id, row_ptr, len_ptr = a[0], a[4], a[8]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -898,8 +897,8 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_update(self, a: Any) -> int:
-        table_id, index_id = a[0].u32, a[1].u32
-        row_ptr, len_ptr = a[2].u32, a[3].u32
+        table_id, index_id = a[0], a[4]
+        row_ptr, len_ptr = a[8], a[12]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -914,12 +913,12 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_schedule_immediate(self, a: Any) -> None:
-        name = self._read_str(a[0].u32, a[1].u32)
-        args = self.read(a[2].u32, a[3].u32)
+        name = self._read_str(a[0], a[4])
+        args = self.read(a[8], a[12])
         self.hooks.schedule_immediate(name, args)
 
     def _imp_sink_write(self, a: Any) -> int:
-        sink, buf_ptr, len_ptr = a[0].u32, a[1].u32, a[2].u32
+        sink, buf_ptr, len_ptr = a[0], a[4], a[8]
         if sink != 1 or self._sink is None:
             return NO_SUCH_BYTES
         n = self.read_u32(len_ptr)
@@ -927,7 +926,7 @@ class ModuleHost:
         return 0
 
     def _imp_source_read(self, a: Any) -> int:
-        sid, buf_ptr, len_ptr = a[0].u32, a[1].u32, a[2].u32
+        sid, buf_ptr, len_ptr = a[0], a[4], a[8]
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
@@ -946,7 +945,7 @@ class ModuleHost:
         return 0
 
     def _imp_source_remaining(self, a: Any) -> int:
-        sid, out = a[0].u32, a[1].u32
+        sid, out = a[0], a[4]
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
@@ -963,17 +962,17 @@ class ModuleHost:
         return bytes(self._mv[ptr : ptr + n]).decode("utf-8", errors="replace")
 
     def _imp_console_log(self, a: Any) -> None:
-        level = a[0].u32
+        level = a[0]
         try:
-            target = self._lossy(a[1].u32, a[2].u32)
-            filename = self._lossy(a[3].u32, a[4].u32)
-            msg_ptr = a[6].u32
+            target = self._lossy(a[4], a[8])
+            filename = self._lossy(a[12], a[16])
+            msg_ptr = a[24]
             if msg_ptr == 0:
                 return
-            message = self._lossy(msg_ptr, a[7].u32) or ""
+            message = self._lossy(msg_ptr, a[28]) or ""
         except _DropRecord:
             return  # console_log never traps: an out-of-bounds record is dropped
-        line = a[5].u32
+        line = a[20]
         record: dict[str, Any] = {
             "level": level_name(level),
             "message": message,
@@ -985,14 +984,14 @@ class ModuleHost:
         self.hooks.module_log(record)
 
     def _imp_timer_start(self, a: Any) -> int:
-        name = self.read(a[0].u32, a[1].u32).decode("utf-8", errors="replace")
+        name = self.read(a[0], a[4]).decode("utf-8", errors="replace")
         tid = self._next_timer
         self._next_timer += 1
         self._timers[tid] = (name, time.perf_counter())
         return tid
 
     def _imp_timer_end(self, a: Any) -> int:
-        entry = self._timers.pop(a[0].u32, None)
+        entry = self._timers.pop(a[0], None)
         if entry is None:
             return NO_SUCH_CONSOLE_TIMER
         name, start = entry
@@ -1001,11 +1000,11 @@ class ModuleHost:
         return 0
 
     def _imp_identity(self, a: Any) -> None:
-        self.write(a[0].u32, self.hooks.database_identity)
+        self.write(a[0], self.hooks.database_identity)
 
     def _imp_get_jwt(self, a: Any) -> int:
-        conn = self.read(a[0].u32, 16)
-        out = a[1].u32
+        conn = self.read(a[0], 16)
+        out = a[4]
         if self.tx is None:
             return NOT_IN_TRANSACTION
         payload = self.hooks.jwt_payload(int.from_bytes(conn, "little"))
