@@ -320,7 +320,7 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, 
 _CALLBACK_I64 = ctypes.CFUNCTYPE(
     ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_I64_SLOTS), ctypes.c_size_t
 )
-_Callback = Callable[[Any], int | None]
+_Callback = Callable[[Any], Any]
 
 
 def _format_duration(seconds: float) -> str:
