@@ -1,0 +1,227 @@
+"""``orrery`` — the command line tool, mirroring ``spacetime`` 1.12 for the same jobs.
+
+Commands (``client-api.md`` §8 lists what each one sends):
+
+    orrery start [--listen-addr 127.0.0.1:3000] [--data-dir DIR]
+    orrery publish [-c|--clear-database] [-s SERVER] [--bin-path FILE] [NAME]
+    orrery call DATABASE FUNCTION [ARGS...]
+    orrery sql DATABASE QUERY
+    orrery logs DATABASE [-f] [-n N] [--format text|json]
+    orrery describe DATABASE [--json] [reducer|table NAME]
+    orrery delete DATABASE
+    orrery rename --to NEW_NAME DATABASE
+    orrery list
+    orrery login [--server-issued-login SERVER] [--token TOKEN] | login show [--token]
+    orrery logout
+    orrery server add NAME URL [--default] [--no-fingerprint] | server list | server set-default NAME
+
+Global: ``--config FILE`` (else ``$ORRERY_CONFIG``, else ``~/.config/orrery/cli.toml``). Every
+error is one line ``Error: <message>`` on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn, TextIO
+
+from orrery.cli_commands import COMMANDS, UNSTABLE_WARNING, Session
+from orrery.cli_config import CliConfig, default_config_path
+from orrery.cli_errors import CliError
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line and raised (so ``main`` decides the exit)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see `{self.prog} --help`)", exit_code=2)
+
+
+def _server(p: argparse.ArgumentParser, what: str = "the server") -> None:
+    p.add_argument("-s", "--server", help=f"nickname, host or URL of {what} (default: the default server)")
+
+
+def _yes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-y", "--yes", action="store_true", help="answer yes to confirmation prompts")
+
+
+def _anonymous(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--anonymous", action="store_true", help="act with a fresh anonymous identity, not the saved token"
+    )
+
+
+def _database(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("database", help=f"name or identity of the database {what}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``orrery`` argument parser."""
+    # --config is accepted before or after the command; SUPPRESS keeps a later default from
+    # overwriting an earlier value.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="config file (default: $ORRERY_CONFIG or ~/.config/orrery/cli.toml)",
+    )
+
+    parser = _Parser(
+        prog="orrery", description="Orrery command line tool (SpacetimeDB 1.12 compatible).", parents=[common]
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(
+        name: str,
+        help_text: str,
+        parent: argparse._SubParsersAction[_Parser] | None = None,
+        unstable: bool = False,
+    ) -> argparse.ArgumentParser:
+        description = f"{help_text}. {UNSTABLE_WARNING}" if unstable else help_text
+        return (parent or sub).add_parser(name, help=help_text, description=description, parents=[common])
+
+    p = command("start", "Start a standalone Orrery server (gateway, control plane, one host node)")
+    p.add_argument(
+        "--listen-addr", default="127.0.0.1:3000", help="address to listen on (default 127.0.0.1:3000)"
+    )
+    p.add_argument("--data-dir", help="data directory (default ~/.local/share/orrery/data)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="server log level (default info)",
+    )
+
+    p = command("publish", "Create or update a database from a compiled module")
+    p.add_argument(
+        "-c",
+        "--clear-database",
+        "--delete-data",
+        dest="clear_database",
+        action="store_true",
+        help="first DESTROY all data of the existing database",
+    )
+    p.add_argument("-b", "--bin-path", help="the compiled .wasm module to publish")
+    _server(p, "the server to host the database")
+    _anonymous(p)
+    _yes(p)
+    p.add_argument("name", nargs="?", help="database name or identity (omit for a new unnamed database)")
+
+    p = command("call", "Invoke a reducer or procedure", unstable=True)
+    _database(p, "to call into")
+    p.add_argument("function", help="the reducer or procedure")
+    p.add_argument("arguments", nargs="*", help="arguments as JSON (strings may be left unquoted)")
+    _server(p)
+    _anonymous(p)
+    _yes(p)
+
+    p = command("sql", "Run a SQL query on a database", unstable=True)
+    _database(p, "to query")
+    p.add_argument("query", help="the SQL statement")
+    p.add_argument("--confirmed", action="store_true", help="answer only once the transaction is durable")
+    _server(p)
+    _anonymous(p)
+    _yes(p)
+
+    p = command("logs", "Print the module logs of a database")
+    _database(p, "to print logs from")
+    p.add_argument(
+        "-n", "--num-lines", type=int, help="how many of the most recent lines (default: all, 10 with -f)"
+    )
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they come")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="output format (default text)")
+    _server(p)
+    _yes(p)
+
+    p = command("describe", "Describe the tables and reducers of a database", unstable=True)
+    _database(p, "to describe")
+    p.add_argument(
+        "entity_type", nargs="?", choices=["reducer", "table"], help="describe only this reducer/table"
+    )
+    p.add_argument("entity_name", nargs="?", help="its name")
+    p.add_argument("--json", action="store_true", help="print the module schema as JSON")
+    _server(p)
+    _anonymous(p)
+    _yes(p)
+
+    p = command("delete", "Delete a database")
+    _database(p, "to delete")
+    _server(p)
+    _yes(p)
+
+    p = command("rename", "Set the name of a database")
+    p.add_argument("--to", required=True, help="the new name")
+    _database(p, "to rename")
+    _server(p)
+    _yes(p)
+
+    p = command("list", "List the databases owned by your identity", unstable=True)
+    _server(p, "the server to list databases on")
+    _yes(p)
+
+    p = command("login", "Log in (a server-issued identity) and save the token")
+    p.add_argument("--server-issued-login", metavar="SERVER", help="log in to this server directly")
+    p.add_argument("--token", help="save this token instead of asking a server for one")
+    _server(p, "the server to log in to")
+    login_sub = p.add_subparsers(dest="login_command", metavar="show", parser_class=_Parser)
+    show = command("show", "Show the identity you are logged in as", login_sub)
+    show.add_argument("--token", dest="show_token", action="store_true", help="also show the token")
+
+    command("logout", "Forget the saved token")
+
+    p = command("server", "Manage saved servers", unstable=True)
+    server_sub = p.add_subparsers(dest="server_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    server_sub.required = True
+    add = command("add", "Save a new server", server_sub)
+    add.add_argument("name", help="nickname for the server")
+    add.add_argument("url", nargs="?", help="its URL, e.g. http://127.0.0.1:3000")
+    add.add_argument("--url", dest="url_option", help=argparse.SUPPRESS)
+    add.add_argument("-d", "--default", action="store_true", help="make it the default server")
+    add.add_argument("--no-fingerprint", action="store_true", help="do not fetch the server's public key")
+    command("list", "List saved servers", server_sub)
+    sd = command("set-default", "Set the default server", server_sub)
+    sd.add_argument("server_name", metavar="SERVER", help="nickname, host or URL of a saved server")
+    return parser
+
+
+def _command_key(args: argparse.Namespace) -> str:
+    if args.command == "login" and getattr(args, "login_command", None) == "show":
+        return "login show"
+    if args.command == "server":
+        return f"server {args.server_command}"
+    return str(args.command)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    stdin: TextIO | None = None,
+) -> int:
+    """Run one command; returns the exit code (0 on success)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        key = _command_key(args)
+        if key.startswith("server "):
+            print(UNSTABLE_WARNING + "\n", file=err)
+        config = CliConfig.load(default_config_path(getattr(args, "config", None)))
+        session = Session(config, out=out, err=err, stdin=stdin or sys.stdin)
+        return COMMANDS[key](session, args)
+    except CliError as e:
+        print(f"Error: {e.message}", file=err, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
