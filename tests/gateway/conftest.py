@@ -1,0 +1,40 @@
+"""One standalone Orrery subprocess shared by the gateway tests (each test uses its own names)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.modules_harness import MODULES_DIR
+from tests.servers import StandaloneServer
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneServer]:
+    """A running server (session-wide: starting one costs about a second)."""
+    root = tmp_path_factory.mktemp("orrery")
+    with StandaloneServer(root / "data") as srv:
+        yield srv
+
+
+@pytest.fixture
+def name(request: pytest.FixtureRequest) -> str:
+    """A database name no other test uses."""
+    base = request.node.name.split("[")[0].removeprefix("test_").replace("_", "-")
+    return f"{base}-{next(_names)}"
+
+
+def module(name: str) -> bytes:
+    """The committed build of ``modules/<name>/<name>.wasm``."""
+    return (MODULES_DIR / name / f"{name}.wasm").read_bytes()
+
+
+CHAT = module("quickstart-chat")
+TRANSFER = module("transfer")
+MODULE_TEST = module("module-test")
+EXAMPLE_PATH = Path("modules/quickstart-chat/quickstart-chat.wasm")
