@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import wasmtime
 from wasmtime import _ffi as ffi  # noqa: PLC2701 - the raw path, see module docstring
@@ -167,9 +167,8 @@ class HostHooks(Protocol):
         """Write one module log record (keys as in modulelog.ModuleLog.write)."""
 
 
-@dataclass(slots=True)
-class CallResult:
-    """The outcome of one guest export call."""
+class CallResult(NamedTuple):
+    """The outcome of one guest export call (a tuple: built once per reducer call)."""
 
     code: int | None  # the export's i32 result; None when it trapped
     message: str  # sink contents decoded lossily (the error message for code 1)
@@ -379,6 +378,7 @@ class ModuleHost:
         self._size = 0
         self._mv: memoryview = memoryview(b"")
         self._argbuf = (ffi.wasmtime_val_raw_t * 10)()
+        self._argwords = (ctypes.c_uint64 * 20).from_buffer(self._argbuf)
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
         self._trap_addr = ctypes.addressof(self._trap_ptr)
         self._fuel_out = ctypes.c_uint64(0)
@@ -465,21 +465,22 @@ class ModuleHost:
             self.instantiate()
         self.tx = tx
         self.function_name = function_name
-        buf = self._argbuf
-        buf[0].i32 = reducer_id
-        # ctypes integer fields wrap silently, so unsigned words can be stored into i64 slots.
-        buf[1].i64, buf[2].i64, buf[3].i64, buf[4].i64 = sender_words
-        buf[5].i64 = connection_id & 0xFFFF_FFFF_FFFF_FFFF
-        buf[6].i64 = connection_id >> 64
-        buf[7].i64 = timestamp_micros
+        # The ten 16-byte slots seen as u64 words (slot k = word 2k): plain integer stores.
+        w = self._argwords
+        w[0] = reducer_id
+        w[2], w[4], w[6], w[8] = sender_words
+        w[10] = connection_id & 0xFFFF_FFFF_FFFF_FFFF
+        w[12] = connection_id >> 64
+        w[14] = timestamp_micros & 0xFFFF_FFFF_FFFF_FFFF
         if args:
             # Sources are numbered from 1 within each call; this is the call's first.
             self._sources[1] = [args, 0]
             self._next_source = 2
-            buf[8].i32 = 1
+            w[16] = 1
         else:
-            buf[8].i32 = 0
-        buf[9].i32 = 1
+            w[16] = 0
+        w[18] = 1
+        buf = self._argbuf
         self._sink = bytearray()
         try:
             return self._raw_call(self._call_reducer_addr, buf, 10)
@@ -857,6 +858,14 @@ class ModuleHost:
         if not (buf_ptr and buf_ptr + cap <= self._size):
             self._check(buf_ptr, cap)
             mv = self._mv
+        if len(chunks) == 1 and len(chunks[0]) <= cap:
+            # The common case (a point scan): one chunk that fits, and the iterator is done.
+            chunk = chunks[0]
+            n = len(chunk)
+            mv[buf_ptr : buf_ptr + n] = chunk
+            _U32.pack_into(mv, len_ptr, n)
+            del self._iters[iid]
+            return -1
         written = 0
         while chunks:
             chunk = chunks[0]
@@ -902,7 +911,13 @@ class ModuleHost:
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
-        row = self.read(row_ptr, self.read_u32(len_ptr))
+        size = self._size
+        if not (len_ptr and len_ptr + 4 <= size):
+            self._check(len_ptr, 4)
+        n = _U32.unpack_from(self._mv, len_ptr)[0]
+        if not (row_ptr and row_ptr + n <= size):
+            self._check(row_ptr, n)
+        row = bytes(self._mv[row_ptr : row_ptr + n])
         try:
             stored, generated = tx.update(table_id, index_id, row)
         except Exception as e:
