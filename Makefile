@@ -59,9 +59,11 @@ test: install system-deps lint typecheck pytest
 bench: install
 	$(PY) -m loadtest.bench_engine
 
+# Standalone Orrery on RUN_ADDR with data in RUN_DATA, quickstart-chat published; Ctrl-C stops it.
+RUN_ADDR ?= 127.0.0.1:3000
+RUN_DATA ?= data
 run: install
-	@echo "make run arrives with the standalone server (issue 3); the engine is usable in-process today."
-	@exit 1
+	$(PY) -m orrery.quickstart --listen-addr $(RUN_ADDR) --data-dir $(RUN_DATA)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
