@@ -40,6 +40,24 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{message} (see `{self.prog} --help`)", exit_code=2)
 
 
+class _CommandParser(_Parser):
+    """A command's parser: options and positionals may be mixed in any order, as clap allows
+    (``orrery describe chat --json table user``, ``orrery call chat f -s local a b``)."""
+
+    _mixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._mixing or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
 def _server(p: argparse.ArgumentParser, what: str = "the server") -> None:
     p.add_argument("-s", "--server", help=f"nickname, host or URL of {what} (default: the default server)")
 
@@ -62,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full ``orrery`` argument parser."""
     # --config is accepted before or after the command; SUPPRESS keeps a later default from
     # overwriting an earlier value.
-    common = _Parser(add_help=False)
+    common = _CommandParser(add_help=False)
     common.add_argument(
         "--config",
         default=argparse.SUPPRESS,
@@ -72,13 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="orrery", description="Orrery command line tool (SpacetimeDB 1.12 compatible).", parents=[common]
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     sub.required = True
 
     def command(
         name: str,
         help_text: str,
-        parent: argparse._SubParsersAction[_Parser] | None = None,
+        parent: argparse._SubParsersAction[_CommandParser] | None = None,
         unstable: bool = False,
     ) -> argparse.ArgumentParser:
         description = f"{help_text}. {UNSTABLE_WARNING}" if unstable else help_text
@@ -167,14 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-issued-login", metavar="SERVER", help="log in to this server directly")
     p.add_argument("--token", help="save this token instead of asking a server for one")
     _server(p, "the server to log in to")
-    login_sub = p.add_subparsers(dest="login_command", metavar="show", parser_class=_Parser)
+    login_sub = p.add_subparsers(dest="login_command", metavar="show", parser_class=_CommandParser)
     show = command("show", "Show the identity you are logged in as", login_sub)
     show.add_argument("--token", dest="show_token", action="store_true", help="also show the token")
 
     command("logout", "Forget the saved token")
 
     p = command("server", "Manage saved servers", unstable=True)
-    server_sub = p.add_subparsers(dest="server_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    server_sub = p.add_subparsers(dest="server_command", metavar="SUBCOMMAND", parser_class=_CommandParser)
     server_sub.required = True
     add = command("add", "Save a new server", server_sub)
     add.add_argument("name", help="nickname for the server")

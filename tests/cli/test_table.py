@@ -58,8 +58,16 @@ from sats.types import (
 
 def table(schema: ProductType, rows: list[list[Any]]) -> str:
     """Render one statement result as the server would send it, through the JSON text."""
-    text = json.dumps([{"schema": product_type_to_json(schema), "rows": rows, "total_duration_micros": 1,
-                        "stats": {"rows_inserted": 0, "rows_deleted": 0, "rows_updated": 0}}])
+    text = json.dumps(
+        [
+            {
+                "schema": product_type_to_json(schema),
+                "rows": rows,
+                "total_duration_micros": 1,
+                "stats": {"rows_inserted": 0, "rows_deleted": 0, "rows_updated": 0},
+            }
+        ]
+    )
     return render_sql_response(parse_sql_response(text))
 
 
@@ -69,14 +77,35 @@ def trimmed(text: str) -> str:
 
 
 OTHERS = product(
-    ("bool", BOOL), ("f32", F32), ("f64", F64), ("str", STRING), ("bytes", BYTES), ("identity", IDENTITY),
-    ("connection_id", CONNECTION_ID), ("timestamp", TIMESTAMP), ("duration", TIME_DURATION), ("uuid", UUID),
+    ("bool", BOOL),
+    ("f32", F32),
+    ("f64", F64),
+    ("str", STRING),
+    ("bytes", BYTES),
+    ("identity", IDENTITY),
+    ("connection_id", CONNECTION_ID),
+    ("timestamp", TIMESTAMP),
+    ("duration", TIME_DURATION),
+    ("uuid", UUID),
 )
 # As the 1.12 server writes the smoketest row (f64 via ryu, f32 shortest).
-OTHERS_ROW = [True, 594806.56, -3454353.3453890434, "This is spacetimedb", "01020304050607",
-              ["0x1"], [0], [0], [0], [0]]
-ENUMS = product(("bool_opt", option(BOOL)), ("bool_result", result(BOOL, STRING)),
-                ("action", simple_enum("Inactive", "Active")))
+OTHERS_ROW = [
+    True,
+    594806.56,
+    -3454353.3453890434,
+    "This is spacetimedb",
+    "01020304050607",
+    ["0x1"],
+    [0],
+    [0],
+    [0],
+    [0],
+]
+ENUMS = product(
+    ("bool_opt", option(BOOL)),
+    ("bool_result", result(BOOL, STRING)),
+    ("action", simple_enum("Inactive", "Active")),
+)
 ENUMS_ROW = [[0, True], [0, False], [1, []]]
 
 
@@ -159,8 +188,19 @@ def test_empty_result_is_header_and_rule() -> None:
 
 
 def test_dml_result_prints_nothing() -> None:
-    assert render_sql_response([{"schema": {"elements": []}, "rows": [], "total_duration_micros": 3,
-                                 "stats": {"rows_inserted": 1, "rows_deleted": 0, "rows_updated": 0}}]) == ""
+    assert (
+        render_sql_response(
+            [
+                {
+                    "schema": {"elements": []},
+                    "rows": [],
+                    "total_duration_micros": 3,
+                    "stats": {"rows_inserted": 1, "rows_deleted": 0, "rows_updated": 0},
+                }
+            ]
+        )
+        == ""
+    )
 
 
 def test_one_row_matches_1_12_unit_test() -> None:
@@ -181,9 +221,15 @@ def test_special_values_inside_sums_keep_their_field_names() -> None:
 
 
 def test_unnamed_variant_and_arrays() -> None:
-    schema = product(("s", sum_type((None, U8), ("b", STRING))), ("xs", ArrayType(U32)), ("names", ArrayType(STRING)),
-                     ("empty", ArrayType(I32)))
-    cells = [c.strip() for c in table(schema, [[[0, 7], [1, 2, 3], ["a", "b"], []]]).splitlines()[2].split("|")]
+    schema = product(
+        ("s", sum_type((None, U8), ("b", STRING))),
+        ("xs", ArrayType(U32)),
+        ("names", ArrayType(STRING)),
+        ("empty", ArrayType(I32)),
+    )
+    cells = [
+        c.strip() for c in table(schema, [[[0, 7], [1, 2, 3], ["a", "b"], []]]).splitlines()[2].split("|")
+    ]
     # 1.12's typed writer has no array punctuation: elements are written back to back.
     assert cells == ["(col_0 = 7)", "123", '"a""b"', ""]
 
@@ -221,7 +267,9 @@ def test_timestamps_rfc3339(micros: int, text: str) -> None:
     assert format_rfc3339(micros) == text
 
 
-@pytest.mark.parametrize(("micros", "text"), [(0, "+0.000000"), (1_500_000, "+1.500000"), (-2_000_001, "-2.000001")])
+@pytest.mark.parametrize(
+    ("micros", "text"), [(0, "+0.000000"), (1_500_000, "+1.500000"), (-2_000_001, "-2.000001")]
+)
 def test_durations(micros: int, text: str) -> None:
     schema = product(("d", TIME_DURATION))
     assert table(schema, [[[micros]]]).splitlines()[2].strip() == text
@@ -229,8 +277,17 @@ def test_durations(micros: int, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(1.0, "1"), (0.1, "0.1"), (1e20, "100000000000000000000"), (1e-7, "0.0000001"), (-0.0, "-0"),
-     (math.inf, "inf"), (-math.inf, "-inf"), (math.nan, "NaN"), (594806.56, "594806.56")],
+    [
+        (1.0, "1"),
+        (0.1, "0.1"),
+        (1e20, "100000000000000000000"),
+        (1e-7, "0.0000001"),
+        (-0.0, "-0"),
+        (math.inf, "inf"),
+        (-math.inf, "-inf"),
+        (math.nan, "NaN"),
+        (594806.56, "594806.56"),
+    ],
 )
 def test_f64_display(value: float, text: str) -> None:
     assert format_f64(value) == text
@@ -240,8 +297,15 @@ def _f32(v: float) -> float:
     return struct.unpack("<f", struct.pack("<f", v))[0]
 
 
-@pytest.mark.parametrize(("value", "text"), [(0.1, "0.1"), (594806.58906, "594806.56"), (16777217.0, "16777216"),
-                                             (3.4e38, "340000000000000000000000000000000000000")])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.1, "0.1"),
+        (594806.58906, "594806.56"),
+        (16777217.0, "16777216"),
+        (3.4e38, "340000000000000000000000000000000000000"),
+    ],
+)
 def test_f32_display(value: float, text: str) -> None:
     assert format_f32(_f32(value)) == text
 
@@ -278,8 +342,11 @@ def test_type_from_json_round_trips() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"rows": []}, [{"schema": {"elements": [{"name": {"some": "a"}, "algebraic_type": {"U99": []}}]}, "rows": []}],
-     [{"schema": {"elements": [{"name": {"some": "a"}, "algebraic_type": {"U8": []}}]}, "rows": [["x"]]}]],
+    [
+        {"rows": []},
+        [{"schema": {"elements": [{"name": {"some": "a"}, "algebraic_type": {"U99": []}}]}, "rows": []}],
+        [{"schema": {"elements": [{"name": {"some": "a"}, "algebraic_type": {"U8": []}}]}, "rows": [["x"]]}],
+    ],
 )
 def test_malformed_responses_are_errors(body: Any) -> None:
     with pytest.raises(TableFormatError):
