@@ -60,14 +60,19 @@ class StandaloneServer:
         args: Sequence[str] = (),
         log_dir: Path | None = None,
         start_timeout: float = 60.0,
+        module: str = "orrery.standalone",
     ) -> None:
         self.data_dir = Path(data_dir)
+        #: The entry point run as ``python -m <module>`` (``orrery.quickstart`` takes the same flags).
+        self.module = module
         self.args = list(args)
         self.log_dir = Path(log_dir) if log_dir is not None else self.data_dir.parent
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.starts = 0
+        #: Every line the current process printed on stdout so far.
+        self.output: list[str] = []
         self._log_path: Path | None = None
 
     @property
@@ -86,7 +91,7 @@ class StandaloneServer:
         self._log_path = self.log_dir / f"orrery-{os.getpid()}-{id(self):x}-{self.starts}.log"
         log = self._log_path.open("w")
         cmd = [
-            sys.executable, "-m", "orrery.standalone",
+            sys.executable, "-m", self.module,
             "--listen-addr", "127.0.0.1:0",
             "--data-dir", str(self.data_dir),
             *self.args,
@@ -100,8 +105,11 @@ class StandaloneServer:
         assert self.proc.stdout is not None
         stdout = self.proc.stdout
 
+        output = self.output = []
+
         def pump() -> None:
             for line in stdout:
+                output.append(line)
                 lines.put(line)
             lines.put(None)
 
@@ -121,7 +129,18 @@ class StandaloneServer:
 
     def _fail(self, what: str) -> None:
         self.kill()
-        raise ServerError(f"orrery standalone {what}; its log:\n{self.log_text()}")
+        raise ServerError(f"{self.module} {what}; its log:\n{self.log_text()}")
+
+    def wait_for_output(self, text: str, timeout: float = 10.0) -> str:
+        """Wait until the process printed ``text`` on stdout; returns everything printed so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            printed = "".join(self.output)
+            if text in printed:
+                return printed
+            if time.monotonic() > deadline:
+                raise ServerError(f"{self.module} did not print {text!r}; it printed:\n{printed}")
+            time.sleep(0.02)
 
     def log_text(self) -> str:
         """What the server wrote to stderr (its structured log)."""
