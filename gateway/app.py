@@ -22,7 +22,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.auth import AuthError, TokenAuthority
 from gateway.backends import ControlPlaneBackend, HostNodeBackend
-from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Caller, Gateway, GatewayConfig
+from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Gateway, GatewayConfig
 from gateway.errors import ApiError, from_auth_error, to_response
 from gateway.routes_database import routes as database_routes
 from gateway.routes_identity import routes as identity_routes
@@ -89,7 +89,7 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers.setdefault("Vary", VARY)
     caller = request.get(CALLER_KEY)
-    if isinstance(caller, Caller):
+    if caller is not None:
         response.headers["spacetime-identity"] = caller.identity.to_hex()
         response.headers["spacetime-identity-token"] = caller.token
 

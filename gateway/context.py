@@ -104,11 +104,9 @@ class Gateway:
 
 GATEWAY = web.AppKey("gateway", Gateway)
 #: The caller of a ``/v1/database*`` request, set by the anonymous-auth middleware.
-CALLER_KEY = "orrery.caller"
+CALLER_KEY = web.RequestKey("caller", Caller)
 
 
 def caller_of(request: web.Request) -> Caller:
     """The caller the database middleware attached to the request."""
-    caller = request.get(CALLER_KEY)
-    assert isinstance(caller, Caller), "route outside the /v1/database middleware"
-    return caller
+    return request[CALLER_KEY]

@@ -1,0 +1,143 @@
+"""The gateway application over fake backends (any Protocol implementation plugs in), on a real
+socket: log followers end when the client leaves or the server stops, errors map in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.auth import SigningKeys, TokenAuthority
+from gateway.backends import CallResult, DatabaseInfo, PrePublish, PublishOutcome, SqlAnswer
+from gateway.context import GATEWAY
+from gateway.errors import ApiError
+from sats.identity import Identity
+
+DB = Identity.from_claims("localhost", "db")
+
+
+class FakeControl:
+    """Every name resolves to DB; the caller given at construction owns it."""
+
+    def __init__(self, owner: Identity) -> None:
+        self.owner = owner
+
+    async def resolve(self, name_or_identity: str) -> Identity:
+        return DB
+
+    async def database(self, name_or_identity: str) -> DatabaseInfo:
+        if name_or_identity == "missing":
+            raise ApiError.text(404, "No such database.")
+        return DatabaseInfo(DB, self.owner)
+
+    async def publish(self, caller: Identity, noi: str | None, program: bytes, *, clear: bool) -> PublishOutcome:
+        raise RuntimeError("unexpected failure inside a backend")
+
+    async def reset(self, caller: Identity, noi: str, program: bytes | None) -> PublishOutcome:
+        return PublishOutcome(DB, "updated", None)
+
+    async def delete(self, caller: Identity, noi: str) -> None:
+        return None
+
+    async def names(self, identity: Identity) -> list[str]:
+        return []
+
+    async def add_name(self, caller: Identity, noi: str, name: str) -> dict[str, Any]:
+        return {}
+
+    async def set_names(self, caller: Identity, noi: str, names: list[str]) -> None:
+        return None
+
+    async def databases_of(self, owner: Identity) -> list[Identity]:
+        return []
+
+    async def node_ids(self) -> list[int]:
+        return [0]
+
+
+class FakeHost:
+    """Logs: two old lines, then whatever is put on ``lines``; records when followers end."""
+
+    def __init__(self) -> None:
+        self.lines: asyncio.Queue[str] = asyncio.Queue()
+        self.closed = asyncio.Event()
+
+    async def call(self, database: Identity, reducer: str, args_json: str, *, caller: Identity,
+                   connection_id: int) -> CallResult:
+        raise ApiError.text(404, "No such procedure")
+
+    async def sql(self, database: Identity, query: str, caller: Identity) -> SqlAnswer:
+        return SqlAnswer(b"[]", 0)
+
+    async def schema(self, database: Identity) -> Any:
+        return {}
+
+    async def logs(self, database: Identity, num_lines: int | None, follow: bool) -> AsyncGenerator[str, None]:
+        try:
+            yield '{"level":"Info","message":"old 1"}'
+            yield '{"level":"Info","message":"old 2"}'
+            while follow:
+                yield await self.lines.get()
+        finally:
+            self.closed.set()
+
+    async def pre_publish(self, database: Identity, program: bytes) -> PrePublish:
+        return PrePublish(automatic=False, reason="fake")
+
+
+async def _serve(authority: TokenAuthority, host: FakeHost, owner: Identity) -> tuple[web.AppRunner, str]:
+    app = create_app(authority, FakeControl(owner), host)
+    app[GATEWAY].config.log_follow_poll = 0.05
+    runner = web.AppRunner(app, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host_port = runner.addresses[0]
+    return runner, f"http://{host_port[0]}:{host_port[1]}"
+
+
+def test_follow_ends_when_client_leaves_and_when_server_stops() -> None:
+    async def main() -> None:
+        authority = TokenAuthority(SigningKeys.generate())
+        owner = authority.new_identity()
+        host = FakeHost()
+        runner, url = await _serve(authority, host, owner.identity)
+        auth = {"Authorization": f"Bearer {owner.token}"}
+        try:
+            async with aiohttp.ClientSession() as session:
+                plain = await session.get(f"{url}/v1/database/x/logs", headers=auth)
+                assert plain.status == 200 and (await plain.text()).count("\n") == 2
+                assert host.closed.is_set()
+
+                host.closed.clear()
+                resp = await session.get(f"{url}/v1/database/x/logs?follow=true&num_lines=5", headers=auth)
+                assert b"old 1" in await resp.content.readline()
+                await resp.content.readline()
+                await host.lines.put('{"level":"Info","message":"new"}')
+                assert b"new" in await asyncio.wait_for(resp.content.readline(), 5)
+                resp.close()  # the client goes away
+                await asyncio.wait_for(host.closed.wait(), 5)
+
+                # Unexpected backend exceptions become a 500 text answer; the server keeps going.
+                boom = await session.put(f"{url}/v1/database/x", data=b"wasm")
+                assert boom.status == 500 and "unexpected failure" in await boom.text()
+                assert "spacetime-identity" in boom.headers
+                assert (await session.get(f"{url}/v1/database/missing")).status == 404
+
+                host.closed.clear()
+                resp = await session.get(f"{url}/v1/database/x/logs?follow=true", headers=auth)
+                assert resp.status == 200
+                started = time.monotonic()
+                await runner.cleanup()  # shutting down ends the follower promptly
+                await asyncio.wait_for(host.closed.wait(), 5)
+                assert time.monotonic() - started < 4
+                resp.close()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
