@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -154,6 +156,48 @@ def test_second_identity_is_refused(live: StandaloneServer, tmp_path: Path) -> N
     assert rows[2].strip() == "true"
     ok(alice, "rename", "--to", f"{name}-mine", name)
     ok(alice, "delete", f"{name}-mine")
+
+
+def test_logs_follow_streams_new_lines(live: StandaloneServer, tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    setup_user(live, config)
+    name = f"follow-{uuid.uuid4().hex[:8]}"
+    ok(config, "publish", "-b", str(WASM), name)
+    ok(config, "call", name, "send_message", "before")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orrery.cli", "--config", str(config), "logs", "-f", name],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def wait_for(text: str) -> str:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if text in line:
+                return line
+        raise AssertionError(f"`orrery logs -f` did not print {text!r}")
+
+    try:
+        assert wait_for(": before").rstrip().endswith(": before")  # the recent past first
+        ok(config, "call", name, "send_message", "streamed")
+        assert " INFO: send_message " in wait_for(": streamed")
+        assert proc.poll() is None  # still following
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+    assert code == 130
+    assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
 
 
 def test_unknown_database_and_stopped_server(live: StandaloneServer, tmp_path: Path) -> None:
