@@ -11,8 +11,8 @@ Usage: ``python -m loadtest.bench_engine [--accounts N] [--calls N] [--alpha A]`
 from __future__ import annotations
 
 import argparse
-import os
 import bisect
+import os
 import platform
 import random
 import struct
