@@ -83,7 +83,7 @@ def instructions(address: str, data_dir: Path) -> str:
             f"  curl -X POST {db}/sql -d 'SELECT * FROM message'",
             f"  curl '{db}/logs?num_lines=20' {auth}",
             "",
-            "Or with the CLI (the same token, saved in its config):",
+            "Or with the CLI (log in once with the owner's token):",
             f"  .venv/bin/orrery login --token {token}",
             f"  .venv/bin/orrery call{server} {DATABASE} set_name Alice",
             f"  .venv/bin/orrery call{server} {DATABASE} send_message 'Hello, Orrery!'",
