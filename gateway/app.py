@@ -70,7 +70,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
             return web.Response(status=e.status, headers=headers)
         raise
-    except (ConnectionResetError, web.HTTPClientError):
+    except ConnectionResetError:
         raise
     except Exception as e:
         log.exception("internal error in %s %s", request.method, request.path)
