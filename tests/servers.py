@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -127,7 +127,7 @@ class StandaloneServer:
                 self.address = match.group(1)
                 return self
 
-    def _fail(self, what: str) -> None:
+    def _fail(self, what: str) -> NoReturn:
         self.kill()
         raise ServerError(f"{self.module} {what}; its log:\n{self.log_text()}")
 
