@@ -59,6 +59,16 @@ class HostNodeConfig:
 
 
 @dataclass
+class HttpCall:
+    """What an HTTP `/call` did: the connect outcome, then the reducer's (or why it never ran)."""
+
+    connected: ReducerOutcome
+    reducer: ReducerOutcome | None = None
+    error: DatabaseError | None = None
+    last_offset: int = -1
+
+
+@dataclass
 class InstallResult:
     """What publishing a program did."""
 
@@ -212,20 +222,44 @@ class HostNode:
             await self._durable(worker, outcome)
 
     async def call_via_http(
-        self, identity: Identity, reducer: str, args: bytes, *, caller: Identity, connection_id: int
-    ) -> ReducerOutcome:
+        self,
+        identity: Identity,
+        reducer: str,
+        args: bytes | Callable[[], bytes],
+        *,
+        caller: Identity,
+        connection_id: int,
+    ) -> HttpCall:
         """HTTP `/call` semantics (module-abi.md §7): connect → reducer → disconnect.
 
-        A rejected connect is returned as the outcome; the reducer's own errors (no such
-        reducer, bad arguments) are raised after the disconnect has run.
+        All three transactions run in one trip to the writer thread and the answer waits for
+        one fsync, covering all three (the log is ordered). ``args`` may be a thunk so that
+        argument decoding errors surface between connect and disconnect, as in 1.12. A refused
+        connect ends the sequence (``reducer`` stays None); a reducer that cannot be called
+        (no such reducer, bad arguments, lifecycle) is reported in ``error``.
         """
-        connected = await self.client_connected(identity, caller, connection_id)
-        if not connected.committed:
-            return connected
-        try:
-            return await self.call_reducer(identity, reducer, args, caller=caller, connection_id=connection_id)
-        finally:
-            await self.client_disconnected(identity, caller, connection_id)
+        worker = self._worker(identity)
+
+        def job(db: Database) -> HttpCall:
+            connected = db.client_connected(caller, connection_id)
+            result = HttpCall(connected)
+            if not connected.committed:
+                result.last_offset = db.last_offset
+                return result
+            try:
+                data = args() if callable(args) else args
+                result.reducer = db.call_reducer(reducer, data, caller=caller, connection_id=connection_id)
+            except DatabaseError as e:
+                result.error = e
+            finally:
+                db.client_disconnected(caller, connection_id)
+                result.last_offset = db.last_offset
+            return result
+
+        result = await _wrap(worker.submit(job))
+        if result.last_offset >= 0:
+            await worker.db.committer.wait_durable_async(result.last_offset)
+        return result
 
     def encode_json_args(self, identity: Identity, reducer: str, args_json: str) -> bytes:
         """BSATN of a reducer's arguments given as SATS-JSON text (an array, or an object by name).
@@ -311,6 +345,7 @@ async def _wrap(fut: Future[T]) -> T:
 
 __all__ = [
     "DatabaseError",
+    "HttpCall",
     "DatabaseNotFound",
     "HostNode",
     "HostNodeConfig",

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STOP = object()
+#: How long the writer must sit idle before it checkpoints on its own.
+IDLE_CHECKPOINT_S = 0.02
 
 
 class DatabaseWorker:
@@ -75,7 +77,11 @@ class DatabaseWorker:
                             fut.set_exception(e)
                 try:
                     db.run_due_schedules()
-                    if self._jobs.empty():
+                    # Checkpoint only after a quiet spell: a checkpoint waits for the commit
+                    # log's fsync, and doing that whenever the queue is momentarily empty would
+                    # stall the writer between every burst of requests. Readers that need fresh
+                    # state checkpoint on demand (see HostNode.sql).
+                    if job is None and db.uncheckpointed:
                         db.checkpoint()
                 except Exception:
                     log.exception("scheduler/checkpoint failed for %s", db.path)
@@ -84,7 +90,9 @@ class DatabaseWorker:
 
     @staticmethod
     def _idle_timeout(db: Database) -> float:
+        # With uncheckpointed transactions, wake after a short quiet spell to checkpoint.
+        limit = IDLE_CHECKPOINT_S if db.uncheckpointed else 0.5
         nxt = db.next_schedule_micros()
         if nxt is None:
-            return 0.5
-        return min(0.5, max(0.0, (nxt - time.time_ns() // 1000) / 1e6))
+            return limit
+        return min(limit, max(0.0, (nxt - time.time_ns() // 1000) / 1e6))

@@ -226,21 +226,20 @@ class LocalHostNode:
     ) -> CallResult:
         """Connect → reducer → disconnect, as HTTP ``/call`` does (module-abi.md §7)."""
         try:
-            connected = await self.node.client_connected(database, caller, connection_id)
-            if not connected.committed:
-                return call_result(connected, connect=True)
-            try:
-                args = self.node.encode_json_args(database, reducer, args_json)
-                outcome = await self.node.call_reducer(
-                    database, reducer, args, caller=caller, connection_id=connection_id
-                )
-            finally:
-                await self.node.client_disconnected(database, caller, connection_id)
+            done = await self.node.call_via_http(
+                database,
+                reducer,
+                lambda: self.node.encode_json_args(database, reducer, args_json),
+                caller=caller,
+                connection_id=connection_id,
+            )
         except DatabaseNotFound as e:
             raise _missing_replica(e) from None
-        except DatabaseError as e:
-            raise reducer_call_error(e) from None
-        return call_result(outcome)
+        if done.error is not None:
+            raise reducer_call_error(done.error)
+        if done.reducer is None:
+            return call_result(done.connected, connect=True)
+        return call_result(done.reducer)
 
     async def sql(self, database: Identity, query: str, caller: Identity) -> SqlAnswer:
         """See :class:`gateway.backends.HostNodeBackend`."""

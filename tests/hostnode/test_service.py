@@ -35,12 +35,15 @@ def test_two_databases_calls_and_restart(tmp_path: Path) -> None:
         out = await node.call_reducer(BANK, "seed", struct.pack("<Iq", 10, 100), caller=OWNER)
         assert out.committed
         # HTTP-style call: the module sees connect → reducer → disconnect.
-        out = await node.call_via_http(CHAT, "set_name", encode(STRING, "Alice"), caller=ALICE, connection_id=7)
-        assert out.committed, out.message
-        out = await node.call_via_http(CHAT, "set_name", encode(STRING, ""), caller=ALICE, connection_id=8)
-        assert out.status is Status.FAILED and out.message == "Names must not be empty"
-        with pytest.raises(NoSuchReducer):
-            await node.call_via_http(CHAT, "nope", b"", caller=ALICE, connection_id=9)
+        done = await node.call_via_http(CHAT, "set_name", encode(STRING, "Alice"), caller=ALICE, connection_id=7)
+        assert done.connected.committed and done.reducer is not None and done.reducer.committed
+        # One fsync covers the three transactions: the answer comes once the last is durable.
+        assert node.database(CHAT).committer.durable_offset > done.last_offset
+        done = await node.call_via_http(CHAT, "set_name", encode(STRING, ""), caller=ALICE, connection_id=8)
+        assert done.reducer is not None and done.reducer.status is Status.FAILED
+        assert done.reducer.message == "Names must not be empty"
+        done = await node.call_via_http(CHAT, "nope", b"", caller=ALICE, connection_id=9)
+        assert isinstance(done.error, NoSuchReducer) and done.reducer is None
         users = await node.run(CHAT, lambda db: (db.checkpoint(), db.table_rows("user"))[1])
         assert [(u[1], u[2]) for u in users] == [((0, "Alice"), False)]
         await node.stop()
