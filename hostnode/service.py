@@ -92,7 +92,7 @@ class HostNode:
         """Open every database found under the data directory."""
         self.root.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.root.iterdir()):
-            if not path.is_dir():
+            if not path.is_dir() or path.name.startswith("."):
                 continue
             try:
                 identity = Identity.from_hex(path.name)
@@ -144,12 +144,14 @@ class HostNode:
     ) -> InstallResult:
         """Create the database (running init), or update its program (migrating the schema).
 
-        With ``clear`` an existing database is deleted first and created anew. Failures leave
-        the previous state untouched (a failed create leaves nothing behind).
+        With ``clear`` an existing database is replaced by a new one: the new database is
+        created (and its init run) in a staging directory first, and only then swapped in, so a
+        failing program leaves the old database serving. Failures leave the previous state
+        untouched (a failed create leaves nothing behind).
         """
         async with self._lock(identity):
             if identity in self._workers and clear:
-                await self._delete(identity)
+                return await self._replace(identity, owner, program)
             worker = self._workers.get(identity)
             if worker is not None:
                 plan = await _wrap(worker.submit(lambda db: db.update_program(program)))
@@ -168,6 +170,29 @@ class HostNode:
             worker = await asyncio.to_thread(DatabaseWorker, create, f"db-{identity.to_hex()[:12]}")
             self._workers[identity] = worker
             return InstallResult(created=True, init=holder.get("init"))
+
+    async def _replace(self, identity: Identity, owner: Identity, program: bytes) -> InstallResult:
+        path = self._path(identity)
+        staging = self.root / f".staging-{identity.to_hex()}"
+        trash = self.root / f".trash-{identity.to_hex()}"
+        for leftover in (staging, trash):
+            await asyncio.to_thread(shutil.rmtree, leftover, True)
+
+        def create_staged() -> ReducerOutcome | None:
+            db, init = Database.create(staging, program, owner=owner, identity=identity, config=self.config.database)
+            db.close()
+            return init
+
+        init = await asyncio.to_thread(create_staged)
+        old = self._workers.pop(identity)
+        await asyncio.to_thread(old.close)
+        # Two renames within one directory; start() ignores the dot-directories if a crash
+        # lands between them (the old database is then still in .trash-… for an operator).
+        await asyncio.to_thread(path.rename, trash)
+        await asyncio.to_thread(staging.rename, path)
+        self._workers[identity] = await asyncio.to_thread(self._open_worker, path)
+        await asyncio.to_thread(shutil.rmtree, trash, True)
+        return InstallResult(created=True, init=init)
 
     async def delete(self, identity: Identity) -> None:
         """Stop the database and remove its files."""

@@ -115,3 +115,19 @@ def test_sql_reads_own_writes_and_dml_is_durable(tmp_path: Path) -> None:
         await node.stop()
 
     run(scenario())
+
+
+def test_clear_with_a_failing_program_keeps_the_old_database(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        node = HostNode(HostNodeConfig(tmp_path))
+        await node.start()
+        await node.install(BANK, OWNER, module_wasm("transfer"))
+        await node.call_reducer(BANK, "seed", struct.pack("<Iq", 3, 5), caller=OWNER)
+        with pytest.raises(ModuleLoadError):
+            await node.install(BANK, OWNER, b"not wasm", clear=True)
+        assert node.has(BANK)
+        assert len(await node.run(BANK, lambda db: (db.checkpoint(), db.table_rows("accounts"))[1])) == 3
+        assert sorted(p.name for p in (tmp_path / "databases").iterdir()) == [BANK.to_hex()]
+        await node.stop()
+
+    run(scenario())
