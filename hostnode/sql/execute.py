@@ -35,6 +35,7 @@ from hostnode.sql.typecheck import (
     Col,
     Const,
     Logic,
+    LogicalQuery,
     OutCols,
     OutCount,
     OutStar,
@@ -244,20 +245,7 @@ class _Runner:
 
     def fetch(self, step: Step, vals: list[Any]) -> list[Row]:
         """The rows ``step``'s access path returns, raw and decoded."""
-        acc: Access = step.access
-        tx = self.tx
-        if acc.kind == "scan":
-            raws = tx.scan(step.rel.table.table_id)
-        else:
-            assert acc.index is not None
-            key = b"".join(c.encode(_source(p, vals)) for p, c in zip(acc.key, acc.codecs, strict=False))
-            if acc.kind == "point":
-                raws = tx.index_scan_point(acc.index.index_id, key)
-            else:
-                codec = acc.codecs[len(acc.key)]
-                raws = tx.index_scan_range(
-                    acc.index.index_id, key, len(acc.key), _bound(acc.lower, codec, vals), _bound(acc.upper, codec, vals)
-                )
+        raws = fetch_raw(self.tx, step, vals)
         self.scanned += len(raws)
         decode = self._codec(step).decode
         return [(r, decode(r, 0)[0]) for r in raws]
@@ -348,6 +336,34 @@ class _Runner:
             tx.insert(tid, codec.encode(tuple(new)))
         stats.rows_updated = len(found)
         return stats
+
+
+def fetch_raw(tx: Any, step: Step, vals: list[Any]) -> list[bytes]:
+    """The BSATN rows ``step``'s access path returns from ``tx`` (a superset of the matches:
+    the step's filters still apply); ``vals`` holds the rows bound by earlier steps."""
+    acc: Access = step.access
+    if acc.kind == "scan":
+        return tx.scan(step.rel.table.table_id)  # type: ignore[no-any-return]
+    assert acc.index is not None
+    key = b"".join(c.encode(_source(p, vals)) for p, c in zip(acc.key, acc.codecs, strict=False))
+    if acc.kind == "point":
+        return tx.index_scan_point(acc.index.index_id, key)  # type: ignore[no-any-return]
+    codec = acc.codecs[len(acc.key)]
+    return tx.index_scan_range(  # type: ignore[no-any-return]
+        acc.index.index_id, key, len(acc.key), _bound(acc.lower, codec, vals), _bound(acc.upper, codec, vals)
+    )
+
+
+def query_raw_rows(tx: Any, q: LogicalQuery) -> tuple[list[bytes], int]:
+    """The BSATN rows a single-table-output query (``OutStar``) returns in ``tx``, with the
+    number of rows the datastore handed back (subscriptions' initial results, one-off queries)."""
+    out = q.output
+    assert isinstance(out, OutStar)
+    plan = build_plan(q, tx.row_count)
+    slot = plan.slots[out.alias]
+    runner = _Runner(tx)
+    rows = [raws[slot] for _, raws in runner.run(plan)]
+    return rows, runner.scanned
 
 
 def _source(src: KeySrc, vals: list[Any]) -> Any:

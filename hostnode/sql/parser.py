@@ -445,3 +445,40 @@ def _set(st: exp.Set) -> ast.SetVar:
         raise unsupported(text)
     value = _literal(eq.expression, lambda n: unsupported(text))
     return ast.SetVar(str(eq.this.this.this), value)
+
+
+def statement_shape(sql: str) -> tuple[str, str]:
+    """What kind of statement sqlglot reads in ``sql``, for the subscription grammar's own
+    rejection texts (B.1), which distinguish what the ``/sql`` dialect lumps together.
+
+    Returns ``(kind, text)``: kind is ``"select"`` (a plain SELECT), ``"select_clauses"``
+    (DISTINCT, GROUP BY, HAVING … but no query-level clause), ``"query_clauses"`` (ORDER BY,
+    OFFSET, WITH, …), ``"set_operation"`` (UNION/INTERSECT/EXCEPT), ``"other"`` (anything that
+    is not a query) or ``"invalid"`` (sqlglot cannot read it); text is the statement as
+    rendered in ``Unsupported…`` messages. Only used on error paths.
+    """
+    try:
+        tokens = [t for t in _DIALECT.tokenize(sql) if t.token_type != TokenType.SEMICOLON]
+    except TokenError:
+        return "invalid", sql
+    if not tokens:
+        return "invalid", sql
+    if tokens[0].token_type not in (TokenType.SELECT, TokenType.WITH, TokenType.L_PAREN):
+        return "other", sql
+    try:
+        trees = [t for t in _DIALECT.parser(error_level=ErrorLevel.RAISE).parse(tokens, sql) if t is not None]
+    except (ParseError, RecursionError):
+        return "invalid", sql
+    if len(trees) != 1:
+        return "invalid", sql
+    root = trees[0]
+    text = _sql(root)
+    if isinstance(root, exp.SetOperation):
+        return "set_operation", text
+    if not isinstance(root, exp.Select):
+        return "other", text
+    if any(root.args.get(k) for k in _SELECT_QUERY_ARGS):
+        return "query_clauses", text
+    if _extra_args(root, _SELECT_ALLOWED):
+        return "select_clauses", text
+    return "select", text

@@ -206,8 +206,12 @@ def _eq_source(s: _Sargs, col: int, slots: dict[str, int] | None) -> KeySrc | No
     return None
 
 
-def build_plan(q: LogicalQuery, row_count: Callable[[int], int]) -> Plan:
-    """Order ``q``'s relations and pick each one's access path (module docstring)."""
+def build_plan(q: LogicalQuery, row_count: Callable[[int], int], *, first: str | None = None) -> Plan:
+    """Order ``q``'s relations and pick each one's access path (module docstring).
+
+    ``first``: the alias that must be the first step whatever its access (incremental
+    subscription evaluation binds it to a transaction's changed rows and looks the others up).
+    """
     sargs = {r.alias: _sargs(r.alias, q.conds) for r in q.rels}
     cond_aliases = [_aliases(c, set()) for c in q.conds]
     slots: dict[str, int] = {}
@@ -217,6 +221,8 @@ def build_plan(q: LogicalQuery, row_count: Callable[[int], int]) -> Plan:
     while remaining:
         choice: tuple[tuple[int, int], Rel, Access, tuple[tuple[int, KeySrc], ...] | None] | None = None
         for pos, rel in enumerate(remaining):
+            if first is not None and not steps and rel.alias != first:
+                continue
             s = sargs[rel.alias]
             acc = _best_access(rel, s, slots)
             hash_key = None
