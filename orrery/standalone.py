@@ -6,12 +6,18 @@ Layout of ``<data-dir>``::
     control/meta.lmdb   the embedded MetaStore (databases, names, owners)
     node/               the host node's databases
 
-The gateway reaches the control plane and the host node through in-process adapters
-(:class:`LocalControlPlane`, :class:`LocalHostNode`) that implement
-:mod:`gateway.backends` and translate every engine/control-plane exception into the
-:class:`gateway.errors.ApiError` 1.12 answers with. Run it with::
+The gateway reaches the control plane and the host node over one of two transports
+(``--transport``), both implementing :mod:`gateway.backends` and giving the same answers:
 
-    python -m orrery.standalone --listen-addr 127.0.0.1:3000 --data-dir ./data
+* ``inprocess`` (the default): the adapters :class:`LocalControlPlane` and :class:`LocalHostNode`
+  call the control plane and the host node directly, without a network hop;
+* ``grpc``: the host node and the control plane serve their gRPC services on free ports of
+  127.0.0.1 inside this process, and the gateway (and the control plane, to drive the host node)
+  use the gRPC clients — the same wiring as a cluster.
+
+Run it with::
+
+    python -m orrery.standalone --listen-addr 127.0.0.1:3000 --data-dir ./data [--transport grpc]
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,105 +36,113 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 from aiohttp import web
 
-from controlplane.core import (
-    ControlPlane,
-    ControlPlaneError,
-    DatabaseRecord,
-    InvalidName,
-    Placement,
-    parse_name_or_identity,
-    validate_name,
-)
+from controlplane import grpc_service as controlplane_grpc
+from controlplane.core import ControlPlane, ControlPlaneError, DatabaseRecord, Placement
+from controlplane.grpc_service import ControlPlaneOps
+from controlplane.hostnode_client import GrpcHostNodeClient
 from controlplane.metastore_lmdb import LmdbMetaStore
+from gateway import failures
 from gateway.app import create_app
 from gateway.auth import KeyFileError, SigningKeys, TokenAuthority
 from gateway.backends import (
-    CallOutcome,
     CallResult,
+    ControlPlaneBackend,
     DatabaseInfo,
+    HostNodeBackend,
     PrePublish,
     PublishOutcome,
     SqlAnswer,
 )
 from gateway.context import GatewayConfig
 from gateway.errors import ApiError
-from hostnode.database import (
-    DatabaseClosed,
-    DatabaseError,
-    InvalidArguments,
-    LifecycleReducerCall,
-    NoSuchReducer,
-    ReducerOutcome,
-    Status,
-)
-from hostnode.migrate import MigrationError, MigrationPlan
+from gateway.failures import ControlErrorKind, HostErrorKind, ReducerStatus
+from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
+from hostnode import grpc_service as hostnode_grpc
+from hostnode.database import DatabaseError, ReducerOutcome
+from hostnode.grpc_service import STATUS, describe_plan, log_batches, preview_update
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
-from hostnode.sql import SqlError, render_response_bytes
-from hostnode.wasm_host import ModuleLoadError
+from hostnode.sql import render_response_bytes
 from sats.identity import Identity
 
-__all__ = ["LocalControlPlane", "LocalHostNode", "StandaloneConfig", "main", "run", "serve"]
+__all__ = [
+    "TRANSPORTS",
+    "LocalControlPlane",
+    "LocalHostNode",
+    "StandaloneConfig",
+    "describe_plan",
+    "main",
+    "run",
+    "serve",
+]
 
 log = logging.getLogger("orrery.standalone")
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:3000"
 NODE_ID = 0
+#: How the gateway reaches the control plane and the host node: direct calls, or gRPC on 127.0.0.1.
+TRANSPORTS = ("inprocess", "grpc")
 
 
 # --- errors -------------------------------------------------------------------------------------
+#
+# The engine's exceptions are classified by the gRPC services' own functions and answered from the
+# tables of gateway.failures, so both transports give the same answers.
 
 
 def control_error(e: ControlPlaneError, *, path: bool = True) -> ApiError:
     """The response a control-plane error stands for (an invalid path segment is ``Invalid URL``)."""
-    if isinstance(e, InvalidName) and path:
-        return ApiError.text(400, f"Invalid URL: {e.message}")
-    if e.body is None:
-        return ApiError.text(e.status, e.message)
-    return ApiError.json(e.status, e.body)
+    kind, message, body = controlplane_grpc.failure_of(e)
+    return failures.control_error(ControlErrorKind(kind), message, body, path=path)
 
 
 @contextlib.contextmanager
-def _control_errors(*, path: bool = True) -> Iterator[None]:
+def _control_errors() -> Iterator[None]:
     try:
         yield
     except ControlPlaneError as e:
-        raise control_error(e, path=path) from None
+        raise control_error(e) from None
 
 
-def _missing_replica(_e: DatabaseNotFound) -> ApiError:
-    return ApiError.text(404, "No such database.")
+def host_error(e: Exception, *, missing: str | None = None, failed_to: str | None = None) -> ApiError:
+    """The response an engine exception stands for; re-raises exceptions nobody can act on."""
+    known = hostnode_grpc.failure_of(e)
+    if known is None:
+        raise e
+    return failures.host_error(HostErrorKind(known[0]), known[1], missing=missing, failed_to=failed_to)
+
+
+def reducer_call_error(e: DatabaseError) -> ApiError:
+    """Errors raised before a reducer runs (client-api.md §6.8)."""
+    return host_error(e)
+
+
+def call_result(outcome: ReducerOutcome, *, connect: bool = False) -> CallResult:
+    """The gateway's view of a reducer outcome (``connect``: the outcome of ``client_connected``)."""
+    return failures.call_result(
+        ReducerStatus(STATUS[outcome.status]), outcome.message, outcome.energy_used, outcome.duration_micros,
+        connect=connect,
+    )
 
 
 def _info(record: DatabaseRecord) -> DatabaseInfo:
     return DatabaseInfo(record.identity, record.owner, record.host_type, record.initial_program_hash)
 
 
-def call_result(outcome: ReducerOutcome, *, connect: bool = False) -> CallResult:
-    """The gateway's view of a reducer outcome (``connect``: the outcome of ``client_connected``)."""
-    if outcome.status is Status.COMMITTED:
-        kind = CallOutcome.COMMITTED
-    elif outcome.status is Status.OUT_OF_ENERGY:
-        kind = CallOutcome.CONNECT_OUT_OF_ENERGY if connect else CallOutcome.OUT_OF_ENERGY
-    else:
-        kind = CallOutcome.CONNECT_REJECTED if connect else CallOutcome.FAILED
-    return CallResult(kind, outcome.message, outcome.energy_used, outcome.duration_micros)
-
-
-def reducer_call_error(e: DatabaseError) -> ApiError:
-    """Errors raised before a reducer runs (client-api.md §6.8)."""
-    if isinstance(e, NoSuchReducer):
-        # 1.12 then looks for a procedure of that name; procedures are not supported here.
-        return ApiError.text(404, "No such procedure")
-    if isinstance(e, LifecycleReducerCall | InvalidArguments):
-        return ApiError.text(400, str(e))
-    if isinstance(e, DatabaseClosed):
-        return ApiError.text(503, "The database is shutting down")
-    return ApiError.text(500, str(e))
-
-
 # --- adapters -----------------------------------------------------------------------------------
+
+
+def reset_replica(node: HostNode) -> controlplane_grpc.ResetReplica:
+    """Wipe a database on the in-process node and reinstall a program (None: its current one)."""
+
+    async def reset(identity: Identity, owner: Identity, program: bytes | None) -> object:
+        if program is None:
+            program = node.database(identity).program_bytes
+        return await node.install(identity, owner, program, clear=True)
+
+    return reset
 
 
 class LocalControlPlane:
@@ -137,82 +150,58 @@ class LocalControlPlane:
 
     def __init__(self, control: ControlPlane, node: HostNode) -> None:
         self.control = control
-        self.node = node
+        self.ops = ControlPlaneOps(control, reset_replica(node), [NODE_ID])
 
     async def resolve(self, name_or_identity: str) -> Identity:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
         with _control_errors():
-            return await self.control.resolve(name_or_identity)
+            return await self.ops.resolve(name_or_identity)
 
     async def database(self, name_or_identity: str) -> DatabaseInfo:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
         with _control_errors():
-            return _info(await self.control.require_database(name_or_identity))
+            return _info(await self.ops.database(name_or_identity))
 
     async def publish(
         self, caller: Identity, name_or_identity: str | None, program: bytes, *, clear: bool
     ) -> PublishOutcome:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
         with _control_errors():
-            result = await self.control.publish(caller, name_or_identity, program, clear=clear)
+            result = await self.ops.publish(caller, name_or_identity, program, clear=clear)
         return PublishOutcome(result.identity, result.op, result.domain)
 
     async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishOutcome:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
         with _control_errors():
-            record = await self.control.require_database(name_or_identity)
-            await self.control.authorize_owner(caller, record, "reset database")
-            target = parse_name_or_identity(name_or_identity)
-        if program is None:
-            try:
-                program = self.node.database(record.identity).program_bytes
-            except DatabaseNotFound as e:
-                raise _missing_replica(e) from None
-        try:
-            await self.node.install(record.identity, record.owner, program, clear=True)
-        except (ModuleLoadError, DatabaseError) as e:
-            raise ApiError.text(500, f"Failed to create the database: {e}") from None
-        return PublishOutcome(record.identity, "updated", target if isinstance(target, str) else None)
+            result = await self.ops.reset(caller, name_or_identity, program)
+        return PublishOutcome(result.identity, result.op, result.domain)
 
     async def delete(self, caller: Identity, name_or_identity: str) -> None:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
         with _control_errors():
-            await self.control.delete(caller, name_or_identity)
+            await self.ops.delete(caller, name_or_identity)
 
     async def names(self, identity: Identity) -> list[str]:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        return sorted(await self.control.names(identity))
+        return await self.ops.names(identity)
 
     async def add_name(self, caller: Identity, name_or_identity: str, name: str) -> dict[str, Any]:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        await self.resolve(name_or_identity)
-        with _control_errors(path=False):
-            validate_name(name)
-        try:
-            return await self.control.add_name(caller, name_or_identity, name)
-        except ControlPlaneError as e:
-            if e.status == 401:
-                raise ApiError.json(401, {"PermissionDenied": {"domain": name}}) from None
-            raise control_error(e) from None
+        with _control_errors():
+            return await self.ops.add_name(caller, name_or_identity, name)
 
     async def set_names(self, caller: Identity, name_or_identity: str, names: list[str]) -> None:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        await self.resolve(name_or_identity)
-        for name in names:
-            try:
-                validate_name(name)
-            except InvalidName as e:
-                raise ApiError.text(400, f"Error parsing `{name}`: {e.message}") from None
         with _control_errors():
-            await self.control.set_names(caller, name_or_identity, names)
+            await self.ops.set_names(caller, name_or_identity, names)
 
     async def databases_of(self, owner: Identity) -> list[Identity]:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        return await self.control.databases_of(owner)
+        return await self.ops.databases_of(owner)
 
     async def node_ids(self) -> list[int]:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        return [NODE_ID]
+        return self.ops.node_ids()
 
 
 class LocalHostNode:
@@ -234,7 +223,7 @@ class LocalHostNode:
                 connection_id=connection_id,
             )
         except DatabaseNotFound as e:
-            raise _missing_replica(e) from None
+            raise host_error(e) from None
         if done.error is not None:
             raise reducer_call_error(done.error)
         if done.reducer is None:
@@ -245,10 +234,8 @@ class LocalHostNode:
         """See :class:`gateway.backends.HostNodeBackend`."""
         try:
             result = await self.node.sql(database, query, caller)
-        except SqlError as e:
-            raise ApiError.text(400, str(e)) from None
-        except DatabaseNotFound:
-            raise ApiError.text(404, "module not found") from None
+        except Exception as e:  # noqa: BLE001 - host_error re-raises what it does not know
+            raise host_error(e, missing="module not found") from None
         return SqlAnswer(render_response_bytes(result), result.total_duration_micros)
 
     async def schema(self, database: Identity) -> Any:
@@ -256,67 +243,34 @@ class LocalHostNode:
         try:
             return self.node.schema_json(database)
         except DatabaseNotFound as e:
-            raise _missing_replica(e) from None
+            raise host_error(e) from None
 
     async def logs(self, database: Identity, num_lines: int | None, follow: bool) -> AsyncGenerator[str, None]:
         """Tail, then (``follow``) new lines; the follower is registered atomically with the tail."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str] = asyncio.Queue()
-
-        def on_line(line: str) -> None:
-            # Runs on the database's writer thread.
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
-                loop.call_soon_threadsafe(queue.put_nowait, line)
-
-        def start(db: Any) -> tuple[list[str], Callable[[], None] | None]:
-            old = db.logs.tail(num_lines) if (num_lines or not follow) else []
-            return old, db.logs.follow(on_line) if follow else None
-
+        batches = log_batches(self.node, database, num_lines, follow)
         try:
-            old, unsubscribe = await self.node.run(database, start)
-        except DatabaseNotFound as e:
-            raise _missing_replica(e) from None
-        try:
-            for line in old:
+            try:
+                first = await anext(batches, None)
+            except DatabaseNotFound as e:
+                raise host_error(e) from None
+            for line in first or ():
                 yield line
-            while unsubscribe is not None:
-                yield await queue.get()
+            async for batch in batches:
+                for line in batch:
+                    yield line
         finally:
-            if unsubscribe is not None:
-                unsubscribe()
+            await batches.aclose()
 
     async def pre_publish(self, database: Identity, program: bytes) -> PrePublish:
         """Plan the update; the token names (database, old program, new program)."""
         try:
-            plan = await self.node.plan_program_update(database, program)
-            old_program, index_names = await self.node.run(database, _program_and_index_names)
-        except DatabaseNotFound as e:
-            raise _missing_replica(e) from None
-        except MigrationError as e:
-            return PrePublish(automatic=False, reason=str(e))
-        except (ModuleLoadError, DatabaseError) as e:
-            raise ApiError.text(500, f"Failed to plan the update: {e}") from None
-        digest = hashlib.sha3_256(
-            database.to_bsatn() + hashlib.sha3_256(old_program).digest() + hashlib.sha3_256(program).digest()
-        ).digest()
-        token = f"0x{int.from_bytes(digest, 'little'):x}"
-        return PrePublish(automatic=True, plan=describe_plan(plan, index_names), break_clients=False, token=token)
-
-
-def _program_and_index_names(db: Any) -> tuple[bytes, dict[int, str]]:
-    names = {ix.index_id: ix.name for t in db.datastore.tables().values() for ix in t.indexes}
-    return db.program_bytes, names
-
-
-def describe_plan(plan: MigrationPlan, index_names: dict[int, str]) -> str:
-    """A migration plan as the lines ``spacetime publish`` prints."""
-    lines = ["Updating the module; the automatic migration will:"]
-    lines += [f"- create table `{t.name}`" for t in plan.create_tables]
-    lines += [f"- remove index `{index_names.get(i, f'#{i}')}`" for i in plan.drop_indexes]
-    lines += [f"- create index `{ix.name}`" for ix in plan.create_indexes]
-    if plan.is_empty:
-        lines.append("- change no tables (code only)")
-    return "\n".join(lines) + "\n"
+            preview = await preview_update(self.node, database, program)
+        except Exception as e:  # noqa: BLE001 - host_error re-raises what it does not know
+            raise host_error(e, failed_to="plan the update") from None
+        return PrePublish(
+            automatic=preview.automatic, plan=preview.plan, break_clients=False, token=preview.token,
+            reason=preview.reason,
+        )
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -348,13 +302,16 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     config: StandaloneConfig | None = None,
+    transport: str = "inprocess",
 ) -> None:
     """Run standalone Orrery until ``stop`` is set (default: until SIGINT/SIGTERM).
 
     ``ready(address)`` is called once the server accepts connections, with the ``host:port`` it
-    listens on (the real port when ``listen_addr`` asks for port 0). Every database is closed
-    (checkpointed and synced) before this returns.
+    listens on (the real port when ``listen_addr`` asks for port 0). ``transport`` is one of
+    :data:`TRANSPORTS`. Every database is closed (checkpointed and synced) before this returns.
     """
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
     config = config or StandaloneConfig()
     host, port = parse_listen_addr(listen_addr)
     data_dir = Path(data_dir)
@@ -369,31 +326,66 @@ async def serve(
     store = await LmdbMetaStore.open(data_dir / "control" / "meta.lmdb")
     node = HostNode(HostNodeConfig(data_dir / "node"))
     runner: web.AppRunner | None = None
-    try:
-        started = time.monotonic()
-        await node.start()
-        control = ControlPlane(store, node, Placement(f"node-{NODE_ID}", listen_addr))
-        gateway_config = GatewayConfig(
-            max_module_bytes=config.max_module_bytes, max_body_bytes=config.max_body_bytes
-        )
-        app = create_app(authority, LocalControlPlane(control, node), LocalHostNode(node), gateway_config)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.shutdown_timeout)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        bound = _bound_address(runner, host, port)
-        gateway_config.advertise.append(bound)
-        log.info("listening on http://%s (data in %s, started in %.2fs)", bound, data_dir, time.monotonic() - started)
-        if ready is not None:
-            ready(bound)
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        await node.stop()
-        await store.close()
-        log.info("stopped")
+    async with contextlib.AsyncExitStack() as grpc_stack:
+        try:
+            started = time.monotonic()
+            await node.start()
+            if transport == "grpc":
+                control_backend, host_backend = await _grpc_backends(grpc_stack, store, node)
+            else:
+                control = ControlPlane(store, node, Placement(f"node-{NODE_ID}", listen_addr))
+                control_backend, host_backend = LocalControlPlane(control, node), LocalHostNode(node)
+            gateway_config = GatewayConfig(
+                max_module_bytes=config.max_module_bytes, max_body_bytes=config.max_body_bytes
+            )
+            app = create_app(authority, control_backend, host_backend, gateway_config)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.shutdown_timeout)
+            await runner.setup()
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
+            bound = _bound_address(runner, host, port)
+            gateway_config.advertise.append(bound)
+            log.info(
+                "listening on http://%s (data in %s, %s transport, started in %.2fs)",
+                bound, data_dir, transport, time.monotonic() - started,
+            )
+            if ready is not None:
+                ready(bound)
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            # The gRPC servers and channels (if any) close here, before the node they serve.
+            await grpc_stack.aclose()
+            await node.stop()
+            await store.close()
+            log.info("stopped")
+
+
+async def _grpc_backends(
+    stack: contextlib.AsyncExitStack, store: LmdbMetaStore, node: HostNode
+) -> tuple[ControlPlaneBackend, HostNodeBackend]:
+    """Serve the host node and the control plane over gRPC on 127.0.0.1; the gateway's clients.
+
+    Each client gets its own channel, as it would from another process.
+    """
+    host_server, host_addr = await hostnode_grpc.start_server(node, "127.0.0.1:0")
+    stack.push_async_callback(host_server.stop, 1.0)
+    host_client = GrpcHostNodeClient(_channel(stack, host_addr))
+    control = ControlPlane(store, host_client, Placement(f"node-{NODE_ID}", host_addr))
+    control_server, control_addr = await controlplane_grpc.start_server(
+        ControlPlaneOps(control, host_client.reset, [NODE_ID]), "127.0.0.1:0"
+    )
+    stack.push_async_callback(control_server.stop, 1.0)
+    log.info("host node gRPC on %s, control plane gRPC on %s", host_addr, control_addr)
+    return GrpcControlPlane(_channel(stack, control_addr)), GrpcHostNode(_channel(stack, host_addr))
+
+
+def _channel(stack: contextlib.AsyncExitStack, address: str) -> grpc.aio.Channel:
+    channel = grpc.aio.insecure_channel(address)
+    stack.push_async_callback(channel.close)
+    return channel
 
 
 def _bound_address(runner: web.AppRunner, host: str, port: int) -> str:
@@ -434,13 +426,17 @@ def run(
     data_dir: str | os.PathLike[str] = "data",
     *,
     config: StandaloneConfig | None = None,
+    transport: str = "inprocess",
 ) -> None:
     """Run the server in this process until SIGINT/SIGTERM; prints one line when ready."""
 
     def ready(address: str) -> None:
         print(f"Orrery is listening on http://{address} (data in {data_dir})", flush=True)
 
-    coro = serve(listen_addr, Path(data_dir), ready=ready, config=config)
+    coro = serve(listen_addr, Path(data_dir), ready=ready, config=config, transport=transport)
+    if transport == "grpc":
+        asyncio.run(coro)  # grpc.aio supports the standard event loop only
+        return
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:
@@ -457,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-module-bytes", type=int, default=StandaloneConfig.max_module_bytes)
     parser.add_argument("--max-body-bytes", type=int, default=StandaloneConfig.max_body_bytes)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--transport", default="inprocess", choices=TRANSPORTS,
+        help="how the gateway reaches the control plane and host node (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         parse_listen_addr(args.listen_addr)
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     config = StandaloneConfig(max_module_bytes=args.max_module_bytes, max_body_bytes=args.max_body_bytes)
     try:
-        run(args.listen_addr, args.data_dir, config=config)
+        run(args.listen_addr, args.data_dir, config=config, transport=args.transport)
     except (OSError, KeyFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

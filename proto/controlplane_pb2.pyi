@@ -7,74 +7,63 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_KIND_NONE: _ClassVar[ErrorKind]
+    ERROR_KIND_INVALID_NAME: _ClassVar[ErrorKind]
+    ERROR_KIND_NAME_NOT_FOUND: _ClassVar[ErrorKind]
+    ERROR_KIND_DATABASE_NOT_FOUND: _ClassVar[ErrorKind]
+    ERROR_KIND_NOT_AUTHORIZED: _ClassVar[ErrorKind]
+    ERROR_KIND_NAME_PERMISSION_DENIED: _ClassVar[ErrorKind]
+    ERROR_KIND_BAD_REQUEST: _ClassVar[ErrorKind]
+    ERROR_KIND_PUBLISH_FAILED: _ClassVar[ErrorKind]
+    ERROR_KIND_UPDATE_REJECTED: _ClassVar[ErrorKind]
+    ERROR_KIND_OTHER: _ClassVar[ErrorKind]
+    ERROR_KIND_INTERNAL: _ClassVar[ErrorKind]
+
 class PublishOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PUBLISH_OP_CREATED: _ClassVar[PublishOp]
     PUBLISH_OP_UPDATED: _ClassVar[PublishOp]
-
-class PublishError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    PUBLISH_ERROR_NONE: _ClassVar[PublishError]
-    PUBLISH_ERROR_NAME_PERMISSION_DENIED: _ClassVar[PublishError]
-    PUBLISH_ERROR_NOT_OWNER: _ClassVar[PublishError]
-    PUBLISH_ERROR_INVALID_MODULE: _ClassVar[PublishError]
-    PUBLISH_ERROR_MIGRATION_REJECTED: _ClassVar[PublishError]
-    PUBLISH_ERROR_INVALID_NAME: _ClassVar[PublishError]
-    PUBLISH_ERROR_CLEAR_NEEDS_TARGET: _ClassVar[PublishError]
-
-class NameError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    NAME_ERROR_NONE: _ClassVar[NameError]
-    NAME_ERROR_INVALID: _ClassVar[NameError]
-    NAME_ERROR_PERMISSION_DENIED: _ClassVar[NameError]
-    NAME_ERROR_NOT_YOUR_DATABASE: _ClassVar[NameError]
-    NAME_ERROR_DATABASE_NOT_FOUND: _ClassVar[NameError]
-    NAME_ERROR_IN_USE: _ClassVar[NameError]
+ERROR_KIND_NONE: ErrorKind
+ERROR_KIND_INVALID_NAME: ErrorKind
+ERROR_KIND_NAME_NOT_FOUND: ErrorKind
+ERROR_KIND_DATABASE_NOT_FOUND: ErrorKind
+ERROR_KIND_NOT_AUTHORIZED: ErrorKind
+ERROR_KIND_NAME_PERMISSION_DENIED: ErrorKind
+ERROR_KIND_BAD_REQUEST: ErrorKind
+ERROR_KIND_PUBLISH_FAILED: ErrorKind
+ERROR_KIND_UPDATE_REJECTED: ErrorKind
+ERROR_KIND_OTHER: ErrorKind
+ERROR_KIND_INTERNAL: ErrorKind
 PUBLISH_OP_CREATED: PublishOp
 PUBLISH_OP_UPDATED: PublishOp
-PUBLISH_ERROR_NONE: PublishError
-PUBLISH_ERROR_NAME_PERMISSION_DENIED: PublishError
-PUBLISH_ERROR_NOT_OWNER: PublishError
-PUBLISH_ERROR_INVALID_MODULE: PublishError
-PUBLISH_ERROR_MIGRATION_REJECTED: PublishError
-PUBLISH_ERROR_INVALID_NAME: PublishError
-PUBLISH_ERROR_CLEAR_NEEDS_TARGET: PublishError
-NAME_ERROR_NONE: NameError
-NAME_ERROR_INVALID: NameError
-NAME_ERROR_PERMISSION_DENIED: NameError
-NAME_ERROR_NOT_YOUR_DATABASE: NameError
-NAME_ERROR_DATABASE_NOT_FOUND: NameError
-NAME_ERROR_IN_USE: NameError
 
-class PublishRequest(_message.Message):
-    __slots__ = ("caller_identity", "name_or_identity", "program", "clear", "num_replicas")
-    CALLER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
-    NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
-    PROGRAM_FIELD_NUMBER: _ClassVar[int]
-    CLEAR_FIELD_NUMBER: _ClassVar[int]
-    NUM_REPLICAS_FIELD_NUMBER: _ClassVar[int]
-    caller_identity: bytes
-    name_or_identity: str
-    program: bytes
-    clear: bool
-    num_replicas: int
-    def __init__(self, caller_identity: _Optional[bytes] = ..., name_or_identity: _Optional[str] = ..., program: _Optional[bytes] = ..., clear: _Optional[bool] = ..., num_replicas: _Optional[int] = ...) -> None: ...
-
-class PublishResponse(_message.Message):
-    __slots__ = ("error", "message", "op", "database_identity", "domain")
-    ERROR_FIELD_NUMBER: _ClassVar[int]
+class Failure(_message.Message):
+    __slots__ = ("kind", "message", "json_body")
+    KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    OP_FIELD_NUMBER: _ClassVar[int]
-    DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
-    DOMAIN_FIELD_NUMBER: _ClassVar[int]
-    error: PublishError
+    JSON_BODY_FIELD_NUMBER: _ClassVar[int]
+    kind: ErrorKind
     message: str
-    op: PublishOp
-    database_identity: bytes
-    domain: str
-    def __init__(self, error: _Optional[_Union[PublishError, str]] = ..., message: _Optional[str] = ..., op: _Optional[_Union[PublishOp, str]] = ..., database_identity: _Optional[bytes] = ..., domain: _Optional[str] = ...) -> None: ...
+    json_body: str
+    def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., json_body: _Optional[str] = ...) -> None: ...
 
 class ResolveRequest(_message.Message):
+    __slots__ = ("name_or_identity",)
+    NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    name_or_identity: str
+    def __init__(self, name_or_identity: _Optional[str] = ...) -> None: ...
+
+class ResolveResponse(_message.Message):
+    __slots__ = ("failure", "database_identity")
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    database_identity: bytes
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ..., database_identity: _Optional[bytes] = ...) -> None: ...
+
+class GetDatabaseRequest(_message.Message):
     __slots__ = ("name_or_identity",)
     NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     name_or_identity: str
@@ -91,20 +80,62 @@ class Placement(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class DatabaseInfo(_message.Message):
-    __slots__ = ("found", "database_identity", "owner_identity", "host_type", "initial_program_hash", "replicas")
-    FOUND_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("database_identity", "owner_identity", "host_type", "initial_program_hash", "replicas")
     DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     OWNER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     HOST_TYPE_FIELD_NUMBER: _ClassVar[int]
     INITIAL_PROGRAM_HASH_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
-    found: bool
     database_identity: bytes
     owner_identity: bytes
     host_type: str
-    initial_program_hash: bytes
+    initial_program_hash: str
     replicas: _containers.RepeatedCompositeFieldContainer[Placement]
-    def __init__(self, found: _Optional[bool] = ..., database_identity: _Optional[bytes] = ..., owner_identity: _Optional[bytes] = ..., host_type: _Optional[str] = ..., initial_program_hash: _Optional[bytes] = ..., replicas: _Optional[_Iterable[_Union[Placement, _Mapping]]] = ...) -> None: ...
+    def __init__(self, database_identity: _Optional[bytes] = ..., owner_identity: _Optional[bytes] = ..., host_type: _Optional[str] = ..., initial_program_hash: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Placement, _Mapping]]] = ...) -> None: ...
+
+class DatabaseResponse(_message.Message):
+    __slots__ = ("failure", "database")
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    database: DatabaseInfo
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ..., database: _Optional[_Union[DatabaseInfo, _Mapping]] = ...) -> None: ...
+
+class PublishRequest(_message.Message):
+    __slots__ = ("caller_identity", "name_or_identity", "program", "clear", "num_replicas")
+    CALLER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    NUM_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    caller_identity: bytes
+    name_or_identity: str
+    program: bytes
+    clear: bool
+    num_replicas: int
+    def __init__(self, caller_identity: _Optional[bytes] = ..., name_or_identity: _Optional[str] = ..., program: _Optional[bytes] = ..., clear: _Optional[bool] = ..., num_replicas: _Optional[int] = ...) -> None: ...
+
+class ResetRequest(_message.Message):
+    __slots__ = ("caller_identity", "name_or_identity", "program")
+    CALLER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    caller_identity: bytes
+    name_or_identity: str
+    program: bytes
+    def __init__(self, caller_identity: _Optional[bytes] = ..., name_or_identity: _Optional[str] = ..., program: _Optional[bytes] = ...) -> None: ...
+
+class PublishResponse(_message.Message):
+    __slots__ = ("failure", "op", "database_identity", "domain")
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    op: PublishOp
+    database_identity: bytes
+    domain: str
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ..., op: _Optional[_Union[PublishOp, str]] = ..., database_identity: _Optional[bytes] = ..., domain: _Optional[str] = ...) -> None: ...
 
 class DeleteDatabaseRequest(_message.Message):
     __slots__ = ("caller_identity", "name_or_identity")
@@ -115,18 +146,16 @@ class DeleteDatabaseRequest(_message.Message):
     def __init__(self, caller_identity: _Optional[bytes] = ..., name_or_identity: _Optional[str] = ...) -> None: ...
 
 class DeleteDatabaseResponse(_message.Message):
-    __slots__ = ("not_owner", "name_not_found")
-    NOT_OWNER_FIELD_NUMBER: _ClassVar[int]
-    NAME_NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
-    not_owner: bool
-    name_not_found: bool
-    def __init__(self, not_owner: _Optional[bool] = ..., name_not_found: _Optional[bool] = ...) -> None: ...
+    __slots__ = ("failure",)
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class GetNamesRequest(_message.Message):
-    __slots__ = ("name_or_identity",)
-    NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
-    name_or_identity: str
-    def __init__(self, name_or_identity: _Optional[str] = ...) -> None: ...
+    __slots__ = ("database_identity",)
+    DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    database_identity: bytes
+    def __init__(self, database_identity: _Optional[bytes] = ...) -> None: ...
 
 class Names(_message.Message):
     __slots__ = ("names",)
@@ -144,6 +173,16 @@ class AddNameRequest(_message.Message):
     name: str
     def __init__(self, caller_identity: _Optional[bytes] = ..., name_or_identity: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
 
+class NameResult(_message.Message):
+    __slots__ = ("failure", "domain", "database_identity")
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    domain: str
+    database_identity: bytes
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ..., domain: _Optional[str] = ..., database_identity: _Optional[bytes] = ...) -> None: ...
+
 class SetNamesRequest(_message.Message):
     __slots__ = ("caller_identity", "name_or_identity", "names")
     CALLER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -154,17 +193,11 @@ class SetNamesRequest(_message.Message):
     names: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, caller_identity: _Optional[bytes] = ..., name_or_identity: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
-class NameResult(_message.Message):
-    __slots__ = ("error", "message", "domain", "database_identity")
-    ERROR_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    DOMAIN_FIELD_NUMBER: _ClassVar[int]
-    DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
-    error: NameError
-    message: str
-    domain: str
-    database_identity: bytes
-    def __init__(self, error: _Optional[_Union[NameError, str]] = ..., message: _Optional[str] = ..., domain: _Optional[str] = ..., database_identity: _Optional[bytes] = ...) -> None: ...
+class SetNamesResponse(_message.Message):
+    __slots__ = ("failure",)
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class ListDatabasesRequest(_message.Message):
     __slots__ = ("owner_identity",)
@@ -177,6 +210,16 @@ class DatabaseList(_message.Message):
     IDENTITIES_FIELD_NUMBER: _ClassVar[int]
     identities: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, identities: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NodeList(_message.Message):
+    __slots__ = ("node_ids",)
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    node_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class WatchDatabasesRequest(_message.Message):
     __slots__ = ("start_revision",)

@@ -34,15 +34,25 @@ class ControlPlaneStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Resolve = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/Resolve',
+                request_serializer=proto_dot_controlplane__pb2.ResolveRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.ResolveResponse.FromString,
+                _registered_method=True)
+        self.GetDatabase = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/GetDatabase',
+                request_serializer=proto_dot_controlplane__pb2.GetDatabaseRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.DatabaseResponse.FromString,
+                _registered_method=True)
         self.Publish = channel.unary_unary(
                 '/orrery.controlplane.v1.ControlPlane/Publish',
                 request_serializer=proto_dot_controlplane__pb2.PublishRequest.SerializeToString,
                 response_deserializer=proto_dot_controlplane__pb2.PublishResponse.FromString,
                 _registered_method=True)
-        self.Resolve = channel.unary_unary(
-                '/orrery.controlplane.v1.ControlPlane/Resolve',
-                request_serializer=proto_dot_controlplane__pb2.ResolveRequest.SerializeToString,
-                response_deserializer=proto_dot_controlplane__pb2.DatabaseInfo.FromString,
+        self.Reset = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/Reset',
+                request_serializer=proto_dot_controlplane__pb2.ResetRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.PublishResponse.FromString,
                 _registered_method=True)
         self.DeleteDatabase = channel.unary_unary(
                 '/orrery.controlplane.v1.ControlPlane/DeleteDatabase',
@@ -62,12 +72,17 @@ class ControlPlaneStub:
         self.SetNames = channel.unary_unary(
                 '/orrery.controlplane.v1.ControlPlane/SetNames',
                 request_serializer=proto_dot_controlplane__pb2.SetNamesRequest.SerializeToString,
-                response_deserializer=proto_dot_controlplane__pb2.NameResult.FromString,
+                response_deserializer=proto_dot_controlplane__pb2.SetNamesResponse.FromString,
                 _registered_method=True)
         self.ListDatabases = channel.unary_unary(
                 '/orrery.controlplane.v1.ControlPlane/ListDatabases',
                 request_serializer=proto_dot_controlplane__pb2.ListDatabasesRequest.SerializeToString,
                 response_deserializer=proto_dot_controlplane__pb2.DatabaseList.FromString,
+                _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/ListNodes',
+                request_serializer=proto_dot_controlplane__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.NodeList.FromString,
                 _registered_method=True)
         self.WatchDatabases = channel.unary_stream(
                 '/orrery.controlplane.v1.ControlPlane/WatchDatabases',
@@ -79,14 +94,30 @@ class ControlPlaneStub:
 class ControlPlaneServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def Publish(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def Resolve(self, request, context):
+        """The identity a path segment names (identities are not checked for existence).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Resolve(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+    def GetDatabase(self, request, context):
+        """Resolve and load the database record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Publish(self, request, context):
+        """Create or update a database (with its owner check).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reset(self, request, context):
+        """Wipe a database's data and reinstall (the given program, or the current one); owner only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -121,6 +152,13 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListNodes(self, request, context):
+        """The host nodes that can run databases.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchDatabases(self, request, context):
         """Database and placement changes from a revision on, so gateways can keep a route cache.
         """
@@ -131,15 +169,25 @@ class ControlPlaneServicer:
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Resolve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resolve,
+                    request_deserializer=proto_dot_controlplane__pb2.ResolveRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.ResolveResponse.SerializeToString,
+            ),
+            'GetDatabase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDatabase,
+                    request_deserializer=proto_dot_controlplane__pb2.GetDatabaseRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.DatabaseResponse.SerializeToString,
+            ),
             'Publish': grpc.unary_unary_rpc_method_handler(
                     servicer.Publish,
                     request_deserializer=proto_dot_controlplane__pb2.PublishRequest.FromString,
                     response_serializer=proto_dot_controlplane__pb2.PublishResponse.SerializeToString,
             ),
-            'Resolve': grpc.unary_unary_rpc_method_handler(
-                    servicer.Resolve,
-                    request_deserializer=proto_dot_controlplane__pb2.ResolveRequest.FromString,
-                    response_serializer=proto_dot_controlplane__pb2.DatabaseInfo.SerializeToString,
+            'Reset': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reset,
+                    request_deserializer=proto_dot_controlplane__pb2.ResetRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.PublishResponse.SerializeToString,
             ),
             'DeleteDatabase': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteDatabase,
@@ -159,12 +207,17 @@ def add_ControlPlaneServicer_to_server(servicer, server):
             'SetNames': grpc.unary_unary_rpc_method_handler(
                     servicer.SetNames,
                     request_deserializer=proto_dot_controlplane__pb2.SetNamesRequest.FromString,
-                    response_serializer=proto_dot_controlplane__pb2.NameResult.SerializeToString,
+                    response_serializer=proto_dot_controlplane__pb2.SetNamesResponse.SerializeToString,
             ),
             'ListDatabases': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDatabases,
                     request_deserializer=proto_dot_controlplane__pb2.ListDatabasesRequest.FromString,
                     response_serializer=proto_dot_controlplane__pb2.DatabaseList.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=proto_dot_controlplane__pb2.ListNodesRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.NodeList.SerializeToString,
             ),
             'WatchDatabases': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchDatabases,
@@ -181,6 +234,60 @@ def add_ControlPlaneServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ControlPlane:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Resolve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.controlplane.v1.ControlPlane/Resolve',
+            proto_dot_controlplane__pb2.ResolveRequest.SerializeToString,
+            proto_dot_controlplane__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDatabase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.controlplane.v1.ControlPlane/GetDatabase',
+            proto_dot_controlplane__pb2.GetDatabaseRequest.SerializeToString,
+            proto_dot_controlplane__pb2.DatabaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Publish(request,
@@ -210,7 +317,7 @@ class ControlPlane:
             _registered_method=True)
 
     @staticmethod
-    def Resolve(request,
+    def Reset(request,
             target,
             options=(),
             channel_credentials=None,
@@ -223,9 +330,9 @@ class ControlPlane:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/orrery.controlplane.v1.ControlPlane/Resolve',
-            proto_dot_controlplane__pb2.ResolveRequest.SerializeToString,
-            proto_dot_controlplane__pb2.DatabaseInfo.FromString,
+            '/orrery.controlplane.v1.ControlPlane/Reset',
+            proto_dot_controlplane__pb2.ResetRequest.SerializeToString,
+            proto_dot_controlplane__pb2.PublishResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -333,7 +440,7 @@ class ControlPlane:
             target,
             '/orrery.controlplane.v1.ControlPlane/SetNames',
             proto_dot_controlplane__pb2.SetNamesRequest.SerializeToString,
-            proto_dot_controlplane__pb2.NameResult.FromString,
+            proto_dot_controlplane__pb2.SetNamesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -361,6 +468,33 @@ class ControlPlane:
             '/orrery.controlplane.v1.ControlPlane/ListDatabases',
             proto_dot_controlplane__pb2.ListDatabasesRequest.SerializeToString,
             proto_dot_controlplane__pb2.DatabaseList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.controlplane.v1.ControlPlane/ListNodes',
+            proto_dot_controlplane__pb2.ListNodesRequest.SerializeToString,
+            proto_dot_controlplane__pb2.NodeList.FromString,
             options,
             channel_credentials,
             insecure,

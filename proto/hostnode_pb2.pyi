@@ -7,6 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_KIND_NONE: _ClassVar[ErrorKind]
+    ERROR_KIND_NO_SUCH_DATABASE: _ClassVar[ErrorKind]
+    ERROR_KIND_NO_SUCH_REDUCER: _ClassVar[ErrorKind]
+    ERROR_KIND_LIFECYCLE_REDUCER: _ClassVar[ErrorKind]
+    ERROR_KIND_INVALID_ARGUMENTS: _ClassVar[ErrorKind]
+    ERROR_KIND_DATABASE_CLOSED: _ClassVar[ErrorKind]
+    ERROR_KIND_DATABASE: _ClassVar[ErrorKind]
+    ERROR_KIND_INVALID_PROGRAM: _ClassVar[ErrorKind]
+    ERROR_KIND_MIGRATION_REJECTED: _ClassVar[ErrorKind]
+    ERROR_KIND_SQL: _ClassVar[ErrorKind]
+    ERROR_KIND_INTERNAL: _ClassVar[ErrorKind]
+
 class CallKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CALL_KIND_CLIENT: _ClassVar[CallKind]
@@ -17,48 +31,56 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATUS_COMMITTED: _ClassVar[Status]
     STATUS_FAILED: _ClassVar[Status]
     STATUS_OUT_OF_ENERGY: _ClassVar[Status]
-
-class CallError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    CALL_ERROR_NONE: _ClassVar[CallError]
-    CALL_ERROR_NO_SUCH_DATABASE: _ClassVar[CallError]
-    CALL_ERROR_NO_SUCH_REDUCER: _ClassVar[CallError]
-    CALL_ERROR_LIFECYCLE_REDUCER: _ClassVar[CallError]
-    CALL_ERROR_INVALID_ARGUMENTS: _ClassVar[CallError]
-    CALL_ERROR_CONNECTION_REJECTED: _ClassVar[CallError]
+ERROR_KIND_NONE: ErrorKind
+ERROR_KIND_NO_SUCH_DATABASE: ErrorKind
+ERROR_KIND_NO_SUCH_REDUCER: ErrorKind
+ERROR_KIND_LIFECYCLE_REDUCER: ErrorKind
+ERROR_KIND_INVALID_ARGUMENTS: ErrorKind
+ERROR_KIND_DATABASE_CLOSED: ErrorKind
+ERROR_KIND_DATABASE: ErrorKind
+ERROR_KIND_INVALID_PROGRAM: ErrorKind
+ERROR_KIND_MIGRATION_REJECTED: ErrorKind
+ERROR_KIND_SQL: ErrorKind
+ERROR_KIND_INTERNAL: ErrorKind
 CALL_KIND_CLIENT: CallKind
 CALL_KIND_HTTP: CallKind
 STATUS_COMMITTED: Status
 STATUS_FAILED: Status
 STATUS_OUT_OF_ENERGY: Status
-CALL_ERROR_NONE: CallError
-CALL_ERROR_NO_SUCH_DATABASE: CallError
-CALL_ERROR_NO_SUCH_REDUCER: CallError
-CALL_ERROR_LIFECYCLE_REDUCER: CallError
-CALL_ERROR_INVALID_ARGUMENTS: CallError
-CALL_ERROR_CONNECTION_REJECTED: CallError
+
+class Failure(_message.Message):
+    __slots__ = ("kind", "message")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    kind: ErrorKind
+    message: str
+    def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class InstallRequest(_message.Message):
-    __slots__ = ("database_identity", "owner_identity", "program", "clear")
+    __slots__ = ("database_identity", "owner_identity", "program", "clear", "keep_program")
     DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     OWNER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     CLEAR_FIELD_NUMBER: _ClassVar[int]
+    KEEP_PROGRAM_FIELD_NUMBER: _ClassVar[int]
     database_identity: bytes
     owner_identity: bytes
     program: bytes
     clear: bool
-    def __init__(self, database_identity: _Optional[bytes] = ..., owner_identity: _Optional[bytes] = ..., program: _Optional[bytes] = ..., clear: _Optional[bool] = ...) -> None: ...
+    keep_program: bool
+    def __init__(self, database_identity: _Optional[bytes] = ..., owner_identity: _Optional[bytes] = ..., program: _Optional[bytes] = ..., clear: _Optional[bool] = ..., keep_program: _Optional[bool] = ...) -> None: ...
 
 class InstallResponse(_message.Message):
-    __slots__ = ("created", "init", "migration")
+    __slots__ = ("created", "init", "migration", "failure")
     CREATED_FIELD_NUMBER: _ClassVar[int]
     INIT_FIELD_NUMBER: _ClassVar[int]
     MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     created: bool
     init: ReducerResult
     migration: str
-    def __init__(self, created: _Optional[bool] = ..., init: _Optional[_Union[ReducerResult, _Mapping]] = ..., migration: _Optional[str] = ...) -> None: ...
+    failure: Failure
+    def __init__(self, created: _Optional[bool] = ..., init: _Optional[_Union[ReducerResult, _Mapping]] = ..., migration: _Optional[str] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("database_identity",)
@@ -67,8 +89,10 @@ class DeleteRequest(_message.Message):
     def __init__(self, database_identity: _Optional[bytes] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("failure",)
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class ReducerCall(_message.Message):
     __slots__ = ("request_id", "reducer", "bsatn", "json", "caller_identity", "connection_id", "kind", "timestamp_micros")
@@ -99,24 +123,26 @@ class CallBatch(_message.Message):
     def __init__(self, database_identity: _Optional[bytes] = ..., calls: _Optional[_Iterable[_Union[ReducerCall, _Mapping]]] = ...) -> None: ...
 
 class ReducerResult(_message.Message):
-    __slots__ = ("request_id", "error", "status", "message", "energy_used", "duration_micros", "timestamp_micros", "offset")
+    __slots__ = ("request_id", "failure", "status", "message", "energy_used", "duration_micros", "timestamp_micros", "offset", "connect")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ENERGY_USED_FIELD_NUMBER: _ClassVar[int]
     DURATION_MICROS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MICROS_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
+    CONNECT_FIELD_NUMBER: _ClassVar[int]
     request_id: int
-    error: CallError
+    failure: Failure
     status: Status
     message: str
     energy_used: int
     duration_micros: int
     timestamp_micros: int
     offset: int
-    def __init__(self, request_id: _Optional[int] = ..., error: _Optional[_Union[CallError, str]] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., energy_used: _Optional[int] = ..., duration_micros: _Optional[int] = ..., timestamp_micros: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+    connect: bool
+    def __init__(self, request_id: _Optional[int] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., energy_used: _Optional[int] = ..., duration_micros: _Optional[int] = ..., timestamp_micros: _Optional[int] = ..., offset: _Optional[int] = ..., connect: _Optional[bool] = ...) -> None: ...
 
 class CallBatchResult(_message.Message):
     __slots__ = ("results",)
@@ -137,14 +163,14 @@ class SqlRequest(_message.Message):
     def __init__(self, database_identity: _Optional[bytes] = ..., query: _Optional[str] = ..., caller_identity: _Optional[bytes] = ..., confirmed: _Optional[bool] = ...) -> None: ...
 
 class SqlResponse(_message.Message):
-    __slots__ = ("json", "error", "duration_micros")
-    JSON_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("body", "failure", "duration_micros")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     DURATION_MICROS_FIELD_NUMBER: _ClassVar[int]
-    json: str
-    error: str
+    body: bytes
+    failure: Failure
     duration_micros: int
-    def __init__(self, json: _Optional[str] = ..., error: _Optional[str] = ..., duration_micros: _Optional[int] = ...) -> None: ...
+    def __init__(self, body: _Optional[bytes] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., duration_micros: _Optional[int] = ...) -> None: ...
 
 class SchemaRequest(_message.Message):
     __slots__ = ("database_identity", "version")
@@ -155,10 +181,36 @@ class SchemaRequest(_message.Message):
     def __init__(self, database_identity: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
 
 class SchemaResponse(_message.Message):
-    __slots__ = ("json",)
+    __slots__ = ("json", "failure")
     JSON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     json: str
-    def __init__(self, json: _Optional[str] = ...) -> None: ...
+    failure: Failure
+    def __init__(self, json: _Optional[str] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class PlanUpdateRequest(_message.Message):
+    __slots__ = ("database_identity", "program")
+    DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    database_identity: bytes
+    program: bytes
+    def __init__(self, database_identity: _Optional[bytes] = ..., program: _Optional[bytes] = ...) -> None: ...
+
+class PlanUpdateResponse(_message.Message):
+    __slots__ = ("failure", "automatic", "plan", "break_clients", "token", "reason")
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    AUTOMATIC_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    BREAK_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    automatic: bool
+    plan: str
+    break_clients: bool
+    token: str
+    reason: str
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ..., automatic: _Optional[bool] = ..., plan: _Optional[str] = ..., break_clients: _Optional[bool] = ..., token: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
     __slots__ = ("database_identity", "num_lines", "follow")
@@ -171,10 +223,12 @@ class LogsRequest(_message.Message):
     def __init__(self, database_identity: _Optional[bytes] = ..., num_lines: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class LogLines(_message.Message):
-    __slots__ = ("lines",)
+    __slots__ = ("lines", "failure")
     LINES_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     lines: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...
+    failure: Failure
+    def __init__(self, lines: _Optional[_Iterable[str]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class ClientConnected(_message.Message):
     __slots__ = ("connection_ref", "identity", "connection_id", "jwt_payload", "protocol", "compression", "light", "confirmed")

@@ -59,6 +59,11 @@ class HostNodeStub:
                 request_serializer=proto_dot_hostnode__pb2.SchemaRequest.SerializeToString,
                 response_deserializer=proto_dot_hostnode__pb2.SchemaResponse.FromString,
                 _registered_method=True)
+        self.PlanUpdate = channel.unary_unary(
+                '/orrery.hostnode.v1.HostNode/PlanUpdate',
+                request_serializer=proto_dot_hostnode__pb2.PlanUpdateRequest.SerializeToString,
+                response_deserializer=proto_dot_hostnode__pb2.PlanUpdateResponse.FromString,
+                _registered_method=True)
         self.Logs = channel.unary_stream(
                 '/orrery.hostnode.v1.HostNode/Logs',
                 request_serializer=proto_dot_hostnode__pb2.LogsRequest.SerializeToString,
@@ -110,8 +115,16 @@ class HostNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanUpdate(self, request, context):
+        """What republishing a program would do (POST /pre_publish), without changing anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Logs(self, request, context):
-        """Module logs: the last lines, then (with follow) every new line until cancelled.
+        """Module logs: the last lines, then (with follow) every new line until cancelled. Each
+        message carries every line available at that moment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +165,11 @@ def add_HostNodeServicer_to_server(servicer, server):
                     servicer.GetSchema,
                     request_deserializer=proto_dot_hostnode__pb2.SchemaRequest.FromString,
                     response_serializer=proto_dot_hostnode__pb2.SchemaResponse.SerializeToString,
+            ),
+            'PlanUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanUpdate,
+                    request_deserializer=proto_dot_hostnode__pb2.PlanUpdateRequest.FromString,
+                    response_serializer=proto_dot_hostnode__pb2.PlanUpdateResponse.SerializeToString,
             ),
             'Logs': grpc.unary_stream_rpc_method_handler(
                     servicer.Logs,
@@ -299,6 +317,33 @@ class HostNode:
             '/orrery.hostnode.v1.HostNode/GetSchema',
             proto_dot_hostnode__pb2.SchemaRequest.SerializeToString,
             proto_dot_hostnode__pb2.SchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.hostnode.v1.HostNode/PlanUpdate',
+            proto_dot_hostnode__pb2.PlanUpdateRequest.SerializeToString,
+            proto_dot_hostnode__pb2.PlanUpdateResponse.FromString,
             options,
             channel_credentials,
             insecure,

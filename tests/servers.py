@@ -3,7 +3,8 @@
 :class:`StandaloneServer` runs ``python -m orrery.standalone`` on a free port of 127.0.0.1 (the
 OS picks it: ``--listen-addr 127.0.0.1:0``; the server prints the address it bound) with a data
 directory of the test's choosing, waits until it is ready, and stops it with SIGTERM. Stopping
-and starting again over the same directory is a restart. Server logs go to ``<log_dir>/*.log``
+and starting again over the same directory is a restart. ``transport="grpc"`` runs it with ``--transport grpc`` (gateway → control plane
+and host node over gRPC inside the process). Server logs go to ``<log_dir>/*.log``
 and are included in the error when the server does not come up.
 
 :class:`Client` wraps an aiohttp session: every call returns a :class:`Reply` holding status,
@@ -39,9 +40,11 @@ from typing import Any, NoReturn, TypeVar
 import aiohttp
 from multidict import CIMultiDictProxy
 
-__all__ = ["REPO_ROOT", "Client", "Reply", "ServerError", "StandaloneServer"]
+__all__ = ["REPO_ROOT", "TRANSPORTS", "Client", "Reply", "ServerError", "StandaloneServer"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The transports of ``orrery.standalone --transport``.
+TRANSPORTS = ("inprocess", "grpc")
 _READY = re.compile(r"listening on http://(\S+)")
 T = TypeVar("T")
 
@@ -61,8 +64,12 @@ class StandaloneServer:
         log_dir: Path | None = None,
         start_timeout: float = 60.0,
         module: str = "orrery.standalone",
+        transport: str = "inprocess",
     ) -> None:
         self.data_dir = Path(data_dir)
+        #: ``--transport`` of ``orrery.standalone``: how its gateway reaches the control plane and
+        #: host node ("inprocess" or "grpc"); the suite runs against both.
+        self.transport = transport
         #: The entry point run as ``python -m <module>`` (``orrery.quickstart`` takes the same flags).
         self.module = module
         self.args = list(args)
@@ -94,6 +101,7 @@ class StandaloneServer:
             sys.executable, "-m", self.module,
             "--listen-addr", "127.0.0.1:0",
             "--data-dir", str(self.data_dir),
+            *(["--transport", self.transport] if self.transport != "inprocess" else []),
             *self.args,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -1,4 +1,6 @@
-"""One standalone Orrery subprocess shared by the gateway tests (each test uses its own names)."""
+"""One standalone Orrery subprocess per transport shared by the gateway tests (each test uses its own
+names). Every test that takes ``server`` or ``transport`` runs once per transport: the gateway
+reaching the control plane and host node in-process, and over gRPC."""
 
 from __future__ import annotations
 
@@ -9,16 +11,22 @@ from pathlib import Path
 import pytest
 
 from tests.modules_harness import MODULES_DIR
-from tests.servers import StandaloneServer
+from tests.servers import TRANSPORTS, StandaloneServer
 
 _names = itertools.count()
 
 
+@pytest.fixture(scope="session", params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """``orrery.standalone --transport``: every server-backed test runs over each."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, transport: str) -> Iterator[StandaloneServer]:
     """A running server (session-wide: starting one costs about a second)."""
-    root = tmp_path_factory.mktemp("orrery")
-    with StandaloneServer(root / "data") as srv:
+    root = tmp_path_factory.mktemp(f"orrery-{transport}")
+    with StandaloneServer(root / "data", transport=transport) as srv:
         yield srv
 
 

@@ -10,8 +10,10 @@ from tests.gateway.conftest import CHAT
 from tests.servers import Client, StandaloneServer
 
 
-def test_restart_keeps_databases_names_identities_and_data(tmp_path: Path) -> None:
-    server = StandaloneServer(tmp_path / "data", args=["--max-module-bytes", "30000", "--max-body-bytes", "64"])
+def test_restart_keeps_databases_names_identities_and_data(tmp_path: Path, transport: str) -> None:
+    server = StandaloneServer(
+        tmp_path / "data", args=["--max-module-bytes", "30000", "--max-body-bytes", "64"], transport=transport
+    )
     with server:
         state: dict[str, str] = {}
 
@@ -56,8 +58,8 @@ def test_restart_keeps_databases_names_identities_and_data(tmp_path: Path) -> No
     assert "level=error" not in server.log_text()
 
 
-def test_kill_and_restart_keeps_acknowledged_writes(tmp_path: Path) -> None:
-    server = StandaloneServer(tmp_path / "data")
+def test_kill_and_restart_keeps_acknowledged_writes(tmp_path: Path, transport: str) -> None:
+    server = StandaloneServer(tmp_path / "data", transport=transport)
     server.start()
     try:
         async def write(c: Client) -> str:

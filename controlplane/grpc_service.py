@@ -1,0 +1,278 @@
+"""The control plane's gRPC service (``proto/controlplane.proto``) over :class:`ControlPlane`.
+
+:class:`ControlPlaneOps` is what the gateway asks of the control plane, composed from
+:class:`ControlPlane`'s methods, with every failure a :class:`ControlPlaneError` whose message and
+body are already the public API's (e.g. ``Error parsing `n`: …`` for a bad name in ``PUT
+…/names``). Both transports run it: :class:`ControlPlaneServicer` here, and the in-process
+adapter of :mod:`orrery.standalone`. :func:`failure_of` classifies its errors into the
+``ErrorKind`` both transports hand to :mod:`gateway.failures`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+from controlplane.core import (
+    BadRequest,
+    ControlPlane,
+    ControlPlaneError,
+    DatabaseNotFound,
+    DatabaseRecord,
+    InvalidName,
+    NameNotFound,
+    NamePermissionDenied,
+    NotAuthorized,
+    PublishFailed,
+    PublishResult,
+    UpdateRejected,
+    parse_name_or_identity,
+    validate_name,
+)
+from proto import controlplane_pb2 as pb
+from proto import controlplane_pb2_grpc as pb_grpc
+from sats.identity import Identity
+
+__all__ = ["ControlPlaneOps", "ControlPlaneServicer", "ResetReplica", "failure_of", "start_server"]
+
+log = logging.getLogger(__name__)
+
+#: Wipe a replica and reinstall ``program`` (None: its current program): (identity, owner, program).
+ResetReplica = Callable[[Identity, Identity, bytes | None], Awaitable[object]]
+
+
+# --- the operations (shared by both transports) ---------------------------------------------------
+
+
+class ControlPlaneOps:
+    """The gateway's requests to the control plane; failures are :class:`ControlPlaneError`."""
+
+    def __init__(self, control: ControlPlane, reset_replica: ResetReplica, node_ids: Sequence[int] = (0,)) -> None:
+        self.control = control
+        self.reset_replica = reset_replica
+        self._node_ids = list(node_ids)
+
+    async def resolve(self, name_or_identity: str) -> Identity:
+        """The identity a path segment names (identities are not checked for existence)."""
+        return await self.control.resolve(name_or_identity)
+
+    async def database(self, name_or_identity: str) -> DatabaseRecord:
+        """Resolve and load; ``No such database.`` when there is none."""
+        return await self.control.require_database(name_or_identity)
+
+    async def publish(
+        self, caller: Identity, name_or_identity: str | None, program: bytes, *, clear: bool
+    ) -> PublishResult:
+        """Create or update (client-api.md §6.2)."""
+        return await self.control.publish(caller, name_or_identity, program, clear=clear)
+
+    async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishResult:
+        """Wipe the data and reinstall (the given program, or the current one); owner only."""
+        record = await self.control.require_database(name_or_identity)
+        await self.control.authorize_owner(caller, record, "reset database")
+        target = parse_name_or_identity(name_or_identity)
+        try:
+            await self.reset_replica(record.identity, record.owner, program)
+        except Exception as e:
+            # Host nodes (in-process or remote) name a missing replica DatabaseNotFound.
+            if type(e).__name__ == "DatabaseNotFound":
+                raise DatabaseNotFound("No such database.") from None
+            raise PublishFailed(f"Failed to create the database: {e}") from None
+        return PublishResult(record.identity, "updated", target if isinstance(target, str) else None)
+
+    async def delete(self, caller: Identity, name_or_identity: str) -> None:
+        """Delete a database (owner only; idempotent for identities with no database)."""
+        await self.control.delete(caller, name_or_identity)
+
+    async def names(self, identity: Identity) -> list[str]:
+        """Every name that points at the database, sorted."""
+        return sorted(await self.control.names(identity))
+
+    async def add_name(self, caller: Identity, name_or_identity: str, name: str) -> dict[str, Any]:
+        """``POST …/names``: the ``{"Success":…}`` body."""
+        await self.control.resolve(name_or_identity)
+        try:
+            validate_name(name)
+        except InvalidName as e:
+            raise BadRequest(e.message) from None  # a name in the body, not the URL
+        try:
+            return await self.control.add_name(caller, name_or_identity, name)
+        except NamePermissionDenied as e:
+            raise NamePermissionDenied(e.message, body={"PermissionDenied": {"domain": name}}) from None
+
+    async def set_names(self, caller: Identity, name_or_identity: str, names: list[str]) -> None:
+        """``PUT …/names``: replace every name (owner only)."""
+        await self.control.resolve(name_or_identity)
+        for name in names:
+            try:
+                validate_name(name)
+            except InvalidName as e:
+                raise BadRequest(f"Error parsing `{name}`: {e.message}") from None
+        await self.control.set_names(caller, name_or_identity, names)
+
+    async def databases_of(self, owner: Identity) -> list[Identity]:
+        """Identities of the databases ``owner`` owns."""
+        return await self.control.databases_of(owner)
+
+    def node_ids(self) -> list[int]:
+        """The host nodes that can run databases."""
+        return list(self._node_ids)
+
+
+_KINDS: list[tuple[type[ControlPlaneError], pb.ErrorKind]] = [
+    (InvalidName, pb.ERROR_KIND_INVALID_NAME),
+    (NameNotFound, pb.ERROR_KIND_NAME_NOT_FOUND),
+    (DatabaseNotFound, pb.ERROR_KIND_DATABASE_NOT_FOUND),
+    (NotAuthorized, pb.ERROR_KIND_NOT_AUTHORIZED),
+    (NamePermissionDenied, pb.ERROR_KIND_NAME_PERMISSION_DENIED),
+    (BadRequest, pb.ERROR_KIND_BAD_REQUEST),
+    (PublishFailed, pb.ERROR_KIND_PUBLISH_FAILED),
+    (UpdateRejected, pb.ERROR_KIND_UPDATE_REJECTED),
+]
+
+
+def failure_of(e: ControlPlaneError) -> tuple[pb.ErrorKind, str, Any]:
+    """``(kind, message, JSON body or None)`` of a control-plane error."""
+    kind = next((k for cls, k in _KINDS if isinstance(e, cls)), pb.ERROR_KIND_OTHER)
+    return kind, e.message, e.body
+
+
+def _failure(e: Exception) -> pb.Failure:
+    if isinstance(e, ControlPlaneError):
+        kind, message, body = failure_of(e)
+        return pb.Failure(kind=kind, message=message, json_body="" if body is None else json.dumps(body))
+    log.exception("internal error in the control plane service")
+    return pb.Failure(kind=pb.ERROR_KIND_INTERNAL, message=f"{type(e).__name__}: {e}")
+
+
+def _identity(data: bytes) -> Identity:
+    return Identity.from_bsatn(data)
+
+
+def _database_info(record: DatabaseRecord) -> pb.DatabaseInfo:
+    return pb.DatabaseInfo(
+        database_identity=record.identity.to_bsatn(),
+        owner_identity=record.owner.to_bsatn(),
+        host_type=record.host_type,
+        initial_program_hash=record.initial_program_hash,
+        replicas=[pb.Placement(node_id=p.node_id, address=p.address, epoch=p.epoch) for p in record.replicas],
+    )
+
+
+def _published(result: PublishResult) -> pb.PublishResponse:
+    response = pb.PublishResponse(
+        op=pb.PUBLISH_OP_CREATED if result.op == "created" else pb.PUBLISH_OP_UPDATED,
+        database_identity=result.identity.to_bsatn(),
+    )
+    if result.domain is not None:
+        response.domain = result.domain
+    return response
+
+
+# --- the service ----------------------------------------------------------------------------------
+
+
+class ControlPlaneServicer(pb_grpc.ControlPlaneServicer):
+    """``orrery.controlplane.v1.ControlPlane`` over :class:`ControlPlaneOps`."""
+
+    def __init__(self, ops: ControlPlaneOps) -> None:
+        self.ops = ops
+
+    async def Resolve(self, request: pb.ResolveRequest, context: Any) -> pb.ResolveResponse:  # noqa: N802
+        """Name or identity → identity."""
+        try:
+            identity = await self.ops.resolve(request.name_or_identity)
+        except Exception as e:  # noqa: BLE001 - every failure is an answer
+            return pb.ResolveResponse(failure=_failure(e))
+        return pb.ResolveResponse(database_identity=identity.to_bsatn())
+
+    async def GetDatabase(self, request: pb.GetDatabaseRequest, context: Any) -> pb.DatabaseResponse:  # noqa: N802
+        """Resolve and load."""
+        try:
+            record = await self.ops.database(request.name_or_identity)
+        except Exception as e:  # noqa: BLE001
+            return pb.DatabaseResponse(failure=_failure(e))
+        return pb.DatabaseResponse(database=_database_info(record))
+
+    async def Publish(self, request: pb.PublishRequest, context: Any) -> pb.PublishResponse:  # noqa: N802
+        """Create or update."""
+        try:
+            result = await self.ops.publish(
+                _identity(request.caller_identity), request.name_or_identity or None, request.program,
+                clear=request.clear,
+            )
+        except Exception as e:  # noqa: BLE001
+            return pb.PublishResponse(failure=_failure(e))
+        return _published(result)
+
+    async def Reset(self, request: pb.ResetRequest, context: Any) -> pb.PublishResponse:  # noqa: N802
+        """Wipe and reinstall."""
+        try:
+            result = await self.ops.reset(
+                _identity(request.caller_identity), request.name_or_identity, request.program or None
+            )
+        except Exception as e:  # noqa: BLE001
+            return pb.PublishResponse(failure=_failure(e))
+        return _published(result)
+
+    async def DeleteDatabase(  # noqa: N802
+        self, request: pb.DeleteDatabaseRequest, context: Any
+    ) -> pb.DeleteDatabaseResponse:
+        """Delete (owner only)."""
+        try:
+            await self.ops.delete(_identity(request.caller_identity), request.name_or_identity)
+        except Exception as e:  # noqa: BLE001
+            return pb.DeleteDatabaseResponse(failure=_failure(e))
+        return pb.DeleteDatabaseResponse()
+
+    async def GetNames(self, request: pb.GetNamesRequest, context: Any) -> pb.Names:  # noqa: N802
+        """Every name of a database."""
+        return pb.Names(names=await self.ops.names(_identity(request.database_identity)))
+
+    async def AddName(self, request: pb.AddNameRequest, context: Any) -> pb.NameResult:  # noqa: N802
+        """One more name."""
+        try:
+            body = await self.ops.add_name(_identity(request.caller_identity), request.name_or_identity, request.name)
+        except Exception as e:  # noqa: BLE001
+            return pb.NameResult(failure=_failure(e))
+        success = body["Success"]
+        return pb.NameResult(
+            domain=success["domain"], database_identity=Identity.from_hex(success["database_identity"]).to_bsatn()
+        )
+
+    async def SetNames(self, request: pb.SetNamesRequest, context: Any) -> pb.SetNamesResponse:  # noqa: N802
+        """Replace every name."""
+        try:
+            await self.ops.set_names(_identity(request.caller_identity), request.name_or_identity, list(request.names))
+        except Exception as e:  # noqa: BLE001
+            return pb.SetNamesResponse(failure=_failure(e))
+        return pb.SetNamesResponse()
+
+    async def ListDatabases(self, request: pb.ListDatabasesRequest, context: Any) -> pb.DatabaseList:  # noqa: N802
+        """An owner's databases."""
+        owned = await self.ops.databases_of(_identity(request.owner_identity))
+        return pb.DatabaseList(identities=[i.to_bsatn() for i in owned])
+
+    async def ListNodes(self, request: pb.ListNodesRequest, context: Any) -> pb.NodeList:  # noqa: N802
+        """The host nodes."""
+        return pb.NodeList(node_ids=self.ops.node_ids())
+
+    async def WatchDatabases(  # noqa: N802
+        self, request: pb.WatchDatabasesRequest, context: Any
+    ) -> AsyncIterator[pb.DatabaseEvent]:
+        """Route-cache updates come with the cluster work."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "database watches are not served yet")
+        yield pb.DatabaseEvent()  # pragma: no cover - makes this an async generator
+
+
+async def start_server(ops: ControlPlaneOps, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:
+    """Serve ``ops`` on ``address``; returns the started server and the ``host:port`` it bound."""
+    server = grpc.aio.server()
+    pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneServicer(ops), server)
+    port = server.add_insecure_port(address)
+    await server.start()
+    return server, f"{address.rpartition(':')[0]}:{port}"

@@ -1,0 +1,314 @@
+"""The gateway's backends over gRPC: :class:`GrpcControlPlane` and :class:`GrpcHostNode`.
+
+They implement :mod:`gateway.backends` over the stubs of ``proto/controlplane.proto`` and
+``proto/hostnode.proto`` and answer exactly what the in-process adapters answer: both turn
+failures into :class:`ApiError` through the same tables (:mod:`gateway.failures`). Generated
+messages stay inside this module; callers get the dataclasses of :mod:`gateway.backends`.
+
+Reducer calls are batched (PLATFORM.md §5: a gRPC message costs about what a whole reducer
+call does): calls to one database that arrive while earlier batches are in flight travel
+together in the next ``CallBatch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from gateway.backends import CallResult, DatabaseInfo, PrePublish, PublishOutcome, SqlAnswer
+from gateway.failures import (
+    ControlErrorKind,
+    HostErrorKind,
+    ReducerStatus,
+    call_result,
+    control_error,
+    host_error,
+)
+from proto import controlplane_pb2 as cpb
+from proto import controlplane_pb2_grpc as cpb_grpc
+from proto import hostnode_pb2 as hpb
+from proto import hostnode_pb2_grpc as hpb_grpc
+from sats.identity import Identity
+from sats.json import loads
+
+__all__ = ["GrpcControlPlane", "GrpcHostNode"]
+
+#: Most calls in one CallBatch, and most batches in flight per database.
+MAX_BATCH = 512
+MAX_IN_FLIGHT = 2
+
+
+# --- control plane --------------------------------------------------------------------------------
+
+
+def _control_check(failure: cpb.Failure) -> None:
+    if failure.kind == cpb.ERROR_KIND_NONE:
+        return
+    try:
+        kind = ControlErrorKind(failure.kind)
+    except ValueError:
+        kind = ControlErrorKind.OTHER
+    body = json.loads(failure.json_body) if failure.json_body else None
+    raise control_error(kind, failure.message, body)
+
+
+def _outcome(response: cpb.PublishResponse) -> PublishOutcome:
+    _control_check(response.failure)
+    op = "created" if response.op == cpb.PUBLISH_OP_CREATED else "updated"
+    domain = response.domain if response.HasField("domain") else None
+    return PublishOutcome(Identity.from_bsatn(response.database_identity), op, domain)
+
+
+class GrpcControlPlane:
+    """:class:`gateway.backends.ControlPlaneBackend` over the ControlPlane gRPC service."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.stub = cpb_grpc.ControlPlaneStub(channel)
+
+    async def resolve(self, name_or_identity: str) -> Identity:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        response: cpb.ResolveResponse = await self.stub.Resolve(cpb.ResolveRequest(name_or_identity=name_or_identity))
+        _control_check(response.failure)
+        return Identity.from_bsatn(response.database_identity)
+
+    async def database(self, name_or_identity: str) -> DatabaseInfo:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        response: cpb.DatabaseResponse = await self.stub.GetDatabase(
+            cpb.GetDatabaseRequest(name_or_identity=name_or_identity)
+        )
+        _control_check(response.failure)
+        db = response.database
+        return DatabaseInfo(
+            Identity.from_bsatn(db.database_identity),
+            Identity.from_bsatn(db.owner_identity),
+            db.host_type,
+            db.initial_program_hash,
+        )
+
+    async def publish(
+        self, caller: Identity, name_or_identity: str | None, program: bytes, *, clear: bool
+    ) -> PublishOutcome:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        request = cpb.PublishRequest(
+            caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity or "", program=program, clear=clear
+        )
+        return _outcome(await self.stub.Publish(request))
+
+    async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishOutcome:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        request = cpb.ResetRequest(
+            caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity, program=program or b""
+        )
+        return _outcome(await self.stub.Reset(request))
+
+    async def delete(self, caller: Identity, name_or_identity: str) -> None:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        response: cpb.DeleteDatabaseResponse = await self.stub.DeleteDatabase(
+            cpb.DeleteDatabaseRequest(caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity)
+        )
+        _control_check(response.failure)
+
+    async def names(self, identity: Identity) -> list[str]:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        response: cpb.Names = await self.stub.GetNames(cpb.GetNamesRequest(database_identity=identity.to_bsatn()))
+        return list(response.names)
+
+    async def add_name(self, caller: Identity, name_or_identity: str, name: str) -> dict[str, Any]:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        response: cpb.NameResult = await self.stub.AddName(
+            cpb.AddNameRequest(caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity, name=name)
+        )
+        _control_check(response.failure)
+        identity = Identity.from_bsatn(response.database_identity)
+        return {"Success": {"domain": response.domain, "database_identity": identity.to_hex()}}
+
+    async def set_names(self, caller: Identity, name_or_identity: str, names: list[str]) -> None:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        response: cpb.SetNamesResponse = await self.stub.SetNames(
+            cpb.SetNamesRequest(caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity, names=names)
+        )
+        _control_check(response.failure)
+
+    async def databases_of(self, owner: Identity) -> list[Identity]:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        response: cpb.DatabaseList = await self.stub.ListDatabases(
+            cpb.ListDatabasesRequest(owner_identity=owner.to_bsatn())
+        )
+        return [Identity.from_bsatn(i) for i in response.identities]
+
+    async def node_ids(self) -> list[int]:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        response: cpb.NodeList = await self.stub.ListNodes(cpb.ListNodesRequest())
+        return list(response.node_ids)
+
+
+# --- host node ------------------------------------------------------------------------------------
+
+
+def _host_kind(failure: hpb.Failure) -> HostErrorKind:
+    try:
+        return HostErrorKind(failure.kind)
+    except ValueError:
+        return HostErrorKind.INTERNAL
+
+
+def _host_failed(failure: hpb.Failure) -> bool:
+    return failure.kind != hpb.ERROR_KIND_NONE
+
+
+@dataclass
+class _Queue:
+    """Calls to one database waiting for a batch."""
+
+    pending: list[tuple[hpb.ReducerCall, asyncio.Future[hpb.ReducerResult]]] = field(default_factory=list)
+    in_flight: int = 0
+    scheduled: bool = False
+
+
+class CallBatcher:
+    """Coalesces reducer calls to one database into ``CallBatch`` messages.
+
+    A call waits at most until the end of the current event-loop turn when fewer than
+    ``max_in_flight`` batches are in flight for its database, else until one returns; so a lone
+    caller pays one round trip and concurrent callers share messages.
+    """
+
+    def __init__(self, stub: hpb_grpc.HostNodeStub, max_batch: int = MAX_BATCH, max_in_flight: int = MAX_IN_FLIGHT):
+        self.stub = stub
+        self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._queues: dict[bytes, _Queue] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+
+    async def call(self, database: bytes, call: hpb.ReducerCall) -> hpb.ReducerResult:
+        """Run one call (in a batch); its result."""
+        loop = asyncio.get_running_loop()
+        call.request_id = next(self._ids)
+        queue = self._queues.setdefault(database, _Queue())
+        future: asyncio.Future[hpb.ReducerResult] = loop.create_future()
+        queue.pending.append((call, future))
+        if not queue.scheduled and queue.in_flight < self.max_in_flight:
+            queue.scheduled = True
+            loop.call_soon(self._send_ready, database)
+        return await future
+
+    def _send_ready(self, database: bytes) -> None:
+        queue = self._queues.get(database)
+        if queue is None:
+            return
+        queue.scheduled = False
+        while queue.pending and queue.in_flight < self.max_in_flight:
+            batch, queue.pending = queue.pending[: self.max_batch], queue.pending[self.max_batch :]
+            queue.in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._send(database, queue, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if not queue.pending and not queue.in_flight:
+            del self._queues[database]
+
+    async def _send(
+        self,
+        database: bytes,
+        queue: _Queue,
+        batch: list[tuple[hpb.ReducerCall, asyncio.Future[hpb.ReducerResult]]],
+    ) -> None:
+        try:
+            response: hpb.CallBatchResult = await self.stub.CallReducers(
+                hpb.CallBatch(database_identity=database, calls=[c for c, _ in batch])
+            )
+            if len(response.results) != len(batch):
+                raise RuntimeError(f"host node answered {len(response.results)} of {len(batch)} calls")
+        except Exception as e:  # noqa: BLE001 - every caller of the batch gets the error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+        else:
+            for (_, future), result in zip(batch, response.results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            queue.in_flight -= 1
+            self._queues.setdefault(database, queue)
+            self._send_ready(database)
+
+
+class GrpcHostNode:
+    """:class:`gateway.backends.HostNodeBackend` over the HostNode gRPC service."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.stub = hpb_grpc.HostNodeStub(channel)
+        self.batcher = CallBatcher(self.stub)
+
+    async def call(
+        self, database: Identity, reducer: str, args_json: str, *, caller: Identity, connection_id: int
+    ) -> CallResult:
+        """Connect → reducer → disconnect on the node (one call of a batch)."""
+        call = hpb.ReducerCall(
+            reducer=reducer,
+            json=args_json,
+            caller_identity=caller.to_bsatn(),
+            connection_id=connection_id.to_bytes(16, "little"),
+            kind=hpb.CALL_KIND_HTTP,
+        )
+        result = await self.batcher.call(database.to_bsatn(), call)
+        if _host_failed(result.failure):
+            raise host_error(_host_kind(result.failure), result.failure.message)
+        return call_result(
+            ReducerStatus(result.status), result.message, result.energy_used, result.duration_micros,
+            connect=result.connect,
+        )
+
+    async def sql(self, database: Identity, query: str, caller: Identity) -> SqlAnswer:
+        """See :class:`gateway.backends.HostNodeBackend`."""
+        response: hpb.SqlResponse = await self.stub.Sql(
+            hpb.SqlRequest(database_identity=database.to_bsatn(), query=query, caller_identity=caller.to_bsatn())
+        )
+        if _host_failed(response.failure):
+            raise host_error(_host_kind(response.failure), response.failure.message, missing="module not found")
+        return SqlAnswer(response.body, response.duration_micros)
+
+    async def schema(self, database: Identity) -> Any:
+        """See :class:`gateway.backends.HostNodeBackend`."""
+        response: hpb.SchemaResponse = await self.stub.GetSchema(
+            hpb.SchemaRequest(database_identity=database.to_bsatn(), version=9)
+        )
+        if _host_failed(response.failure):
+            raise host_error(_host_kind(response.failure), response.failure.message)
+        return loads(response.json)
+
+    async def logs(self, database: Identity, num_lines: int | None, follow: bool) -> AsyncGenerator[str, None]:
+        """Lines from the node's Logs stream; closing the generator cancels the stream."""
+        request = hpb.LogsRequest(database_identity=database.to_bsatn(), follow=follow)
+        if num_lines is not None:
+            request.num_lines = num_lines
+        call = self.stub.Logs(request)
+        try:
+            async for message in call:
+                if _host_failed(message.failure):
+                    raise host_error(_host_kind(message.failure), message.failure.message)
+                for line in message.lines:
+                    yield line
+        finally:
+            call.cancel()
+
+    async def pre_publish(self, database: Identity, program: bytes) -> PrePublish:
+        """See :class:`gateway.backends.HostNodeBackend`."""
+        response: hpb.PlanUpdateResponse = await self.stub.PlanUpdate(
+            hpb.PlanUpdateRequest(database_identity=database.to_bsatn(), program=program)
+        )
+        if _host_failed(response.failure):
+            raise host_error(_host_kind(response.failure), response.failure.message, failed_to="plan the update")
+        return PrePublish(
+            automatic=response.automatic,
+            plan=response.plan,
+            break_clients=response.break_clients,
+            token=response.token,
+            reason=response.reason,
+        )

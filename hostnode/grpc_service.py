@@ -1,0 +1,328 @@
+"""The host node's gRPC service (``proto/hostnode.proto``) over :class:`hostnode.service.HostNode`.
+
+A thin shell: requests become :class:`HostNode` calls, results and exceptions become messages.
+Failures a caller can act on travel as ``Failure{kind, message}`` answers (:func:`failure_of`
+classifies the engine's exceptions); a gRPC error status means the node itself failed.
+
+The pieces both transports need — classifying exceptions, previewing an update, streaming log
+lines — are module functions here, so the in-process adapter (:mod:`orrery.standalone`) gives the
+same answers without a network hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from hostnode.database import (
+    Database,
+    DatabaseClosed,
+    DatabaseError,
+    InvalidArguments,
+    LifecycleReducerCall,
+    NoSuchReducer,
+    ReducerOutcome,
+    Status,
+)
+from hostnode.migrate import MigrationError, MigrationPlan
+from hostnode.service import DatabaseNotFound, HostNode
+from hostnode.sql import SqlError, render_response_bytes
+from hostnode.wasm_host import ModuleLoadError
+from proto import hostnode_pb2 as pb
+from proto import hostnode_pb2_grpc as pb_grpc
+from sats.identity import Identity
+from sats.json import dumps
+
+__all__ = [
+    "HostNodeServicer",
+    "UpdatePreview",
+    "describe_plan",
+    "failure_of",
+    "log_batches",
+    "preview_update",
+    "start_server",
+]
+
+log = logging.getLogger(__name__)
+
+#: Most lines in one ``LogLines`` message (a tail of a huge log goes out in several).
+LOG_BATCH_LINES = 1000
+
+STATUS: dict[Status, pb.Status] = {
+    Status.COMMITTED: pb.STATUS_COMMITTED,
+    Status.FAILED: pb.STATUS_FAILED,
+    Status.OUT_OF_ENERGY: pb.STATUS_OUT_OF_ENERGY,
+}
+
+
+# --- shared with the in-process adapter ----------------------------------------------------------
+
+
+def failure_of(e: BaseException) -> tuple[pb.ErrorKind, str] | None:
+    """``(kind, message)`` of an engine exception a caller can act on; None for anything else."""
+    if isinstance(e, DatabaseNotFound):
+        return pb.ERROR_KIND_NO_SUCH_DATABASE, str(e)
+    if isinstance(e, NoSuchReducer):
+        return pb.ERROR_KIND_NO_SUCH_REDUCER, str(e)
+    if isinstance(e, LifecycleReducerCall):
+        return pb.ERROR_KIND_LIFECYCLE_REDUCER, str(e)
+    if isinstance(e, InvalidArguments):
+        return pb.ERROR_KIND_INVALID_ARGUMENTS, str(e)
+    if isinstance(e, DatabaseClosed):
+        return pb.ERROR_KIND_DATABASE_CLOSED, str(e)
+    if isinstance(e, DatabaseError):
+        return pb.ERROR_KIND_DATABASE, str(e)
+    if isinstance(e, ModuleLoadError):
+        return pb.ERROR_KIND_INVALID_PROGRAM, str(e)
+    if isinstance(e, MigrationError):
+        return pb.ERROR_KIND_MIGRATION_REJECTED, str(e)
+    if isinstance(e, SqlError):
+        return pb.ERROR_KIND_SQL, str(e)
+    return None
+
+
+def _failure(e: Exception) -> pb.Failure:
+    """Any exception as a Failure (unexpected ones as INTERNAL, worded like the gateway's 500s)."""
+    known = failure_of(e)
+    if known is None:
+        log.exception("internal error in the host node service")
+        return pb.Failure(kind=pb.ERROR_KIND_INTERNAL, message=f"{type(e).__name__}: {e}")
+    return pb.Failure(kind=known[0], message=known[1])
+
+
+@dataclass(frozen=True)
+class UpdatePreview:
+    """What republishing a program would do (``POST …/pre_publish``)."""
+
+    #: True: an automatic migration exists (``plan``, ``token``); False: ``reason`` says why not.
+    automatic: bool
+    plan: str = ""
+    token: str = ""
+    reason: str = ""
+
+
+async def preview_update(node: HostNode, identity: Identity, program: bytes) -> UpdatePreview:
+    """Plan the update of ``identity`` to ``program``; the token names (database, old, new program).
+
+    Raises DatabaseNotFound, ModuleLoadError or DatabaseError; a manual migration is a value.
+    """
+    try:
+        plan = await node.plan_program_update(identity, program)
+    except MigrationError as e:
+        return UpdatePreview(automatic=False, reason=str(e))
+    old_program, index_names = await node.run(identity, _program_and_index_names)
+    digest = hashlib.sha3_256(
+        identity.to_bsatn() + hashlib.sha3_256(old_program).digest() + hashlib.sha3_256(program).digest()
+    ).digest()
+    token = f"0x{int.from_bytes(digest, 'little'):x}"
+    return UpdatePreview(automatic=True, plan=describe_plan(plan, index_names), token=token)
+
+
+def _program_and_index_names(db: Database) -> tuple[bytes, dict[int, str]]:
+    names = {ix.index_id: ix.name for t in db.datastore.tables().values() for ix in t.indexes}
+    return db.program_bytes, names
+
+
+def describe_plan(plan: MigrationPlan, index_names: dict[int, str]) -> str:
+    """A migration plan as the lines ``spacetime publish`` prints."""
+    lines = ["Updating the module; the automatic migration will:"]
+    lines += [f"- create table `{t.name}`" for t in plan.create_tables]
+    lines += [f"- remove index `{index_names.get(i, f'#{i}')}`" for i in plan.drop_indexes]
+    lines += [f"- create index `{ix.name}`" for ix in plan.create_indexes]
+    if plan.is_empty:
+        lines.append("- change no tables (code only)")
+    return "\n".join(lines) + "\n"
+
+
+async def log_batches(
+    node: HostNode, identity: Identity, num_lines: int | None, follow: bool
+) -> AsyncGenerator[list[str], None]:
+    """The last ``num_lines`` lines (all when None), then — with ``follow`` — new lines forever.
+
+    Each batch holds every line available at that moment. The follower is registered on the
+    writer thread together with reading the tail, so no line is lost or repeated in between.
+    Raises DatabaseNotFound before yielding anything.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_line(line: str) -> None:
+        # Runs on the database's writer thread.
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+
+    def start(db: Database) -> tuple[list[str], Callable[[], None] | None]:
+        old = db.logs.tail(num_lines) if (num_lines or not follow) else []
+        return old, db.logs.follow(on_line) if follow else None
+
+    old, unsubscribe = await node.run(identity, start)
+    try:
+        for i in range(0, len(old), LOG_BATCH_LINES):
+            yield old[i : i + LOG_BATCH_LINES]
+        while unsubscribe is not None:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < LOG_BATCH_LINES:
+                batch.append(queue.get_nowait())
+            yield batch
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
+
+
+# --- the service ----------------------------------------------------------------------------------
+
+
+def _reducer_result(outcome: ReducerOutcome, request_id: int = 0, *, connect: bool = False) -> pb.ReducerResult:
+    result = pb.ReducerResult(
+        request_id=request_id,
+        status=STATUS[outcome.status],
+        message=outcome.message,
+        energy_used=outcome.energy_used,
+        duration_micros=outcome.duration_micros,
+        timestamp_micros=outcome.timestamp_micros,
+        connect=connect,
+    )
+    if outcome.offset is not None:
+        result.offset = outcome.offset
+    return result
+
+
+def _conn_id(data: bytes) -> int:
+    return int.from_bytes(data, "little")
+
+
+class HostNodeServicer(pb_grpc.HostNodeServicer):
+    """``orrery.hostnode.v1.HostNode`` over one :class:`HostNode`."""
+
+    def __init__(self, node: HostNode) -> None:
+        self.node = node
+
+    async def Install(self, request: pb.InstallRequest, context: Any) -> pb.InstallResponse:  # noqa: N802
+        """Create or update (``keep_program``: reinstall the current program)."""
+        identity = Identity.from_bsatn(request.database_identity)
+        try:
+            program = self.node.database(identity).program_bytes if request.keep_program else request.program
+            done = await self.node.install(identity, Identity.from_bsatn(request.owner_identity), program, clear=request.clear)
+        except Exception as e:  # noqa: BLE001 - every failure is an answer
+            return pb.InstallResponse(failure=_failure(e))
+        response = pb.InstallResponse(created=done.created)
+        if done.init is not None:
+            response.init.CopyFrom(_reducer_result(done.init))
+        if done.migration is not None:
+            response.migration = describe_plan(done.migration, {})
+        return response
+
+    async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:  # noqa: N802
+        """Stop a database and remove its files."""
+        try:
+            await self.node.delete(Identity.from_bsatn(request.database_identity))
+        except Exception as e:  # noqa: BLE001
+            return pb.DeleteResponse(failure=_failure(e))
+        return pb.DeleteResponse()
+
+    async def CallReducers(self, request: pb.CallBatch, context: Any) -> pb.CallBatchResult:  # noqa: N802
+        """Run every call of the batch; answer in request order once all are durable or failed.
+
+        The calls are handed to the database's writer thread in request order (each submits
+        before its first await), so they run in that order and share fsyncs.
+        """
+        identity = Identity.from_bsatn(request.database_identity)
+        results = await asyncio.gather(*(self._call(identity, call) for call in request.calls))
+        return pb.CallBatchResult(results=results)
+
+    async def _call(self, identity: Identity, call: pb.ReducerCall) -> pb.ReducerResult:
+        node = self.node
+        caller = Identity.from_bsatn(call.caller_identity)
+        connection_id = _conn_id(call.connection_id)
+        try:
+            if call.kind == pb.CALL_KIND_HTTP:
+                args: bytes | Callable[[], bytes]
+                if call.WhichOneof("args") == "json":
+                    text = call.json
+                    args = lambda: node.encode_json_args(identity, call.reducer, text)  # noqa: E731
+                else:
+                    args = call.bsatn
+                done = await node.call_via_http(identity, call.reducer, args, caller=caller, connection_id=connection_id)
+                if done.error is not None:
+                    raise done.error
+                if done.reducer is None:
+                    return _reducer_result(done.connected, call.request_id, connect=True)
+                return _reducer_result(done.reducer, call.request_id)
+            data = node.encode_json_args(identity, call.reducer, call.json) if call.WhichOneof("args") == "json" else call.bsatn
+            outcome = await node.call_reducer(
+                identity,
+                call.reducer,
+                data,
+                caller=caller,
+                connection_id=connection_id,
+                timestamp_micros=call.timestamp_micros if call.HasField("timestamp_micros") else None,
+            )
+            return _reducer_result(outcome, call.request_id)
+        except Exception as e:  # noqa: BLE001
+            return pb.ReducerResult(request_id=call.request_id, failure=_failure(e))
+
+    async def Sql(self, request: pb.SqlRequest, context: Any) -> pb.SqlResponse:  # noqa: N802
+        """One SQL statement; the response body is rendered here, once."""
+        try:
+            result = await self.node.sql(Identity.from_bsatn(request.database_identity), request.query, Identity.from_bsatn(request.caller_identity))
+        except Exception as e:  # noqa: BLE001
+            return pb.SqlResponse(failure=_failure(e))
+        return pb.SqlResponse(body=render_response_bytes(result), duration_micros=result.total_duration_micros)
+
+    async def GetSchema(self, request: pb.SchemaRequest, context: Any) -> pb.SchemaResponse:  # noqa: N802
+        """The module definition as SATS-JSON text."""
+        try:
+            schema = self.node.schema_json(Identity.from_bsatn(request.database_identity))
+        except Exception as e:  # noqa: BLE001
+            return pb.SchemaResponse(failure=_failure(e))
+        return pb.SchemaResponse(json=dumps(schema))
+
+    async def PlanUpdate(self, request: pb.PlanUpdateRequest, context: Any) -> pb.PlanUpdateResponse:  # noqa: N802
+        """What republishing would do."""
+        try:
+            preview = await preview_update(self.node, Identity.from_bsatn(request.database_identity), request.program)
+        except Exception as e:  # noqa: BLE001
+            return pb.PlanUpdateResponse(failure=_failure(e))
+        return pb.PlanUpdateResponse(
+            automatic=preview.automatic, plan=preview.plan, token=preview.token, reason=preview.reason
+        )
+
+    async def Logs(self, request: pb.LogsRequest, context: Any) -> AsyncIterator[pb.LogLines]:  # noqa: N802
+        """Tail, then (``follow``) batches of new lines until the caller cancels."""
+        num_lines = request.num_lines if request.HasField("num_lines") else None
+        batches = log_batches(self.node, Identity.from_bsatn(request.database_identity), num_lines, request.follow)
+        try:
+            try:
+                first = await anext(batches)
+            except StopAsyncIteration:
+                return
+            except Exception as e:  # noqa: BLE001
+                yield pb.LogLines(failure=_failure(e))
+                return
+            yield pb.LogLines(lines=first)
+            async for batch in batches:
+                yield pb.LogLines(lines=batch)
+        finally:
+            await batches.aclose()
+
+    async def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.HostFrames]:  # noqa: N802
+        """The realtime data path is not served yet (issue 4)."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WebSocket subscriptions are not served yet")
+        yield pb.HostFrames()  # pragma: no cover - makes this an async generator
+
+
+async def start_server(node: HostNode, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:
+    """Serve ``node`` on ``address``; returns the started server and the ``host:port`` it bound."""
+    server = grpc.aio.server()
+    pb_grpc.add_HostNodeServicer_to_server(HostNodeServicer(node), server)
+    port = server.add_insecure_port(address)
+    await server.start()
+    host = address.rpartition(":")[0]
+    return server, f"{host}:{port}"

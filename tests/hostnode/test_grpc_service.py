@@ -1,0 +1,224 @@
+"""The host node's gRPC service over a real HostNode, through a real grpc.aio channel on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from hostnode.grpc_service import start_server
+from hostnode.service import HostNode, HostNodeConfig
+from proto import hostnode_pb2 as pb
+from proto import hostnode_pb2_grpc as pb_grpc
+from sats.bsatn import encode
+from sats.identity import Identity
+from sats.types import STRING
+from tests.hostnode.conftest import module_wasm
+
+OWNER = Identity.from_claims("localhost", "owner")
+ALICE = Identity.from_claims("localhost", "alice")
+DB = Identity.from_claims("localhost", "db")
+CHAT = module_wasm("quickstart-chat")
+MODULE_TEST = module_wasm("module-test")
+TRANSFER = module_wasm("transfer")
+
+Body = Callable[[pb_grpc.HostNodeStub, HostNode], Awaitable[None]]
+
+
+def with_service(tmp_path: Path, body: Body) -> None:
+    """Run ``body(stub, node)`` against a HostNode served on a free port of 127.0.0.1."""
+
+    async def main() -> None:
+        node = HostNode(HostNodeConfig(tmp_path / "node"))
+        await node.start()
+        server, address = await start_server(node)
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                await body(pb_grpc.HostNodeStub(channel), node)
+        finally:
+            await server.stop(None)
+            await node.stop()
+
+    asyncio.run(main())
+
+
+async def install(stub: pb_grpc.HostNodeStub, program: bytes, **kw: object) -> pb.InstallResponse:
+    request = pb.InstallRequest(
+        database_identity=DB.to_bsatn(), owner_identity=OWNER.to_bsatn(), program=program, **kw  # type: ignore[arg-type]
+    )
+    response: pb.InstallResponse = await stub.Install(request)
+    return response
+
+
+def http_call(request_id: int, reducer: str, args: list[object]) -> pb.ReducerCall:
+    return pb.ReducerCall(
+        request_id=request_id, reducer=reducer, json=json.dumps(args), caller_identity=ALICE.to_bsatn(),
+        connection_id=(request_id + 1).to_bytes(16, "little"), kind=pb.CALL_KIND_HTTP,
+    )
+
+
+async def rows(stub: pb_grpc.HostNodeStub, query: str) -> list[object]:
+    response = await stub.Sql(pb.SqlRequest(database_identity=DB.to_bsatn(), query=query, caller_identity=OWNER.to_bsatn()))
+    assert response.failure.kind == pb.ERROR_KIND_NONE, response.failure
+    return list(json.loads(response.body)[0]["rows"])
+
+
+def test_one_batch_carries_a_hundred_calls(tmp_path: Path) -> None:
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        assert (await install(stub, CHAT)).created
+        calls = [http_call(i, "send_message", [f"m{i}"]) for i in range(100)]
+        # Failures of single calls are answered in place, the rest of the batch runs.
+        calls[10] = http_call(10, "no_such_reducer", [])
+        calls[20] = http_call(20, "send_message", [1, 2])
+        batch = pb.CallBatch(database_identity=DB.to_bsatn(), calls=calls)
+        result: pb.CallBatchResult = await stub.CallReducers(batch)
+        assert [r.request_id for r in result.results] == list(range(100))
+        assert result.results[10].failure.kind == pb.ERROR_KIND_NO_SUCH_REDUCER
+        assert result.results[20].failure.kind == pb.ERROR_KIND_INVALID_ARGUMENTS
+        assert result.results[20].failure.message.startswith("invalid arguments for reducer send_message: ")
+        ok = [r for i, r in enumerate(result.results) if i not in (10, 20)]
+        assert all(r.status == pb.STATUS_COMMITTED and r.failure.kind == pb.ERROR_KIND_NONE for r in ok)
+        assert all(r.energy_used > 0 and r.HasField("offset") and not r.connect for r in ok)
+        # Run in request order: commit-log offsets increase along the batch.
+        offsets = [r.offset for r in ok]
+        assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+        texts = [m[2] for m in await rows(stub, "SELECT * FROM message")]
+        assert sorted(texts) == sorted(f"m{i}" for i in range(100) if i not in (10, 20))
+
+    with_service(tmp_path, body)
+
+
+def test_call_outcomes(tmp_path: Path) -> None:
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        await install(stub, MODULE_TEST)
+
+        async def one(call: pb.ReducerCall, database: Identity = DB) -> pb.ReducerResult:
+            response = await stub.CallReducers(pb.CallBatch(database_identity=database.to_bsatn(), calls=[call]))
+            assert len(response.results) == 1
+            result: pb.ReducerResult = response.results[0]
+            return result
+
+        failed = await one(http_call(1, "fail_with", ["nope"]))
+        assert (failed.status, failed.message, failed.connect) == (pb.STATUS_FAILED, "nope", False)
+        lifecycle = await one(http_call(2, "client_connected", []))
+        assert lifecycle.failure.kind == pb.ERROR_KIND_LIFECYCLE_REDUCER
+        missing = await one(http_call(3, "set_kv", ["a", "b"]), Identity.from_claims("x", "y"))
+        assert missing.failure.kind == pb.ERROR_KIND_NO_SUCH_DATABASE
+        # A client call: BSATN arguments, the caller's timestamp, no connect/disconnect.
+        args = encode(STRING, "client") + encode(STRING, "1")  # (key, value): fields back to back
+        client = pb.ReducerCall(request_id=4, reducer="set_kv", bsatn=args, caller_identity=ALICE.to_bsatn(),
+                                kind=pb.CALL_KIND_CLIENT, timestamp_micros=1_700_000_000_000_000)
+        done = await one(client)
+        assert (done.status, done.timestamp_micros) == (pb.STATUS_COMMITTED, 1_700_000_000_000_000)
+        # client_connected refuses: the outcome is the connect's, the reducer never ran.
+        await one(http_call(5, "set_kv", ["reject_connections", "1"]))
+        refused = await one(http_call(6, "set_kv", ["z", "z"]))
+        assert (refused.status, refused.message, refused.connect) == (
+            pb.STATUS_FAILED, "connection rejected by module", True,
+        )
+
+    with_service(tmp_path, body)
+
+
+def test_install_update_reset_delete(tmp_path: Path) -> None:
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        junk = await install(stub, b"junk")
+        assert junk.failure.kind == pb.ERROR_KIND_INVALID_PROGRAM and not node.has(DB)
+        assert (await install(stub, CHAT)).created
+        await stub.CallReducers(pb.CallBatch(database_identity=DB.to_bsatn(), calls=[http_call(1, "send_message", ["x"])]))
+        updated = await install(stub, CHAT)
+        assert not updated.created and "code only" in updated.migration
+        refused = await install(stub, TRANSFER)
+        assert refused.failure.kind == pb.ERROR_KIND_MIGRATION_REJECTED
+        assert "table `message` would be removed" in refused.failure.message
+        assert len(await rows(stub, "SELECT * FROM message")) == 1
+        # keep_program + clear: a reset with the current program.
+        reset = await install(stub, b"", clear=True, keep_program=True)
+        assert reset.created and reset.failure.kind == pb.ERROR_KIND_NONE
+        assert await rows(stub, "SELECT * FROM message") == []
+        assert (await stub.Delete(pb.DeleteRequest(database_identity=DB.to_bsatn()))).failure.kind == pb.ERROR_KIND_NONE
+        again = await stub.Delete(pb.DeleteRequest(database_identity=DB.to_bsatn()))
+        assert again.failure.kind == pb.ERROR_KIND_NO_SUCH_DATABASE
+        gone = await install(stub, b"", clear=True, keep_program=True)
+        assert gone.failure.kind == pb.ERROR_KIND_NO_SUCH_DATABASE
+
+    with_service(tmp_path, body)
+
+
+def test_sql_schema_and_plan(tmp_path: Path) -> None:
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        await install(stub, CHAT)
+        ok = await stub.Sql(pb.SqlRequest(database_identity=DB.to_bsatn(), query="SELECT * FROM user",
+                                          caller_identity=OWNER.to_bsatn()))
+        assert ok.body.startswith(b'[{"schema"') and ok.failure.kind == pb.ERROR_KIND_NONE
+        bad = await stub.Sql(pb.SqlRequest(database_identity=DB.to_bsatn(), query="SELEC x",
+                                           caller_identity=OWNER.to_bsatn()))
+        assert bad.failure.kind == pb.ERROR_KIND_SQL and bad.failure.message and not bad.body
+        missing = await stub.Sql(pb.SqlRequest(database_identity=ALICE.to_bsatn(), query="SELECT * FROM user",
+                                               caller_identity=OWNER.to_bsatn()))
+        assert missing.failure.kind == pb.ERROR_KIND_NO_SUCH_DATABASE
+
+        schema = await stub.GetSchema(pb.SchemaRequest(database_identity=DB.to_bsatn(), version=9))
+        assert json.loads(schema.json) == node.schema_json(DB)
+        no_schema = await stub.GetSchema(pb.SchemaRequest(database_identity=ALICE.to_bsatn(), version=9))
+        assert no_schema.failure.kind == pb.ERROR_KIND_NO_SUCH_DATABASE
+
+        auto = await stub.PlanUpdate(pb.PlanUpdateRequest(database_identity=DB.to_bsatn(), program=CHAT))
+        assert auto.automatic and auto.token.startswith("0x") and "code only" in auto.plan
+        manual = await stub.PlanUpdate(pb.PlanUpdateRequest(database_identity=DB.to_bsatn(), program=TRANSFER))
+        assert not manual.automatic and "would be removed" in manual.reason
+        junk = await stub.PlanUpdate(pb.PlanUpdateRequest(database_identity=DB.to_bsatn(), program=b"junk"))
+        assert junk.failure.kind == pb.ERROR_KIND_INVALID_PROGRAM
+
+    with_service(tmp_path, body)
+
+
+def test_logs_tail_follow_and_cancel(tmp_path: Path) -> None:
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        await install(stub, MODULE_TEST)
+        await stub.CallReducers(pb.CallBatch(database_identity=DB.to_bsatn(), calls=[http_call(1, "log_levels", [])]))
+        tail = [line async for msg in stub.Logs(pb.LogsRequest(database_identity=DB.to_bsatn())) for line in msg.lines]
+        assert tail and all(line.startswith('{"level":') for line in tail)
+        last = [line async for msg in stub.Logs(pb.LogsRequest(database_identity=DB.to_bsatn(), num_lines=1))
+                for line in msg.lines]
+        assert last == tail[-1:]
+        missing = [msg async for msg in stub.Logs(pb.LogsRequest(database_identity=ALICE.to_bsatn()))]
+        assert len(missing) == 1 and missing[0].failure.kind == pb.ERROR_KIND_NO_SUCH_DATABASE
+
+        call = stub.Logs(pb.LogsRequest(database_identity=DB.to_bsatn(), num_lines=0, follow=True))
+        stream = call.__aiter__()
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.1)
+        assert not pending.done()  # num_lines 0: only new lines
+        await node.run(DB, lambda d: [d.module_log_write("Info", f"line {i}") for i in range(3)])
+        got: list[str] = []
+        while len(got) < 3:
+            msg = await asyncio.wait_for(pending, 5)
+            got += msg.lines
+            pending = asyncio.ensure_future(anext(stream))
+        assert [json.loads(line)["message"] for line in got] == ["line 0", "line 1", "line 2"]
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        # The follower was removed once the stream ended.
+        for _ in range(50):
+            if not node.database(DB).logs._followers:  # noqa: SLF001
+                break
+            await asyncio.sleep(0.02)
+        assert not node.database(DB).logs._followers  # noqa: SLF001
+
+    with_service(tmp_path, body)
+
+
+def test_connect_is_not_served_yet(tmp_path: Path) -> None:
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        call = stub.Connect()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+    with_service(tmp_path, body)
