@@ -314,8 +314,12 @@ def _f32_shortest(v: float) -> float:
     """The float with the shortest decimal form that still reads back as the same f32."""
     for digits in range(1, 10):
         candidate = float(f"{v:.{digits}g}")
-        if _F32.unpack(_F32.pack(candidate))[0] == v:
-            return candidate
+        try:
+            if _F32.unpack(_F32.pack(candidate))[0] == v:
+                return candidate
+        except OverflowError:
+            # Rounding near the f32 maximum can step past it; more digits will not.
+            continue
     return v
 
 
