@@ -39,3 +39,19 @@ def test_batch_messages_round_trip() -> None:
     assert len(back.calls) == 100 and back.calls[7].request_id == 7 and back.calls[7].WhichOneof("args") == "bsatn"
     frames = hn.HostFrames(events=[hn.HostEvent(frame=hn.ServerFrame(connection_refs=[1, 2, 3], frame=b"x"))])
     assert list(hn.HostFrames.FromString(frames.SerializeToString()).events[0].frame.connection_refs) == [1, 2, 3]
+
+
+def test_gateway_enums_mirror_the_proto_enums() -> None:
+    """gateway.failures numbers kinds and statuses as the .proto files do (they cross the wire as ints)."""
+    from gateway.failures import ControlErrorKind, HostErrorKind, ReducerStatus
+    from proto import controlplane_pb2 as cp
+    from proto import hostnode_pb2 as hn
+
+    for mirror, proto_enum, prefix in (
+        (HostErrorKind, hn.ErrorKind, "ERROR_KIND_"),
+        (ControlErrorKind, cp.ErrorKind, "ERROR_KIND_"),
+        (ReducerStatus, hn.Status, "STATUS_"),
+    ):
+        assert {m.name: m.value for m in mirror} == {  # type: ignore[attr-defined]
+            name.removeprefix(prefix): value for name, value in proto_enum.items()
+        }

@@ -1,0 +1,242 @@
+"""The gateway's gRPC backends against the in-process adapters: the same requests over one control
+plane state and one host node give equal values and equal ApiErrors (status, body, content type,
+headers); and reducer calls travel in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from controlplane import grpc_service as controlplane_grpc
+from controlplane.core import ControlPlane, Placement
+from controlplane.hostnode_client import GrpcHostNodeClient
+from controlplane.metastore_lmdb import LmdbMetaStore
+from gateway.backends import CallOutcome, CallResult, ControlPlaneBackend, HostNodeBackend, SqlAnswer
+from gateway.errors import ApiError
+from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
+from hostnode import grpc_service as hostnode_grpc
+from hostnode.service import HostNode, HostNodeConfig
+from orrery.standalone import LocalControlPlane, LocalHostNode
+from proto import hostnode_pb2 as hpb
+from sats.identity import Identity
+from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
+
+ALICE = Identity.from_claims("localhost", "alice")
+BOB = Identity.from_claims("localhost", "bob")
+NOWHERE = Identity.from_claims("localhost", "nowhere")
+
+
+@dataclass
+class Pair:
+    """Both transports over the same MetaStore and HostNode."""
+
+    node: HostNode
+    local: tuple[ControlPlaneBackend, HostNodeBackend]
+    remote: tuple[GrpcControlPlane, GrpcHostNode]
+
+    async def same(self, op: Callable[[ControlPlaneBackend, HostNodeBackend], Awaitable[Any]]) -> Any:
+        """Run ``op`` over both; assert equal answers; return the in-process one."""
+        here = await _answer(op(*self.local))
+        there = await _answer(op(*self.remote))
+        assert here == there
+        return here
+
+
+async def _answer(aw: Awaitable[Any]) -> Any:
+    """The value or ApiError, with execution times (which differ run to run) zeroed."""
+    try:
+        value = await aw
+    except ApiError as e:
+        headers = {k: v for k, v in e.headers.items() if k != "spacetime-execution-duration-micros"}
+        return ("ApiError", e.status, e.body, e.content_type, headers)
+    if isinstance(value, CallResult | SqlAnswer):
+        return replace(value, duration_micros=0)
+    return value
+
+
+@contextlib.asynccontextmanager
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    store = await LmdbMetaStore.open(tmp_path / "meta.lmdb")
+    node = HostNode(HostNodeConfig(tmp_path / "node"))
+    await node.start()
+    async with contextlib.AsyncExitStack() as stack:
+        host_server, host_addr = await hostnode_grpc.start_server(node)
+        stack.push_async_callback(host_server.stop, None)
+        host_channel = grpc.aio.insecure_channel(host_addr)
+        stack.push_async_callback(host_channel.close)
+        client = GrpcHostNodeClient(host_channel)
+        ops = controlplane_grpc.ControlPlaneOps(ControlPlane(store, client, Placement("node-0", host_addr)), client.reset)
+        control_server, control_addr = await controlplane_grpc.start_server(ops)
+        stack.push_async_callback(control_server.stop, None)
+        control_channel = grpc.aio.insecure_channel(control_addr)
+        stack.push_async_callback(control_channel.close)
+        local_control = LocalControlPlane(ControlPlane(store, node, Placement("node-0", host_addr)), node)
+        try:
+            yield Pair(
+                node,
+                (local_control, LocalHostNode(node)),
+                (GrpcControlPlane(control_channel), GrpcHostNode(host_channel)),
+            )
+        finally:
+            await stack.aclose()
+            await node.stop()
+            await store.close()
+
+
+def run(tmp_path: Path, body: Callable[[Pair], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with pair(tmp_path) as p:
+            await body(p)
+
+    asyncio.run(main())
+
+
+def test_control_plane_answers_match(tmp_path: Path) -> None:
+    async def body(p: Pair) -> None:
+        # Each transport publishes its own database; the answers differ only by identity.
+        created = [await c.publish(ALICE, name, CHAT, clear=False) for c, name in ((p.local[0], "a"), (p.remote[0], "b"))]
+        assert [(o.op, o.domain) for o in created] == [("created", "a"), ("created", "b")]
+        db = created[0].identity
+        await p.local[0].add_name(ALICE, "a", "a-alias")
+        await p.same(lambda c, h: c.resolve("a"))
+        await p.same(lambda c, h: c.database("a"))
+        await p.same(lambda c, h: c.names(db))
+        await p.same(lambda c, h: c.databases_of(ALICE))
+        await p.same(lambda c, h: c.node_ids())
+        for noi in ("Bad_Name", "a--b", "", "unknown", NOWHERE.to_hex(), "0x" + NOWHERE.to_hex()):
+            await p.same(lambda c, h, noi=noi: c.resolve(noi))  # type: ignore[misc]
+            await p.same(lambda c, h, noi=noi: c.database(noi))  # type: ignore[misc]
+        # Failures change nothing, so both transports see the same state each time.
+        await p.same(lambda c, h: c.publish(ALICE, None, CHAT, clear=True))
+        await p.same(lambda c, h: c.publish(BOB, "a", CHAT, clear=False))
+        await p.same(lambda c, h: c.publish(ALICE, "a", TRANSFER, clear=False))
+        await p.same(lambda c, h: c.publish(ALICE, "a", b"\0asm\x01\x00\x00\x00\x05", clear=False))
+        await p.same(lambda c, h: c.publish(ALICE, "Bad_Name", CHAT, clear=False))
+        await p.same(lambda c, h: c.reset(BOB, "a", None))
+        await p.same(lambda c, h: c.reset(ALICE, "unknown", None))
+        await p.same(lambda c, h: c.delete(BOB, "a"))
+        await p.same(lambda c, h: c.delete(ALICE, NOWHERE.to_hex()))  # idempotent: None
+        await p.same(lambda c, h: c.add_name(ALICE, "a", "Bad_Name"))
+        await p.same(lambda c, h: c.add_name(ALICE, "a", "a-alias"))
+        await p.same(lambda c, h: c.add_name(ALICE, "nope", "x"))
+        await p.same(lambda c, h: c.add_name(BOB, "b", "a"))
+        await p.same(lambda c, h: c.set_names(ALICE, "a", ["ok", "Not-OK"]))
+        await p.same(lambda c, h: c.set_names(BOB, "a", ["mine"]))
+        await p.same(lambda c, h: c.set_names(ALICE, "a", ["b"]))
+        await p.same(lambda c, h: c.set_names(ALICE, NOWHERE.to_hex(), ["x"]))
+        # The name Bob cannot take once Alice's database let it go (its domain stays Alice's).
+        await p.local[0].set_names(ALICE, "a", ["a2"])
+        await p.same(lambda c, h: c.add_name(BOB, "b", "a"))
+        # Successes, once on each side.
+        assert await p.local[0].reset(ALICE, "a2", None) == await p.remote[0].reset(ALICE, "a2", CHAT)
+        await p.remote[0].delete(ALICE, "a2")
+        await p.same(lambda c, h: c.database("a2"))
+        assert not p.node.has(db)
+
+    run(tmp_path, body)
+
+
+def test_host_node_answers_match(tmp_path: Path) -> None:
+    async def body(p: Pair) -> None:
+        db = (await p.local[0].publish(ALICE, "mt", MODULE_TEST, clear=False)).identity
+
+        def call(reducer: str, args: str, database: Identity = db) -> Callable[..., Awaitable[Any]]:
+            return lambda c, h: h.call(database, reducer, args, caller=ALICE, connection_id=5)
+
+        for reducer, args in [
+            ("no_such", "[]"), ("client_connected", "[]"), ("set_kv", "[1]"), ("set_kv", "["), ("fail_with", '["no"]'),
+        ]:
+            await p.same(call(reducer, args))
+        await p.same(call("set_kv", '["a","1"]', NOWHERE))
+        committed = [await h.call(db, "set_kv", '["k","v"]', caller=ALICE, connection_id=6) for _, h in (p.local, p.remote)]
+        assert {r.outcome for r in committed} == {CallOutcome.COMMITTED} and committed[0].message == committed[1].message
+        await p.local[1].call(db, "set_kv", '["reject_connections","1"]', caller=ALICE, connection_id=7)
+        await p.same(call("set_kv", '["b","2"]'))
+
+        await p.same(lambda c, h: h.sql(db, "SELEC x", ALICE))
+        await p.same(lambda c, h: h.sql(db, "DELETE FROM kv", BOB))
+        await p.same(lambda c, h: h.sql(NOWHERE, "SELECT * FROM kv", ALICE))
+        bodies = [(await h.sql(db, "SELECT * FROM kv WHERE key = 'k'", ALICE)).body for _, h in (p.local, p.remote)]
+        for b in bodies:
+            assert b'"total_duration_micros":' in b
+        assert [re.sub(rb'"total_duration_micros":\d+', b"", b) for b in bodies][0] == re.sub(
+            rb'"total_duration_micros":\d+', b"", bodies[1]
+        )
+        await p.same(lambda c, h: h.schema(db))
+        await p.same(lambda c, h: h.schema(NOWHERE))
+
+        await p.same(lambda c, h: h.pre_publish(db, MODULE_TEST))
+        await p.same(lambda c, h: h.pre_publish(db, TRANSFER))
+        await p.same(lambda c, h: h.pre_publish(db, b"junk"))
+        await p.same(lambda c, h: h.pre_publish(NOWHERE, MODULE_TEST))
+
+        async def tail(c: ControlPlaneBackend, h: HostNodeBackend, n: int | None) -> list[str]:
+            return [line async for line in h.logs(db, n, False)]
+
+        await p.same(lambda c, h: tail(c, h, None))
+        await p.same(lambda c, h: tail(c, h, 2))
+
+        async def missing_logs(c: ControlPlaneBackend, h: HostNodeBackend) -> list[str]:
+            return [line async for line in h.logs(NOWHERE, None, True)]
+
+        await p.same(missing_logs)
+
+        # Following: both see the same new lines, and closing the generator ends the stream.
+        follows = [h.logs(db, 0, True) for _, h in (p.local, p.remote)]
+        nexts = [asyncio.ensure_future(anext(f)) for f in follows]
+        await asyncio.sleep(0.1)
+        assert not any(n.done() for n in nexts)
+        await p.node.run(db, lambda d: d.module_log_write("Info", "to both followers"))
+        lines = [await asyncio.wait_for(n, 5) for n in nexts]
+        assert lines[0] == lines[1] and "to both followers" in lines[0]
+        for f in follows:
+            await f.aclose()
+
+    run(tmp_path, body)
+
+
+class CountingStub:
+    """Wraps a HostNode stub, recording the size of every CallBatch sent."""
+
+    def __init__(self, stub: Any) -> None:
+        self.stub = stub
+        self.batches: list[int] = []
+
+    async def CallReducers(self, batch: hpb.CallBatch) -> hpb.CallBatchResult:  # noqa: N802
+        self.batches.append(len(batch.calls))
+        result: hpb.CallBatchResult = await self.stub.CallReducers(batch)
+        return result
+
+
+def test_concurrent_calls_share_batches(tmp_path: Path) -> None:
+    async def body(p: Pair) -> None:
+        db = (await p.local[0].publish(ALICE, "chat", CHAT, clear=False)).identity
+        host = p.remote[1]
+        counting = CountingStub(host.batcher.stub)
+        host.batcher.stub = counting  # type: ignore[assignment]
+
+        async def send(i: int) -> CallOutcome:
+            return (await host.call(db, "send_message", f'["m{i}"]', caller=ALICE, connection_id=i + 1)).outcome
+
+        # 100 calls started together go out in one message.
+        assert await asyncio.gather(*(send(i) for i in range(100))) == [CallOutcome.COMMITTED] * 100
+        assert counting.batches == [100]
+        # Beyond the batch size: several messages, at most max_in_flight at once, answers in order.
+        counting.batches.clear()
+        host.batcher.max_batch = 16
+        failing = [host.call(db, "no_such", "[]", caller=ALICE, connection_id=1)]
+        results = await asyncio.gather(*(send(i) for i in range(100, 150)), *failing, return_exceptions=True)
+        assert results[:50] == [CallOutcome.COMMITTED] * 50
+        assert isinstance(results[50], ApiError) and results[50].status == 404
+        assert sum(counting.batches) == 51 and max(counting.batches) == 16
+        rows = await p.local[1].sql(db, "SELECT * FROM message", ALICE)
+        assert rows.body.count(b'"m') == 150
+
+    run(tmp_path, body)
