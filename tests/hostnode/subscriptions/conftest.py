@@ -22,7 +22,7 @@ from hostnode.schema import TableSchema
 from hostnode.subscriptions import CommitUpdates, DatabaseUpdate, SubscriptionManager, TableUpdate
 from sats.bsatn import codec_for
 from sats.identity import Identity
-from tests.hostnode.sql.conftest import MSG, PERSON, PET, SECRET, TABLES, U, O, make_partd
+from tests.hostnode.sql.conftest import MSG, PERSON, PET, SECRET, TABLES, O, U, make_partd
 
 __all__ = ["MSG", "PERSON", "PET", "SECRET", "TABLES", "U", "O", "SubDb", "rows_of", "multiset"]
 

@@ -7,8 +7,8 @@ import pytest
 from hostnode.sql import SqlError
 from hostnode.sql.typecheck import SchemaView
 from hostnode.subscriptions.compile import all_tables_queries, compile_query, is_all_tables
-from tests.hostnode.sql.conftest import MSG, PERSON, PET, SECRET, TABLES, O, U
 from tests.hostnode.conftest import CAROL
+from tests.hostnode.sql.conftest import MSG, PERSON, PET, SECRET, TABLES, O, U
 
 NO_SECRET = "no such table: `secret`. If the table exists, it may be marked private."
 PROJ = "Column projections are not supported in subscriptions; Subscriptions must return a table type"
