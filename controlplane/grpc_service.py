@@ -33,6 +33,7 @@ from controlplane.core import (
     parse_name_or_identity,
     validate_name,
 )
+from proto import GRPC_OPTIONS
 from proto import controlplane_pb2 as pb
 from proto import controlplane_pb2_grpc as pb_grpc
 from sats.identity import Identity
@@ -271,7 +272,7 @@ class ControlPlaneServicer(pb_grpc.ControlPlaneServicer):
 
 async def start_server(ops: ControlPlaneOps, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:
     """Serve ``ops`` on ``address``; returns the started server and the ``host:port`` it bound."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=GRPC_OPTIONS)
     pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneServicer(ops), server)
     port = server.add_insecure_port(address)
     await server.start()

@@ -35,6 +35,7 @@ from hostnode.migrate import MigrationError, MigrationPlan
 from hostnode.service import DatabaseNotFound, HostNode
 from hostnode.sql import SqlError, render_response_bytes
 from hostnode.wasm_host import ModuleLoadError
+from proto import GRPC_OPTIONS
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
 from sats.identity import Identity
@@ -320,7 +321,7 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
 
 async def start_server(node: HostNode, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:
     """Serve ``node`` on ``address``; returns the started server and the ``host:port`` it bound."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=GRPC_OPTIONS)
     pb_grpc.add_HostNodeServicer_to_server(HostNodeServicer(node), server)
     port = server.add_insecure_port(address)
     await server.start()

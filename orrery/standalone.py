@@ -65,6 +65,7 @@ from hostnode.database import DatabaseError, ReducerOutcome
 from hostnode.grpc_service import STATUS, describe_plan, log_batches, preview_update
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
 from hostnode.sql import render_response_bytes
+from proto import GRPC_OPTIONS
 from sats.identity import Identity
 
 __all__ = [
@@ -383,7 +384,7 @@ async def _grpc_backends(
 
 
 def _channel(stack: contextlib.AsyncExitStack, address: str) -> grpc.aio.Channel:
-    channel = grpc.aio.insecure_channel(address)
+    channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
     stack.push_async_callback(channel.close)
     return channel
 

@@ -484,3 +484,33 @@ def test_oversized_bodies(server: StandaloneServer, name: str) -> None:
         assert too_big_for_sql_but_fine.status == 500  # read in full and rejected as a module, not as a body
 
     server.run(body)
+
+
+def _custom_section(name: str, payload: bytes) -> bytes:
+    """A wasm custom section (id 0): valid anywhere after the header, ignored by the engine."""
+
+    def leb(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    content = leb(len(name)) + name.encode() + payload
+    return b"\x00" + leb(len(content)) + content
+
+
+def test_messages_beyond_grpcs_default_limit(server: StandaloneServer, name: str) -> None:
+    """A 5 MiB program in, a 5 MiB SQL result out: gRPC's 4 MiB default limit does not apply."""
+
+    async def body(c: Client) -> None:
+        _, token = await c.new_identity()
+        big_module = MODULE_TEST + _custom_section("padding", b"\0" * (5 << 20))
+        published = await c.publish(name, big_module, token=token)
+        assert published.status == 200, published
+        assert (await c.call(name, "big_row", "big", 5 << 20, token=token)).status == 200
+        rows = await c.rows(name, "SELECT * FROM kv WHERE key = 'big'", token=token)
+        assert rows == [["big", "x" * (5 << 20)]]
+
+    server.run(body)
