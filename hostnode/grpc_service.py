@@ -66,27 +66,24 @@ STATUS: dict[Status, pb.Status] = {
 # --- shared with the in-process adapter ----------------------------------------------------------
 
 
+#: Engine exceptions a caller can act on, most specific first.
+_KINDS: list[tuple[type[BaseException], pb.ErrorKind]] = [
+    (DatabaseNotFound, pb.ERROR_KIND_NO_SUCH_DATABASE),
+    (NoSuchReducer, pb.ERROR_KIND_NO_SUCH_REDUCER),
+    (LifecycleReducerCall, pb.ERROR_KIND_LIFECYCLE_REDUCER),
+    (InvalidArguments, pb.ERROR_KIND_INVALID_ARGUMENTS),
+    (DatabaseClosed, pb.ERROR_KIND_DATABASE_CLOSED),
+    (DatabaseError, pb.ERROR_KIND_DATABASE),
+    (ModuleLoadError, pb.ERROR_KIND_INVALID_PROGRAM),
+    (MigrationError, pb.ERROR_KIND_MIGRATION_REJECTED),
+    (SqlError, pb.ERROR_KIND_SQL),
+]
+
+
 def failure_of(e: BaseException) -> tuple[pb.ErrorKind, str] | None:
     """``(kind, message)`` of an engine exception a caller can act on; None for anything else."""
-    if isinstance(e, DatabaseNotFound):
-        return pb.ERROR_KIND_NO_SUCH_DATABASE, str(e)
-    if isinstance(e, NoSuchReducer):
-        return pb.ERROR_KIND_NO_SUCH_REDUCER, str(e)
-    if isinstance(e, LifecycleReducerCall):
-        return pb.ERROR_KIND_LIFECYCLE_REDUCER, str(e)
-    if isinstance(e, InvalidArguments):
-        return pb.ERROR_KIND_INVALID_ARGUMENTS, str(e)
-    if isinstance(e, DatabaseClosed):
-        return pb.ERROR_KIND_DATABASE_CLOSED, str(e)
-    if isinstance(e, DatabaseError):
-        return pb.ERROR_KIND_DATABASE, str(e)
-    if isinstance(e, ModuleLoadError):
-        return pb.ERROR_KIND_INVALID_PROGRAM, str(e)
-    if isinstance(e, MigrationError):
-        return pb.ERROR_KIND_MIGRATION_REJECTED, str(e)
-    if isinstance(e, SqlError):
-        return pb.ERROR_KIND_SQL, str(e)
-    return None
+    kind = next((k for cls, k in _KINDS if isinstance(e, cls)), None)
+    return None if kind is None else (kind, str(e))
 
 
 def _failure(e: Exception) -> pb.Failure:
