@@ -11,6 +11,7 @@ no sockets — requests in, row updates out.
 * :mod:`~hostnode.subscriptions.oneoff` — ``OneOffQuery`` (B.7).
 * :mod:`~hostnode.subscriptions.results` — the values handed to the protocol layer.
 * :mod:`~hostnode.subscriptions.hooks` — the writer-thread read view and the ``on_commit`` hook.
+* :mod:`~hostnode.subscriptions.wire` — results as :mod:`sats.ws_v1` messages (BSATN or JSON rows).
 
 Typical use on the database's writer thread::
 

@@ -38,7 +38,7 @@ def one_off_query(tx: Any, sql: str, caller: Identity, *, owner: Identity, rls: 
             rows.extend(query_raw_rows(tx, fragment)[0])
     except SqlError as e:
         return OneOffResult(_micros(start), error=e.message)
-    return OneOffResult(_micros(start), cq.table_name, tuple(rows))
+    return OneOffResult(_micros(start), cq.table_name, tuple(rows), table_id=cq.table_id)
 
 
 def _micros(start_ns: int) -> int:

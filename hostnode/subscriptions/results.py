@@ -119,6 +119,7 @@ class OneOffResult:
     table_name: str | None = None
     rows: tuple[bytes, ...] = ()
     error: str | None = None
+    table_id: int | None = None
 
 
 SubscribeSingleResult = SubscribeApplied | SubscriptionError | TransactionFailure

@@ -271,7 +271,7 @@ def test_row_limit_applies_to_non_owners(partd: SubDb) -> None:
 def test_one_off_queries(partd: SubDb) -> None:
     with partd.view() as tx:
         r = partd.mgr.one_off(tx, U, "SELECT person.* FROM person JOIN msg ON person.name = msg.text")
-        assert r == OneOffResult(r.micros, "person", ())
+        assert r == OneOffResult(r.micros, "person", (), table_id=partd.table("person").table_id)
         r = partd.mgr.one_off(tx, U, "SELECT person.* FROM person JOIN pet ON person.id = pet.owner_id")
         assert multiset(*(partd.decode("person", x) for x in r.rows)) == multiset(ALICE, ALICE, BOB)
         r = partd.mgr.one_off(tx, U, "SELECT * FROM secret")
