@@ -44,6 +44,9 @@ def attach(manager: SubscriptionManager, db: Database, deliver: Deliver) -> Call
         if not outcome.committed or outcome.txdata is None:
             deliver(outcome, None)
             return
+        if not manager.affected_by(outcome.txdata):
+            deliver(outcome, CommitUpdates())  # the hot path with nobody watching: no read view
+            return
         with writer_view(db) as tx:
             updates = manager.on_commit(tx, outcome.txdata)
         deliver(outcome, updates)

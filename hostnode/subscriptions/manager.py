@@ -30,7 +30,7 @@ from hostnode.schema import TableSchema
 from hostnode.sql.errors import SqlError
 from hostnode.sql.execute import system_var
 from hostnode.sql.plan import build_plan
-from hostnode.sql.typecheck import SchemaView
+from hostnode.sql.typecheck import Cmp, Col, Const, SchemaView
 from hostnode.subscriptions.compile import (
     CompiledQuery,
     QueryError,
@@ -60,6 +60,7 @@ from hostnode.subscriptions.results import (
     UnsubscribeResult,
 )
 from hostnode.txdata import TxData
+from sats.bsatn import codec_for
 from sats.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class _Query:
     compiled: CompiledQuery
     evaluators: tuple[FragmentEvaluator, ...]
     subscribers: set[Conn] = field(default_factory=set)
+    #: ``(column, value)`` when the query is one table filtered by ``column = value``.
+    point: tuple[int, Any] | None = None
 
     def rows(self, tx: Any, meter: Meter) -> list[tuple[FragmentEvaluator, list[bytes]]]:
         """Current rows per fragment."""
@@ -131,7 +134,11 @@ class SubscriptionManager:
         self.rls = tuple(rls)
         self._clients: dict[Conn, _Client] = {}
         self._queries: dict[QueryKey, _Query] = {}
+        #: Queries to evaluate whenever a table changes.
         self._by_table: dict[int, set[QueryKey]] = {}
+        #: Single-table ``col = value`` queries, evaluated only when a changed row of their
+        #: table has that value: table id → (schema, column → value → queries).
+        self._by_point: dict[int, tuple[TableSchema, dict[int, dict[Any, set[QueryKey]]]]] = {}
         #: Rows examined by incremental evaluation since creation (changed rows + lookups).
         self.rows_evaluated = 0
         #: Query evaluations run for commits since creation (one per query per commit).
@@ -179,8 +186,14 @@ class SubscriptionManager:
         q = self._queries.get(cq.key)
         if q is None:
             q = self._queries[cq.key] = query
-            for tid in cq.table_ids:
-                self._by_table.setdefault(tid, set()).add(cq.key)
+            q.point = _point_filter(cq)
+            if q.point is not None:
+                col, value = q.point
+                entry = self._by_point.setdefault(cq.table_id, (cq.table, {}))
+                entry[1].setdefault(col, {}).setdefault(value, set()).add(cq.key)
+            else:
+                for tid in cq.table_ids:
+                    self._by_table.setdefault(tid, set()).add(cq.key)
         client = self._clients[conn]
         n = client.refs.get(cq.key, 0)
         client.refs[cq.key] = n + 1
@@ -204,6 +217,19 @@ class SubscriptionManager:
         q.subscribers.discard(conn)
         if not q.subscribers:
             del self._queries[key]
+            if q.point is not None:
+                tid = q.compiled.table_id
+                col, value = q.point
+                cols = self._by_point[tid][1]
+                holders = cols[col][value]
+                holders.discard(key)
+                if not holders:
+                    del cols[col][value]
+                    if not cols[col]:
+                        del cols[col]
+                        if not cols:
+                            del self._by_point[tid]
+                return
             for tid in q.compiled.table_ids:
                 keys = self._by_table.get(tid)
                 if keys is not None:
@@ -366,6 +392,15 @@ class SubscriptionManager:
 
     # --- commits ------------------------------------------------------------------------------
 
+    def affected_by(self, txdata: TxData) -> bool:
+        """Whether any live query reads a table ``txdata`` changed (if not, :meth:`on_commit`
+        would return an empty result: callers can skip opening a read view)."""
+        by_table = self._by_table
+        by_point = self._by_point
+        return any(
+            (tid in by_table or tid in by_point) and (ch.inserts or ch.deletes) for tid, ch in txdata.tables.items()
+        )
+
     def on_commit(self, tx: Any, txdata: TxData) -> CommitUpdates:
         """Evaluate every query a committed transaction may affect, once each, from ``txdata``
         alone (``tx``: the state right after that commit) and group the updates (B.4, §11)."""
@@ -377,6 +412,13 @@ class SubscriptionManager:
         affected: set[QueryKey] = set()
         for tid in changed:
             affected |= self._by_table.get(tid, set())
+            point = self._by_point.get(tid)
+            if point is not None:
+                table, cols = point
+                ins, dels, _ = delta.changes(table, codec_for(table.row_type, table.typespace))
+                for _, row in (*ins, *dels):
+                    for col, by_value in cols.items():
+                        affected |= by_value.get(row[col], set())
         meter = Meter()
         per_query: list[tuple[QueryKey, list[tuple[TableSchema, QueryUpdate]]]] = []
         failed: dict[Conn, SubscriptionError] = {}
@@ -445,6 +487,27 @@ class SubscriptionManager:
             result.groups.append((members, update))
             for conn in conns:
                 result._by_conn[conn] = update
+
+
+def _point_filter(cq: CompiledQuery) -> tuple[int, Any] | None:
+    """``(column, value)`` of a single-table, single-fragment query with a top-level
+    ``column = literal`` conjunct: only changed rows with that value can affect it."""
+    if len(cq.fragments) != 1 or len(cq.fragments[0].rels) != 1:
+        return None
+    for c in cq.fragments[0].conds:
+        if isinstance(c, Cmp) and c.op == "=":
+            if isinstance(c.left, Col) and isinstance(c.right, Const):
+                col, value = c.left.col, c.right.value
+            elif isinstance(c.right, Col) and isinstance(c.left, Const):
+                col, value = c.right.col, c.left.value
+            else:
+                continue
+            try:
+                hash(value)
+            except TypeError:
+                continue
+            return col, value
+    return None
 
 
 def _key_order(key: QueryKey) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hostnode.subscriptions import SubscribeMultiApplied
+from hostnode.txdata import TableChanges, TxData
 from tests.hostnode.subscriptions.conftest import SubDb, multiset, rows_of
 from tests.hostnode.subscriptions.schemas import A, B, make_ab
 
@@ -75,3 +76,18 @@ def test_many_subscribers_one_evaluation(big: SubDb) -> None:
     for c in conns:
         big.mgr.disconnect(c)
     assert big.mgr.num_queries == 0
+
+
+def test_point_queries_are_evaluated_only_for_matching_rows(big: SubDb) -> None:
+    conns = [big.connect() for _ in range(300)]
+    for i, c in enumerate(conns):
+        big.request("subscribe_multi", c, [f"SELECT * FROM a WHERE id = {i}"], 0, 1)
+    assert big.mgr.num_queries == 300
+    out = big.replace("a", (7, 7, 0), (7, 7, 1))
+    assert out.queries_evaluated == 1 and out.rows_evaluated == 2
+    assert [g for g, _ in out.groups] == [frozenset({conns[7]})]
+    big.replace("a", (7, 7, 1), (7, 7, 0))
+    for c in conns:
+        big.mgr.disconnect(c)
+    assert big.mgr.num_queries == 0
+    assert not big.mgr.affected_by(TxData({A.table_id: TableChanges([b"x"], [], [1])}))

@@ -173,3 +173,13 @@ def test_quickstart_chat_join_both_directions(make_db: DbFactory) -> None:
     assert [row[2] for row in h.decoded("user", users.deletes)] == [True]
     assert [row[2] for row in h.decoded("user", users.inserts)] == [False]
     assert [row[1] for row in h.decoded("user", users.inserts)] == [SumValue(0, "Alice")]
+
+
+def test_commits_nobody_watches_are_not_evaluated(mt: Harness) -> None:
+    a = mt.connect("a", ALICE)
+    mt.request("subscribe_multi", a, ["SELECT * FROM secret"], 0, 1)
+    call(mt.db, "set_kv", "k", "v", caller=BOB)
+    assert mt.last.groups == [] and mt.last.queries_evaluated == 0
+    assert mt.mgr.queries_evaluated == 0
+    call(mt.db, "insert_secret", "x", caller=ALICE)
+    assert mt.last.queries_evaluated == 1 and mt.last.update_for(a) != ()

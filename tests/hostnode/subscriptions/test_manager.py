@@ -183,7 +183,11 @@ def test_commit_touching_nothing_subscribed(partd: SubDb) -> None:
     c = partd.connect()
     partd.request("subscribe_multi", c, ["SELECT * FROM pet WHERE kind = 'cat'"], 0, 1)
     out = partd.insert("pet", (13, 2, "dog"))
-    assert out.groups == [] and out.update_for(c) == () and out.queries_evaluated == 1
+    # `kind = 'cat'` is indexed by value: a dog does not even evaluate the query.
+    assert out.groups == [] and out.update_for(c) == () and out.queries_evaluated == 0
+    partd.request("subscribe_multi", c, ["SELECT * FROM pet WHERE kind <> 'cat'"], 0, 2)
+    out = partd.insert("pet", (14, 2, "cat"))
+    assert out.queries_evaluated == 2 and len(out.update_for(c)[0].updates) == 1
     out = partd.insert("msg", (U.to_sats(), "hi", (0,)))
     assert out.queries_evaluated == 0
 

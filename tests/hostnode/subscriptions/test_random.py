@@ -27,6 +27,8 @@ QUERIES = [
     "SELECT * FROM a",
     "SELECT * FROM a WHERE v > 3",
     "SELECT * FROM b WHERE w = 2 OR k < 2",
+    "SELECT * FROM a WHERE k = 3 AND v > 1",
+    "SELECT * FROM b WHERE 2 = w",
     "SELECT a.* FROM a JOIN b ON a.k = b.k",
     "SELECT b.* FROM b JOIN a ON b.k = a.k WHERE a.v < 4",
     "SELECT a.* FROM a JOIN b ON a.k = b.k WHERE a.v = b.w",
