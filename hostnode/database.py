@@ -799,6 +799,9 @@ class Database:
                 Status.COMMITTED, "", "", None, self.identity, 0, _now_micros(), b"", 0, 0
             )
             self._commit(system, tx.commit(), RecordKind.SYSTEM)
+            # The one-shot row's deletion is a visible change: subscribers must see it.
+            for cb in self.on_commit:
+                cb(system)
         else:
             tx.rollback()
             self._arm(_now_micros() + abs(at.value[0]), t.table_id, t.schedule_id)

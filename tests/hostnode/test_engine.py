@@ -870,3 +870,19 @@ def test_official_upgrade_old_module(make_db: DbFactory) -> None:
     out = db.call_reducer("noop", b"", caller=ALICE)
     assert (out.status, out.message) == (Status.COMMITTED, "")
     assert out.offset is not None
+
+
+def test_fired_one_shot_row_deletion_reaches_commit_listeners(make_db: DbFactory) -> None:
+    db = make_db("module-test")
+    seen: list[tuple[str, int]] = []
+    oneshot = db.table_id("oneshot")
+
+    def listener(outcome: Any) -> None:
+        if outcome.txdata is not None and oneshot in outcome.txdata.tables:
+            ch = outcome.txdata.tables[oneshot]
+            seen.append((outcome.reducer, len(ch.deletes)))
+
+    db.on_commit.append(listener)
+    assert call(db, "schedule_oneshot", 0, "p").committed
+    poll_schedules(db, lambda: any(deletes for _, deletes in seen))
+    assert ("", 1) in seen  # the host's own transaction that deletes the fired row
