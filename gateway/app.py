@@ -26,6 +26,7 @@ from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Gateway, Gateway
 from gateway.errors import ApiError, from_auth_error, to_response
 from gateway.routes_database import routes as database_routes
 from gateway.routes_identity import routes as identity_routes
+from gateway.routes_ws import routes as ws_routes
 
 __all__ = ["create_app"]
 
@@ -114,6 +115,7 @@ def create_app(
     app[GATEWAY] = Gateway(config, Authenticator(authority), control, host)
     app.add_routes(identity_routes)
     app.add_routes(database_routes)
+    app.add_routes(ws_routes)
     app.on_response_prepare.append(_on_prepare)
     app.on_shutdown.append(_on_shutdown)
     return app

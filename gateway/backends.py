@@ -26,6 +26,8 @@ __all__ = [
     "PrePublish",
     "PublishOutcome",
     "SqlAnswer",
+    "WsParams",
+    "WsSession",
 ]
 
 
@@ -103,6 +105,50 @@ class PrePublish:
         return {"ManualMigrate": {"reason": self.reason}}
 
 
+@dataclass(frozen=True)
+class WsParams:
+    """A WebSocket client as the ``/subscribe`` handshake established it (client-api.md §9)."""
+
+    identity: Identity
+    #: The exact token the connection authenticated with (a minted one for anonymous clients).
+    token: str
+    connection_id: int
+    #: ``v1.json.spacetimedb`` (True) or ``v1.bsatn.spacetimedb``.
+    json: bool
+    #: ``None`` | ``Gzip`` | ``Brotli``.
+    compression: str
+    light: bool
+    confirmed: bool
+    #: The token's payload JSON (what the module's ``get_jwt`` sees).
+    jwt_payload: bytes | None = None
+
+
+class WsSession(Protocol):
+    """One connected WebSocket client on its host node. The gateway relays frames without
+    decoding rows: every frame it receives goes to :meth:`handle`, every frame :meth:`recv`
+    returns goes to the socket, and :meth:`close` runs once when the socket ends, however."""
+
+    close_code: int
+    close_reason: str
+
+    def handle(self, frame: bytes | str) -> str | None:
+        """Queue one client frame; a malformed one returns the 1011 close reason."""
+        ...
+
+    async def recv(self) -> bytes | str | None:
+        """The next server frame (``IdentityToken`` first); None when the server ends the
+        connection (then close with :attr:`close_code` / :attr:`close_reason`)."""
+        ...
+
+    async def wait_closed(self) -> None:
+        """Return once the server ended the connection (a writer blocked on a slow socket stops)."""
+        ...
+
+    async def close(self) -> None:
+        """The socket is gone: drop the subscriptions and run ``client_disconnected``."""
+        ...
+
+
 class ControlPlaneBackend(Protocol):
     """Databases, names and owners. ``name_or_identity`` is the raw (percent-decoded) path segment."""
 
@@ -175,4 +221,9 @@ class HostNodeBackend(Protocol):
 
     async def pre_publish(self, database: Identity, program: bytes) -> PrePublish:
         """Plan the update of the running module to ``program``; 500 when it cannot be planned."""
+        ...
+
+    async def connect(self, database: Identity, params: WsParams) -> WsSession | None:
+        """A WebSocket client: runs ``client_connected``; None when the module rejected it
+        (the gateway then drops the socket without a close frame)."""
         ...

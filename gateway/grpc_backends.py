@@ -21,7 +21,15 @@ from typing import Any
 
 import grpc
 
-from gateway.backends import CallResult, DatabaseInfo, PrePublish, PublishOutcome, SqlAnswer
+from gateway.backends import (
+    CallResult,
+    DatabaseInfo,
+    PrePublish,
+    PublishOutcome,
+    SqlAnswer,
+    WsParams,
+    WsSession,
+)
 from gateway.failures import (
     ControlErrorKind,
     HostErrorKind,
@@ -312,3 +320,9 @@ class GrpcHostNode:
             token=response.token,
             reason=response.reason,
         )
+
+    async def connect(self, database: Identity, params: WsParams) -> WsSession | None:
+        """WebSocket clients need the HostNode ``Connect`` stream, which is not implemented yet."""
+        from gateway.errors import ApiError
+
+        raise ApiError.text(501, "WebSocket subscriptions are not available over the gRPC transport yet")

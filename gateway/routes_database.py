@@ -277,12 +277,6 @@ async def schema(request: web.Request) -> web.Response:
     return json_response(await gw.host.schema(info.identity))
 
 
-@routes.get("/v1/database/{name_or_identity}/subscribe")
-async def subscribe(request: web.Request) -> web.Response:
-    """WebSocket subscriptions are not served yet."""
-    raise ApiError.text(501, "WebSocket subscriptions (/subscribe) are not available on this server yet")
-
-
 # --- calls and SQL ----------------------------------------------------------------------------
 
 

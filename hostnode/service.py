@@ -30,6 +30,7 @@ from hostnode.database import (
 )
 from hostnode.migrate import MigrationPlan, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
+from hostnode.realtime import ClientParams, Connection, RealtimeHub
 from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
 from hostnode.wasm_host import ModuleHost, ModuleLoadError, WasmProgram
 from hostnode.worker import DatabaseWorker
@@ -85,6 +86,8 @@ class HostNode:
         self.root = Path(config.data_dir) / "databases"
         self._workers: dict[Identity, DatabaseWorker] = {}
         self._locks: dict[Identity, asyncio.Lock] = {}
+        self._hubs: dict[Identity, RealtimeHub] = {}
+        self._hub_locks: dict[Identity, asyncio.Lock] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -104,6 +107,9 @@ class HostNode:
 
     async def stop(self) -> None:
         """Close every database (final checkpoint and sync)."""
+        for hub in self._hubs.values():
+            hub.shutdown()
+        self._hubs.clear()
         workers, self._workers = list(self._workers.values()), {}
         for w in workers:
             await asyncio.to_thread(w.close)
@@ -184,6 +190,7 @@ class HostNode:
             return init
 
         init = await asyncio.to_thread(create_staged)
+        self._drop_hub(identity)
         old = self._workers.pop(identity)
         await asyncio.to_thread(old.close)
         # Two renames within one directory; start() ignores the dot-directories if a crash
@@ -203,6 +210,7 @@ class HostNode:
         worker = self._workers.pop(identity, None)
         if worker is None:
             raise DatabaseNotFound(f"no database {identity.to_hex()} on this node")
+        self._drop_hub(identity)
         await asyncio.to_thread(worker.close)
         await asyncio.to_thread(shutil.rmtree, self._path(identity), True)
 
@@ -358,6 +366,29 @@ class HostNode:
     def follow_logs(self, identity: Identity, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call ``callback(line)`` (from the writer thread) for each new log line; returns unsubscribe."""
         return self.database(identity).logs.follow(callback)
+
+    # --- WebSocket clients --------------------------------------------------------------------
+
+    async def connect_client(self, identity: Identity, params: ClientParams) -> Connection | ReducerOutcome:
+        """A WebSocket client (client-api.md §9): runs ``client_connected``; returns the
+        connection (its first frame is ``IdentityToken``), or the failed outcome when the module
+        rejected the client."""
+        worker = self._worker(identity)
+        async with self._hub_locks.setdefault(identity, asyncio.Lock()):
+            hub = self._hubs.get(identity)
+            if hub is None or hub.db is not worker.db or hub.closed:
+                hub = await _wrap(worker.submit(lambda db: RealtimeHub(db, worker.submit)))
+                self._hubs[identity] = hub
+        conn = Connection(hub, params, asyncio.get_running_loop())
+        outcome = await _wrap(worker.submit(lambda db: hub.connect(conn)))
+        if not outcome.committed:
+            return outcome
+        return conn
+
+    def _drop_hub(self, identity: Identity) -> None:
+        hub = self._hubs.pop(identity, None)
+        if hub is not None:
+            hub.shutdown()
 
     async def _durable(self, worker: DatabaseWorker, outcome: ReducerOutcome) -> None:
         if outcome.offset is not None:

@@ -55,6 +55,8 @@ from gateway.backends import (
     PrePublish,
     PublishOutcome,
     SqlAnswer,
+    WsParams,
+    WsSession,
 )
 from gateway.context import GatewayConfig
 from gateway.errors import ApiError
@@ -63,10 +65,12 @@ from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
 from hostnode import grpc_service as hostnode_grpc
 from hostnode.database import DatabaseError, ReducerOutcome
 from hostnode.grpc_service import STATUS, describe_plan, log_batches, preview_update
+from hostnode.realtime import ClientParams, Connection
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
 from hostnode.sql import render_response_bytes
 from proto import GRPC_OPTIONS
 from sats.identity import Identity
+from sats.ws_v1 import Compression
 
 __all__ = [
     "TRANSPORTS",
@@ -272,6 +276,19 @@ class LocalHostNode:
             automatic=preview.automatic, plan=preview.plan, break_clients=False, token=preview.token,
             reason=preview.reason,
         )
+
+    async def connect(self, database: Identity, params: WsParams) -> WsSession | None:
+        """A WebSocket client of the in-process host node (None: ``client_connected`` refused)."""
+        client = ClientParams(
+            identity=params.identity, token=params.token, connection_id=params.connection_id, json=params.json,
+            compression=Compression(params.compression), light=params.light, confirmed=params.confirmed,
+            jwt_payload=params.jwt_payload,
+        )  # fmt: skip
+        try:
+            result = await self.node.connect_client(database, client)
+        except DatabaseNotFound as e:
+            raise host_error(e) from None
+        return result if isinstance(result, Connection) else None
 
 
 # --- the server ---------------------------------------------------------------------------------

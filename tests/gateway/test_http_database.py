@@ -461,11 +461,13 @@ def test_logs_tail_and_follow(server: StandaloneServer, name: str) -> None:
     server.run(body)
 
 
-def test_subscribe_is_not_served_yet(server: StandaloneServer, name: str) -> None:
+def test_subscribe_without_upgrade_is_426(server: StandaloneServer, name: str) -> None:
+    """/subscribe is WebSocket only (the WebSocket itself: tests/gateway/test_ws.py)."""
+
     async def body(c: Client) -> None:
         await c.publish(name, CHAT)
         reply = await c.get(f"/v1/database/{name}/subscribe")
-        assert reply.status == 501 and reply.content_type == TEXT and "spacetime-identity" in reply.headers
+        assert reply.status == 426 and reply.content_type == TEXT and "spacetime-identity" in reply.headers
 
     server.run(body)
 

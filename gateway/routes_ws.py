@@ -1,0 +1,204 @@
+"""``GET /v1/database/:name_or_identity/subscribe``: WebSocket v1 clients (client-api.md §9).
+
+The handshake checks run in the order of §9, each a plain HTTP error before any upgrade; then
+101 with the chosen subprotocol (and the ``spacetime-identity`` headers the app adds to every
+database response). After the upgrade the host node runs ``client_connected``: a rejection
+drops the socket with no close frame. Otherwise the gateway relays frames both ways without
+looking inside them — the host node decodes client frames and encodes server frames — until
+either side ends, and then always tells the host node the client is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import re
+import secrets
+
+from aiohttp import WSMsgType, web
+
+from gateway.auth import AuthError, token_payload
+from gateway.backends import WsParams, WsSession
+from gateway.context import GATEWAY, caller_of
+from gateway.errors import ApiError
+from gateway.http_util import query_bool, query_choice
+
+__all__ = ["PROTOCOLS", "routes"]
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+BSATN_PROTOCOL = "v1.bsatn.spacetimedb"
+JSON_PROTOCOL = "v1.json.spacetimedb"
+#: Server preference order (§9 step 7).
+PROTOCOLS = (BSATN_PROTOCOL, JSON_PROTOCOL)
+#: Largest client message (§9).
+MAX_INCOMING_BYTES = 0x2000000
+#: Seconds between server pings; a connection silent for twice this long is dropped.
+PING_INTERVAL = 15.0
+#: How long a closing handshake may take before the socket is just dropped.
+CLOSE_TIMEOUT = 1.0
+#: The close code of a client cut off for falling behind (its socket is not drained first).
+CLOSE_TOO_SLOW = 1008
+_TRANSPORT: contextvars.ContextVar[asyncio.Transport | None] = contextvars.ContextVar(
+    "ws_transport", default=None
+)
+_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
+
+
+def _connection_id(request: web.Request) -> int | None:
+    raw = request.query.get("connection_id")
+    if raw is None:
+        return None
+    text = raw.removeprefix("0x")
+    if not _HEX32.match(text):
+        raise ApiError.text(
+            400, f"Failed to deserialize query string: connection_id: invalid connection id `{raw[:80]}`"
+        )
+    return int(text, 16)
+
+
+def _offered(request: web.Request) -> list[str]:
+    return [
+        p.strip()
+        for h in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for p in h.split(",")
+        if p.strip()
+    ]
+
+
+def _check_upgrade(request: web.Request) -> None:
+    if request.method != "GET":
+        raise ApiError.text(405, "Request method must be `GET`")
+    connection = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
+    if "upgrade" not in connection or request.headers.get("Upgrade", "").lower() != "websocket":
+        raise ApiError.text(426, "This service requires use of the websocket protocol")
+    if request.headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        raise ApiError.text(400, "`Sec-WebSocket-Version` header did not include '13'")
+    if not request.headers.get("Sec-WebSocket-Key"):
+        raise ApiError.text(400, "`Sec-WebSocket-Key` header missing")
+
+
+@routes.route("*", "/v1/database/{name_or_identity}/subscribe")
+async def subscribe(request: web.Request) -> web.StreamResponse:
+    """The WebSocket handshake (§9 checks in order), then the relay."""
+    gw = request.app[GATEWAY]
+    caller = caller_of(request)  # 1. auth (the middleware)
+    # 2. query
+    compression = query_choice(request, "compression", ("None", "Brotli", "Gzip"), "Brotli") or "Brotli"
+    light = query_bool(request, "light")
+    confirmed = query_bool(request, "confirmed")
+    connection_id = _connection_id(request)
+    _check_upgrade(request)  # 3.
+    if connection_id == 0:  # 4.
+        raise ApiError.text(400, "Invalid connection ID: the all-zeros ConnectionId is reserved.")
+    name = request.match_info["name_or_identity"]
+    await gw.control.resolve(name)  # 5.
+    offered = _offered(request)  # 7.
+    chosen = next((p for p in PROTOCOLS if p in offered), None)
+    if chosen is None:
+        raise ApiError.text(400, "no valid protocol selected")
+    info = await gw.control.database(name)  # 8.
+    try:
+        jwt = token_payload(caller.token).encode()
+    except AuthError:
+        jwt = None
+    params = WsParams(
+        identity=caller.identity,
+        token=caller.token,
+        connection_id=connection_id if connection_id is not None else (secrets.randbits(128) or 1),
+        json=chosen == JSON_PROTOCOL,
+        compression=compression,
+        light=light,
+        confirmed=confirmed,
+        jwt_payload=jwt,
+    )
+    ws = web.WebSocketResponse(
+        protocols=(chosen,), heartbeat=PING_INTERVAL, max_msg_size=MAX_INCOMING_BYTES, compress=False
+    )
+    await ws.prepare(request)
+    _TRANSPORT.set(request.transport)
+    try:
+        session = await gw.host.connect(info.identity, params)
+    except ApiError as e:
+        await _close(ws, 1011, e.body.decode(errors="replace"))
+        return ws
+    if session is None:  # client_connected refused: drop the socket, no close frame (§9)
+        if request.transport is not None:
+            request.transport.abort()
+        return ws
+    try:
+        await _relay(ws, session, gw.stopping)
+    finally:
+        await asyncio.shield(session.close())
+    return ws
+
+
+async def _relay(ws: web.WebSocketResponse, session: WsSession, stopping: asyncio.Event) -> None:
+    reader = asyncio.ensure_future(_read(ws, session))
+    writer = asyncio.ensure_future(_write(ws, session))
+    closed = asyncio.ensure_future(session.wait_closed())
+    stop = asyncio.ensure_future(stopping.wait())
+    tasks = {reader, writer, closed, stop}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if reader in done:
+            reason = reader.result()
+            if reason is not None:  # a malformed client message
+                writer.cancel()
+                await _close(ws, 1011, reason)
+            return
+        if writer in done and writer.exception() is not None:
+            return  # the socket failed under us
+        if stop in done and not closed.done():
+            writer.cancel()
+            await _close(ws, 1001, "server shutting down")
+            return
+        if writer not in done and session.close_code != CLOSE_TOO_SLOW:
+            # The server ended the connection; give the writer a moment to deliver what is
+            # queued (it may be stuck on a client that does not read), then close.
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT)
+        await _close(ws, session.close_code, session.close_reason)
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+
+
+async def _read(ws: web.WebSocketResponse, session: WsSession) -> str | None:
+    """Feed client frames to the host node; the 1011 reason of a malformed one, else None at the end."""
+    async for msg in ws:
+        if msg.type is WSMsgType.BINARY:
+            reason = session.handle(msg.data)
+        elif msg.type is WSMsgType.TEXT:
+            reason = session.handle(msg.data)
+        else:
+            continue
+        if reason is not None:
+            return reason
+    return None
+
+
+async def _write(ws: web.WebSocketResponse, session: WsSession) -> None:
+    while (frame := await session.recv()) is not None:
+        if isinstance(frame, str):
+            await ws.send_str(frame)
+        else:
+            await ws.send_bytes(frame)
+
+
+async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+    """Close with a close frame when the socket lets us; drop it when it does not in time."""
+    message = reason.encode()[:123]
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=message), CLOSE_TIMEOUT)
+    except (TimeoutError, ConnectionError, RuntimeError):
+        transport = _TRANSPORT.get()
+        if transport is not None:
+            transport.abort()

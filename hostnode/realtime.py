@@ -1,0 +1,499 @@
+"""WebSocket v1 clients of one database (client-api.md §9–§11): the per-database realtime hub.
+
+:class:`RealtimeHub` lives with its database and is driven **only on the writer thread**: it
+owns the :class:`~hostnode.subscriptions.SubscriptionManager`, runs ``client_connected`` /
+``client_disconnected``, answers every client message, and turns each commit (through
+:func:`~hostnode.subscriptions.attach`) into server messages. Each distinct message is encoded
+once per (update, protocol, compression) and the same frame object is handed to every
+connection that receives it.
+
+:class:`Connection` is the asyncio side of one client: the gateway feeds it the frames it
+receives (:meth:`Connection.handle`, which decodes them and queues the work on the writer
+thread, never waiting) and drains its outgoing frames (:meth:`Connection.recv`). The hub never
+blocks on a connection: frames travel to the event loop with ``call_soon_threadsafe`` into a
+bounded per-connection queue, and a connection whose queue overflows is cut off with a close
+reason saying so (:data:`CLOSE_TOO_SLOW`). With ``confirmed=true`` each data message is held
+until its transaction is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hostnode.database import DatabaseError, ReducerOutcome, Status
+from hostnode.subscriptions import SubscriptionManager, attach, wire, writer_view
+from hostnode.subscriptions import results as r
+from hostnode.subscriptions.manager import CommitUpdates
+from sats import ws_v1 as ws
+from sats.identity import ConnectionId, Identity
+
+if TYPE_CHECKING:
+    from hostnode.database import Database
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CLOSE_MODULE_EXITED",
+    "CLOSE_TOO_MANY_REQUESTS",
+    "CLOSE_TOO_SLOW",
+    "ClientParams",
+    "Connection",
+    "RealtimeHub",
+]
+
+#: ``reducer_id`` of a call that never resolved to a reducer (and of non-reducer transactions).
+NO_REDUCER_ID = 0xFFFFFFFF
+#: Outgoing messages a connection may have queued before it is disconnected (§9).
+MAX_OUTGOING_MESSAGES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_MESSAGES", "16384"))
+#: ... and outgoing bytes.
+MAX_OUTGOING_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(256 << 20)))
+#: Incoming messages waiting for the writer thread before the client is told to slow down.
+MAX_INCOMING_MESSAGES = 16384
+
+CLOSE_MODULE_EXITED = (1001, "module exited")
+CLOSE_TOO_MANY_REQUESTS = (1013, "too many requests")
+CLOSE_TOO_SLOW = (1008, "client too far behind: outgoing message queue is full")
+
+Frame = bytes | str
+Submit = Callable[[Callable[["Database"], Any]], "Future[Any]"]
+
+
+@dataclass(frozen=True)
+class ClientParams:
+    """Who connects and how (the ``/subscribe`` query and the authenticated caller)."""
+
+    identity: Identity
+    token: str
+    connection_id: int
+    json: bool = False
+    compression: ws.Compression = ws.Compression.BROTLI
+    light: bool = False
+    confirmed: bool = False
+    jwt_payload: bytes | None = None
+
+
+@dataclass
+class _Caller:
+    conn: Connection
+    request_id: int
+    flags: ws.CallReducerFlags
+    json_args: str | None
+
+
+@dataclass
+class _Encodings:
+    """Frames of one message, per (protocol, compression), encoded on first use."""
+
+    msg: ws.ServerMessage
+    frames: dict[tuple[bool, ws.Compression], Frame] = field(default_factory=dict)
+
+    def frame(self, conn: Connection) -> Frame:
+        p = conn.params
+        key = (p.json, ws.Compression.NONE if p.json else p.compression)
+        f = self.frames.get(key)
+        if f is None:
+            f = self.frames[key] = encode(self.msg, p.json, p.compression)
+        return f
+
+
+def encode(msg: ws.ServerMessage, json: bool, compression: ws.Compression) -> Frame:
+    """A server message as a text frame (JSON) or a binary frame with its compression tag."""
+    if json:
+        return ws.encode_server_message_json(msg)
+    return ws.frame_server_message(ws.encode_server_message_bsatn(msg), compression)
+
+
+class RealtimeHub:
+    """The WebSocket clients of one database (writer thread only, except :meth:`shutdown`)."""
+
+    def __init__(self, db: Database, submit: Submit) -> None:
+        self.db = db
+        self.submit = submit
+        self.manager = SubscriptionManager.for_database(db)
+        self.connections: set[Connection] = set()
+        self.closed = False
+        self._caller: _Caller | None = None
+        self._outbox: dict[Connection, list[tuple[Frame, int | None]]] = {}
+        attach(self.manager, db, self._deliver)
+
+    # --- connections (writer thread) ----------------------------------------------------------
+
+    def connect(self, conn: Connection) -> ReducerOutcome:
+        """Run ``client_connected``; when it commits, register ``conn`` and queue IdentityToken."""
+        p = conn.params
+        outcome = self.db.client_connected(p.identity, p.connection_id, p.jwt_payload)
+        if outcome.committed:
+            self.manager.connect(conn, p.identity, p.connection_id)
+            self.connections.add(conn)
+            token = ws.IdentityToken(p.identity, p.token, ConnectionId(p.connection_id))
+            self._send(conn, encode(token, p.json, p.compression))
+            self._flush()
+        return outcome
+
+    def disconnect(self, conn: Connection) -> None:
+        """Forget ``conn``'s subscriptions and run ``client_disconnected`` (errors swallowed)."""
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        self.manager.disconnect(conn)
+        self._outbox.pop(conn, None)
+        try:
+            self.db.client_disconnected(conn.params.identity, conn.params.connection_id)
+        except Exception:
+            log.exception("client_disconnected failed for %s", conn.params.identity.to_hex())
+        self._flush()
+
+    # --- requests (writer thread) -------------------------------------------------------------
+
+    def handle(self, conn: Connection, msg: ws.ClientMessage) -> None:
+        """Answer one client message (replies are queued before any later commit's update)."""
+        if conn not in self.connections:
+            return
+        try:
+            if isinstance(msg, ws.CallReducer):
+                self._call_reducer(conn, msg)
+            elif isinstance(msg, ws.CallProcedure):
+                self._reply(conn, ws.ProcedureResult(
+                    ws.InternalError("No such procedure"), ws.Timestamp.UNIX_EPOCH, ws.TimeDuration.ZERO,
+                    msg.request_id,
+                ))  # fmt: skip
+            elif isinstance(msg, ws.OneOffQuery):
+                with writer_view(self.db) as tx:
+                    result = self.manager.one_off(tx, conn.params.identity, msg.query_string)
+                    rows = self._rows(conn, tx)
+                    self._reply(conn, wire.one_off_response(msg.message_id, result, rows))
+            else:
+                self._subscription_request(conn, msg)
+        finally:
+            self._flush()
+
+    def _subscription_request(self, conn: Connection, msg: ws.ClientMessage) -> None:
+        m = self.manager
+        with writer_view(self.db) as tx:
+            res: Any
+            if isinstance(msg, ws.SubscribeMulti):
+                res = m.subscribe_multi(conn, tx, msg.query_strings, msg.request_id, msg.query_id.id)
+            elif isinstance(msg, ws.SubscribeSingle):
+                res = m.subscribe_single(conn, tx, msg.query, msg.request_id, msg.query_id.id)
+            elif isinstance(msg, ws.Subscribe):
+                res = m.subscribe(conn, tx, msg.query_strings, msg.request_id)
+            elif isinstance(msg, ws.UnsubscribeMulti):
+                res = m.unsubscribe_multi(conn, tx, msg.request_id, msg.query_id.id)
+            elif isinstance(msg, ws.Unsubscribe):
+                res = m.unsubscribe(conn, tx, msg.request_id, msg.query_id.id)
+            else:  # pragma: no cover - every ClientMessage is handled above
+                raise TypeError(f"unexpected client message {msg!r}")
+            if isinstance(res, r.TransactionFailure):
+                self._reply(conn, self._failure_update(conn, "<none>", res.message, res.micros))
+            else:
+                self._reply(conn, wire.reply(res, self._rows(conn, tx)))
+
+    def _call_reducer(self, conn: Connection, msg: ws.CallReducer) -> None:
+        db = self.db
+        json_args = msg.args if isinstance(msg.args, str) else None
+        try:
+            args = self._bsatn_args(msg.reducer, msg.args)
+            self._caller = _Caller(conn, msg.request_id, msg.flags, json_args)
+            db.call_reducer(
+                msg.reducer, args, caller=conn.params.identity, connection_id=conn.params.connection_id
+            )
+        except DatabaseError as e:
+            # Resolution errors: sent whatever the flags, never held for durability (§11).
+            self._reply(conn, self._failure_update(conn, msg.reducer, str(e)))
+        finally:
+            self._caller = None
+
+    def _bsatn_args(self, reducer: str, args: bytes | str) -> bytes:
+        if isinstance(args, bytes):
+            return args
+        from hostnode.database import InvalidArguments, NoSuchReducer
+
+        mdef = self.db.moduledef
+        assert mdef is not None
+        rdef = next((x for x in mdef.reducers if x.name == reducer), None)
+        if rdef is None:
+            raise NoSuchReducer(f"no such reducer `{reducer}`")
+        try:
+            return ws.json_to_bsatn(rdef.params, args, mdef.typespace)
+        except Exception as e:
+            raise InvalidArguments(f"invalid arguments for reducer `{reducer}`: {e}") from None
+
+    def _failure_update(
+        self, conn: Connection, name: str, message: str, micros: int = 0
+    ) -> ws.TransactionUpdate:
+        import time
+
+        p = conn.params
+        return ws.TransactionUpdate(
+            ws.Failed(message),
+            ws.Timestamp(time.time_ns() // 1000),
+            p.identity,
+            ConnectionId(p.connection_id),
+            ws.ReducerCallInfo(name, NO_REDUCER_ID, "[]" if p.json else b"", 0),
+            ws.EnergyQuanta.ZERO,
+            ws.TimeDuration(micros),
+        )
+
+    def _rows(self, conn: Connection, tx: Any) -> wire.RowEncoder:
+        return wire.json_rows(tx.tables()) if conn.params.json else wire.bsatn_rows
+
+    def _reply(self, conn: Connection, msg: ws.ServerMessage) -> None:
+        self._send(conn, encode(msg, conn.params.json, conn.params.compression))
+
+    # --- commits (writer thread, from on_commit) ----------------------------------------------
+
+    def _deliver(self, outcome: ReducerOutcome, updates: CommitUpdates | None) -> None:
+        caller, self._caller = self._caller, None
+        if caller is not None and caller.conn not in self.connections:
+            caller = None
+        full_to_caller = caller is not None and caller.flags is ws.CallReducerFlags.FULL_UPDATE
+        if updates is None:  # failed or out of energy: only the caller hears of it
+            if caller is not None and full_to_caller:
+                status: ws.UpdateStatus = (
+                    ws.OutOfEnergy() if outcome.status is Status.OUT_OF_ENERGY else ws.Failed(outcome.message)
+                )
+                failed = self._transaction_update(outcome, status, caller, caller.conn.params.json)
+                self._send(
+                    caller.conn, encode(failed, caller.conn.params.json, caller.conn.params.compression)
+                )
+                self._flush()
+            return
+        if not updates.groups and not updates.errors and not full_to_caller:
+            return
+        offset = outcome.offset
+        request_id = caller.request_id if caller is not None else 0
+        tables_cache: dict[str, Any] = {}
+        caller_conn = caller.conn if caller is not None and full_to_caller else None
+        caller_served = False
+        for members, update in updates.groups:
+            variants: dict[tuple[bool, bool], _Encodings] = {}
+            for conn in members:
+                if conn not in self.connections:
+                    continue
+                json = conn.params.json
+                light = conn.params.light and conn is not caller_conn
+                enc = variants.get((json, light))
+                if enc is None:
+                    db_update = wire.database_update(update, self._row_encoder(json, tables_cache))
+                    if light:
+                        msg: ws.ServerMessage = ws.TransactionUpdateLight(request_id, db_update)
+                    else:
+                        msg = self._transaction_update(outcome, ws.Committed(db_update), caller, json)
+                    enc = variants[(json, light)] = _Encodings(msg)
+                self._send(conn, enc.frame(conn), offset)
+                caller_served = caller_served or conn is caller_conn
+        if caller_conn is not None and not caller_served:
+            json = caller_conn.params.json
+            empty = self._transaction_update(outcome, ws.Committed(ws.DatabaseUpdate(())), caller, json)
+            self._send(caller_conn, encode(empty, json, caller_conn.params.compression), offset)
+        for conn, err in updates.errors:
+            if conn in self.connections:
+                self._reply(conn, wire.reply(err, self._row_encoder(conn.params.json, tables_cache)))
+        self._flush()
+
+    def _row_encoder(self, json: bool, cache: dict[str, Any]) -> wire.RowEncoder:
+        if not json:
+            return wire.bsatn_rows
+        enc = cache.get("json")
+        if enc is None:
+            enc = cache["json"] = wire.json_rows(self.db.datastore.tables())
+        return enc  # type: ignore[no-any-return]
+
+    def _transaction_update(
+        self, outcome: ReducerOutcome, status: ws.UpdateStatus, caller: _Caller | None, json: bool
+    ) -> ws.TransactionUpdate:
+        rid = outcome.reducer_id
+        args: bytes | str
+        if rid is None:
+            rid, args = NO_REDUCER_ID, ("[]" if json else b"")
+        elif json:
+            args = (
+                caller.json_args
+                if caller is not None and caller.json_args is not None
+                else self._json_args(outcome)
+            )
+        else:
+            args = outcome.args
+        return ws.TransactionUpdate(
+            status,
+            ws.Timestamp(outcome.timestamp_micros),
+            outcome.caller,
+            ConnectionId(outcome.connection_id),
+            ws.ReducerCallInfo(outcome.reducer, rid, args, caller.request_id if caller is not None else 0),
+            ws.EnergyQuanta(outcome.energy_used),
+            ws.TimeDuration(outcome.duration_micros),
+        )
+
+    def _json_args(self, outcome: ReducerOutcome) -> str:
+        mdef = self.db.moduledef
+        if mdef is None or outcome.reducer_id is None:
+            return "[]"
+        try:
+            return ws.value_to_json(mdef.reducers[outcome.reducer_id].params, outcome.args, mdef.typespace)
+        except Exception:  # noqa: BLE001 - args were validated before the call
+            return "[]"
+
+    # --- outgoing -----------------------------------------------------------------------------
+
+    def _send(self, conn: Connection, frame: Frame, offset: int | None = None) -> None:
+        self._outbox.setdefault(conn, []).append((frame, offset))
+
+    def _flush(self) -> None:
+        """Hand every queued frame to its connection's event loop (one hop per loop)."""
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Connection, list[tuple[Frame, int | None]]]]] = {}
+        for conn, items in outbox.items():
+            by_loop.setdefault(conn.loop, []).append((conn, items))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_push_batch, batch)
+            except RuntimeError:  # the loop is closed: the server is going away
+                pass
+
+    def shutdown(self) -> None:
+        """The database is going away: close every connection with 1001 ``module exited``
+        (any thread; the hub ignores its connections from now on)."""
+        self.closed = True
+        for conn in list(self.connections):
+            try:
+                conn.loop.call_soon_threadsafe(conn.server_close, *CLOSE_MODULE_EXITED)
+            except RuntimeError:
+                pass
+
+
+def _push_batch(batch: list[tuple[Connection, list[tuple[Frame, int | None]]]]) -> None:
+    for conn, items in batch:
+        conn.push_now(items)
+
+
+class Connection:
+    """One WebSocket client as the gateway sees it (event-loop side; see the module docstring).
+
+    The gateway calls :meth:`handle` for every frame it receives, sends what :meth:`recv`
+    returns until it returns None (then closes with :attr:`close_code` / :attr:`close_reason`),
+    watches :meth:`wait_closed` to stop a blocked writer, and always calls :meth:`close` at the
+    end, which removes the client (``client_disconnected``) exactly once.
+    """
+
+    def __init__(self, hub: RealtimeHub, params: ClientParams, loop: asyncio.AbstractEventLoop) -> None:
+        self.hub = hub
+        self.params = params
+        self.loop = loop
+        self.close_code = 1000
+        self.close_reason = ""
+        self._queue: deque[tuple[Frame, int | None]] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._pending = 0
+        self._removed = False
+        self.max_messages = MAX_OUTGOING_MESSAGES
+        self.max_bytes = MAX_OUTGOING_BYTES
+
+    # --- outgoing (event loop) ----------------------------------------------------------------
+
+    def push_now(self, items: list[tuple[Frame, int | None]]) -> None:
+        """Queue frames (event loop thread). Overflow disconnects the client."""
+        if self._closed.is_set():
+            return
+        q = self._queue
+        for item in items:
+            q.append(item)
+            self._bytes += len(item[0])
+        if len(q) > self.max_messages or self._bytes > self.max_bytes:
+            q.clear()
+            self._bytes = 0
+            self.server_close(*CLOSE_TOO_SLOW)
+            return
+        self._wake.set()
+
+    def server_close(self, code: int, reason: str) -> None:
+        """End the connection from the server side with this close code and reason."""
+        if self._closed.is_set():
+            return
+        self.close_code, self.close_reason = code, reason
+        self._closed.set()
+        self._wake.set()
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the server ended the connection."""
+        return self._closed.is_set()
+
+    async def recv(self) -> Frame | None:
+        """The next frame to send (held until durable with ``confirmed``); None once closed."""
+        while True:
+            if self._closed.is_set():
+                return None
+            if self._queue:
+                frame, offset = self._queue.popleft()
+                self._bytes -= len(frame)
+                if offset is not None and self.params.confirmed and not self.hub.closed:
+                    await self.hub.db.committer.wait_durable_async(offset)
+                return frame
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def wait_closed(self) -> None:
+        """Return once the server has ended the connection."""
+        await self._closed.wait()
+
+    # --- incoming -----------------------------------------------------------------------------
+
+    def handle(self, frame: Frame) -> str | None:
+        """Decode one client frame (text → JSON, binary → BSATN) and queue it for the writer
+        thread. Returns the close reason (code 1011) for a malformed message, else None."""
+        try:
+            if isinstance(frame, str):
+                msg = ws.decode_client_message_json(frame)
+            else:
+                msg = ws.decode_client_message_bsatn(frame)
+        except ws.WsProtocolError as e:
+            return e.close_reason
+        except Exception as e:  # noqa: BLE001 - any decoding failure is the client's
+            return ws.WsProtocolError(str(e)).close_reason
+        if self.hub.closed or self._closed.is_set():
+            return None
+        if self._pending >= MAX_INCOMING_MESSAGES:
+            self.server_close(*CLOSE_TOO_MANY_REQUESTS)
+            return None
+        self._pending += 1
+        hub = self.hub
+        fut = hub.submit(lambda db: hub.handle(self, msg))
+        fut.add_done_callback(self._done)
+        return None
+
+    def _done(self, fut: Future[Any]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._finished)
+        except RuntimeError:
+            pass
+        exc = fut.exception()
+        if exc is not None:
+            log.error("handling a client message failed", exc_info=exc)
+
+    def _finished(self) -> None:
+        self._pending -= 1
+
+    async def close(self) -> None:
+        """Remove the client: subscriptions dropped, ``client_disconnected`` run (once)."""
+        if self._removed:
+            return
+        self._removed = True
+        self.server_close(1000, "")
+        hub = self.hub
+        if hub.closed:
+            return
+        try:
+            await asyncio.wrap_future(hub.submit(lambda db: hub.disconnect(self)))
+        except Exception:  # noqa: BLE001 - the database may be closing
+            log.exception("disconnecting a client failed")
