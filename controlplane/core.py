@@ -239,6 +239,7 @@ class ControlPlane:
         self.host = host
         self.placement = placement
         self.mint_identity = mint_identity
+        self._lookups: dict[str, tuple[int, DatabaseRecord]] = {}
 
     # --- lookups ------------------------------------------------------------------------------
 
@@ -258,10 +259,21 @@ class ControlPlane:
         return None if kv is None else DatabaseRecord.from_json(kv.value)
 
     async def require_database(self, name_or_identity: str) -> DatabaseRecord:
-        """Resolve and load, raising the 404s of §6.1."""
+        """Resolve and load, raising the 404s of §6.1.
+
+        Every HTTP request starts here, so answers are cached per path segment and reused for as
+        long as the store's revision has not moved (any write anywhere invalidates them).
+        """
+        revision = await self.store.current_revision()
+        hit = self._lookups.get(name_or_identity)
+        if hit is not None and hit[0] == revision:
+            return hit[1]
         record = await self.database(await self.resolve(name_or_identity))
         if record is None:
             raise DatabaseNotFound("No such database.")
+        if len(self._lookups) >= 4096:
+            self._lookups.clear()
+        self._lookups[name_or_identity] = (revision, record)
         return record
 
     async def names(self, identity: Identity) -> list[str]:

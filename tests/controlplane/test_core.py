@@ -167,3 +167,19 @@ def test_clear_needs_a_target_and_resets(tmp_path: Path) -> None:
         assert await node.run(bank.identity, lambda db: db.table_rows("user")) == []
 
     with_plane(tmp_path, body)
+
+
+def test_lookup_cache_follows_every_change(tmp_path: Path) -> None:
+    async def body(cp: ControlPlane, node: HostNode) -> None:
+        chat = await cp.publish(ALICE, "chat", module_wasm("quickstart-chat"))
+        assert (await cp.require_database("chat")).identity == chat.identity
+        assert (await cp.require_database("chat")).identity == chat.identity  # cached
+        await cp.set_names(ALICE, "chat", ["renamed"])
+        with pytest.raises(NameNotFound):
+            await cp.require_database("chat")
+        assert (await cp.require_database("renamed")).owner == ALICE
+        await cp.delete(ALICE, "renamed")
+        with pytest.raises(DatabaseNotFound):
+            await cp.require_database("renamed")
+
+    with_plane(tmp_path, body)
