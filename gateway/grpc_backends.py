@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import os
+from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +45,11 @@ from proto import controlplane_pb2 as cpb
 from proto import controlplane_pb2_grpc as cpb_grpc
 from proto import hostnode_pb2 as hpb
 from proto import hostnode_pb2_grpc as hpb_grpc
-from sats.identity import Identity
+from sats import ws_v1 as ws
+from sats.identity import ConnectionId, Identity
 from sats.json import loads
+
+log = logging.getLogger(__name__)
 
 __all__ = ["GrpcControlPlane", "GrpcHostNode"]
 
@@ -253,6 +259,7 @@ class GrpcHostNode:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.stub = hpb_grpc.HostNodeStub(channel)
         self.batcher = CallBatcher(self.stub)
+        self._ws_streams: dict[Identity, _WsStream] = {}
 
     async def call(
         self, database: Identity, reducer: str, args_json: str, *, caller: Identity, connection_id: int
@@ -322,7 +329,185 @@ class GrpcHostNode:
         )
 
     async def connect(self, database: Identity, params: WsParams) -> WsSession | None:
-        """WebSocket clients need the HostNode ``Connect`` stream, which is not implemented yet."""
-        from gateway.errors import ApiError
+        """A WebSocket client over the database's ``Connect`` stream (one per database)."""
+        stream = self._ws_streams.get(database)
+        if stream is None or stream.dead:
+            stream = self._ws_streams[database] = _WsStream(self.stub, database)
+        return await stream.connect(params)
 
-        raise ApiError.text(501, "WebSocket subscriptions are not available over the gRPC transport yet")
+
+#: Outgoing frames (and bytes) a WebSocket client may have waiting before it is cut off.
+WS_MAX_QUEUED_MESSAGES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_MESSAGES", "16384"))
+WS_MAX_QUEUED_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(256 << 20)))
+WS_CLOSE_TOO_SLOW = (1008, "client too far behind: outgoing message queue is full")
+#: ``ConnectionClosed.code`` of a client ``client_connected`` refused (drop the socket).
+WS_CLOSE_DROP = 1006
+_ws_refs = itertools.count(1)
+
+
+class _WsStream:
+    """The ``Connect`` stream of one database: all of this gateway's clients of it. Events
+    going either way are batched per event-loop turn."""
+
+    def __init__(self, stub: hpb_grpc.HostNodeStub, database: Identity) -> None:
+        self.database = database
+        self.sessions: dict[int, GrpcWsSession] = {}
+        self.dead = False
+        self._out: list[hpb.GatewayEvent] = []
+        self._wake = asyncio.Event()
+        self._first = True
+        self._call = stub.Connect(self._requests())
+        self._reader = asyncio.ensure_future(self._read())
+
+    def send(self, event: hpb.GatewayEvent) -> None:
+        self._out.append(event)
+        self._wake.set()
+
+    async def _requests(self) -> AsyncGenerator[hpb.GatewayFrames, None]:
+        while True:
+            while not self._out:
+                if self.dead:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            events, self._out = self._out, []
+            msg = hpb.GatewayFrames(events=events)
+            if self._first:
+                msg.database_identity = self.database.to_bsatn()
+                self._first = False
+            yield msg
+
+    async def _read(self) -> None:
+        try:
+            async for batch in self._call:
+                for ev in batch.events:
+                    if ev.WhichOneof("event") == "frame":
+                        data = ev.frame.frame
+                        for ref in ev.frame.connection_refs:
+                            session = self.sessions.get(ref)
+                            if session is not None:
+                                session.deliver(data)
+                    else:
+                        c = ev.closed
+                        session = self.sessions.get(c.connection_ref)
+                        if session is not None:
+                            session.server_closed(c.code, c.reason)
+        except Exception:  # noqa: BLE001 - every client of the stream is told below
+            log.exception("the Connect stream of %s failed", self.database.to_hex())
+        finally:
+            self.dead = True
+            self._wake.set()
+            for session in list(self.sessions.values()):
+                session.server_closed(1011, "lost the connection to the host node")
+
+    async def connect(self, params: WsParams) -> GrpcWsSession | None:
+        ref = next(_ws_refs)
+        session = GrpcWsSession(self, ref, params)
+        self.sessions[ref] = session
+        self.send(
+            hpb.GatewayEvent(
+                connected=hpb.ClientConnected(
+                    connection_ref=ref,
+                    identity=params.identity.to_bsatn(),
+                    connection_id=params.connection_id.to_bytes(16, "little"),
+                    jwt_payload=params.jwt_payload or b"",
+                    protocol="v1.json.spacetimedb" if params.json else "v1.bsatn.spacetimedb",
+                    compression=params.compression,
+                    light=params.light,
+                    confirmed=params.confirmed,
+                )
+            )
+        )
+        if not await session.ready:
+            self.sessions.pop(ref, None)
+            return None
+        return session
+
+
+class GrpcWsSession:
+    """:class:`gateway.backends.WsSession` of one client on a ``Connect`` stream."""
+
+    def __init__(self, stream: _WsStream, ref: int, params: WsParams) -> None:
+        self.stream = stream
+        self.ref = ref
+        self.params = params
+        self.close_code = 1000
+        self.close_reason = ""
+        self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue: deque[bytes | str] = deque()
+        self._bytes = 0
+        self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._removed = False
+
+    def deliver(self, data: bytes) -> None:
+        """A frame from the host node (the first one is always the IdentityToken)."""
+        if self._closed.is_set():
+            return
+        frame: bytes | str
+        if not self.ready.done():
+            # The stream does not carry the token: the gateway writes IdentityToken itself.
+            p = self.params
+            token = ws.IdentityToken(p.identity, p.token, ConnectionId(p.connection_id))
+            frame = (
+                ws.encode_server_message_json(token)
+                if p.json
+                else ws.frame_server_message(ws.encode_server_message_bsatn(token), ws.Compression(p.compression))
+            )
+            self.ready.set_result(True)
+        else:
+            frame = data.decode() if self.params.json else data
+        self._queue.append(frame)
+        self._bytes += len(frame)
+        if len(self._queue) > WS_MAX_QUEUED_MESSAGES or self._bytes > WS_MAX_QUEUED_BYTES:
+            self._queue.clear()
+            self._bytes = 0
+            self.server_closed(*WS_CLOSE_TOO_SLOW)
+            return
+        self._wake.set()
+
+    def server_closed(self, code: int, reason: str) -> None:
+        """The host node (or the gateway) ended the connection."""
+        if not self.ready.done():
+            self.ready.set_result(code != WS_CLOSE_DROP)
+        if self._closed.is_set():
+            return
+        self.close_code, self.close_reason = code, reason
+        self._closed.set()
+        self._wake.set()
+
+    def handle(self, frame: bytes | str) -> str | None:
+        """See :class:`gateway.backends.WsSession` (the host node decodes and answers a
+        malformed message with a 1011 close)."""
+        if not self._closed.is_set():
+            data = frame.encode() if isinstance(frame, str) else frame
+            self.stream.send(hpb.GatewayEvent(message=hpb.ClientMessage(connection_ref=self.ref, frame=data)))
+        return None
+
+    async def recv(self) -> bytes | str | None:
+        """See :class:`gateway.backends.WsSession`."""
+        while True:
+            if self._closed.is_set():
+                return None
+            if self._queue:
+                frame = self._queue.popleft()
+                self._bytes -= len(frame)
+                return frame
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def wait_closed(self) -> None:
+        """See :class:`gateway.backends.WsSession`."""
+        await self._closed.wait()
+
+    async def close(self) -> None:
+        """See :class:`gateway.backends.WsSession`."""
+        if self._removed:
+            return
+        self._removed = True
+        self.server_closed(1000, "")
+        self.stream.sessions.pop(self.ref, None)
+        if not self.stream.dead:
+            self.stream.send(
+                hpb.GatewayEvent(disconnected=hpb.ClientDisconnected(connection_ref=self.ref))
+            )

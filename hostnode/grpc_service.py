@@ -32,6 +32,7 @@ from hostnode.database import (
     Status,
 )
 from hostnode.migrate import MigrationError, MigrationPlan
+from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection
 from hostnode.service import DatabaseNotFound, HostNode
 from hostnode.sql import SqlError, render_response_bytes
 from hostnode.wasm_host import ModuleLoadError
@@ -40,6 +41,7 @@ from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
 from sats.identity import Identity
 from sats.json import dumps
+from sats.ws_v1 import Compression
 
 __all__ = [
     "HostNodeServicer",
@@ -311,9 +313,201 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
             await batches.aclose()
 
     async def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.HostFrames]:  # noqa: N802
-        """The realtime data path is not served yet (issue 4)."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WebSocket subscriptions are not served yet")
-        yield pb.HostFrames()  # pragma: no cover - makes this an async generator
+        """The realtime data path: every WebSocket client of one gateway for one database.
+
+        Client frames arrive batched; each server frame is sent once with every connection
+        that receives it, and every message carries all the events of one event-loop turn.
+        """
+        stream = _RealtimeStream(self.node)
+        reader = asyncio.ensure_future(stream.read(request_iterator))
+        try:
+            while True:
+                events = await stream.next_batch()
+                if events is None:
+                    break
+                yield pb.HostFrames(events=events)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+            await stream.close_all()
+
+
+#: ``ConnectionClosed.code`` telling the gateway to drop the socket without a close frame
+#: (``client_connected`` refused the client). 1006 is never sent on the wire.
+CLOSE_DROP = 1006
+
+
+@dataclass
+class _Client:
+    ref: int
+    conn: Connection | None = None
+    backlog: list[bytes] | None = None
+    pump: asyncio.Task[None] | None = None
+    gone: bool = False
+
+
+class _RealtimeStream:
+    """One ``Connect`` stream: the gateway's connections to one database."""
+
+    def __init__(self, node: HostNode) -> None:
+        self.node = node
+        self.identity: Identity | None = None
+        self.clients: dict[int, _Client] = {}
+        self._events: list[pb.HostEvent] = []
+        #: connection ref → index of its last event in ``_events`` (frames merge only after it).
+        self._last: dict[int, int] = {}
+        #: id(frame) → index of its ServerFrame in ``_events``.
+        self._frames: dict[int, int] = {}
+        self._keep: list[object] = []
+        self._wake = asyncio.Event()
+        self._ended = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- gateway → host -----------------------------------------------------------------------
+
+    async def read(self, request_iterator: Any) -> None:
+        try:
+            async for msg in request_iterator:
+                if self.identity is None and msg.database_identity:
+                    self.identity = Identity.from_bsatn(msg.database_identity)
+                for ev in msg.events:
+                    kind = ev.WhichOneof("event")
+                    if kind == "connected":
+                        self._connected(ev.connected)
+                    elif kind == "message":
+                        self._message(ev.message.connection_ref, ev.message.frame)
+                    elif kind == "disconnected":
+                        self._disconnected(ev.disconnected.connection_ref)
+        finally:
+            self._ended = True
+            self._wake.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _connected(self, m: pb.ClientConnected) -> None:
+        client = self.clients[m.connection_ref] = _Client(m.connection_ref, backlog=[])
+        params = ClientParams(
+            identity=Identity.from_bsatn(m.identity),
+            token="",  # ClientConnected carries no token: the gateway writes IdentityToken itself
+            connection_id=_conn_id(m.connection_id),
+            json=m.protocol == "v1.json.spacetimedb",
+            compression=Compression(m.compression or "Brotli"),
+            light=m.light,
+            confirmed=m.confirmed,
+            jwt_payload=m.jwt_payload or None,
+        )
+        self._spawn(self._connect(client, params))
+
+    async def _connect(self, client: _Client, params: ClientParams) -> None:
+        assert self.identity is not None
+        try:
+            result = await self.node.connect_client(self.identity, params)
+        except DatabaseNotFound:
+            self.clients.pop(client.ref, None)
+            self._closed(client.ref, *CLOSE_MODULE_EXITED)
+            return
+        except Exception as e:  # noqa: BLE001 - reported to the gateway as a close
+            log.exception("connecting a WebSocket client failed")
+            self.clients.pop(client.ref, None)
+            self._closed(client.ref, 1011, str(e)[:123])
+            return
+        if not isinstance(result, Connection):
+            self.clients.pop(client.ref, None)
+            self._closed(client.ref, CLOSE_DROP, "")
+            return
+        client.conn = result
+        if client.gone:
+            await result.close()
+            return
+        backlog, client.backlog = client.backlog or [], None
+        for frame in backlog:
+            self._handle(client, frame)
+        client.pump = asyncio.ensure_future(self._pump(client, result))
+
+    def _message(self, ref: int, frame: bytes) -> None:
+        client = self.clients.get(ref)
+        if client is None:
+            return
+        if client.conn is None:
+            if client.backlog is not None:
+                client.backlog.append(frame)
+            return
+        self._handle(client, frame)
+
+    def _handle(self, client: _Client, frame: bytes) -> None:
+        assert client.conn is not None
+        # The stream carries bytes only: a JSON text frame starts with "{" (or whitespace),
+        # a BSATN one with its tag byte (0-7).
+        data: bytes | str = frame
+        if frame[:1] and frame[0] > 7:
+            try:
+                data = frame.decode("utf-8")
+            except UnicodeDecodeError:
+                data = frame
+        reason = client.conn.handle(data)
+        if reason is not None:
+            client.conn.server_close(1011, reason)
+
+    def _disconnected(self, ref: int) -> None:
+        client = self.clients.pop(ref, None)
+        if client is None:
+            return
+        client.gone = True
+        if client.pump is not None:
+            client.pump.cancel()
+        if client.conn is not None:
+            self._spawn(client.conn.close())
+
+    # --- host → gateway -----------------------------------------------------------------------
+
+    async def _pump(self, client: _Client, conn: Connection) -> None:
+        while (frame := await conn.recv()) is not None:
+            self._frame(client.ref, frame)
+        self._closed(client.ref, conn.close_code, conn.close_reason)
+
+    def _frame(self, ref: int, frame: bytes | str) -> None:
+        i = self._frames.get(id(frame))
+        if i is not None and i > self._last.get(ref, -1):
+            self._events[i].frame.connection_refs.append(ref)
+            self._last[ref] = i
+            return
+        data = frame.encode() if isinstance(frame, str) else frame
+        self._events.append(pb.HostEvent(frame=pb.ServerFrame(connection_refs=[ref], frame=data)))
+        i = len(self._events) - 1
+        self._frames[id(frame)] = i
+        self._keep.append(frame)  # ids stay unique while the batch is open
+        self._last[ref] = i
+        self._wake.set()
+
+    def _closed(self, ref: int, code: int, reason: str) -> None:
+        self._events.append(pb.HostEvent(closed=pb.ConnectionClosed(connection_ref=ref, code=code, reason=reason)))
+        self._last[ref] = len(self._events) - 1
+        self._wake.set()
+
+    async def next_batch(self) -> list[pb.HostEvent] | None:
+        """Every event since the last batch (waits for one); None once the gateway is gone."""
+        while not self._events:
+            if self._ended:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        events, self._events = self._events, []
+        self._last.clear()
+        self._frames.clear()
+        self._keep.clear()
+        return events
+
+    async def close_all(self) -> None:
+        """The stream ended: every client of it is gone."""
+        for ref in list(self.clients):
+            self._disconnected(ref)
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
 
 
 async def start_server(node: HostNode, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:

@@ -1,7 +1,7 @@
 """WebSocket v1 end to end (client-api.md §9–§11) against a real standalone server subprocess.
 
-Runs on the in-process transport (the gRPC ``Connect`` stream is not implemented yet). The server
-is started with a small outgoing-queue byte limit so a client that never reads is cut off in a
+Runs over both transports (gateway → host node in-process, and over the gRPC ``Connect``
+stream). The server is started with a small outgoing-queue byte limit so a client that never reads is cut off in a
 bounded time.
 """
 
@@ -26,21 +26,24 @@ import pytest
 
 from sats import ws_v1 as ws
 from tests.gateway.conftest import CHAT, MODULE_TEST
-from tests.servers import REPO_ROOT, Client, StandaloneServer
+from tests.servers import REPO_ROOT, TRANSPORTS, Client, StandaloneServer
 
 BSATN = "v1.bsatn.spacetimedb"
 JSON = "v1.json.spacetimedb"
 QUEUE_BYTES = 2 << 20
 
 
-@pytest.fixture(scope="module")
-def wss(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneServer]:
-    """One in-process server for this module, with a 2 MiB outgoing queue per connection."""
-    root = tmp_path_factory.mktemp("orrery-ws")
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def wss(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[StandaloneServer]:
+    """One server per transport for this module, with a 2 MiB outgoing queue per connection."""
+    transport = str(request.param)
+    root = tmp_path_factory.mktemp(f"orrery-ws-{transport}")
     old = os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES")
     os.environ["ORRERY_WS_MAX_QUEUED_BYTES"] = str(QUEUE_BYTES)
     try:
-        with StandaloneServer(root / "data") as srv:
+        with StandaloneServer(root / "data", transport=transport) as srv:
             yield srv
     finally:
         if old is None:
@@ -564,5 +567,45 @@ def test_database_deleted_closes_1001(wss: StandaloneServer) -> None:
             m = await a.recv_raw()
             assert m.type is aiohttp.WSMsgType.CLOSE
             assert (m.data, m.extra) == (1001, "module exited")
+
+    wss.run(body)
+
+
+def test_legacy_subscribe_single_confirmed_and_sql_dml(wss: StandaloneServer) -> None:
+    async def body(c: Client) -> None:
+        name = db_name("legacy")
+        owner = await publish(c, name, MODULE_TEST)
+        async with connect(wss.url, name, query="compression=None&confirmed=true") as a:
+            await a.recv()
+            # Legacy Subscribe → InitialSubscription; a bad query → failed TransactionUpdate "<none>".
+            await a.send(ws.Subscribe(("SELECT * FROM kv",), 3))
+            init = await a.recv()
+            assert isinstance(init, ws.InitialSubscription) and init.request_id == 3
+            await a.send(ws.Subscribe(("SELECT * FROM nope",), 4))
+            bad = await a.recv()
+            assert isinstance(bad, ws.TransactionUpdate) and isinstance(bad.status, ws.Failed)
+            assert bad.reducer_call.reducer_name == "<none>"
+            # SubscribeSingle / Unsubscribe.
+            await a.send(ws.SubscribeSingle("SELECT * FROM counter", 5, ws.QueryId(9)))
+            applied = await a.recv()
+            assert isinstance(applied, ws.SubscribeApplied) and applied.query_id == ws.QueryId(9)
+            await a.send(ws.Unsubscribe(6, ws.QueryId(9)))
+            un = await a.recv()
+            assert isinstance(un, ws.UnsubscribeApplied) and un.request_id == 6
+            # SQL DML broadcasts a TransactionUpdate with no reducer (held until durable: confirmed).
+            reply = await c.sql(name, "INSERT INTO kv (key, value) VALUES ('a', 'b')", token=owner)
+            assert reply.status == 200, reply
+            up = await a.recv()
+            assert isinstance(up, ws.TransactionUpdate) and isinstance(up.status, ws.Committed)
+            assert (up.reducer_call.reducer_name, up.reducer_call.reducer_id) == ("", 0xFFFFFFFF)
+            assert up.caller_connection_id.value == 0
+            (t,) = up.status.database_update.tables
+            assert t.table_name == "kv" and len(t.updates[0].inserts) == 1
+            # An HTTP /call broadcasts too (request id 0).
+            reply = await c.call(name, "set_kv", "c", "d", token=owner)
+            assert reply.status == 200, reply
+            up = await a.recv()
+            assert isinstance(up, ws.TransactionUpdate) and up.reducer_call.reducer_name == "set_kv"
+            assert up.reducer_call.request_id == 0
 
     wss.run(body)

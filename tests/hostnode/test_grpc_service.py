@@ -214,11 +214,72 @@ def test_logs_tail_follow_and_cancel(tmp_path: Path) -> None:
     with_service(tmp_path, body)
 
 
-def test_connect_is_not_served_yet(tmp_path: Path) -> None:
+def test_connect_stream_multiplexes_clients_and_shares_frames(tmp_path: Path) -> None:
+    """The realtime data path (client-api.md §9–§11 over ``Connect``); end to end through the
+    gateway in tests/gateway/test_ws.py."""
+    from sats import ws_v1 as ws
+
     async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
-        call = stub.Connect()
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call.read()
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert (await install(stub, CHAT)).failure.kind == pb.ERROR_KIND_NONE
+        requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
+
+        async def gen():  # type: ignore[no-untyped-def]
+            while (m := await requests.get()) is not None:
+                yield m
+
+        call = stub.Connect(gen())
+
+        def event(**kw: object) -> pb.GatewayFrames:
+            return pb.GatewayFrames(database_identity=DB.to_bsatn(), events=[pb.GatewayEvent(**kw)])  # type: ignore[arg-type]
+
+        async def frames(n: int) -> list[pb.HostEvent]:
+            out: list[pb.HostEvent] = []
+            while len(out) < n:
+                batch = await asyncio.wait_for(call.read(), 10)
+                out += list(batch.events)
+            return out
+
+        for ref in (1, 2):
+            await requests.put(event(connected=pb.ClientConnected(
+                connection_ref=ref, identity=(ALICE if ref == 1 else OWNER).to_bsatn(),
+                connection_id=ref.to_bytes(16, "little"), protocol="v1.bsatn.spacetimedb", compression="None",
+            )))  # fmt: skip
+        first = await frames(2)
+        assert sorted(e.frame.connection_refs[0] for e in first) == [1, 2]
+        assert all(isinstance(ws.decode_server_frame(e.frame.frame), ws.IdentityToken) for e in first)
+        sub = ws.encode_client_message_bsatn(ws.SubscribeMulti(("SELECT * FROM message",), 1, ws.QueryId(1)))
+        for ref in (1, 2):
+            await requests.put(event(message=pb.ClientMessage(connection_ref=ref, frame=sub)))
+        applied: list[pb.HostEvent] = []
+        while sorted(r for e in applied for r in e.frame.connection_refs) != [1, 2]:
+            applied += await frames(1)
+        assert all(isinstance(ws.decode_server_frame(e.frame.frame), ws.SubscribeMultiApplied) for e in applied)
+        call_msg = ws.encode_client_message_bsatn(ws.CallReducer("send_message", encode(STRING, "hi"), 5))
+        await requests.put(event(message=pb.ClientMessage(connection_ref=1, frame=call_msg)))
+        (update,) = await frames(1)
+        # One frame for both clients (full updates, same protocol and compression).
+        assert sorted(update.frame.connection_refs) == [1, 2]
+        msg = ws.decode_server_frame(update.frame.frame)
+        assert isinstance(msg, ws.TransactionUpdate) and msg.reducer_call.request_id == 5
+        # A malformed message closes that client with 1011; the other stays.
+        await requests.put(event(message=pb.ClientMessage(connection_ref=2, frame=b"\x63")))
+        (closed,) = await frames(1)
+        assert closed.closed.connection_ref == 2 and closed.closed.code == 1011 and closed.closed.reason
+        await requests.put(event(disconnected=pb.ClientDisconnected(connection_ref=2)))
+        await requests.put(event(disconnected=pb.ClientDisconnected(connection_ref=1)))
+        await requests.put(None)
+        for _ in range(100):
+            if not await node.run(DB, _clients):
+                break
+            await asyncio.sleep(0.02)
+        assert not await node.run(DB, _clients)
 
     with_service(tmp_path, body)
+
+
+def _clients(db: object) -> list[object]:
+    """Rows of ``st_client`` (connected clients)."""
+    from hostnode.subscriptions import writer_view
+
+    with writer_view(db) as tx:  # type: ignore[arg-type]
+        return list(tx.scan(db.system.client_table_id))  # type: ignore[attr-defined]

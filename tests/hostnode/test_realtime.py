@@ -1,0 +1,157 @@
+"""hostnode.realtime: the per-database hub and its connections, in process (no sockets).
+
+End-to-end behaviour through the gateway is in tests/gateway/test_ws.py; these check what a
+socket cannot show: one encoding shared by every connection, the outgoing bound, and
+``confirmed`` holding a message until durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from hostnode.realtime import CLOSE_TOO_SLOW, ClientParams, Connection
+from hostnode.service import HostNode, HostNodeConfig
+from sats import ws_v1 as ws
+from sats.bsatn import encode
+from sats.identity import Identity
+from sats.types import STRING
+from tests.hostnode.conftest import module_wasm
+
+OWNER = Identity.from_claims("localhost", "owner")
+DB = Identity.from_claims("localhost", "realtime-db")
+CHAT = module_wasm("quickstart-chat")
+
+
+def run(tmp_path: Path, body: Callable[[HostNode], Awaitable[None]]) -> None:
+    async def main() -> None:
+        node = HostNode(HostNodeConfig(tmp_path / "node"))
+        await node.start()
+        try:
+            await node.install(DB, OWNER, CHAT)
+            await body(node)
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
+
+
+async def client(node: HostNode, n: int, **kw: object) -> Connection:
+    params = ClientParams(Identity.from_claims("localhost", f"user{n}"), "tok", n, **kw)  # type: ignore[arg-type]
+    conn = await node.connect_client(DB, params)
+    assert isinstance(conn, Connection)
+    first = await asyncio.wait_for(conn.recv(), 5)
+    assert isinstance(first, bytes) and isinstance(ws.decode_server_frame(first), ws.IdentityToken)
+    return conn
+
+
+def msg(frame: bytes | str | None) -> ws.ServerMessage:
+    assert frame is not None
+    return ws.decode_server_message_json(frame) if isinstance(frame, str) else ws.decode_server_frame(frame)
+
+
+async def subscribe(conn: Connection) -> None:
+    conn.handle(
+        ws.encode_client_message_bsatn(ws.SubscribeMulti(("SELECT * FROM message",), 1, ws.QueryId(1)))
+    )
+    assert isinstance(msg(await asyncio.wait_for(conn.recv(), 5)), ws.SubscribeMultiApplied)
+
+
+def send_message(conn: Connection, text: str, request_id: int = 0) -> None:
+    call = ws.CallReducer("send_message", encode(STRING, text), request_id)
+    assert conn.handle(ws.encode_client_message_bsatn(call)) is None
+
+
+def test_one_encoding_shared_by_every_connection(tmp_path: Path) -> None:
+    async def body(node: HostNode) -> None:
+        conns = [await client(node, i, compression=ws.Compression.NONE) for i in range(1, 5)]
+        for conn in conns:
+            await subscribe(conn)
+        send_message(conns[0], "hello", 7)
+        frames = [await asyncio.wait_for(c.recv(), 5) for c in conns]
+        # The caller's full update and the others' are the same message: one object.
+        assert all(f is frames[0] for f in frames)
+        up = msg(frames[0])
+        assert isinstance(up, ws.TransactionUpdate) and up.reducer_call.request_id == 7
+        for conn in conns:
+            await conn.close()
+
+    run(tmp_path, body)
+
+
+def test_malformed_frame_reports_close_reason(tmp_path: Path) -> None:
+    async def body(node: HostNode) -> None:
+        conn = await client(node, 1)
+        reason = conn.handle(b"\xff")
+        assert reason
+        assert conn.handle("{not json") is not None
+        await conn.close()
+
+    run(tmp_path, body)
+
+
+def test_slow_connection_is_cut_off_others_keep_receiving(tmp_path: Path) -> None:
+    async def body(node: HostNode) -> None:
+        slow = await client(node, 1)
+        fast = await client(node, 2)
+        slow.max_messages = 5
+        await subscribe(slow)
+        await subscribe(fast)
+        for i in range(10):
+            send_message(fast, f"m{i}", i)
+            up = msg(await asyncio.wait_for(fast.recv(), 5))
+            assert isinstance(up, ws.TransactionUpdate) and up.reducer_call.request_id == i
+        assert slow.is_closed and (slow.close_code, slow.close_reason) == CLOSE_TOO_SLOW
+        assert await slow.recv() is None
+        await slow.close()
+        send_message(fast, "after", 99)
+        up = msg(await asyncio.wait_for(fast.recv(), 5))
+        assert isinstance(up, ws.TransactionUpdate) and up.reducer_call.request_id == 99
+        await fast.close()
+
+    run(tmp_path, body)
+
+
+def test_confirmed_holds_updates_until_durable(tmp_path: Path) -> None:
+    async def body(node: HostNode) -> None:
+        confirmed = await client(node, 1, confirmed=True)
+        plain = await client(node, 2)
+        await subscribe(confirmed)
+        await subscribe(plain)
+        committer = node.database(DB).committer
+        gate = asyncio.Event()
+        real = committer.wait_durable_async
+        waited: list[int] = []
+
+        async def held(offset: int) -> None:
+            waited.append(offset)
+            await gate.wait()
+            await real(offset)
+
+        committer.wait_durable_async = held  # type: ignore[method-assign]
+        try:
+            send_message(plain, "x", 1)
+            assert isinstance(msg(await asyncio.wait_for(plain.recv(), 5)), ws.TransactionUpdate)
+            pending = asyncio.ensure_future(confirmed.recv())
+            await asyncio.sleep(0.1)
+            assert not pending.done() and waited
+            gate.set()
+            assert isinstance(msg(await asyncio.wait_for(pending, 5)), ws.TransactionUpdate)
+        finally:
+            committer.wait_durable_async = real  # type: ignore[method-assign]
+        await confirmed.close()
+        await plain.close()
+
+    run(tmp_path, body)
+
+
+def test_database_deleted_closes_connections_1001(tmp_path: Path) -> None:
+    async def body(node: HostNode) -> None:
+        conn = await client(node, 1)
+        await node.delete(DB)
+        assert await asyncio.wait_for(conn.recv(), 5) is None
+        assert (conn.close_code, conn.close_reason) == (1001, "module exited")
+        await conn.close()  # the database is gone: nothing to run, no hang
+
+    run(tmp_path, body)
