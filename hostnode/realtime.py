@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -121,6 +122,9 @@ class RealtimeHub:
         self.closed = False
         self._caller: _Caller | None = None
         self._outbox: dict[Connection, list[tuple[Frame, int | None]]] = {}
+        #: Frames handed to each event loop and not yet pushed (guarded by the lock).
+        self._handoff: dict[asyncio.AbstractEventLoop, list[tuple[Connection, list[tuple[Frame, int | None]]]]] = {}
+        self._handoff_lock = threading.Lock()
         attach(self.manager, db, self._deliver)
 
     # --- connections (writer thread) ----------------------------------------------------------
@@ -346,18 +350,33 @@ class RealtimeHub:
         self._outbox.setdefault(conn, []).append((frame, offset))
 
     def _flush(self) -> None:
-        """Hand every queued frame to its connection's event loop (one hop per loop)."""
+        """Hand every queued frame to its connection's event loop. One wake-up per loop is
+        outstanding at a time: while it has not run, later batches just join it."""
         if not self._outbox:
             return
         outbox, self._outbox = self._outbox, {}
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Connection, list[tuple[Frame, int | None]]]]] = {}
-        for conn, items in outbox.items():
-            by_loop.setdefault(conn.loop, []).append((conn, items))
-        for loop, batch in by_loop.items():
+        wake: list[asyncio.AbstractEventLoop] = []
+        with self._handoff_lock:
+            for conn, items in outbox.items():
+                loop = conn.loop
+                pending = self._handoff.get(loop)
+                if pending is None:
+                    pending = self._handoff[loop] = []
+                    wake.append(loop)
+                pending.append((conn, items))
+        for loop in wake:
             try:
-                loop.call_soon_threadsafe(_push_batch, batch)
+                loop.call_soon_threadsafe(self._deliver_handoff, loop)
             except RuntimeError:  # the loop is closed: the server is going away
-                pass
+                with self._handoff_lock:
+                    self._handoff.pop(loop, None)
+
+    def _deliver_handoff(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(event loop) Push everything handed to this loop so far, in order."""
+        with self._handoff_lock:
+            batch = self._handoff.pop(loop, [])
+        for conn, items in batch:
+            conn.push_now(items)
 
     def shutdown(self) -> None:
         """The database is going away: close every connection with 1001 ``module exited``
@@ -368,11 +387,6 @@ class RealtimeHub:
                 conn.loop.call_soon_threadsafe(conn.server_close, *CLOSE_MODULE_EXITED)
             except RuntimeError:
                 pass
-
-
-def _push_batch(batch: list[tuple[Connection, list[tuple[Frame, int | None]]]]) -> None:
-    for conn, items in batch:
-        conn.push_now(items)
 
 
 class Connection:
