@@ -123,7 +123,9 @@ class RealtimeHub:
         self._caller: _Caller | None = None
         self._outbox: dict[Connection, list[tuple[Frame, int | None]]] = {}
         #: Frames handed to each event loop and not yet pushed (guarded by the lock).
-        self._handoff: dict[asyncio.AbstractEventLoop, list[tuple[Connection, list[tuple[Frame, int | None]]]]] = {}
+        self._handoff: dict[
+            asyncio.AbstractEventLoop, list[tuple[Connection, list[tuple[Frame, int | None]]]]
+        ] = {}
         self._handoff_lock = threading.Lock()
         attach(self.manager, db, self._deliver)
 
@@ -408,7 +410,9 @@ class Connection:
         self._bytes = 0
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()
-        self._pending = 0
+        #: Messages handed to the writer thread (event loop) and handled there (writer thread).
+        self._submitted = 0
+        self._completed = 0
         self._removed = False
         self.max_messages = MAX_OUTGOING_MESSAGES
         self.max_bytes = MAX_OUTGOING_BYTES
@@ -477,26 +481,22 @@ class Connection:
             return ws.WsProtocolError(str(e)).close_reason
         if self.hub.closed or self._closed.is_set():
             return None
-        if self._pending >= MAX_INCOMING_MESSAGES:
+        if self._submitted - self._completed >= MAX_INCOMING_MESSAGES:
             self.server_close(*CLOSE_TOO_MANY_REQUESTS)
             return None
-        self._pending += 1
+        self._submitted += 1
         hub = self.hub
-        fut = hub.submit(lambda db: hub.handle(self, msg))
-        fut.add_done_callback(self._done)
+
+        def job(db: Database) -> None:
+            try:
+                hub.handle(self, msg)
+            except Exception:
+                log.exception("handling a client message failed")
+            finally:
+                self._completed += 1  # written by the writer thread only
+
+        hub.submit(job)
         return None
-
-    def _done(self, fut: Future[Any]) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self._finished)
-        except RuntimeError:
-            pass
-        exc = fut.exception()
-        if exc is not None:
-            log.error("handling a client message failed", exc_info=exc)
-
-    def _finished(self) -> None:
-        self._pending -= 1
 
     async def close(self) -> None:
         """Remove the client: subscriptions dropped, ``client_disconnected`` run (once)."""
