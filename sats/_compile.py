@@ -8,8 +8,8 @@ factory around a :class:`Cell`) that is patched when that type's compilation fin
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from sats.errors import SatsError
 from sats.types import AlgebraicType, Ref, Typespace
@@ -105,3 +105,26 @@ class CompileCache(Generic[T]):
         if done is None:
             done = TypeCompiler(typespace, memo, self._build, self._lazy).compile(ty)
         return done
+
+
+def sum_writer(
+    n: int, names: Sequence[str], writers: Sequence[Callable[[Any, bytearray], None]]
+) -> Callable[[Any, bytearray], None]:
+    """Append ``tag`` then the payload written by ``writers[tag]``: the shared shape of the BSATN
+    and key encoders for a sum value ``(tag, payload)``."""
+    from sats.errors import EncodeError
+
+    def write(v: Any, out: bytearray) -> None:
+        try:
+            tag, payload = v
+        except (TypeError, ValueError):
+            raise EncodeError(f"{v!r} is not a sum value (tag, payload)") from None
+        if type(tag) is not int or not 0 <= tag < n:
+            raise EncodeError(f"invalid sum tag {tag!r} (the type has {n} variant(s))")
+        out.append(tag)
+        try:
+            writers[tag](payload, out)
+        except EncodeError as e:
+            raise e.under(names[tag]) from None
+
+    return write

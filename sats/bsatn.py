@@ -24,7 +24,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from sats._compile import Cell, CompileCache, TypeCompiler
+from sats._compile import Cell, CompileCache, TypeCompiler, sum_writer
 from sats.errors import DecodeError, EncodeError, SatsError
 from sats.types import (
     EMPTY_TYPESPACE,
@@ -903,18 +903,7 @@ def _sum_codec(ty: SumType, vcs: list[Codec]) -> Codec:
         v, pos = d(buf, pos + 1)
         return SumValue(tag, v), pos
 
-    def encode_into(v: Any, out: bytearray) -> None:
-        try:
-            tag, payload = v
-        except (TypeError, ValueError):
-            raise EncodeError(f"{v!r} is not a sum value (tag, payload)") from None
-        if type(tag) is not int or not 0 <= tag < n:
-            raise EncodeError(f"invalid sum tag {tag!r} (the type has {n} variant(s))")
-        out.append(tag)
-        try:
-            encs[tag](payload, out)
-        except EncodeError as e:
-            raise e.under(names[tag]) from None
+    encode_into = sum_writer(n, names, encs)
 
     if fixed_size is not None:
         size = fixed_size

@@ -28,7 +28,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sats._compile import Cell, CompileCache, TypeCompiler
+from sats._compile import Cell, CompileCache, TypeCompiler, sum_writer
 from sats.bsatn import STRUCT_FORMATS, _as_bytes, _read_len, _short, codec_for
 from sats.errors import DecodeError, EncodeError, SatsError
 from sats.types import (
@@ -283,18 +283,7 @@ def _sum_key(ty: SumType, vks: list[KeyCodec]) -> KeyCodec:
         out.append(tag)
         return f(buf, pos + 1, out)
 
-    def from_value(v: Any, out: bytearray) -> None:
-        try:
-            tag, payload = v
-        except (TypeError, ValueError):
-            raise EncodeError(f"{v!r} is not a sum value (tag, payload)") from None
-        if type(tag) is not int or not 0 <= tag < n:
-            raise EncodeError(f"invalid sum tag {tag!r} (the type has {n} variant(s))")
-        out.append(tag)
-        try:
-            fvs[tag](payload, out)
-        except EncodeError as e:
-            raise e.under(names[tag]) from None
+    from_value = sum_writer(n, names, fvs)
 
     return KeyCodec(ty, from_value, from_bsatn)
 
