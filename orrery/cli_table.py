@@ -35,11 +35,12 @@ from typing import Any
 
 from sats.errors import DecodeError
 from sats.json import from_json
+from sats.json import product_type_from_json as _product_type_from_json
+from sats.json import type_from_json as _type_from_json
 from sats.types import (
     BYTES,
     CONNECTION_ID,
     IDENTITY,
-    PRIMITIVES,
     TIME_DURATION,
     TIMESTAMP,
     UUID,
@@ -48,9 +49,7 @@ from sats.types import (
     PrimitiveType,
     ProductType,
     ProductTypeElement,
-    Ref,
     SumType,
-    SumTypeVariant,
     SumValue,
     TypeTag,
 )
@@ -77,59 +76,23 @@ class TableFormatError(ValueError):
 
 # --------------------------------------------------------------------------- schema JSON → types
 
-_PRIMITIVE_BY_JSON = {
-    ("String" if k == TypeTag.STRING else "Bool" if k == TypeTag.BOOL else k.name): p
-    for k, p in PRIMITIVES.items()
-}
-
-
-def _opt_name(obj: Any) -> str | None:
-    """``{"some": "x"}`` → ``"x"``, ``{"none": []}`` → None (also accepts a bare string or null)."""
-    if obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, dict) and len(obj) == 1:
-        if "some" in obj and isinstance(obj["some"], str):
-            return obj["some"]
-        if "none" in obj:
-            return None
-    raise TableFormatError(f"bad element name in schema: {obj!r}")
-
 
 def type_from_json(obj: Any) -> AlgebraicType:
-    """An AlgebraicType from its derived SATS-JSON, e.g. ``{"Array":{"String":[]}}``."""
-    if not isinstance(obj, dict) or len(obj) != 1:
-        raise TableFormatError(f"bad type in schema: {obj!r}")
-    ((key, body),) = obj.items()
-    if key in _PRIMITIVE_BY_JSON:
-        return _PRIMITIVE_BY_JSON[key]
-    if key == "Product":
-        return product_type_from_json(body)
-    if key == "Sum":
-        if not isinstance(body, dict) or not isinstance(body.get("variants"), list):
-            raise TableFormatError(f"bad sum type in schema: {body!r}")
-        return SumType(
-            tuple(
-                SumTypeVariant(_opt_name(v.get("name")), type_from_json(v.get("algebraic_type")))
-                for v in body["variants"]
-            )
-        )
-    if key == "Array":
-        return ArrayType(type_from_json(body))
-    if key == "Ref" and isinstance(body, int):
-        return Ref(body)
-    raise TableFormatError(f"bad type in schema: {obj!r}")
+    """An AlgebraicType from its derived SATS-JSON (:func:`sats.json.type_from_json`);
+    a malformed type is a :class:`TableFormatError`."""
+    try:
+        return _type_from_json(obj)
+    except DecodeError as e:
+        raise TableFormatError(str(e)) from None
 
 
 def product_type_from_json(obj: Any) -> ProductType:
-    """A ProductType from ``{"elements":[{"name":…,"algebraic_type":…}, …]}``."""
-    if not isinstance(obj, dict) or not isinstance(obj.get("elements"), list):
-        raise TableFormatError(f"bad product type in schema: {obj!r}")
-    elements = []
-    for e in obj["elements"]:
-        if not isinstance(e, dict):
-            raise TableFormatError(f"bad product element in schema: {e!r}")
-        elements.append(ProductTypeElement(_opt_name(e.get("name")), type_from_json(e.get("algebraic_type"))))
-    return ProductType(tuple(elements))
+    """A ProductType from ``{"elements":[…]}`` (:func:`sats.json.product_type_from_json`);
+    a malformed type is a :class:`TableFormatError`."""
+    try:
+        return _product_type_from_json(obj)
+    except DecodeError as e:
+        raise TableFormatError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- scalar forms

@@ -31,12 +31,15 @@ from sats.errors import DecodeError, EncodeError
 from sats.types import (
     EMPTY_TYPESPACE,
     INT_LAYOUT,
+    PRIMITIVES,
     AlgebraicType,
     ArrayType,
     PrimitiveType,
     ProductType,
+    ProductTypeElement,
     Ref,
     SumType,
+    SumTypeVariant,
     SumValue,
     Typespace,
     TypeTag,
@@ -47,9 +50,11 @@ __all__ = [
     "dumps",
     "from_json",
     "loads",
+    "product_type_from_json",
     "to_json_row",
     "to_json_typed",
     "to_json_untyped",
+    "type_from_json",
     "type_to_json",
 ]
 
@@ -493,3 +498,60 @@ def sum_type_to_json(ty: SumType) -> dict[str, Any]:
     return {
         "variants": [{"name": _name_json(v.name), "algebraic_type": type_to_json(v.algebraic_type)} for v in ty.variants]
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading types (flavour A, as ``/schema?version=9`` serves them)
+# ---------------------------------------------------------------------------------------------
+
+_PRIMITIVE_BY_JSON = {_PRIMITIVE_NAMES.get(k, k.name): p for k, p in PRIMITIVES.items()}
+
+
+def _opt_name(obj: Any) -> str | None:
+    """``{"some": "x"}`` → ``"x"``, ``{"none": []}`` → None (also accepts a bare string or null)."""
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, dict) and len(obj) == 1:
+        if "some" in obj and isinstance(obj["some"], str):
+            return obj["some"]
+        if "none" in obj:
+            return None
+    raise DecodeError(f"bad element name in schema: {obj!r}")
+
+
+def type_from_json(obj: Any) -> AlgebraicType:
+    """An AlgebraicType from its flavour (A) JSON, e.g. ``{"Array":{"String":[]}}`` (the inverse
+    of :func:`type_to_json`); a malformed type is a DecodeError."""
+    if not isinstance(obj, dict) or len(obj) != 1:
+        raise DecodeError(f"bad type in schema: {obj!r}")
+    ((key, body),) = obj.items()
+    if key in _PRIMITIVE_BY_JSON:
+        return _PRIMITIVE_BY_JSON[key]
+    if key == "Product":
+        return product_type_from_json(body)
+    if key == "Sum":
+        if not isinstance(body, dict) or not isinstance(body.get("variants"), list):
+            raise DecodeError(f"bad sum type in schema: {body!r}")
+        variants = []
+        for v in body["variants"]:
+            if not isinstance(v, dict):
+                raise DecodeError(f"bad sum variant in schema: {v!r}")
+            variants.append(SumTypeVariant(_opt_name(v.get("name")), type_from_json(v.get("algebraic_type"))))
+        return SumType(tuple(variants))
+    if key == "Array":
+        return ArrayType(type_from_json(body))
+    if key == "Ref" and isinstance(body, int) and not isinstance(body, bool):
+        return Ref(body)
+    raise DecodeError(f"bad type in schema: {obj!r}")
+
+
+def product_type_from_json(obj: Any) -> ProductType:
+    """A ProductType from ``{"elements":[{"name":…,"algebraic_type":…}, …]}``."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("elements"), list):
+        raise DecodeError(f"bad product type in schema: {obj!r}")
+    elements = []
+    for e in obj["elements"]:
+        if not isinstance(e, dict):
+            raise DecodeError(f"bad product element in schema: {e!r}")
+        elements.append(ProductTypeElement(_opt_name(e.get("name")), type_from_json(e.get("algebraic_type"))))
+    return ProductType(tuple(elements))
