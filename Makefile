@@ -29,6 +29,11 @@ system-deps:
 		echo "installing clang + lld (needed to build test modules)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang lld >/dev/null; \
 	fi
+# Node.js + npm for tests/interop (the official TypeScript SDK; npm ci runs inside the test).
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo "installing nodejs + npm (needed by the TypeScript SDK interop test)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
 
 # Build the C test modules. The built .wasm files are committed, so nothing else needs clang.
 # MODULES_OUT=dir writes dir/<name>.wasm instead of modules/<name>/<name>.wasm (used by tests).
