@@ -16,6 +16,7 @@ import contextvars
 import logging
 import re
 import secrets
+import time
 
 from aiohttp import WSMsgType, web
 
@@ -38,6 +39,8 @@ PROTOCOLS = (BSATN_PROTOCOL, JSON_PROTOCOL)
 MAX_INCOMING_BYTES = 0x2000000
 #: Seconds between server pings; a connection silent for twice this long is dropped.
 PING_INTERVAL = 15.0
+#: A connection from which nothing (pongs included) arrived for this long is dropped.
+IDLE_TIMEOUT = 30.0
 #: How long a closing handshake may take before the socket is just dropped.
 CLOSE_TIMEOUT = 1.0
 #: The close code of a client cut off for falling behind (its socket is not drained first).
@@ -116,7 +119,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
         jwt_payload=jwt,
     )
     ws = web.WebSocketResponse(
-        protocols=(chosen,), heartbeat=PING_INTERVAL, max_msg_size=MAX_INCOMING_BYTES, compress=False
+        protocols=(chosen,), autoping=False, max_msg_size=MAX_INCOMING_BYTES, compress=False
     )
     await ws.prepare(request)
     _TRANSPORT.set(request.transport)
@@ -136,12 +139,34 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+class _Liveness:
+    """When the client last sent anything, and whether our last ping is unanswered."""
+
+    def __init__(self) -> None:
+        self.last_seen = time.monotonic()
+        self.awaiting_pong = False
+
+
+async def _keepalive(ws: web.WebSocketResponse, live: _Liveness) -> None:
+    """Ping every :data:`PING_INTERVAL` (not while a ping is unanswered); return once the
+    client has been silent for :data:`IDLE_TIMEOUT`."""
+    while True:
+        await asyncio.sleep(PING_INTERVAL)
+        if time.monotonic() - live.last_seen >= IDLE_TIMEOUT:
+            return
+        if not live.awaiting_pong:
+            live.awaiting_pong = True
+            await ws.ping()
+
+
 async def _relay(ws: web.WebSocketResponse, session: WsSession, stopping: asyncio.Event) -> None:
-    reader = asyncio.ensure_future(_read(ws, session))
+    live = _Liveness()
+    reader = asyncio.ensure_future(_read(ws, session, live))
     writer = asyncio.ensure_future(_write(ws, session))
     closed = asyncio.ensure_future(session.wait_closed())
     stop = asyncio.ensure_future(stopping.wait())
-    tasks = {reader, writer, closed, stop}
+    idle = asyncio.ensure_future(_keepalive(ws, live))
+    tasks = {reader, writer, closed, stop, idle}
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if reader in done:
@@ -152,6 +177,11 @@ async def _relay(ws: web.WebSocketResponse, session: WsSession, stopping: asynci
             return
         if writer in done and writer.exception() is not None:
             return  # the socket failed under us
+        if idle in done:  # the client went silent: drop it
+            transport = _TRANSPORT.get()
+            if transport is not None:
+                transport.abort()
+            return
         if stop in done and not closed.done():
             writer.cancel()
             await _close(ws, 1001, "server shutting down")
@@ -171,9 +201,16 @@ async def _relay(ws: web.WebSocketResponse, session: WsSession, stopping: asynci
                 await t
 
 
-async def _read(ws: web.WebSocketResponse, session: WsSession) -> str | None:
+async def _read(ws: web.WebSocketResponse, session: WsSession, live: _Liveness) -> str | None:
     """Feed client frames to the host node; the 1011 reason of a malformed one, else None at the end."""
     async for msg in ws:
+        live.last_seen = time.monotonic()
+        if msg.type is WSMsgType.PING:
+            await ws.pong(msg.data)
+            continue
+        if msg.type is WSMsgType.PONG:
+            live.awaiting_pong = False
+            continue
         if msg.type is WSMsgType.BINARY:
             reason = session.handle(msg.data)
         elif msg.type is WSMsgType.TEXT:

@@ -609,3 +609,43 @@ def test_legacy_subscribe_single_confirmed_and_sql_dml(wss: StandaloneServer) ->
             assert up.reducer_call.request_id == 0
 
     wss.run(body)
+
+
+def test_client_ping_gets_pong(wss: StandaloneServer) -> None:
+    async def body(c: Client) -> None:
+        name = db_name("ping")
+        await publish(c, name, CHAT)
+        url = wss.url.replace("http://", "ws://") + f"/v1/database/{name}/subscribe?compression=None"
+        async with aiohttp.ClientSession() as session:
+            sock = await session.ws_connect(url, protocols=(BSATN,), autoping=False)
+            first = await sock.receive(10)
+            assert isinstance(ws.decode_server_frame(first.data), ws.IdentityToken)
+            await sock.ping(b"hi")
+            pong = await sock.receive(10)
+            assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"hi")
+            await sock.close()
+
+    wss.run(body)
+
+
+def test_keepalive_pings_once_until_answered_and_ends_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import routes_ws
+
+    monkeypatch.setattr(routes_ws, "PING_INTERVAL", 0.01)
+    monkeypatch.setattr(routes_ws, "IDLE_TIMEOUT", 0.2)
+
+    class FakeWs:
+        pings = 0
+
+        async def ping(self) -> None:
+            self.pings += 1
+
+    async def main() -> None:
+        fake = FakeWs()
+        live = routes_ws._Liveness()
+        start = time.monotonic()
+        await asyncio.wait_for(routes_ws._keepalive(fake, live), 5)  # type: ignore[arg-type]
+        # Silent client: one ping (never answered), then dropped after the idle timeout.
+        assert fake.pings == 1 and time.monotonic() - start >= 0.2
+
+    asyncio.run(main())
