@@ -333,6 +333,8 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
             await stream.close_all()
 
 
+#: Events waiting for the gateway to take them before the connections stop being drained.
+MAX_PENDING_EVENTS = 65536
 #: ``ConnectionClosed.code`` telling the gateway to drop the socket without a close frame
 #: (``client_connected`` refused the client). 1006 is never sent on the wire.
 CLOSE_DROP = 1006
@@ -361,6 +363,7 @@ class _RealtimeStream:
         self._frames: dict[int, int] = {}
         self._keep: list[object] = []
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
         self._ended = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -467,6 +470,11 @@ class _RealtimeStream:
     async def _pump(self, client: _Client, conn: Connection) -> None:
         while (frame := await conn.recv()) is not None:
             self._frame(client.ref, frame)
+            while len(self._events) >= MAX_PENDING_EVENTS:
+                # The gateway is not taking batches: stop draining, so the connections'
+                # own bounded queues fill and their slowest clients are cut off.
+                self._drained.clear()
+                await self._drained.wait()
         self._closed(client.ref, conn.close_code, conn.close_reason)
 
     def _frame(self, ref: int, frame: bytes | str) -> None:
@@ -496,6 +504,7 @@ class _RealtimeStream:
             self._wake.clear()
             await self._wake.wait()
         events, self._events = self._events, []
+        self._drained.set()
         self._last.clear()
         self._frames.clear()
         self._keep.clear()
