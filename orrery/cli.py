@@ -6,6 +6,7 @@ Commands (``client-api.md`` §8 lists what each one sends):
     orrery publish [-c|--clear-database] [-s SERVER] [--bin-path FILE] [NAME]
     orrery call DATABASE FUNCTION [ARGS...]
     orrery sql DATABASE QUERY
+    orrery subscribe DATABASE QUERY... [-n N] [-t SECONDS] [--print-initial-update] [--confirmed]
     orrery logs DATABASE [-f] [-n N] [--format text|json]
     orrery describe DATABASE [--json] [reducer|table NAME]
     orrery delete DATABASE
@@ -141,6 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     _database(p, "to query")
     p.add_argument("query", help="the SQL statement")
     p.add_argument("--confirmed", action="store_true", help="answer only once the transaction is durable")
+    _server(p)
+    _anonymous(p)
+    _yes(p)
+
+    p = command("subscribe", "Subscribe to SQL queries on a database; prints updates as JSON lines", unstable=True)
+    _database(p, "to subscribe to")
+    p.add_argument("query", nargs="+", help="the SQL subscription queries")
+    p.add_argument(
+        "-n", "--num-updates", type=int, help="exit after printing this many transaction updates"
+    )
+    p.add_argument(
+        "-t", "--timeout", type=float, help="exit (successfully) after this many seconds, whichever comes first"
+    )
+    p.add_argument(
+        "--print-initial-update", action="store_true", help="also print the initial rows of the queries"
+    )
+    p.add_argument(
+        "--confirmed", action="store_true", help="print transactions only once they are durable"
+    )
     _server(p)
     _anonymous(p)
     _yes(p)

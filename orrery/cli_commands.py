@@ -343,6 +343,41 @@ def cmd_sql(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- subscribe
+
+
+def cmd_subscribe(session: Session, args: argparse.Namespace) -> int:
+    """``GET …/schema?version=9``, then the WebSocket ``…/subscribe`` (JSON protocol): prints
+    the transaction updates of the queries as JSON lines (see :mod:`orrery.cli_subscribe`)."""
+    # Imported here: aiohttp and the client SDK are only needed by this command.
+    import asyncio
+
+    from orrery.cli_subscribe import run_subscribe, subscribe_url
+    from orrery_client.schema import ModuleSchema, SchemaError
+
+    session.note(UNSTABLE_WARNING + "\n")
+    if args.num_updates is not None and args.num_updates < 0:
+        raise CliError("--num-updates must not be negative")
+    if args.timeout is not None and args.timeout < 0:
+        raise CliError("--timeout must not be negative")
+    t = _target(session, args)
+    try:
+        schema = ModuleSchema.from_json(_module_schema(t))
+    except SchemaError as e:
+        raise CliError(f"the schema of `{t.database}` is malformed: {e}") from None
+    url = subscribe_url(t.client.base_url, t.identity, args.confirmed)
+    try:
+        asyncio.run(
+            run_subscribe(
+                url, t.client.token, args.query, schema, num_updates=args.num_updates, timeout=args.timeout,
+                print_initial=args.print_initial_update, out=session.out, err=session.err,
+            )
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 # --------------------------------------------------------------------------- logs
 
 
@@ -556,6 +591,7 @@ COMMANDS: dict[str, Callable[[Session, argparse.Namespace], int]] = {
     "publish": cmd_publish,
     "call": cmd_call,
     "sql": cmd_sql,
+    "subscribe": cmd_subscribe,
     "logs": cmd_logs,
     "describe": cmd_describe,
     "delete": cmd_delete,
