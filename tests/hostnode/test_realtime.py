@@ -8,10 +8,13 @@ socket cannot show: one encoding shared by every connection, the outgoing bound,
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from hostnode.realtime import CLOSE_TOO_SLOW, ClientParams, Connection
+import pytest
+
+from hostnode.realtime import CLOSE_TOO_MANY_REQUESTS, CLOSE_TOO_SLOW, ClientParams, Connection
 from hostnode.service import HostNode, HostNodeConfig
 from sats import ws_v1 as ws
 from sats.bsatn import encode
@@ -153,5 +156,27 @@ def test_database_deleted_closes_connections_1001(tmp_path: Path) -> None:
         assert await asyncio.wait_for(conn.recv(), 5) is None
         assert (conn.close_code, conn.close_reason) == (1001, "module exited")
         await conn.close()  # the database is gone: nothing to run, no hang
+
+    run(tmp_path, body)
+
+
+def test_too_many_unprocessed_messages_close_1013(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hostnode import realtime
+
+    monkeypatch.setattr(realtime, "MAX_INCOMING_MESSAGES", 3)
+
+    async def body(node: HostNode) -> None:
+        conn = await client(node, 1)
+        gate = threading.Event()
+        blocked = asyncio.ensure_future(node.run(DB, lambda db: gate.wait(10)))  # the writer is busy
+        frame = ws.encode_client_message_bsatn(ws.OneOffQuery(b"", "SELECT * FROM user"))
+        for _ in range(3):
+            assert conn.handle(frame) is None
+        assert not conn.is_closed
+        conn.handle(frame)
+        assert conn.is_closed and (conn.close_code, conn.close_reason) == CLOSE_TOO_MANY_REQUESTS
+        gate.set()
+        await blocked
+        await conn.close()
 
     run(tmp_path, body)
