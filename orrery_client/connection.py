@@ -333,9 +333,8 @@ class DbConnection:
         self.confirmed = confirmed
         self.reconnect = reconnect
         self.timeout = timeout
-        #: Set by the first IdentityToken.
-        self.identity: Identity | None = None
-        self.connection_id: ConnectionId | None = None
+        self._identity: Identity | None = None
+        self._connection_id: ConnectionId | None = None
         self.schema: ModuleSchema
         self._cache: ClientCache
         self.db = Db(self)
@@ -455,10 +454,10 @@ class DbConnection:
         if not isinstance(msg, ws.IdentityToken):
             await sock.close()
             raise ClientError(f"expected IdentityToken first, got {type(msg).__name__}")
-        if self.identity is not None and msg.identity != self.identity:
+        if self._identity is not None and msg.identity != self._identity:
             log.warning("reconnected as a different identity %s", msg.identity.to_hex())
-        self.identity = msg.identity
-        self.connection_id = msg.connection_id
+        self._identity = msg.identity
+        self._connection_id = msg.connection_id
         if msg.token != self.token:
             self.token = msg.token
         if self.token_store is not None and load_token(self.token_store) != msg.token:
@@ -481,6 +480,18 @@ class DbConnection:
             return None  # CLOSE / CLOSING / CLOSED
 
     # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> Identity:
+        """This client's identity (from the server's IdentityToken)."""
+        assert self._identity is not None, "not connected yet"
+        return self._identity
+
+    @property
+    def connection_id(self) -> ConnectionId:
+        """The id of the current connection (a new one after each reconnect)."""
+        assert self._connection_id is not None, "not connected yet"
+        return self._connection_id
 
     @property
     def is_connected(self) -> bool:
@@ -823,7 +834,7 @@ class DbConnection:
             self._apply(msg.status.database_update, Event("reducer" if name else "transaction", event))
         for cb in list(self._reducer_callbacks.get(name, ())):
             _run_callback(cb, event)
-        if msg.caller_connection_id != self.connection_id or msg.caller_identity != self.identity:
+        if msg.caller_connection_id != self._connection_id or msg.caller_identity != self._identity:
             return
         entry = self._calls.get(event.request_id)
         if entry is None or entry[0] != name:
