@@ -124,7 +124,7 @@ class Client {
     return this.events.filter(e => e.kind === kind);
   }
 
-  async connect({ compression = 'gzip', token, light = false } = {}) {
+  async connect({ compression = 'gzip', token, light = false, confirmed } = {}) {
     const builder = DbConnection.builder()
       .withUri(uri)
       .withModuleName(dbName)
@@ -145,6 +145,7 @@ class Client {
         log(`${this.label}: disconnected`);
       });
     if (token) builder.withToken(token);
+    if (confirmed !== undefined) builder.withConfirmedReads(confirmed);
     const socketIndex = sockets.length;
     this.conn = builder.build();
     const { db, reducers } = this.conn;
@@ -160,6 +161,7 @@ class Client {
       this.record(name, {
         args,
         caller: hex(ctx.event.callerIdentity),
+        callerConnection: ctx.event.callerConnectionId?.toHexString(),
         status: ctx.event.status.tag,
         message: ctx.event.status.tag === 'Failed' ? ctx.event.status.value : undefined,
       });
@@ -178,8 +180,9 @@ class Client {
     check(this.wire.protocol === 'v1.bsatn.spacetimedb', `${this.label}: negotiated subprotocol ${this.wire.protocol}`);
     check(params.get('compression') === (compression === 'gzip' ? 'Gzip' : 'None'), `${this.label}: upgrade URL ${this.wire.url}`);
     check((params.get('light') === 'true') === light, `${this.label}: upgrade URL ${this.wire.url}`);
+    check(params.get('confirmed') === (confirmed === undefined ? null : String(confirmed)), `${this.label}: upgrade URL ${this.wire.url}`);
 
-    this.conn
+    this.subscription = this.conn
       .subscriptionBuilder()
       .onApplied(() => {
         this.applied = true;
@@ -246,6 +249,11 @@ async function main() {
   check(aSetName.status === 'Committed', `A's set_name event status: ${show(aSetName)}`);
   check(aSetName.args.name === 'Alice', `A's set_name event args: ${show(aSetName.args)}`);
   check(aSetName.caller === hex(a.identity), `A's set_name event caller: ${aSetName.caller}`);
+  // The caller's connection id in TransactionUpdate is the one IdentityToken gave A.
+  check(
+    aSetName.callerConnection === a.conn.connectionId.toHexString(),
+    `A's set_name event caller connection ${aSetName.callerConnection}, IdentityToken said ${a.conn.connectionId.toHexString()}`
+  );
 
   const bUpdate = await until("B's user.onUpdate for A's name", () =>
     b.eventsOf('user.update').find(e => e.newRow.identity.isEqual(a.identity))
@@ -319,7 +327,7 @@ async function main() {
   );
   check(bOffline.newRow.name === 'Alice', `B's offline update for A: ${show(bOffline)}`);
 
-  const a2 = await new Client("A'").connect({ compression: 'gzip', token: tokenA, light: true });
+  const a2 = await new Client("A'").connect({ compression: 'gzip', token: tokenA, light: true, confirmed: true });
   check(a2.identity.isEqual(a.identity), `reconnecting with A's token gave identity ${hex(a2.identity)}, not ${hex(a.identity)}`);
   // The SDK swapped the token for a short-lived one over HTTP and put that on the upgrade URL.
   check(tokenRequests.length === 1, `token requests: ${show(tokenRequests)}`);
@@ -350,6 +358,31 @@ async function main() {
     b.eventsOf('reducer.send_message').find(e => e.caller === hex(b.identity))
   );
   check(bOwn.status === 'Committed', `B's own send_message event: ${show(bOwn)}`);
+
+  // --- a bad query: SubscriptionError for that subscription only ---------------------------
+  let badError;
+  b.conn
+    .subscriptionBuilder()
+    .onApplied(() => (badError = 'applied'))
+    .onError((_ctx, err) => (badError = err?.message ?? String(err)))
+    .subscribe('SELECT * FROM no_such_table');
+  await until("B's onError for a subscription to an unknown table", () => badError);
+  check(badError !== 'applied', 'a subscription to an unknown table was applied');
+  log(`B: bad subscription error: ${badError}`);
+
+  // --- B unsubscribes: UnsubscribeMultiApplied deletes every row from its cache -------------
+  const bRows = Number(b.conn.db.user.count() + b.conn.db.message.count());
+  const deletesBefore = b.eventsOf('user.delete').length + b.eventsOf('message.delete').length;
+  let ended = false;
+  b.subscription.unsubscribeThen(() => (ended = true));
+  await until("B's unsubscribeThen callback", () => ended);
+  check(b.subscription.isEnded(), "B's subscription handle is not ended after UnsubscribeApplied");
+  check(
+    b.conn.db.user.count() === 0n && b.conn.db.message.count() === 0n,
+    `B's cache after unsubscribing: ${b.conn.db.user.count()} users, ${b.conn.db.message.count()} messages`
+  );
+  const deletes = b.eventsOf('user.delete').length + b.eventsOf('message.delete').length - deletesBefore;
+  check(deletes === bRows, `B got ${deletes} onDelete callbacks for ${bRows} cached rows`);
 
   for (const c of [a2, b]) {
     check(!c.errors.length, `${c.label} errors: ${c.errors.join('; ')}`);
