@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.modules_harness import MODULES_DIR
-from tests.servers import Client, StandaloneServer
+from tests.servers import TRANSPORTS, Client, StandaloneServer
 
 _names = itertools.count()
 
@@ -22,11 +22,13 @@ CHAT = (MODULES_DIR / "quickstart-chat" / "quickstart-chat.wasm").read_bytes()
 MODULE_TEST = (MODULES_DIR / "module-test" / "module-test.wasm").read_bytes()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneServer]:
-    """One running server for the whole client suite."""
-    root = tmp_path_factory.mktemp("orrery-client")
-    with StandaloneServer(root / "data") as srv:
+@pytest.fixture(scope="session", params=TRANSPORTS)
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[StandaloneServer]:
+    """One running server per transport (gateway → host node in-process, and over gRPC) for the
+    whole client suite: every server test runs against both."""
+    transport = str(request.param)
+    root = tmp_path_factory.mktemp(f"orrery-client-{transport}")
+    with StandaloneServer(root / "data", transport=transport) as srv:
         yield srv
 
 
