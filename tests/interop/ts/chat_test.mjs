@@ -3,16 +3,23 @@
 //
 //   node chat_test.mjs <ws-or-http-uri> <database-name>
 //
-// Two anonymous clients A (gzip) and B (no compression) connect, subscribe to every row of
-// `user` and `message`, A calls set_name and send_message (and a failing set_name), and both
-// clients' caches, row callbacks and reducer callbacks are checked. Then A disconnects (B sees
-// A go offline) and A reconnects with its token (the SDK's POST /v1/identity/websocket-token +
-// ?token= flow) in light mode: same identity, cache filled by the initial subscription, B sees
-// A online again, and a message from B reaches A' as a light update.
+// 1. Two anonymous clients A (Gzip) and B (None) connect and subscribe to every row of `user`
+//    and `message` (one SubscribeMulti each); B's arrival reaches A as an insert.
+// 2. A calls set_name: A's and B's onSetName fire (caller identity + connection id as in A's
+//    IdentityToken), B's user.onUpdate sees name None -> "Alice", both caches agree.
+// 3. A calls send_message: onSendMessage on both, B's message.onInsert, both caches; a long
+//    message is gzip-framed for A and not for B (frame tags are recorded on the wire).
+// 4. A failing set_name("") reaches only A, as Failed("Names must not be empty").
+// 5. A disconnects (B sees online=false); A' reconnects with A's token — the SDK POSTs
+//    /v1/identity/websocket-token and connects with ?token= — in light mode with confirmed
+//    reads, subscribed through the SDK's typed query builder (`"user"."online" = TRUE`): same
+//    identity, initial cache, B sees A online, B's message reaches A' as a light update.
+// 6. B subscribes to an unknown table (onError), then unsubscribes (onDelete per cached row,
+//    empty cache), then disconnects: B's row leaves A''s `online = TRUE` query (onDelete).
 // Every wait is bounded; exit code 0 = pass, 1 = failure (reason on stderr).
 
 import { WebSocket as UndiciWebSocket } from 'undici';
-import { DbConnection } from './module_bindings/index.mjs';
+import { DbConnection, query } from './module_bindings/index.mjs';
 
 const [uri, dbName] = process.argv.slice(2);
 if (!uri || !dbName) {
@@ -124,7 +131,13 @@ class Client {
     return this.events.filter(e => e.kind === kind);
   }
 
-  async connect({ compression = 'gzip', token, light = false, confirmed } = {}) {
+  async connect({
+    compression = 'gzip',
+    token,
+    light = false,
+    confirmed,
+    queries = ['SELECT * FROM user', 'SELECT * FROM message'],
+  } = {}) {
     const builder = DbConnection.builder()
       .withUri(uri)
       .withModuleName(dbName)
@@ -191,7 +204,7 @@ class Client {
       .onError((_ctx, err) => {
         this.errors.push(`subscription error: ${err?.message ?? err}`);
       })
-      .subscribe(['SELECT * FROM user', 'SELECT * FROM message']);
+      .subscribe(queries);
     await until(`${this.label}'s subscription to apply`, () => {
       if (this.errors.length) fail(`${this.label}: ${this.errors.join('; ')}`);
       return this.applied;
@@ -327,7 +340,14 @@ async function main() {
   );
   check(bOffline.newRow.name === 'Alice', `B's offline update for A: ${show(bOffline)}`);
 
-  const a2 = await new Client("A'").connect({ compression: 'gzip', token: tokenA, light: true, confirmed: true });
+  // A' subscribes with the SDK's typed query builder (quoted identifiers, `"user"."online" = TRUE`).
+  const a2 = await new Client("A'").connect({
+    compression: 'gzip',
+    token: tokenA,
+    light: true,
+    confirmed: true,
+    queries: [query.user.where(r => r.online.eq(true)), query.message.build()],
+  });
   check(a2.identity.isEqual(a.identity), `reconnecting with A's token gave identity ${hex(a2.identity)}, not ${hex(a.identity)}`);
   // The SDK swapped the token for a short-lived one over HTTP and put that on the upgrade URL.
   check(tokenRequests.length === 1, `token requests: ${show(tokenRequests)}`);
@@ -387,8 +407,21 @@ async function main() {
   for (const c of [a2, b]) {
     check(!c.errors.length, `${c.label} errors: ${c.errors.join('; ')}`);
   }
-  await a2.disconnect();
+
+  // --- B leaves: its row stops matching A''s `online = TRUE` query, so A' sees a delete --------
+  check(a2.userRow(b.identity)?.online === true, `A' cache row for B: ${show(a2.userRow(b.identity))}`);
   await b.disconnect();
+  const a2Delete = await until("A''s user.onDelete for B going offline", () =>
+    a2.eventsOf('user.delete').find(e => e.row.identity.isEqual(b.identity))
+  );
+  check(a2Delete.row.online === true, `A' deleted row for B: ${show(a2Delete.row)}`);
+  check(!a2.userRow(b.identity), "B is still in A''s cache of online users");
+  check(
+    [...a2.conn.db.user.iter()].every(u => u.online),
+    `A' cache holds offline users: ${show([...a2.conn.db.user.iter()])}`
+  );
+  check(!a2.errors.length, `A' errors: ${a2.errors.join('; ')}`);
+  await a2.disconnect();
 }
 
 main().then(

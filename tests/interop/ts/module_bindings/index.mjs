@@ -6,6 +6,7 @@ import {
   DbConnectionImpl,
   SubscriptionBuilderImpl,
   convertToAccessorMap,
+  makeQueryBuilder,
   procedures,
   reducerSchema,
   reducers as reducerList,
@@ -49,6 +50,9 @@ export const REMOTE_MODULE = {
 
 export const tables = convertToAccessorMap(tablesSchema.schemaType.tables);
 export const reducers = convertToAccessorMap(reducersSchema.reducersType.reducers);
+
+/** Typed query builder: `query.user.where(r => r.online.eq(true))` renders SQL for subscribe(). */
+export const query = makeQueryBuilder(tablesSchema.schemaType);
 
 export class SubscriptionBuilder extends SubscriptionBuilderImpl {}
 
