@@ -24,7 +24,7 @@ from orrery.cli_errors import CliError
 from orrery_client.schema import ModuleSchema
 from sats import ws_v1 as ws
 from sats.errors import SatsError
-from sats.json import dumps, from_json, loads, to_json_typed
+from sats.json import dumps, to_json_typed
 
 __all__ = ["format_update", "run_subscribe", "subscribe_url"]
 
@@ -36,11 +36,7 @@ def _row_json(schema: ModuleSchema, table: str, row: str | bytes) -> Any:
     if t is None:
         raise CliError(f"error formatting response: table `{table}` not found in schema")
     try:
-        if isinstance(row, str):
-            raw = from_json(t.row_type, loads(row), t.typespace)
-        else:
-            raw = t._codec.decode_all(row)
-        return to_json_typed(t.row_type, raw, t.typespace)
+        return to_json_typed(t.row_type, t.raw(row), t.typespace)
     except SatsError as e:
         raise CliError(f"error formatting response: {e}") from None
 

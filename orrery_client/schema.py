@@ -64,6 +64,12 @@ class TableSchema:
         raw = from_json(self.row_type, loads(text), self.typespace)
         return self._codec.encode(raw), self._make(raw)
 
+    def raw(self, row: bytes | str) -> Any:
+        """The SATS value of a wire row (BSATN bytes or JSON text), as the codecs give it."""
+        if isinstance(row, str):
+            return from_json(self.row_type, loads(row), self.typespace)
+        return self._codec.decode_all(row)
+
     def pk_of(self, row: tuple[Any, ...]) -> Any:
         """The row's primary key value (None when the table has no primary key)."""
         return None if self.primary_key is None else row[self.primary_key]
