@@ -590,6 +590,8 @@ class DbConnection:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sock.close(), 3.0)
         if self._reader is not None:
+            if not self._connected.is_set():
+                self._reader.cancel()  # between reconnect attempts: nothing left to read
             try:
                 await asyncio.wait_for(asyncio.shield(self._reader), 5.0)
             except (TimeoutError, asyncio.CancelledError):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from orrery_client import (
+    ConnectionLost,
     DbConnection,
     Event,
     QueryFailed,
@@ -21,7 +22,7 @@ from orrery_client import (
 )
 from sats.identity import Identity
 from tests.client.conftest import CHAT, MODULE_TEST, publish, sql, wait_until
-from tests.servers import StandaloneServer
+from tests.servers import Client, StandaloneServer
 
 #: A join both of whose columns are indexed (kv.key is the pk, user_email.email unique).
 KV_JOIN = "SELECT kv.* FROM kv JOIN user_email ON kv.key = user_email.email"
@@ -392,5 +393,26 @@ def test_light_mode_gets_updates_without_reducer_details(server: StandaloneServe
         assert kinds[1].kind == "reducer"
         await light.close()
         await other.close()
+
+    run(server, body)
+
+
+def test_dropped_by_the_server_without_reconnect_and_close_during_retries(server: StandaloneServer) -> None:
+    async def body(url: str) -> None:
+        db, owner = await publish(url, "dropped", CHAT)
+        drops: list[BaseException | None] = []
+        plain = await DbConnection.connect(url, db, on_disconnect=lambda c, err: drops.append(err))
+        retrying = await DbConnection.connect(url, db, reconnect=True)
+        handle = await plain.subscribe("SELECT * FROM message")
+        await handle.applied()
+        async with Client(url) as c:
+            assert (await c.delete(f"/v1/database/{db}", token=owner)).status == 200
+        await wait_until(lambda: len(drops) == 1 and not plain.is_connected, what="the drop")
+        assert handle.state == "error"
+        with pytest.raises(ConnectionLost):
+            await plain.call_reducer("send_message", "too late")
+        await plain.close()
+        await wait_until(lambda: not retrying.is_connected, what="the retrying drop")
+        await asyncio.wait_for(retrying.close(), 10)  # stops the reconnect attempts
 
     run(server, body)
