@@ -515,7 +515,11 @@ class DbConnection:
         qs = (queries,) if isinstance(queries, str) else tuple(queries)
         handle = SubscriptionHandle(self, next(self._query_ids), qs, on_applied, on_error, on_end)
         self._subs[handle.query_id] = handle
-        await self._send(ws.SubscribeMulti(qs, self._next_request_id(), ws.QueryId(handle.query_id)))
+        try:
+            await self._send(ws.SubscribeMulti(qs, self._next_request_id(), ws.QueryId(handle.query_id)))
+        except BaseException:
+            self._subs.pop(handle.query_id, None)
+            raise
         return handle
 
     async def subscribe_all_tables(self, **kw: Any) -> SubscriptionHandle:
