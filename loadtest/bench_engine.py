@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hostnode.database import Database, DatabaseConfig
+from hostnode.runtime import tune_gc_for_serving
 from sats.identity import Identity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +107,7 @@ def bench(accounts: int, calls: int, alpha: float, workdir: Path) -> list[Result
         out = db.call_reducer("seed", struct.pack("<Iq", accounts, 1_000_000), caller=owner)
         assert out.committed, out.message
         db.checkpoint()
+        tune_gc_for_serving()  # as the server does once it is up
         order = [("uniform", None), (f"zipf a={alpha}", alpha)]
         if os.environ.get("BENCH_ZIPF_FIRST"):
             order.reverse()

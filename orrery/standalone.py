@@ -66,6 +66,7 @@ from hostnode import grpc_service as hostnode_grpc
 from hostnode.database import DatabaseError, ReducerOutcome
 from hostnode.grpc_service import STATUS, describe_plan, log_batches, preview_update
 from hostnode.realtime import ClientParams, Connection
+from hostnode.runtime import tune_gc_for_serving
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
 from hostnode.sql import render_response_bytes
 from proto import GRPC_OPTIONS
@@ -367,6 +368,7 @@ async def serve(
                 "listening on http://%s (data in %s, %s transport, started in %.2fs)",
                 bound, data_dir, transport, time.monotonic() - started,
             )
+            tune_gc_for_serving()
             if ready is not None:
                 ready(bound)
             await stop.wait()
