@@ -795,10 +795,17 @@ class ReadTx(_TxBase):
     __slots__ = ()
 
     def close(self) -> None:
-        """Release the snapshot."""
+        """Release the snapshot.
+
+        py-lmdb frees a read transaction's reader slot only when the Transaction object is
+        deallocated, so the reference is dropped here rather than left for the garbage collector:
+        a ReadTx caught in a reference cycle would otherwise pin a slot (of ``max_readers``)
+        until the next collection.
+        """
         if not self._done:
             self._done = True
             self._txn.abort()
+            self._txn = None
 
     abort = close
 

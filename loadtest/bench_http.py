@@ -521,7 +521,7 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Re
                 )
             for line in server.log_text().splitlines():
                 if "level=error" in line or "level=warning" in line:
-                    notes.append(f"server log: {line[:300]}")
+                    notes.append(f"server log: {line if os.environ.get('BENCH_FULL_LOG') else line[:300]}")
                     if len(notes) > 20:
                         break
         finally:

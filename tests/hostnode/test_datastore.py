@@ -1059,3 +1059,23 @@ def test_overlay_update_of_missing_row(tmp_path: Path) -> None:
     with pytest.raises(NoSuchRow):
         tx.update(ACCT, ACCT_PK, encode(ACCT_T, (9, 1)))
     tx.rollback()
+
+
+def test_closed_read_transactions_free_their_reader_slots_without_gc(tmp_path: Path) -> None:
+    import gc
+
+    from hostnode.datastore import DatastoreConfig
+
+    ds = Datastore(tmp_path / "readers", DatastoreConfig(max_readers=4))
+    kept: list[Any] = []
+    gc.disable()
+    try:
+        for _ in range(50):
+            tx = ds.begin_read()
+            tx.close()
+            cycle: list[Any] = [tx]
+            cycle.append(cycle)  # only a garbage collection would free this ReadTx
+            kept.append(cycle)
+    finally:
+        gc.enable()
+        ds.close()
