@@ -820,31 +820,25 @@ class ModuleHost:
         _U32.pack_into(self._mv, out, iid)
         return 0
 
-    def _imp_delete_by_point(self, a: Any) -> int:
-        index_id = a[0]
-        point = self.read(a[4], a[8])
+    def _delete_and_count(self, a: Any, operation: str) -> int:
+        """`(id, bytes_ptr, bytes_len, out:u32 count)` deletes: run ``tx.<operation>`` and write the count."""
+        ident = a[0]
+        data = self.read(a[4], a[8])
         out = a[12]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
-        errno, count = _datastore_call(tx.delete_by_index_scan_point, index_id, point)
+        errno, count = _datastore_call(getattr(tx, operation), ident, data)
         if errno:
             return errno
         self.write_u32(out, count)
         return 0
 
+    def _imp_delete_by_point(self, a: Any) -> int:
+        return self._delete_and_count(a, "delete_by_index_scan_point")
+
     def _imp_delete_all_by_eq(self, a: Any) -> int:
-        table_id = a[0]
-        rel = self.read(a[4], a[8])
-        out = a[12]
-        tx = self.tx
-        if tx is None:
-            return NOT_IN_TRANSACTION
-        errno, count = _datastore_call(tx.delete_by_rel, table_id, rel)
-        if errno:
-            return errno
-        self.write_u32(out, count)
-        return 0
+        return self._delete_and_count(a, "delete_by_rel")
 
     def _imp_iter_advance(self, a: Any) -> int:
         iid, buf_ptr, len_ptr = a[0], a[4], a[8]
