@@ -11,7 +11,7 @@ for every failure a client can act on, and return the plain dataclasses below; w
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -138,6 +138,15 @@ class WsSession(Protocol):
     async def recv(self) -> bytes | str | None:
         """The next server frame (``IdentityToken`` first); None when the server ends the
         connection (then close with :attr:`close_code` / :attr:`close_reason`)."""
+        ...
+
+    def handle_many(self, frames: Sequence[bytes | str]) -> str | None:
+        """:meth:`handle` for frames received together (one trip to the host node); the close
+        reason of the first malformed one (the frames before it are still handled)."""
+        ...
+
+    async def recv_many(self) -> list[bytes | str] | None:
+        """Every server frame queued so far, at least one, in order; None as :meth:`recv`."""
         ...
 
     async def wait_closed(self) -> None:

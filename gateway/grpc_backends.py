@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -493,6 +493,25 @@ class GrpcWsSession:
                 frame = self._queue.popleft()
                 self._bytes -= len(frame)
                 return frame
+            self._wake.clear()
+            await self._wake.wait()
+
+    def handle_many(self, frames: Sequence[bytes | str]) -> str | None:
+        """See :class:`gateway.backends.WsSession` (the stream batches per loop turn anyway)."""
+        for frame in frames:
+            self.handle(frame)
+        return None
+
+    async def recv_many(self) -> list[bytes | str] | None:
+        """See :class:`gateway.backends.WsSession`."""
+        while True:
+            if self._closed.is_set():
+                return None
+            if self._queue:
+                frames = list(self._queue)
+                self._queue.clear()
+                self._bytes = 0
+                return frames
             self._wake.clear()
             await self._wake.wait()
 

@@ -17,6 +17,8 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -202,32 +204,75 @@ async def _relay(ws: web.WebSocketResponse, session: WsSession, stopping: asynci
 
 
 async def _read(ws: web.WebSocketResponse, session: WsSession, live: _Liveness) -> str | None:
-    """Feed client frames to the host node; the 1011 reason of a malformed one, else None at the end."""
+    """Feed client frames to the host node; the 1011 reason of a malformed one, else None at the end.
+
+    Frames that arrived together (already parsed and waiting in the socket's message queue) go
+    to the host node in one batch: one trip to the database's writer for all of them."""
+    queued = _queued_messages(ws)
+    batch: list[bytes | str] = []
     async for msg in ws:
         live.last_seen = time.monotonic()
-        if msg.type is WSMsgType.PING:
+        if msg.type is WSMsgType.BINARY or msg.type is WSMsgType.TEXT:
+            batch.append(msg.data)
+        elif msg.type is WSMsgType.PING:
             await ws.pong(msg.data)
-            continue
-        if msg.type is WSMsgType.PONG:
+        elif msg.type is WSMsgType.PONG:
             live.awaiting_pong = False
-            continue
-        if msg.type is WSMsgType.BINARY:
-            reason = session.handle(msg.data)
-        elif msg.type is WSMsgType.TEXT:
-            reason = session.handle(msg.data)
-        else:
-            continue
-        if reason is not None:
-            return reason
+        if batch and not queued():
+            reason = session.handle_many(batch) if len(batch) > 1 else session.handle(batch[0])
+            batch = []
+            if reason is not None:
+                return reason
+    if batch:
+        return session.handle_many(batch)
     return None
 
 
+def _queued_messages(ws: web.WebSocketResponse) -> Callable[[], int]:
+    """How many received messages wait in ``ws``'s queue (0 when aiohttp does not tell)."""
+    reader = getattr(ws, "_reader", None)
+    buffer = getattr(reader, "_buffer", None)
+    if buffer is None:
+        return lambda: 0
+    return buffer.__len__  # type: ignore[no-any-return]
+
+
+def _frame_header(opcode: int, n: int) -> bytes:
+    """A server (unmasked, final) WebSocket frame header for an ``n``-byte payload (RFC 6455 §5.2)."""
+    if n < 126:
+        return bytes((0x80 | opcode, n))
+    if n < 1 << 16:
+        return bytes((0x80 | opcode, 126)) + n.to_bytes(2, "big")
+    return bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
+
+
 async def _write(ws: web.WebSocketResponse, session: WsSession) -> None:
-    while (frame := await session.recv()) is not None:
-        if isinstance(frame, str):
-            await ws.send_str(frame)
-        else:
-            await ws.send_bytes(frame)
+    """Send server frames as they come. Frames queued together go out in one socket write
+    (framed here: Orrery never compresses at the WebSocket level), with the socket's flow
+    control: a client that does not read stalls only its own writer."""
+    transport = _TRANSPORT.get()
+    protocol: Any = getattr(transport, "get_protocol", lambda: None)()
+    if transport is None or not hasattr(
+        protocol, "_drain_helper"
+    ):  # pragma: no cover - aiohttp internals moved
+        while (frame := await session.recv()) is not None:
+            await (ws.send_str(frame) if isinstance(frame, str) else ws.send_bytes(frame))
+        return
+    while (frames := await session.recv_many()) is not None:
+        parts: list[bytes] = []
+        for frame in frames:
+            if isinstance(frame, str):
+                data = frame.encode()
+                parts.append(_frame_header(0x1, len(data)))
+            else:
+                data = frame
+                parts.append(_frame_header(0x2, len(data)))
+            parts.append(data)
+        if transport.is_closing():
+            raise ConnectionResetError("the client's socket is closed")
+        transport.write(b"".join(parts))
+        if protocol.writing_paused:
+            await protocol._drain_helper()
 
 
 async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:

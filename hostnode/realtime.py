@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -127,6 +127,8 @@ class RealtimeHub:
             asyncio.AbstractEventLoop, list[tuple[Connection, list[tuple[Frame, int | None]]]]
         ] = {}
         self._handoff_lock = threading.Lock()
+        #: Inside :meth:`handle_many`: frames are handed over once, at its end.
+        self._batching = False
         attach(self.manager, db, self._deliver)
 
     # --- connections (writer thread) ----------------------------------------------------------
@@ -158,6 +160,19 @@ class RealtimeHub:
 
     # --- requests (writer thread) -------------------------------------------------------------
 
+    def handle_many(self, conn: Connection, msgs: list[ws.ClientMessage]) -> None:
+        """Answer client messages in order, then hand every queued frame to the event loop once."""
+        self._batching = True
+        try:
+            for msg in msgs:
+                try:
+                    self.handle(conn, msg)
+                except Exception:
+                    log.exception("handling a client message failed")
+        finally:
+            self._batching = False
+            self._flush()
+
     def handle(self, conn: Connection, msg: ws.ClientMessage) -> None:
         """Answer one client message (replies are queued before any later commit's update)."""
         if conn not in self.connections:
@@ -178,7 +193,8 @@ class RealtimeHub:
             else:
                 self._subscription_request(conn, msg)
         finally:
-            self._flush()
+            if not self._batching:
+                self._flush()
 
     def _subscription_request(self, conn: Connection, msg: ws.ClientMessage) -> None:
         m = self.manager
@@ -269,7 +285,8 @@ class RealtimeHub:
                 self._send(
                     caller.conn, encode(failed, caller.conn.params.json, caller.conn.params.compression)
                 )
-                self._flush()
+                if not self._batching:
+                    self._flush()
             return
         if not updates.groups and not updates.errors and not full_to_caller:
             return
@@ -302,7 +319,8 @@ class RealtimeHub:
         for conn, err in updates.errors:
             if conn in self.connections:
                 self._reply(conn, wire.reply(err, self._row_encoder(conn.params.json, tables_cache)))
-        self._flush()
+        if not self._batching:
+            self._flush()
 
     def _row_encoder(self, json: bool, cache: dict[str, Any]) -> wire.RowEncoder:
         if not json:
@@ -461,6 +479,28 @@ class Connection:
             self._wake.clear()
             await self._wake.wait()
 
+    async def recv_many(self) -> list[Frame] | None:
+        """Every frame queued so far (at least one; held until durable with ``confirmed``);
+        None once closed."""
+        while True:
+            if self._closed.is_set():
+                return None
+            q = self._queue
+            if q:
+                frames: list[Frame] = []
+                durable_after: int | None = None
+                for frame, offset in q:
+                    frames.append(frame)
+                    if offset is not None and (durable_after is None or offset > durable_after):
+                        durable_after = offset
+                q.clear()
+                self._bytes = 0
+                if durable_after is not None and self.params.confirmed and not self.hub.closed:
+                    await self.hub.db.committer.wait_durable_async(durable_after)
+                return frames
+            self._wake.clear()
+            await self._wake.wait()
+
     async def wait_closed(self) -> None:
         """Return once the server has ended the connection."""
         await self._closed.wait()
@@ -470,33 +510,43 @@ class Connection:
     def handle(self, frame: Frame) -> str | None:
         """Decode one client frame (text → JSON, binary → BSATN) and queue it for the writer
         thread. Returns the close reason (code 1011) for a malformed message, else None."""
-        try:
-            if isinstance(frame, str):
-                msg = ws.decode_client_message_json(frame)
-            else:
-                msg = ws.decode_client_message_bsatn(frame)
-        except ws.WsProtocolError as e:
-            return e.close_reason
-        except Exception as e:  # noqa: BLE001 - any decoding failure is the client's
-            return ws.WsProtocolError(str(e)).close_reason
-        if self.hub.closed or self._closed.is_set():
-            return None
+        return self.handle_many((frame,))
+
+    def handle_many(self, frames: Sequence[Frame]) -> str | None:
+        """:meth:`handle` for frames received together: one trip to the writer thread for all
+        of them. A malformed frame's close reason is returned after the frames before it are
+        queued; the frames after it are dropped."""
+        msgs: list[ws.ClientMessage] = []
+        reason: str | None = None
+        for frame in frames:
+            try:
+                if isinstance(frame, str):
+                    msgs.append(ws.decode_client_message_json(frame))
+                else:
+                    msgs.append(ws.decode_client_message_bsatn(frame))
+            except ws.WsProtocolError as e:
+                reason = e.close_reason
+                break
+            except Exception as e:  # noqa: BLE001 - any decoding failure is the client's
+                reason = ws.WsProtocolError(str(e)).close_reason
+                break
+        if not msgs or self.hub.closed or self._closed.is_set():
+            return reason
         if self._submitted - self._completed >= MAX_INCOMING_MESSAGES:
             self.server_close(*CLOSE_TOO_MANY_REQUESTS)
-            return None
-        self._submitted += 1
+            return reason
+        n = len(msgs)
+        self._submitted += n
         hub = self.hub
 
         def job(db: Database) -> None:
             try:
-                hub.handle(self, msg)
-            except Exception:
-                log.exception("handling a client message failed")
+                hub.handle_many(self, msgs)
             finally:
-                self._completed += 1  # written by the writer thread only
+                self._completed += n  # written by the writer thread only
 
         hub.submit(job)
-        return None
+        return reason
 
     async def close(self) -> None:
         """Remove the client: subscriptions dropped, ``client_disconnected`` run (once)."""
