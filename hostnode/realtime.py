@@ -313,9 +313,21 @@ class RealtimeHub:
                 self._send(conn, enc.frame(conn), offset)
                 caller_served = caller_served or conn is caller_conn
         if caller_conn is not None and not caller_served:
-            json = caller_conn.params.json
-            empty = self._transaction_update(outcome, ws.Committed(ws.DatabaseUpdate(())), caller, json)
-            self._send(caller_conn, encode(empty, json, caller_conn.params.compression), offset)
+            assert caller is not None
+            p = caller_conn.params
+            if p.json or outcome.reducer_id is None:
+                empty = self._transaction_update(outcome, ws.Committed(ws.DatabaseUpdate(())), caller, p.json)
+                frame = encode(empty, p.json, p.compression)
+            else:  # the hot path of a caller nobody else watches: no message objects
+                frame = ws.frame_server_message(
+                    ws.committed_caller_update_bsatn(
+                        outcome.timestamp_micros, outcome.caller, outcome.connection_id, outcome.reducer,
+                        outcome.reducer_id, outcome.args, caller.request_id, outcome.energy_used,
+                        outcome.duration_micros,
+                    ),
+                    p.compression,
+                )  # fmt: skip
+            self._send(caller_conn, frame, offset)
         for conn, err in updates.errors:
             if conn in self.connections:
                 self._reply(conn, wire.reply(err, self._row_encoder(conn.params.json, tables_cache)))

@@ -1466,6 +1466,38 @@ def _decode_json(
         raise WsProtocolError(f"malformed JSON {kind} message: {e}") from None
 
 
+def committed_caller_update_bsatn(
+    timestamp_micros: int,
+    caller_identity: Identity,
+    caller_connection_id: int,
+    reducer_name: str,
+    reducer_id: int,
+    args: bytes,
+    request_id: int,
+    energy_quanta_used: int,
+    duration_micros: int,
+) -> bytes:
+    """The BSATN of ``TransactionUpdate(Committed(DatabaseUpdate([])), …)`` — what a caller
+    hears of its own committed call when no row it subscribes to changed — built without the
+    message objects (byte-identical to :func:`encode_server_message_bsatn` of that message)."""
+    name = reducer_name.encode()
+    try:
+        return b"".join((
+            b"\x01\x00\x00\x00\x00\x00",  # TransactionUpdate, Committed, zero tables
+            _pack_i64(timestamp_micros),
+            caller_identity.value.to_bytes(32, "little"),
+            caller_connection_id.to_bytes(16, "little"),
+            _pack_u32(len(name)), name,
+            _pack_u32(reducer_id),
+            _pack_u32(len(args)), args,
+            _pack_u32(request_id),
+            energy_quanta_used.to_bytes(16, "little"),
+            _pack_i64(duration_micros),
+        ))  # fmt: skip
+    except (struct.error, OverflowError) as e:
+        raise EncodeError(f"TransactionUpdate: a number does not fit its field: {e}") from None
+
+
 def encode_server_message_bsatn(msg: ServerMessage) -> bytes:
     """The BSATN of a server message (without the compression tag; see :func:`frame_server_message`)."""
     out = bytearray()
@@ -1485,7 +1517,37 @@ def encode_client_message_bsatn(msg: ClientMessage) -> bytes:
 
 def decode_client_message_bsatn(data: bytes | bytearray | memoryview) -> ClientMessage:
     """Decode a binary client frame."""
+    if data and data[0] == 0 and isinstance(data, bytes):
+        call = _call_reducer_fast(data)
+        if call is not None:
+            return call
     return _decode_bsatn(data, _BSATN.client_codec, _CLIENT_FROM_VALUE, "client")  # type: ignore[no-any-return]
+
+
+_CALL_FLAGS = (CallReducerFlags.FULL_UPDATE, CallReducerFlags.NO_SUCCESS_NOTIFY)
+
+
+def _call_reducer_fast(data: bytes) -> CallReducer | None:
+    """A well-formed ``CallReducer`` frame, read without the general codec (the message every
+    client sends most); None for anything else, which the general decoder then reports."""
+    try:
+        (n,) = _U32.unpack_from(data, 1)
+        p = 5 + n
+        name = data[5:p].decode()
+        (m,) = _U32.unpack_from(data, p)
+        p += 4
+        args = data[p : p + m]
+        p += m
+        request_id, flags = _U32_U8.unpack_from(data, p)
+    except (struct.error, UnicodeDecodeError):
+        return None
+    if p + 5 != len(data) or flags > 1 or len(args) != m:
+        return None
+    return CallReducer(name, args, request_id, _CALL_FLAGS[flags])
+
+
+_U32 = struct.Struct("<I")
+_U32_U8 = struct.Struct("<IB")
 
 
 def encode_server_message_json(msg: ServerMessage) -> str:

@@ -659,6 +659,18 @@ def test_call_errors(make_db: DbFactory) -> None:
     assert call(db, "set_kv", "b", "2").committed
 
 
+def test_fixed_size_arguments_are_checked_by_length(make_db: DbFactory) -> None:
+    """``transfer(u32, u32, i64)`` takes exactly 16 bytes (any 16 bytes decode); others are refused."""
+    db = make_db("transfer")
+    assert db.call_reducer("seed", struct.pack("<Iq", 2, 100), caller=ALICE).committed
+    offset = db.last_offset
+    for bad in (b"", struct.pack("<IIq", 0, 1, 5)[:15], struct.pack("<IIq", 0, 1, 5) + b"\x00"):
+        with pytest.raises(InvalidArguments, match="^invalid arguments for reducer `transfer`: "):
+            db.call_reducer("transfer", bad, caller=ALICE)
+    assert db.last_offset == offset
+    assert db.call_reducer("transfer", struct.pack("<IIq", 0, 1, 5), caller=ALICE).committed
+
+
 def test_invalid_wasm_is_rejected(tmp_path: Path) -> None:
     for name, program in (("garbage", b"not wasm at all"), ("truncated", b"\0asm\x01\x00\x00\x00\x05")):
         with pytest.raises(ModuleLoadError):
