@@ -64,6 +64,7 @@ test: install system-deps lint typecheck pytest
 bench: install
 	$(PY) -m loadtest.bench_engine
 	$(PY) -m loadtest.bench_http
+	$(PY) -m loadtest.bench_ws
 
 # Standalone Orrery on RUN_ADDR with data in RUN_DATA, quickstart-chat published; Ctrl-C stops it.
 RUN_ADDR ?= 127.0.0.1:3000
