@@ -45,8 +45,7 @@ from proto import controlplane_pb2 as cpb
 from proto import controlplane_pb2_grpc as cpb_grpc
 from proto import hostnode_pb2 as hpb
 from proto import hostnode_pb2_grpc as hpb_grpc
-from sats import ws_v1 as ws
-from sats.identity import ConnectionId, Identity
+from sats.identity import Identity
 from sats.json import loads
 
 log = logging.getLogger(__name__)
@@ -415,6 +414,7 @@ class _WsStream:
                     compression=params.compression,
                     light=params.light,
                     confirmed=params.confirmed,
+                    token=params.token,
                 )
             )
         )
@@ -441,22 +441,12 @@ class GrpcWsSession:
         self._removed = False
 
     def deliver(self, data: bytes) -> None:
-        """A frame from the host node (the first one is always the IdentityToken)."""
+        """A frame from the host node (the first one, IdentityToken, means it accepted the client)."""
         if self._closed.is_set():
             return
-        frame: bytes | str
         if not self.ready.done():
-            # The stream does not carry the token: the gateway writes IdentityToken itself.
-            p = self.params
-            token = ws.IdentityToken(p.identity, p.token, ConnectionId(p.connection_id))
-            frame = (
-                ws.encode_server_message_json(token)
-                if p.json
-                else ws.frame_server_message(ws.encode_server_message_bsatn(token), ws.Compression(p.compression))
-            )
             self.ready.set_result(True)
-        else:
-            frame = data.decode() if self.params.json else data
+        frame = data.decode() if self.params.json else data
         self._queue.append(frame)
         self._bytes += len(frame)
         if len(self._queue) > WS_MAX_QUEUED_MESSAGES or self._bytes > WS_MAX_QUEUED_BYTES:
@@ -480,8 +470,11 @@ class GrpcWsSession:
         """See :class:`gateway.backends.WsSession` (the host node decodes and answers a
         malformed message with a 1011 close)."""
         if not self._closed.is_set():
-            data = frame.encode() if isinstance(frame, str) else frame
-            self.stream.send(hpb.GatewayEvent(message=hpb.ClientMessage(connection_ref=self.ref, frame=data)))
+            if isinstance(frame, str):
+                message = hpb.ClientMessage(connection_ref=self.ref, frame=frame.encode(), text=True)
+            else:
+                message = hpb.ClientMessage(connection_ref=self.ref, frame=frame)
+            self.stream.send(hpb.GatewayEvent(message=message))
         return None
 
     async def recv(self) -> bytes | str | None:

@@ -344,7 +344,7 @@ CLOSE_DROP = 1006
 class _Client:
     ref: int
     conn: Connection | None = None
-    backlog: list[bytes] | None = None
+    backlog: list[tuple[bytes, bool]] | None = None
     pump: asyncio.Task[None] | None = None
     gone: bool = False
 
@@ -379,7 +379,8 @@ class _RealtimeStream:
                     if kind == "connected":
                         self._connected(ev.connected)
                     elif kind == "message":
-                        self._message(ev.message.connection_ref, ev.message.frame)
+                        m = ev.message
+                        self._message(m.connection_ref, m.frame, m.text)
                     elif kind == "disconnected":
                         self._disconnected(ev.disconnected.connection_ref)
         finally:
@@ -395,7 +396,7 @@ class _RealtimeStream:
         client = self.clients[m.connection_ref] = _Client(m.connection_ref, backlog=[])
         params = ClientParams(
             identity=Identity.from_bsatn(m.identity),
-            token="",  # ClientConnected carries no token: the gateway writes IdentityToken itself
+            token=m.token,
             connection_id=_conn_id(m.connection_id),
             json=m.protocol == "v1.json.spacetimedb",
             compression=Compression(m.compression or "Brotli"),
@@ -427,30 +428,30 @@ class _RealtimeStream:
             await result.close()
             return
         backlog, client.backlog = client.backlog or [], None
-        for frame in backlog:
-            self._handle(client, frame)
+        for frame, text in backlog:
+            self._handle(client, frame, text)
         client.pump = asyncio.ensure_future(self._pump(client, result))
 
-    def _message(self, ref: int, frame: bytes) -> None:
+    def _message(self, ref: int, frame: bytes, text: bool) -> None:
         client = self.clients.get(ref)
         if client is None:
             return
         if client.conn is None:
             if client.backlog is not None:
-                client.backlog.append(frame)
+                client.backlog.append((frame, text))
             return
-        self._handle(client, frame)
+        self._handle(client, frame, text)
 
-    def _handle(self, client: _Client, frame: bytes) -> None:
+    def _handle(self, client: _Client, frame: bytes, text: bool) -> None:
         assert client.conn is not None
-        # The stream carries bytes only: a JSON text frame starts with "{" (or whitespace),
-        # a BSATN one with its tag byte (0-7).
+        # The gateway says which kind of frame it was: text is decoded as JSON, binary as BSATN.
         data: bytes | str = frame
-        if frame[:1] and frame[0] > 7:
+        if text:
             try:
                 data = frame.decode("utf-8")
-            except UnicodeDecodeError:
-                data = frame
+            except UnicodeDecodeError as e:  # the gateway relays text frames as their UTF-8
+                client.conn.server_close(1011, f"text frame is not valid UTF-8: {e}")
+                return
         reason = client.conn.handle(data)
         if reason is not None:
             client.conn.server_close(1011, reason)

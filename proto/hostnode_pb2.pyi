@@ -231,7 +231,7 @@ class LogLines(_message.Message):
     def __init__(self, lines: _Optional[_Iterable[str]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
 
 class ClientConnected(_message.Message):
-    __slots__ = ("connection_ref", "identity", "connection_id", "jwt_payload", "protocol", "compression", "light", "confirmed")
+    __slots__ = ("connection_ref", "identity", "connection_id", "jwt_payload", "protocol", "compression", "light", "confirmed", "token")
     CONNECTION_REF_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     CONNECTION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -240,6 +240,7 @@ class ClientConnected(_message.Message):
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     LIGHT_FIELD_NUMBER: _ClassVar[int]
     CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     connection_ref: int
     identity: bytes
     connection_id: bytes
@@ -248,15 +249,18 @@ class ClientConnected(_message.Message):
     compression: str
     light: bool
     confirmed: bool
-    def __init__(self, connection_ref: _Optional[int] = ..., identity: _Optional[bytes] = ..., connection_id: _Optional[bytes] = ..., jwt_payload: _Optional[bytes] = ..., protocol: _Optional[str] = ..., compression: _Optional[str] = ..., light: _Optional[bool] = ..., confirmed: _Optional[bool] = ...) -> None: ...
+    token: str
+    def __init__(self, connection_ref: _Optional[int] = ..., identity: _Optional[bytes] = ..., connection_id: _Optional[bytes] = ..., jwt_payload: _Optional[bytes] = ..., protocol: _Optional[str] = ..., compression: _Optional[str] = ..., light: _Optional[bool] = ..., confirmed: _Optional[bool] = ..., token: _Optional[str] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("connection_ref", "frame")
+    __slots__ = ("connection_ref", "frame", "text")
     CONNECTION_REF_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     connection_ref: int
     frame: bytes
-    def __init__(self, connection_ref: _Optional[int] = ..., frame: _Optional[bytes] = ...) -> None: ...
+    text: bool
+    def __init__(self, connection_ref: _Optional[int] = ..., frame: _Optional[bytes] = ..., text: _Optional[bool] = ...) -> None: ...
 
 class ClientDisconnected(_message.Message):
     __slots__ = ("connection_ref",)

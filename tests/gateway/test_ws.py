@@ -435,6 +435,55 @@ def test_malformed_message_closes_1011(wss: StandaloneServer) -> None:
     wss.run(body)
 
 
+def _close_reason_of(decode: Any, frame: bytes | str) -> str:
+    """The 1011 reason the server gives for a frame ``decode`` rejects (as Connection.handle words it)."""
+    try:
+        decode(frame)
+    except ws.WsProtocolError as e:
+        return e.close_reason
+    except Exception as e:  # noqa: BLE001 - any decoding failure is reported the same way
+        return ws.WsProtocolError(str(e)).close_reason
+    raise AssertionError(f"{frame!r} decodes")
+
+
+def test_frame_type_not_content_picks_the_decoder(wss: StandaloneServer) -> None:
+    """A text frame is JSON and a binary frame BSATN, whatever the bytes look like (§9): a BSATN
+    message sent as text (its first byte a BSATN tag) and a JSON message sent as binary are both
+    malformed, on both transports, and neither is run."""
+    legacy = ws.Subscribe(("SELECT * FROM message",), 1)
+    bsatn_as_text = ws.encode_client_message_bsatn(legacy).decode()  # ASCII: "\x01\x01\x00…"
+    assert bsatn_as_text[0] == "\x01"
+    json_as_binary = ws.encode_client_message_json(legacy).encode()
+    cases: list[tuple[bytes | str, str]] = [
+        (bsatn_as_text, _close_reason_of(ws.decode_client_message_json, bsatn_as_text)),
+        (json_as_binary, _close_reason_of(ws.decode_client_message_bsatn, json_as_binary)),
+    ]
+
+    async def body(c: Client) -> None:
+        name = db_name("frametype")
+        await publish(c, name, CHAT)
+        for json_protocol in (False, True):
+            for frame, reason in cases:
+                async with connect(wss.url, name, json_protocol=json_protocol) as a:
+                    assert isinstance(await a.recv(), ws.IdentityToken)
+                    if isinstance(frame, str):
+                        await a.sock.send_str(frame)
+                    else:
+                        await a.sock.send_bytes(frame)
+                    m = await a.recv_raw()
+                    assert m.type is aiohttp.WSMsgType.CLOSE, (json_protocol, frame, m)
+                    assert (m.data, m.extra) == (1011, reason)
+            # The same messages in the right kind of frame are answered.
+            async with connect(wss.url, name, json_protocol=json_protocol) as a:
+                assert isinstance(await a.recv(), ws.IdentityToken)
+                await a.sock.send_bytes(ws.encode_client_message_bsatn(legacy))
+                assert isinstance(await a.recv(), ws.InitialSubscription)
+                await a.sock.send_str(ws.encode_client_message_json(legacy))
+                assert isinstance(await a.recv(), ws.InitialSubscription)
+
+    wss.run(body)
+
+
 # --- lifecycle --------------------------------------------------------------------------------
 
 

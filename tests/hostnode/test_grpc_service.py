@@ -243,13 +243,19 @@ def test_connect_stream_multiplexes_clients_and_shares_frames(tmp_path: Path) ->
             await requests.put(event(connected=pb.ClientConnected(
                 connection_ref=ref, identity=(ALICE if ref == 1 else OWNER).to_bsatn(),
                 connection_id=ref.to_bytes(16, "little"), protocol="v1.bsatn.spacetimedb", compression="None",
+                token=f"token-{ref}",
             )))  # fmt: skip
         first = await frames(2)
         assert sorted(e.frame.connection_refs[0] for e in first) == [1, 2]
-        assert all(isinstance(ws.decode_server_frame(e.frame.frame), ws.IdentityToken) for e in first)
-        sub = ws.encode_client_message_bsatn(ws.SubscribeMulti(("SELECT * FROM message",), 1, ws.QueryId(1)))
-        for ref in (1, 2):
-            await requests.put(event(message=pb.ClientMessage(connection_ref=ref, frame=sub)))
+        for e in first:  # the host node writes IdentityToken, with the token the gateway passed on
+            token = ws.decode_server_frame(e.frame.frame)
+            assert isinstance(token, ws.IdentityToken) and token.token == f"token-{e.frame.connection_refs[0]}"
+        subscribe = ws.SubscribeMulti(("SELECT * FROM message",), 1, ws.QueryId(1))
+        # Client 1 sends a binary frame, client 2 a text one (JSON; the reply is still BSATN).
+        await requests.put(event(message=pb.ClientMessage(
+            connection_ref=1, frame=ws.encode_client_message_bsatn(subscribe))))
+        await requests.put(event(message=pb.ClientMessage(
+            connection_ref=2, frame=ws.encode_client_message_json(subscribe).encode(), text=True)))
         applied: list[pb.HostEvent] = []
         while sorted(r for e in applied for r in e.frame.connection_refs) != [1, 2]:
             applied += await frames(1)
