@@ -134,14 +134,15 @@ class RealtimeHub:
     # --- connections (writer thread) ----------------------------------------------------------
 
     def connect(self, conn: Connection) -> ReducerOutcome:
-        """Run ``client_connected``; when it commits, register ``conn`` and queue IdentityToken."""
+        """Run ``client_connected``; when it commits, register ``conn`` and queue IdentityToken
+        (with ``confirmed``, held like any data message until that commit is durable)."""
         p = conn.params
         outcome = self.db.client_connected(p.identity, p.connection_id, p.jwt_payload)
         if outcome.committed:
             self.manager.connect(conn, p.identity, p.connection_id)
             self.connections.add(conn)
             token = ws.IdentityToken(p.identity, p.token, ConnectionId(p.connection_id))
-            self._send(conn, encode(token, p.json, p.compression))
+            self._send(conn, encode(token, p.json, p.compression), outcome.offset)
             self._flush()
         return outcome
 

@@ -149,6 +149,45 @@ def test_confirmed_holds_updates_until_durable(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_confirmed_holds_identity_token_until_client_connected_is_durable(tmp_path: Path) -> None:
+    """With ``confirmed`` the client hears it was accepted only once ``client_connected`` (which
+    may have written rows, e.g. the chat's user row) is durable; without, at once."""
+
+    async def body(node: HostNode) -> None:
+        committer = node.database(DB).committer
+        gate = asyncio.Event()
+        real = committer.wait_durable_async
+        waited: list[int] = []
+
+        async def held(offset: int) -> None:
+            waited.append(offset)
+            await gate.wait()
+            await real(offset)
+
+        committer.wait_durable_async = held  # type: ignore[method-assign]
+        try:
+            plain = await node.connect_client(DB, ClientParams(Identity.from_claims("localhost", "p"), "tok-p", 1))
+            assert isinstance(plain, Connection)
+            assert isinstance(msg(await asyncio.wait_for(plain.recv(), 5)), ws.IdentityToken)
+            assert not waited
+            params = ClientParams(Identity.from_claims("localhost", "c"), "tok-c", 2, confirmed=True)
+            confirmed = await node.connect_client(DB, params)
+            assert isinstance(confirmed, Connection)
+            connected_at = node.database(DB).last_offset  # client_connected's commit
+            pending = asyncio.ensure_future(confirmed.recv())
+            await asyncio.sleep(0.1)
+            assert not pending.done() and waited == [connected_at]
+            gate.set()
+            token = msg(await asyncio.wait_for(pending, 5))
+            assert isinstance(token, ws.IdentityToken) and token.token == "tok-c"
+        finally:
+            committer.wait_durable_async = real  # type: ignore[method-assign]
+        await confirmed.close()
+        await plain.close()
+
+    run(tmp_path, body)
+
+
 def test_database_deleted_closes_connections_1001(tmp_path: Path) -> None:
     async def body(node: HostNode) -> None:
         conn = await client(node, 1)
