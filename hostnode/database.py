@@ -294,7 +294,7 @@ class Database:
             mdef = validate(decode_raw_module_def(describe))
         except (ModuleDefError, DecodeError) as e:
             raise ModuleLoadError(f"invalid module definition: {e}") from None
-        plan = plan_update(self.datastore.tables(), mdef)
+        plan = plan_update(self.datastore.tables(), mdef, old_rls=self.row_level_security)
         tx = self.datastore.begin_mut()
         try:
             for index_id in plan.drop_indexes:
@@ -385,6 +385,11 @@ class Database:
             tx.put_meta(META_IDENTITY, txr.args)
         tx.commit()
         self.datastore.apply(TxData.decode(txr.txdata))
+
+    @property
+    def row_level_security(self) -> tuple[str, ...]:
+        """The running module's row-level-security rules (their SQL text)."""
+        return self.moduledef.row_level_security if self.moduledef is not None else ()
 
     # --- HostHooks (called by the module host during a call) ---------------------------------
 

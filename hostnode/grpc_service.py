@@ -106,6 +106,8 @@ class UpdatePreview:
     plan: str = ""
     token: str = ""
     reason: str = ""
+    #: The update disconnects every connected client (its RLS rules change).
+    break_clients: bool = False
 
 
 async def preview_update(node: HostNode, identity: Identity, program: bytes) -> UpdatePreview:
@@ -122,7 +124,9 @@ async def preview_update(node: HostNode, identity: Identity, program: bytes) -> 
         identity.to_bsatn() + hashlib.sha3_256(old_program).digest() + hashlib.sha3_256(program).digest()
     ).digest()
     token = f"0x{int.from_bytes(digest, 'little'):x}"
-    return UpdatePreview(automatic=True, plan=describe_plan(plan, index_names), token=token)
+    return UpdatePreview(
+        automatic=True, plan=describe_plan(plan, index_names), token=token, break_clients=plan.disconnects_clients
+    )
 
 
 def _program_and_index_names(db: Database) -> tuple[bytes, dict[int, str]]:
@@ -136,6 +140,10 @@ def describe_plan(plan: MigrationPlan, index_names: dict[int, str]) -> str:
     lines += [f"- create table `{t.name}`" for t in plan.create_tables]
     lines += [f"- remove index `{index_names.get(i, f'#{i}')}`" for i in plan.drop_indexes]
     lines += [f"- create index `{ix.name}`" for ix in plan.create_indexes]
+    lines += [f"- remove row-level security rule `{sql}`" for sql in plan.drop_rls]
+    lines += [f"- add row-level security rule `{sql}`" for sql in plan.create_rls]
+    if plan.disconnects_clients:
+        lines.append("- disconnect every connected client (their subscriptions used the old rules)")
     if plan.is_empty:
         lines.append("- change no tables (code only)")
     return "\n".join(lines) + "\n"
@@ -291,7 +299,8 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
         except Exception as e:  # noqa: BLE001
             return pb.PlanUpdateResponse(failure=_failure(e))
         return pb.PlanUpdateResponse(
-            automatic=preview.automatic, plan=preview.plan, token=preview.token, reason=preview.reason
+            automatic=preview.automatic, plan=preview.plan, token=preview.token, reason=preview.reason,
+            break_clients=preview.break_clients,
         )
 
     async def Logs(self, request: pb.LogsRequest, context: Any) -> AsyncIterator[pb.LogLines]:  # noqa: N802

@@ -4,15 +4,18 @@ Pure planning: compares the datastore's current table schemas with a new module 
 and returns the schema operations to apply, or every reason the update cannot be automatic.
 
 Supported today: adding tables (with their indexes, constraints and sequences), adding
-non-unique indexes and removing indexes. Everything else the reference supports or rejects is
-refused with a message naming the table and the change, so the publisher can decide to clear
-the database instead; nothing is ever changed silently. Still to come: changing a table's
-access, adding/removing sequences and schedules on existing tables, appending columns with
-defaults, and layout-compatible type changes (new enum variants).
+non-unique indexes, removing indexes and changing the row-level-security rules (which, as in
+1.12, disconnects every client: their subscriptions were filtered by the old rules).
+Everything else the reference supports or rejects is refused with a message naming the table
+and the change, so the publisher can decide to clear the database instead; nothing is ever
+changed silently. Still to come: changing a table's access, adding/removing sequences and
+schedules on existing tables, appending columns with defaults, and layout-compatible type
+changes (new enum variants).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hostnode.moduledef import ModuleDef
@@ -38,26 +41,44 @@ class MigrationPlan:
     create_tables: list[TableSchema] = field(default_factory=list)
     drop_indexes: list[int] = field(default_factory=list)
     create_indexes: list[IndexSchema] = field(default_factory=list)
+    #: Row-level-security rules (their SQL text) the old module had and the new one has not, and
+    #: the reverse.
+    drop_rls: list[str] = field(default_factory=list)
+    create_rls: list[str] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
-        """True when the schema does not change."""
-        return not (self.create_tables or self.drop_indexes or self.create_indexes)
+        """True when neither the schema nor the RLS rules change."""
+        return not (self.create_tables or self.drop_indexes or self.create_indexes or self.disconnects_clients)
+
+    @property
+    def disconnects_clients(self) -> bool:
+        """Whether every connected client is disconnected by the update (``break_clients``).
+
+        1.12 does so when the set of RLS rules changes: every subscription was compiled with
+        the old rules (``auto_migrate_row_level_security``). Its other reasons — adding columns,
+        removing or retyping views — are migrations this server refuses.
+        """
+        return bool(self.drop_rls or self.create_rls)
 
 
 def _seq_shape(s: SequenceSchema) -> tuple[int, int, int, int, int]:
     return (s.column, s.start, s.min_value, s.max_value, s.increment)
 
 
-def plan_update(current: dict[int, TableSchema], new: ModuleDef) -> MigrationPlan:
-    """Plan the update from ``current`` (datastore schemas) to module definition ``new``."""
+def plan_update(current: dict[int, TableSchema], new: ModuleDef, *, old_rls: Sequence[str]) -> MigrationPlan:
+    """Plan the update from ``current`` (datastore schemas) and ``old_rls`` (the running module's
+    row-level-security rules) to module definition ``new``."""
     wanted = {t.name: t for t in build_schemas(new) if t.table_id >= FIRST_USER_ID}
     existing = {t.name: t for t in current.values() if t.table_id >= FIRST_USER_ID}
     ids = [t.table_id for t in current.values()]
     ids += [i.index_id for t in current.values() for i in t.indexes]
     ids += [s.seq_id for t in current.values() for s in t.sequences]
     next_id = max([FIRST_USER_ID - 1, *ids]) + 1
-    plan = MigrationPlan()
+    plan = MigrationPlan(
+        drop_rls=[r for r in old_rls if r not in new.row_level_security],
+        create_rls=[r for r in new.row_level_security if r not in old_rls],
+    )
     problems: list[str] = []
 
     for name in sorted(existing):

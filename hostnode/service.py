@@ -330,7 +330,7 @@ class HostNode:
                 mdef = load_module_def(describe)
             except (ModuleDefError, DecodeError) as e:
                 raise ModuleLoadError(f"invalid module definition: {e}") from None
-            return plan_update(db.datastore.tables(), mdef)
+            return plan_update(db.datastore.tables(), mdef, old_rls=db.row_level_security)
 
         return await self.run(identity, plan)
 

@@ -274,7 +274,7 @@ class LocalHostNode:
         except Exception as e:  # noqa: BLE001 - host_error re-raises what it does not know
             raise host_error(e, failed_to="plan the update") from None
         return PrePublish(
-            automatic=preview.automatic, plan=preview.plan, break_clients=False, token=preview.token,
+            automatic=preview.automatic, plan=preview.plan, break_clients=preview.break_clients, token=preview.token,
             reason=preview.reason,
         )
 

@@ -126,7 +126,7 @@ def execute_sql(db: Database, sql: str | ast.Statement, caller: Identity, *, is_
     start = time.perf_counter_ns()
     stmt = parse_sql(sql) if isinstance(sql, str) else sql
     owner = caller == db.owner if is_owner is None else is_owner
-    rls = db.moduledef.row_level_security if db.moduledef is not None else ()
+    rls = db.row_level_security
     if not ast.mutates(stmt):
         with db.read() as tx:
             result = execute_in_tx(tx, stmt, caller, is_owner=owner, rls=rls)

@@ -147,8 +147,7 @@ class SubscriptionManager:
     @classmethod
     def for_database(cls, db: Any) -> SubscriptionManager:
         """A manager for a :class:`~hostnode.database.Database` (its owner and RLS rules)."""
-        rls = db.moduledef.row_level_security if db.moduledef is not None else ()
-        return cls(owner=db.owner, rls=rls)
+        return cls(owner=db.owner, rls=db.row_level_security)
 
     # --- connections --------------------------------------------------------------------------
 

@@ -5,55 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import wasmtime
 
 from hostnode.database import Database, MigrationError
-from hostnode.moduledef import (
-    IndexAlgorithm,
-    RawConstraintDefV9,
-    RawIndexDefV9,
-    RawModuleDefV9,
-    RawTableDefV9,
-    TableAccess,
-    TableType,
-    encode_raw_module_def,
-)
+from hostnode.moduledef import IndexAlgorithm, RawIndexDefV9
 from hostnode.wasm_host import ModuleLoadError
 from sats.bsatn import encode
-from sats.types import STRING, U32, ProductType, Typespace, product
+from sats.types import STRING, U32, ProductType, product
 from tests.hostnode.conftest import create_db, module_wasm
+from tests.wat_modules import table
+from tests.wat_modules import tables_module as module
 
 A_T = product(("id", U32), ("v", U32))
 B_T = product(("x", STRING))
-
-
-def table(name: str, ref: int, *, indexes: tuple[RawIndexDefV9, ...] = (), unique: tuple[tuple[int, ...], ...] = (),
-          pk: tuple[int, ...] = (), public: bool = True) -> RawTableDefV9:
-    pk_index = (RawIndexDefV9(None, "id", IndexAlgorithm.BTREE, pk),) if pk else ()
-    constraints = tuple(RawConstraintDefV9(None, cols) for cols in ((pk,) if pk else ()) + unique)
-    return RawTableDefV9(
-        name, ref, pk, pk_index + indexes, constraints, (), None, TableType.USER,
-        TableAccess.PUBLIC if public else TableAccess.PRIVATE,
-    )
-
-
-def module(types: list[ProductType], *tables: RawTableDefV9) -> bytes:
-    """A module with only tables: `__describe_module__` returns the given definition."""
-    raw = encode_raw_module_def(RawModuleDefV9(Typespace(list(types)), tuple(tables), (), (), (), ()))
-    data = "".join(f"\\{b:02x}" for b in raw)
-    wat = f"""
-      (module
-        (import "spacetime_10.0" "bytes_sink_write" (func $w (param i32 i32 i32) (result i32)))
-        (memory (export "memory") 1)
-        (data (i32.const 1024) "{data}")
-        (func (export "__describe_module__") (param $sink i32)
-          (i32.store (i32.const 8) (i32.const {len(raw)}))
-          (drop (call $w (local.get $sink) (i32.const 1024) (i32.const 8))))
-        (func (export "__call_reducer__") (param i32 i64 i64 i64 i64 i64 i64 i64 i32 i32) (result i32)
-          (i32.const 0)))
-    """
-    return bytes(wasmtime.wat2wasm(wat))
-
 
 V1 = module([A_T], table("a", 0, pk=(0,)))
 BY_V = RawIndexDefV9(None, "v", IndexAlgorithm.BTREE, (1,))
@@ -146,5 +109,22 @@ def test_invalid_program_changes_nothing(tmp_path: Path) -> None:
         with pytest.raises(ModuleLoadError):
             db.update_program(b"\0asm garbage")
         assert db.program_bytes == V1
+    finally:
+        db.close()
+
+
+def test_changing_rls_rules_is_automatic_and_disconnects_clients(tmp_path: Path) -> None:
+    keep, old, new = "SELECT * FROM a WHERE a.v = 0", "SELECT * FROM a WHERE a.v = 1", "SELECT * FROM a WHERE a.v = 2"
+    db, _ = create_db(tmp_path / "db", module([A_T], table("a", 0, pk=(0,)), rls=[keep, old]))
+    try:
+        same = db.update_program(module([A_T], table("a", 0, pk=(0,)), rls=[old, keep]))  # order is no change
+        assert same.is_empty and not same.disconnects_clients
+        plan = db.update_program(module([A_T], table("a", 0, pk=(0,)), rls=[keep, new]))
+        assert (plan.drop_rls, plan.create_rls) == ([old], [new])
+        assert plan.disconnects_clients and not plan.is_empty
+        assert db.row_level_security == (keep, new)
+        db.close()
+        db = Database.open(tmp_path / "db")
+        assert db.row_level_security == (keep, new)
     finally:
         db.close()
