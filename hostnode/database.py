@@ -185,6 +185,8 @@ class Database:
         self._closed = False
         self._writer_lock = threading.RLock()
         self.on_commit: list[Callable[[ReducerOutcome], None]] = []
+        #: Called (writer thread) after :meth:`update_program` replaced the module.
+        self.on_program_update: list[Callable[[MigrationPlan], None]] = []
 
     # --- creation and opening -----------------------------------------------------------------
 
@@ -283,8 +285,10 @@ class Database:
     def update_program(self, program: bytes, *, timestamp_micros: int | None = None) -> MigrationPlan:
         """Replace the module with a new version, migrating the schema automatically (§10).
 
-        No reducer runs (no init). Raises ModuleLoadError for a bad program and MigrationError
-        when the schema change needs a manual migration; in both cases nothing changes.
+        No reducer runs (no init); then the ``on_program_update`` callbacks get the plan (the
+        realtime hub disconnects or keeps its clients there). Raises ModuleLoadError for a bad
+        program and MigrationError when the schema change needs a manual migration; in both
+        cases nothing changes.
         """
         self._check_open()
         wasm = WasmProgram.compile(program)
@@ -321,6 +325,8 @@ class Database:
         self._install_moduledef(host, mdef, program)
         self._refresh_ids()
         self.checkpoint(wait=True)
+        for cb in self.on_program_update:
+            cb(plan)
         return plan
 
     def _load_program(self, program: bytes, wasm: WasmProgram | None = None) -> None:

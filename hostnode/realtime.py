@@ -37,6 +37,7 @@ from sats.identity import ConnectionId, Identity
 
 if TYPE_CHECKING:
     from hostnode.database import Database
+    from hostnode.migrate import MigrationPlan
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class RealtimeHub:
         #: Inside :meth:`handle_many`: frames are handed over once, at its end.
         self._batching = False
         attach(self.manager, db, self._deliver)
+        db.on_program_update.append(self._program_updated)
 
     # --- connections (writer thread) ----------------------------------------------------------
 
@@ -157,6 +159,22 @@ class RealtimeHub:
             self.db.client_disconnected(conn.params.identity, conn.params.connection_id)
         except Exception:
             log.exception("client_disconnected failed for %s", conn.params.identity.to_hex())
+        self._flush()
+
+    def _program_updated(self, plan: MigrationPlan) -> None:
+        """The module was republished without clearing. When its RLS rules changed, every
+        client is disconnected as 1.12 does it (``client_disconnected`` of the new module, then
+        1001 ``module exited``); otherwise clients stay and their queries are recompiled."""
+        if plan.disconnects_clients:
+            for conn in list(self.connections):
+                self.disconnect(conn)
+                _close_soon(conn, *CLOSE_MODULE_EXITED)
+        with writer_view(self.db) as tx:
+            failed = dict(self.manager.module_updated(tx, self.db.row_level_security))
+        for conn in self.connections:  # holders of queries that no longer compile
+            err = failed.get(conn)
+            if err is not None:
+                self._reply(conn, wire.reply(err, self._row_encoder(conn.params.json, {})))
         self._flush()
 
     # --- requests (writer thread) -------------------------------------------------------------
@@ -416,10 +434,15 @@ class RealtimeHub:
         (any thread; the hub ignores its connections from now on)."""
         self.closed = True
         for conn in list(self.connections):
-            try:
-                conn.loop.call_soon_threadsafe(conn.server_close, *CLOSE_MODULE_EXITED)
-            except RuntimeError:
-                pass
+            _close_soon(conn, *CLOSE_MODULE_EXITED)
+
+
+def _close_soon(conn: Connection, code: int, reason: str) -> None:
+    """Close ``conn`` from the server side, on its event loop (from any thread)."""
+    try:
+        conn.loop.call_soon_threadsafe(conn.server_close, code, reason)
+    except RuntimeError:  # the loop is closed: the server is going away
+        pass
 
 
 class Connection:

@@ -81,6 +81,12 @@ class _Query:
     #: ``(column, value)`` when the query is one table filtered by ``column = value``.
     point: tuple[int, Any] | None = None
 
+    @classmethod
+    def build(cls, cq: CompiledQuery, subscribers: set[Conn] | None = None) -> _Query:
+        """An entry for ``cq`` with its fragment evaluators."""
+        evaluators = tuple(FragmentEvaluator.build(f) for f in cq.fragments)
+        return cls(cq, evaluators, set() if subscribers is None else subscribers)
+
     def rows(self, tx: Any, meter: Meter) -> list[tuple[FragmentEvaluator, list[bytes]]]:
         """Current rows per fragment."""
         return [(ev, ev.initial(tx, meter)) for ev in self.evaluators]
@@ -184,19 +190,25 @@ class SubscriptionManager:
         cq = query.compiled
         q = self._queries.get(cq.key)
         if q is None:
-            q = self._queries[cq.key] = query
-            q.point = _point_filter(cq)
-            if q.point is not None:
-                col, value = q.point
-                entry = self._by_point.setdefault(cq.table_id, (cq.table, {}))
-                entry[1].setdefault(col, {}).setdefault(value, set()).add(cq.key)
-            else:
-                for tid in cq.table_ids:
-                    self._by_table.setdefault(tid, set()).add(cq.key)
+            q = self._register(query)
         client = self._clients[conn]
         n = client.refs.get(cq.key, 0)
         client.refs[cq.key] = n + 1
         q.subscribers.add(conn)
+
+    def _register(self, q: _Query) -> _Query:
+        """Make ``q`` the live entry of its key and index it by the tables it reads."""
+        cq = q.compiled
+        self._queries[cq.key] = q
+        q.point = _point_filter(cq)
+        if q.point is not None:
+            col, value = q.point
+            entry = self._by_point.setdefault(cq.table_id, (cq.table, {}))
+            entry[1].setdefault(col, {}).setdefault(value, set()).add(cq.key)
+        else:
+            for tid in cq.table_ids:
+                self._by_table.setdefault(tid, set()).add(cq.key)
+        return q
 
     def _drop_ref(self, conn: Conn, key: QueryKey) -> bool:
         """One hold fewer; True when ``conn`` no longer holds ``key`` at all."""
@@ -239,7 +251,7 @@ class SubscriptionManager:
     def _registered(self, cq: CompiledQuery) -> _Query:
         """The live entry for ``cq``'s key, or a detached one (not registered) to evaluate."""
         q = self._queries.get(cq.key)
-        return q if q is not None else _Query(cq, tuple(FragmentEvaluator.build(f) for f in cq.fragments))
+        return q if q is not None else _Query.build(cq)
 
     def _row_limit_error(self, tx: Any, client: _Client, queries: Iterable[CompiledQuery]) -> str | None:
         if client.identity == self.owner:
@@ -447,6 +459,39 @@ class SubscriptionManager:
             self.disconnect_subscriptions(conn)
         self._group(result, per_query, failed)
         return result
+
+    # --- module updates -----------------------------------------------------------------------
+
+    def module_updated(self, tx: Any, rls: Sequence[str]) -> list[tuple[Conn, SubscriptionError]]:
+        """The module was replaced (republished without clearing): take its RLS rules and
+        recompile every live query against the schema in ``tx``.
+
+        Plans are made for one schema: they name indexes (which an update may drop or add) and
+        table schemas. A query that no longer compiles — a join whose only indexed join column
+        lost its index — is dropped: each connection holding it loses all its subscriptions
+        and gets the returned error, as when a query fails to evaluate (B.4).
+        """
+        self.rls = tuple(rls)
+        old = self._queries
+        self._queries, self._by_table, self._by_point = {}, {}, {}
+        failed: dict[Conn, SubscriptionError] = {}
+        for key in sorted(old, key=_key_order):
+            q = old[key]
+            # Any holder's view will do: the key names the caller when the rows depend on it.
+            holder = self._clients[next(iter(q.subscribers))]
+            try:
+                cq = compile_query(q.compiled.sql, self._view(tx, holder))
+                if cq.key != key:
+                    raise SqlError("the module's row-level-security rules changed: subscribe again")
+            except SqlError as e:
+                err = SubscriptionError(0, None, None, executing(e.message, q.compiled.sql))
+                for conn in q.subscribers:
+                    failed.setdefault(conn, err)
+                continue
+            self._register(_Query.build(cq, q.subscribers))
+        for conn in failed:
+            self.disconnect_subscriptions(conn)
+        return list(failed.items())
 
     def disconnect_subscriptions(self, conn: Conn) -> None:
         """Drop every subscription of ``conn`` but keep the connection registered."""

@@ -286,3 +286,42 @@ def test_one_off_queries(partd: SubDb) -> None:
         )
         assert partd.mgr.one_off(tx, U, "SELECT name FROM person").error.startswith("Column projections")  # type: ignore[union-attr]
         assert partd.mgr.one_off(tx, O, "SELECT * FROM secret").rows == (partd.encode("secret", (42,)),)
+
+
+# --- module updates ----------------------------------------------------------------------------
+
+
+def test_module_updated_recompiles_queries_and_drops_those_that_no_longer_compile(partd: SubDb) -> None:
+    db = partd
+    by_id = "SELECT pet.* FROM pet JOIN person ON pet.owner_id = person.id"  # person.id: the primary key
+    siblings = "SELECT a.* FROM pet a JOIN pet b ON a.owner_id = b.owner_id"  # only pet.owner_id is indexed
+    a, b = db.connect(U), db.connect(CAROL)
+    assert isinstance(db.request("subscribe_multi", a, [by_id], 0, 1), SubscribeMultiApplied)
+    assert isinstance(db.request("subscribe_multi", b, [by_id, siblings], 0, 1), SubscribeMultiApplied)
+    tx = db.ds.begin_mut()
+    tx.drop_index(db.table("pet").indexes[1].index_id)  # pet_owner_id_idx_btree, as an update does
+    tx.commit()
+    with db.view() as view:
+        failed = db.mgr.module_updated(view, ())
+    error = f"Subscriptions require indexes on join columns, executing: `{siblings}`"
+    assert failed == [(b, SubscriptionError(0, None, None, error))]
+    assert db.mgr.queries_of(a) == {(by_id, None)} and db.mgr.queries_of(b) == frozenset()
+    # A new person row is joined to its pets without the dropped index (a stale plan would
+    # still look them up by it).
+    assert db.insert("pet", (13, 3, "rat")).update_for(a) == ()
+    out = db.insert("person", (3, "carl", 40, U.to_sats(), SumValue(1, ())))
+    assert rows_of(db, out.update_for(a)) == (multiset(), multiset((13, 3, "rat")))
+    assert out.update_for(b) == ()
+
+
+def test_module_updated_takes_the_new_rls_rules(partd: SubDb) -> None:
+    db = partd
+    u = db.connect(U)
+    assert rows_of(db, db.request("subscribe_multi", u, [PET_Q], 0, 1).update)[1] == multiset(CAT, DOG, FISH)
+    with db.view() as view:
+        failed = db.mgr.module_updated(view, ["SELECT * FROM pet WHERE pet.owner_id = 2"])
+    # The hub disconnects every client before this; a query that is left becomes caller-specific.
+    error = f"the module's row-level-security rules changed: subscribe again, executing: `{PET_Q}`"
+    assert failed == [(u, SubscriptionError(0, None, None, error))]
+    assert rows_of(db, db.request("subscribe_multi", u, [PET_Q], 0, 2).update)[1] == multiset(FISH)
+    assert db.mgr.one_off(_view(db), U, PET_Q).rows == (db.encode("pet", FISH),)
