@@ -208,7 +208,8 @@ class RealtimeHub:
                 with writer_view(self.db) as tx:
                     result = self.manager.one_off(tx, conn.params.identity, msg.query_string)
                     rows = self._rows(conn, tx)
-                    self._reply(conn, wire.one_off_response(msg.message_id, result, rows))
+                    read_at = self.db.last_offset  # held for confirmed, as 1.12 holds it
+                    self._reply(conn, wire.one_off_response(msg.message_id, result, rows), read_at)
             else:
                 self._subscription_request(conn, msg)
         finally:
@@ -233,8 +234,10 @@ class RealtimeHub:
                 raise TypeError(f"unexpected client message {msg!r}")
             if isinstance(res, r.TransactionFailure):
                 self._reply(conn, self._failure_update(conn, "<none>", res.message, res.micros))
-            else:
+            elif isinstance(res, r.SubscriptionError):
                 self._reply(conn, wire.reply(res, self._rows(conn, tx)))
+            else:  # rows read from the last commit: held for confirmed until it is durable
+                self._reply(conn, wire.reply(res, self._rows(conn, tx)), self.db.last_offset)
 
     def _call_reducer(self, conn: Connection, msg: ws.CallReducer) -> None:
         db = self.db
@@ -285,8 +288,8 @@ class RealtimeHub:
     def _rows(self, conn: Connection, tx: Any) -> wire.RowEncoder:
         return wire.json_rows(tx.tables()) if conn.params.json else wire.bsatn_rows
 
-    def _reply(self, conn: Connection, msg: ws.ServerMessage) -> None:
-        self._send(conn, encode(msg, conn.params.json, conn.params.compression))
+    def _reply(self, conn: Connection, msg: ws.ServerMessage, offset: int | None = None) -> None:
+        self._send(conn, encode(msg, conn.params.json, conn.params.compression), offset)
 
     # --- commits (writer thread, from on_commit) ----------------------------------------------
 

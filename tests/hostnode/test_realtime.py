@@ -188,6 +188,51 @@ def test_confirmed_holds_identity_token_until_client_connected_is_durable(tmp_pa
     run(tmp_path, body)
 
 
+def test_confirmed_holds_subscribe_and_one_off_answers_until_what_they_read_is_durable(tmp_path: Path) -> None:
+    """As in 1.12, rows read for a subscription or a one-off query reach a confirmed client only
+    once the last commit they include is durable; errors are not held."""
+
+    async def body(node: HostNode) -> None:
+        confirmed = await client(node, 1, confirmed=True)
+        plain = await client(node, 2)
+        committer = node.database(DB).committer
+        gate = asyncio.Event()
+        real = committer.wait_durable_async
+        waited: list[int] = []
+
+        async def held(offset: int) -> None:
+            waited.append(offset)
+            await gate.wait()
+            await real(offset)
+
+        committer.wait_durable_async = held  # type: ignore[method-assign]
+        try:
+            send_message(plain, "x", 1)
+            assert isinstance(msg(await asyncio.wait_for(plain.recv(), 5)), ws.TransactionUpdate)
+            last = node.database(DB).last_offset
+            bad = ws.SubscribeMulti(("SELECT * FROM nope",), 2, ws.QueryId(2))
+            sub = ws.SubscribeMulti(("SELECT * FROM message",), 1, ws.QueryId(1))
+            for m in (bad, sub, ws.OneOffQuery(b"\x07", "SELECT * FROM message")):
+                assert confirmed.handle(ws.encode_client_message_bsatn(m)) is None
+            error = msg(await asyncio.wait_for(confirmed.recv(), 5))
+            assert isinstance(error, ws.SubscriptionError) and not waited
+            pending = asyncio.ensure_future(confirmed.recv())
+            await asyncio.sleep(0.1)
+            assert not pending.done() and waited == [last]
+            await subscribe(plain)  # not confirmed: at once
+            gate.set()
+            assert isinstance(msg(await asyncio.wait_for(pending, 5)), ws.SubscribeMultiApplied)
+            one_off = msg(await asyncio.wait_for(confirmed.recv(), 5))
+            assert isinstance(one_off, ws.OneOffQueryResponse) and one_off.message_id == b"\x07"
+            assert waited == [last, last]
+        finally:
+            committer.wait_durable_async = real  # type: ignore[method-assign]
+        await confirmed.close()
+        await plain.close()
+
+    run(tmp_path, body)
+
+
 def test_database_deleted_closes_connections_1001(tmp_path: Path) -> None:
     async def body(node: HostNode) -> None:
         conn = await client(node, 1)
