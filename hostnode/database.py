@@ -285,10 +285,10 @@ class Database:
     def update_program(self, program: bytes, *, timestamp_micros: int | None = None) -> MigrationPlan:
         """Replace the module with a new version, migrating the schema automatically (§10).
 
-        No reducer runs (no init); then the ``on_program_update`` callbacks get the plan (the
-        realtime hub disconnects or keeps its clients there). Raises ModuleLoadError for a bad
-        program and MigrationError when the schema change needs a manual migration; in both
-        cases nothing changes.
+        The update itself runs no reducer (no init). Then the ``on_program_update`` callbacks get
+        the plan: the realtime hub disconnects its clients there (running ``client_disconnected``)
+        or recompiles their queries. Raises ModuleLoadError for a bad program and MigrationError
+        when the schema change needs a manual migration; in both cases nothing changes.
         """
         self._check_open()
         wasm = WasmProgram.compile(program)
