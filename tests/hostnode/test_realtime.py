@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,27 @@ async def client(node: HostNode, n: int, **kw: object) -> Connection:
     first = await asyncio.wait_for(conn.recv(), 5)
     assert isinstance(first, bytes) and isinstance(ws.decode_server_frame(first), ws.IdentityToken)
     return conn
+
+
+@contextmanager
+def held_durability(node: HostNode) -> Iterator[tuple[asyncio.Event, list[int]]]:
+    """Make every wait for durability (``confirmed`` frames) record its offset and block until
+    the yielded gate is set."""
+    committer = node.database(DB).committer
+    gate = asyncio.Event()
+    real = committer.wait_durable_async
+    waited: list[int] = []
+
+    async def held(offset: int) -> None:
+        waited.append(offset)
+        await gate.wait()
+        await real(offset)
+
+    committer.wait_durable_async = held  # type: ignore[method-assign]
+    try:
+        yield gate, waited
+    finally:
+        committer.wait_durable_async = real  # type: ignore[method-assign]
 
 
 def msg(frame: bytes | str | None) -> ws.ServerMessage:
@@ -122,18 +144,7 @@ def test_confirmed_holds_updates_until_durable(tmp_path: Path) -> None:
         plain = await client(node, 2)
         await subscribe(confirmed)
         await subscribe(plain)
-        committer = node.database(DB).committer
-        gate = asyncio.Event()
-        real = committer.wait_durable_async
-        waited: list[int] = []
-
-        async def held(offset: int) -> None:
-            waited.append(offset)
-            await gate.wait()
-            await real(offset)
-
-        committer.wait_durable_async = held  # type: ignore[method-assign]
-        try:
+        with held_durability(node) as (gate, waited):
             send_message(plain, "x", 1)
             assert isinstance(msg(await asyncio.wait_for(plain.recv(), 5)), ws.TransactionUpdate)
             pending = asyncio.ensure_future(confirmed.recv())
@@ -141,8 +152,6 @@ def test_confirmed_holds_updates_until_durable(tmp_path: Path) -> None:
             assert not pending.done() and waited
             gate.set()
             assert isinstance(msg(await asyncio.wait_for(pending, 5)), ws.TransactionUpdate)
-        finally:
-            committer.wait_durable_async = real  # type: ignore[method-assign]
         await confirmed.close()
         await plain.close()
 
@@ -154,18 +163,7 @@ def test_confirmed_holds_identity_token_until_client_connected_is_durable(tmp_pa
     may have written rows, e.g. the chat's user row) is durable; without, at once."""
 
     async def body(node: HostNode) -> None:
-        committer = node.database(DB).committer
-        gate = asyncio.Event()
-        real = committer.wait_durable_async
-        waited: list[int] = []
-
-        async def held(offset: int) -> None:
-            waited.append(offset)
-            await gate.wait()
-            await real(offset)
-
-        committer.wait_durable_async = held  # type: ignore[method-assign]
-        try:
+        with held_durability(node) as (gate, waited):
             plain = await node.connect_client(DB, ClientParams(Identity.from_claims("localhost", "p"), "tok-p", 1))
             assert isinstance(plain, Connection)
             assert isinstance(msg(await asyncio.wait_for(plain.recv(), 5)), ws.IdentityToken)
@@ -180,8 +178,6 @@ def test_confirmed_holds_identity_token_until_client_connected_is_durable(tmp_pa
             gate.set()
             token = msg(await asyncio.wait_for(pending, 5))
             assert isinstance(token, ws.IdentityToken) and token.token == "tok-c"
-        finally:
-            committer.wait_durable_async = real  # type: ignore[method-assign]
         await confirmed.close()
         await plain.close()
 
@@ -195,18 +191,7 @@ def test_confirmed_holds_subscribe_and_one_off_answers_until_what_they_read_is_d
     async def body(node: HostNode) -> None:
         confirmed = await client(node, 1, confirmed=True)
         plain = await client(node, 2)
-        committer = node.database(DB).committer
-        gate = asyncio.Event()
-        real = committer.wait_durable_async
-        waited: list[int] = []
-
-        async def held(offset: int) -> None:
-            waited.append(offset)
-            await gate.wait()
-            await real(offset)
-
-        committer.wait_durable_async = held  # type: ignore[method-assign]
-        try:
+        with held_durability(node) as (gate, waited):
             send_message(plain, "x", 1)
             assert isinstance(msg(await asyncio.wait_for(plain.recv(), 5)), ws.TransactionUpdate)
             last = node.database(DB).last_offset
@@ -225,8 +210,6 @@ def test_confirmed_holds_subscribe_and_one_off_answers_until_what_they_read_is_d
             one_off = msg(await asyncio.wait_for(confirmed.recv(), 5))
             assert isinstance(one_off, ws.OneOffQueryResponse) and one_off.message_id == b"\x07"
             assert waited == [last, last]
-        finally:
-            committer.wait_durable_async = real  # type: ignore[method-assign]
         await confirmed.close()
         await plain.close()
 
