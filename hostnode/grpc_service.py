@@ -383,15 +383,23 @@ class _RealtimeStream:
             async for msg in request_iterator:
                 if self.identity is None and msg.database_identity:
                     self.identity = Identity.from_bsatn(msg.database_identity)
+                # A client's frames of one gRPC message go to its connection together (one
+                # trip to the database's writer), in order with its other events.
+                pending: dict[int, list[tuple[bytes, bool]]] = {}
                 for ev in msg.events:
                     kind = ev.WhichOneof("event")
-                    if kind == "connected":
-                        self._connected(ev.connected)
-                    elif kind == "message":
+                    if kind == "message":
                         m = ev.message
-                        self._message(m.connection_ref, m.frame, m.text)
+                        pending.setdefault(m.connection_ref, []).append((m.frame, m.text))
+                    elif kind == "connected":
+                        self._connected(ev.connected)
                     elif kind == "disconnected":
-                        self._disconnected(ev.disconnected.connection_ref)
+                        ref = ev.disconnected.connection_ref
+                        if ref in pending:
+                            self._messages(ref, pending.pop(ref))
+                        self._disconnected(ref)
+                for ref, frames in pending.items():
+                    self._messages(ref, frames)
         finally:
             self._ended = True
             self._wake.set()
@@ -437,33 +445,39 @@ class _RealtimeStream:
             await result.close()
             return
         backlog, client.backlog = client.backlog or [], None
-        for frame, text in backlog:
-            self._handle(client, frame, text)
+        if backlog:
+            self._handle(client, backlog)
         client.pump = asyncio.ensure_future(self._pump(client, result))
 
-    def _message(self, ref: int, frame: bytes, text: bool) -> None:
+    def _messages(self, ref: int, frames: list[tuple[bytes, bool]]) -> None:
         client = self.clients.get(ref)
         if client is None:
             return
         if client.conn is None:
             if client.backlog is not None:
-                client.backlog.append((frame, text))
+                client.backlog.extend(frames)
             return
-        self._handle(client, frame, text)
+        self._handle(client, frames)
 
-    def _handle(self, client: _Client, frame: bytes, text: bool) -> None:
-        assert client.conn is not None
+    def _handle(self, client: _Client, frames: list[tuple[bytes, bool]]) -> None:
+        conn = client.conn
+        assert conn is not None
         # The gateway says which kind of frame it was: text is decoded as JSON, binary as BSATN.
-        data: bytes | str = frame
-        if text:
+        datas: list[bytes | str] = []
+        reason: str | None = None
+        for frame, text in frames:
+            if not text:
+                datas.append(frame)
+                continue
             try:
-                data = frame.decode("utf-8")
+                datas.append(frame.decode("utf-8"))
             except UnicodeDecodeError as e:  # the gateway relays text frames as their UTF-8
-                client.conn.server_close(1011, f"text frame is not valid UTF-8: {e}")
-                return
-        reason = client.conn.handle(data)
+                reason = f"text frame is not valid UTF-8: {e}"
+                break
+        if datas:
+            reason = conn.handle_many(datas) or reason
         if reason is not None:
-            client.conn.server_close(1011, reason)
+            conn.server_close(1011, reason)
 
     def _disconnected(self, ref: int) -> None:
         client = self.clients.pop(ref, None)
