@@ -9,7 +9,8 @@ a. **transfers**: ``--conns`` BSATN WebSocket connections (``compression=None``)
    with uniform account choice and once with Zipf(α) (``--alpha``, 1.5 by default), over
    ``modules/transfer`` seeded with ``--accounts`` accounts. Latency is call sent → its
    ``TransactionUpdate`` received (calls on one connection are answered in order). Every answer is
-   checked to be a committed ``TransactionUpdate``.
+   checked to be a committed ``TransactionUpdate``. Both phases run again with ``confirmed=true``
+   (each answer held until its commit is durable on disk) unless ``--no-confirmed``.
 b. **fan-out**: ``--fanout-conns`` connections subscribe to ``SELECT * FROM message`` of a
    ``modules/quickstart-chat`` database; one more connection calls ``send_message``
    ``--fanout-rounds`` times, one call at a time; the delivery time of a round's commit to each
@@ -97,6 +98,8 @@ class BenchConfig:
     profile: Path | None = None
     skip_fanout: bool = False
     skip_transfers: bool = False
+    #: Also run both transfer phases with ``confirmed=true`` (each answer held until its commit is durable).
+    confirmed: bool = True
 
     def validate(self) -> None:
         if self.accounts < 2:
@@ -265,11 +268,11 @@ def client_frame(payload: bytes, opcode: int = 2) -> bytes:
 
 
 async def ws_connect(host: str, port: int, db: str, token: str, on_frames: Callable[[list[bytes]], None],
-                     *, timeout: float = 30.0) -> RawWs:  # fmt: skip
+                     *, timeout: float = 30.0, confirmed: bool = False) -> RawWs:  # fmt: skip
     """Open ``/v1/database/<db>/subscribe`` (BSATN, no compression) and wait for the 101."""
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
-        f"GET /v1/database/{db}/subscribe?compression=None HTTP/1.1\r\n"
+        f"GET /v1/database/{db}/subscribe?compression=None{'&confirmed=true' if confirmed else ''} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
         f"Sec-WebSocket-Protocol: {BSATN_PROTOCOL}\r\nAuthorization: Bearer {token}\r\n\r\n"
@@ -310,6 +313,7 @@ def is_committed_update(payload: bytes) -> bool:
 
 async def transfer_load(
     host: str, port: int, tokens: list[str], cfg: BenchConfig, *, alpha: float | None, seconds: float,
+    confirmed: bool = False,
     label: str, server_pid: int, seed: int,
 ) -> LoadStats:  # fmt: skip
     """``cfg.conns`` connections × ``cfg.inflight`` outstanding transfers for ``seconds``."""
@@ -382,7 +386,7 @@ async def transfer_load(
 
     conns = [Conn(i) for i in range(len(tokens))]
     for c, token in zip(conns, tokens, strict=True):
-        c.ws = await ws_connect(host, port, TRANSFER_DB, token, c.frames)
+        c.ws = await ws_connect(host, port, TRANSFER_DB, token, c.frames, confirmed=confirmed)
     t_wait = perf() + 30
     while not all(c.started for c in conns):
         if perf() > t_wait:
@@ -581,14 +585,15 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Re
                     f"server pid {pid} on {server.url} ({cfg.transport}); seeding {cfg.accounts:,} accounts ..."
                 )
                 tokens = server.run(lambda c: _setup_transfer(c, cfg))
-                phases: list[tuple[str, float | None]] = [
-                    ("uniform", None),
-                    (f"zipf α={cfg.alpha:g}", cfg.alpha),
-                ]
-                for i, (label, alpha) in enumerate(phases):
+                zipf = f"zipf α={cfg.alpha:g}"
+                phases: list[tuple[str, float | None, bool]] = [("uniform", None, False), (zipf, cfg.alpha, False)]
+                if cfg.confirmed:
+                    phases += [("uniform, confirmed", None, True), (f"{zipf}, confirmed", cfg.alpha, True)]
+                for i, (label, alpha, confirmed) in enumerate(phases):
                     if cfg.warmup > 0:
                         asyncio.run(transfer_load(host, port, tokens, cfg, alpha=alpha, seconds=cfg.warmup,
-                                                  label="warm-up", server_pid=pid, seed=cfg.seed + 50 + i))  # fmt: skip
+                                                  label="warm-up", server_pid=pid, seed=cfg.seed + 50 + i,
+                                                  confirmed=confirmed))  # fmt: skip
                     log(
                         f"transfers, {label}: {cfg.conns} conns × {cfg.inflight} in flight, {cfg.seconds:g} s ..."
                     )
@@ -596,7 +601,8 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Re
                         if cfg.profile else None  # fmt: skip
                     try:
                         load = asyncio.run(transfer_load(host, port, tokens, cfg, alpha=alpha, seconds=cfg.seconds,
-                                                         label=f"transfer {label}", server_pid=pid, seed=cfg.seed + i))  # fmt: skip
+                                                         label=f"transfer {label}", server_pid=pid, seed=cfg.seed + i,
+                                                         confirmed=confirmed))  # fmt: skip
                     finally:
                         _stop_profiler(profiler, cfg.seconds + 30)
                     loads.append(load)
@@ -689,12 +695,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", type=Path, help="py-spy output per transfer phase (.svg, .txt raw, .json)")
     ap.add_argument("--skip-fanout", action="store_true")
     ap.add_argument("--skip-transfers", action="store_true")
+    ap.add_argument("--no-confirmed", action="store_true", help="skip the confirmed=true transfer phases")
     ap.add_argument("--json", type=Path, help="also write the report as JSON here")
     a = ap.parse_args(argv)
     cfg = BenchConfig(
         seconds=a.seconds, warmup=a.warmup, conns=a.conns, inflight=a.inflight, accounts=a.accounts,
         alpha=a.alpha, fanout_conns=a.fanout_conns, fanout_rounds=a.fanout_rounds, transport=a.transport,
-        profile=a.profile, skip_fanout=a.skip_fanout, skip_transfers=a.skip_transfers,
+        profile=a.profile, skip_fanout=a.skip_fanout, skip_transfers=a.skip_transfers, confirmed=not a.no_confirmed,
     )  # fmt: skip
     try:
         cfg.validate()
