@@ -11,16 +11,28 @@ and the change, so the publisher can decide to clear the database instead; nothi
 changed silently. Still to come: changing a table's access, adding/removing sequences and
 schedules on existing tables, appending columns with defaults, and layout-compatible type
 changes (new enum variants).
+
+An update that disconnects clients needs the publisher's consent, as in 1.12: the
+pre-publish answer carries a :func:`migration_token` naming (database, running program, new
+program), and :func:`check_policy` lets such an update through only when the publish echoes
+that token back. Without a token, only updates that keep every client connected go through.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hostnode.moduledef import ModuleDef
 from hostnode.schema import IndexSchema, SequenceSchema, TableSchema
 from hostnode.schema_build import FIRST_USER_ID, build_schemas
+from sats.identity import Identity
+
+#: Why an update without the caller's consent is refused (1.12's wording).
+BREAKS_CLIENTS = "Migration plan contains a client-breaking change which is disallowed under current policy"
+#: Why an update with a token that is not this update's is refused (1.12's wording).
+INVALID_TOKEN = "Token provided is invalid or does not match expected hash"
 
 
 class MigrationError(Exception):
@@ -32,6 +44,10 @@ class MigrationError(Exception):
             "the update needs a manual migration (publish with --clear-database to start over): "
             + "; ".join(problems)
         )
+
+
+class MigrationPolicyError(Exception):
+    """The update is possible but the publish did not consent to what it does to clients."""
 
 
 @dataclass
@@ -139,3 +155,27 @@ def plan_update(current: dict[int, TableSchema], new: ModuleDef, *, old_rls: Seq
     if problems:
         raise MigrationError(problems)
     return plan
+
+
+def migration_token(identity: Identity, old_program: bytes, new_program: bytes) -> bytes:
+    """The 32-byte token a pre-publish hands out for replacing ``old_program`` by ``new_program``.
+
+    It names the update, not a secret (anyone can compute it): echoing it back only shows that
+    the publisher saw this plan. A token for another database, or planned while another program
+    was running, does not match.
+    """
+    old, new = hashlib.sha3_256(old_program).digest(), hashlib.sha3_256(new_program).digest()
+    return hashlib.sha3_256(identity.to_bsatn() + old + new).digest()
+
+
+def check_policy(plan: MigrationPlan, token: bytes | None, expected: bytes) -> None:
+    """Raise MigrationPolicyError unless the publish may run ``plan``.
+
+    ``token`` None (1.12's policy ``Compatible``): the plan must keep every client connected.
+    A token (``BreakClients``): it must be ``expected`` — this update's — whatever the plan does.
+    """
+    if token is None:
+        if plan.disconnects_clients:
+            raise MigrationPolicyError(BREAKS_CLIENTS)
+    elif token != expected:
+        raise MigrationPolicyError(INVALID_TOKEN)

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from hostnode.database import Database, MigrationError
+from hostnode.migrate import MigrationPlan, MigrationPolicyError, check_policy, migration_token
 from hostnode.moduledef import IndexAlgorithm, RawIndexDefV9
 from hostnode.wasm_host import ModuleLoadError
 from sats.bsatn import encode
+from sats.identity import Identity
 from sats.types import STRING, U32, ProductType, product
 from tests.hostnode.conftest import create_db, module_wasm
 from tests.wat_modules import table
@@ -128,3 +130,16 @@ def test_changing_rls_rules_is_automatic_and_disconnects_clients(tmp_path: Path)
         assert db.row_level_security == (keep, new)
     finally:
         db.close()
+
+
+def test_check_policy() -> None:
+    keeps, breaks = MigrationPlan(), MigrationPlan(create_rls=["SELECT * FROM a"])
+    mine = migration_token(Identity.ZERO, b"old", b"new")
+    assert len(mine) == 32 and mine != migration_token(Identity.ZERO, b"new", b"old")
+    check_policy(keeps, None, mine)
+    check_policy(keeps, mine, mine)
+    check_policy(breaks, mine, mine)
+    with pytest.raises(MigrationPolicyError, match="client-breaking"):
+        check_policy(breaks, None, mine)
+    with pytest.raises(MigrationPolicyError, match="does not match"):
+        check_policy(keeps, bytes(32), mine)
