@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ __all__ = [
     "UpdatePreview",
     "describe_plan",
     "failure_of",
+    "format_token",
     "log_batches",
     "preview_update",
     "start_server",
@@ -116,22 +116,21 @@ async def preview_update(node: HostNode, identity: Identity, program: bytes) -> 
     Raises DatabaseNotFound, ModuleLoadError or DatabaseError; a manual migration is a value.
     """
     try:
-        plan = await node.plan_program_update(identity, program)
+        planned = await node.plan_program_update(identity, program)
     except MigrationError as e:
         return UpdatePreview(automatic=False, reason=str(e))
-    old_program, index_names = await node.run(identity, _program_and_index_names)
-    digest = hashlib.sha3_256(
-        identity.to_bsatn() + hashlib.sha3_256(old_program).digest() + hashlib.sha3_256(program).digest()
-    ).digest()
-    token = f"0x{int.from_bytes(digest, 'little'):x}"
     return UpdatePreview(
-        automatic=True, plan=describe_plan(plan, index_names), token=token, break_clients=plan.disconnects_clients
+        automatic=True,
+        plan=describe_plan(planned.plan, planned.index_names),
+        token=format_token(planned.token),
+        break_clients=planned.plan.disconnects_clients,
     )
 
 
-def _program_and_index_names(db: Database) -> tuple[bytes, dict[int, str]]:
-    names = {ix.index_id: ix.name for t in db.datastore.tables().values() for ix in t.indexes}
-    return db.program_bytes, names
+def format_token(token: bytes) -> str:
+    """A migration token as the pre-publish answer shows it: 1.12's SATS-JSON of a ``Hash``
+    (a u256 from the little-endian bytes, ``0x`` and no leading zeros)."""
+    return f"0x{int.from_bytes(token, 'little'):x}"
 
 
 def describe_plan(plan: MigrationPlan, index_names: dict[int, str]) -> str:

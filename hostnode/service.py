@@ -28,7 +28,7 @@ from hostnode.database import (
     NoSuchReducer,
     ReducerOutcome,
 )
-from hostnode.migrate import MigrationPlan, plan_update
+from hostnode.migrate import MigrationPlan, migration_token, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
 from hostnode.realtime import ClientParams, Connection, RealtimeHub
 from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
@@ -67,6 +67,17 @@ class HttpCall:
     reducer: ReducerOutcome | None = None
     error: DatabaseError | None = None
     last_offset: int = -1
+
+
+@dataclass(frozen=True)
+class PlannedUpdate:
+    """What republishing a program would do, planned against the running one."""
+
+    plan: MigrationPlan
+    #: The :func:`hostnode.migrate.migration_token` of this update (what install checks).
+    token: bytes
+    #: Names of the current indexes by id (the plan names the indexes it drops by id).
+    index_names: dict[int, str]
 
 
 @dataclass
@@ -313,14 +324,15 @@ class HostNode:
         except (DecodeError, EncodeError) as e:
             raise InvalidArguments(f"invalid arguments for reducer {reducer}: {e}") from None
 
-    async def plan_program_update(self, identity: Identity, program: bytes) -> MigrationPlan:
+    async def plan_program_update(self, identity: Identity, program: bytes) -> PlannedUpdate:
         """The migration republishing ``program`` would run, without changing anything.
 
-        Raises ModuleLoadError for a program that cannot be loaded and MigrationError when the
-        update needs a manual migration.
+        The plan and its token are made in one step on the writer thread, so the token names
+        the very program the plan was made against. Raises ModuleLoadError for a program that
+        cannot be loaded and MigrationError when the update needs a manual migration.
         """
 
-        def plan(db: Database) -> MigrationPlan:
+        def plan(db: Database) -> PlannedUpdate:
             host = ModuleHost(WasmProgram.compile(program), db, fuel_budget=db.config.fuel_budget)
             try:
                 describe = host.instantiate()
@@ -330,7 +342,12 @@ class HostNode:
                 mdef = load_module_def(describe)
             except (ModuleDefError, DecodeError) as e:
                 raise ModuleLoadError(f"invalid module definition: {e}") from None
-            return plan_update(db.datastore.tables(), mdef, old_rls=db.row_level_security)
+            tables = db.datastore.tables()
+            return PlannedUpdate(
+                plan=plan_update(tables, mdef, old_rls=db.row_level_security),
+                token=migration_token(db.identity, db.program_bytes, program),
+                index_names={ix.index_id: ix.name for t in tables.values() for ix in t.indexes},
+            )
 
         return await self.run(identity, plan)
 
@@ -407,4 +424,5 @@ __all__ = [
     "HostNodeConfig",
     "HostNodeError",
     "InstallResult",
+    "PlannedUpdate",
 ]

@@ -63,8 +63,8 @@ def test_encode_json_args(tmp_path: Path) -> None:
 def test_plan_program_update(tmp_path: Path) -> None:
     async def body(cp: LocalControlPlane, host: LocalHostNode, node: HostNode) -> None:
         db = (await cp.publish(ALICE, "chat", CHAT, clear=False)).identity
-        plan = await node.plan_program_update(db, CHAT)
-        assert plan.is_empty
+        planned = await node.plan_program_update(db, CHAT)
+        assert planned.plan.is_empty and len(planned.token) == 32
         with pytest.raises(MigrationError, match="table `message` would be removed"):
             await node.plan_program_update(db, TRANSFER)
         with pytest.raises(ModuleLoadError):
