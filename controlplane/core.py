@@ -42,6 +42,8 @@ from sats.errors import SatsError
 from sats.identity import Identity
 
 LOCAL_ISSUER = "localhost"
+#: A publish with policy ``BreakClients`` and no ``token`` (1.12's wording).
+MISSING_TOKEN = "Migration policy is set to `BreakClients`, but no migration token was provided."
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -103,7 +105,8 @@ class PublishFailed(ControlPlaneError):
 
 
 class UpdateRejected(ControlPlaneError):
-    """The new module needs a manual migration."""
+    """The new module needs a manual migration, or would disconnect the clients without the
+    publisher's consent (migration policy, client-api.md §6.2)."""
 
     status = 400
 
@@ -114,8 +117,14 @@ class UpdateRejected(ControlPlaneError):
 class HostNodeClient(Protocol):
     """What the control plane needs from the host node running a database."""
 
-    async def install(self, identity: Identity, owner: Identity, program: bytes, *, clear: bool = False) -> Any:
-        """Create or update the database; raises on failure."""
+    async def install(
+        self, identity: Identity, owner: Identity, program: bytes, *, clear: bool = False, token: bytes | None = None
+    ) -> Any:
+        """Create or update the database; raises on failure.
+
+        ``token``: the pre-publish token of the update, given when the publisher accepts that
+        it disconnects the clients; without one such an update is refused.
+        """
 
     async def delete(self, identity: Identity) -> None:
         """Stop the database and remove its replica."""
@@ -296,9 +305,22 @@ class ControlPlane:
     # --- publish ------------------------------------------------------------------------------
 
     async def publish(
-        self, caller: Identity, name_or_identity: str | None, program: bytes, *, clear: bool = False
+        self,
+        caller: Identity,
+        name_or_identity: str | None,
+        program: bytes,
+        *,
+        clear: bool = False,
+        break_clients: bool = False,
+        token: bytes | None = None,
     ) -> PublishResult:
-        """Create or update a database (client-api.md §6.2)."""
+        """Create or update a database (client-api.md §6.2).
+
+        ``break_clients`` and ``token`` are the migration policy: an update that disconnects
+        the clients goes through only with both, ``token`` being the one the pre-publish of
+        this update answered. As in 1.12, ``break_clients`` without a token is refused once
+        the caller may publish here (a clear of an existing database has no policy).
+        """
         domain: str | None = None
         if clear and not name_or_identity:
             raise BadRequest("Clear database requires database name or identity")
@@ -323,11 +345,16 @@ class ControlPlane:
                     f"{caller.to_hex()} is not authorized to perform action on database "
                     f"{identity.to_hex()}: update database"
                 )
+            if not clear:
+                _require_token(break_clients, token)
             try:
-                await self.host.install(identity, record.owner, program, clear=clear)
+                await self.host.install(
+                    identity, record.owner, program, clear=clear, token=token if break_clients else None
+                )
             except Exception as e:
                 raise _install_error(e, updating=True) from None
             return PublishResult(identity, "updated", domain)
+        _require_token(break_clients, token)
         try:
             await self.host.install(identity, caller, program)
         except Exception as e:
@@ -432,9 +459,17 @@ class ControlPlane:
             raise BadRequest("a name was taken concurrently; try again")
 
 
+def _require_token(break_clients: bool, token: bytes | None) -> None:
+    if break_clients and token is None:
+        raise BadRequest(MISSING_TOKEN)
+
+
 def _install_error(e: Exception, *, updating: bool) -> ControlPlaneError:
+    # Host nodes (in-process or remote) name their refusals with these class names.
     if type(e).__name__ == "MigrationError":
         return UpdateRejected(f"Database update rejected: {e}")
+    if type(e).__name__ == "MigrationPolicyError":
+        return UpdateRejected(f"Failed to create or update the database: {e}")
     verb = "update" if updating else "create"
     return PublishFailed(f"Failed to {verb} the database: {e}")
 
@@ -447,6 +482,7 @@ __all__ = [
     "DatabaseRecord",
     "HostNodeClient",
     "InvalidName",
+    "MISSING_TOKEN",
     "NameNotFound",
     "NamePermissionDenied",
     "NotAuthorized",

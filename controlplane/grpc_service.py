@@ -66,10 +66,19 @@ class ControlPlaneOps:
         return await self.control.require_database(name_or_identity)
 
     async def publish(
-        self, caller: Identity, name_or_identity: str | None, program: bytes, *, clear: bool
+        self,
+        caller: Identity,
+        name_or_identity: str | None,
+        program: bytes,
+        *,
+        clear: bool,
+        break_clients: bool = False,
+        token: bytes | None = None,
     ) -> PublishResult:
-        """Create or update (client-api.md §6.2)."""
-        return await self.control.publish(caller, name_or_identity, program, clear=clear)
+        """Create or update (client-api.md §6.2), under the migration policy ``break_clients``/``token``."""
+        return await self.control.publish(
+            caller, name_or_identity, program, clear=clear, break_clients=break_clients, token=token
+        )
 
     async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishResult:
         """Wipe the data and reinstall (the given program, or the current one); owner only."""
@@ -204,7 +213,8 @@ class ControlPlaneServicer(pb_grpc.ControlPlaneServicer):
         try:
             result = await self.ops.publish(
                 _identity(request.caller_identity), request.name_or_identity or None, request.program,
-                clear=request.clear,
+                clear=request.clear, break_clients=request.break_clients,
+                token=request.migration_token if request.HasField("migration_token") else None,
             )
         except Exception as e:  # noqa: BLE001
             return pb.PublishResponse(failure=_failure(e))

@@ -4,7 +4,7 @@ The control plane drives remote host nodes through this (install, delete, reset)
 ``Failure`` answer becomes an exception whose text is the node's message, so the control plane
 words its errors exactly as it does over an in-process :class:`hostnode.service.HostNode`; the
 exception classes keep the names :class:`ControlPlane` recognises (``MigrationError``,
-``DatabaseNotFound``).
+``MigrationPolicyError``, ``DatabaseNotFound``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
 from sats.identity import Identity
 
-__all__ = ["DatabaseNotFound", "GrpcHostNodeClient", "HostNodeFailure", "Installed", "MigrationError"]
+__all__ = [
+    "DatabaseNotFound",
+    "GrpcHostNodeClient",
+    "HostNodeFailure",
+    "Installed",
+    "MigrationError",
+    "MigrationPolicyError",
+]
 
 
 class HostNodeFailure(Exception):
@@ -33,6 +40,10 @@ class MigrationError(HostNodeFailure):
     """The update needs a manual migration."""
 
 
+class MigrationPolicyError(HostNodeFailure):
+    """The update would disconnect the clients and the request did not consent to it."""
+
+
 class DatabaseNotFound(HostNodeFailure):
     """No such database on the node."""
 
@@ -43,6 +54,7 @@ def raise_failure(failure: pb.Failure) -> None:
         return
     cls = {
         pb.ERROR_KIND_MIGRATION_REJECTED: MigrationError,
+        pb.ERROR_KIND_MIGRATION_POLICY: MigrationPolicyError,
         pb.ERROR_KIND_NO_SUCH_DATABASE: DatabaseNotFound,
     }.get(failure.kind, HostNodeFailure)
     raise cls(failure.kind, failure.message)
@@ -63,26 +75,39 @@ class GrpcHostNodeClient:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.stub = pb_grpc.HostNodeStub(channel)
 
-    async def install(self, identity: Identity, owner: Identity, program: bytes, *, clear: bool = False) -> Installed:
-        """Create or update the database; raises :class:`HostNodeFailure` on failure."""
-        return await self._install(identity, owner, program, clear=clear, keep_program=False)
+    async def install(
+        self, identity: Identity, owner: Identity, program: bytes, *, clear: bool = False, token: bytes | None = None
+    ) -> Installed:
+        """Create or update the database; raises :class:`HostNodeFailure` on failure.
+
+        ``token``: the pre-publish token of an update the caller lets disconnect the clients.
+        """
+        return await self._install(identity, owner, program, clear=clear, keep_program=False, token=token)
 
     async def reset(self, identity: Identity, owner: Identity, program: bytes | None) -> Installed:
         """Wipe the database and reinstall ``program`` (None: its current program)."""
         return await self._install(identity, owner, program or b"", clear=True, keep_program=program is None)
 
     async def _install(
-        self, identity: Identity, owner: Identity, program: bytes, *, clear: bool, keep_program: bool
+        self,
+        identity: Identity,
+        owner: Identity,
+        program: bytes,
+        *,
+        clear: bool,
+        keep_program: bool,
+        token: bytes | None = None,
     ) -> Installed:
-        response: pb.InstallResponse = await self.stub.Install(
-            pb.InstallRequest(
-                database_identity=identity.to_bsatn(),
-                owner_identity=owner.to_bsatn(),
-                program=program,
-                clear=clear,
-                keep_program=keep_program,
-            )
+        request = pb.InstallRequest(
+            database_identity=identity.to_bsatn(),
+            owner_identity=owner.to_bsatn(),
+            program=program,
+            clear=clear,
+            keep_program=keep_program,
         )
+        if token is not None:
+            request.migration_token = token
+        response: pb.InstallResponse = await self.stub.Install(request)
         raise_failure(response.failure)
         return Installed(response.created, response.migration)
 

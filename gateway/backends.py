@@ -170,9 +170,18 @@ class ControlPlaneBackend(Protocol):
         ...
 
     async def publish(
-        self, caller: Identity, name_or_identity: str | None, program: bytes, *, clear: bool
+        self,
+        caller: Identity,
+        name_or_identity: str | None,
+        program: bytes,
+        *,
+        clear: bool,
+        break_clients: bool = False,
+        token: bytes | None = None,
     ) -> PublishOutcome:
-        """Create or update (client-api.md §6.2), with its owner check."""
+        """Create or update (client-api.md §6.2), with its owner check and migration policy:
+        an update that disconnects the clients needs ``break_clients`` and ``token``, the 32
+        bytes of this update's pre-publish token (otherwise 400)."""
         ...
 
     async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishOutcome:

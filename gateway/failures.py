@@ -40,6 +40,7 @@ class HostErrorKind(enum.IntEnum):
     MIGRATION_REJECTED = 8
     SQL = 9
     INTERNAL = 10
+    MIGRATION_POLICY = 11
 
 
 class ControlErrorKind(enum.IntEnum):
@@ -77,6 +78,7 @@ _HOST: dict[HostErrorKind, tuple[int, str | None]] = {
     HostErrorKind.DATABASE: (500, None),
     HostErrorKind.INVALID_PROGRAM: (500, None),
     HostErrorKind.MIGRATION_REJECTED: (400, None),
+    HostErrorKind.MIGRATION_POLICY: (400, None),
     HostErrorKind.SQL: (400, None),
     # What the gateway's error middleware answers for an unexpected exception.
     HostErrorKind.INTERNAL: (500, "internal error: {}"),

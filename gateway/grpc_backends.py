@@ -105,12 +105,22 @@ class GrpcControlPlane:
         )
 
     async def publish(
-        self, caller: Identity, name_or_identity: str | None, program: bytes, *, clear: bool
+        self,
+        caller: Identity,
+        name_or_identity: str | None,
+        program: bytes,
+        *,
+        clear: bool,
+        break_clients: bool = False,
+        token: bytes | None = None,
     ) -> PublishOutcome:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
         request = cpb.PublishRequest(
-            caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity or "", program=program, clear=clear
-        )
+            caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity or "", program=program, clear=clear,
+            break_clients=break_clients,
+        )  # fmt: skip
+        if token is not None:
+            request.migration_token = token
         return _outcome(await self.stub.Publish(request))
 
     async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishOutcome:

@@ -20,6 +20,7 @@ __all__ = [
     "parse_url_identity",
     "query_bool",
     "query_choice",
+    "query_hash",
     "query_int",
     "read_body",
     "text_response",
@@ -70,6 +71,26 @@ def query_int(request: web.Request, name: str, *, bits: int, signed: bool = Fals
     if not lo <= value <= hi:
         raise _query_error(f"{name}: number too large to fit in target type")
     return value
+
+
+_HASH = re.compile(r"\+?0x([0-9a-fA-F]+)")
+
+
+def query_hash(request: web.Request, name: str) -> bytes | None:
+    """``?name=0x…``, a 1.12 ``Hash`` (a u256 in ``0x`` hex, as pre-publish shows it), as its 32
+    little-endian bytes; None when absent."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw:
+        raise _query_error(f"{name}: cannot parse integer from empty string")
+    match = _HASH.fullmatch(raw)
+    if match is None:
+        raise _query_error(f"{name}: invalid digit found in string")
+    value = int(match.group(1), 16)
+    if value >> 256:
+        raise _query_error(f"{name}: number too large to fit in target type")
+    return value.to_bytes(32, "little")
 
 
 def query_choice(request: web.Request, name: str, choices: tuple[str, ...], default: str | None) -> str | None:

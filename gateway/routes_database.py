@@ -24,6 +24,7 @@ from gateway.http_util import (
     json_response,
     query_bool,
     query_choice,
+    query_hash,
     query_int,
     read_body,
     text_response,
@@ -122,12 +123,11 @@ async def _publish(request: web.Request, name_or_identity: str | None) -> web.Re
     caller = caller_of(request)
     clear = query_bool(request, "clear")
     _module_params(request)
-    token = request.query.get("token")
-    if token is not None and not _is_hash(token):
-        raise ApiError.text(400, f"Failed to deserialize query string: token: invalid hash `{token[:80]}`")
-    policy = query_choice(request, "policy", ("Compatible", "BreakClients"), "Compatible")
-    if policy == "BreakClients" and token is None:
-        raise ApiError.text(400, "Migration policy is set to `BreakClients`, but no migration token was provided.")
+    # The migration policy: the control plane refuses BreakClients without a token (after its
+    # owner check, as 1.12 does) and the host node an update that disconnects the clients
+    # unless the token is that update's.
+    token = query_hash(request, "token")
+    break_clients = query_choice(request, "policy", ("Compatible", "BreakClients"), "Compatible") == "BreakClients"
     parent = request.query.get("parent")
     program = await read_body(request, gw.config.max_module_bytes)
     if parent is not None:
@@ -139,13 +139,10 @@ async def _publish(request: web.Request, name_or_identity: str | None) -> web.Re
         if clear and exists:
             raise ApiError.text(400, "Setting the parent of an existing database is not supported")
         raise ApiError.text(500, "Parent databases (teams) are not supported by this server")
-    outcome = await gw.control.publish(caller.identity, name_or_identity, program, clear=clear)
+    outcome = await gw.control.publish(
+        caller.identity, name_or_identity, program, clear=clear, break_clients=break_clients, token=token
+    )
     return json_response(outcome.to_json())
-
-
-def _is_hash(text: str) -> bool:
-    digits = text[2:] if text[:2].lower() == "0x" else text
-    return 0 < len(digits) <= 64 and all(c in "0123456789abcdefABCDEF" for c in digits)
 
 
 @routes.post("/v1/database")

@@ -35,7 +35,7 @@ from typing import Any
 
 from hostnode.commitlog import CommitLog, GroupCommitter
 from hostnode.datastore import Datastore, DatastoreError
-from hostnode.migrate import MigrationError, MigrationPlan, plan_update
+from hostnode.migrate import MigrationError, MigrationPlan, check_policy, migration_token, plan_update
 from hostnode.moduledef import Lifecycle, ModuleDef, ModuleDefError, decode_raw_module_def, validate
 from hostnode.modulelog import ModuleLog
 from hostnode.schema_build import SystemTables, build_schemas
@@ -282,13 +282,18 @@ class Database:
         self.checkpoint(wait=True)
         return outcome
 
-    def update_program(self, program: bytes, *, timestamp_micros: int | None = None) -> MigrationPlan:
+    def update_program(
+        self, program: bytes, *, token: bytes | None = None, timestamp_micros: int | None = None
+    ) -> MigrationPlan:
         """Replace the module with a new version, migrating the schema automatically (§10).
 
         The update itself runs no reducer (no init). Then the ``on_program_update`` callbacks get
         the plan: the realtime hub disconnects its clients there (running ``client_disconnected``)
-        or recompiles their queries. Raises ModuleLoadError for a bad program and MigrationError
-        when the schema change needs a manual migration; in both cases nothing changes.
+        or recompiles their queries. ``token`` is the caller's consent to disconnect clients
+        (:func:`hostnode.migrate.check_policy`); republishing the running program needs none.
+        Raises ModuleLoadError for a bad program, MigrationError when the schema change needs a
+        manual migration and MigrationPolicyError when the policy refuses the plan; in each
+        case nothing changes.
         """
         self._check_open()
         wasm = WasmProgram.compile(program)
@@ -299,6 +304,8 @@ class Database:
         except (ModuleDefError, DecodeError) as e:
             raise ModuleLoadError(f"invalid module definition: {e}") from None
         plan = plan_update(self.datastore.tables(), mdef, old_rls=self.row_level_security)
+        if program != self.program_bytes:
+            check_policy(plan, token, migration_token(self.identity, self.program_bytes, program))
         tx = self.datastore.begin_mut()
         try:
             for index_id in plan.drop_indexes:

@@ -30,7 +30,7 @@ from hostnode.database import (
     ReducerOutcome,
     Status,
 )
-from hostnode.migrate import MigrationError, MigrationPlan
+from hostnode.migrate import MigrationError, MigrationPlan, MigrationPolicyError
 from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection
 from hostnode.service import DatabaseNotFound, HostNode
 from hostnode.sql import SqlError, render_response_bytes
@@ -78,6 +78,7 @@ _KINDS: list[tuple[type[BaseException], pb.ErrorKind]] = [
     (DatabaseError, pb.ERROR_KIND_DATABASE),
     (ModuleLoadError, pb.ERROR_KIND_INVALID_PROGRAM),
     (MigrationError, pb.ERROR_KIND_MIGRATION_REJECTED),
+    (MigrationPolicyError, pb.ERROR_KIND_MIGRATION_POLICY),
     (SqlError, pb.ERROR_KIND_SQL),
 ]
 
@@ -216,7 +217,9 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
         identity = Identity.from_bsatn(request.database_identity)
         try:
             program = self.node.database(identity).program_bytes if request.keep_program else request.program
-            done = await self.node.install(identity, Identity.from_bsatn(request.owner_identity), program, clear=request.clear)
+            token = request.migration_token if request.HasField("migration_token") else None
+            owner = Identity.from_bsatn(request.owner_identity)
+            done = await self.node.install(identity, owner, program, clear=request.clear, token=token)
         except Exception as e:  # noqa: BLE001 - every failure is an answer
             return pb.InstallResponse(failure=_failure(e))
         response = pb.InstallResponse(created=done.created)

@@ -157,21 +157,23 @@ class HostNode:
     # --- publishing ---------------------------------------------------------------------------
 
     async def install(
-        self, identity: Identity, owner: Identity, program: bytes, *, clear: bool = False
+        self, identity: Identity, owner: Identity, program: bytes, *, clear: bool = False, token: bytes | None = None
     ) -> InstallResult:
         """Create the database (running init), or update its program (migrating the schema).
 
-        With ``clear`` an existing database is replaced by a new one: the new database is
-        created (and its init run) in a staging directory first, and only then swapped in, so a
-        failing program leaves the old database serving. Failures leave the previous state
-        untouched (a failed create leaves nothing behind).
+        An update that would disconnect the clients needs ``token``, the one the pre-publish of
+        this update handed out (:func:`hostnode.migrate.check_policy`); creates and clears
+        ignore it. With ``clear`` an existing database is replaced by a new one: the new
+        database is created (and its init run) in a staging directory first, and only then
+        swapped in, so a failing program leaves the old database serving. Failures leave the
+        previous state untouched (a failed create leaves nothing behind).
         """
         async with self._lock(identity):
             if identity in self._workers and clear:
                 return await self._replace(identity, owner, program)
             worker = self._workers.get(identity)
             if worker is not None:
-                plan = await _wrap(worker.submit(lambda db: db.update_program(program)))
+                plan = await _wrap(worker.submit(lambda db: db.update_program(program, token=token)))
                 return InstallResult(created=False, migration=plan)
             path = self._path(identity)
             if path.exists():

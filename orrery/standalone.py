@@ -169,11 +169,20 @@ class LocalControlPlane:
             return _info(await self.ops.database(name_or_identity))
 
     async def publish(
-        self, caller: Identity, name_or_identity: str | None, program: bytes, *, clear: bool
+        self,
+        caller: Identity,
+        name_or_identity: str | None,
+        program: bytes,
+        *,
+        clear: bool,
+        break_clients: bool = False,
+        token: bytes | None = None,
     ) -> PublishOutcome:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
         with _control_errors():
-            result = await self.ops.publish(caller, name_or_identity, program, clear=clear)
+            result = await self.ops.publish(
+                caller, name_or_identity, program, clear=clear, break_clients=break_clients, token=token
+            )
         return PublishOutcome(result.identity, result.op, result.domain)
 
     async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishOutcome:

@@ -102,18 +102,22 @@ class DatabaseResponse(_message.Message):
     def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ..., database: _Optional[_Union[DatabaseInfo, _Mapping]] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
-    __slots__ = ("caller_identity", "name_or_identity", "program", "clear", "num_replicas")
+    __slots__ = ("caller_identity", "name_or_identity", "program", "clear", "num_replicas", "break_clients", "migration_token")
     CALLER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     CLEAR_FIELD_NUMBER: _ClassVar[int]
     NUM_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    BREAK_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     caller_identity: bytes
     name_or_identity: str
     program: bytes
     clear: bool
     num_replicas: int
-    def __init__(self, caller_identity: _Optional[bytes] = ..., name_or_identity: _Optional[str] = ..., program: _Optional[bytes] = ..., clear: _Optional[bool] = ..., num_replicas: _Optional[int] = ...) -> None: ...
+    break_clients: bool
+    migration_token: bytes
+    def __init__(self, caller_identity: _Optional[bytes] = ..., name_or_identity: _Optional[str] = ..., program: _Optional[bytes] = ..., clear: _Optional[bool] = ..., num_replicas: _Optional[int] = ..., break_clients: _Optional[bool] = ..., migration_token: _Optional[bytes] = ...) -> None: ...
 
 class ResetRequest(_message.Message):
     __slots__ = ("caller_identity", "name_or_identity", "program")

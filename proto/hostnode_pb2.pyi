@@ -20,6 +20,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_MIGRATION_REJECTED: _ClassVar[ErrorKind]
     ERROR_KIND_SQL: _ClassVar[ErrorKind]
     ERROR_KIND_INTERNAL: _ClassVar[ErrorKind]
+    ERROR_KIND_MIGRATION_POLICY: _ClassVar[ErrorKind]
 
 class CallKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +43,7 @@ ERROR_KIND_INVALID_PROGRAM: ErrorKind
 ERROR_KIND_MIGRATION_REJECTED: ErrorKind
 ERROR_KIND_SQL: ErrorKind
 ERROR_KIND_INTERNAL: ErrorKind
+ERROR_KIND_MIGRATION_POLICY: ErrorKind
 CALL_KIND_CLIENT: CallKind
 CALL_KIND_HTTP: CallKind
 STATUS_COMMITTED: Status
@@ -57,18 +59,20 @@ class Failure(_message.Message):
     def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class InstallRequest(_message.Message):
-    __slots__ = ("database_identity", "owner_identity", "program", "clear", "keep_program")
+    __slots__ = ("database_identity", "owner_identity", "program", "clear", "keep_program", "migration_token")
     DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     OWNER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     CLEAR_FIELD_NUMBER: _ClassVar[int]
     KEEP_PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     database_identity: bytes
     owner_identity: bytes
     program: bytes
     clear: bool
     keep_program: bool
-    def __init__(self, database_identity: _Optional[bytes] = ..., owner_identity: _Optional[bytes] = ..., program: _Optional[bytes] = ..., clear: _Optional[bool] = ..., keep_program: _Optional[bool] = ...) -> None: ...
+    migration_token: bytes
+    def __init__(self, database_identity: _Optional[bytes] = ..., owner_identity: _Optional[bytes] = ..., program: _Optional[bytes] = ..., clear: _Optional[bool] = ..., keep_program: _Optional[bool] = ..., migration_token: _Optional[bytes] = ...) -> None: ...
 
 class InstallResponse(_message.Message):
     __slots__ = ("created", "init", "migration", "failure")

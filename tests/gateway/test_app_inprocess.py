@@ -35,7 +35,16 @@ class FakeControl:
             raise ApiError.text(404, "No such database.")
         return DatabaseInfo(DB, self.owner)
 
-    async def publish(self, caller: Identity, noi: str | None, program: bytes, *, clear: bool) -> PublishOutcome:
+    async def publish(
+        self,
+        caller: Identity,
+        noi: str | None,
+        program: bytes,
+        *,
+        clear: bool,
+        break_clients: bool = False,
+        token: bytes | None = None,
+    ) -> PublishOutcome:
         raise RuntimeError("unexpected failure inside a backend")
 
     async def reset(self, caller: Identity, noi: str, program: bytes | None) -> PublishOutcome:

@@ -4,6 +4,7 @@ engine and control-plane exceptions → ApiError (the standalone adapters)."""
 from __future__ import annotations
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from controlplane.core import (
     BadRequest,
@@ -18,7 +19,7 @@ from controlplane.core import (
 from gateway.auth import BadSignature, CredentialsRequired, MalformedCredentials, TokenExpired
 from gateway.backends import CallOutcome, CallResult, PrePublish, PublishOutcome
 from gateway.errors import JSON, TEXT, ApiError, from_auth_error, to_response
-from gateway.http_util import parse_url_identity
+from gateway.http_util import parse_url_identity, query_hash
 from gateway.routes_database import call_response, sats_identity, sats_u256
 from hostnode.database import (
     DatabaseClosed,
@@ -29,6 +30,7 @@ from hostnode.database import (
     ReducerOutcome,
     Status,
 )
+from hostnode.grpc_service import format_token
 from orrery.standalone import call_result, control_error, parse_listen_addr, reducer_call_error
 from sats.identity import Identity
 
@@ -161,3 +163,28 @@ def test_url_identity_and_listen_addr() -> None:
     for bad in ("3000", "host:", "host:99999", "host:x"):
         with pytest.raises(ValueError):
             parse_listen_addr(bad)
+
+
+def test_migration_token_in_a_query() -> None:
+    """``?token=`` reads what pre-publish shows (1.12: a ``Hash``, u256 in ``0x`` hex) back into bytes."""
+
+    def token(query: str) -> bytes | None:
+        return query_hash(make_mocked_request("PUT", f"/v1/database/x?{query}"), "token")
+
+    for data in (bytes(range(32)), bytes(32), b"\xff" * 32, b"\x01" + bytes(31)):
+        assert token(f"token={format_token(data)}") == data
+    assert format_token(b"\x01" + bytes(31)) == "0x1"
+    assert token("token=%2B0x0001") == token("token=0x1")
+    assert token("policy=BreakClients") is None
+    for bad, why in (
+        ("", "cannot parse integer from empty string"),
+        ("abc", "invalid digit found in string"),
+        ("0x", "invalid digit found in string"),
+        ("0X1", "invalid digit found in string"),
+        ("0xabg", "invalid digit found in string"),
+        ("-0x1", "invalid digit found in string"),
+        ("0x1" + "0" * 64, "number too large to fit in target type"),
+    ):
+        with pytest.raises(ApiError) as info:
+            token(f"token={bad}")
+        assert (info.value.status, info.value.message) == (400, f"Failed to deserialize query string: token: {why}")

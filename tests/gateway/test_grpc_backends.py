@@ -27,6 +27,7 @@ from orrery.standalone import LocalControlPlane, LocalHostNode
 from proto import hostnode_pb2 as hpb
 from sats.identity import Identity
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
+from tests.gateway.test_ws_republish import doc_module
 
 ALICE = Identity.from_claims("localhost", "alice")
 BOB = Identity.from_claims("localhost", "bob")
@@ -139,6 +140,28 @@ def test_control_plane_answers_match(tmp_path: Path) -> None:
         await p.remote[0].delete(ALICE, "a2")
         await p.same(lambda c, h: c.database("a2"))
         assert not p.node.has(db)
+
+    run(tmp_path, body)
+
+
+def test_migration_policy_answers_match(tmp_path: Path) -> None:
+    """A republish that disconnects the clients: the same refusals over both transports, then
+    the consent of either goes through (``token`` is the pre-publish answer's, as bytes)."""
+    old, new = "SELECT * FROM doc WHERE doc.v = 1", "SELECT * FROM doc WHERE doc.v = 2"
+
+    async def body(p: Pair) -> None:
+        await p.local[0].publish(ALICE, "rls", doc_module(old), clear=False)
+        breaking = doc_module(new)
+        db = await p.local[0].resolve("rls")
+        pre = await p.same(lambda c, h: h.pre_publish(db, breaking))
+        assert pre.break_clients
+        token = int(pre.token, 16).to_bytes(32, "little")
+        for consent in ({}, {"break_clients": True}, {"break_clients": True, "token": bytes(32)}, {"token": token}):
+            refused = await p.same(lambda c, h, kw=consent: c.publish(ALICE, "rls", breaking, clear=False, **kw))  # type: ignore[misc]
+            assert refused[:2] == ("ApiError", 400)
+        await p.same(lambda c, h: c.publish(BOB, "rls", breaking, clear=False, break_clients=True))
+        assert await p.remote[0].publish(ALICE, "rls", breaking, clear=False, break_clients=True, token=token)
+        assert (await p.local[1].schema(db))["row_level_security"] == [{"sql": new}]
 
     run(tmp_path, body)
 

@@ -3,7 +3,8 @@ on both transports.
 
 As 1.12 does: when the module's row-level-security rules change, every client is disconnected
 (``client_disconnected`` runs, then close 1001 ``module exited``) — its subscriptions were
-filtered by the old rules. Other updates keep the clients connected; their queries are
+filtered by the old rules — once the publisher consented with the pre-publish token
+(``test_publish_policy.py`` covers the refusals). Other updates keep the clients connected; their queries are
 recompiled against the new schema, so no update is computed with a plan for indexes that no
 longer exist, and a query that no longer compiles is reported as a ``SubscriptionError``.
 """
@@ -59,6 +60,14 @@ async def sql(c: Client, name: str, query: str, token: str) -> None:
     assert reply.status == 200, reply
 
 
+async def module_exited(*clients: WsClient) -> None:
+    """Each client is closed with 1001 ``module exited`` (what a client-breaking update does)."""
+    for client in clients:
+        m = await client.recv_raw()
+        assert m.type is aiohttp.WSMsgType.CLOSE, m
+        assert (m.data, m.extra) == (1001, "module exited")
+
+
 async def clients_connected(c: Client, name: str, owner: str) -> int:
     """Rows of ``st_client``: connected clients whose ``client_disconnected`` has not run."""
     return len(await c.rows(name, "SELECT * FROM st_client", token=owner))
@@ -86,12 +95,10 @@ def test_republish_changing_rls_rules_disconnects_every_client(server: Standalon
             assert f"remove row-level security rule `{old}`" in plan["migrate_plan"]
             assert f"add row-level security rule `{new}`" in plan["migrate_plan"]
 
-            reply = await c.publish(name, doc_module(new), token=owner)
+            consent = {"policy": "BreakClients", "token": plan["token"], "host_type": "Wasm"}
+            reply = await c.put(f"/v1/database/{name}", data=doc_module(new), token=owner, params=consent)
             assert reply.status == 200, reply
-            for client in (anon, own):  # the owner too: 1.12 disconnects everyone
-                m = await client.recv_raw()
-                assert m.type is aiohttp.WSMsgType.CLOSE, m
-                assert (m.data, m.extra) == (1001, "module exited")
+            await module_exited(anon, own)  # the owner too: 1.12 disconnects everyone
             # client_disconnected ran for both (as the server disconnected them, not after)
             assert await clients_connected(c, name, owner) == 0
 
@@ -128,6 +135,7 @@ def test_republish_keeping_rls_rules_keeps_clients_and_recompiles_queries(server
             assert initial_rows(await a.subscribe(indexed)) == []
             assert initial_rows(await b.subscribe(needs_index)) == []
 
+            # An update that keeps the clients needs no migration policy.
             reply = await c.publish(name, join_module(tag_index=False), token=owner)
             assert reply.status == 200, reply
             # b's query cannot be planned any more: it loses its subscriptions, keeps its socket.

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from hostnode.database import Database, MigrationError
-from hostnode.migrate import MigrationPlan, MigrationPolicyError, check_policy, migration_token
+from hostnode.migrate import (
+    BREAKS_CLIENTS,
+    INVALID_TOKEN,
+    MigrationPlan,
+    MigrationPolicyError,
+    check_policy,
+    migration_token,
+)
 from hostnode.moduledef import IndexAlgorithm, RawIndexDefV9
 from hostnode.wasm_host import ModuleLoadError
 from sats.bsatn import encode
@@ -121,13 +129,40 @@ def test_changing_rls_rules_is_automatic_and_disconnects_clients(tmp_path: Path)
     try:
         same = db.update_program(module([A_T], table("a", 0, pk=(0,)), rls=[old, keep]))  # order is no change
         assert same.is_empty and not same.disconnects_clients
-        plan = db.update_program(module([A_T], table("a", 0, pk=(0,)), rls=[keep, new]))
+        changed = module([A_T], table("a", 0, pk=(0,)), rls=[keep, new])
+        plan = db.update_program(changed, token=migration_token(db.identity, db.program_bytes, changed))
         assert (plan.drop_rls, plan.create_rls) == ([old], [new])
         assert plan.disconnects_clients and not plan.is_empty
         assert db.row_level_security == (keep, new)
         db.close()
         db = Database.open(tmp_path / "db")
         assert db.row_level_security == (keep, new)
+    finally:
+        db.close()
+
+
+def test_an_update_that_disconnects_clients_needs_its_token(tmp_path: Path) -> None:
+    old, new = "SELECT * FROM a WHERE a.v = 1", "SELECT * FROM a WHERE a.v = 2"
+    v1 = module([A_T], table("a", 0, pk=(0,)), rls=[old])
+    breaking = module([A_T], table("a", 0, pk=(0,)), rls=[new])
+    compatible = module([A_T, B_T], table("a", 0, pk=(0,)), table("b", 1), rls=[old])
+    db, _ = create_db(tmp_path / "db", v1)
+    try:
+        token = migration_token(db.identity, v1, breaking)
+        other_db = migration_token(Identity.from_claims("localhost", "elsewhere"), v1, breaking)
+        other_old = migration_token(db.identity, compatible, breaking)
+        for given, problem in ((None, BREAKS_CLIENTS), (bytes(32), INVALID_TOKEN), (other_db, INVALID_TOKEN),
+                               (other_old, INVALID_TOKEN)):  # fmt: skip
+            with pytest.raises(MigrationPolicyError, match=f"^{re.escape(problem)}$"):
+                db.update_program(breaking, token=given)
+            assert db.program_bytes == v1 and db.row_level_security == (old,)
+        # The running program again: nothing to migrate, so no token to check (as 1.12).
+        assert db.update_program(v1, token=bytes(32)).is_empty
+        # A token, when given, must be the update's even if the update keeps the clients.
+        with pytest.raises(MigrationPolicyError, match=f"^{re.escape(INVALID_TOKEN)}$"):
+            db.update_program(compatible, token=token)
+        assert db.update_program(breaking, token=token).disconnects_clients
+        assert db.row_level_security == (new,)
     finally:
         db.close()
 
