@@ -3,7 +3,7 @@
 Commands (``client-api.md`` §8 lists what each one sends):
 
     orrery start [--listen-addr 127.0.0.1:3000] [--data-dir DIR]
-    orrery publish [-c|--clear-database] [-s SERVER] [--bin-path FILE] [NAME]
+    orrery publish [-c|--clear-database] [--break-clients] [-y] [-s SERVER] [--bin-path FILE] [NAME]
     orrery call DATABASE FUNCTION [ARGS...]
     orrery sql DATABASE QUERY
     orrery subscribe DATABASE QUERY... [-n N] [-t SECONDS] [--print-initial-update] [--confirmed]
@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="first DESTROY all data of the existing database",
     )
     p.add_argument("-b", "--bin-path", help="the compiled .wasm module to publish")
+    p.add_argument(
+        "--break-clients",
+        action="store_true",
+        help="publish an update that disconnects the connected clients without asking "
+        "(it never deletes data: that needs --clear-database)",
+    )
     _server(p, "the server to host the database")
     _anonymous(p)
     _yes(p)

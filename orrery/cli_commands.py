@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -207,7 +208,10 @@ def cmd_start(session: Session, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(session: Session, args: argparse.Namespace) -> int:
-    """``PUT /v1/database/<name>`` (named) or ``POST /v1/database`` with the module bytes."""
+    """``PUT /v1/database/<name>`` (named) or ``POST /v1/database`` with the module bytes.
+
+    A named publish without ``--clear-database`` first asks the server what the update would
+    do (:func:`_pre_publish`) and sends its consent along."""
     name: str | None = args.name
     if args.clear_database and name is None:
         raise CliError("--clear-database requires a database name or identity")
@@ -240,6 +244,8 @@ def cmd_publish(session: Session, args: argparse.Namespace) -> int:
             if not session.confirm(args.yes, f"Are you sure you want to proceed? [deleting {name}]"):
                 raise CliError("Aborted.")
             query["clear"] = "true"
+        else:
+            query.update(_pre_publish(session, HttpClient(host_url, token), name, program, args))
     else:
         method, path_part = "POST", "/v1/database"
     query["host_type"] = "Wasm"
@@ -264,6 +270,51 @@ def cmd_publish(session: Session, args: argparse.Namespace) -> int:
             f"We suggest you push to either a domain owned by you, or a new domain like: orrery publish {suggested}"
         )
     raise CliError(f"unexpected answer to publish: {json.dumps(result)[:200]}")
+
+
+def _pre_publish(
+    session: Session, client: HttpClient, name: str, program: bytes, args: argparse.Namespace
+) -> dict[str, str]:
+    """Show what republishing would do and get the user's consent, as 1.12's ``publish`` does.
+
+    ``POST …/pre_publish`` answers 404 for a database that does not exist yet (nothing to
+    check). A manual migration stops here (only ``--clear-database`` can publish it). An
+    automatic one prints its plan; when it disconnects the clients the user must agree (or have
+    said ``--break-clients``/``--yes``). Returns the query parameters of the publish: the
+    plan's token with ``policy=BreakClients``, which the server checks against the update it
+    is about to run (so a database that changed in between refuses the publish).
+    """
+    style = "NoColor" if "NO_COLOR" in os.environ else "AnsiColor"
+    session.print("Checking for breaking changes...")
+    resp = client.request(
+        "POST",
+        f"/v1/database/{segment(name)}/pre_publish",
+        query={"pretty_print_style": style, "host_type": "Wasm"},
+        body=program,
+    )
+    if resp.status == 404:
+        return {}
+    if not resp.ok:
+        raise CliError(f"Pre-publish check failed with status {resp.status} {resp.reason}: {resp.text().strip()}")
+    result = resp.json_or_error()
+    manual = result.get("ManualMigrate") if isinstance(result, dict) else None
+    auto = result.get("AutoMigrate") if isinstance(result, dict) else None
+    if isinstance(manual, dict):
+        session.print(str(manual.get("reason", "")))
+        session.print("Aborting publish due to required manual migration.")
+        raise CliError(
+            "Aborting because publishing would require manual migration or deletion of data "
+            "and --clear-database was not specified."
+        )
+    if not isinstance(auto, dict) or not isinstance(auto.get("token"), str):
+        raise CliError(f"unexpected answer to pre_publish: {json.dumps(result)[:200]}")
+    session.print(str(auto.get("migrate_plan", "")).rstrip("\n"))
+    if auto.get("break_clients") is True and not session.confirm(
+        args.break_clients or args.yes, "The above changes will BREAK existing clients. Do you want to proceed?"
+    ):
+        session.print("Aborting")
+        raise CliError("Publishing aborted by user")
+    return {"token": auto["token"], "policy": "BreakClients"}
 
 
 # --------------------------------------------------------------------------- call

@@ -91,10 +91,15 @@ def test_publish_named_creates(server: FakeServer, module: Path) -> None:
     assert r.out.splitlines() == [
         f"(WASM) Skipping build. Instead we are publishing {module}",
         f"Uploading to fake => {server.url}",
+        "Checking for breaking changes...",
         "Publishing module...",
         f"Created new database with name: chat, identity: {DB}",
     ]
-    (req,) = server.requests
+    # pre_publish answers 404 (the fake server's unknown route): a new database, nothing to check.
+    pre, req = server.requests
+    assert (pre.method, pre.path) == ("POST", "/v1/database/chat/pre_publish")
+    assert pre.query == {"pretty_print_style": "AnsiColor", "host_type": "Wasm"}
+    assert pre.body == module.read_bytes() and pre.headers["authorization"] == f"Bearer {TOKEN}"
     assert req.query == {"host_type": "Wasm"}
     assert req.headers["authorization"] == f"Bearer {TOKEN}"
     assert req.body == module.read_bytes()
@@ -127,6 +132,73 @@ def test_publish_clear_asks_unless_yes(server: FakeServer, module: Path) -> None
     r = run_cli("publish", "--clear-database", "--yes", "-b", str(module), "chat")
     assert r.code == 0 and "Skipping confirmation due to --yes" in r.out
     assert run_cli("publish", "-c", "-b", str(module)).code == 1
+
+
+def _updated(name: str = "chat") -> Canned:
+    return Canned.json({"Success": {"domain": name, "database_identity": DB, "op": "updated"}})
+
+
+def _auto(break_clients: bool, token: str = "0xabc123") -> Canned:
+    plan = "Updating the module; the automatic migration will:\n- create table `note`\n"
+    return Canned.json({"AutoMigrate": {"migrate_plan": plan, "break_clients": break_clients, "token": token}})
+
+
+def test_publish_update_sends_the_pre_publish_token(server: FakeServer, module: Path) -> None:
+    """As 1.12: after an automatic plan, ``policy=BreakClients`` and its token, whatever the plan."""
+    login_to(server)
+    server.routes[("POST", "/v1/database/chat/pre_publish")] = _auto(False)
+    server.routes[("PUT", "/v1/database/chat")] = _updated()
+    r = run_cli("publish", "-b", str(module), "chat")
+    assert r.code == 0, r.err
+    assert r.out.splitlines()[2:] == [
+        "Checking for breaking changes...",
+        "Updating the module; the automatic migration will:",
+        "- create table `note`",
+        "Publishing module...",
+        f"Updated database with name: chat, identity: {DB}",
+    ]
+    assert server.paths() == ["POST /v1/database/chat/pre_publish", "PUT /v1/database/chat"]
+    assert server.requests[1].query == {"token": "0xabc123", "policy": "BreakClients", "host_type": "Wasm"}
+
+
+def test_publish_breaking_clients_asks_unless_allowed(
+    server: FakeServer, module: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login_to(server)
+    monkeypatch.setenv("NO_COLOR", "1")
+    server.routes[("POST", "/v1/database/chat/pre_publish")] = _auto(True, "0xfeed")
+    server.routes[("PUT", "/v1/database/chat")] = _updated()
+    prompt = "The above changes will BREAK existing clients. Do you want to proceed? [y/N]"
+    r = run_cli("publish", "-b", str(module), "chat", stdin="n\n")
+    assert (r.code, r.error_line) == (1, "Error: Publishing aborted by user")
+    assert prompt in r.out and r.out.splitlines()[-1].endswith("Aborting")
+    assert server.paths() == ["POST /v1/database/chat/pre_publish"]
+    assert server.requests[0].query["pretty_print_style"] == "NoColor"
+    r = run_cli("publish", "-b", str(module), "chat", stdin="y\n")
+    assert r.code == 0, r.err
+    assert server.requests[-1].query == {"token": "0xfeed", "policy": "BreakClients", "host_type": "Wasm"}
+    for flag in ("--break-clients", "--yes", "-y"):
+        server.requests.clear()
+        r = run_cli("publish", flag, "-b", str(module), "chat")
+        assert r.code == 0 and "Skipping confirmation due to --yes" in r.out and prompt not in r.out, r
+        assert server.requests[-1].query["token"] == "0xfeed"
+
+
+def test_publish_refuses_a_manual_migration(server: FakeServer, module: Path) -> None:
+    login_to(server)
+    reason = "the update needs a manual migration: table `message` would be removed"
+    server.routes[("POST", "/v1/database/chat/pre_publish")] = Canned.json({"ManualMigrate": {"reason": reason}})
+    r = run_cli("publish", "-y", "-b", str(module), "chat")
+    assert r.code == 1 and r.error_line.startswith("Error: Aborting because publishing would require manual migration")
+    assert r.out.splitlines()[-2:] == [reason, "Aborting publish due to required manual migration."]
+    assert server.paths() == ["POST /v1/database/chat/pre_publish"]
+    # Clearing skips the check (the data goes anyway).
+    server.routes[("PUT", "/v1/database/chat")] = _updated()
+    assert run_cli("publish", "-c", "-y", "-b", str(module), "chat").code == 0
+    assert server.paths()[-1] == "PUT /v1/database/chat" and server.requests[-1].query["clear"] == "true"
+    server.routes[("POST", "/v1/database/chat/pre_publish")] = Canned.text("no access", 403)
+    r = run_cli("publish", "-b", str(module), "chat")
+    assert r.error_line == "Error: Pre-publish check failed with status 403 Forbidden: no access"
 
 
 def test_publish_without_token_logs_in_first(server: FakeServer, module: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import Result, run_cli
+from tests.gateway.test_ws_republish import doc_module
 
 try:
     from tests.servers import REPO_ROOT, StandaloneServer
@@ -36,8 +37,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneServer]
         yield server
 
 
-def cli(config: Path, *argv: str) -> Result:
-    return run_cli("--config", str(config), *argv)
+def cli(config: Path, *argv: str, stdin: str = "") -> Result:
+    return run_cli("--config", str(config), *argv, stdin=stdin)
 
 
 def ok(config: Path, *argv: str) -> Result:
@@ -156,6 +157,35 @@ def test_second_identity_is_refused(live: StandaloneServer, tmp_path: Path) -> N
     assert rows[2].strip() == "true"
     ok(alice, "rename", "--to", f"{name}-mine", name)
     ok(alice, "delete", f"{name}-mine")
+
+
+def test_publish_asks_before_breaking_clients(live: StandaloneServer, tmp_path: Path) -> None:
+    """A republish changing the row-level-security rules disconnects the clients: the CLI shows
+    the plan and publishes only with the user's consent (the server checks the token)."""
+    config = tmp_path / "c.toml"
+    setup_user(live, config)
+    name = f"rls-{uuid.uuid4().hex[:8]}"
+    old, new = tmp_path / "old.wasm", tmp_path / "new.wasm"
+    old.write_bytes(doc_module("SELECT * FROM doc WHERE doc.v = 1"))
+    new.write_bytes(doc_module("SELECT * FROM doc WHERE doc.v = 2"))
+    ok(config, "publish", "-b", str(old), name)
+
+    r = cli(config, "publish", "-b", str(new), name, stdin="n\n")
+    assert r.code == 1 and r.error_line == "Error: Publishing aborted by user"
+    assert "- add row-level security rule `SELECT * FROM doc WHERE doc.v = 2`" in r.out
+    assert "The above changes will BREAK existing clients. Do you want to proceed? [y/N]" in r.out
+    schema = json.loads(ok(config, "describe", name, "--json").out)
+    assert schema["row_level_security"] == [{"sql": "SELECT * FROM doc WHERE doc.v = 1"}]
+
+    out = ok(config, "publish", "--break-clients", "-b", str(new), name).out
+    assert out.splitlines()[-1].startswith(f"Updated database with name: {name}, identity: ")
+    schema = json.loads(ok(config, "describe", name, "--json").out)
+    assert schema["row_level_security"] == [{"sql": "SELECT * FROM doc WHERE doc.v = 2"}]
+
+    # An update that needs a manual migration (table doc would go) stops before publishing.
+    assert refused(config, "publish", "-y", "-b", str(WASM), name).startswith(
+        "Error: Aborting because publishing would require manual migration"
+    )
 
 
 def test_logs_follow_streams_new_lines(live: StandaloneServer, tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ def test_publish_forms() -> None:
     assert (a["clear_database"], a["name"]) == (True, None)
     assert parse("publish", "--clear-database", "x")["clear_database"] is True
     assert parse("publish", "x")["clear_database"] is False
+    assert parse("publish", "x")["break_clients"] is False
+    assert parse("publish", "x", "--break-clients")["break_clients"] is True
 
 
 def test_call_takes_any_number_of_arguments() -> None:
