@@ -4,10 +4,11 @@ The 1.12 CLI (``crates/cli/src/subcommands/subscribe.rs``) connects with the JSO
 sends a legacy ``Subscribe`` (request id 0), waits for the ``InitialSubscription`` (printing it
 with ``--print-initial-update``), then prints one line per committed transaction that touched
 the subscribed rows, until ``--num-updates`` lines were printed, ``--timeout`` seconds passed
-(``timed out after Ns`` on stderr, success) or the server closed the socket (``disconnected by
-server`` on stderr, success). Each line is a JSON object mapping every table in the update to
-``{"deletes": [...], "inserts": [...]}``, rows re-typed with the module schema and written as
-typed SATS-JSON (products as objects by field name, sums ``{"variant": payload}``).
+(``timed out after Ns`` on stderr, success) or the server closed the socket, before the initial
+update too (``disconnected by server`` on stderr, success). Each line is a JSON object mapping
+every table in the update to ``{"deletes": [...], "inserts": [...]}``, rows re-typed with the
+module schema and written as typed SATS-JSON (products as objects by field name, sums
+``{"variant": payload}``).
 
 :func:`format_update` is the pure part; :func:`run_subscribe` the aiohttp shell around it.
 """
@@ -98,7 +99,13 @@ async def _session(
 ) -> None:
     await sock.send_str(ws.encode_client_message_json(ws.Subscribe(tuple(queries), 0)))
     while True:
-        msg = await _next(sock, err)
+        try:
+            msg = await _next(sock, err)
+        except _Closed:
+            # Closed before the initial update: 1.12 then reports it where the updates start.
+            if num_updates is None or num_updates > 0:
+                print("disconnected by server", file=err, flush=True)
+            raise
         if isinstance(msg, ws.InitialSubscription):
             if print_initial:
                 print(format_update(msg.database_update, schema), file=out, flush=True)
