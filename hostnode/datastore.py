@@ -9,9 +9,12 @@ Transactions. All mutation happens on one writer thread. A long-lived *outer* LM
 transaction holds everything applied since the last :meth:`Datastore.checkpoint`; each
 :class:`MutTx` is a nested child of it, so committing a reducer costs a child commit
 (~1 µs) instead of an LMDB commit. The commit log (written by the engine) is the truth and
-LMDB the materialised state, hence ``sync=False``: :meth:`Datastore.checkpoint` commits the
-outer transaction together with the applied log offset, and only then do readers on other
-threads (:meth:`Datastore.begin_read`) see the changes. Recovery replays the log tail after
+LMDB the materialised state: :meth:`Datastore.checkpoint` commits the outer transaction
+together with the applied log offset, and only then do readers on other threads
+(:meth:`Datastore.begin_read`) see the changes. Checkpoints are the only LMDB commits and each
+is synced to disk (data pages, then the meta page), so after a crash of the machine the file
+holds the last checkpoint intact — an unsynced LMDB commit could leave a meta page pointing at
+pages that never reached the disk. That costs two fsyncs per checkpoint, not per transaction. Recovery replays the log tail after
 :meth:`Datastore.applied_offset` with :meth:`Datastore.apply`.
 
 Storage layout (one LMDB environment per replica directory):
@@ -1466,14 +1469,14 @@ class Datastore:
             cfg = replace(cfg, max_dbs=max_dbs)
         self.config = cfg
         os.makedirs(path, exist_ok=True)
-        # sync/metasync off: the commit log is the durable truth; sync() flushes on demand.
+        # Synced commits: only checkpoints commit (see the module docstring).
         self._env = lmdb.open(
             os.fspath(path),
             map_size=cfg.map_size,
             max_dbs=cfg.max_dbs,
             max_readers=cfg.max_readers,
-            sync=False,
-            metasync=False,
+            sync=True,
+            metasync=True,
             readahead=False,
         )
         self._lock = threading.Lock()

@@ -633,6 +633,14 @@ def test_one_mut_tx_at_a_time(ds: Datastore) -> None:
     ds.begin_mut().rollback()
 
 
+def test_checkpoints_are_synced_to_disk(ds: Datastore) -> None:
+    """LMDB commits only at checkpoints, and each must reach the disk in order (data, then the
+    meta page): an unsynced commit could survive a machine crash as a meta page pointing at
+    pages that were never written, and the replica would not open."""
+    flags = ds._env.flags()
+    assert flags["sync"] and flags["metasync"], flags
+
+
 def test_checkpoint_visibility_to_reader_thread(ds: Datastore) -> None:
     ds.checkpoint(0)
     with ds.begin_mut() as tx:
