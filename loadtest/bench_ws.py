@@ -543,9 +543,16 @@ async def fanout(
 
 
 def _raise_fd_limit(want: int) -> None:
+    """Raise the open-file limit (inherited by the server) to ``want``, or fail saying why."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    if soft >= want:
+        return
+    if hard != resource.RLIM_INFINITY and hard < want:
+        raise ValueError(
+            f"the fan-out phase needs {want} open files (two sockets per connection) but the hard "
+            f"limit is {hard}: raise it (ulimit -Hn) or lower --fanout-conns"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 async def _setup_transfer(client: Client, cfg: BenchConfig) -> list[str]:
@@ -564,7 +571,8 @@ async def _setup_transfer(client: Client, cfg: BenchConfig) -> list[str]:
 def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Report:
     """Start the server, run the phases, stop the server (also on errors and interrupts)."""
     cfg.validate()
-    _raise_fd_limit(cfg.fanout_conns * 2 + 256)
+    if not cfg.skip_fanout:
+        _raise_fd_limit(cfg.fanout_conns * 2 + 256)
     notes: list[str] = []
     loads: list[LoadStats] = []
     fan: FanoutStats | None = None
@@ -705,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     try:
         cfg.validate()
+        if not cfg.skip_fanout:
+            _raise_fd_limit(cfg.fanout_conns * 2 + 256)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
