@@ -12,9 +12,12 @@ transaction holds everything applied since the last :meth:`Datastore.checkpoint`
 LMDB the materialised state: :meth:`Datastore.checkpoint` commits the outer transaction
 together with the applied log offset, and only then do readers on other threads
 (:meth:`Datastore.begin_read`) see the changes. Checkpoints are the only LMDB commits and each
-is synced to disk (data pages, then the meta page), so after a crash of the machine the file
-holds the last checkpoint intact — an unsynced LMDB commit could leave a meta page pointing at
-pages that never reached the disk. That costs two fsyncs per checkpoint, not per transaction. Recovery replays the log tail after
+fsyncs its data pages before LMDB writes the meta page that points at them (``sync=True``), so
+after a crash of the machine the file holds a whole checkpoint — with LMDB's no-sync mode the
+meta page could reach the disk before the pages it points at, and the replica would not open.
+The meta page itself is not fsynced (``metasync=False``): a crash may undo the newest
+checkpoint, which the log replays. Cost: one fsync per checkpoint, not per transaction (a
+checkpoint of 1,200 transfers takes ~5.6 ms instead of ~1.4 ms). Recovery replays the log tail after
 :meth:`Datastore.applied_offset` with :meth:`Datastore.apply`.
 
 Storage layout (one LMDB environment per replica directory):
@@ -1476,7 +1479,7 @@ class Datastore:
             max_dbs=cfg.max_dbs,
             max_readers=cfg.max_readers,
             sync=True,
-            metasync=True,
+            metasync=False,
             readahead=False,
         )
         self._lock = threading.Lock()
