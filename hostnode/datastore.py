@@ -946,6 +946,12 @@ class MutTx(_TxBase):
         """Store an engine metadata value (not part of TxData: the engine replays its own)."""
         self._txn.put(_K_USER + key, value, True, True, False, self._meta)
 
+    def put_logged_meta(self, key: bytes, value: bytes) -> None:
+        """Store a metadata value that is part of TxData (logged, replayed on recovery and by
+        followers), e.g. an SQL system variable."""
+        self.put_meta(key, value)
+        self._schema_ops.append(SchemaOp(SchemaOpKind.PUT_META, key=key, value=value))
+
     def delete_meta(self, key: bytes) -> None:
         """Remove an engine metadata value."""
         self._txn.delete(_K_USER + key, b"", self._meta)
@@ -1432,6 +1438,8 @@ class MutTx(_TxBase):
             elif op.kind == SchemaOpKind.CREATE_INDEX:
                 assert op.index is not None
                 self.create_index(op.index)
+            elif op.kind == SchemaOpKind.PUT_META:
+                self.put_meta(op.key, op.value)
             else:
                 self.drop_index(op.id)
         pack = _RID.pack

@@ -18,7 +18,9 @@ Layout, little-endian::
         deletes: u32 len | row bytes
     u32 sequence count, then per sequence: u32 seq_id | i128 next value
     u32 schema-op count, then per op: u8 kind | u32 len | payload
-        (CREATE_TABLE / CREATE_INDEX: JSON of the schema; DROP_*: u32 id)
+        (CREATE_TABLE / CREATE_INDEX: JSON of the schema; DROP_*: u32 id;
+        PUT_META: u32 key length | key | value — datastore metadata the log must carry, such
+        as SQL system variables)
 
 The row ids are the datastore's internal ids of inserted rows; carrying them makes a replayed
 datastore identical to the original down to the order of rows with equal index keys.
@@ -60,16 +62,21 @@ class SchemaOpKind(enum.IntEnum):
     DROP_TABLE = 2
     CREATE_INDEX = 3
     DROP_INDEX = 4
+    #: Not a schema change: a datastore metadata value replicas and recovery must see.
+    PUT_META = 5
 
 
 @dataclass(frozen=True, slots=True)
 class SchemaOp:
-    """One schema change: ``table`` for CREATE_TABLE, ``index`` for CREATE_INDEX, ``id`` for drops."""
+    """One schema change: ``table`` for CREATE_TABLE, ``index`` for CREATE_INDEX, ``id`` for
+    drops, ``key``/``value`` for PUT_META."""
 
     kind: SchemaOpKind
     table: TableSchema | None = None
     index: IndexSchema | None = None
     id: int = 0
+    key: bytes = b""
+    value: bytes = b""
 
     def payload(self) -> bytes:
         """The encoded payload of this op."""
@@ -79,6 +86,8 @@ class SchemaOp:
         if self.kind == SchemaOpKind.CREATE_INDEX:
             assert self.index is not None
             return dumps(index_to_json(self.index))
+        if self.kind == SchemaOpKind.PUT_META:
+            return _U32.pack(len(self.key)) + self.key + self.value
         return _U32.pack(self.id)
 
     @classmethod
@@ -90,6 +99,11 @@ class SchemaOp:
                 return cls(k, table=table_from_json(loads(payload)))
             if k == SchemaOpKind.CREATE_INDEX:
                 return cls(k, index=index_from_json(loads(payload)))
+            if k == SchemaOpKind.PUT_META:
+                if len(payload) < 4 or 4 + _U32.unpack_from(payload)[0] > len(payload):
+                    raise DecodeError("schema op PUT_META: key runs past the payload")
+                end = 4 + _U32.unpack_from(payload)[0]
+                return cls(k, key=bytes(payload[4:end]), value=bytes(payload[end:]))
             if len(payload) != 4:
                 raise DecodeError(f"schema op {k.name} payload must be 4 bytes, got {len(payload)}")
             return cls(k, id=_U32.unpack(payload)[0])

@@ -134,8 +134,7 @@ def execute_sql(db: Database, sql: str | ast.Statement, caller: Identity, *, is_
         result, outcome = db.run_sql_dml(lambda tx: execute_in_tx(tx, stmt, caller, is_owner=owner, rls=rls), caller)
         result.offset = outcome.offset
         if isinstance(stmt, ast.SetVar):
-            # Variables live in datastore metadata, which the commit log does not carry:
-            # a checkpoint makes them durable now.
+            # The new value is in the log (a PUT_META op); checkpoint so that reads see it now.
             db.checkpoint()
     result.total_duration_micros = (time.perf_counter_ns() - start) // 1000
     return result
@@ -307,7 +306,7 @@ class _Runner:
         tx = self.tx
         stats = SqlStats()
         if isinstance(stmt, TSet):
-            tx.put_meta(ST_VAR_META + stmt.name.encode(), _U64.pack(stmt.value))
+            tx.put_logged_meta(ST_VAR_META + stmt.name.encode(), _U64.pack(stmt.value))
             return stats
         assert isinstance(stmt, (TInsert, TUpdate, TDelete))
         table = stmt.table

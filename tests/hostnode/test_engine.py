@@ -898,3 +898,16 @@ def test_fired_one_shot_row_deletion_reaches_commit_listeners(make_db: DbFactory
     assert call(db, "schedule_oneshot", 0, "p").committed
     poll_schedules(db, lambda: any(deletes for _, deletes in seen))
     assert ("", 1) in seen  # the host's own transaction that deletes the fired row
+
+
+def test_sql_system_variables_are_in_the_commit_log(make_db: DbFactory, tmp_path: Path) -> None:
+    """``SET`` is logged: a replica rebuilt from the commit log alone (as a follower or a
+    recovery without the LMDB file would be) has the variable."""
+    from hostnode.sql.execute import execute_sql
+
+    db = make_db("module-test")
+    execute_sql(db, "SET row_limit = 7", db.owner)
+    db.close()
+    shutil.rmtree(tmp_path / "db" / "lmdb")  # only the commit log remains
+    db = make_db.track(Database.open(tmp_path / "db"))
+    assert execute_sql(db, "SHOW row_limit", db.owner).rows == [(7,)]

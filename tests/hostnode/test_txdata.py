@@ -35,7 +35,10 @@ table_changes = st.builds(
     rows,
     st.lists(st.integers(0, (1 << 64) - 1), max_size=5),
 )
-schema_ops = st.sampled_from(
+put_meta_ops = st.builds(
+    lambda k, v: SchemaOp(SchemaOpKind.PUT_META, key=k, value=v), st.binary(max_size=20), st.binary(max_size=20)
+)
+schema_ops = put_meta_ops | st.sampled_from(
     [
         SchemaOp(SchemaOpKind.CREATE_TABLE, table=TABLE),
         SchemaOp(
@@ -114,3 +117,12 @@ def test_two_row_update_encodes_fast() -> None:
         best = min(best, (time.perf_counter() - t) / n)
     # A few µs here; generous bound so a loaded CI machine doesn't flake.
     assert best < 20e-6
+
+
+def test_put_meta_payload_must_hold_its_key() -> None:
+    for payload in (b"", b"\x01\x00\x00", b"\x05\x00\x00\x00abc"):
+        with pytest.raises(DecodeError):
+            SchemaOp.from_payload(SchemaOpKind.PUT_META, payload)
+    assert SchemaOp.from_payload(SchemaOpKind.PUT_META, b"\x01\x00\x00\x00kv") == SchemaOp(
+        SchemaOpKind.PUT_META, key=b"k", value=b"v"
+    )
