@@ -126,12 +126,12 @@ class DatabaseConfig:
     fuel_budget: int = DEFAULT_FUEL_BUDGET
     epoch: int = 1
     segment_bytes: int = 64 << 20
+    # At most one commit-log fsync per this many seconds (group commit); 0 = back to back.
+    group_commit_interval_s: float = 0.002
     # LMDB checkpoints (commit the outer txn so readers see new state); each waits for the log
     # and fsyncs the LMDB data (under uniform load nearly every leaf page is dirty: ~10 MB for
     # 100k accounts), hence once a second under sustained load. An idle writer checkpoints
     # after 20 ms anyway, and /sql checkpoints on demand, so readers never see stale state.
-    # At most one commit-log fsync per this many seconds (group commit); 0 = back to back.
-    group_commit_interval_s: float = 0.002
     checkpoint_every_txs: int = 50_000
     checkpoint_every_s: float = 1.0
     lmdb_map_size: int = 1 << 34
