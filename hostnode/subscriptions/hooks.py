@@ -33,6 +33,8 @@ def writer_view(db: Database) -> Iterator[Any]:
 
 
 Deliver = Callable[["ReducerOutcome", CommitUpdates | None], None]
+#: The result of a commit no query reads, shared by all of them (``deliver`` only reads it).
+_NO_UPDATES = CommitUpdates()
 
 
 def attach(manager: SubscriptionManager, db: Database, deliver: Deliver) -> Callable[[ReducerOutcome], None]:
@@ -45,7 +47,7 @@ def attach(manager: SubscriptionManager, db: Database, deliver: Deliver) -> Call
             deliver(outcome, None)
             return
         if not manager.affected_by(outcome.txdata):
-            deliver(outcome, CommitUpdates())  # the hot path with nobody watching: no read view
+            deliver(outcome, _NO_UPDATES)  # the hot path with nobody watching: no read view
             return
         with writer_view(db) as tx:
             updates = manager.on_commit(tx, outcome.txdata)
