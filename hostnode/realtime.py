@@ -81,7 +81,7 @@ class ClientParams:
     jwt_payload: bytes | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Caller:
     conn: Connection
     request_id: int
