@@ -489,15 +489,11 @@ class GrpcWsSession:
 
     async def recv(self) -> bytes | str | None:
         """See :class:`gateway.backends.WsSession`."""
-        while True:
-            if self._closed.is_set():
-                return None
-            if self._queue:
-                frame = self._queue.popleft()
-                self._bytes -= len(frame)
-                return frame
-            self._wake.clear()
-            await self._wake.wait()
+        if not await self._frames_queued():
+            return None
+        frame = self._queue.popleft()
+        self._bytes -= len(frame)
+        return frame
 
     def handle_many(self, frames: Sequence[bytes | str]) -> str | None:
         """See :class:`gateway.backends.WsSession` (the stream batches per loop turn anyway)."""
@@ -507,16 +503,21 @@ class GrpcWsSession:
 
     async def recv_many(self) -> list[bytes | str] | None:
         """See :class:`gateway.backends.WsSession`."""
-        while True:
-            if self._closed.is_set():
-                return None
+        if not await self._frames_queued():
+            return None
+        frames = list(self._queue)
+        self._queue.clear()
+        self._bytes = 0
+        return frames
+
+    async def _frames_queued(self) -> bool:
+        """Wait until a frame is queued (True) or the connection is closed (False)."""
+        while not self._closed.is_set():
             if self._queue:
-                frames = list(self._queue)
-                self._queue.clear()
-                self._bytes = 0
-                return frames
+                return True
             self._wake.clear()
             await self._wake.wait()
+        return False
 
     async def wait_closed(self) -> None:
         """See :class:`gateway.backends.WsSession`."""

@@ -164,7 +164,7 @@ async def _keepalive(ws: web.WebSocketResponse, live: _Liveness) -> None:
 async def _relay(ws: web.WebSocketResponse, session: WsSession, stopping: asyncio.Event) -> None:
     live = _Liveness()
     reader = asyncio.ensure_future(_read(ws, session, live))
-    writer = asyncio.ensure_future(_write(ws, session))
+    writer = asyncio.ensure_future(_write(session))
     closed = asyncio.ensure_future(session.wait_closed())
     stop = asyncio.ensure_future(stopping.wait())
     idle = asyncio.ensure_future(_keepalive(ws, live))
@@ -219,7 +219,7 @@ async def _read(ws: web.WebSocketResponse, session: WsSession, live: _Liveness) 
         elif msg.type is WSMsgType.PONG:
             live.awaiting_pong = False
         if batch and not queued():
-            reason = session.handle_many(batch) if len(batch) > 1 else session.handle(batch[0])
+            reason = session.handle_many(batch)
             batch = []
             if reason is not None:
                 return reason
@@ -246,18 +246,14 @@ def _frame_header(opcode: int, n: int) -> bytes:
     return bytes((0x80 | opcode, 127)) + n.to_bytes(8, "big")
 
 
-async def _write(ws: web.WebSocketResponse, session: WsSession) -> None:
+async def _write(session: WsSession) -> None:
     """Send server frames as they come. Frames queued together go out in one socket write
     (framed here: Orrery never compresses at the WebSocket level), with the socket's flow
     control: a client that does not read stalls only its own writer."""
     transport = _TRANSPORT.get()
-    protocol: Any = getattr(transport, "get_protocol", lambda: None)()
-    if transport is None or not hasattr(
-        protocol, "_drain_helper"
-    ):  # pragma: no cover - aiohttp internals moved
-        while (frame := await session.recv()) is not None:
-            await (ws.send_str(frame) if isinstance(frame, str) else ws.send_bytes(frame))
+    if transport is None:  # the client went away during the upgrade
         return
+    protocol: Any = transport.get_protocol()  # aiohttp's RequestHandler: its flow control
     while (frames := await session.recv_many()) is not None:
         parts: list[bytes] = []
         for frame in frames:

@@ -213,8 +213,7 @@ class RealtimeHub:
             else:
                 self._subscription_request(conn, msg)
         finally:
-            if not self._batching:
-                self._flush()
+            self._flush()
 
     def _subscription_request(self, conn: Connection, msg: ws.ClientMessage) -> None:
         m = self.manager
@@ -307,8 +306,7 @@ class RealtimeHub:
                 self._send(
                     caller.conn, encode(failed, caller.conn.params.json, caller.conn.params.compression)
                 )
-                if not self._batching:
-                    self._flush()
+                self._flush()
             return
         if not updates.groups and not updates.errors and not full_to_caller:
             return
@@ -353,8 +351,7 @@ class RealtimeHub:
         for conn, err in updates.errors:
             if conn in self.connections:
                 self._reply(conn, wire.reply(err, self._row_encoder(conn.params.json, tables_cache)))
-        if not self._batching:
-            self._flush()
+        self._flush()
 
     def _row_encoder(self, json: bool, cache: dict[str, Any]) -> wire.RowEncoder:
         if not json:
@@ -405,8 +402,9 @@ class RealtimeHub:
 
     def _flush(self) -> None:
         """Hand every queued frame to its connection's event loop. One wake-up per loop is
-        outstanding at a time: while it has not run, later batches just join it."""
-        if not self._outbox:
+        outstanding at a time: while it has not run, later batches just join it. Inside
+        :meth:`handle_many` it waits for the end of the batch."""
+        if not self._outbox or self._batching:
             return
         outbox, self._outbox = self._outbox, {}
         wake: list[asyncio.AbstractEventLoop] = []
@@ -506,39 +504,37 @@ class Connection:
 
     async def recv(self) -> Frame | None:
         """The next frame to send (held until durable with ``confirmed``); None once closed."""
-        while True:
-            if self._closed.is_set():
-                return None
-            if self._queue:
-                frame, offset = self._queue.popleft()
-                self._bytes -= len(frame)
-                if offset is not None and self.params.confirmed and not self.hub.closed:
-                    await self.hub.db.committer.wait_durable_async(offset)
-                return frame
-            self._wake.clear()
-            await self._wake.wait()
+        if not await self._frames_queued():
+            return None
+        frame, offset = self._queue.popleft()
+        self._bytes -= len(frame)
+        await self._until_durable(offset)
+        return frame
 
     async def recv_many(self) -> list[Frame] | None:
         """Every frame queued so far (at least one; held until durable with ``confirmed``);
         None once closed."""
-        while True:
-            if self._closed.is_set():
-                return None
-            q = self._queue
-            if q:
-                frames: list[Frame] = []
-                durable_after: int | None = None
-                for frame, offset in q:
-                    frames.append(frame)
-                    if offset is not None and (durable_after is None or offset > durable_after):
-                        durable_after = offset
-                q.clear()
-                self._bytes = 0
-                if durable_after is not None and self.params.confirmed and not self.hub.closed:
-                    await self.hub.db.committer.wait_durable_async(durable_after)
-                return frames
+        if not await self._frames_queued():
+            return None
+        frames = [frame for frame, _ in self._queue]
+        durable_after = max((o for _, o in self._queue if o is not None), default=None)
+        self._queue.clear()
+        self._bytes = 0
+        await self._until_durable(durable_after)
+        return frames
+
+    async def _frames_queued(self) -> bool:
+        """Wait until a frame is queued (True) or the connection is closed (False)."""
+        while not self._closed.is_set():
+            if self._queue:
+                return True
             self._wake.clear()
             await self._wake.wait()
+        return False
+
+    async def _until_durable(self, offset: int | None) -> None:
+        if offset is not None and self.params.confirmed and not self.hub.closed:
+            await self.hub.db.committer.wait_durable_async(offset)
 
     async def wait_closed(self) -> None:
         """Return once the server has ended the connection."""
