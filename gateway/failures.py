@@ -41,6 +41,10 @@ class HostErrorKind(enum.IntEnum):
     SQL = 9
     INTERNAL = 10
     MIGRATION_POLICY = 11
+    NOT_LEADER = 12
+    NO_QUORUM = 13
+    OUTCOME_UNKNOWN = 14
+    STALE_EPOCH = 15
 
 
 class ControlErrorKind(enum.IntEnum):
@@ -82,6 +86,12 @@ _HOST: dict[HostErrorKind, tuple[int, str | None]] = {
     HostErrorKind.SQL: (400, None),
     # What the gateway's error middleware answers for an unexpected exception.
     HostErrorKind.INTERNAL: (500, "internal error: {}"),
+    # Cluster mode: the gateway retries NOT_LEADER at the new leader; what reaches a client
+    # means no leader could be found in time. The message says why.
+    HostErrorKind.NOT_LEADER: (503, None),
+    HostErrorKind.NO_QUORUM: (503, None),
+    HostErrorKind.OUTCOME_UNKNOWN: (503, None),
+    HostErrorKind.STALE_EPOCH: (503, None),
 }
 
 

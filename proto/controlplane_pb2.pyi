@@ -80,18 +80,24 @@ class Placement(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class DatabaseInfo(_message.Message):
-    __slots__ = ("database_identity", "owner_identity", "host_type", "initial_program_hash", "replicas")
+    __slots__ = ("database_identity", "owner_identity", "host_type", "initial_program_hash", "replicas", "epoch", "leader", "state")
     DATABASE_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     OWNER_IDENTITY_FIELD_NUMBER: _ClassVar[int]
     HOST_TYPE_FIELD_NUMBER: _ClassVar[int]
     INITIAL_PROGRAM_HASH_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     database_identity: bytes
     owner_identity: bytes
     host_type: str
     initial_program_hash: str
     replicas: _containers.RepeatedCompositeFieldContainer[Placement]
-    def __init__(self, database_identity: _Optional[bytes] = ..., owner_identity: _Optional[bytes] = ..., host_type: _Optional[str] = ..., initial_program_hash: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Placement, _Mapping]]] = ...) -> None: ...
+    epoch: int
+    leader: str
+    state: str
+    def __init__(self, database_identity: _Optional[bytes] = ..., owner_identity: _Optional[bytes] = ..., host_type: _Optional[str] = ..., initial_program_hash: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Placement, _Mapping]]] = ..., epoch: _Optional[int] = ..., leader: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
 class DatabaseResponse(_message.Message):
     __slots__ = ("failure", "database")
@@ -240,3 +246,87 @@ class DatabaseEvent(_message.Message):
     deleted: bool
     database: DatabaseInfo
     def __init__(self, revision: _Optional[int] = ..., deleted: _Optional[bool] = ..., database: _Optional[_Union[DatabaseInfo, _Mapping]] = ...) -> None: ...
+
+class ClusterStatusRequest(_message.Message):
+    __slots__ = ("name_or_identity",)
+    NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    name_or_identity: str
+    def __init__(self, name_or_identity: _Optional[str] = ...) -> None: ...
+
+class ClusterStatusResponse(_message.Message):
+    __slots__ = ("failure", "json")
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    json: str
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ..., json: _Optional[str] = ...) -> None: ...
+
+class ReplicaChangeRequest(_message.Message):
+    __slots__ = ("name_or_identity", "from_node", "to_node", "timeout_ms")
+    NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    name_or_identity: str
+    from_node: str
+    to_node: str
+    timeout_ms: int
+    def __init__(self, name_or_identity: _Optional[str] = ..., from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class TransferLeaderRequest(_message.Message):
+    __slots__ = ("name_or_identity", "to_node", "timeout_ms")
+    NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    name_or_identity: str
+    to_node: str
+    timeout_ms: int
+    def __init__(self, name_or_identity: _Optional[str] = ..., to_node: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("node_id", "timeout_ms")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    timeout_ms: int
+    def __init__(self, node_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class OperationResponse(_message.Message):
+    __slots__ = ("failure", "steps")
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    steps: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ..., steps: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("name_or_identity", "timeout_ms")
+    NAME_OR_IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    name_or_identity: str
+    timeout_ms: int
+    def __init__(self, name_or_identity: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class ReplicaDigest(_message.Message):
+    __slots__ = ("node_id", "digest", "rows", "error")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    digest: str
+    rows: int
+    error: str
+    def __init__(self, node_id: _Optional[str] = ..., digest: _Optional[str] = ..., rows: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("failure", "offset", "agree", "replicas")
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    AGREE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    failure: Failure
+    offset: int
+    agree: bool
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaDigest]
+    def __init__(self, failure: _Optional[_Union[Failure, _Mapping]] = ..., offset: _Optional[int] = ..., agree: _Optional[bool] = ..., replicas: _Optional[_Iterable[_Union[ReplicaDigest, _Mapping]]] = ...) -> None: ...

@@ -5,7 +5,7 @@ import warnings
 
 from proto import controlplane_pb2 as proto_dot_controlplane__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -89,6 +89,36 @@ class ControlPlaneStub:
                 request_serializer=proto_dot_controlplane__pb2.WatchDatabasesRequest.SerializeToString,
                 response_deserializer=proto_dot_controlplane__pb2.DatabaseEvent.FromString,
                 _registered_method=True)
+        self.ClusterStatus = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/ClusterStatus',
+                request_serializer=proto_dot_controlplane__pb2.ClusterStatusRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.ClusterStatusResponse.FromString,
+                _registered_method=True)
+        self.AddReplica = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/AddReplica',
+                request_serializer=proto_dot_controlplane__pb2.ReplicaChangeRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.OperationResponse.FromString,
+                _registered_method=True)
+        self.MoveReplica = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/MoveReplica',
+                request_serializer=proto_dot_controlplane__pb2.ReplicaChangeRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.OperationResponse.FromString,
+                _registered_method=True)
+        self.TransferLeader = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/TransferLeader',
+                request_serializer=proto_dot_controlplane__pb2.TransferLeaderRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.OperationResponse.FromString,
+                _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/Drain',
+                request_serializer=proto_dot_controlplane__pb2.DrainRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.OperationResponse.FromString,
+                _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/orrery.controlplane.v1.ControlPlane/Verify',
+                request_serializer=proto_dot_controlplane__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=proto_dot_controlplane__pb2.VerifyResponse.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -166,6 +196,50 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClusterStatus(self, request, context):
+        """--- cluster operations (docs/cluster.md; `orrery cluster ...`) ---
+        Nodes, databases, replicas with their roles and offsets, as the JSON `orrery cluster status
+        --json` prints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddReplica(self, request, context):
+        """Add a replica of a database on a node (a learner until caught up, then a voter).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveReplica(self, request, context):
+        """Move a replica from one node to another (add, catch up, switch, drop), online.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferLeader(self, request, context):
+        """Hand a database's leadership to another of its replicas.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drain(self, request, context):
+        """Move every leadership and then every replica off a node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Verify(self, request, context):
+        """Compare a digest of every replica's tables at one committed offset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -223,6 +297,36 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.WatchDatabases,
                     request_deserializer=proto_dot_controlplane__pb2.WatchDatabasesRequest.FromString,
                     response_serializer=proto_dot_controlplane__pb2.DatabaseEvent.SerializeToString,
+            ),
+            'ClusterStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClusterStatus,
+                    request_deserializer=proto_dot_controlplane__pb2.ClusterStatusRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.ClusterStatusResponse.SerializeToString,
+            ),
+            'AddReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddReplica,
+                    request_deserializer=proto_dot_controlplane__pb2.ReplicaChangeRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.OperationResponse.SerializeToString,
+            ),
+            'MoveReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveReplica,
+                    request_deserializer=proto_dot_controlplane__pb2.ReplicaChangeRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.OperationResponse.SerializeToString,
+            ),
+            'TransferLeader': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeader,
+                    request_deserializer=proto_dot_controlplane__pb2.TransferLeaderRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.OperationResponse.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=proto_dot_controlplane__pb2.DrainRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.OperationResponse.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=proto_dot_controlplane__pb2.VerifyRequest.FromString,
+                    response_serializer=proto_dot_controlplane__pb2.VerifyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -522,6 +626,168 @@ class ControlPlane:
             '/orrery.controlplane.v1.ControlPlane/WatchDatabases',
             proto_dot_controlplane__pb2.WatchDatabasesRequest.SerializeToString,
             proto_dot_controlplane__pb2.DatabaseEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClusterStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.controlplane.v1.ControlPlane/ClusterStatus',
+            proto_dot_controlplane__pb2.ClusterStatusRequest.SerializeToString,
+            proto_dot_controlplane__pb2.ClusterStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.controlplane.v1.ControlPlane/AddReplica',
+            proto_dot_controlplane__pb2.ReplicaChangeRequest.SerializeToString,
+            proto_dot_controlplane__pb2.OperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.controlplane.v1.ControlPlane/MoveReplica',
+            proto_dot_controlplane__pb2.ReplicaChangeRequest.SerializeToString,
+            proto_dot_controlplane__pb2.OperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.controlplane.v1.ControlPlane/TransferLeader',
+            proto_dot_controlplane__pb2.TransferLeaderRequest.SerializeToString,
+            proto_dot_controlplane__pb2.OperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.controlplane.v1.ControlPlane/Drain',
+            proto_dot_controlplane__pb2.DrainRequest.SerializeToString,
+            proto_dot_controlplane__pb2.OperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.controlplane.v1.ControlPlane/Verify',
+            proto_dot_controlplane__pb2.VerifyRequest.SerializeToString,
+            proto_dot_controlplane__pb2.VerifyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,7 @@ import warnings
 
 from proto import hostnode_pb2 as proto_dot_hostnode__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -398,6 +398,362 @@ class HostNode:
             '/orrery.hostnode.v1.HostNode/Connect',
             proto_dot_hostnode__pb2.GatewayFrames.SerializeToString,
             proto_dot_hostnode__pb2.HostFrames.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ReplicationStub:
+    """--- replication (docs/cluster.md) ------------------------------------------------------------
+
+    Between host nodes, and from the control plane to host nodes. Offsets follow the commit log:
+    a record's offset is its position (from 0); "next" and "durable" offsets are one past the last
+    record; an "applied" offset is the last record in the LMDB checkpoint (-1: none).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Promise = channel.unary_unary(
+                '/orrery.hostnode.v1.Replication/Promise',
+                request_serializer=proto_dot_hostnode__pb2.PromiseRequest.SerializeToString,
+                response_deserializer=proto_dot_hostnode__pb2.PromiseResponse.FromString,
+                _registered_method=True)
+        self.Replicate = channel.stream_stream(
+                '/orrery.hostnode.v1.Replication/Replicate',
+                request_serializer=proto_dot_hostnode__pb2.LeaderMessage.SerializeToString,
+                response_deserializer=proto_dot_hostnode__pb2.FollowerMessage.FromString,
+                _registered_method=True)
+        self.GetSnapshot = channel.unary_stream(
+                '/orrery.hostnode.v1.Replication/GetSnapshot',
+                request_serializer=proto_dot_hostnode__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=proto_dot_hostnode__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/orrery.hostnode.v1.Replication/Status',
+                request_serializer=proto_dot_hostnode__pb2.ReplicaStatusRequest.SerializeToString,
+                response_deserializer=proto_dot_hostnode__pb2.ReplicaStatusResponse.FromString,
+                _registered_method=True)
+        self.Digest = channel.unary_unary(
+                '/orrery.hostnode.v1.Replication/Digest',
+                request_serializer=proto_dot_hostnode__pb2.DigestRequest.SerializeToString,
+                response_deserializer=proto_dot_hostnode__pb2.DigestResponse.FromString,
+                _registered_method=True)
+        self.PrepareTransfer = channel.unary_unary(
+                '/orrery.hostnode.v1.Replication/PrepareTransfer',
+                request_serializer=proto_dot_hostnode__pb2.PrepareTransferRequest.SerializeToString,
+                response_deserializer=proto_dot_hostnode__pb2.PrepareTransferResponse.FromString,
+                _registered_method=True)
+        self.Assign = channel.unary_unary(
+                '/orrery.hostnode.v1.Replication/Assign',
+                request_serializer=proto_dot_hostnode__pb2.AssignRequest.SerializeToString,
+                response_deserializer=proto_dot_hostnode__pb2.AssignResponse.FromString,
+                _registered_method=True)
+
+
+class ReplicationServicer:
+    """--- replication (docs/cluster.md) ------------------------------------------------------------
+
+    Between host nodes, and from the control plane to host nodes. Offsets follow the commit log:
+    a record's offset is its position (from 0); "next" and "durable" offsets are one past the last
+    record; an "applied" offset is the last record in the LMDB checkpoint (-1: none).
+    """
+
+    def Promise(self, request, context):
+        """Durably promise never to accept an epoch below `epoch` (REPLICATION.md rule 3b): fsync the
+        log, persist the promise, stop following or leading anything older, and report the end of
+        the durable log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Replicate(self, request_iterator, context):
+        """One stream per (database, follower, epoch), opened by the leader: LeaderMessages down,
+        FollowerMessages up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSnapshot(self, request, context):
+        """The leader's LMDB state at its last checkpoint, for a follower that must start over.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """Every replica on this node (or one): role, epochs and offsets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Digest(self, request, context):
+        """The digest of a replica's tables at exactly one committed offset (`orrery cluster verify`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrepareTransfer(self, request, context):
+        """Leader transfer, first step: stop taking writes and wait until `target` has every record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Assign(self, request, context):
+        """The control plane's nudge: the database record as it now stands (what the node would also
+        learn from its etcd watch, sooner).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ReplicationServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Promise': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promise,
+                    request_deserializer=proto_dot_hostnode__pb2.PromiseRequest.FromString,
+                    response_serializer=proto_dot_hostnode__pb2.PromiseResponse.SerializeToString,
+            ),
+            'Replicate': grpc.stream_stream_rpc_method_handler(
+                    servicer.Replicate,
+                    request_deserializer=proto_dot_hostnode__pb2.LeaderMessage.FromString,
+                    response_serializer=proto_dot_hostnode__pb2.FollowerMessage.SerializeToString,
+            ),
+            'GetSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetSnapshot,
+                    request_deserializer=proto_dot_hostnode__pb2.SnapshotRequest.FromString,
+                    response_serializer=proto_dot_hostnode__pb2.SnapshotChunk.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=proto_dot_hostnode__pb2.ReplicaStatusRequest.FromString,
+                    response_serializer=proto_dot_hostnode__pb2.ReplicaStatusResponse.SerializeToString,
+            ),
+            'Digest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Digest,
+                    request_deserializer=proto_dot_hostnode__pb2.DigestRequest.FromString,
+                    response_serializer=proto_dot_hostnode__pb2.DigestResponse.SerializeToString,
+            ),
+            'PrepareTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareTransfer,
+                    request_deserializer=proto_dot_hostnode__pb2.PrepareTransferRequest.FromString,
+                    response_serializer=proto_dot_hostnode__pb2.PrepareTransferResponse.SerializeToString,
+            ),
+            'Assign': grpc.unary_unary_rpc_method_handler(
+                    servicer.Assign,
+                    request_deserializer=proto_dot_hostnode__pb2.AssignRequest.FromString,
+                    response_serializer=proto_dot_hostnode__pb2.AssignResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'orrery.hostnode.v1.Replication', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('orrery.hostnode.v1.Replication', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Replication:
+    """--- replication (docs/cluster.md) ------------------------------------------------------------
+
+    Between host nodes, and from the control plane to host nodes. Offsets follow the commit log:
+    a record's offset is its position (from 0); "next" and "durable" offsets are one past the last
+    record; an "applied" offset is the last record in the LMDB checkpoint (-1: none).
+    """
+
+    @staticmethod
+    def Promise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.hostnode.v1.Replication/Promise',
+            proto_dot_hostnode__pb2.PromiseRequest.SerializeToString,
+            proto_dot_hostnode__pb2.PromiseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replicate(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/orrery.hostnode.v1.Replication/Replicate',
+            proto_dot_hostnode__pb2.LeaderMessage.SerializeToString,
+            proto_dot_hostnode__pb2.FollowerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orrery.hostnode.v1.Replication/GetSnapshot',
+            proto_dot_hostnode__pb2.SnapshotRequest.SerializeToString,
+            proto_dot_hostnode__pb2.SnapshotChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.hostnode.v1.Replication/Status',
+            proto_dot_hostnode__pb2.ReplicaStatusRequest.SerializeToString,
+            proto_dot_hostnode__pb2.ReplicaStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Digest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.hostnode.v1.Replication/Digest',
+            proto_dot_hostnode__pb2.DigestRequest.SerializeToString,
+            proto_dot_hostnode__pb2.DigestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.hostnode.v1.Replication/PrepareTransfer',
+            proto_dot_hostnode__pb2.PrepareTransferRequest.SerializeToString,
+            proto_dot_hostnode__pb2.PrepareTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Assign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.hostnode.v1.Replication/Assign',
+            proto_dot_hostnode__pb2.AssignRequest.SerializeToString,
+            proto_dot_hostnode__pb2.AssignResponse.FromString,
             options,
             channel_credentials,
             insecure,
