@@ -21,14 +21,13 @@ answers with, so the gateway maps them in one place.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from controlplane.metastore import (
+from clustermeta.metastore import (
     Compare,
     DeleteOp,
     MetaStore,
@@ -38,6 +37,7 @@ from controlplane.metastore import (
     prefix_end,
     value_equals,
 )
+from clustermeta.records import DatabaseRecord, DbState
 from sats.errors import SatsError
 from sats.identity import Identity
 
@@ -137,41 +137,6 @@ class Placement:
     node_id: str
     address: str
     epoch: int = 1
-
-
-@dataclass
-class DatabaseRecord:
-    """The control plane's record of one database."""
-
-    identity: Identity
-    owner: Identity
-    host_type: str = "Wasm"
-    initial_program_hash: str = ""
-    replicas: list[Placement] = field(default_factory=list)
-
-    def to_json(self) -> bytes:
-        """Serialise for the MetaStore."""
-        return json.dumps(
-            {
-                "identity": self.identity.to_hex(),
-                "owner": self.owner.to_hex(),
-                "host_type": self.host_type,
-                "initial_program_hash": self.initial_program_hash,
-                "replicas": [vars(p) for p in self.replicas],
-            }
-        ).encode()
-
-    @staticmethod
-    def from_json(data: bytes) -> DatabaseRecord:
-        """Parse a stored record."""
-        doc = json.loads(data)
-        return DatabaseRecord(
-            identity=Identity.from_hex(doc["identity"]),
-            owner=Identity.from_hex(doc["owner"]),
-            host_type=doc.get("host_type", "Wasm"),
-            initial_program_hash=doc.get("initial_program_hash", ""),
-            replicas=[Placement(**p) for p in doc.get("replicas", [])],
-        )
 
 
 @dataclass
@@ -359,7 +324,10 @@ class ControlPlane:
             await self.host.install(identity, caller, program)
         except Exception as e:
             raise _install_error(e, updating=False) from None
-        record = DatabaseRecord(identity, caller, "Wasm", program_hash(program), [self.placement])
+        record = DatabaseRecord(
+            identity, caller, "Wasm", program_hash(program), DbState.ACTIVE, 1,
+            [self.placement.node_id], leader=self.placement.node_id, epoch=self.placement.epoch,
+        )
         await self.store.txn(
             [key_absent(_k("db", identity.to_hex()))],
             [

@@ -169,7 +169,10 @@ def _database_info(record: DatabaseRecord) -> pb.DatabaseInfo:
         owner_identity=record.owner.to_bsatn(),
         host_type=record.host_type,
         initial_program_hash=record.initial_program_hash,
-        replicas=[pb.Placement(node_id=p.node_id, address=p.address, epoch=p.epoch) for p in record.replicas],
+        replicas=[pb.Placement(node_id=n, epoch=record.epoch) for n in record.replicas],
+        epoch=record.epoch,
+        leader=record.leader or "",
+        state=record.state.value,
     )
 
 

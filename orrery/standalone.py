@@ -39,11 +39,11 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane import grpc_service as controlplane_grpc
 from controlplane.core import ControlPlane, ControlPlaneError, DatabaseRecord, Placement
 from controlplane.grpc_service import ControlPlaneOps
 from controlplane.hostnode_client import GrpcHostNodeClient
-from controlplane.metastore_lmdb import LmdbMetaStore
 from gateway import failures
 from gateway.app import create_app
 from gateway.auth import KeyFileError, SigningKeys, TokenAuthority

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane.core import (
     BadRequest,
     ControlPlane,
@@ -21,7 +22,6 @@ from controlplane.core import (
     UpdateRejected,
     parse_name_or_identity,
 )
-from controlplane.metastore_lmdb import LmdbMetaStore
 from hostnode.service import HostNode, HostNodeConfig
 from sats.identity import Identity
 from tests.hostnode.conftest import module_wasm
@@ -74,7 +74,7 @@ def test_publish_resolve_update_and_ownership(tmp_path: Path) -> None:
         assert await cp.resolve("chat") == created.identity
         assert node.has(created.identity)
         record = await cp.require_database("chat")
-        assert record.owner == ALICE and record.replicas[0].node_id == "node-0"
+        assert record.owner == ALICE and record.replicas == ["node-0"]
         updated = await cp.publish(ALICE, "chat", module_wasm("quickstart-chat"))
         assert (updated.op, updated.identity) == ("updated", created.identity)
         with pytest.raises(NotAuthorized, match="update database"):

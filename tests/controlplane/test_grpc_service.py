@@ -11,11 +11,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane import core
 from controlplane.core import ControlPlane, Placement
 from controlplane.grpc_service import ControlPlaneOps, failure_of, start_server
 from controlplane.hostnode_client import DatabaseNotFound, GrpcHostNodeClient, HostNodeFailure, MigrationError
-from controlplane.metastore_lmdb import LmdbMetaStore
 from gateway.failures import ControlErrorKind, control_status
 from hostnode import grpc_service as hostnode_grpc
 from hostnode.service import HostNode, HostNodeConfig

@@ -1,4 +1,4 @@
-"""controlplane.metastore + metastore_lmdb: revisions, ranges, txn compares, CAS races, leases,
+"""clustermeta.metastore + metastore_lmdb: revisions, ranges, txn compares, CAS races, leases,
 watches (replay, live, compaction), restart."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.metastore import (
+from clustermeta.metastore import (
     FROM_KEY,
     MAX_KEY_BYTES,
     MAX_TXN_OPS,
@@ -42,7 +42,7 @@ from controlplane.metastore import (
     value_equals,
     version_equals,
 )
-from controlplane.metastore_lmdb import LmdbMetaStore
+from clustermeta.metastore_lmdb import LmdbMetaStore
 
 
 def run(tmp_path: Path, body: Callable[[LmdbMetaStore], Awaitable[None]], **kw: Any) -> None:

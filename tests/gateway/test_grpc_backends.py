@@ -14,10 +14,10 @@ from typing import Any
 
 import grpc
 
+from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane import grpc_service as controlplane_grpc
 from controlplane.core import ControlPlane, Placement
 from controlplane.hostnode_client import GrpcHostNodeClient
-from controlplane.metastore_lmdb import LmdbMetaStore
 from gateway.backends import CallOutcome, CallResult, ControlPlaneBackend, HostNodeBackend, SqlAnswer
 from gateway.errors import ApiError
 from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode

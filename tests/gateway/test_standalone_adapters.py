@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane.core import ControlPlane, Placement
-from controlplane.metastore_lmdb import LmdbMetaStore
 from gateway.backends import CallOutcome
 from gateway.errors import ApiError
 from hostnode.database import InvalidArguments, LifecycleReducerCall, NoSuchReducer

@@ -2,7 +2,7 @@
 
 Databases, names, owners, placement, leader epochs and node membership are keys in one ordered
 byte-keyed store with etcd v3 semantics, so the control plane reads and writes them the same
-way whether it runs on the embedded store (standalone, :mod:`controlplane.metastore_lmdb`) or on
+way whether it runs on the embedded store (standalone, :mod:`clustermeta.metastore_lmdb`) or on
 etcd (cluster mode). This module holds the abstract interface, its value types and the small
 typed helpers built on :meth:`MetaStore.txn` (compare-and-swap, create-if-absent, fenced puts).
 

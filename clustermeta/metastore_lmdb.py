@@ -1,4 +1,4 @@
-"""The embedded :class:`~controlplane.metastore.MetaStore`: one LMDB file, for standalone mode.
+"""The embedded :class:`~clustermeta.metastore.MetaStore`: one LMDB file, for standalone mode.
 
 Layout of the LMDB environment (one file, ``subdir=False``; named databases):
 
@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from controlplane.metastore import (
+from clustermeta.metastore import (
     FROM_KEY,
     CompactedError,
     Compare,
@@ -279,7 +279,7 @@ class LmdbMetaStore(MetaStore):
 
     ``path`` is the LMDB data file (a ``-lock`` file sits next to it). ``history_limit`` is the
     number of revisions of watch history kept; a watch from an older revision, or a watcher that
-    falls further behind, gets :class:`~controlplane.metastore.CompactedError`.
+    falls further behind, gets :class:`~clustermeta.metastore.CompactedError`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, history_limit: int, map_size: int) -> None:
