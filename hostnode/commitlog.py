@@ -655,11 +655,15 @@ class CommitLog:
             logger.warning(
                 "commit log %s: dropped epoch entries past the log end: %s", self.directory, dropped
             )
-        # Entries that share a start offset: only the last of them can own records.
+        # Entries that share a start offset: only the last of them can own records. Segments
+        # deleted from the front (delete_segments_before) took their records along: the entry
+        # in force at the first kept record shows up in the records as starting there.
+        first = self._bases[0] if self._bases else 0
         effective: list[tuple[int, int]] = []
         for e, s in self._history:
             if s >= self._next_offset:
                 break
+            s = max(s, first)
             if effective and effective[-1][1] == s:
                 effective[-1] = (e, s)
             else:
@@ -998,6 +1002,31 @@ class CommitLog:
                 self._rewrite_epochs()
                 self._append_epoch = -1
 
+    def delete_segments_before(self, offset: int) -> int:
+        """Delete every segment whose records all lie below ``offset``; return the new first offset.
+
+        The active segment always stays. Callers make sure the deleted records are covered
+        elsewhere (a checkpoint, and every replica that still needs them has them durably;
+        docs/cluster.md). Readers already reading a deleted segment keep their open file.
+        The epoch history is kept whole: ``epoch_end_offset`` answers stay valid.
+        """
+        with self._sync_lock, self._lock:
+            self._check_writable()
+            doomed = 0
+            while doomed + 1 < len(self._bases) and self._bases[doomed + 1] <= offset:
+                doomed += 1
+            if not doomed:
+                return self._bases[0]
+            try:
+                for seg in self._segments[:doomed]:  # oldest first: a crash leaves a suffix
+                    os.unlink(seg.path)
+                _fsync_dir(self.directory)
+            except OSError as exc:
+                self._fail(exc, "deleting old segments")
+            del self._segments[:doomed]
+            del self._bases[:doomed]
+            return self._bases[0]
+
     def _position_of(self, seg: _Segment, offset: int) -> int:
         """Byte position of record ``offset`` (or of the segment end if it is next) in ``seg``."""
         if seg.marks:
@@ -1130,6 +1159,9 @@ class GroupCommitter:
         self._seq = itertools.count()
         self.sync_count = 0
         """Number of sync rounds the thread has run."""
+        #: Called on the sync thread with the new durable offset after every sync round
+        #: (replication acks and quorum tracking hang here). Keep them quick.
+        self.listeners: list[Callable[[int], None]] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -1252,6 +1284,11 @@ class GroupCommitter:
                 self._done.notify_all()
             for fn in ready:
                 _run_callback(fn, None)
+            for listener in self.listeners:
+                try:
+                    listener(durable)
+                except Exception:  # one broken listener must not stop the sync thread
+                    logger.exception("commit log durability listener failed")
             if closing:
                 self._finish(None)
                 return

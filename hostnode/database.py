@@ -35,6 +35,7 @@ from typing import Any
 
 from hostnode.commitlog import CommitLog, GroupCommitter
 from hostnode.datastore import Datastore, DatastoreError
+from hostnode.durability import Durability, NoQuorum
 from hostnode.migrate import MigrationError, MigrationPlan, check_policy, migration_token, plan_update
 from hostnode.moduledef import Lifecycle, ModuleDef, ModuleDefError, decode_raw_module_def, validate
 from hostnode.modulelog import ModuleLog
@@ -135,6 +136,12 @@ class DatabaseConfig:
     checkpoint_every_txs: int = 50_000
     checkpoint_every_s: float = 1.0
     lmdb_map_size: int = 1 << 34
+    #: Cluster mode: durability is a quorum's (docs/cluster.md). Checkpoints then wait at most
+    #: ``checkpoint_wait_s`` for the quorum and are skipped when it does not answer in time
+    #: (LMDB must never hold a transaction a failover could still undo); the checkpoints of
+    #: install, update and recovery do not wait at all (the replication streams may not run yet).
+    replicated: bool = False
+    checkpoint_wait_s: float = 2.0
 
 
 @dataclass(order=True, slots=True)
@@ -152,13 +159,27 @@ def _now_micros() -> int:
 class Database:
     """One database replica. See the module docstring for threading and durability rules."""
 
-    def __init__(self, path: Path, config: DatabaseConfig) -> None:
+    def __init__(self, path: Path, config: DatabaseConfig, hooks: ReplicationHooks | None = None) -> None:
         # Use Database.create / Database.open.
         self.path = path
         self.config = config
         self.datastore: Datastore = Datastore(path / "lmdb", map_size=config.lmdb_map_size)
         self.clog: CommitLog = CommitLog.open(path / "clog", segment_size=config.segment_bytes)
         self.committer = GroupCommitter(self.clog, min_interval=config.group_commit_interval_s)
+        #: The one thing every caller waits on before acknowledging (hostnode/durability.py).
+        self.durability: Durability = self.committer
+        #: Called (writer thread) with (epoch, offset, payload) of every appended record.
+        self._on_append: Callable[[int, int, bytes], None] | None = None
+        #: Returns why writes must be refused right now (no quorum, leadership ending), or None.
+        self.write_gate: Callable[[], str | None] | None = None
+        if hooks is not None:
+            try:
+                self.durability = hooks.durability(self.committer, self.clog)
+            except BaseException:
+                self._close_quietly()
+                raise
+            self._on_append = hooks.on_append
+            self.write_gate = hooks.write_gate
         self.logs = ModuleLog(path / "module.log")
         self.identity = Identity.ZERO
         self.owner = Identity.ZERO
@@ -203,6 +224,7 @@ class Database:
         identity: Identity,
         config: DatabaseConfig | None = None,
         timestamp_micros: int | None = None,
+        hooks: ReplicationHooks | None = None,
     ) -> tuple[Database, ReducerOutcome | None]:
         """Create a database in the empty directory ``path``: install the program and run init.
 
@@ -217,7 +239,7 @@ class Database:
         db: Database | None = None
         try:
             wasm = WasmProgram.compile(program)
-            db = cls(path, config)
+            db = cls(path, config, hooks)
             db.identity, db.owner = identity, owner
             outcome = db._install(
                 program, wasm, _now_micros() if timestamp_micros is None else timestamp_micros
@@ -230,12 +252,14 @@ class Database:
             raise
 
     @classmethod
-    def open(cls, path: Path, config: DatabaseConfig | None = None) -> Database:
+    def open(
+        cls, path: Path, config: DatabaseConfig | None = None, hooks: ReplicationHooks | None = None
+    ) -> Database:
         """Open an existing database, replaying the commit log past the datastore's checkpoint."""
         path = Path(path)
         if not (path / "clog").is_dir():
             raise DatabaseError(f"{path} is not a database directory")
-        db = cls(path, config or DatabaseConfig())
+        db = cls(path, config or DatabaseConfig(), hooks)
         try:
             db._recover()
         except BaseException:
@@ -282,7 +306,7 @@ class Database:
         if outcome is not None:
             outcome.offset, outcome.txdata = offset, txdata
         self._arm_pending()
-        self.checkpoint(wait=True)
+        self.checkpoint(wait=not self.config.replicated)
         return outcome
 
     def update_program(
@@ -334,7 +358,7 @@ class Database:
         self.host = None
         self._install_moduledef(host, mdef, program)
         self._refresh_ids()
-        self.checkpoint(wait=True)
+        self.checkpoint(wait=not self.config.replicated)
         for cb in self.on_program_update:
             cb(plan)
         return plan
@@ -370,12 +394,13 @@ class Database:
     def _recover(self) -> None:
         start = self.datastore.applied_offset()
         replayed = 0
+        if self.clog.first_offset > start + 1:
+            raise DatabaseError(
+                f"{self.path}: the commit log starts at offset {self.clog.first_offset} but the datastore "
+                f"holds only up to {start}: records are missing"
+            )
         for rec in self.clog.read_from(start + 1):
-            txr = TxRecord.decode(rec.payload)
-            if txr.kind is RecordKind.INSTALL:
-                self._replay_install(txr)
-            else:
-                self.datastore.apply(TxData.decode(txr.txdata))
+            replay_payload(self.datastore, rec.payload)
             replayed += 1
             self._last_offset = rec.offset
         program = self.datastore.get_meta(META_PROGRAM)
@@ -387,20 +412,9 @@ class Database:
         self._refresh_ids()
         if replayed:
             log.info("replayed %d commit-log records for %s", replayed, self.path)
-        self.checkpoint(wait=True)
+        self.checkpoint(wait=not self.config.replicated)
         self._arm_all_schedules()
         self._disconnect_stale_clients()
-
-    def _replay_install(self, txr: TxRecord) -> None:
-        # The install's TxData carries the schema operations (tables created) and init's rows;
-        # the program itself lives in datastore meta.
-        tx = self.datastore.begin_mut()
-        tx.put_meta(META_PROGRAM, txr.program)
-        if self.datastore.get_meta(META_OWNER) is None:
-            tx.put_meta(META_OWNER, txr.caller_identity)
-            tx.put_meta(META_IDENTITY, txr.args)
-        tx.commit()
-        self.datastore.apply(TxData.decode(txr.txdata))
 
     @property
     def row_level_security(self) -> tuple[str, ...]:
@@ -479,6 +493,10 @@ class Database:
         """Run a client-callable reducer in its own transaction (module-abi.md §6)."""
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
+        if self.write_gate is not None:
+            refused = self.write_gate()
+            if refused is not None:
+                raise NoQuorum(refused)
         rid = self._callable_ids.get(name)
         if rid is None:
             if name in self._reducer_ids:
@@ -601,6 +619,8 @@ class Database:
         self._last_offset = offset
         n = self._since_checkpoint = self._since_checkpoint + 1
         self.committer.notify()
+        if self._on_append is not None:
+            self._on_append(self.config.epoch, offset, payload)
         outcome.txdata = txdata
         if self._pending_arms:
             self._arm_pending()
@@ -615,7 +635,18 @@ class Database:
         self._last_offset = offset
         self._since_checkpoint += 1
         self.committer.notify()
+        if self._on_append is not None:
+            self._on_append(self.config.epoch, offset, payload)
         return offset
+
+    def begin_epoch(self) -> int:
+        """Append the epoch-start record of a new leader's epoch (``config.epoch``): a
+        transaction that changes nothing. Records of earlier epochs count as committed only once
+        it is (REPLICATION.md rule 5); returns its offset."""
+        self._check_open()
+        return self._append(
+            TxRecord(RecordKind.SYSTEM, "", bytes(32), bytes(16), _now_micros(), b"", b"", _EMPTY_TXDATA)
+        )
 
     def _drain_immediate(self) -> None:
         while self._immediate:
@@ -850,7 +881,7 @@ class Database:
         target = self._last_offset if offset is None else offset
         if target < 0:
             return True
-        return self.committer.wait_durable(target, timeout)
+        return self.durability.wait_durable(target, timeout)
 
     def _maybe_checkpoint(self) -> None:
         n = self._since_checkpoint
@@ -860,13 +891,25 @@ class Database:
         ):
             self.checkpoint()
 
-    def checkpoint(self, wait: bool = True) -> None:
-        """Make the datastore state visible to readers, never ahead of the durable log."""
-        if self._last_offset >= 0:
-            self.wait_durable(self._last_offset)
+    def checkpoint(self, wait: bool = True) -> bool:
+        """Make the datastore state visible to readers, never ahead of what is durable.
+
+        Durable means what :attr:`durability` says (in a cluster: a majority has it), so LMDB
+        never holds a transaction a failover could undo. ``wait=False`` checkpoints only when
+        everything applied is durable already. Returns False when the checkpoint was skipped
+        (not durable in time: the next one covers it).
+        """
+        if self._last_offset >= 0 and self._last_offset >= self.durability.durable_offset:
+            if not wait:
+                return False
+            timeout = self.config.checkpoint_wait_s if self.config.replicated else None
+            if not self.wait_durable(self._last_offset, timeout):
+                self._last_checkpoint = time.monotonic()  # try again after the usual interval
+                return False
         self.datastore.checkpoint(self._last_offset)
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        return True
 
     @contextmanager
     def read(self) -> Iterator[Any]:
@@ -906,6 +949,36 @@ class Database:
                 log.exception("error while closing %s", self.path)
         if self.host is not None:
             self.host.discard_instance()
+
+
+_EMPTY_TXDATA = TxData().encode()
+
+
+def replay_payload(datastore: Datastore, payload: bytes) -> None:
+    """Apply one commit-log payload to ``datastore`` (recovery, and followers applying what the
+    leader committed). INSTALL records also store the program (and, the first time, owner and
+    identity) in the datastore's metadata."""
+    txr = TxRecord.decode(payload)
+    if txr.kind is RecordKind.INSTALL:
+        tx = datastore.begin_mut()
+        tx.put_meta(META_PROGRAM, txr.program)
+        if datastore.get_meta(META_OWNER) is None:
+            tx.put_meta(META_OWNER, txr.caller_identity)
+            tx.put_meta(META_IDENTITY, txr.args)
+        tx.commit()
+    datastore.apply(TxData.decode(txr.txdata))
+
+
+@dataclass
+class ReplicationHooks:
+    """How a replicated database's engine meets its replication (hostnode/replication.py)."""
+
+    #: Builds the durability seam once the commit log exists: (committer, log) → Durability.
+    durability: Callable[[GroupCommitter, CommitLog], Durability]
+    #: Every appended record (writer thread): (epoch, offset, payload).
+    on_append: Callable[[int, int, bytes], None] | None = None
+    #: Why writes are refused right now, or None (checked before each client reducer call).
+    write_gate: Callable[[], str | None] | None = None
 
 
 def _rel(rows: list[bytes]) -> bytes:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hostnode.database import DatabaseError, ReducerOutcome, Status
+from hostnode.durability import ReplicationError
 from hostnode.subscriptions import SubscriptionManager, attach, wire, writer_view
 from hostnode.subscriptions import results as r
 from hostnode.subscriptions.manager import CommitUpdates
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CLOSE_LEADER_CHANGED",
     "CLOSE_MODULE_EXITED",
     "CLOSE_TOO_MANY_REQUESTS",
     "CLOSE_TOO_SLOW",
@@ -62,6 +64,9 @@ MAX_INCOMING_MESSAGES = 16384
 CLOSE_MODULE_EXITED = (1001, "module exited")
 CLOSE_TOO_MANY_REQUESTS = (1013, "too many requests")
 CLOSE_TOO_SLOW = (1008, "client too far behind: outgoing message queue is full")
+#: This node stopped leading the database (failover, transfer, lost lease): the client should
+#: reconnect, and the gateway will route it to the new leader.
+CLOSE_LEADER_CHANGED = (1012, "database leader changed; reconnect")
 
 Frame = bytes | str
 Submit = Callable[[Callable[["Database"], Any]], "Future[Any]"]
@@ -247,8 +252,9 @@ class RealtimeHub:
             db.call_reducer(
                 msg.reducer, args, caller=conn.params.identity, connection_id=conn.params.connection_id
             )
-        except DatabaseError as e:
-            # Resolution errors: sent whatever the flags, never held for durability (§11).
+        except (DatabaseError, ReplicationError) as e:
+            # Resolution errors and refused writes (no quorum): sent whatever the flags, never
+            # held for durability (§11).
             self._reply(conn, self._failure_update(conn, msg.reducer, str(e)))
         finally:
             self._caller = None
@@ -430,12 +436,12 @@ class RealtimeHub:
         for conn, items in batch:
             conn.push_now(items)
 
-    def shutdown(self) -> None:
-        """The database is going away: close every connection with 1001 ``module exited``
-        (any thread; the hub ignores its connections from now on)."""
+    def shutdown(self, close: tuple[int, str] = CLOSE_MODULE_EXITED) -> None:
+        """The database is going away: close every connection with ``close`` (default 1001
+        ``module exited``; any thread; the hub ignores its connections from now on)."""
         self.closed = True
         for conn in list(self.connections):
-            _close_soon(conn, *CLOSE_MODULE_EXITED)
+            _close_soon(conn, *close)
 
 
 def _close_soon(conn: Connection, code: int, reason: str) -> None:
@@ -508,7 +514,8 @@ class Connection:
             return None
         frame, offset = self._queue.popleft()
         self._bytes -= len(frame)
-        await self._until_durable(offset)
+        if not await self._until_durable(offset):
+            return None
         return frame
 
     async def recv_many(self) -> list[Frame] | None:
@@ -520,7 +527,8 @@ class Connection:
         durable_after = max((o for _, o in self._queue if o is not None), default=None)
         self._queue.clear()
         self._bytes = 0
-        await self._until_durable(durable_after)
+        if not await self._until_durable(durable_after):
+            return None
         return frames
 
     async def _frames_queued(self) -> bool:
@@ -532,9 +540,18 @@ class Connection:
             await self._wake.wait()
         return False
 
-    async def _until_durable(self, offset: int | None) -> None:
+    async def _until_durable(self, offset: int | None) -> bool:
+        """Hold a confirmed client's frames until ``offset`` is durable; False (and the
+        connection closed) when that will never be known here (the leader stepped down, or no
+        majority confirmed it in time): the frames are not sent."""
         if offset is not None and self.params.confirmed and not self.hub.closed:
-            await self.hub.db.committer.wait_durable_async(offset)
+            try:
+                await self.hub.db.durability.wait_durable_async(offset)
+            except ReplicationError as e:
+                log.info("closing a confirmed client: %s", e)
+                self.server_close(CLOSE_LEADER_CHANGED[0], CLOSE_LEADER_CHANGED[1])
+                return False
+        return True
 
     async def wait_closed(self) -> None:
         """Return once the server has ended the connection."""

@@ -304,7 +304,7 @@ class HostNode:
 
         result = await _wrap(worker.submit(job))
         if result.last_offset >= 0:
-            await worker.db.committer.wait_durable_async(result.last_offset)
+            await worker.db.durability.wait_durable_async(result.last_offset)
         return result
 
     def encode_json_args(self, identity: Identity, reducer: str, args_json: str) -> bytes:
@@ -369,7 +369,7 @@ class HostNode:
 
         result = await _wrap(worker.submit(run))
         if result.offset is not None:
-            await worker.db.committer.wait_durable_async(result.offset)
+            await worker.db.durability.wait_durable_async(result.offset)
         return result
 
     def schema_json(self, identity: Identity) -> dict[str, Any]:
@@ -411,7 +411,7 @@ class HostNode:
 
     async def _durable(self, worker: DatabaseWorker, outcome: ReducerOutcome) -> None:
         if outcome.offset is not None:
-            await worker.db.committer.wait_durable_async(outcome.offset)
+            await worker.db.durability.wait_durable_async(outcome.offset)
 
 
 async def _wrap(fut: Future[T]) -> T:
