@@ -815,6 +815,11 @@ class ReadTx(_TxBase):
 
     abort = close
 
+    def applied_offset(self) -> int:
+        """The commit-log offset this snapshot's checkpoint was taken at (-1: none)."""
+        v = self._txn.get(_K_APPLIED, None, self._meta)
+        return -1 if v is None else _APPLIED.unpack(v)[0]
+
     def __enter__(self) -> ReadTx:
         return self
 
@@ -1457,6 +1462,18 @@ class MutTx(_TxBase):
 # ---------------------------------------------------------------------------------------------
 
 
+def read_applied_offset(directory: str | os.PathLike[str]) -> int:
+    """The applied offset recorded in the LMDB environment in ``directory`` (-1: none)."""
+    env = lmdb.open(os.fspath(directory), readonly=True, lock=False, max_dbs=2, subdir=True)
+    try:
+        meta = env.open_db(_META_DB, create=False)
+        with env.begin() as txn:
+            v = txn.get(_K_APPLIED, None, meta)
+        return -1 if v is None else _APPLIED.unpack(v)[0]
+    finally:
+        env.close()
+
+
 class Datastore:
     """The LMDB-backed state of one database replica (see the module docstring).
 
@@ -1610,6 +1627,13 @@ class Datastore:
     def sync(self) -> None:
         """Flush checkpointed data to disk (fsync)."""
         self._env.sync(True)
+
+    def copy_to(self, directory: str | os.PathLike[str]) -> int:
+        """Write a compacted copy of the last checkpoint into the empty ``directory`` (any
+        thread; writers go on meanwhile) and return the applied offset the copy holds."""
+        os.makedirs(directory, exist_ok=True)
+        self._env.copy(os.fspath(directory), compact=True)
+        return read_applied_offset(directory)
 
     def close(self) -> None:
         """Close the environment. Changes since the last checkpoint are discarded (the commit

@@ -20,6 +20,8 @@ from typing import Any
 
 import grpc
 
+from clustermeta.records import DatabaseRecord
+from hostnode.cluster import ClusterNode
 from hostnode.database import (
     Database,
     DatabaseClosed,
@@ -30,6 +32,7 @@ from hostnode.database import (
     ReducerOutcome,
     Status,
 )
+from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown, StaleEpoch
 from hostnode.migrate import MigrationError, MigrationPlan, MigrationPolicyError
 from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection
 from hostnode.service import DatabaseNotFound, HostNode
@@ -80,6 +83,10 @@ _KINDS: list[tuple[type[BaseException], pb.ErrorKind]] = [
     (MigrationError, pb.ERROR_KIND_MIGRATION_REJECTED),
     (MigrationPolicyError, pb.ERROR_KIND_MIGRATION_POLICY),
     (SqlError, pb.ERROR_KIND_SQL),
+    (NotLeader, pb.ERROR_KIND_NOT_LEADER),
+    (NoQuorum, pb.ERROR_KIND_NO_QUORUM),
+    (OutcomeUnknown, pb.ERROR_KIND_OUTCOME_UNKNOWN),
+    (StaleEpoch, pb.ERROR_KIND_STALE_EPOCH),
 ]
 
 
@@ -209,17 +216,27 @@ def _conn_id(data: bytes) -> int:
 class HostNodeServicer(pb_grpc.HostNodeServicer):
     """``orrery.hostnode.v1.HostNode`` over one :class:`HostNode`."""
 
-    def __init__(self, node: HostNode) -> None:
+    def __init__(self, node: HostNode, cluster: ClusterNode | None = None) -> None:
         self.node = node
+        self.cluster = cluster
 
     async def Install(self, request: pb.InstallRequest, context: Any) -> pb.InstallResponse:  # noqa: N802
-        """Create or update (``keep_program``: reinstall the current program)."""
+        """Create or update (``keep_program``: reinstall the current program); in a cluster
+        (``epoch`` set) with the replica set, answering once a majority has it."""
         identity = Identity.from_bsatn(request.database_identity)
         try:
             program = self.node.database(identity).program_bytes if request.keep_program else request.program
             token = request.migration_token if request.HasField("migration_token") else None
             owner = Identity.from_bsatn(request.owner_identity)
-            done = await self.node.install(identity, owner, program, clear=request.clear, token=token)
+            if request.epoch and self.cluster is not None:
+                done = await self.cluster.install(
+                    identity, owner, program, epoch=request.epoch,
+                    replicas=[(p.node_id, p.address) for p in request.replicas],
+                    learners=[(p.node_id, p.address) for p in request.learners],
+                    generation=request.generation or 1, clear=request.clear, token=token,
+                )  # fmt: skip
+            else:
+                done = await self.node.install(identity, owner, program, clear=request.clear, token=token)
         except Exception as e:  # noqa: BLE001 - every failure is an answer
             return pb.InstallResponse(failure=_failure(e))
         response = pb.InstallResponse(created=done.created)
@@ -232,7 +249,11 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:  # noqa: N802
         """Stop a database and remove its files."""
         try:
-            await self.node.delete(Identity.from_bsatn(request.database_identity))
+            identity = Identity.from_bsatn(request.database_identity)
+            if self.cluster is not None:
+                await self.cluster.delete(identity)
+            else:
+                await self.node.delete(identity)
         except Exception as e:  # noqa: BLE001
             return pb.DeleteResponse(failure=_failure(e))
         return pb.DeleteResponse()
@@ -545,10 +566,78 @@ class _RealtimeStream:
                 await task
 
 
-async def start_server(node: HostNode, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:
-    """Serve ``node`` on ``address``; returns the started server and the ``host:port`` it bound."""
+class ReplicationServicer(pb_grpc.ReplicationServicer):
+    """``orrery.hostnode.v1.Replication`` over one :class:`~hostnode.cluster.ClusterNode`."""
+
+    def __init__(self, cluster: ClusterNode) -> None:
+        self.cluster = cluster
+
+    async def Promise(self, request: pb.PromiseRequest, context: Any) -> pb.PromiseResponse:  # noqa: N802
+        """Durably promise an epoch; report the durable log's end."""
+        try:
+            return await self.cluster.promise(Identity.from_bsatn(request.database_identity), request.epoch)
+        except Exception as e:  # noqa: BLE001
+            return pb.PromiseResponse(failure=_failure(e))
+
+    async def Replicate(self, request_iterator: Any, context: Any) -> None:  # noqa: N802
+        """The follower's side of a leader's stream."""
+        await self.cluster.replicate(context)
+
+    async def GetSnapshot(self, request: pb.SnapshotRequest, context: Any) -> AsyncIterator[pb.SnapshotChunk]:  # noqa: N802
+        """This leader's LMDB state at its last checkpoint."""
+        async for chunk in self.cluster.snapshot(Identity.from_bsatn(request.database_identity), request.epoch):
+            yield chunk
+
+    async def Status(self, request: pb.ReplicaStatusRequest, context: Any) -> pb.ReplicaStatusResponse:  # noqa: N802
+        """Roles, epochs and offsets of the replicas here."""
+        ident = Identity.from_bsatn(request.database_identity) if request.database_identity else None
+        return self.cluster.status(ident)
+
+    async def Digest(self, request: pb.DigestRequest, context: Any) -> pb.DigestResponse:  # noqa: N802
+        """The digest of a replica's tables at one offset."""
+        try:
+            return await self.cluster.digest(
+                Identity.from_bsatn(request.database_identity), request.offset, (request.timeout_ms or 10_000) / 1000
+            )
+        except Exception as e:  # noqa: BLE001
+            return pb.DigestResponse(failure=_failure(e))
+
+    async def PrepareTransfer(  # noqa: N802
+        self, request: pb.PrepareTransferRequest, context: Any
+    ) -> pb.PrepareTransferResponse:
+        """Hold writes back until the target has every record."""
+        try:
+            end = await self.cluster.prepare_transfer(
+                Identity.from_bsatn(request.database_identity), request.epoch, request.target_node,
+                (request.timeout_ms or 10_000) / 1000,
+            )  # fmt: skip
+        except Exception as e:  # noqa: BLE001
+            return pb.PrepareTransferResponse(failure=_failure(e))
+        return pb.PrepareTransferResponse(next_offset=end)
+
+    async def Assign(self, request: pb.AssignRequest, context: Any) -> pb.AssignResponse:  # noqa: N802
+        """The control plane's nudge: act on a database record now."""
+        try:
+            peers = {p.node_id: p.address for p in request.peers}
+            if request.deleted:
+                await self.cluster.apply_record(Identity.from_bsatn(request.database_identity), None, peers)
+            else:
+                record = DatabaseRecord.from_json(request.record_json.encode())
+                await self.cluster.apply_record(record.identity, record, peers)
+        except Exception as e:  # noqa: BLE001
+            return pb.AssignResponse(failure=_failure(e))
+        return pb.AssignResponse()
+
+
+async def start_server(
+    node: HostNode, address: str = "127.0.0.1:0", cluster: ClusterNode | None = None
+) -> tuple[grpc.aio.Server, str]:
+    """Serve ``node`` on ``address`` (and, in a cluster, its Replication service); returns the
+    started server and the ``host:port`` it bound."""
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    pb_grpc.add_HostNodeServicer_to_server(HostNodeServicer(node), server)
+    pb_grpc.add_HostNodeServicer_to_server(HostNodeServicer(node, cluster), server)
+    if cluster is not None:
+        pb_grpc.add_ReplicationServicer_to_server(ReplicationServicer(cluster), server)
     port = server.add_insecure_port(address)
     await server.start()
     host = address.rpartition(":")[0]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from hostnode.database import (
     Database,
@@ -30,7 +30,7 @@ from hostnode.database import (
 )
 from hostnode.migrate import MigrationPlan, migration_token, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
-from hostnode.realtime import ClientParams, Connection, RealtimeHub
+from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, RealtimeHub
 from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
 from hostnode.wasm_host import ModuleHost, ModuleLoadError, WasmProgram
 from hostnode.worker import DatabaseWorker
@@ -41,6 +41,16 @@ from sats.json import from_json, loads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class ClusterRoles(Protocol):
+    """What the host node asks of its cluster side (hostnode/cluster.py) on every call."""
+
+    def refuse_not_leading(self, identity: Identity) -> None:
+        """Raise NotLeader when this node holds a replica of ``identity`` it does not lead."""
+
+    def check_serving(self, identity: Identity) -> None:
+        """Raise NotLeader when this node may not serve ``identity`` now (lease lost, stepping down)."""
 
 
 class HostNodeError(Exception):
@@ -99,6 +109,9 @@ class HostNode:
         self._locks: dict[Identity, asyncio.Lock] = {}
         self._hubs: dict[Identity, RealtimeHub] = {}
         self._hub_locks: dict[Identity, asyncio.Lock] = {}
+        #: Cluster mode: the replication roles of this node's replicas (hostnode/cluster.py);
+        #: None standalone.
+        self.cluster: ClusterRoles | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -147,7 +160,11 @@ class HostNode:
     def _worker(self, identity: Identity) -> DatabaseWorker:
         w = self._workers.get(identity)
         if w is None:
+            if self.cluster is not None:
+                self.cluster.refuse_not_leading(identity)
             raise DatabaseNotFound(f"no database {identity.to_hex()} on this node")
+        if self.cluster is not None:
+            self.cluster.check_serving(identity)
         return w
 
     async def run(self, identity: Identity, fn: Callable[[Database], T]) -> T:
@@ -404,10 +421,10 @@ class HostNode:
             return outcome
         return conn
 
-    def _drop_hub(self, identity: Identity) -> None:
+    def _drop_hub(self, identity: Identity, close: tuple[int, str] = CLOSE_MODULE_EXITED) -> None:
         hub = self._hubs.pop(identity, None)
         if hub is not None:
-            hub.shutdown()
+            hub.shutdown(close)
 
     async def _durable(self, worker: DatabaseWorker, outcome: ReducerOutcome) -> None:
         if outcome.offset is not None:

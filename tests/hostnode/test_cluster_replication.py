@@ -1,0 +1,172 @@
+"""Replication between real host nodes (in one process; each with its own files and gRPC server):
+quorum commits, followers applying, failover with fencing, truncation at the divergence point,
+snapshots for new or lagging replicas, and writes refused without a quorum."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown
+from hostnode.database import Status
+from proto import hostnode_pb2 as pb
+from tests.hostnode.cluster_harness import DB, Cluster, eventually
+
+
+def run(coro_fn, tmp_path: Path, n: int = 3, **kw):  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        async with Cluster(tmp_path, n, **kw) as c:
+            await asyncio.wait_for(coro_fn(c), 120)
+
+    asyncio.run(main())
+
+
+async def status(c: Cluster, node: str) -> pb.ReplicaState:
+    r = await c.stub(node).Status(pb.ReplicaStatusRequest(database_identity=DB.to_bsatn()))
+    assert r.replicas, f"{node} holds no replica"
+    return r.replicas[0]
+
+
+def test_writes_commit_on_a_majority_and_followers_apply_them(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.create()
+        assert (await c.seed("n1", 10, 100)).status is Status.COMMITTED
+        for i in range(30):
+            out = await c.transfer("n1", i % 10, (i + 1) % 10)
+            assert out.status is Status.COMMITTED
+        leader = await status(c, "n1")
+        assert leader.role == "leader" and leader.epoch == 1 and leader.has_quorum
+        # Every follower has every committed record durable and applied (as the leader's
+        # commit point reaches them), and the three replicas hold the same rows.
+        for n in ("n2", "n3"):
+            await eventually(
+                lambda n=n: _applied_all(c, n, leader.commit_offset), what=f"{n} applies everything"
+            )
+        digests = await c.digests()
+        assert len(set(digests.values())) == 1, digests
+        # Followers do not serve: the gateway is told to go to the leader.
+        with pytest.raises(NotLeader):
+            await c.transfer("n2", 0, 1)
+
+    run(body, tmp_path)
+
+
+async def _applied_all(c: Cluster, node: str, commit: int) -> bool:
+    s = await status(c, node)
+    return s.durable_offset >= commit and s.applied_offset + 1 >= commit - 1
+
+
+def test_failover_keeps_every_acknowledged_write_and_fences_the_old_leader(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.create()
+        await c.seed("n1", 10, 1000)
+        for i in range(20):
+            assert (await c.transfer("n1", i % 10, (i + 3) % 10)).status is Status.COMMITTED
+        # The leader is cut off (its server stops answering; the process lives on).
+        n1 = c.nodes["n1"]
+        assert n1.server is not None
+        await n1.server.stop(None)
+        n1.server = None
+        record = await c.elect()
+        assert record.leader in ("n2", "n3") and record.epoch == 2
+        for i in range(10):
+            assert (await c.transfer(record.leader, i % 10, (i + 1) % 10)).status is Status.COMMITTED
+        # The old leader cannot commit anything in epoch 1: its followers promised epoch 2.
+        with pytest.raises((OutcomeUnknown, NoQuorum, NotLeader)):
+            await c.transfer("n1", 1, 2)
+        s = await status(c, record.leader)
+        assert s.role == "leader" and s.epoch == 2
+        digests = await c.digests(nodes=["n2", "n3"])
+        assert len(set(digests.values())) == 1
+
+    run(body, tmp_path)
+
+
+def test_a_deposed_leader_truncates_its_uncommitted_tail_and_rejoins(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.create()
+        await c.seed("n1", 10, 1000)
+        committed = await status(c, "n1")
+        # Followers go away: the leader appends records no majority will ever have.
+        for n in ("n2", "n3"):
+            await c.nodes[n].stop()
+        tentative = [asyncio.create_task(c.transfer("n1", 0, 1)) for _ in range(5)]
+        await eventually(lambda: _next_offset_at_least(c, "n1", committed.next_offset + 5), what="tentative tail")
+        # n1 dies too; n2 and n3 come back and elect a new leader without n1's tail.
+        await c.nodes["n1"].stop()
+        for t in tentative:
+            with pytest.raises((OutcomeUnknown, NotLeader, Exception)):
+                await t
+        for n in ("n2", "n3"):
+            await c.nodes[n].start()
+        record = await c.elect()
+        assert record.leader in ("n2", "n3")
+        for i in range(5):
+            assert (await c.transfer(record.leader, 2, 3)).status is Status.COMMITTED
+        # n1 returns: it must cut its tail at the divergence point and copy the new epoch.
+        await c.nodes["n1"].start()
+        await c.assign(record)
+        leader = await status(c, record.leader)
+        await eventually(lambda: _durable_at_least(c, "n1", leader.commit_offset), what="n1 catches up")
+        digests = await c.digests()
+        assert len(set(digests.values())) == 1, digests
+
+    run(body, tmp_path)
+
+
+async def _next_offset_at_least(c: Cluster, node: str, offset: int) -> bool:
+    return (await status(c, node)).next_offset >= offset
+
+
+async def _durable_at_least(c: Cluster, node: str, offset: int) -> bool:
+    return (await status(c, node)).durable_offset >= offset
+
+
+def test_writes_are_refused_without_a_quorum_and_resume_when_it_returns(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.create()
+        await c.seed("n1", 10, 1000)
+        for n in ("n2", "n3"):
+            await c.nodes[n].stop()
+        await eventually(lambda: not c.node("n1").leading[DB].has_quorum(), what="quorum loss noticed")
+        with pytest.raises(NoQuorum, match="no quorum"):
+            await c.transfer("n1", 0, 1)
+        await c.nodes["n2"].start()
+        await c.assign(c.records[DB])
+        await eventually(lambda: c.node("n1").leading[DB].has_quorum(), what="quorum back")
+        assert (await c.transfer("n1", 0, 1)).status is Status.COMMITTED
+
+    run(body, tmp_path)
+
+
+def test_a_new_replica_starts_from_a_snapshot_when_the_log_was_collected(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.create(replicas=["n1", "n2", "n3"])
+        await c.seed("n1", 50, 1000)
+        for i in range(400):
+            assert (await c.transfer("n1", i % 50, (i + 7) % 50)).status is Status.COMMITTED
+        leader = c.node("n1").leading[DB]
+        db = leader.db
+        assert db is not None
+        # Checkpoint and collect segments so the log no longer starts at 0.
+        worker = c.host("n1")._workers[DB]
+        await asyncio.wrap_future(worker.submit(lambda d: d.checkpoint()))
+        await eventually(lambda: leader.retain_offset() > 100, what="followers catch up")
+        await asyncio.wrap_future(worker.submit(lambda d: leader.collect_segments()))
+        assert db.clog.first_offset > 0
+        # n4 joins as a learner: it gets a snapshot, then the log from there on.
+        record = dataclasses.replace(c.records[DB], learners=["n4"])  # a learner needs no new epoch
+        await c.assign(record)
+        for i in range(10):
+            assert (await c.transfer(record.leader or "", i, i + 1)).status is Status.COMMITTED
+        lead = await status(c, record.leader or "")
+        await eventually(lambda: _durable_at_least(c, "n4", lead.commit_offset), what="n4 catches up")
+        s4 = await status(c, "n4")
+        assert s4.first_offset > 0  # it started from a snapshot, not from offset 0
+        digests = await c.digests()
+        assert len(set(digests.values())) == 1, digests
+
+    run(body, tmp_path, 4, segment_bytes=4096)
