@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ClusterConfig", "ClusterNode"]
 
+#: Seconds between maintenance rounds (log segment collection).
+MAINTENANCE_EVERY_S = 5.0
 #: Bytes per SnapshotChunk.
 SNAPSHOT_CHUNK = 1 << 20
 #: Queued in a follower stream's outbox: "send an ack with the current durable offset".
@@ -124,6 +126,7 @@ class ClusterNode:
                 )
             except Exception:  # noqa: BLE001 - one broken replica must not stop the node
                 log.exception("could not open replica %s; it will be rebuilt from a leader", path.name)
+        self._spawn(self._maintain())
 
     async def stop(self) -> None:
         """Step down from everything and close every replica."""
@@ -138,9 +141,25 @@ class ClusterNode:
         await self.channels.close()
 
     def lease_lost(self) -> None:
-        """The node's lease is gone: stop leading everything now (rule 6)."""
+        """The node's lease is gone: stop leading everything now (rule 6). The node comes back
+        as a new incarnation, so the control plane elects anew wherever it led."""
+        self.config.incarnation = uuid.uuid4().hex
         for identity in list(self.leading):
             self._spawn(self._locked_step_down(identity, "this node lost its cluster lease"))
+
+    async def _maintain(self) -> None:
+        """Now and then: delete log segments every replica is done with (leaders decide; their
+        followers follow the retain point in the stream)."""
+        while True:
+            await asyncio.sleep(MAINTENANCE_EVERY_S)
+            for identity, leader in list(self.leading.items()):
+                worker = self.node._workers.get(identity)
+                if worker is None:
+                    continue
+                try:
+                    await asyncio.wrap_future(worker.submit(functools.partial(_collect, leader)))
+                except Exception:  # noqa: BLE001 - retried next round
+                    log.exception("collecting log segments of %s failed", identity.to_hex()[:16])
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -717,6 +736,10 @@ class ClusterNode:
         raise OutcomeUnknown(
             f"node {target} did not catch up within {timeout_s:g} s (has {link.state.durable_offset} of {db.clog.next_offset})"
         )
+
+
+def _collect(leader: LeaderReplication, _db: Database) -> None:
+    leader.collect_segments()
 
 
 def _append_checked(

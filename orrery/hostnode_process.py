@@ -1,0 +1,185 @@
+"""``orrery hostnode``: one host node of a cluster, as its own process (docs/cluster.md).
+
+It serves the HostNode and Replication gRPC services on ``--listen-addr``, registers itself in
+etcd under ``/nodes/<id>`` with a lease it keeps alive (a new incarnation id per start), and
+follows the database records in etcd: every record that names this node tells it what to be
+(leader of an epoch, follower, learner) and every record that stops naming it removes its
+replica. When the lease cannot be renewed in time, every leadership ends before the lease could
+expire in etcd (REPLICATION.md rule 6). SIGINT/SIGTERM: leadership ends, replicas close cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from clustermeta.coordination import LeaseKeeper
+from clustermeta.stores import open_store
+
+from clustermeta.metastore import KeyValue
+from clustermeta.mirror import Mirror
+from clustermeta.records import (
+    DB_PREFIX,
+    NODES_PREFIX,
+    DatabaseRecord,
+    NodeInfo,
+    identity_of_db_key,
+    node_key,
+)
+from hostnode.cluster import ClusterConfig, ClusterNode
+from hostnode.grpc_service import start_server
+from hostnode.replication import ReplicationConfig
+from hostnode.runtime import tune_gc_for_serving
+from hostnode.service import HostNode, HostNodeConfig
+from orrery.standalone import configure_logging, parse_listen_addr
+
+log = logging.getLogger("orrery.hostnode")
+
+__all__ = ["HostNodeProcessConfig", "main", "serve"]
+
+
+@dataclass
+class HostNodeProcessConfig:
+    """Everything ``orrery hostnode`` is told on its command line."""
+
+    node_id: str
+    data_dir: Path
+    listen_addr: str
+    etcd: str
+    etcd_prefix: str = "/orrery"
+    #: The address others reach this node at (default: the bound listen address).
+    advertise_addr: str = ""
+    #: Seconds; a node whose lease lapses loses every leadership (docs/cluster.md).
+    lease_ttl: float = 2.0
+    metrics_addr: str = ""
+
+
+async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = None) -> None:
+    """Run the host node until ``stop`` is set (default: SIGINT/SIGTERM)."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    store = await open_store(config.etcd, config.etcd_prefix)
+    node = HostNode(HostNodeConfig(config.data_dir))
+    keeper: LeaseKeeper | None = None
+    cluster = ClusterNode(
+        node,
+        ClusterConfig(config.node_id, config.advertise_addr, ReplicationConfig()),
+        lease_valid=lambda: keeper is not None and keeper.valid(),
+    )
+    server = None
+    mirror: Mirror | None = None
+    try:
+        await cluster.start()
+        server, bound = await start_server(node, config.listen_addr, cluster)
+        address = config.advertise_addr or bound
+        cluster.config.address = address
+        cluster.peers[config.node_id] = address
+
+        async def register(lease_id: int) -> None:
+            # The incarnation changes when leaderships were dropped (lease lost), so the control
+            # plane re-elects the databases this node led.
+            info = NodeInfo(config.node_id, address, cluster.config.incarnation, config.metrics_addr)
+            await store.put(node_key(config.node_id), info.to_json(), lease=lease_id)
+
+        keeper = LeaseKeeper(
+            store, config.lease_ttl, on_new_lease=register, on_lost=lambda _id, _why: cluster.lease_lost()
+        )
+        await keeper.start()
+        mirror = Mirror(store, [DB_PREFIX, NODES_PREFIX], _follow_records(cluster))
+        await mirror.start()
+        log.info(
+            "host node %s listening on %s (incarnation %s, data in %s, started in %.2fs)",
+            config.node_id, address, cluster.config.incarnation, config.data_dir, time.monotonic() - started,
+        )  # fmt: skip
+        tune_gc_for_serving()
+        print(f"Orrery host node {config.node_id} is serving on {address}", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if mirror is not None:
+            await mirror.close()
+        await cluster.stop()
+        if server is not None:
+            await server.stop(1.0)
+        await node.stop()
+        if keeper is not None:
+            await keeper.close()
+        await store.close()
+        log.info("stopped")
+
+
+def _follow_records(cluster: ClusterNode) -> Callable[[bytes, KeyValue | None], Awaitable[None]]:
+    """The mirror's consumer: node addresses into the peer map, database records into roles."""
+
+    async def on_change(key: bytes, kv: KeyValue | None) -> None:
+        if key.startswith(NODES_PREFIX):
+            if kv is not None:
+                info = NodeInfo.from_json(kv.value)
+                cluster.peers[info.id] = info.address
+            return
+        identity = identity_of_db_key(key)
+        record = DatabaseRecord.from_json(kv.value) if kv is not None else None
+        await cluster.apply_record(identity, record)
+
+    return on_change
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``orrery hostnode`` / ``python -m orrery.hostnode_process``."""
+    parser = argparse.ArgumentParser(prog="orrery hostnode", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_from_args(args, parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line of ``orrery hostnode``."""
+    parser.add_argument("--node-id", required=True, help="this node's id (stable across restarts)")
+    parser.add_argument("--data-dir", type=Path, required=True, help="where this node keeps its replicas")
+    parser.add_argument("--listen-addr", default="127.0.0.1:0", help="host:port of the gRPC services (default %(default)s)")
+    parser.add_argument("--advertise-addr", default="", help="host:port others reach this node at (default: the bound address)")
+    parser.add_argument("--etcd", required=True, help="etcd endpoints, comma-separated host:port")
+    parser.add_argument("--etcd-prefix", default="/orrery", help="key prefix of this cluster in etcd (default %(default)s)")
+    parser.add_argument("--lease-ttl", type=float, default=2.0, help="seconds of the node's lease (default %(default)s)")
+    parser.add_argument("--metrics-addr", default="", help="host:port to serve Prometheus metrics on")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Validate, configure logging, and run until interrupted."""
+    try:
+        parse_listen_addr(args.listen_addr)
+    except ValueError as e:
+        parser.error(str(e))
+    if not args.node_id or "/" in args.node_id:
+        parser.error("--node-id must be a non-empty name without '/'")
+    configure_logging(args.log_level)
+    logging.getLogger("hostnode").setLevel(args.log_level.upper())
+    config = HostNodeProcessConfig(
+        node_id=args.node_id, data_dir=args.data_dir, listen_addr=args.listen_addr, etcd=args.etcd,
+        etcd_prefix=args.etcd_prefix, advertise_addr=args.advertise_addr, lease_ttl=args.lease_ttl,
+        metrics_addr=args.metrics_addr,
+    )  # fmt: skip
+    try:
+        asyncio.run(serve(config))
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
