@@ -15,6 +15,8 @@ Commands (``client-api.md`` §8 lists what each one sends):
     orrery login [--server-issued-login SERVER] [--token TOKEN] | login show [--token]
     orrery logout
     orrery server add NAME URL [--default] [--no-fingerprint] | server list | server set-default NAME
+    orrery hostnode --node-id ID --data-dir DIR --listen-addr HOST:PORT --etcd ENDPOINTS
+    orrery cluster up|status|verify|add-replica|move-replica|transfer-leader|drain ... (orrery/cli_cluster.py)
 
 Global: ``--config FILE`` (else ``$ORRERY_CONFIG``, else ``~/.config/orrery/cli.toml``). Every
 error is one line ``Error: <message>`` on stderr and a non-zero exit code.
@@ -27,9 +29,12 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
+from orrery.cli_cluster import CLUSTER_COMMANDS, add_cluster_parsers
 from orrery.cli_commands import COMMANDS, UNSTABLE_WARNING, Session
 from orrery.cli_config import CliConfig, default_config_path
 from orrery.cli_errors import CliError
+from orrery.hostnode_process import add_arguments as hostnode_arguments
+from orrery.hostnode_process import run_from_args as run_hostnode
 
 __all__ = ["build_parser", "main"]
 
@@ -229,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("list", "List saved servers", server_sub)
     sd = command("set-default", "Set the default server", server_sub)
     sd.add_argument("server_name", metavar="SERVER", help="nickname, host or URL of a saved server")
+
+    # --- cluster mode: the processes and their operation ---
+    p = command("hostnode", "Run one host node of a cluster (docs/cluster.md)")
+    hostnode_arguments(p)
+    add_cluster_parsers(sub, command)
     return parser
 
 
@@ -237,6 +247,8 @@ def _command_key(args: argparse.Namespace) -> str:
         return "login show"
     if args.command == "server":
         return f"server {args.server_command}"
+    if args.command == "cluster":
+        return f"cluster {args.cluster_command}"
     return str(args.command)
 
 
@@ -257,7 +269,9 @@ def main(
             print(UNSTABLE_WARNING + "\n", file=err)
         config = CliConfig.load(default_config_path(getattr(args, "config", None)))
         session = Session(config, out=out, err=err, stdin=stdin or sys.stdin)
-        return COMMANDS[key](session, args)
+        if key == "hostnode":
+            return run_hostnode(args, build_parser())
+        return {**COMMANDS, **CLUSTER_COMMANDS}[key](session, args)
     except CliError as e:
         print(f"Error: {e.message}", file=err, flush=True)
         return e.exit_code

@@ -20,26 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clustermeta.coordination import LeaseKeeper
-from clustermeta.stores import open_store
-
-from clustermeta.metastore import KeyValue
-from clustermeta.mirror import Mirror
-from clustermeta.records import (
-    DB_PREFIX,
-    NODES_PREFIX,
-    DatabaseRecord,
-    NodeInfo,
-    identity_of_db_key,
-    node_key,
-)
-from hostnode.cluster import ClusterConfig, ClusterNode
-from hostnode.grpc_service import start_server
-from hostnode.replication import ReplicationConfig
-from hostnode.runtime import tune_gc_for_serving
-from hostnode.service import HostNode, HostNodeConfig
-from orrery.standalone import configure_logging, parse_listen_addr
+if TYPE_CHECKING:  # the server's modules load only when it runs (the CLI stays light)
+    from clustermeta.metastore import KeyValue
+    from hostnode.cluster import ClusterNode
 
 log = logging.getLogger("orrery.hostnode")
 
@@ -64,6 +49,17 @@ class HostNodeProcessConfig:
 
 async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = None) -> None:
     """Run the host node until ``stop`` is set (default: SIGINT/SIGTERM)."""
+    from clustermeta.coordination import LeaseKeeper
+    from clustermeta.stores import open_store
+
+    from clustermeta.mirror import Mirror
+    from clustermeta.records import DB_PREFIX, NODES_PREFIX, NodeInfo, node_key
+    from hostnode.cluster import ClusterConfig, ClusterNode
+    from hostnode.grpc_service import start_server
+    from hostnode.replication import ReplicationConfig
+    from hostnode.runtime import tune_gc_for_serving
+    from hostnode.service import HostNode, HostNodeConfig
+
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -123,6 +119,7 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
 
 def _follow_records(cluster: ClusterNode) -> Callable[[bytes, KeyValue | None], Awaitable[None]]:
     """The mirror's consumer: node addresses into the peer map, database records into roles."""
+    from clustermeta.records import NODES_PREFIX, DatabaseRecord, NodeInfo, identity_of_db_key
 
     async def on_change(key: bytes, kv: KeyValue | None) -> None:
         if key.startswith(NODES_PREFIX):
@@ -160,6 +157,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Validate, configure logging, and run until interrupted."""
+    from orrery.standalone import configure_logging, parse_listen_addr
+
     try:
         parse_listen_addr(args.listen_addr)
     except ValueError as e:

@@ -1,0 +1,260 @@
+"""``orrery cluster …``: run a local cluster and operate any cluster (docs/cluster.md).
+
+    orrery cluster up --nodes N --data-dir DIR [--listen-addr 127.0.0.1:3000]
+    orrery cluster status --data-dir DIR [--json]
+    orrery cluster verify DB --data-dir DIR
+    orrery cluster add-replica DB --to NODE --data-dir DIR
+    orrery cluster move-replica DB --from NODE --to NODE --data-dir DIR
+    orrery cluster transfer-leader DB --to NODE --data-dir DIR
+    orrery cluster drain NODE --data-dir DIR
+
+Every command but ``up`` talks to the control plane's gRPC service: the one named in
+``DIR/cluster.json`` (what ``up`` wrote), or ``--controlplane HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from orrery.cli_errors import CliError
+from proto import GRPC_OPTIONS
+from proto import controlplane_pb2 as cpb
+from proto import controlplane_pb2_grpc as cpb_grpc
+
+__all__ = ["CLUSTER_COMMANDS", "add_cluster_parsers"]
+
+T = TypeVar("T")
+
+#: How long an operation may take unless --timeout says otherwise.
+DEFAULT_TIMEOUT_S = 120.0
+
+
+def add_cluster_parsers(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register ``orrery cluster`` and its subcommands on the top-level parser."""
+    p = command("cluster", "Run a local cluster, or operate a cluster")
+    csub = p.add_subparsers(dest="cluster_command", metavar="SUBCOMMAND", parser_class=type(p))
+    csub.required = True
+
+    def where(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--data-dir", type=Path, help="the local cluster's directory (holds cluster.json)")
+        q.add_argument("--controlplane", help="host:port of the control plane (instead of --data-dir)")
+
+    def timeout(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)")
+
+    up = command("up", "Start etcd, a control plane, N host nodes and a gateway here, in the foreground", csub)
+    up.add_argument("--nodes", type=int, default=3, help="how many host nodes (default %(default)s)")
+    up.add_argument("--data-dir", type=Path, required=True, help="where the cluster keeps everything")
+    up.add_argument("--listen-addr", default="127.0.0.1:3000", help="the gateway's address (default %(default)s)")
+    up.add_argument("--lease-ttl", type=float, default=2.0, help="seconds of the node leases (default %(default)s)")
+
+    st = command("status", "Nodes, databases, and where each replica is", csub)
+    where(st)
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    v = command("verify", "Check that every replica of a database holds the same rows", csub)
+    v.add_argument("database", help="name or identity")
+    where(v)
+    timeout(v)
+
+    a = command("add-replica", "Add a replica of a database on a node", csub)
+    a.add_argument("database", help="name or identity")
+    a.add_argument("--to", required=True, dest="to_node", help="the node to add the replica on")
+    where(a)
+    timeout(a)
+
+    m = command("move-replica", "Move a replica of a database to another node", csub)
+    m.add_argument("database", help="name or identity")
+    m.add_argument("--from", required=True, dest="from_node", help="the node to move the replica off")
+    m.add_argument("--to", required=True, dest="to_node", help="the node to move it to")
+    where(m)
+    timeout(m)
+
+    t = command("transfer-leader", "Make another replica the leader of a database", csub)
+    t.add_argument("database", help="name or identity")
+    t.add_argument("--to", required=True, dest="to_node", help="the node to lead")
+    where(t)
+    timeout(t)
+
+    d = command("drain", "Move every leadership and every replica off a node", csub)
+    d.add_argument("node", help="the node id")
+    where(d)
+    timeout(d)
+
+
+def _controlplane(args: argparse.Namespace) -> str:
+    if getattr(args, "controlplane", None):
+        return str(args.controlplane)
+    if getattr(args, "data_dir", None) is None:
+        raise CliError("say where the cluster is: --data-dir DIR (of `orrery cluster up`) or --controlplane HOST:PORT")
+    path = Path(args.data_dir) / "cluster.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"{path} does not exist: is there a cluster started with `orrery cluster up --data-dir {args.data_dir}`?") from None
+    except ValueError as e:
+        raise CliError(f"{path} is not valid JSON: {e}") from None
+    return str(doc["controlplane"]["address"])
+
+
+def _rpc(args: argparse.Namespace, fn: Callable[[cpb_grpc.ControlPlaneStub], Awaitable[T]]) -> T:
+    address = _controlplane(args)
+
+    async def go() -> T:
+        async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+            return await fn(cpb_grpc.ControlPlaneStub(channel))
+
+    try:
+        return asyncio.run(go())
+    except grpc.aio.AioRpcError as e:
+        raise CliError(f"the control plane at {address} did not answer: {e.code().name}: {e.details()}") from None
+
+
+def _check(failure: cpb.Failure) -> None:
+    if failure.kind:
+        raise CliError(failure.message)
+
+
+def _deadline(args: argparse.Namespace) -> float:
+    return float(args.timeout) + 10.0
+
+
+def cmd_up(session: Any, args: argparse.Namespace) -> int:
+    """Start the local cluster, print where everything is, wait for Ctrl-C, stop everything."""
+    from orrery.cluster_local import ClusterError, LocalCluster
+
+    if args.nodes < 1:
+        raise CliError("--nodes must be at least 1")
+    cluster = LocalCluster(
+        args.data_dir, nodes=args.nodes, listen_addr=args.listen_addr, lease_ttl=args.lease_ttl,
+        progress=lambda msg: session.note(msg),
+    )  # fmt: skip
+    stop = {"now": False}
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        stop["now"] = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            cluster.up()
+        except ClusterError as e:
+            raise CliError(str(e)) from None
+        doc = cluster.describe()
+        session.print(f"etcd          {doc['etcd']['endpoints']}  (pid {doc['etcd']['pid']})")
+        session.print(f"control plane {doc['controlplane']['address']}  (pid {doc['controlplane']['pid']})")
+        for n in doc["nodes"]:
+            session.print(f"host node     {n['id']} at {n['address']}  (pid {n['pid']})")
+        session.print(f"gateway       {doc['gateway']['url']}  (pid {doc['gateway']['pid']})")
+        session.print(f"logs in {cluster.dir / 'logs'}; {cluster.dir / 'cluster.json'} has every process's command")
+        session.print(
+            f"try: orrery server add local {cluster.gateway_url} --default; "
+            f"orrery cluster status --data-dir {args.data_dir}"
+        )
+        session.print("Ctrl-C stops the cluster.")
+        while not stop["now"]:
+            time.sleep(0.2)
+            for proc in cluster.procs.values():
+                if proc.popen is not None and not proc.alive() and not proc.extra.get("reported"):
+                    proc.extra["reported"] = True
+                    session.note(f"{proc.name} exited (code {proc.popen.returncode}); restart it with its argv in cluster.json")
+        session.note("stopping the cluster")
+    finally:
+        cluster.down()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 0
+
+
+def cmd_status(session: Any, args: argparse.Namespace) -> int:
+    """Nodes, databases and replicas (a table, or ``--json``)."""
+    resp = _rpc(args, lambda stub: stub.ClusterStatus(cpb.ClusterStatusRequest(), timeout=30))
+    _check(resp.failure)
+    doc = json.loads(resp.json)
+    if args.json:
+        session.print(json.dumps(doc, indent=2))
+        return 0
+    session.print("NODE          ADDRESS                 ALIVE")
+    for n in doc.get("nodes", []):
+        session.print(f"{n['id']:<13} {n['address']:<23} {'yes' if n.get('alive') else 'NO'}")
+    for db in doc.get("databases", []):
+        names = ", ".join(db.get("names") or []) or "-"
+        session.print("")
+        session.print(f"database {db['identity']}  names: {names}  epoch: {db.get('epoch')}")
+        session.print("  NODE          ROLE       DURABLE      LAG")
+        for r in db.get("replicas", []):
+            session.print(f"  {r['node']:<13} {r['role']:<10} {r.get('durable_offset', 0):<12} {r.get('lag', 0)}")
+    return 0
+
+
+def _steps(session: Any, resp: cpb.OperationResponse) -> int:
+    for step in resp.steps:
+        session.print(step)
+    _check(resp.failure)
+    return 0
+
+
+def cmd_verify(session: Any, args: argparse.Namespace) -> int:
+    """Compare every replica's table digest at one committed offset (exit 1 when they differ)."""
+    ms = int(args.timeout * 1000)
+    resp = _rpc(
+        args,
+        lambda stub: stub.Verify(cpb.VerifyRequest(name_or_identity=args.database, timeout_ms=ms), timeout=_deadline(args)),
+    )
+    _check(resp.failure)
+    session.print(f"offset {resp.offset}")
+    for r in resp.replicas:
+        session.print(f"  {r.node_id:<13} {r.digest or 'ERROR ' + r.error}  rows {r.rows}")
+    if resp.agree:
+        session.print("all replicas agree")
+        return 0
+    session.note("Error: the replicas do not agree")
+    return 1
+
+
+def cmd_add_replica(session: Any, args: argparse.Namespace) -> int:
+    """Add a replica on a node."""
+    req = cpb.ReplicaChangeRequest(name_or_identity=args.database, to_node=args.to_node, timeout_ms=int(args.timeout * 1000))
+    return _steps(session, _rpc(args, lambda stub: stub.AddReplica(req, timeout=_deadline(args))))
+
+
+def cmd_move_replica(session: Any, args: argparse.Namespace) -> int:
+    """Move a replica between nodes."""
+    req = cpb.ReplicaChangeRequest(
+        name_or_identity=args.database, from_node=args.from_node, to_node=args.to_node,
+        timeout_ms=int(args.timeout * 1000),
+    )  # fmt: skip
+    return _steps(session, _rpc(args, lambda stub: stub.MoveReplica(req, timeout=_deadline(args))))
+
+
+def cmd_transfer_leader(session: Any, args: argparse.Namespace) -> int:
+    """Hand leadership to another replica."""
+    req = cpb.TransferLeaderRequest(name_or_identity=args.database, to_node=args.to_node, timeout_ms=int(args.timeout * 1000))
+    return _steps(session, _rpc(args, lambda stub: stub.TransferLeader(req, timeout=_deadline(args))))
+
+
+def cmd_drain(session: Any, args: argparse.Namespace) -> int:
+    """Empty a node."""
+    req = cpb.DrainRequest(node_id=args.node, timeout_ms=int(args.timeout * 1000))
+    return _steps(session, _rpc(args, lambda stub: stub.Drain(req, timeout=_deadline(args))))
+
+
+CLUSTER_COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
+    "cluster up": cmd_up,
+    "cluster status": cmd_status,
+    "cluster verify": cmd_verify,
+    "cluster add-replica": cmd_add_replica,
+    "cluster move-replica": cmd_move_replica,
+    "cluster transfer-leader": cmd_transfer_leader,
+    "cluster drain": cmd_drain,
+}
+

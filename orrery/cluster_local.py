@@ -1,0 +1,326 @@
+"""A whole cluster on one machine: etcd, a control plane, N host nodes and a gateway, each its
+own process on 127.0.0.1 (``orrery cluster up``; the cluster tests use the same code).
+
+Every process writes its log to ``DIR/logs/<name>.log``; ``DIR/cluster.json`` says where each one
+is and the exact command that restarts it with its data::
+
+    {"gateway": {"url", "pid", "argv", "log"}, "etcd": {"endpoints", "pid", "argv", "log"},
+     "controlplane": {"address", "pid", "argv", "log"},
+     "nodes": [{"id", "address", "pid", "argv", "log"}]}
+
+Ports are chosen once, on the first ``up`` of a data directory, and kept: a cluster brought up
+again from the same directory comes back at the same addresses with its data. Nothing is
+restarted automatically: a process that dies stays dead until someone runs its ``argv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ClusterError", "LocalCluster", "Proc", "free_port"]
+
+ETCD_PREFIX = "/orrery"
+
+
+class ClusterError(Exception):
+    """A process of the local cluster did not start, or a command about it cannot be done."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _orrery_argv() -> list[str]:
+    """How to run this installation's ``orrery`` command."""
+    return [sys.executable, "-m", "orrery"]
+
+
+@dataclass
+class Proc:
+    """One process of the cluster."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    #: What to wait for before the process counts as up: an address to connect to or a URL.
+    ready: str
+    popen: subprocess.Popen[bytes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        """The process id (0 when not running)."""
+        return self.popen.pid if self.popen is not None else 0
+
+    def alive(self) -> bool:
+        """Whether the process is running (a SIGSTOPped one counts as running)."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start the process (its output appends to its log)."""
+        if self.alive():
+            raise ClusterError(f"{self.name} is already running (pid {self.pid})")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` (SIGKILL, SIGSTOP, SIGCONT, SIGTERM, ...)."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the process answers, or fail with the tail of its log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise ClusterError(f"{self.name} exited with code {self.popen.returncode}:\n{self.log_tail()}")
+            if self._answers():
+                return
+            time.sleep(0.05)
+        raise ClusterError(f"{self.name} did not become ready within {timeout:g} s:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        if self.ready.startswith("http"):
+            try:
+                with urllib.request.urlopen(self.ready, timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+        return _port_open(self.ready)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; a stopped (SIGSTOP) process is continued first."""
+        p = self.popen
+        if p is None or p.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGCONT)
+            p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        p = self.popen
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the process's log."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class LocalCluster:
+    """etcd + control plane + ``nodes`` host nodes + a gateway under ``data_dir``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        nodes: int = 3,
+        listen_addr: str = "127.0.0.1:3000",
+        lease_ttl: float = 2.0,
+        fast_etcd: bool = False,
+        etcd_bin: str = "etcd",
+        extra_env: dict[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.dir = Path(data_dir).resolve()
+        self.lease_ttl = lease_ttl
+        self.fast_etcd = fast_etcd
+        self.etcd_bin = etcd_bin
+        self.env = {**os.environ, **(extra_env or {})}
+        self.progress = progress or (lambda _msg: None)
+        saved = self._load_ports()
+        self.ports: dict[str, int] = saved or {}
+        host, _, port = listen_addr.rpartition(":")
+        self.host = host or "127.0.0.1"
+        if not saved:
+            self.ports = {
+                "gateway": int(port) if port and port != "0" else free_port(),
+                "etcd": free_port(),
+                "etcd_peer": free_port(),
+                "controlplane": free_port(),
+            }
+        n_saved = sum(1 for k in self.ports if k.startswith("node-"))
+        for i in range(1, max(nodes, n_saved) + 1):
+            self.ports.setdefault(f"node-{i}", free_port())
+        self.procs: dict[str, Proc] = {}
+        self._build()
+
+    # --- layout ---------------------------------------------------------------------------------
+
+    @property
+    def etcd_endpoints(self) -> str:
+        """Client endpoints of the cluster's etcd."""
+        return f"127.0.0.1:{self.ports['etcd']}"
+
+    @property
+    def gateway_url(self) -> str:
+        """The public HTTP API."""
+        return f"http://{self.host}:{self.ports['gateway']}"
+
+    @property
+    def controlplane_address(self) -> str:
+        """The control plane's gRPC address."""
+        return f"127.0.0.1:{self.ports['controlplane']}"
+
+    def node_ids(self) -> list[str]:
+        """Every host node's id, in order."""
+        return sorted((k for k in self.ports if k.startswith("node-")), key=lambda k: int(k.split("-")[1]))
+
+    def node_address(self, node_id: str) -> str:
+        """A host node's gRPC address."""
+        return f"127.0.0.1:{self.ports[node_id]}"
+
+    def _load_ports(self) -> dict[str, int] | None:
+        try:
+            doc = json.loads((self.dir / "cluster.json").read_text())
+        except (OSError, ValueError):
+            return None
+        ports = doc.get("ports")
+        return {k: int(v) for k, v in ports.items()} if isinstance(ports, dict) else None
+
+    def _build(self) -> None:
+        logs = self.dir / "logs"
+        fast = ["--heartbeat-interval", "10", "--election-timeout", "100"] if self.fast_etcd else []
+        peer = f"http://127.0.0.1:{self.ports['etcd_peer']}"
+        client = f"http://127.0.0.1:{self.ports['etcd']}"
+        self.procs["etcd"] = Proc(
+            "etcd",
+            [
+                self.etcd_bin, "--name", "orrery", "--data-dir", str(self.dir / "etcd"),
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"orrery={peer}", "--initial-cluster-state", "new",
+                *fast, "--log-level", "error", "--logger", "zap",
+            ],
+            logs / "etcd.log",
+            f"{client}/health",
+        )  # fmt: skip
+        common = ["--etcd", self.etcd_endpoints, "--etcd-prefix", ETCD_PREFIX]
+        self.procs["controlplane"] = Proc(
+            "controlplane",
+            [*_orrery_argv(), "controlplane", "--listen-addr", self.controlplane_address, *common,
+             "--lease-ttl", f"{self.lease_ttl:g}"],
+            logs / "controlplane.log",
+            self.controlplane_address,
+        )  # fmt: skip
+        for node_id in self.node_ids():
+            self.procs[node_id] = Proc(
+                node_id,
+                [*_orrery_argv(), "hostnode", "--node-id", node_id, "--data-dir", str(self.dir / "nodes" / node_id),
+                 "--listen-addr", self.node_address(node_id), *common, "--lease-ttl", f"{self.lease_ttl:g}"],
+                logs / f"{node_id}.log",
+                self.node_address(node_id),
+            )  # fmt: skip
+        self.procs["gateway"] = Proc(
+            "gateway",
+            [*_orrery_argv(), "gateway", "--listen-addr", f"{self.host}:{self.ports['gateway']}", *common,
+             "--keys-dir", str(self.dir / "keys")],
+            logs / "gateway.log",
+            f"{self.gateway_url}/v1/ping",
+        )  # fmt: skip
+
+    # --- running --------------------------------------------------------------------------------
+
+    def up(self, timeout: float = 60.0) -> None:
+        """Start everything (etcd first, the gateway last), waiting for each to answer."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        order = ["etcd", "controlplane", *self.node_ids(), "gateway"]
+        try:
+            for name in order:
+                proc = self.procs[name]
+                if proc.alive():
+                    continue
+                self.progress(f"starting {name}")
+                proc.start(self.env)
+                if name in ("etcd", "controlplane"):
+                    proc.wait_ready(timeout)
+            for name in order[2:]:
+                self.procs[name].wait_ready(timeout)
+        except BaseException:
+            self.down()
+            raise
+        self.write_json()
+
+    def down(self, timeout: float = 10.0) -> None:
+        """Stop everything (the gateway first, etcd last)."""
+        for name in ["gateway", *self.node_ids(), "controlplane", "etcd"]:
+            self.procs[name].stop(timeout)
+
+    def __enter__(self) -> LocalCluster:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start a process that died (or was killed) again, with its data."""
+        proc = self.procs[name]
+        proc.start(self.env)
+        proc.wait_ready(timeout)
+        self.write_json()
+
+    def running(self) -> Iterator[Proc]:
+        """The processes that are alive."""
+        return (p for p in self.procs.values() if p.alive())
+
+    def describe(self) -> dict[str, Any]:
+        """The ``cluster.json`` document."""
+
+        def entry(name: str, **kw: Any) -> dict[str, Any]:
+            p = self.procs[name]
+            return {**kw, "pid": p.pid, "argv": p.argv, "log": str(p.log)}
+
+        return {
+            "gateway": entry("gateway", url=self.gateway_url),
+            "etcd": entry("etcd", endpoints=self.etcd_endpoints, prefix=ETCD_PREFIX),
+            "controlplane": entry("controlplane", address=self.controlplane_address),
+            "nodes": [entry(n, id=n, address=self.node_address(n)) for n in self.node_ids()],
+            "ports": self.ports,
+        }
+
+    def write_json(self) -> Path:
+        """Write ``DIR/cluster.json`` (atomically) and return its path."""
+        path = self.dir / "cluster.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
