@@ -494,9 +494,7 @@ class Database:
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
         if self.write_gate is not None:
-            refused = self.write_gate()
-            if refused is not None:
-                raise NoQuorum(refused)
+            self._check_writable()
         rid = self._callable_ids.get(name)
         if rid is None:
             if name in self._reducer_ids:
@@ -679,6 +677,7 @@ class Database:
         outcome (``outcome.offset``: the commit-log offset to ``wait_durable`` on).
         """
         self._check_open()
+        self._check_writable()
         ts = _now_micros() if timestamp_micros is None else timestamp_micros
         tx = self.datastore.begin_mut()
         try:
@@ -704,6 +703,7 @@ class Database:
     ) -> ReducerOutcome:
         """Record a connected client and run the OnConnect reducer; a failure means "reject"."""
         self._check_open()
+        self._check_writable()
         assert self.moduledef is not None
         row = self.system.client_row(identity, connection_id)
         ts = _now_micros() if timestamp_micros is None else timestamp_micros
@@ -928,6 +928,14 @@ class Database:
         return [self._row_codecs[tid].decode_all(r) for r in rows]
 
     # --- closing ------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        """Raise NoQuorum when the write gate refuses writes now (cluster mode)."""
+        gate = self.write_gate
+        if gate is not None:
+            refused = gate()
+            if refused is not None:
+                raise NoQuorum(refused)
 
     def _check_open(self) -> None:
         if self._closed:
