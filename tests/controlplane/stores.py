@@ -7,7 +7,9 @@ fixture (see ``conftest.py``), parametrized over :data:`STORE_KINDS`; a test mar
 Time: the LMDB store runs on a :class:`ManualClock`, so lease expiry happens exactly when a test
 says (:meth:`StoreBackend.pass_time` advances the clock and expires what is due); etcd runs on real
 time, so the same call sleeps. Tests therefore wait for expiry with :meth:`StoreBackend.until_gone`
-(poll while passing time, with a generous bound) and never assert how long something took.
+(poll while passing time, with a generous bound) and never assert how long something took. Tests
+of code that keeps leases alive on its own (``coordination``) call :meth:`StoreBackend.use_real_time`
+first: the keeper and the store must agree on time, and the keeper's clock is real.
 """
 
 from __future__ import annotations
@@ -60,18 +62,19 @@ class StoreBackend:
         self.etcd = etcd
         #: The test's own key namespace in the shared etcd.
         self.prefix = f"/t/{uuid.uuid4().hex[:12]}/".encode()
-        self.clock = ManualClock()
+        #: The LMDB store's clock (``None``: real time).
+        self.clock: ManualClock | None = ManualClock()
         self._open: list[MetaStore] = []
 
-    @property
-    def real_time(self) -> bool:
-        """Whether leases expire in real time (etcd) rather than on the manual clock (LMDB)."""
-        return self.kind == "etcd"
+    def use_real_time(self) -> None:
+        """Let LMDB leases expire in real time too (before the first :meth:`open`)."""
+        assert not self._open, "use_real_time() before opening a store"
+        self.clock = None
 
     async def open(self, **kw: Any) -> MetaStore:
         """A store over this test's data (each call: a new handle/client on the same data)."""
         if self.kind == "lmdb":
-            store: MetaStore = await LmdbMetaStore.open(self.path, clock=self.clock, **kw)
+            store: MetaStore = await LmdbMetaStore.open(self.path, clock=self.clock or time.monotonic, **kw)
         else:
             assert self.etcd is not None
             store = await EtcdMetaStore.open(self.etcd.endpoints, prefix=self.prefix, **kw)
@@ -80,7 +83,7 @@ class StoreBackend:
 
     async def pass_time(self, seconds: float) -> None:
         """Let ``seconds`` pass for leases: advance the manual clock and expire, or sleep."""
-        if self.kind == "lmdb":
+        if self.kind == "lmdb" and self.clock is not None:
             self.clock.advance(seconds)
             for store in self._open:
                 if isinstance(store, LmdbMetaStore) and not store._closed:
