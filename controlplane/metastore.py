@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -78,6 +79,7 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
     "MAX_TXN_OPS",
+    "MAX_LEASE_TTL",
     "MetaStoreError",
     "InvalidRequest",
     "CompactedError",
@@ -113,6 +115,10 @@ __all__ = [
     "check_key",
     "check_range",
     "check_ops",
+    "check_txn",
+    "check_ttl",
+    "check_start_revision",
+    "check_compact_revision",
     "key_in_range",
 ]
 
@@ -123,8 +129,10 @@ FROM_KEY = b"\x00"
 MAX_KEY_BYTES = 480
 #: Largest value accepted (etcd's default request limit is 1.5 MiB for the whole request).
 MAX_VALUE_BYTES = 1024 * 1024
-#: Most operations in one txn branch (etcd's ``--max-txn-ops`` default).
+#: Most operations in one txn branch, and most compares (etcd's ``--max-txn-ops`` default).
 MAX_TXN_OPS = 128
+#: Longest lease TTL in seconds (etcd's ``MaxLeaseTTL``).
+MAX_LEASE_TTL = 9_000_000_000
 
 
 # ----------------------------------------------------------------------------- errors
@@ -487,6 +495,41 @@ def check_ops(ops: Sequence[Op]) -> None:
             if _ranges_overlap(span, other) and (span[1] is None or other[1] is None):
                 raise InvalidRequest(f"duplicate key given in txn request: {op.key!r}")
         written.append(span)
+
+
+def check_txn(compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> None:
+    """Validate a whole txn: its compares and both branches (:func:`check_ops`)."""
+    for c in compares:
+        if not isinstance(c, Compare):
+            raise InvalidRequest(f"not a Compare: {c!r}")
+    if len(compares) > MAX_TXN_OPS:
+        raise InvalidRequest(f"too many compares in txn ({len(compares)} > {MAX_TXN_OPS})")
+    check_ops(success)
+    check_ops(failure)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_ttl(ttl: float) -> None:
+    """Reject lease TTLs that are not a positive, finite number of seconds up to etcd's maximum."""
+    if not (isinstance(ttl, int | float) and not isinstance(ttl, bool) and math.isfinite(ttl) and ttl > 0):
+        raise InvalidRequest(f"lease TTL must be a positive number of seconds, got {ttl!r}")
+    if ttl > MAX_LEASE_TTL:
+        raise InvalidRequest(f"lease TTL {ttl} s is above the maximum of {MAX_LEASE_TTL} s")
+
+
+def check_start_revision(start_revision: int | None) -> None:
+    """Reject watch start revisions other than ``None`` or a non-negative int."""
+    if start_revision is not None and not (_is_int(start_revision) and start_revision >= 0):
+        raise InvalidRequest(f"start_revision must be a non-negative int, got {start_revision!r}")
+
+
+def check_compact_revision(revision: int) -> None:
+    """Reject compaction revisions other than a positive int."""
+    if not (_is_int(revision) and revision >= 1):
+        raise InvalidRequest(f"compaction revision must be a positive int, got {revision!r}")
 
 
 def _ranges_overlap(a: tuple[bytes, bytes | None], b: tuple[bytes, bytes | None]) -> bool:

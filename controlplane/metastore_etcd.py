@@ -72,8 +72,12 @@ from controlplane.metastore import (
     TxnResponse,
     Watch,
     WatchEvent,
+    check_compact_revision,
     check_ops,
     check_range,
+    check_start_revision,
+    check_ttl,
+    check_txn,
     prefix_end,
 )
 
@@ -84,8 +88,6 @@ T = TypeVar("T")
 
 #: Default deadline of every etcd call, in seconds.
 DEFAULT_TIMEOUT = 5.0
-#: etcd's largest lease TTL (``lease.MaxLeaseTTL``).
-_MAX_LEASE_TTL = 9_000_000_000
 #: Events a watch holds for a slow consumer before it stops reading its stream (etcd buffers the
 #: rest, and eventually treats the watcher as slow; nothing is lost).
 _WATCH_BUFFER = 4096
@@ -649,13 +651,7 @@ class EtcdMetaStore(MetaStore):
         self, compares: Sequence[Compare], success: Sequence[Op] = (), failure: Sequence[Op] = ()
     ) -> TxnResponse:
         self._check_open()
-        for c in compares:
-            if not isinstance(c, Compare):
-                raise InvalidRequest(f"not a Compare: {c!r}")
-        check_ops(success)
-        check_ops(failure)
-        if len(compares) > 128:
-            raise InvalidRequest("too many compares in txn")
+        check_txn(compares, success, failure)
         ns = self._ns
         request = rpc.TxnRequest(
             compare=[ns.compare(c) for c in compares],
@@ -684,8 +680,7 @@ class EtcdMetaStore(MetaStore):
 
     async def compact(self, revision: int) -> None:
         self._check_open()
-        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
-            raise InvalidRequest(f"compaction revision must be a positive int, got {revision!r}")
+        check_compact_revision(revision)
         try:
             await self._call(self._kv.Compact, rpc.CompactionRequest(revision=revision), "compact")
         except CompactedError:
@@ -710,10 +705,7 @@ class EtcdMetaStore(MetaStore):
 
     async def grant(self, ttl: float) -> int:
         self._check_open()
-        if not (isinstance(ttl, int | float) and not isinstance(ttl, bool) and math.isfinite(ttl) and ttl > 0):
-            raise InvalidRequest(f"lease TTL must be a positive number of seconds, got {ttl!r}")
-        if ttl > _MAX_LEASE_TTL:
-            raise InvalidRequest(f"lease TTL {ttl} s is above etcd's maximum of {_MAX_LEASE_TTL} s")
+        check_ttl(ttl)
         resp = await self._call(self._lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=math.ceil(ttl)), "grant")
         if resp.error:
             raise MetaStoreError(f"etcd refused the lease: {resp.error}")
@@ -751,10 +743,7 @@ class EtcdMetaStore(MetaStore):
     ) -> Watch:
         self._check_open()
         check_range(key, end)
-        if start_revision is not None and (
-            not isinstance(start_revision, int) or isinstance(start_revision, bool) or start_revision < 0
-        ):
-            raise InvalidRequest(f"start_revision must be a non-negative int, got {start_revision!r}")
+        check_start_revision(start_revision)
         if not start_revision:  # None or 0: from now on. An explicit revision makes resuming exact.
             start_revision = await self.current_revision() + 1
         k, range_end = self._ns.span(key, end)

@@ -26,7 +26,6 @@ import concurrent.futures
 import contextlib
 import fcntl
 import logging
-import math
 import os
 import struct
 import time
@@ -59,8 +58,11 @@ from controlplane.metastore import (
     TxnResponse,
     Watch,
     WatchEvent,
-    check_ops,
+    check_compact_revision,
     check_range,
+    check_start_revision,
+    check_ttl,
+    check_txn,
     key_in_range,
 )
 
@@ -445,13 +447,7 @@ class LmdbMetaStore(MetaStore):
     async def txn(
         self, compares: Sequence[Compare], success: Sequence[Op] = (), failure: Sequence[Op] = ()
     ) -> TxnResponse:
-        for c in compares:
-            if not isinstance(c, Compare):
-                raise InvalidRequest(f"not a Compare: {c!r}")
-        check_ops(success)
-        check_ops(failure)
-        if len(compares) > 128:
-            raise InvalidRequest("too many compares in txn")
+        check_txn(compares, success, failure)
 
         def apply(txn: lmdb.Transaction) -> TxnResponse:
             w = _Write(self, txn)
@@ -465,8 +461,7 @@ class LmdbMetaStore(MetaStore):
     async def compact(self, revision: int) -> None:
         # As etcd: history *below* ``revision`` goes; ``revision`` itself stays watchable, and
         # compacting at or below the last compaction revision (oldest watchable) is an error.
-        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
-            raise InvalidRequest(f"compaction revision must be a positive int, got {revision!r}")
+        check_compact_revision(revision)
 
         def apply(txn: lmdb.Transaction) -> None:
             current = _get_u64(txn, self._meta, _REVISION, 1)
@@ -482,8 +477,7 @@ class LmdbMetaStore(MetaStore):
     # -- leases
 
     async def grant(self, ttl: float) -> int:
-        if not (isinstance(ttl, int | float) and math.isfinite(ttl) and ttl > 0):
-            raise InvalidRequest(f"lease TTL must be a positive number of seconds, got {ttl!r}")
+        check_ttl(ttl)
 
         def apply(txn: lmdb.Transaction) -> int:
             lease_id = _get_u64(txn, self._meta, _NEXT_LEASE, 1)
@@ -599,8 +593,7 @@ class LmdbMetaStore(MetaStore):
     ) -> Watch:
         self._check_open()
         check_range(key, end)
-        if start_revision is not None and (not isinstance(start_revision, int) or start_revision < 0):
-            raise InvalidRequest(f"start_revision must be a non-negative int, got {start_revision!r}")
+        check_start_revision(start_revision)
         if not start_revision:  # None or 0: from now on, as etcd
             start_revision = await self.current_revision() + 1
         return _LmdbWatch(self, key, end, start_revision, prev_kv)

@@ -290,15 +290,27 @@ def test_keeper_rejects_bad_settings(backend: StoreBackend) -> None:
 KEY = b"/controlplane/leader"
 
 
+async def two_candidates(backend: StoreBackend, s: MetaStore) -> tuple[Election, Election]:
+    """Elections for nodes a and b on KEY, each with its own started keeper (TTL 3 s)."""
+    s2 = await second_client(backend, s)
+    ka, kb = LeaseKeeper(s, 3), LeaseKeeper(s2, 3)
+    await ka.start()
+    await kb.start()
+    return Election(s, KEY, b"node-a", ka), Election(s2, KEY, b"node-b", kb)
+
+
+async def close_all(*elections: Election) -> None:
+    for e in elections:
+        await e.close()
+        await e.keeper.close()
+
+
 def test_one_winner_then_the_next_with_a_higher_token(backend: StoreBackend) -> None:
     backend.use_real_time()
 
     async def body(s: MetaStore) -> None:
-        s2 = await second_client(backend, s)
-        ka, kb = LeaseKeeper(s, 3), LeaseKeeper(s2, 3)
-        await ka.start()
-        await kb.start()
-        a, b = Election(s, KEY, b"node-a", ka), Election(s2, KEY, b"node-b", kb)
+        a, b = await two_candidates(backend, s)
+        ka, kb = a.keeper, b.keeper
         assert await a.leader() is None and not a.is_leader() and a.token is None
         seen: list[Leader | None] = []
         observer = asyncio.ensure_future(_collect(b.observe(), seen, 4))
@@ -328,8 +340,7 @@ def test_one_winner_then_the_next_with_a_higher_token(backend: StoreBackend) -> 
         ]
         await b.close()
         assert await a.leader() is None
-        for k in (ka, kb):
-            await k.close()
+        await close_all(a, b)
 
     backend.run(body)
 
@@ -345,29 +356,22 @@ def test_leadership_ends_with_the_lease(backend: StoreBackend) -> None:
     backend.use_real_time()
 
     async def body(s: MetaStore) -> None:
-        s2 = await second_client(backend, s)
-        ka, kb = LeaseKeeper(s, 3), LeaseKeeper(s2, 3)
-        await ka.start()
-        await kb.start()
-        a, b = Election(s, KEY, b"node-a", ka), Election(s2, KEY, b"node-b", kb)
+        a, b = await two_candidates(backend, s)
         token_a = await bounded(a.campaign())
         b_campaign = asyncio.ensure_future(b.campaign())
-        await s.revoke(ka.lease_id)  # a's lease ends in the store (as if expired)
+        await s.revoke(a.keeper.lease_id)  # a's lease ends in the store (as if expired)
         await bounded(a.wait_lost())
         assert not a.is_leader()
         token_b = await bounded(b_campaign)
         assert token_b > token_a and b.is_leader()
         # a campaigns again with its new lease and waits behind b.
         a_again = asyncio.ensure_future(a.campaign())
-        await s2.delete(KEY)  # an operator deletes the key: b is no longer leader
+        await b.store.delete(KEY)  # an operator deletes the key: b is no longer leader
         await bounded(b.wait_lost())
         assert not b.is_leader()
         token_a2 = await bounded(a_again)
         assert token_a2 > token_b and a.is_leader()
-        await a.close()
-        await b.close()
-        for k in (ka, kb):
-            await k.close()
+        await close_all(a, b)
 
     backend.run(body)
 
