@@ -262,7 +262,7 @@ class _Namespace:
 class _KeepAliveStream:
     """One persistent ``Lease.LeaseKeepAlive`` stream shared by every keepalive.
 
-    Replies are matched to requests by lease id, first come first served. Any error closes the
+    Replies are matched to requests by lease id, strictly in order. Any error closes the
     stream and fails every pending keepalive with :class:`MetaStoreUnavailable`; the next
     keepalive opens a new stream.
     """
@@ -297,7 +297,7 @@ class _KeepAliveStream:
             self._store._check_open()
             raise MetaStoreUnavailable(f"etcd keepalive stream failed: {e}") from None
         finally:
-            fut.cancel()  # no-op when answered; otherwise the reader skips it
+            fut.cancel()  # no-op when answered; otherwise its reply is dropped
 
     def _open(self) -> Any:
         if self._call is None:
@@ -313,14 +313,16 @@ class _KeepAliveStream:
                 reply = await call.read()
                 if reply is grpc.aio.EOF:
                     break
+                # etcd answers each request once, in order: this reply is for the oldest request
+                # of that lease. If its caller gave up, the reply is dropped, never handed to a
+                # later caller (who would take an earlier refresh for its own: rule 6).
                 queue = self._waiting.get(reply.ID)
-                while queue:
+                if queue:
                     fut = queue.popleft()
                     if not fut.done():
                         fut.set_result(int(reply.TTL))
-                        break
-                if queue is not None and not queue:
-                    del self._waiting[reply.ID]
+                    if not queue:
+                        del self._waiting[reply.ID]
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as e:

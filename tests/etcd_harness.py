@@ -46,6 +46,7 @@ import urllib.request
 import weakref
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 __all__ = ["ETCD_BINARY", "EtcdError", "EtcdServer", "free_port"]
 
@@ -93,7 +94,7 @@ class EtcdServer:
         #: ``restart(client_port=...)``).
         self.serving_port = client_port
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log: object | None = None
+        self._log: IO[bytes] | None = None
 
     # -- construction
 
@@ -259,7 +260,7 @@ class EtcdServer:
 
     def _reap(self) -> None:
         if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
+            self._log.close()
             self._log = None
         _LIVE.discard(self)
 
