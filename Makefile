@@ -34,6 +34,11 @@ system-deps:
 		echo "installing nodejs + npm (needed by the TypeScript SDK interop test)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
 	fi
+# etcd for the MetaStore/coordination tests and cluster tests (apt never starts the service).
+	@if ! command -v etcd >/dev/null; then \
+		echo "installing etcd-server (needed by the etcd MetaStore tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
+	fi
 
 # Build the C test modules. The built .wasm files are committed, so nothing else needs clang.
 # MODULES_OUT=dir writes dir/<name>.wasm instead of modules/<name>/<name>.wasm (used by tests).

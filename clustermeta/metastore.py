@@ -23,7 +23,11 @@ Model (identical to etcd's MVCC key space):
   the lease expires or is revoked. A put without a lease detaches the key from its old lease.
 * **Watches** stream PUT/DELETE events over a key range in revision order, from a start revision
   that may lie in the past (replayed from retained history) — this is how caches are kept fresh
-  and how a restarted watcher resumes without missing anything.
+  and how a restarted watcher resumes without missing anything. A watch survives connection
+  errors by itself (the etcd implementation re-subscribes from its resume point), so its consumer
+  sees each event exactly once; the only gap it reports is compaction (:class:`CompactedError`).
+* **Compaction** at revision ``C`` drops the history *below* ``C``: ``C`` is then the oldest
+  revision a watch can start from (etcd's ``Compact``).
 
 Mapping to etcd v3 (for the etcd implementation; callers do not change):
 
@@ -38,17 +42,19 @@ this interface              etcd v3 API
                             CREATE/MOD/LEASE, result EQUAL/NOT_EQUAL/LESS/GREATER); ops →
                             ``RequestOp`` (``request_put``/``request_range``/
                             ``request_delete_range``); responses in the same order
-``compact``                 ``KV.Compact``
+``compact``                 ``KV.Compact`` (``ErrCompacted`` → :class:`CompactedError`, a future
+                            revision → :class:`InvalidRequest`)
 ``grant``                   ``Lease.LeaseGrant`` (etcd TTLs are whole seconds: round up, and etcd
-                            enforces a minimum TTL)
+                            enforces a minimum TTL; ``keepalive``/``lease_info`` report the TTL
+                            actually granted)
 ``keepalive``               one message on a persistent ``Lease.LeaseKeepAlive`` stream; TTL 0 in
                             the reply means the lease is gone → :class:`LeaseNotFound`
 ``revoke``                  ``Lease.LeaseRevoke``
 ``lease_info``              ``Lease.LeaseTimeToLive`` (``keys=true``)
 ``watch``                   ``Watch.Watch`` create request (``start_revision``, ``prev_kv``);
                             a response with ``compact_revision`` → :class:`CompactedError`;
-                            a broken stream → :class:`MetaStoreUnavailable` (callers re-watch
-                            from their last seen revision + 1)
+                            a broken stream is re-created by the implementation from the last
+                            received revision + 1 (bounded backoff), invisible to the consumer
 ==========================  ===================================================================
 
 Errors: :class:`MetaStoreError` and subclasses. The etcd implementation maps gRPC
@@ -63,6 +69,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -72,6 +79,7 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
     "MAX_TXN_OPS",
+    "MAX_LEASE_TTL",
     "MetaStoreError",
     "InvalidRequest",
     "CompactedError",
@@ -107,6 +115,10 @@ __all__ = [
     "check_key",
     "check_range",
     "check_ops",
+    "check_txn",
+    "check_ttl",
+    "check_start_revision",
+    "check_compact_revision",
     "key_in_range",
 ]
 
@@ -117,8 +129,10 @@ FROM_KEY = b"\x00"
 MAX_KEY_BYTES = 480
 #: Largest value accepted (etcd's default request limit is 1.5 MiB for the whole request).
 MAX_VALUE_BYTES = 1024 * 1024
-#: Most operations in one txn branch (etcd's ``--max-txn-ops`` default).
+#: Most operations in one txn branch, and most compares (etcd's ``--max-txn-ops`` default).
 MAX_TXN_OPS = 128
+#: Longest lease TTL in seconds (etcd's ``MaxLeaseTTL``).
+MAX_LEASE_TTL = 9_000_000_000
 
 
 # ----------------------------------------------------------------------------- errors
@@ -133,10 +147,11 @@ class InvalidRequest(MetaStoreError):
 
 
 class CompactedError(MetaStoreError):
-    """A watch asked for history that is no longer retained.
+    """A watch asked for history that is no longer retained (or ``compact`` was asked to go back).
 
-    ``oldest_revision`` is the earliest start revision still possible. Recover by reading the
-    current state with :meth:`MetaStore.range` and watching from its ``revision + 1``.
+    ``oldest_revision`` is the earliest start revision still possible (the compaction revision).
+    Recover by reading the current state with :meth:`MetaStore.range` and watching from its
+    ``revision + 1``.
     """
 
     def __init__(self, requested: int, oldest_revision: int) -> None:
@@ -482,6 +497,41 @@ def check_ops(ops: Sequence[Op]) -> None:
         written.append(span)
 
 
+def check_txn(compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> None:
+    """Validate a whole txn: its compares and both branches (:func:`check_ops`)."""
+    for c in compares:
+        if not isinstance(c, Compare):
+            raise InvalidRequest(f"not a Compare: {c!r}")
+    if len(compares) > MAX_TXN_OPS:
+        raise InvalidRequest(f"too many compares in txn ({len(compares)} > {MAX_TXN_OPS})")
+    check_ops(success)
+    check_ops(failure)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_ttl(ttl: float) -> None:
+    """Reject lease TTLs that are not a positive, finite number of seconds up to etcd's maximum."""
+    if not (isinstance(ttl, int | float) and not isinstance(ttl, bool) and math.isfinite(ttl) and ttl > 0):
+        raise InvalidRequest(f"lease TTL must be a positive number of seconds, got {ttl!r}")
+    if ttl > MAX_LEASE_TTL:
+        raise InvalidRequest(f"lease TTL {ttl} s is above the maximum of {MAX_LEASE_TTL} s")
+
+
+def check_start_revision(start_revision: int | None) -> None:
+    """Reject watch start revisions other than ``None`` or a non-negative int."""
+    if start_revision is not None and not (_is_int(start_revision) and start_revision >= 0):
+        raise InvalidRequest(f"start_revision must be a non-negative int, got {start_revision!r}")
+
+
+def check_compact_revision(revision: int) -> None:
+    """Reject compaction revisions other than a positive int."""
+    if not (_is_int(revision) and revision >= 1):
+        raise InvalidRequest(f"compaction revision must be a positive int, got {revision!r}")
+
+
 def _ranges_overlap(a: tuple[bytes, bytes | None], b: tuple[bytes, bytes | None]) -> bool:
     # etcd forbids a key put twice, or put and deleted, in one txn; two overlapping deletes are fine.
     if a[1] is None:
@@ -498,9 +548,14 @@ class Watch(AsyncIterator[WatchEvent]):
     """An open watch: ``async for event in watch`` yields events in revision order.
 
     Iteration raises :class:`CompactedError` if the start revision (or, for a watcher that fell
-    too far behind, its next revision) is no longer retained, :class:`MetaStoreClosed` when the
-    store closes, and :class:`MetaStoreUnavailable` when the connection breaks (etcd); it ends
-    normally after :meth:`cancel`. Use as an async context manager to cancel on exit.
+    too far behind or was cut off from etcd meanwhile, its next revision) is no longer retained,
+    and :class:`MetaStoreClosed` when the store closes — each after every event received before;
+    it ends normally after :meth:`cancel`. After an error the watch is over: re-read and re-watch.
+    A broken connection is *not* an error: the etcd implementation re-subscribes from
+    :attr:`next_revision` with bounded backoff until etcd answers again (no event is lost or
+    repeated), so a consumer that must notice an outage uses its own timeouts or the store's
+    calls, which raise :class:`MetaStoreUnavailable`. Use as an async context manager to cancel
+    on exit.
     """
 
     @property
@@ -563,7 +618,11 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def compact(self, revision: int) -> None:
-        """Drop watch history at or below ``revision`` (the current state is never affected)."""
+        """Drop watch history below ``revision``; watching from ``revision`` stays possible.
+
+        The current state is never affected. Raises :class:`CompactedError` if ``revision`` is at
+        or below the last compaction revision, :class:`InvalidRequest` if it lies in the future.
+        """
 
     @abc.abstractmethod
     async def current_revision(self) -> int:
@@ -573,11 +632,15 @@ class MetaStore(abc.ABC):
 
     @abc.abstractmethod
     async def grant(self, ttl: float) -> int:
-        """Create a lease living ``ttl`` seconds unless kept alive; returns its id (> 0)."""
+        """Create a lease living ``ttl`` seconds unless kept alive; returns its id (> 0).
+
+        The TTL granted may be longer (etcd rounds up to whole seconds and has a minimum);
+        :meth:`keepalive` returns it.
+        """
 
     @abc.abstractmethod
     async def keepalive(self, lease_id: int) -> float:
-        """Restart the lease's TTL; returns the TTL granted.
+        """Restart the lease's TTL; returns the TTL granted (>= the one asked for).
 
         A holder that acts on the lease (e.g. a leader) must stop before its *own* deadline:
         ``monotonic time when this call was sent + returned TTL − drift margin``

@@ -12,9 +12,11 @@ Layout of the LMDB environment (one file, ``subdir=False``; named databases):
 Every write is one LMDB write transaction committed with sync (metadata writes are rare, and a
 write must survive power loss before its caller hears "ok"). Writes run one at a time on a single
 worker thread so the fsync never stalls the event loop; reads are short read transactions on the
-loop thread. Leases expire on a monotonic clock, driven by a background asyncio task; their TTLs
-are not persisted as deadlines, so after a restart every lease gets a fresh full TTL — the same as
-etcd after a leader change.
+loop thread. Leases expire on a monotonic clock (``clock=``, :func:`time.monotonic` by default),
+driven by a background asyncio task; their TTLs are not persisted as deadlines, so after a restart
+every lease gets a fresh full TTL — the same as etcd after a leader change. Tests that inject a
+manual clock advance it and call :meth:`LmdbMetaStore.expire_leases` to expire leases on the spot.
+Unlike etcd, TTLs are kept as given (no rounding to whole seconds, no minimum).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import concurrent.futures
 import contextlib
 import fcntl
 import logging
-import math
 import os
 import struct
 import time
@@ -57,8 +58,11 @@ from clustermeta.metastore import (
     TxnResponse,
     Watch,
     WatchEvent,
-    check_ops,
+    check_compact_revision,
     check_range,
+    check_start_revision,
+    check_ttl,
+    check_txn,
     key_in_range,
 )
 
@@ -279,14 +283,23 @@ class LmdbMetaStore(MetaStore):
 
     ``path`` is the LMDB data file (a ``-lock`` file sits next to it). ``history_limit`` is the
     number of revisions of watch history kept; a watch from an older revision, or a watcher that
-    falls further behind, gets :class:`~clustermeta.metastore.CompactedError`.
+    falls further behind, gets :class:`~clustermeta.metastore.CompactedError`. ``clock`` gives
+    the lease deadlines (seconds, monotonic).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, history_limit: int, map_size: int) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        history_limit: int,
+        map_size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if history_limit < 1:
             raise ValueError("history_limit must be >= 1")
         self.path = os.fspath(path)
         self.history_limit = history_limit
+        self._clock = clock
         self._owner_fd = _lock_owner(self.path)
         try:
             self._env = lmdb.open(
@@ -314,6 +327,7 @@ class LmdbMetaStore(MetaStore):
         self._lease_ttl: dict[int, float] = {}
         self._lease_deadline: dict[int, float] = {}
         self._lease_wakeup = asyncio.Event()
+        self._expiry_lock = asyncio.Lock()  # one expiry pass at a time (reaper or a test's call)
         self._reaper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -323,10 +337,15 @@ class LmdbMetaStore(MetaStore):
         *,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         map_size: int = 1 << 30,
+        clock: Callable[[], float] = time.monotonic,
     ) -> LmdbMetaStore:
-        """Open (or create) the store at ``path`` and start lease expiry. Must run inside a loop."""
-        store = cls(path, history_limit=history_limit, map_size=map_size)
-        now = time.monotonic()
+        """Open (or create) the store at ``path`` and start lease expiry. Must run inside a loop.
+
+        ``clock`` (default :func:`time.monotonic`) gives lease deadlines; a test passes a manual
+        clock, advances it and calls :meth:`expire_leases`.
+        """
+        store = cls(path, history_limit=history_limit, map_size=map_size, clock=clock)
+        now = clock()
         with store._env.begin() as txn:
             for raw_id, raw_ttl in txn.cursor(db=store._leases):
                 (lease_id,), (ttl,) = _U64.unpack(raw_id), _F64.unpack(raw_ttl)
@@ -428,13 +447,7 @@ class LmdbMetaStore(MetaStore):
     async def txn(
         self, compares: Sequence[Compare], success: Sequence[Op] = (), failure: Sequence[Op] = ()
     ) -> TxnResponse:
-        for c in compares:
-            if not isinstance(c, Compare):
-                raise InvalidRequest(f"not a Compare: {c!r}")
-        check_ops(success)
-        check_ops(failure)
-        if len(compares) > 128:
-            raise InvalidRequest("too many compares in txn")
+        check_txn(compares, success, failure)
 
         def apply(txn: lmdb.Transaction) -> TxnResponse:
             w = _Write(self, txn)
@@ -446,22 +459,25 @@ class LmdbMetaStore(MetaStore):
         return await self._write(apply)
 
     async def compact(self, revision: int) -> None:
+        # As etcd: history *below* ``revision`` goes; ``revision`` itself stays watchable, and
+        # compacting at or below the last compaction revision (oldest watchable) is an error.
+        check_compact_revision(revision)
+
         def apply(txn: lmdb.Transaction) -> None:
             current = _get_u64(txn, self._meta, _REVISION, 1)
             compacted = _get_u64(txn, self._meta, _COMPACT, 0)
             if revision > current:
                 raise InvalidRequest(f"cannot compact at {revision}: it is a future revision (now {current})")
-            if revision <= compacted:
+            if compacted and revision <= compacted + 1:
                 raise CompactedError(revision, compacted + 1)
-            self._compact_in(txn, revision)
+            self._compact_in(txn, revision - 1)
 
         await self._write(apply)
 
     # -- leases
 
     async def grant(self, ttl: float) -> int:
-        if not (isinstance(ttl, int | float) and math.isfinite(ttl) and ttl > 0):
-            raise InvalidRequest(f"lease TTL must be a positive number of seconds, got {ttl!r}")
+        check_ttl(ttl)
 
         def apply(txn: lmdb.Transaction) -> int:
             lease_id = _get_u64(txn, self._meta, _NEXT_LEASE, 1)
@@ -471,7 +487,7 @@ class LmdbMetaStore(MetaStore):
 
         lease_id = await self._write(apply)
         self._lease_ttl[lease_id] = float(ttl)
-        self._lease_deadline[lease_id] = time.monotonic() + ttl
+        self._lease_deadline[lease_id] = self._clock() + ttl
         self._lease_wakeup.set()
         return lease_id
 
@@ -479,7 +495,7 @@ class LmdbMetaStore(MetaStore):
         deadline = self._lease_deadline.get(lease_id)
         if deadline is None:
             raise LeaseNotFound(lease_id)
-        if deadline <= time.monotonic():
+        if deadline <= self._clock():
             self._lease_wakeup.set()  # overdue: let the reaper delete it now
             raise LeaseNotFound(lease_id)
         return self._lease_ttl[lease_id]
@@ -487,7 +503,7 @@ class LmdbMetaStore(MetaStore):
     async def keepalive(self, lease_id: int) -> float:
         self._check_open()
         ttl = self._live_ttl(lease_id)
-        self._lease_deadline[lease_id] = time.monotonic() + ttl
+        self._lease_deadline[lease_id] = self._clock() + ttl
         return ttl
 
     async def revoke(self, lease_id: int) -> None:
@@ -511,7 +527,7 @@ class LmdbMetaStore(MetaStore):
         ttl = self._live_ttl(lease_id)
         with self._env.begin() as txn:
             keys = self._keys_of_lease(txn, lease_id)
-        remaining = max(0.0, self._lease_deadline[lease_id] - time.monotonic())
+        remaining = max(0.0, self._lease_deadline[lease_id] - self._clock())
         return LeaseInfo(lease_id, ttl, remaining, keys)
 
     def _keys_of_lease(self, txn: lmdb.Transaction, lease_id: int) -> list[bytes]:
@@ -526,11 +542,17 @@ class LmdbMetaStore(MetaStore):
                 keys.append(k[len(prefix) :])
         return keys
 
-    async def _expire_leases(self) -> None:
-        """Background task: revoke each lease whose deadline has passed (one revision per lease)."""
-        while not self._closed:
-            self._lease_wakeup.clear()
-            now = time.monotonic()
+    async def expire_leases(self) -> int:
+        """Revoke every lease whose deadline has passed on the store's clock; returns how many.
+
+        The background task calls this when the earliest deadline comes; a test with a manual
+        clock calls it after advancing the clock. Each expired lease deletes its keys in one
+        revision. Waits for an expiry pass already under way, so on return every lease that was
+        due has been revoked.
+        """
+        self._check_open()
+        async with self._expiry_lock:
+            now = self._clock()
             expired = [lid for lid, deadline in self._lease_deadline.items() if deadline <= now]
             for lease_id in expired:
                 self._lease_deadline.pop(lease_id, None)
@@ -538,13 +560,23 @@ class LmdbMetaStore(MetaStore):
                 try:
                     await self._revoke(lease_id)
                 except MetaStoreClosed:
-                    return
+                    raise
                 except Exception:  # the lease is still in the table: retry in a second
                     log.exception("metastore: revoking expired lease %#x failed; retrying", lease_id)
                     self._lease_ttl[lease_id] = ttl
-                    self._lease_deadline[lease_id] = time.monotonic() + 1.0
-            if expired:
-                continue
+                    self._lease_deadline[lease_id] = self._clock() + 1.0
+            return len(expired)
+
+    async def _expire_leases(self) -> None:
+        """Background task: expire leases as their deadlines come."""
+        while not self._closed:
+            self._lease_wakeup.clear()
+            try:
+                if await self.expire_leases():
+                    continue
+            except MetaStoreClosed:
+                return
+            now = self._clock()
             timeout = min(self._lease_deadline.values(), default=now + 3600.0) - now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lease_wakeup.wait(), timeout=max(timeout, 0.0))
@@ -561,8 +593,7 @@ class LmdbMetaStore(MetaStore):
     ) -> Watch:
         self._check_open()
         check_range(key, end)
-        if start_revision is not None and (not isinstance(start_revision, int) or start_revision < 0):
-            raise InvalidRequest(f"start_revision must be a non-negative int, got {start_revision!r}")
+        check_start_revision(start_revision)
         if not start_revision:  # None or 0: from now on, as etcd
             start_revision = await self.current_revision() + 1
         return _LmdbWatch(self, key, end, start_revision, prev_kv)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown
 from hostnode.database import Status
+from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown
 from proto import hostnode_pb2 as pb
 from tests.hostnode.cluster_harness import DB, Cluster, eventually
 
@@ -104,7 +104,7 @@ def test_a_deposed_leader_truncates_its_uncommitted_tail_and_rejoins(tmp_path: P
             await c.nodes[n].start()
         record = await c.elect()
         assert record.leader in ("n2", "n3")
-        for i in range(5):
+        for _ in range(5):
             assert (await c.transfer(record.leader, 2, 3)).status is Status.COMMITTED
         # n1 returns: it must cut its tail at the divergence point and copy the new epoch.
         await c.nodes["n1"].start()
