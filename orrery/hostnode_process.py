@@ -50,7 +50,7 @@ class HostNodeProcessConfig:
 async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = None) -> None:
     """Run the host node until ``stop`` is set (default: SIGINT/SIGTERM)."""
     from clustermeta.coordination import LeaseKeeper
-    from clustermeta.stores import open_store
+    from clustermeta.connect import open_metastore
 
     from clustermeta.mirror import Mirror
     from clustermeta.records import DB_PREFIX, NODES_PREFIX, NodeInfo, node_key
@@ -67,7 +67,7 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
-    store = await open_store(config.etcd, config.etcd_prefix)
+    store = await open_metastore(config.etcd, config.etcd_prefix)
     node = HostNode(HostNodeConfig(config.data_dir))
     keeper: LeaseKeeper | None = None
     cluster = ClusterNode(
