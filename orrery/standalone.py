@@ -177,8 +177,9 @@ class LocalControlPlane:
         clear: bool,
         break_clients: bool = False,
         token: bytes | None = None,
+        num_replicas: int | None = None,
     ) -> PublishOutcome:
-        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        """See :class:`gateway.backends.ControlPlaneBackend` (one node: ``num_replicas`` is ignored)."""
         with _control_errors():
             result = await self.ops.publish(
                 caller, name_or_identity, program, clear=clear, break_clients=break_clients, token=token
