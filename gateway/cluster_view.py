@@ -493,19 +493,33 @@ class ClusterView:
         kv = await self.store.get(node_key(node_id))
         return None if kv is None else NodeInfo.from_json(kv.value)
 
+    def cached_route(self, identity: Identity) -> Route:
+        """:meth:`route` from the mirror alone (no store read: a miss is a miss)."""
+        record = self._mirror.records.get(identity)
+        node = None
+        if record is not None and record.leader is not None:
+            node = self._mirror.nodes.get(record.leader)
+        return Route(identity, record, node, self.change_token(identity))
+
     async def route(self, identity: Identity) -> Route:
-        """The database's record and its leader's node, with a change token taken first."""
-        token = self.change_token(identity)
+        """The database's record and its leader's node (the change token is taken first)."""
+        route = self.cached_route(identity)
+        if route.record is not None and (route.leader is None or route.node is not None):
+            return route
         record = await self.database(identity)
         node = None
         if record is not None and record.leader is not None:
             node = await self.node(record.leader)
-        return Route(identity, record, node, token)
+        return Route(identity, record, node, route.token)
 
     async def leader_address(self, identity: Identity) -> str | None:
         """host:port of the database's leader; None without a record, a leader, or a live leader."""
         node = (await self.route(identity)).node
         return None if node is None else node.address
+
+    def cached_controlplane(self) -> ControlPlaneInfo | None:
+        """The active control plane as the mirror has it (no store read)."""
+        return self._mirror.controlplane
 
     async def controlplane(self) -> ControlPlaneInfo | None:
         """The active control plane; None while none is elected."""
