@@ -441,6 +441,9 @@ class ClusterControlPlane:
                     "no control plane is active right now (an election is running); try again shortly"
                 )
             else:
+                for address, _ in self._clients.items():
+                    if address != info.address:  # a control plane that is no longer the active one
+                        self._clients.drop(address, grace=self.config.deadlines.publish)
                 try:
                     return await op(self._clients.get(info.address, f"the control plane at {info.address}"))
                 except Unreachable as e:

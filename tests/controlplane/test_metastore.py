@@ -487,6 +487,14 @@ def test_watch_compacted(tmp_path: Path) -> None:
             await s.compact(7)
         with pytest.raises(InvalidRequest, match="future"):
             await s.compact(1000)
+        # Compacting at the current revision drops every event kept (the cursor runs off the end).
+        now = await s.current_revision()
+        await s.compact(now)
+        with pytest.raises(CompactedError):
+            await (await s.watch_prefix(b"/", start_revision=now)).__anext__()
+        w = await s.watch_prefix(b"/", start_revision=now + 1)
+        await s.put(b"/k", b"after")
+        assert (await take(w, 1))[0].revision == now + 1
 
     run(tmp_path, body, history_limit=8)
 

@@ -82,7 +82,7 @@ __all__ = [
 #: Waits short enough for a quick suite, still bounds (never latency targets).
 FAST = ClusterConfig(
     deadlines=Deadlines(call=2.0, sql=2.0, read=2.0, plan=10.0, publish=60.0),
-    failover_wait=1.5,
+    failover_wait=1.0,
     catch_up_timeout=10.0,
 )
 
