@@ -206,6 +206,8 @@ def cmd_start(session: Session, args: argparse.Namespace) -> int:
 
 def cmd_gateway(session: Session, args: argparse.Namespace) -> int:
     """Run a cluster gateway in the foreground until interrupted."""
+    # gRPC's C core reads its log level once, at import: only its errors, like everything else.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from orrery import gateway_server, process
 
     try:
