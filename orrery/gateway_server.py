@@ -34,7 +34,7 @@ from gateway.auth import SigningKeys, TokenAuthority
 from gateway.cluster_backends import ClusterConfig, ClusterControlPlane, ClusterHostNode
 from gateway.cluster_view import ClusterView
 from gateway.context import GatewayConfig
-from orrery.process import bound_address, parse_listen_addr, stop_on_signals
+from orrery.process import parse_listen_addr, start_site, stop_on_signals
 
 __all__ = ["GatewayServerConfig", "run", "serve"]
 
@@ -91,11 +91,7 @@ async def serve(
         )  # fmt: skip
         gateway_config = GatewayConfig(max_module_bytes=config.max_module_bytes, max_body_bytes=config.max_body_bytes)
         app = create_app(authority, control, host_backend, gateway_config)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.shutdown_timeout)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        bound = bound_address(runner, host, port)
+        runner, bound = await start_site(app, host, port, shutdown_timeout=config.shutdown_timeout)
         gateway_config.advertise.append(bound)
         log.info(
             "listening on http://%s (cluster at %s, prefix %s; started in %.2fs)",

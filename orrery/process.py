@@ -17,7 +17,14 @@ import time
 
 from aiohttp import web
 
-__all__ = ["LogfmtFormatter", "bound_address", "configure_logging", "parse_listen_addr", "stop_on_signals"]
+__all__ = [
+    "LogfmtFormatter",
+    "bound_address",
+    "configure_logging",
+    "parse_listen_addr",
+    "start_site",
+    "stop_on_signals",
+]
 
 #: Loggers whose INFO lines a server prints (everyone else's warnings only).
 OUR_LOGGERS = ("orrery", "gateway", "controlplane", "clustermeta")
@@ -52,6 +59,21 @@ def parse_listen_addr(text: str) -> tuple[str, int]:
         raise ValueError(f"--listen-addr must be host:port, got {text!r}")
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float
+) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on ``host:port`` (no access log); the runner (``cleanup()`` it at the end)
+    and the ``host:port`` it really listens on."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, bound_address(runner, host, port)
 
 
 def bound_address(runner: web.AppRunner, host: str, port: int) -> str:

@@ -67,7 +67,7 @@ from hostnode.realtime import ClientParams, Connection
 from hostnode.runtime import tune_gc_for_serving
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
 from hostnode.sql import render_response_bytes
-from orrery.process import bound_address, configure_logging, parse_listen_addr, stop_on_signals
+from orrery.process import configure_logging, parse_listen_addr, start_site, stop_on_signals
 from proto import GRPC_OPTIONS
 from sats.identity import Identity
 from sats.ws_v1 import Compression
@@ -356,11 +356,7 @@ async def serve(
                 max_module_bytes=config.max_module_bytes, max_body_bytes=config.max_body_bytes
             )
             app = create_app(authority, control_backend, host_backend, gateway_config)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.shutdown_timeout)
-            await runner.setup()
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
-            bound = bound_address(runner, host, port)
+            runner, bound = await start_site(app, host, port, shutdown_timeout=config.shutdown_timeout)
             gateway_config.advertise.append(bound)
             log.info(
                 "listening on http://%s (data in %s, %s transport, started in %.2fs)",

@@ -8,7 +8,8 @@
 * :class:`ScriptedServicer`: the real HostNode gRPC service with the cluster answers host nodes
   do not give yet (``NOT_LEADER``, ``NO_QUORUM``, ``OUTCOME_UNKNOWN``) or a hang, switched on by
   the test, served over real gRPC.
-* :func:`gateway`: the gateway app over a :class:`ClusterView` of a store, served on a free port.
+* :func:`gateway`: the gateway app over a :class:`ClusterView` of a store, served on a free port;
+  :func:`cluster`: nodes holding one database, its records, and a gateway.
 * record helpers: :func:`register_node`, :func:`put_database`, :func:`set_leader`.
 """
 
@@ -38,6 +39,7 @@ from clustermeta.metastore import (
     Watch,
     WatchEvent,
 )
+from clustermeta.metastore_lmdb import LmdbMetaStore
 from clustermeta.records import (
     CONTROLPLANE_LEADER_KEY,
     ControlPlaneInfo,
@@ -69,6 +71,7 @@ __all__ = [
     "FAST",
     "FlakyStore",
     "Gateway",
+    "cluster",
     "Node",
     "ScriptedServicer",
     "gateway",
@@ -394,6 +397,33 @@ async def gateway(
         await host.close()
         await control.close()
         await view.close()
+
+
+@contextlib.asynccontextmanager
+async def cluster(
+    tmp_path: Path,
+    database: Identity,
+    owner: Identity,
+    program: bytes,
+    *,
+    name: str = "chat",
+    node_ids: Sequence[str] = ("n1", "n2"),
+    leader: str | None = "n1",
+    config: ClusterConfig = FAST,
+) -> AsyncIterator[tuple[FlakyStore, dict[str, Node], Gateway]]:
+    """Nodes ``node_ids``, each holding its own copy of ``database`` (named ``name``), registered
+    in a fresh store whose record names ``leader``; and a gateway over that store."""
+    store = FlakyStore(await LmdbMetaStore.open(tmp_path / "meta.lmdb"))
+    try:
+        async with nodes(tmp_path, *node_ids) as started:
+            for node in started.values():
+                await node.install(database, owner, program)
+                await register_node(store, node.node_id, node.address)
+            await put_database(store, database, owner, leader=leader, replicas=node_ids, name=name)
+            async with gateway(store, config) as gw:
+                yield store, started, gw
+    finally:
+        await store.close()
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from clustermeta.metastore_lmdb import LmdbMetaStore
 from gateway.cluster_backends import ClusterConfig
 from gateway.failures import HostErrorKind
 from gateway.grpc_backends import Deadlines, is_read_only_sql
@@ -29,9 +28,7 @@ from tests.gateway.cluster_harness import (
     FlakyStore,
     Gateway,
     Node,
-    gateway,
-    nodes,
-    put_database,
+    cluster,
     register_node,
     set_leader,
     spawn,
@@ -66,22 +63,13 @@ def run(
     tmp_path: Path,
     body: Callable[[Cluster], Awaitable[None]],
     *,
-    node_ids: tuple[str, ...] = ("n1", "n2"),
     leader: str | None = "n1",
     config: ClusterConfig = FAST,
 ) -> None:
     async def main() -> None:
-        store = FlakyStore(await LmdbMetaStore.open(tmp_path / "meta.lmdb"))
-        try:
-            async with nodes(tmp_path, *node_ids) as started:
-                for node in started.values():
-                    await node.install(DB, OWNER, CHAT)
-                    await register_node(store, node.node_id, node.address)
-                await put_database(store, DB, OWNER, leader=leader, replicas=node_ids, name="chat")
-                async with gateway(store, config) as gw, Client(gw.url) as client:
-                    await asyncio.wait_for(body(Cluster(store, started, gw, client)), 120)
-        finally:
-            await store.close()
+        async with cluster(tmp_path, DB, OWNER, CHAT, leader=leader, config=config) as (store, started, gw):
+            async with Client(gw.url) as client:
+                await asyncio.wait_for(body(Cluster(store, started, gw, client)), 120)
 
     asyncio.run(main())
 

@@ -12,22 +12,10 @@ from pathlib import Path
 
 import aiohttp
 
-from clustermeta.metastore_lmdb import LmdbMetaStore
 from clustermeta.records import node_key
 from orrery_client import DbConnection, Event
 from sats.identity import Identity
-from tests.gateway.cluster_harness import (
-    FAST,
-    FlakyStore,
-    Gateway,
-    Node,
-    gateway,
-    nodes,
-    put_database,
-    register_node,
-    set_leader,
-    wait_until,
-)
+from tests.gateway.cluster_harness import FlakyStore, Gateway, Node, cluster, set_leader, wait_until
 from tests.gateway.conftest import CHAT
 
 OWNER = Identity.from_claims("localhost", "owner")
@@ -64,17 +52,8 @@ class Cluster:
 
 def run(tmp_path: Path, body: Callable[[Cluster], Awaitable[None]]) -> None:
     async def main() -> None:
-        store = FlakyStore(await LmdbMetaStore.open(tmp_path / "meta.lmdb"))
-        try:
-            async with nodes(tmp_path, "n1", "n2") as started:
-                for node in started.values():
-                    await node.install(DB, OWNER, CHAT)
-                    await register_node(store, node.node_id, node.address)
-                await put_database(store, DB, OWNER, leader="n1", name="chat")
-                async with gateway(store, FAST) as gw, aiohttp.ClientSession() as session:
-                    await asyncio.wait_for(body(Cluster(store, started, gw, session)), 120)
-        finally:
-            await store.close()
+        async with cluster(tmp_path, DB, OWNER, CHAT) as (store, started, gw), aiohttp.ClientSession() as session:
+            await asyncio.wait_for(body(Cluster(store, started, gw, session)), 120)
 
     asyncio.run(main())
 
