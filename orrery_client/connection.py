@@ -665,7 +665,9 @@ class DbConnection:
             if not sock.closed:
                 with contextlib.suppress(Exception):
                     await sock.close()
-            lost = ConnectionLost("the connection closed")
+            # A reducer call in flight may have committed: the caller hears the connection went,
+            # not a result (with ``reconnect`` its rows arrive, exactly once, on resubscription).
+            lost = ConnectionLost("the connection closed before the answer arrived; a call may or may not have run")
             self._fail_pending(lost)
             if not self._closing:
                 for cb in list(self.on_disconnect):
