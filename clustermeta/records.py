@@ -34,6 +34,8 @@ __all__ = [
     "DB_PREFIX",
     "DNS_PREFIX",
     "NODES_PREFIX",
+    "OWNER_PREFIX",
+    "RDNS_PREFIX",
     "ControlPlaneInfo",
     "DatabaseRecord",
     "DbState",
@@ -44,11 +46,17 @@ __all__ = [
     "majority",
     "node_key",
     "node_of_key",
+    "owner_key",
+    "owner_prefix",
+    "rdns_key",
+    "rdns_prefix",
 ]
 
 NODES_PREFIX = b"/nodes/"
 DB_PREFIX = b"/db/"
 DNS_PREFIX = b"/dns/"
+RDNS_PREFIX = b"/rdns/"
+OWNER_PREFIX = b"/owner/"
 CONTROLPLANES_PREFIX = b"/controlplanes/"
 CONTROLPLANE_LEADER_KEY = b"/controlplane/leader"
 
@@ -76,6 +84,26 @@ def identity_of_db_key(key: bytes) -> Identity:
 def dns_key(name: str) -> bytes:
     """``/dns/<name>``."""
     return DNS_PREFIX + name.encode()
+
+
+def rdns_prefix(identity: Identity) -> bytes:
+    """``/rdns/<identity hex>/``: the names of one database."""
+    return RDNS_PREFIX + identity.to_hex().encode() + b"/"
+
+
+def rdns_key(identity: Identity, name: str) -> bytes:
+    """``/rdns/<identity hex>/<name>``."""
+    return rdns_prefix(identity) + name.encode()
+
+
+def owner_prefix(owner: Identity) -> bytes:
+    """``/owner/<owner hex>/``: the databases of one owner."""
+    return OWNER_PREFIX + owner.to_hex().encode() + b"/"
+
+
+def owner_key(owner: Identity, identity: Identity) -> bytes:
+    """``/owner/<owner hex>/<identity hex>``."""
+    return owner_prefix(owner) + identity.to_hex().encode()
 
 
 def majority(n: int) -> int:

@@ -178,10 +178,12 @@ class ControlPlaneBackend(Protocol):
         clear: bool,
         break_clients: bool = False,
         token: bytes | None = None,
+        num_replicas: int | None = None,
     ) -> PublishOutcome:
         """Create or update (client-api.md §6.2), with its owner check and migration policy:
         an update that disconnects the clients needs ``break_clients`` and ``token``, the 32
-        bytes of this update's pre-publish token (otherwise 400)."""
+        bytes of this update's pre-publish token (otherwise 400). ``num_replicas`` is the
+        publish's replication factor (None: the server's default; a single node ignores it)."""
         ...
 
     async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishOutcome:
@@ -208,8 +210,8 @@ class ControlPlaneBackend(Protocol):
         """Identities of the databases ``owner`` owns."""
         ...
 
-    async def node_ids(self) -> list[int]:
-        """The host nodes that can run databases (``/v1/health``)."""
+    async def node_ids(self) -> Sequence[int | str]:
+        """The live host nodes that can run databases (``/v1/health``): their ids."""
         ...
 
 

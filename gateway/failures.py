@@ -14,15 +14,18 @@ import enum
 from typing import Any
 
 from gateway.backends import CallOutcome, CallResult
-from gateway.errors import ApiError
+from gateway.errors import TEXT, ApiError
 
 __all__ = [
     "ControlErrorKind",
+    "HostError",
     "HostErrorKind",
     "ReducerStatus",
+    "Unreachable",
     "call_result",
     "control_error",
     "host_error",
+    "unavailable",
 ]
 
 
@@ -87,17 +90,41 @@ _HOST: dict[HostErrorKind, tuple[int, str | None]] = {
     # What the gateway's error middleware answers for an unexpected exception.
     HostErrorKind.INTERNAL: (500, "internal error: {}"),
     # Cluster mode: the gateway retries NOT_LEADER at the new leader; what reaches a client
-    # means no leader could be found in time. The message says why.
-    HostErrorKind.NOT_LEADER: (503, None),
-    HostErrorKind.NO_QUORUM: (503, None),
-    HostErrorKind.OUTCOME_UNKNOWN: (503, None),
-    HostErrorKind.STALE_EPOCH: (503, None),
+    # means no leader could be found in time. Each body names what happened, then the node's
+    # own words.
+    HostErrorKind.NOT_LEADER: (503, "no leader: {}"),
+    HostErrorKind.NO_QUORUM: (503, "no quorum: {}"),
+    HostErrorKind.OUTCOME_UNKNOWN: (503, "the outcome is unknown: {}"),
+    HostErrorKind.STALE_EPOCH: (503, "no leader: {}"),
 }
+
+
+class HostError(ApiError):
+    """A host node's answer that a request failed (an :class:`ApiError` that keeps the node's
+    ``kind`` and ``reason``, so cluster routing can tell a ``NOT_LEADER`` from the rest)."""
+
+    def __init__(self, kind: HostErrorKind, reason: str, response: ApiError) -> None:
+        super().__init__(response.status, response.body, response.content_type, response.headers)
+        self.kind = kind
+        self.reason = reason
+
+
+class Unreachable(ApiError):
+    """A host node or control plane could not be reached, or the connection broke mid-call: 503.
+
+    ``may_have_run`` is False only when the request provably never left the gateway (the
+    connection could not be opened); a write that may have run is "outcome unknown" and must
+    never be retried or answered 200.
+    """
+
+    def __init__(self, message: str, *, may_have_run: bool) -> None:
+        super().__init__(503, message.encode(), TEXT)
+        self.may_have_run = may_have_run
 
 
 def host_error(
     kind: HostErrorKind, message: str, *, missing: str | None = None, failed_to: str | None = None
-) -> ApiError:
+) -> HostError:
     """The answer to a host-node failure.
 
     ``missing`` replaces the body of ``NO_SUCH_DATABASE`` (``/sql`` says ``module not found``);
@@ -110,7 +137,12 @@ def host_error(
     elif failed_to is not None and kind in (HostErrorKind.DATABASE, HostErrorKind.INVALID_PROGRAM):
         body = f"Failed to {failed_to}: {message}"
     text = message if body is None else body.format(message)
-    return ApiError.text(status, text)
+    return HostError(kind, message, ApiError.text(status, text))
+
+
+def unavailable(message: str) -> ApiError:
+    """503 with a plain-text reason (no leader, no control plane, …): try again later."""
+    return ApiError.text(503, message)
 
 
 #: Control-plane failures: the status (bodies are the failure's message, or its JSON body).

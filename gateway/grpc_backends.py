@@ -5,6 +5,13 @@ They implement :mod:`gateway.backends` over the stubs of ``proto/controlplane.pr
 failures into :class:`ApiError` through the same tables (:mod:`gateway.failures`). Generated
 messages stay inside this module; callers get the dataclasses of :mod:`gateway.backends`.
 
+Each client talks to one server over one channel: standalone's ``--transport grpc`` builds one
+of each, cluster mode (:mod:`gateway.cluster_backends`) one :class:`GrpcHostNode` per host node
+and routes each request to the right one. Every unary call carries a deadline
+(:class:`Deadlines`), so a server that stopped answering costs a request a bounded time; a call
+that got no answer (unreachable, deadline, broken connection) raises
+:class:`~gateway.failures.Unreachable`, which says whether the request may have run.
+
 Reducer calls are batched (PLATFORM.md §5: a gRPC message costs about what a whole reducer
 call does): calls to one database that arrive while earlier batches are in flight travel
 together in the next ``CallBatch``.
@@ -17,10 +24,11 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -37,6 +45,7 @@ from gateway.failures import (
     ControlErrorKind,
     HostErrorKind,
     ReducerStatus,
+    Unreachable,
     call_result,
     control_error,
     host_error,
@@ -50,11 +59,78 @@ from sats.json import loads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GrpcControlPlane", "GrpcHostNode"]
+__all__ = ["Deadlines", "GrpcControlPlane", "GrpcHostNode", "is_read_only_sql", "unreachable"]
+
+T = TypeVar("T")
 
 #: Most calls in one CallBatch, and most batches in flight per database.
 MAX_BATCH = 512
 MAX_IN_FLIGHT = 2
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """gRPC deadlines, in seconds, of the gateway's unary calls (and of a ``Logs`` tail).
+
+    Generous on purpose: a deadline is not a latency target but the bound on how long a dead or
+    hung server can hold a request. Streams (``Connect``, followed logs) have none; keepalive
+    pings (``proto.KEEPALIVE_OPTIONS``) notice a dead peer there.
+    """
+
+    #: ``CallReducers``. Longer than the host node's own commit timeout, so a write that cannot
+    #: reach its quorum is answered by the node (``OUTCOME_UNKNOWN``, with its reason) first.
+    call: float = 30.0
+    #: ``Sql`` (a large SELECT, or DML waiting for durability).
+    sql: float = 30.0
+    #: ``GetSchema`` and the control plane's lookups and name changes.
+    read: float = 10.0
+    #: ``PlanUpdate`` (compiles the new program) and ``Logs`` without ``follow``.
+    plan: float = 60.0
+    #: ``Publish``, ``Reset``, ``DeleteDatabase``: compile, install, run ``init``, replicate.
+    publish: float = 300.0
+
+
+#: gRPC's words when no connection could be opened: the request never left this process.
+_NEVER_SENT = re.compile(r"failed to connect to all addresses|Failed to connect to remote host", re.IGNORECASE)
+
+
+def unreachable(error: grpc.aio.AioRpcError, target: str, *, write: bool) -> Unreachable:
+    """What a call to ``target`` that got no answer tells the client (503).
+
+    Only a connection that could not be opened proves the request never left; after anything
+    else (deadline, reset stream, server gone mid-call) a write may have run — "the outcome is
+    unknown", which must never be retried or reported as success.
+    """
+    details = error.details() or ""
+    cause = f"{error.code().name}: {details}" if details else error.code().name
+    if error.code() is grpc.StatusCode.UNAVAILABLE and _NEVER_SENT.search(details):
+        return Unreachable(f"{target} is unreachable ({cause})", may_have_run=False)
+    if write:
+        return Unreachable(
+            f"the outcome is unknown: the connection to {target} failed during the request ({cause}); "
+            "it may or may not have taken effect",
+            may_have_run=True,
+        )
+    return Unreachable(f"{target} did not answer ({cause})", may_have_run=True)
+
+
+async def _answer(call: Awaitable[T], target: str, *, write: bool) -> T:
+    """Await a unary call; a gRPC error becomes :class:`Unreachable`."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as e:
+        raise unreachable(e, target, write=write) from None
+
+
+# The statement is one SELECT: starts with SELECT and has no ``;`` anywhere (a second statement,
+# or one hidden after a comment, makes it "may write"). Orrery's SQL has no SELECT … INTO.
+_SELECT = re.compile(r"\s*select\b", re.IGNORECASE)
+
+
+def is_read_only_sql(query: str) -> bool:
+    """True only for SQL that certainly changes nothing (one plain ``SELECT``); conservative:
+    anything else counts as a write, whose failed delivery is "outcome unknown"."""
+    return _SELECT.match(query) is not None and ";" not in query
 
 
 # --- control plane --------------------------------------------------------------------------------
@@ -79,21 +155,36 @@ def _outcome(response: cpb.PublishResponse) -> PublishOutcome:
 
 
 class GrpcControlPlane:
-    """:class:`gateway.backends.ControlPlaneBackend` over the ControlPlane gRPC service."""
+    """:class:`gateway.backends.ControlPlaneBackend` over the ControlPlane gRPC service.
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    ``target`` names the server in error messages.
+    """
+
+    def __init__(
+        self, channel: grpc.aio.Channel, *, deadlines: Deadlines | None = None, target: str = "the control plane"
+    ) -> None:
         self.stub = cpb_grpc.ControlPlaneStub(channel)
+        self.deadlines = deadlines or Deadlines()
+        self.target = target
+
+    def _read(self, call: Awaitable[T]) -> Awaitable[T]:
+        return _answer(call, self.target, write=False)
+
+    def _write(self, call: Awaitable[T]) -> Awaitable[T]:
+        return _answer(call, self.target, write=True)
 
     async def resolve(self, name_or_identity: str) -> Identity:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        response: cpb.ResolveResponse = await self.stub.Resolve(cpb.ResolveRequest(name_or_identity=name_or_identity))
+        response: cpb.ResolveResponse = await self._read(
+            self.stub.Resolve(cpb.ResolveRequest(name_or_identity=name_or_identity), timeout=self.deadlines.read)
+        )
         _control_check(response.failure)
         return Identity.from_bsatn(response.database_identity)
 
     async def database(self, name_or_identity: str) -> DatabaseInfo:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        response: cpb.DatabaseResponse = await self.stub.GetDatabase(
-            cpb.GetDatabaseRequest(name_or_identity=name_or_identity)
+        response: cpb.DatabaseResponse = await self._read(
+            self.stub.GetDatabase(cpb.GetDatabaseRequest(name_or_identity=name_or_identity), timeout=self.deadlines.read)
         )
         _control_check(response.failure)
         db = response.database
@@ -113,61 +204,63 @@ class GrpcControlPlane:
         clear: bool,
         break_clients: bool = False,
         token: bytes | None = None,
+        num_replicas: int | None = None,
     ) -> PublishOutcome:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
         request = cpb.PublishRequest(
             caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity or "", program=program, clear=clear,
-            break_clients=break_clients,
+            break_clients=break_clients, num_replicas=num_replicas or 0,
         )  # fmt: skip
         if token is not None:
             request.migration_token = token
-        return _outcome(await self.stub.Publish(request))
+        return _outcome(await self._write(self.stub.Publish(request, timeout=self.deadlines.publish)))
 
     async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishOutcome:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
         request = cpb.ResetRequest(
             caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity, program=program or b""
         )
-        return _outcome(await self.stub.Reset(request))
+        return _outcome(await self._write(self.stub.Reset(request, timeout=self.deadlines.publish)))
 
     async def delete(self, caller: Identity, name_or_identity: str) -> None:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        response: cpb.DeleteDatabaseResponse = await self.stub.DeleteDatabase(
-            cpb.DeleteDatabaseRequest(caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity)
+        request = cpb.DeleteDatabaseRequest(caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity)
+        response: cpb.DeleteDatabaseResponse = await self._write(
+            self.stub.DeleteDatabase(request, timeout=self.deadlines.publish)
         )
         _control_check(response.failure)
 
     async def names(self, identity: Identity) -> list[str]:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        response: cpb.Names = await self.stub.GetNames(cpb.GetNamesRequest(database_identity=identity.to_bsatn()))
+        response: cpb.Names = await self._read(
+            self.stub.GetNames(cpb.GetNamesRequest(database_identity=identity.to_bsatn()), timeout=self.deadlines.read)
+        )
         return list(response.names)
 
     async def add_name(self, caller: Identity, name_or_identity: str, name: str) -> dict[str, Any]:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        response: cpb.NameResult = await self.stub.AddName(
-            cpb.AddNameRequest(caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity, name=name)
-        )
+        request = cpb.AddNameRequest(caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity, name=name)
+        response: cpb.NameResult = await self._write(self.stub.AddName(request, timeout=self.deadlines.read))
         _control_check(response.failure)
         identity = Identity.from_bsatn(response.database_identity)
         return {"Success": {"domain": response.domain, "database_identity": identity.to_hex()}}
 
     async def set_names(self, caller: Identity, name_or_identity: str, names: list[str]) -> None:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        response: cpb.SetNamesResponse = await self.stub.SetNames(
-            cpb.SetNamesRequest(caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity, names=names)
-        )
+        request = cpb.SetNamesRequest(caller_identity=caller.to_bsatn(), name_or_identity=name_or_identity, names=names)
+        response: cpb.SetNamesResponse = await self._write(self.stub.SetNames(request, timeout=self.deadlines.read))
         _control_check(response.failure)
 
     async def databases_of(self, owner: Identity) -> list[Identity]:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        response: cpb.DatabaseList = await self.stub.ListDatabases(
-            cpb.ListDatabasesRequest(owner_identity=owner.to_bsatn())
+        response: cpb.DatabaseList = await self._read(
+            self.stub.ListDatabases(cpb.ListDatabasesRequest(owner_identity=owner.to_bsatn()), timeout=self.deadlines.read)
         )
         return [Identity.from_bsatn(i) for i in response.identities]
 
     async def node_ids(self) -> list[int]:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
-        response: cpb.NodeList = await self.stub.ListNodes(cpb.ListNodesRequest())
+        response: cpb.NodeList = await self._read(self.stub.ListNodes(cpb.ListNodesRequest(), timeout=self.deadlines.read))
         return list(response.node_ids)
 
 
@@ -202,10 +295,19 @@ class CallBatcher:
     caller pays one round trip and concurrent callers share messages.
     """
 
-    def __init__(self, stub: hpb_grpc.HostNodeStub, max_batch: int = MAX_BATCH, max_in_flight: int = MAX_IN_FLIGHT):
+    def __init__(
+        self,
+        stub: hpb_grpc.HostNodeStub,
+        max_batch: int = MAX_BATCH,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        *,
+        timeout: float | None = None,
+    ):
         self.stub = stub
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
+        #: The deadline of each ``CallReducers`` (seconds; None: none).
+        self.timeout = timeout
         self._queues: dict[bytes, _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
@@ -244,7 +346,7 @@ class CallBatcher:
     ) -> None:
         try:
             response: hpb.CallBatchResult = await self.stub.CallReducers(
-                hpb.CallBatch(database_identity=database, calls=[c for c, _ in batch])
+                hpb.CallBatch(database_identity=database, calls=[c for c, _ in batch]), timeout=self.timeout
             )
             if len(response.results) != len(batch):
                 raise RuntimeError(f"host node answered {len(response.results)} of {len(batch)} calls")
@@ -263,11 +365,19 @@ class CallBatcher:
 
 
 class GrpcHostNode:
-    """:class:`gateway.backends.HostNodeBackend` over the HostNode gRPC service."""
+    """:class:`gateway.backends.HostNodeBackend` over the HostNode gRPC service of one node.
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    ``target`` names the node in error messages. Cluster mode builds one per node and reaches
+    the node's realtime streams through :meth:`ws_databases` and :meth:`end_ws`.
+    """
+
+    def __init__(
+        self, channel: grpc.aio.Channel, *, deadlines: Deadlines | None = None, target: str = "the host node"
+    ) -> None:
         self.stub = hpb_grpc.HostNodeStub(channel)
-        self.batcher = CallBatcher(self.stub)
+        self.deadlines = deadlines or Deadlines()
+        self.target = target
+        self.batcher = CallBatcher(self.stub, timeout=self.deadlines.call)
         self._ws_streams: dict[Identity, _WsStream] = {}
 
     async def call(
@@ -281,7 +391,7 @@ class GrpcHostNode:
             connection_id=connection_id.to_bytes(16, "little"),
             kind=hpb.CALL_KIND_HTTP,
         )
-        result = await self.batcher.call(database.to_bsatn(), call)
+        result = await _answer(self.batcher.call(database.to_bsatn(), call), self.target, write=True)
         if _host_failed(result.failure):
             raise host_error(_host_kind(result.failure), result.failure.message)
         return call_result(
@@ -291,8 +401,9 @@ class GrpcHostNode:
 
     async def sql(self, database: Identity, query: str, caller: Identity) -> SqlAnswer:
         """See :class:`gateway.backends.HostNodeBackend`."""
-        response: hpb.SqlResponse = await self.stub.Sql(
-            hpb.SqlRequest(database_identity=database.to_bsatn(), query=query, caller_identity=caller.to_bsatn())
+        request = hpb.SqlRequest(database_identity=database.to_bsatn(), query=query, caller_identity=caller.to_bsatn())
+        response: hpb.SqlResponse = await _answer(
+            self.stub.Sql(request, timeout=self.deadlines.sql), self.target, write=not is_read_only_sql(query)
         )
         if _host_failed(response.failure):
             raise host_error(_host_kind(response.failure), response.failure.message, missing="module not found")
@@ -300,8 +411,9 @@ class GrpcHostNode:
 
     async def schema(self, database: Identity) -> Any:
         """See :class:`gateway.backends.HostNodeBackend`."""
-        response: hpb.SchemaResponse = await self.stub.GetSchema(
-            hpb.SchemaRequest(database_identity=database.to_bsatn(), version=9)
+        request = hpb.SchemaRequest(database_identity=database.to_bsatn(), version=9)
+        response: hpb.SchemaResponse = await _answer(
+            self.stub.GetSchema(request, timeout=self.deadlines.read), self.target, write=False
         )
         if _host_failed(response.failure):
             raise host_error(_host_kind(response.failure), response.failure.message)
@@ -312,20 +424,23 @@ class GrpcHostNode:
         request = hpb.LogsRequest(database_identity=database.to_bsatn(), follow=follow)
         if num_lines is not None:
             request.num_lines = num_lines
-        call = self.stub.Logs(request)
+        call = self.stub.Logs(request, timeout=None if follow else self.deadlines.plan)
         try:
             async for message in call:
                 if _host_failed(message.failure):
                     raise host_error(_host_kind(message.failure), message.failure.message)
                 for line in message.lines:
                     yield line
+        except grpc.aio.AioRpcError as e:
+            raise unreachable(e, self.target, write=False) from None
         finally:
             call.cancel()
 
     async def pre_publish(self, database: Identity, program: bytes) -> PrePublish:
         """See :class:`gateway.backends.HostNodeBackend`."""
-        response: hpb.PlanUpdateResponse = await self.stub.PlanUpdate(
-            hpb.PlanUpdateRequest(database_identity=database.to_bsatn(), program=program)
+        request = hpb.PlanUpdateRequest(database_identity=database.to_bsatn(), program=program)
+        response: hpb.PlanUpdateResponse = await _answer(
+            self.stub.PlanUpdate(request, timeout=self.deadlines.plan), self.target, write=False
         )
         if _host_failed(response.failure):
             raise host_error(_host_kind(response.failure), response.failure.message, failed_to="plan the update")
@@ -344,6 +459,20 @@ class GrpcHostNode:
             stream = self._ws_streams[database] = _WsStream(self.stub, database)
         return await stream.connect(params)
 
+    def ws_databases(self) -> list[Identity]:
+        """The databases with a live ``Connect`` stream to this node."""
+        return [db for db, stream in self._ws_streams.items() if not stream.dead]
+
+    def end_ws(self, database: Identity | None, code: int, reason: str) -> int:
+        """End the ``Connect`` stream of ``database`` (None: every stream to this node): each of
+        its clients is closed with ``code`` and ``reason``. Returns how many clients that closed."""
+        closed = 0
+        for db, stream in list(self._ws_streams.items()):
+            if database is None or db == database:
+                closed += stream.end(code, reason)
+                del self._ws_streams[db]
+        return closed
+
 
 #: Outgoing frames (and bytes) a WebSocket client may have waiting before it is cut off.
 WS_MAX_QUEUED_MESSAGES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_MESSAGES", "16384"))
@@ -351,6 +480,12 @@ WS_MAX_QUEUED_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(256 <
 WS_CLOSE_TOO_SLOW = (1008, "client too far behind: outgoing message queue is full")
 #: ``ConnectionClosed.code`` of a client ``client_connected`` refused (drop the socket).
 WS_CLOSE_DROP = 1006
+#: How clients are closed when their node's ``Connect`` stream ends: 1012 ("service restart")
+#: tells them to reconnect, which finds the database's current leader. A stream the node ended
+#: itself means the node stopped serving the database here (it stepped down, or is stopping);
+#: a broken one, that the node vanished.
+WS_CLOSE_STREAM_ENDED = (1012, "database leader changed; reconnect")
+WS_CLOSE_STREAM_LOST = (1012, "lost the connection to the database's host node; reconnect")
 _ws_refs = itertools.count(1)
 
 
@@ -367,6 +502,16 @@ class _WsStream:
         self._first = True
         self._call = stub.Connect(self._requests())
         self._reader = asyncio.ensure_future(self._read())
+
+    def end(self, code: int, reason: str) -> int:
+        """Close every client of the stream with ``code``/``reason`` and end the stream; how many."""
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.server_closed(code, reason)
+        self.dead = True
+        self._wake.set()
+        self._call.cancel()
+        return len(sessions)
 
     def send(self, event: hpb.GatewayEvent) -> None:
         self._out.append(event)
@@ -387,6 +532,7 @@ class _WsStream:
             yield msg
 
     async def _read(self) -> None:
+        close = WS_CLOSE_STREAM_ENDED
         try:
             async for batch in self._call:
                 for ev in batch.events:
@@ -401,13 +547,18 @@ class _WsStream:
                         session = self.sessions.get(c.connection_ref)
                         if session is not None:
                             session.server_closed(c.code, c.reason)
+        except grpc.aio.AioRpcError as e:
+            if e.code() is not grpc.StatusCode.CANCELLED or not self.dead:
+                log.warning("the Connect stream of %s broke: %s %s", self.database.to_hex(), e.code().name, e.details())
+                close = WS_CLOSE_STREAM_LOST
         except Exception:  # noqa: BLE001 - every client of the stream is told below
             log.exception("the Connect stream of %s failed", self.database.to_hex())
+            close = WS_CLOSE_STREAM_LOST
         finally:
             self.dead = True
             self._wake.set()
             for session in list(self.sessions.values()):
-                session.server_closed(1011, "lost the connection to the host node")
+                session.server_closed(*close)
 
     async def connect(self, params: WsParams) -> GrpcWsSession | None:
         ref = next(_ws_refs)

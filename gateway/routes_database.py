@@ -106,13 +106,14 @@ def _noi(request: web.Request) -> str:
     return request.match_info["name_or_identity"]
 
 
-def _module_params(request: web.Request) -> None:
-    """``num_replicas`` and ``host_type`` as publish and reset accept them."""
+def _module_params(request: web.Request) -> int | None:
+    """``num_replicas`` and ``host_type`` as publish and reset accept them; the replica count."""
     replicas = query_int(request, "num_replicas", bits=64)
     if replicas is not None and replicas > MAX_REPLICAS:
         raise ApiError.text(400, f"Replication factor {replicas} out of bounds")
     if query_choice(request, "host_type", ("Wasm", "Js"), "Wasm") == "Js":
         raise ApiError.text(400, "This server runs WebAssembly modules only (host_type=Js is not supported)")
+    return replicas
 
 
 # --- publish ----------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ async def _publish(request: web.Request, name_or_identity: str | None) -> web.Re
     gw = request.app[GATEWAY]
     caller = caller_of(request)
     clear = query_bool(request, "clear")
-    _module_params(request)
+    num_replicas = _module_params(request)
     # The migration policy: the control plane refuses BreakClients without a token (after its
     # owner check, as 1.12 does) and the host node an update that disconnects the clients
     # unless the token is that update's.
@@ -140,7 +141,8 @@ async def _publish(request: web.Request, name_or_identity: str | None) -> web.Re
             raise ApiError.text(400, "Setting the parent of an existing database is not supported")
         raise ApiError.text(500, "Parent databases (teams) are not supported by this server")
     outcome = await gw.control.publish(
-        caller.identity, name_or_identity, program, clear=clear, break_clients=break_clients, token=token
+        caller.identity, name_or_identity, program, clear=clear, break_clients=break_clients, token=token,
+        num_replicas=num_replicas,
     )
     return json_response(outcome.to_json())
 

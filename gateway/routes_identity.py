@@ -64,8 +64,8 @@ async def ping(request: web.Request) -> web.Response:
 
 @routes.get("/v1/health")
 async def health(request: web.Request) -> web.Response:
-    """Liveness plus the host nodes that can take databases."""
-    nodes = await request.app[GATEWAY].control.node_ids()
+    """Liveness plus the host nodes that can take databases (in a cluster: the live ones)."""
+    nodes = list(await request.app[GATEWAY].control.node_ids())
     return json_response(
         {"package_name": PACKAGE_NAME, "version": COMPAT_VERSION, "nodes": nodes, "schedulable": bool(nodes)}
     )

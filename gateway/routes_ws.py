@@ -47,6 +47,8 @@ IDLE_TIMEOUT = 30.0
 CLOSE_TIMEOUT = 1.0
 #: The close code of a client cut off for falling behind (its socket is not drained first).
 CLOSE_TOO_SLOW = 1008
+#: The close code when the database cannot take the client right now (RFC 6455 "Try Again Later").
+CLOSE_TRY_AGAIN = 1013
 _TRANSPORT: contextvars.ContextVar[asyncio.Transport | None] = contextvars.ContextVar(
     "ws_transport", default=None
 )
@@ -128,7 +130,9 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     try:
         session = await gw.host.connect(info.identity, params)
     except ApiError as e:
-        await _close(ws, 1011, e.body.decode(errors="replace"))
+        # 503 (no leader, node unreachable) is passing: 1013 "try again later" says so.
+        code = CLOSE_TRY_AGAIN if e.status == 503 else 1011
+        await _close(ws, code, e.body.decode(errors="replace"))
         return ws
     if session is None:  # client_connected refused: drop the socket, no close frame (§9)
         if request.transport is not None:

@@ -3,6 +3,7 @@
 Commands (``client-api.md`` §8 lists what each one sends):
 
     orrery start [--listen-addr 127.0.0.1:3000] [--data-dir DIR]
+    orrery gateway --etcd ENDPOINTS --keys-dir DIR [--listen-addr ADDR] [--etcd-prefix /orrery]
     orrery publish [-c|--clear-database] [--break-clients] [-y] [-s SERVER] [--bin-path FILE] [NAME]
     orrery call DATABASE FUNCTION [ARGS...]
     orrery sql DATABASE QUERY
@@ -119,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="server log level (default info)",
     )
+
+    p = command("gateway", "Run a cluster gateway: the public API in front of a cluster's nodes")
+    p.add_argument("--listen-addr", default="127.0.0.1:3000", help="address to listen on (default 127.0.0.1:3000)")
+    p.add_argument(
+        "--etcd", required=True, metavar="ENDPOINTS",
+        help="etcd client endpoints, host:port[,host:port...] (lmdb:PATH: an embedded store, for development)",
+    )  # fmt: skip
+    p.add_argument("--etcd-prefix", default="/orrery", help="the cluster's key prefix in etcd (default /orrery)")
+    p.add_argument(
+        "--keys-dir", required=True,
+        help="directory of the token signing key pair all the cluster's gateways share (created if absent)",
+    )  # fmt: skip
+    p.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        help="server log level (default info)",
+    )  # fmt: skip
 
     p = command("publish", "Create or update a database from a compiled module")
     p.add_argument(

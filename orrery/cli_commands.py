@@ -204,6 +204,30 @@ def cmd_start(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(session: Session, args: argparse.Namespace) -> int:
+    """Run a cluster gateway in the foreground until interrupted."""
+    # gRPC's C core reads its log level once, at import: only its errors, like everything else.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    from orrery import gateway_server, process
+
+    try:
+        process.parse_listen_addr(args.listen_addr)
+    except ValueError as e:
+        raise CliError(f"invalid --listen-addr {args.listen_addr!r}: {e}") from None
+    config = gateway_server.GatewayServerConfig(
+        etcd=args.etcd, keys_dir=Path(args.keys_dir).expanduser(), listen_addr=args.listen_addr,
+        etcd_prefix=args.etcd_prefix,
+    )  # fmt: skip
+    process.configure_logging(args.log_level)
+    try:
+        gateway_server.run(config)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - keys, etcd or the port: one line, non-zero exit
+        raise CliError(f"the gateway stopped: {e}") from None
+    return 0
+
+
 # --------------------------------------------------------------------------- publish
 
 
@@ -639,6 +663,7 @@ def cmd_server_set_default(session: Session, args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[Session, argparse.Namespace], int]] = {
     "start": cmd_start,
+    "gateway": cmd_gateway,
     "publish": cmd_publish,
     "call": cmd_call,
     "sql": cmd_sql,

@@ -49,9 +49,8 @@ class HostNodeProcessConfig:
 
 async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = None) -> None:
     """Run the host node until ``stop`` is set (default: SIGINT/SIGTERM)."""
-    from clustermeta.coordination import LeaseKeeper
     from clustermeta.connect import open_metastore
-
+    from clustermeta.coordination import LeaseKeeper
     from clustermeta.mirror import Mirror
     from clustermeta.records import DB_PREFIX, NODES_PREFIX, NodeInfo, node_key
     from hostnode.cluster import ClusterConfig, ClusterNode

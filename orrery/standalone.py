@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -69,12 +67,15 @@ from hostnode.realtime import ClientParams, Connection
 from hostnode.runtime import tune_gc_for_serving
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
 from hostnode.sql import render_response_bytes
+from orrery.process import configure_logging, parse_listen_addr, start_site, stop_on_signals
 from proto import GRPC_OPTIONS
 from sats.identity import Identity
 from sats.ws_v1 import Compression
 
 __all__ = [
     "TRANSPORTS",
+    "configure_logging",
+    "parse_listen_addr",
     "LocalControlPlane",
     "LocalHostNode",
     "StandaloneConfig",
@@ -177,8 +178,9 @@ class LocalControlPlane:
         clear: bool,
         break_clients: bool = False,
         token: bytes | None = None,
+        num_replicas: int | None = None,
     ) -> PublishOutcome:
-        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        """See :class:`gateway.backends.ControlPlaneBackend` (one node: ``num_replicas`` is ignored)."""
         with _control_errors():
             result = await self.ops.publish(
                 caller, name_or_identity, program, clear=clear, break_clients=break_clients, token=token
@@ -314,15 +316,6 @@ class StandaloneConfig:
     shutdown_timeout: float = 5.0
 
 
-def parse_listen_addr(text: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too); raises ValueError."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--listen-addr must be host:port, got {text!r}")
-    host = host.strip("[]") or "127.0.0.1"
-    return host, int(port)
-
-
 async def serve(
     listen_addr: str,
     data_dir: Path,
@@ -346,11 +339,7 @@ async def serve(
     (data_dir / "control").mkdir(parents=True, exist_ok=True)
     authority = TokenAuthority(SigningKeys.load_or_create(data_dir / "keys"))
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
     store = await LmdbMetaStore.open(data_dir / "control" / "meta.lmdb")
     node = HostNode(HostNodeConfig(data_dir / "node"))
     runner: web.AppRunner | None = None
@@ -367,11 +356,7 @@ async def serve(
                 max_module_bytes=config.max_module_bytes, max_body_bytes=config.max_body_bytes
             )
             app = create_app(authority, control_backend, host_backend, gateway_config)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.shutdown_timeout)
-            await runner.setup()
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
-            bound = _bound_address(runner, host, port)
+            runner, bound = await start_site(app, host, port, shutdown_timeout=config.shutdown_timeout)
             gateway_config.advertise.append(bound)
             log.info(
                 "listening on http://%s (data in %s, %s transport, started in %.2fs)",
@@ -417,37 +402,7 @@ def _channel(stack: contextlib.AsyncExitStack, address: str) -> grpc.aio.Channel
     return channel
 
 
-def _bound_address(runner: web.AppRunner, host: str, port: int) -> str:
-    for addr in runner.addresses:
-        if isinstance(addr, tuple) and len(addr) >= 2:
-            host, port = str(addr[0]), int(addr[1])
-            break
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 # --- process entry points -----------------------------------------------------------------------
-
-
-class _LogfmtFormatter(logging.Formatter):
-    """``ts=… level=… logger=… msg="…"`` lines (one record per line, machine-parseable)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} msg={json.dumps(record.getMessage())}"
-        if record.exc_info:
-            line += f" exc={json.dumps(self.formatException(record.exc_info))}"
-        return line
-
-
-def configure_logging(level: str = "info") -> None:
-    """Quiet, structured logs on stderr: our INFO lines, everyone else's warnings."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogfmtFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    for name in ("orrery", "gateway", "controlplane"):
-        logging.getLogger(name).setLevel(level.upper())
 
 
 def run(

@@ -342,6 +342,11 @@ class DbConnection:
         self._reducer_callbacks: dict[str, list[Callable[[ReducerEvent], Any]]] = {}
         self.on_disconnect: list[Callable[[DbConnection, BaseException | None], Any]] = []
         self.on_reconnect: list[Callable[[DbConnection], Any]] = []
+        #: The close code and reason of the server's last close frame (None: none yet). A cluster
+        #: gateway closes with 1012 when the database's leader changed: with ``reconnect`` the
+        #: connection comes back by itself, at the new leader, and resubscribes.
+        self.close_code: int | None = None
+        self.close_reason = ""
         self._session: aiohttp.ClientSession | None = None
         self._sock: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -477,6 +482,9 @@ class DbConnection:
                 continue
             if m.type is aiohttp.WSMsgType.ERROR:
                 raise ConnectionLost(f"websocket error: {m.data}")
+            if m.type is aiohttp.WSMsgType.CLOSE:
+                self.close_code, self.close_reason = m.data, m.extra or ""
+                log.info("%s: the server closed the connection: %s %s", self.database, m.data, m.extra or "")
             return None  # CLOSE / CLOSING / CLOSED
 
     # --- public API ---------------------------------------------------------------------------
@@ -657,7 +665,9 @@ class DbConnection:
             if not sock.closed:
                 with contextlib.suppress(Exception):
                     await sock.close()
-            lost = ConnectionLost("the connection closed")
+            # A reducer call in flight may have committed: the caller hears the connection went,
+            # not a result (with ``reconnect`` its rows arrive, exactly once, on resubscription).
+            lost = ConnectionLost("the connection closed before the answer arrived; a call may or may not have run")
             self._fail_pending(lost)
             if not self._closing:
                 for cb in list(self.on_disconnect):

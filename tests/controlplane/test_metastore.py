@@ -633,6 +633,12 @@ def test_lmdb_history_limit_compacts(backend: StoreBackend) -> None:
         await s.compact(5)
         with pytest.raises(CompactedError):
             await (await s.watch_prefix(b"/", start_revision=4)).__anext__()
+        # Compacting at the current revision keeps only that revision watchable.
+        now = await s.current_revision()
+        await s.compact(now)
+        w = await s.watch_prefix(b"/", start_revision=now + 1)
+        await s.put(b"/k", b"after")
+        assert (await take(w, 1))[0].revision == now + 1
 
     backend.run(body, history_limit=8)
 

@@ -44,6 +44,7 @@ class FakeControl:
         clear: bool,
         break_clients: bool = False,
         token: bytes | None = None,
+        num_replicas: int | None = None,
     ) -> PublishOutcome:
         raise RuntimeError("unexpected failure inside a backend")
 

@@ -232,9 +232,9 @@ class CountingStub:
         self.stub = stub
         self.batches: list[int] = []
 
-    async def CallReducers(self, batch: hpb.CallBatch) -> hpb.CallBatchResult:  # noqa: N802
+    async def CallReducers(self, batch: hpb.CallBatch, **kw: Any) -> hpb.CallBatchResult:  # noqa: N802
         self.batches.append(len(batch.calls))
-        result: hpb.CallBatchResult = await self.stub.CallReducers(batch)
+        result: hpb.CallBatchResult = await self.stub.CallReducers(batch, **kw)
         return result
 
 

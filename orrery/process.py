@@ -1,0 +1,95 @@
+"""What every Orrery server process shares: logfmt logging, ``--listen-addr`` parsing, stop signals.
+
+Standalone (:mod:`orrery.standalone`) and the cluster's processes (:mod:`orrery.gateway_server`,
+…) use these, so they log alike and stop alike: SIGINT/SIGTERM set one event, the process
+finishes what is in flight and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+
+from aiohttp import web
+
+__all__ = [
+    "LogfmtFormatter",
+    "bound_address",
+    "configure_logging",
+    "parse_listen_addr",
+    "start_site",
+    "stop_on_signals",
+]
+
+#: Loggers whose INFO lines a server prints (everyone else's warnings only).
+OUR_LOGGERS = ("orrery", "gateway", "controlplane", "clustermeta")
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=… level=… logger=… msg="…"`` lines (one record per line, machine-parseable)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} msg={json.dumps(record.getMessage())}"
+        if record.exc_info:
+            line += f" exc={json.dumps(self.formatException(record.exc_info))}"
+        return line
+
+
+def configure_logging(level: str = "info") -> None:
+    """Quiet, structured logs on stderr: our INFO lines, everyone else's warnings."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(level.upper())
+
+
+def parse_listen_addr(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too); raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen-addr must be host:port, got {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float
+) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on ``host:port`` (no access log); the runner (``cleanup()`` it at the end)
+    and the ``host:port`` it really listens on."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, bound_address(runner, host, port)
+
+
+def bound_address(runner: web.AppRunner, host: str, port: int) -> str:
+    """The ``host:port`` a started server really listens on (the real port when asked for 0)."""
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            host, port = str(addr[0]), int(addr[1])
+            break
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGINT and SIGTERM set (where the loop can install signal handlers)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
