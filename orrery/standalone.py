@@ -31,7 +31,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,13 @@ import grpc
 from aiohttp import web
 
 from controlplane import grpc_service as controlplane_grpc
-from controlplane.core import ControlPlane, ControlPlaneError, DatabaseRecord, Placement
+from controlplane.core import (
+    ControlPlane,
+    ControlPlaneError,
+    DatabaseRecord,
+    Placement,
+    migrate_program_hashes,
+)
 from controlplane.grpc_service import ControlPlaneOps
 from controlplane.hostnode_client import GrpcHostNodeClient
 from controlplane.metastore_lmdb import LmdbMetaStore
@@ -149,6 +155,19 @@ def reset_replica(node: HostNode) -> controlplane_grpc.ResetReplica:
         return await node.install(identity, owner, program, clear=True)
 
     return reset
+
+
+def initial_program(node: HostNode) -> Callable[[Identity], Awaitable[bytes | None]]:
+    """What :func:`controlplane.core.migrate_program_hashes` needs: the program a database on
+    the in-process node was created with (None for a database the node does not have)."""
+
+    async def program(identity: Identity) -> bytes | None:
+        try:
+            return await node.run(identity, lambda db: db.initial_program())
+        except DatabaseNotFound:
+            return None
+
+    return program
 
 
 class LocalControlPlane:
@@ -358,6 +377,7 @@ async def serve(
         try:
             started = time.monotonic()
             await node.start()
+            await migrate_program_hashes(store, initial_program(node))
             if transport == "grpc":
                 control_backend, host_backend = await _grpc_backends(grpc_stack, store, node)
             else:

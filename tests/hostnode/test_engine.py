@@ -55,7 +55,7 @@ from tests.hostnode.conftest import (
     poll_schedules,
     rows,
 )
-from tests.modules_harness import OFFICIAL_MODULES_DIR
+from tests.modules_harness import official_module
 from tests.sats.strategies import values, values_equal
 
 NONE = SumValue(1, ())
@@ -866,10 +866,7 @@ def test_reopen_without_close_recovers_every_commit(make_db: DbFactory, tmp_path
 
 
 def _official(name: str) -> bytes:
-    path = OFFICIAL_MODULES_DIR / f"{name}.wasm"
-    if not path.is_file():
-        pytest.skip(f"official module {path} is absent (set ORRERY_OFFICIAL_MODULES to its directory)")
-    return path.read_bytes()
+    return official_module(name).read_bytes()
 
 
 def test_official_quickstart_chat(make_db: DbFactory) -> None:
