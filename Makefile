@@ -93,6 +93,7 @@ pytest: install system-deps
 test: install system-deps lint typecheck pytest
 
 bench: install
+	$(PY) -m loadtest.bench_txdata
 	$(PY) -m loadtest.bench_engine
 	$(PY) -m loadtest.bench_http
 	$(PY) -m loadtest.bench_ws

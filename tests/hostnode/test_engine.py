@@ -326,9 +326,8 @@ def test_big_rows_grow_guest_memory(make_db: DbFactory) -> None:
 def test_infinite_loop_runs_out_of_energy(make_db: DbFactory) -> None:
     budget = 10**8
     db = make_db("module-test", fuel_budget=budget)
-    t0 = time.monotonic()
     out = call(db, "infinite_loop")
-    assert time.monotonic() - t0 < 10
+    # Stopped by the fuel budget (fuel counts instructions, so this holds on any machine).
     assert (out.status, out.energy_used, out.offset) == (Status.OUT_OF_ENERGY, budget, None)
     # The database keeps serving on a fresh instance.
     ok = call(db, "set_kv", "still", "alive")
