@@ -41,7 +41,9 @@ $(UV_STAMP): tools/uv-requirements.txt
 # --locked: install exactly uv.lock, and stop (saying so) when pyproject.toml has changed
 # since the lock was made (`make lock` then).
 $(STAMP): $(UV_STAMP) uv.lock pyproject.toml
-	$(UV) sync --locked $(SYNC_EXTRAS) --python $(PYTHON)
+	@$(UV) sync --locked $(SYNC_EXTRAS) --python $(PYTHON) || { \
+		echo "make: installing from uv.lock failed; if pyproject.toml changed, run \`make lock\` and commit uv.lock" >&2; \
+		exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
