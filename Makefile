@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Every Python dependency comes from uv.lock (exact versions, hashes), installed by the uv that
-# tools/uv-requirements.txt pins (itself installed from PyPI with --require-hashes into .uv/).
-# pip runs isolated from the machine's pip configuration, and uv uses this Python
+# tools/uv-requirements.txt pins (itself installed with pip --require-hashes into .uv/; the
+# machine's network settings, certificates and proxies, still apply). uv uses this Python
 # ($(PYTHON)), never one it downloads.
 UV_HOME := .uv
 UV := $(UV_HOME)/bin/uv
@@ -34,7 +34,7 @@ $(UV_STAMP): tools/uv-requirements.txt
 	fi
 	rm -rf $(UV_HOME)
 	$(PYTHON) -m venv $(UV_HOME)
-	PIP_CONFIG_FILE=/dev/null $(UV_HOME)/bin/python -m pip --isolated --disable-pip-version-check install -q \
+	$(UV_HOME)/bin/python -m pip --disable-pip-version-check install -q --no-cache-dir \
 		--require-hashes --only-binary :all: -r tools/uv-requirements.txt
 	touch $(UV_STAMP)
 
