@@ -14,7 +14,7 @@ UV := $(UV_HOME)/bin/uv
 UV_STAMP := $(UV_HOME)/.installed
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
-# What .venv holds: the server and the development tools (the `orrery[server,dev]` extras).
+# What .venv holds: the server and the development tools (the `dev` extra, which includes `server`).
 SYNC_EXTRAS := --extra dev
 
 MODULES := quickstart-chat module-test transfer
