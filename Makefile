@@ -5,23 +5,56 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# Every Python dependency comes from uv.lock (exact versions, hashes), installed by the uv that
+# tools/uv-requirements.txt pins (itself installed with pip --require-hashes into .uv/; the
+# machine's network settings, certificates and proxies, still apply). uv uses this Python
+# ($(PYTHON)), never one it downloads.
+UV_HOME := .uv
+UV := $(UV_HOME)/bin/uv
+UV_STAMP := $(UV_HOME)/.installed
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+# What .venv holds: the server and the development tools (the `dev` extra, which includes `server`).
+SYNC_EXTRAS := --extra dev
+
 MODULES := quickstart-chat module-test transfer bank
 CLANG ?= clang
 WASM_CFLAGS := --target=wasm32 -nostdlib -mbulk-memory -O2 -Wall -Werror \
 	-Wl,--no-entry -Wl,--strip-all -Wl,--export=__call_reducer__ -Wl,--export=__describe_module__ \
 	-Imodules/include
 
-.PHONY: all install test lint typecheck pytest bench modules proto system-deps clean run
+.PHONY: all install lock lock-upgrade test lint typecheck pytest bench modules proto system-deps clean run
 
 all: install
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+$(UV_STAMP): tools/uv-requirements.txt
+	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+		echo "installing python3-venv (needed to create $(UV_HOME))"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	fi
+	rm -rf $(UV_HOME)
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip --disable-pip-version-check install -q --no-cache-dir \
+		--require-hashes --only-binary :all: -r tools/uv-requirements.txt
+	touch $(UV_STAMP)
+
+# --locked: install exactly uv.lock, and stop (saying so) when pyproject.toml has changed
+# since the lock was made (`make lock` then).
+$(STAMP): $(UV_STAMP) uv.lock pyproject.toml
+	@$(UV) sync --locked $(SYNC_EXTRAS) --python $(PYTHON) || { \
+		echo "make: installing from uv.lock failed; if pyproject.toml changed, run \`make lock\` and commit uv.lock" >&2; \
+		exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve uv.lock after a change to pyproject.toml; versions already locked stay unless the
+# change needs others. `make lock-upgrade` moves every package to its newest allowed version.
+lock: $(UV_STAMP)
+	$(UV) lock --python $(PYTHON)
+
+lock-upgrade: $(UV_STAMP)
+	$(UV) lock --upgrade --python $(PYTHON)
 
 # Debian packages the tests need, installed only where missing (CI runs as root).
 system-deps:
@@ -67,6 +100,7 @@ pytest: install system-deps
 test: install system-deps lint typecheck pytest
 
 bench: install
+	$(PY) -m loadtest.bench_txdata
 	$(PY) -m loadtest.bench_engine
 	$(PY) -m loadtest.bench_http
 	$(PY) -m loadtest.bench_ws
@@ -78,4 +112,4 @@ run: install
 	$(PY) -m orrery.quickstart --listen-addr $(RUN_ADDR) --data-dir $(RUN_DATA)
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(UV_HOME) build .pytest_cache .mypy_cache .ruff_cache

@@ -29,6 +29,8 @@ from typing import Any
 from sats.identity import Identity
 
 __all__ = [
+    "KECCAK_256",
+    "LEGACY_SHA3_256",
     "CONTROLPLANE_LEADER_KEY",
     "CONTROLPLANES_PREFIX",
     "DB_PREFIX",
@@ -51,6 +53,10 @@ __all__ = [
     "rdns_key",
     "rdns_prefix",
 ]
+
+#: ``DatabaseRecord.program_hash_kind`` values.
+KECCAK_256 = "keccak-256"
+LEGACY_SHA3_256 = "sha3-256"
 
 NODES_PREFIX = b"/nodes/"
 DB_PREFIX = b"/db/"
@@ -185,6 +191,9 @@ class DatabaseRecord:
     leader: str | None = None
     epoch: int = 1
     generation: int = 1
+    #: The hash function of ``initial_program_hash``: ``keccak-256`` (as 1.12), or ``sha3-256``
+    #: in a record written before Orrery used Keccak and not yet migrated.
+    program_hash_kind: str = KECCAK_256
     #: Fields this version does not know, kept so a rewrite does not drop them.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -213,6 +222,7 @@ class DatabaseRecord:
                 "leader": self.leader,
                 "epoch": self.epoch,
                 "generation": self.generation,
+                "program_hash": self.program_hash_kind,
             }
         )
         return json.dumps(doc).encode()
@@ -224,7 +234,7 @@ class DatabaseRecord:
         doc = json.loads(data)
         known = {
             "identity", "owner", "host_type", "initial_program_hash", "state", "num_replicas", "replicas",
-            "learners", "leader", "epoch", "generation",
+            "learners", "leader", "epoch", "generation", "program_hash",
         }  # fmt: skip
         raw = doc.get("replicas", [])
         replicas = [r["node_id"] if isinstance(r, dict) else str(r) for r in raw]
@@ -242,5 +252,6 @@ class DatabaseRecord:
             leader=leader,
             epoch=epoch,
             generation=int(doc.get("generation", 1)),
+            program_hash_kind=str(doc.get("program_hash", LEGACY_SHA3_256)),
             extra={k: v for k, v in doc.items() if k not in known},
         )

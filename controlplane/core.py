@@ -8,7 +8,7 @@ first publish leaves the name behind, as in 1.12).
 
 Key layout in the MetaStore (all values JSON or hex text):
 
-    /db/<identity hex>                      the database record (owner, host type, placement)
+    /db/<identity hex>                      the database record (owner, host type, program hash, placement)
     /owner/<owner hex>/<identity hex>       index of an owner's databases
     /dns/<name>                             name → database identity hex
     /rdns/<identity hex>/<name>             reverse index
@@ -20,10 +20,11 @@ answers with, so the gateway maps them in one place.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,14 +38,19 @@ from clustermeta.metastore import (
     prefix_end,
     value_equals,
 )
-from clustermeta.records import DatabaseRecord, DbState
+from clustermeta.records import KECCAK_256, DatabaseRecord, DbState
 from sats.errors import SatsError
+from sats.hash import hash_bytes
 from sats.identity import Identity
+
+log = logging.getLogger(__name__)
 
 LOCAL_ISSUER = "localhost"
 #: A publish with policy ``BreakClients`` and no ``token`` (1.12's wording).
 MISSING_TOKEN = "Migration policy is set to `BreakClients`, but no migration token was provided."
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+# ``DatabaseRecord.initial_program_hash`` is Keccak-256, as 1.12 computes it. Records written
+# before hold SHA3-256 and carry no ``program_hash`` field (see :func:`migrate_program_hashes`).
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -187,8 +193,38 @@ def new_identity() -> Identity:
 
 
 def program_hash(program: bytes) -> str:
-    """Hex digest identifying a program (SHA3-256; 1.12 uses Keccak-256, clients treat it as opaque)."""
-    return hashlib.sha3_256(program).hexdigest()
+    """The hash naming a program, as 1.12 computes it (``Program::from_bytes``: Keccak-256 of
+    the bytes), in hex of the digest bytes (``Hash::to_hex``)."""
+    return hash_bytes(program).hex()
+
+
+async def migrate_program_hashes(
+    store: MetaStore, initial_program: Callable[[Identity], Awaitable[bytes | None]]
+) -> int:
+    """Rewrite the records made before program hashes were Keccak-256 (they hold SHA3-256).
+
+    ``initial_program(identity)`` returns the program the database was created with (its host
+    node has it: the first record of the commit log), or None when it cannot; such a record is
+    left as it is and logged. Each record is rewritten only if it has not changed meanwhile.
+    Returns how many records were migrated; run at start-up, before serving.
+    """
+    migrated = 0
+    resp = await store.get_prefix(_k("db") + b"/")
+    for kv in resp.kvs:
+        record = DatabaseRecord.from_json(kv.value)
+        if record.program_hash_kind == KECCAK_256:
+            continue
+        program = await initial_program(record.identity)
+        if program is None:
+            log.warning("database %s: initial program not found; its program hash stays %s",
+                        record.identity.to_hex(), record.program_hash_kind)
+            continue
+        record.initial_program_hash, record.program_hash_kind = program_hash(program), KECCAK_256
+        done = await store.txn([value_equals(kv.key, kv.value)], [PutOp(kv.key, record.to_json())])
+        migrated += int(done.succeeded)
+    if migrated:
+        log.info("migrated the program hash of %d database record(s) to Keccak-256", migrated)
+    return migrated
 
 
 def _k(*parts: str) -> bytes:
@@ -318,6 +354,8 @@ class ControlPlane:
                 )
             except Exception as e:
                 raise _install_error(e, updating=True) from None
+            if clear:
+                await self.set_initial_program(record, program)
             return PublishResult(identity, "updated", domain)
         _require_token(break_clients, token)
         try:
@@ -336,6 +374,12 @@ class ControlPlane:
             ],
         )
         return PublishResult(identity, "created", domain)
+
+    async def set_initial_program(self, record: DatabaseRecord, program: bytes) -> None:
+        """Record that the database starts over from ``program`` (a clear or a reset with a
+        program: 1.12 then sets ``initial_program`` to the new program's hash)."""
+        updated = dataclasses.replace(record, initial_program_hash=program_hash(program), program_hash_kind=KECCAK_256)
+        await self.store.put(_k("db", record.identity.to_hex()), updated.to_json())
 
     async def _register_name(self, caller: Identity, name: str, identity: Identity) -> None:
         """Create `name → identity`, claiming the TLD for the caller if it is free."""

@@ -92,6 +92,8 @@ class ControlPlaneOps:
             if type(e).__name__ == "DatabaseNotFound":
                 raise DatabaseNotFound("No such database.") from None
             raise PublishFailed(f"Failed to create the database: {e}") from None
+        if program is not None:
+            await self.control.set_initial_program(record, program)
         return PublishResult(record.identity, "updated", target if isinstance(target, str) else None)
 
     async def delete(self, caller: Identity, name_or_identity: str) -> None:

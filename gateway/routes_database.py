@@ -29,6 +29,7 @@ from gateway.http_util import (
     read_body,
     text_response,
 )
+from sats.hash import HASH_SIZE, to_sats_json
 from sats.identity import Identity
 from sats.json import loads
 
@@ -53,8 +54,7 @@ def sats_identity(identity: Identity) -> dict[str, str]:
 
 def sats_u256(hex_digest: str) -> str:
     """A 32-byte hash as 1.12 serialises ``Hash`` in SATS-JSON: u256 from the little-endian bytes."""
-    data = bytes.fromhex(hex_digest) if hex_digest else b""
-    return f"0x{int.from_bytes(data, 'little'):x}"
+    return to_sats_json(bytes.fromhex(hex_digest) if hex_digest else bytes(HASH_SIZE))
 
 
 def not_authorized(caller: Identity, database: Identity, action: str) -> ApiError:

@@ -416,6 +416,16 @@ class Database:
         self._arm_all_schedules()
         self._disconnect_stale_clients()
 
+    def initial_program(self) -> bytes | None:
+        """The program the database was created with: the first record of its commit log, the
+        creating INSTALL. None when the log does not start there."""
+        if self.clog.first_offset != 0 or self.clog.next_offset == 0:
+            return None
+        for rec in self.clog.read_from(0, 1):
+            txr = TxRecord.decode(rec.payload)
+            return txr.program if txr.kind is RecordKind.INSTALL else None
+        return None
+
     @property
     def row_level_security(self) -> tuple[str, ...]:
         """The running module's row-level-security rules (their SQL text)."""

@@ -41,6 +41,7 @@ from hostnode.wasm_host import ModuleLoadError
 from proto import GRPC_OPTIONS
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
+from sats.hash import to_sats_json
 from sats.identity import Identity
 from sats.json import dumps
 from sats.ws_v1 import Compression
@@ -138,7 +139,7 @@ async def preview_update(node: HostNode, identity: Identity, program: bytes) -> 
 def format_token(token: bytes) -> str:
     """A migration token as the pre-publish answer shows it: 1.12's SATS-JSON of a ``Hash``
     (a u256 from the little-endian bytes, ``0x`` and no leading zeros)."""
-    return f"0x{int.from_bytes(token, 'little'):x}"
+    return to_sats_json(token)
 
 
 def describe_plan(plan: MigrationPlan, index_names: dict[int, str]) -> str:

@@ -20,13 +20,13 @@ that token back. Without a token, only updates that keep every client connected 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hostnode.moduledef import ModuleDef
 from hostnode.schema import IndexSchema, SequenceSchema, TableSchema
 from hostnode.schema_build import FIRST_USER_ID, build_schemas
+from sats.hash import hash_bytes
 from sats.identity import Identity
 
 #: Why an update without the caller's consent is refused (1.12's wording).
@@ -163,9 +163,13 @@ def migration_token(identity: Identity, old_program: bytes, new_program: bytes) 
     It names the update, not a secret (anyone can compute it): echoing it back only shows that
     the publisher saw this plan. A token for another database, or planned while another program
     was running, does not match.
+
+    1.12's ``MigrationToken::hash``: Keccak-256 of the text made of the database identity's hex
+    and the old and new programs' hashes in hex (``Hash::to_hex``), 192 lowercase hex digits
+    without separators or ``0x``. The programs are the running one and the one published.
     """
-    old, new = hashlib.sha3_256(old_program).digest(), hashlib.sha3_256(new_program).digest()
-    return hashlib.sha3_256(identity.to_bsatn() + old + new).digest()
+    text = identity.to_hex() + hash_bytes(old_program).hex() + hash_bytes(new_program).hex()
+    return hash_bytes(text.encode("ascii"))
 
 
 def check_policy(plan: MigrationPlan, token: bytes | None, expected: bytes) -> None:

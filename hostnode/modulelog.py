@@ -79,6 +79,12 @@ class ModuleLog:
 
         return unsubscribe
 
+    @property
+    def follower_count(self) -> int:
+        """How many followers are registered (lets a caller see that one has started)."""
+        with self._lock:
+            return len(self._followers)
+
     def tail(self, num_lines: int | None = None) -> list[str]:
         """The last ``num_lines`` complete lines (all when None)."""
         try:

@@ -21,14 +21,13 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-import grpc
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from orrery.cli_errors import CliError
-from proto import GRPC_OPTIONS
-from proto import controlplane_pb2 as cpb
-from proto import controlplane_pb2_grpc as cpb_grpc
+
+if TYPE_CHECKING:  # gRPC and the generated code come with the server extra; loaded on use
+    from proto import controlplane_pb2 as cpb
+    from proto import controlplane_pb2_grpc as cpb_grpc
 
 __all__ = ["CLUSTER_COMMANDS", "add_cluster_parsers"]
 
@@ -108,6 +107,13 @@ def _controlplane(args: argparse.Namespace) -> str:
 
 def _rpc(args: argparse.Namespace, fn: Callable[[cpb_grpc.ControlPlaneStub], Awaitable[T]]) -> T:
     address = _controlplane(args)
+    try:
+        import grpc
+
+        from proto import GRPC_OPTIONS
+        from proto import controlplane_pb2_grpc as cpb_grpc
+    except ImportError as e:
+        raise CliError(f"cluster commands need the server extra: pip install 'orrery[server]' ({e})") from None
 
     async def go() -> T:
         async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
@@ -117,6 +123,15 @@ def _rpc(args: argparse.Namespace, fn: Callable[[cpb_grpc.ControlPlaneStub], Awa
         return asyncio.run(go())
     except grpc.aio.AioRpcError as e:
         raise CliError(f"the control plane at {address} did not answer: {e.code().name}: {e.details()}") from None
+
+
+def _pb() -> Any:
+    """The control plane's generated messages (server extra)."""
+    try:
+        from proto import controlplane_pb2
+    except ImportError as e:
+        raise CliError(f"cluster commands need the server extra: pip install 'orrery[server]' ({e})") from None
+    return controlplane_pb2
 
 
 def _check(failure: cpb.Failure) -> None:
@@ -177,7 +192,7 @@ def cmd_up(session: Any, args: argparse.Namespace) -> int:
 
 def cmd_status(session: Any, args: argparse.Namespace) -> int:
     """Nodes, databases and replicas (a table, or ``--json``)."""
-    resp = _rpc(args, lambda stub: stub.ClusterStatus(cpb.ClusterStatusRequest(), timeout=30))
+    resp = _rpc(args, lambda stub: stub.ClusterStatus(_pb().ClusterStatusRequest(), timeout=30))
     _check(resp.failure)
     doc = json.loads(resp.json)
     if args.json:
@@ -208,7 +223,7 @@ def cmd_verify(session: Any, args: argparse.Namespace) -> int:
     ms = int(args.timeout * 1000)
     resp = _rpc(
         args,
-        lambda stub: stub.Verify(cpb.VerifyRequest(name_or_identity=args.database, timeout_ms=ms), timeout=_deadline(args)),
+        lambda stub: stub.Verify(_pb().VerifyRequest(name_or_identity=args.database, timeout_ms=ms), timeout=_deadline(args)),
     )
     _check(resp.failure)
     session.print(f"offset {resp.offset}")
@@ -223,13 +238,13 @@ def cmd_verify(session: Any, args: argparse.Namespace) -> int:
 
 def cmd_add_replica(session: Any, args: argparse.Namespace) -> int:
     """Add a replica on a node."""
-    req = cpb.ReplicaChangeRequest(name_or_identity=args.database, to_node=args.to_node, timeout_ms=int(args.timeout * 1000))
+    req = _pb().ReplicaChangeRequest(name_or_identity=args.database, to_node=args.to_node, timeout_ms=int(args.timeout * 1000))
     return _steps(session, _rpc(args, lambda stub: stub.AddReplica(req, timeout=_deadline(args))))
 
 
 def cmd_move_replica(session: Any, args: argparse.Namespace) -> int:
     """Move a replica between nodes."""
-    req = cpb.ReplicaChangeRequest(
+    req = _pb().ReplicaChangeRequest(
         name_or_identity=args.database, from_node=args.from_node, to_node=args.to_node,
         timeout_ms=int(args.timeout * 1000),
     )  # fmt: skip
@@ -238,13 +253,13 @@ def cmd_move_replica(session: Any, args: argparse.Namespace) -> int:
 
 def cmd_transfer_leader(session: Any, args: argparse.Namespace) -> int:
     """Hand leadership to another replica."""
-    req = cpb.TransferLeaderRequest(name_or_identity=args.database, to_node=args.to_node, timeout_ms=int(args.timeout * 1000))
+    req = _pb().TransferLeaderRequest(name_or_identity=args.database, to_node=args.to_node, timeout_ms=int(args.timeout * 1000))
     return _steps(session, _rpc(args, lambda stub: stub.TransferLeader(req, timeout=_deadline(args))))
 
 
 def cmd_drain(session: Any, args: argparse.Namespace) -> int:
     """Empty a node."""
-    req = cpb.DrainRequest(node_id=args.node, timeout_ms=int(args.timeout * 1000))
+    req = _pb().DrainRequest(node_id=args.node, timeout_ms=int(args.timeout * 1000))
     return _steps(session, _rpc(args, lambda stub: stub.Drain(req, timeout=_deadline(args))))
 
 

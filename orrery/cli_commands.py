@@ -188,7 +188,10 @@ def cmd_start(session: Session, args: argparse.Namespace) -> int:
     try:
         from orrery import standalone
     except ImportError as e:
-        raise CliError(f"the standalone server is not available in this installation ({e})") from None
+        raise CliError(
+            f"the standalone server is not installed here ({e}): it is the `server` extra, "
+            "`pip install 'orrery[server]'`"
+        ) from None
     try:
         standalone.parse_listen_addr(args.listen_addr)
     except ValueError as e:

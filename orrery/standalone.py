@@ -29,7 +29,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,13 @@ from aiohttp import web
 
 from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane import grpc_service as controlplane_grpc
-from controlplane.core import ControlPlane, ControlPlaneError, DatabaseRecord, Placement
+from controlplane.core import (
+    ControlPlane,
+    ControlPlaneError,
+    DatabaseRecord,
+    Placement,
+    migrate_program_hashes,
+)
 from controlplane.grpc_service import ControlPlaneOps
 from controlplane.hostnode_client import GrpcHostNodeClient
 from gateway import failures
@@ -150,6 +156,19 @@ def reset_replica(node: HostNode) -> controlplane_grpc.ResetReplica:
         return await node.install(identity, owner, program, clear=True)
 
     return reset
+
+
+def initial_program(node: HostNode) -> Callable[[Identity], Awaitable[bytes | None]]:
+    """What :func:`controlplane.core.migrate_program_hashes` needs: the program a database on
+    the in-process node was created with (None for a database the node does not have)."""
+
+    async def program(identity: Identity) -> bytes | None:
+        try:
+            return await node.run(identity, lambda db: db.initial_program())
+        except DatabaseNotFound:
+            return None
+
+    return program
 
 
 class LocalControlPlane:
@@ -347,6 +366,7 @@ async def serve(
         try:
             started = time.monotonic()
             await node.start()
+            await migrate_program_hashes(store, initial_program(node))
             if transport == "grpc":
                 control_backend, host_backend = await _grpc_backends(grpc_stack, store, node)
             else:

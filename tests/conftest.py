@@ -1,12 +1,22 @@
-"""Fixtures shared by every test package."""
+"""Suite-wide settings and fixtures shared by every test package.
+
+Hypothesis runs with the ``ci`` profile unless ``HYPOTHESIS_PROFILE`` names another: no
+per-example deadline and no "too slow" health check, since both judge the machine's speed
+(machines of this kind differ 2–4×, and CI may share its cores), not the code.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.etcd_harness import EtcdServer
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

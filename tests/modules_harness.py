@@ -33,10 +33,34 @@ TRANSACTION_NOT_ANONYMOUS = 18
 #: host's table, so the stand-in links exactly what the host links.
 HOST_IMPORTS = ABI_IMPORTS
 
-#: Where the official Rust-built modules live (absent in CI).
-OFFICIAL_MODULES_DIR = Path(os.environ.get("ORRERY_OFFICIAL_MODULES", "/work/official"))
+#: The directory of SpacetimeDB's own Rust-built modules, from ``ORRERY_OFFICIAL_MODULES`` only
+#: (None when unset: they are never committed, and tests that need them skip).
+OFFICIAL_MODULES_DIR: Path | None = (
+    Path(os.environ["ORRERY_OFFICIAL_MODULES"]) if os.environ.get("ORRERY_OFFICIAL_MODULES") else None
+)
+#: How to get them, for the skip message.
+OFFICIAL_MODULES_HOWTO = (
+    "set ORRERY_OFFICIAL_MODULES to a directory holding quickstart-chat.wasm and "
+    "upgrade_old_module_v1.wasm, extracted from a clone of SpacetimeDB's repository with "
+    "`.venv/bin/python tools/official_modules.py <SpacetimeDB clone> <dir>` (quickstart-chat: the "
+    "program in crates/core/testdata/v1.2/replicas/22000001/clog/00000000000000000000.stdb.log at "
+    "v1.12.0; upgrade_old_module_v1: crates/smoketests/fixtures/upgrade_old_module_v1.wasm at v2.0.0)"
+)
 #: The committed C test modules.
 MODULES_DIR = Path(__file__).resolve().parent.parent / "modules"
+
+
+def official_module(name: str) -> Path:
+    """The path of official module ``name`` (e.g. ``"quickstart-chat"``); skips the calling test
+    when ``ORRERY_OFFICIAL_MODULES`` is unset or lacks it."""
+    import pytest  # only tests call this; the harness itself serves scripts too
+
+    if OFFICIAL_MODULES_DIR is None:
+        pytest.skip(f"official module {name}.wasm: ORRERY_OFFICIAL_MODULES is not set; {OFFICIAL_MODULES_HOWTO}")
+    path = OFFICIAL_MODULES_DIR / f"{name}.wasm"
+    if not path.is_file():
+        pytest.skip(f"official module {path} is absent; {OFFICIAL_MODULES_HOWTO}")
+    return path
 
 
 @dataclass

@@ -194,9 +194,12 @@ def test_logs_follow_streams_new_lines(live: StandaloneServer, tmp_path: Path) -
     name = f"follow-{uuid.uuid4().hex[:8]}"
     ok(config, "publish", "-b", str(WASM), name)
     ok(config, "call", name, "send_message", "before")
+    # SIGINT as a terminal sends it, whatever this run inherited: a suite started in the
+    # background of a non-interactive shell ignores SIGINT, and so would the child.
     proc = subprocess.Popen(
         [sys.executable, "-m", "orrery.cli", "--config", str(config), "logs", "-f", name],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None

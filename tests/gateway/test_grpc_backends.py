@@ -28,6 +28,7 @@ from proto import hostnode_pb2 as hpb
 from sats.identity import Identity
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
 from tests.gateway.test_ws_republish import doc_module
+from tests.waits import until
 
 ALICE = Identity.from_claims("localhost", "alice")
 BOB = Identity.from_claims("localhost", "bob")
@@ -214,7 +215,8 @@ def test_host_node_answers_match(tmp_path: Path) -> None:
         # Following: both see the same new lines, and closing the generator ends the stream.
         follows = [h.logs(db, 0, True) for _, h in (p.local, p.remote)]
         nexts = [asyncio.ensure_future(anext(f)) for f in follows]
-        await asyncio.sleep(0.1)
+        await until(lambda: p.node.database(db).logs.follower_count == 2, "both log followers to register")
+        await asyncio.sleep(0)
         assert not any(n.done() for n in nexts)
         await p.node.run(db, lambda d: d.module_log_write("Info", "to both followers"))
         lines = [await asyncio.wait_for(n, 5) for n in nexts]

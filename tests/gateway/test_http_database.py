@@ -7,15 +7,35 @@ import json
 
 import aiohttp
 import wasmtime
+from Crypto.Hash import keccak
 
 from hostnode.moduledef import Lifecycle
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
 from tests.hostnode.test_engine import NO, SAY_NO, _hand_written_module
+from tests.modules_harness import official_module
 from tests.servers import Client, StandaloneServer
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 FAILING_INIT = _hand_written_module(SAY_NO, ("init", Lifecycle.INIT))
+
+
+#: The ``program_hash`` SpacetimeDB stored for its Rust-built quickstart-chat (the ``st_module`` row
+#: of crates/core/testdata/v1.2/replicas/22000001/clog/00000000000000000000.stdb.log).
+OFFICIAL_CHAT_HASH = "8a7d5ae5b78f20f1497a4ceb02519959445c78891af643b4decd15f785ad792b"
+
+
+def keccak_json(program: bytes) -> str:
+    """``initial_program`` as 1.12 answers it: the Keccak-256 digest as a little-endian u256."""
+    digest = keccak.new(data=program, digest_bits=256).digest()
+    return f"0x{int.from_bytes(digest, 'little'):x}"
+
+
+async def initial_program(c: Client, name: str) -> str:
+    """The ``initial_program`` field of ``GET /v1/database/<name>``."""
+    reply = await c.get(f"/v1/database/{name}")
+    assert reply.status == 200, reply
+    return str(reply.json()["initial_program"])
 
 
 def _identity_headers(reply: object) -> tuple[str, str]:
@@ -44,7 +64,7 @@ def test_publish_create_update_and_info(server: StandaloneServer, name: str) -> 
         doc = info.json()
         assert doc["database_identity"] == {"__identity__": f"0x{db}"}
         assert doc["owner_identity"] == {"__identity__": f"0x{ident}"}
-        assert doc["host_type"] == {"Wasm": []} and doc["initial_program"].startswith("0x")
+        assert doc["host_type"] == {"Wasm": []} and doc["initial_program"] == keccak_json(CHAT)
 
         ident_reply = await c.get(f"/v1/database/{name}/identity")
         assert (ident_reply.status, ident_reply.content_type, ident_reply.text) == (200, TEXT, db)
@@ -129,6 +149,7 @@ def test_republish_update_clear_and_reset(server: StandaloneServer, name: str) -
     async def body(c: Client) -> None:
         _, token = await c.new_identity()
         assert (await c.publish(name, CHAT, token=token)).status == 200
+        assert await initial_program(c, name) == keccak_json(CHAT)
         assert (await c.call(name, "send_message", "kept", token=token)).status == 200
         updated = await c.publish(name, CHAT, token=token)
         assert updated.json()["Success"]["op"] == "updated"
@@ -147,14 +168,31 @@ def test_republish_update_clear_and_reset(server: StandaloneServer, name: str) -
         swapped = await c.publish(name, TRANSFER, token=token, clear=True)
         assert swapped.status == 200
         assert (await c.sql(name, "SELECT * FROM message")).status == 400
+        # A clear starts the database over: its initial program is the new one (as in 1.12).
+        assert await initial_program(c, name) == keccak_json(TRANSFER)
 
         reset = await c.put(f"/v1/database/{name}/reset", data=CHAT, token=token)
         assert reset.status == 200 and reset.content_type == JSON
         assert reset.json()["Success"]["op"] == "updated" and reset.json()["Success"]["domain"] == name
         assert (await c.call(name, "send_message", "after reset", token=token)).status == 200
+        assert await initial_program(c, name) == keccak_json(CHAT)
         # Reset without a body reinstalls the current module.
         assert (await c.put(f"/v1/database/{name}/reset", token=token)).status == 200
         assert await c.rows(name, "SELECT * FROM message") == []
+        assert await initial_program(c, name) == keccak_json(CHAT)
+
+    server.run(body)
+
+
+def test_official_quickstart_chat_initial_program(server: StandaloneServer, name: str) -> None:
+    """For SpacetimeDB's own build, ``initial_program`` is the hash SpacetimeDB itself recorded."""
+    program = official_module("quickstart-chat").read_bytes()
+
+    async def body(c: Client) -> None:
+        _, token = await c.new_identity()
+        assert (await c.publish(name, program, token=token)).status == 200
+        expected = f"0x{int.from_bytes(bytes.fromhex(OFFICIAL_CHAT_HASH), 'little'):x}"
+        assert await initial_program(c, name) == expected
 
     server.run(body)
 

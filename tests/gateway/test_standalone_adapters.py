@@ -22,6 +22,7 @@ from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
+from tests.waits import until
 
 ALICE = Identity.from_claims("localhost", "alice")
 BOB = Identity.from_claims("localhost", "bob")
@@ -110,7 +111,8 @@ def test_adapters_call_sql_logs(tmp_path: Path) -> None:
 
         follow = host.logs(db, 0, True)
         nxt = asyncio.ensure_future(anext(follow))
-        await asyncio.sleep(0.05)
+        await until(lambda: node.database(db).logs.follower_count == 1, "the log follower to register")
+        await asyncio.sleep(0)
         assert not nxt.done()  # num_lines 0: only new lines
         await node.run(db, lambda d: d.module_log_write("Info", "hello follower"))
         assert "hello follower" in await asyncio.wait_for(nxt, 5)

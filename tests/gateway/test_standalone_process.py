@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from tests.gateway.conftest import CHAT
@@ -32,9 +31,7 @@ def test_restart_keeps_databases_names_identities_and_data(tmp_path: Path, trans
             assert big_module.status == 413
 
         server.run(before)
-        started = time.monotonic()
         server.restart()
-        assert time.monotonic() - started < 20
 
         async def after(c: Client) -> None:
             token, db = state["token"], state["db"]

@@ -20,6 +20,7 @@ from hostnode.database import Database, DatabaseConfig, ReducerOutcome
 from sats.bsatn import codec_for
 from sats.identity import Identity
 from tests.modules_harness import MODULES_DIR
+from tests.waits import PATIENCE
 
 #: The database owner: `init` runs as this identity.
 OWNER = Identity.from_claims("https://orrery.test", "owner")
@@ -113,7 +114,7 @@ def log_records(db: Database, function: str | None = None) -> list[dict[str, Any
     return [r for r in records if function is None or r.get("function") == function]
 
 
-def poll_schedules(db: Database, until: Callable[[], bool], timeout: float = 3.0) -> None:
+def poll_schedules(db: Database, until: Callable[[], bool], timeout: float = PATIENCE) -> None:
     """Run due schedules every few ms until ``until()`` holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not until():

@@ -55,7 +55,7 @@ from tests.hostnode.conftest import (
     poll_schedules,
     rows,
 )
-from tests.modules_harness import OFFICIAL_MODULES_DIR
+from tests.modules_harness import official_module
 from tests.sats.strategies import values, values_equal
 
 NONE = SumValue(1, ())
@@ -326,9 +326,8 @@ def test_big_rows_grow_guest_memory(make_db: DbFactory) -> None:
 def test_infinite_loop_runs_out_of_energy(make_db: DbFactory) -> None:
     budget = 10**8
     db = make_db("module-test", fuel_budget=budget)
-    t0 = time.monotonic()
     out = call(db, "infinite_loop")
-    assert time.monotonic() - t0 < 10
+    # Stopped by the fuel budget (fuel counts instructions, so this holds on any machine).
     assert (out.status, out.energy_used, out.offset) == (Status.OUT_OF_ENERGY, budget, None)
     # The database keeps serving on a fresh instance.
     ok = call(db, "set_kv", "still", "alive")
@@ -866,10 +865,7 @@ def test_reopen_without_close_recovers_every_commit(make_db: DbFactory, tmp_path
 
 
 def _official(name: str) -> bytes:
-    path = OFFICIAL_MODULES_DIR / f"{name}.wasm"
-    if not path.is_file():
-        pytest.skip(f"official module {path} is absent (set ORRERY_OFFICIAL_MODULES to its directory)")
-    return path.read_bytes()
+    return official_module(name).read_bytes()
 
 
 def test_official_quickstart_chat(make_db: DbFactory) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.hostnode.conftest import module_wasm
+from tests.waits import PATIENCE, until
 
 OWNER = Identity.from_claims("localhost", "owner")
 ALICE = Identity.from_claims("localhost", "alice")
@@ -192,7 +194,9 @@ def test_logs_tail_follow_and_cancel(tmp_path: Path) -> None:
         call = stub.Logs(pb.LogsRequest(database_identity=DB.to_bsatn(), num_lines=0, follow=True))
         stream = call.__aiter__()
         pending = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0.1)
+        logs = node.database(DB).logs
+        await until(lambda: logs.follower_count == 1, "the log follower to register")
+        await asyncio.sleep(0)
         assert not pending.done()  # num_lines 0: only new lines
         await node.run(DB, lambda d: [d.module_log_write("Info", f"line {i}") for i in range(3)])
         got: list[str] = []
@@ -204,12 +208,8 @@ def test_logs_tail_follow_and_cancel(tmp_path: Path) -> None:
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await pending
-        # The follower was removed once the stream ended.
-        for _ in range(50):
-            if not node.database(DB).logs._followers:  # noqa: SLF001
-                break
-            await asyncio.sleep(0.02)
-        assert not node.database(DB).logs._followers  # noqa: SLF001
+        # The follower is removed once the stream ends.
+        await until(lambda: logs.follower_count == 0, "the log follower to be removed")
 
     with_service(tmp_path, body)
 
@@ -274,11 +274,10 @@ def test_connect_stream_multiplexes_clients_and_shares_frames(tmp_path: Path) ->
         await requests.put(event(disconnected=pb.ClientDisconnected(connection_ref=2)))
         await requests.put(event(disconnected=pb.ClientDisconnected(connection_ref=1)))
         await requests.put(None)
-        for _ in range(100):
-            if not await node.run(DB, _clients):
-                break
-            await asyncio.sleep(0.02)
-        assert not await node.run(DB, _clients)
+        deadline = time.monotonic() + PATIENCE
+        while await node.run(DB, _clients):
+            assert time.monotonic() < deadline, "the clients were never disconnected"
+            await asyncio.sleep(0.01)
 
     with_service(tmp_path, body)
 

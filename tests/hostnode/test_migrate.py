@@ -167,6 +167,21 @@ def test_an_update_that_disconnects_clients_needs_its_token(tmp_path: Path) -> N
         db.close()
 
 
+def test_migration_token_is_1_12s() -> None:
+    """1.12's ``MigrationToken::hash``: Keccak-256 of identity hex + old hash hex + new hash hex."""
+    from Crypto.Hash import keccak
+
+    def k(data: bytes) -> bytes:
+        return keccak.new(data=data, digest_bits=256).digest()
+
+    identity = Identity.from_hex("c200" + "11" * 30)
+    text = identity.to_hex() + k(b"old").hex() + k(b"new").hex()
+    assert len(text) == 192 and text.startswith("c2001111")
+    token = migration_token(identity, b"old", b"new")
+    assert token == k(text.encode())
+    assert token.hex() == "d92f7222201c80f0e32c8a80feafbebd3d72c151fbb161509e48132184d189ca"
+
+
 def test_check_policy() -> None:
     keeps, breaks = MigrationPlan(), MigrationPlan(create_rls=["SELECT * FROM a"])
     mine = migration_token(Identity.ZERO, b"old", b"new")

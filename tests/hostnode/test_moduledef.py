@@ -46,7 +46,7 @@ from sats.types import (
     option,
     product,
 )
-from tests.modules_harness import MODULES_DIR, OFFICIAL_MODULES_DIR, describe
+from tests.modules_harness import MODULES_DIR, describe, official_module
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -276,16 +276,9 @@ def test_module_test_imports_all_29_host_functions() -> None:
 
 # ---------------------------------------------------------------------------------- official modules
 
-needs_official = pytest.mark.skipif(
-    not (OFFICIAL_MODULES_DIR / "quickstart-chat.wasm").exists(),
-    reason=f"official Rust-built modules not found in {OFFICIAL_MODULES_DIR} (set ORRERY_OFFICIAL_MODULES)",
-)
-
-
-@needs_official
 @pytest.mark.parametrize("name", ["quickstart-chat", "upgrade_old_module_v1"])
 def test_official_module_decodes_roundtrips_and_validates(name: str) -> None:
-    sink = describe(OFFICIAL_MODULES_DIR / f"{name}.wasm").sink
+    sink = describe(official_module(name)).sink
     raw = decode_raw_module_def(sink)
     assert encode_raw_module_def(raw) == sink
     md = validate(raw)
@@ -294,9 +287,8 @@ def test_official_module_decodes_roundtrips_and_validates(name: str) -> None:
         assert md.tables == () and [r.name for r in md.reducers] == ["noop"]
 
 
-@needs_official
 def test_our_quickstart_chat_describes_exactly_like_the_official_one() -> None:
-    official = describe(OFFICIAL_MODULES_DIR / "quickstart-chat.wasm").sink
+    official = describe(official_module("quickstart-chat")).sink
     ours = describe(MODULES_DIR / "quickstart-chat" / "quickstart-chat.wasm").sink
     assert ours == official
     md = load_module_def(official)

@@ -11,6 +11,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.hostnode.conftest import module_wasm
+from tests.waits import PATIENCE
 
 OWNER = Identity.from_claims("localhost", "owner")
 DB = Identity.from_claims("localhost", "realtime-db")
@@ -50,23 +52,41 @@ async def client(node: HostNode, n: int, **kw: object) -> Connection:
     return conn
 
 
-@contextmanager
-def held_durability(node: HostNode) -> Iterator[tuple[asyncio.Event, list[int]]]:
-    """Make every wait for durability (``confirmed`` frames) record its offset and block until
-    the yielded gate is set."""
-    committer = node.database(DB).committer
-    gate = asyncio.Event()
-    real = committer.wait_durable_async
-    waited: list[int] = []
+@dataclass
+class Held:
+    """Waits for durability held back by :func:`held_durability`."""
 
-    async def held(offset: int) -> None:
-        waited.append(offset)
-        await gate.wait()
+    #: Set it to let the held waits (and later ones) through.
+    gate: asyncio.Event
+    #: The offset of every wait, in order.
+    waited: list[int]
+    #: Set whenever a wait is added to ``waited``.
+    changed: asyncio.Event
+
+    async def reached(self, count: int) -> None:
+        """Return once ``count`` waits are held: the signal a test waits for instead of sleeping."""
+        while len(self.waited) < count:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), PATIENCE)
+
+
+@contextmanager
+def held_durability(node: HostNode) -> Iterator[Held]:
+    """Make every wait for durability (``confirmed`` frames) record its offset and block until
+    the gate is set."""
+    committer = node.database(DB).committer
+    held = Held(asyncio.Event(), [], asyncio.Event())
+    real = committer.wait_durable_async
+
+    async def hold(offset: int) -> None:
+        held.waited.append(offset)
+        held.changed.set()
+        await held.gate.wait()
         await real(offset)
 
-    committer.wait_durable_async = held  # type: ignore[method-assign]
+    committer.wait_durable_async = hold  # type: ignore[method-assign]
     try:
-        yield gate, waited
+        yield held
     finally:
         committer.wait_durable_async = real  # type: ignore[method-assign]
 
@@ -144,13 +164,14 @@ def test_confirmed_holds_updates_until_durable(tmp_path: Path) -> None:
         plain = await client(node, 2)
         await subscribe(confirmed)
         await subscribe(plain)
-        with held_durability(node) as (gate, waited):
+        with held_durability(node) as held:
             send_message(plain, "x", 1)
             assert isinstance(msg(await asyncio.wait_for(plain.recv(), 5)), ws.TransactionUpdate)
             pending = asyncio.ensure_future(confirmed.recv())
-            await asyncio.sleep(0.1)
-            assert not pending.done() and waited
-            gate.set()
+            await held.reached(1)
+            await asyncio.sleep(0)
+            assert not pending.done()
+            held.gate.set()
             assert isinstance(msg(await asyncio.wait_for(pending, 5)), ws.TransactionUpdate)
         await confirmed.close()
         await plain.close()
@@ -163,19 +184,20 @@ def test_confirmed_holds_identity_token_until_client_connected_is_durable(tmp_pa
     may have written rows, e.g. the chat's user row) is durable; without, at once."""
 
     async def body(node: HostNode) -> None:
-        with held_durability(node) as (gate, waited):
+        with held_durability(node) as held:
             plain = await node.connect_client(DB, ClientParams(Identity.from_claims("localhost", "p"), "tok-p", 1))
             assert isinstance(plain, Connection)
             assert isinstance(msg(await asyncio.wait_for(plain.recv(), 5)), ws.IdentityToken)
-            assert not waited
+            assert not held.waited
             params = ClientParams(Identity.from_claims("localhost", "c"), "tok-c", 2, confirmed=True)
             confirmed = await node.connect_client(DB, params)
             assert isinstance(confirmed, Connection)
             connected_at = node.database(DB).last_offset  # client_connected's commit
             pending = asyncio.ensure_future(confirmed.recv())
-            await asyncio.sleep(0.1)
-            assert not pending.done() and waited == [connected_at]
-            gate.set()
+            await held.reached(1)
+            await asyncio.sleep(0)
+            assert not pending.done() and held.waited == [connected_at]
+            held.gate.set()
             token = msg(await asyncio.wait_for(pending, 5))
             assert isinstance(token, ws.IdentityToken) and token.token == "tok-c"
         await confirmed.close()
@@ -191,7 +213,7 @@ def test_confirmed_holds_subscribe_and_one_off_answers_until_what_they_read_is_d
     async def body(node: HostNode) -> None:
         confirmed = await client(node, 1, confirmed=True)
         plain = await client(node, 2)
-        with held_durability(node) as (gate, waited):
+        with held_durability(node) as held:
             send_message(plain, "x", 1)
             assert isinstance(msg(await asyncio.wait_for(plain.recv(), 5)), ws.TransactionUpdate)
             last = node.database(DB).last_offset
@@ -200,16 +222,17 @@ def test_confirmed_holds_subscribe_and_one_off_answers_until_what_they_read_is_d
             for m in (bad, sub, ws.OneOffQuery(b"\x07", "SELECT * FROM message")):
                 assert confirmed.handle(ws.encode_client_message_bsatn(m)) is None
             error = msg(await asyncio.wait_for(confirmed.recv(), 5))
-            assert isinstance(error, ws.SubscriptionError) and not waited
+            assert isinstance(error, ws.SubscriptionError) and not held.waited
             pending = asyncio.ensure_future(confirmed.recv())
-            await asyncio.sleep(0.1)
-            assert not pending.done() and waited == [last]
+            await held.reached(1)
+            await asyncio.sleep(0)
+            assert not pending.done() and held.waited[0] == last
             await subscribe(plain)  # not confirmed: at once
-            gate.set()
+            held.gate.set()
             assert isinstance(msg(await asyncio.wait_for(pending, 5)), ws.SubscribeMultiApplied)
             one_off = msg(await asyncio.wait_for(confirmed.recv(), 5))
             assert isinstance(one_off, ws.OneOffQueryResponse) and one_off.message_id == b"\x07"
-            assert waited == [last, last]
+            assert held.waited == [last, last]
         await confirmed.close()
         await plain.close()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.modules_harness import official_module
 from tests.servers import REPO_ROOT, TRANSPORTS, Client, StandaloneServer
 
 TS_DIR = Path(__file__).resolve().parent / "ts"
@@ -81,14 +82,6 @@ def node() -> str:
     return node
 
 
-def _official_chat() -> Path | None:
-    """SpacetimeDB's own Rust build of quickstart-chat, when ``ORRERY_OFFICIAL_MODULES`` names a
-    directory holding it (never committed; see README)."""
-    root = os.environ.get("ORRERY_OFFICIAL_MODULES")
-    path = Path(root) / "quickstart-chat.wasm" if root else None
-    return path if path is not None and path.is_file() else None
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_quickstart_chat_two_clients(node: str, transport: str, tmp_path: Path) -> None:
     _chat_two_clients(node, transport, tmp_path, CHAT_WASM)
@@ -96,10 +89,7 @@ def test_quickstart_chat_two_clients(node: str, transport: str, tmp_path: Path) 
 
 def test_official_rust_quickstart_chat_two_clients(node: str, tmp_path: Path) -> None:
     """The same SDK clients against the official Rust-built module (same schema as ours)."""
-    official = _official_chat()
-    if official is None:
-        pytest.skip("ORRERY_OFFICIAL_MODULES is not set or holds no quickstart-chat.wasm")
-    _chat_two_clients(node, "inprocess", tmp_path, official)
+    _chat_two_clients(node, "inprocess", tmp_path, official_module("quickstart-chat"))
 
 
 def _chat_two_clients(node: str, transport: str, tmp_path: Path, wasm: Path) -> None:
