@@ -428,15 +428,36 @@ class ClusterNode:
             leader = self.leading.get(identity)
             if leader is not None:
                 if epoch <= leader.epoch:
-                    raise StaleEpoch(f"epoch {epoch} is not above the epoch {leader.epoch} this node leads")
+                    return pb.PromiseResponse(
+                        failure=pb.Failure(
+                            kind=pb.ERROR_KIND_STALE_EPOCH,
+                            message=f"epoch {epoch} is not above the epoch {leader.epoch} this node leads",
+                        ),
+                        promised_epoch=leader.epoch,
+                    )
                 await self._step_down(identity, f"promised epoch {epoch}")
             follower = self.followers.get(identity)
             if follower is None:
-                if not self._path(identity).is_dir():
-                    raise DatabaseNotFound(f"no replica of {identity.to_hex()} on node {self.node_id}")
-                follower = await asyncio.to_thread(FollowerReplica.open, identity, self._path(identity), self.db_config)
+                path = self._path(identity)
+                if path.is_dir():
+                    follower = await asyncio.to_thread(FollowerReplica.open, identity, path, self.db_config)
+                else:
+                    # Placed here but nothing received yet: an empty replica whose promise holds
+                    # (it must refuse an older leader's stream from now on).
+                    record = self.records.get(identity)
+                    follower = await asyncio.to_thread(
+                        FollowerReplica.create, identity, path, self.db_config,
+                        generation=record.generation if record is not None else 1, promised_epoch=epoch,
+                    )  # fmt: skip
                 self.followers[identity] = follower
-            st = await follower.run(lambda: follower.promise(epoch))
+            f = follower
+            try:
+                st = await f.run(functools.partial(f.promise, epoch))
+            except StaleEpoch as e:
+                return pb.PromiseResponse(
+                    failure=pb.Failure(kind=pb.ERROR_KIND_STALE_EPOCH, message=str(e)),
+                    promised_epoch=f.clog.promised_epoch,
+                )
             stream = self._streams.get(identity)
             if stream is not None and stream[0] < epoch:
                 stream[1].set()  # end the older leader's stream: no more acks to it
