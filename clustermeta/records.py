@@ -157,6 +157,9 @@ class DatabaseRecord:
     leader: str | None = None
     epoch: int = 1
     generation: int = 1
+    #: The incarnation of ``leader``'s process when it was elected: a leader whose node restarted
+    #: (another incarnation) leads nothing until elected again (docs/cluster.md).
+    leader_incarnation: str = ""
     #: Fields this version does not know, kept so a rewrite does not drop them.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -185,6 +188,7 @@ class DatabaseRecord:
                 "leader": self.leader,
                 "epoch": self.epoch,
                 "generation": self.generation,
+                "leader_incarnation": self.leader_incarnation,
             }
         )
         return json.dumps(doc).encode()
@@ -196,7 +200,7 @@ class DatabaseRecord:
         doc = json.loads(data)
         known = {
             "identity", "owner", "host_type", "initial_program_hash", "state", "num_replicas", "replicas",
-            "learners", "leader", "epoch", "generation",
+            "learners", "leader", "epoch", "generation", "leader_incarnation",
         }  # fmt: skip
         raw = doc.get("replicas", [])
         replicas = [r["node_id"] if isinstance(r, dict) else str(r) for r in raw]
@@ -214,5 +218,6 @@ class DatabaseRecord:
             leader=leader,
             epoch=epoch,
             generation=int(doc.get("generation", 1)),
+            leader_incarnation=str(doc.get("leader_incarnation") or ""),
             extra={k: v for k, v in doc.items() if k not in known},
         )
