@@ -153,6 +153,9 @@ class Fence(Protocol):
     async def check(self) -> None:
         """Raise :class:`NotActive` unless this control plane is (still) the active one."""
 
+    def require_active(self) -> None:
+        """Raise :class:`NotActive` unless this control plane believes it is active (no I/O)."""
+
 
 class NoFence:
     """Standalone: one control plane, nothing to fence."""
@@ -162,6 +165,9 @@ class NoFence:
         return []
 
     async def check(self) -> None:
+        """Always active."""
+
+    def require_active(self) -> None:
         """Always active."""
 
 
