@@ -184,17 +184,21 @@ class ClusterControlPlane(Catalog):
             name_claim = await self.name_claim(caller, domain, identity)
             compares, ops = name_claim.compares, name_claim.ops
             record.extra["claim"] = {"name": domain, "tld": name_claim.claims_tld}
-        created = await self.records.create(record, compares=compares, ops=ops)
-        if created is None:
-            if domain is not None:
-                raise Conflict(f"the name `{domain}` is being published by another request; try again")
+        if identity in self.in_flight:
             raise Conflict(f"database {identity.to_hex()} is being published by another request; try again")
-        log.info(
-            "creating database %s",
-            kv(db=identity.to_hex(), name=domain, replicas=",".join(replicas), leader=leader, owner=caller.to_hex()),
-        )
+        # In flight before the record exists: a racing publish that reads it must see it is taken.
         self.in_flight.add(identity)
         try:
+            created = await self.records.create(record, compares=compares, ops=ops)
+            if created is None:
+                if domain is not None:
+                    raise Conflict(f"the name `{domain}` is being published by another request; try again")
+                raise Conflict(f"database {identity.to_hex()} is being published by another request; try again")
+            log.info(
+                "creating database %s",
+                kv(db=identity.to_hex(), name=domain, replicas=",".join(replicas), leader=leader,
+                   owner=caller.to_hex()),
+            )  # fmt: skip
             await self._install_new(created, program, clear=False)
         finally:
             self.in_flight.discard(identity)
