@@ -92,7 +92,7 @@ class Cluster:
             store, ControlPlaneInfo(config.id, config.address), config.lease_ttl,
             on_active=self._activate, on_standby=self._deactivate,
         )  # fmt: skip
-        self.records = DbRecords(store, self.seat)
+        self.records = DbRecords(store, self.seat, on_write=self.view.note)
         self.elector = Elector(
             self.records, self.nodes, clients, self.view.load,
             rpc_timeout=config.rpc_timeout, max_concurrent=config.max_concurrent_elections,

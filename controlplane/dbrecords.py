@@ -53,11 +53,23 @@ def leader_first(record: DatabaseRecord) -> list[str]:
 
 
 class DbRecords:
-    """Read and write database records under ``fence``."""
+    """Read and write database records under ``fence``; ``on_write`` hears every write made
+    (the record, None for a removal, and the revision)."""
 
-    def __init__(self, store: MetaStore, fence: Fence) -> None:
+    def __init__(
+        self,
+        store: MetaStore,
+        fence: Fence,
+        *,
+        on_write: Callable[[Identity, DatabaseRecord | None, int], None] | None = None,
+    ) -> None:
         self.store = store
         self.fence = fence
+        self.on_write = on_write
+
+    def _wrote(self, identity: Identity, record: DatabaseRecord | None, revision: int) -> None:
+        if self.on_write is not None:
+            self.on_write(identity, record, revision)
 
     async def get(self, identity: Identity) -> Versioned | None:
         """The record and its revision, or None."""
@@ -84,6 +96,7 @@ class DbRecords:
         if not resp.succeeded:
             await self.fence.check()
             return None
+        self._wrote(record.identity, record, resp.revision)
         return Versioned(record, resp.revision)
 
     async def cas(self, current: Versioned, new: DatabaseRecord, *, ops: Sequence[Op] = ()) -> Versioned | None:
@@ -96,18 +109,24 @@ class DbRecords:
         if not resp.succeeded:
             await self.fence.check()
             return None
+        self._wrote(new.identity, new, resp.revision)
         return Versioned(new, resp.revision)
 
-    async def remove(self, current: Versioned, *, ops: Sequence[Op] = ()) -> bool:
-        """Delete the record and its owner index entry (and ``ops``) if nobody wrote it since."""
+    async def remove(
+        self, current: Versioned, *, compares: Sequence[Compare] = (), ops: Sequence[Op] = ()
+    ) -> bool:
+        """Delete the record and its owner index entry (and ``ops``, under ``compares`` too) if
+        nobody wrote it since."""
         key = db_key(current.record.identity)
         resp = await self.store.txn(
-            [mod_revision_equals(key, current.revision), *self.fence.compares()],
+            [mod_revision_equals(key, current.revision), *compares, *self.fence.compares()],
             [DeleteOp(key), DeleteOp(owner_key(current.record)), *ops],
         )
         if not resp.succeeded:
             await self.fence.check()
-        return resp.succeeded
+            return False
+        self._wrote(current.record.identity, None, resp.revision)
+        return True
 
     async def update(
         self,

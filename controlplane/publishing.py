@@ -100,6 +100,17 @@ class ClusterControlPlane(Catalog):
         self.schedulable = schedulable or nodes.live
         #: Databases a publish or delete of this control plane is working on right now.
         self.in_flight: set[Identity] = set()
+        # Placements chosen but not yet written: counted so concurrent creates spread out.
+        self._placing: dict[Identity, DatabaseRecord] = {}
+
+    def _load(self) -> Load:
+        load = self.load()
+        if not self._placing:
+            return load
+        total = Load(dict(load.replicas), dict(load.leaders))
+        for record in self._placing.values():
+            total.add(record)
+        return total
 
     # --- publish ------------------------------------------------------------------------------
 
@@ -169,27 +180,33 @@ class ClusterControlPlane(Catalog):
         claim: bool = False,
     ) -> PublishResult:
         require_token(break_clients, token)
+        compares: list[Compare] = []
+        ops: list[Op] = []
+        claimed: dict[str, object] = {}
+        if claim and domain is not None:
+            name_claim = await self.name_claim(caller, domain, identity)
+            compares, ops = name_claim.compares, name_claim.ops
+            claimed = {"claim": {"name": domain, "tld": name_claim.claims_tld}}
+        # No await from placing to _placing below: concurrent creates each see the others.
         live = self.schedulable()
         try:
-            replicas, leader = place(live, num_replicas, self.load(), default=self.config.default_replicas)
+            replicas, leader = place(live, num_replicas, self._load(), default=self.config.default_replicas)
         except PlacementError as e:
             raise (Unavailable(str(e)) if not live else BadRequest(str(e))) from None
         record = DatabaseRecord(
             identity, caller, "Wasm", program_hash(program), DbState.CREATING, len(replicas), replicas, [],
-            leader, epoch=1, generation=1, leader_incarnation=live[leader].incarnation,
+            leader, epoch=1, generation=1, leader_incarnation=live[leader].incarnation, extra=claimed,
         )  # fmt: skip
-        compares: list[Compare] = []
-        ops: list[Op] = []
-        if claim and domain is not None:
-            name_claim = await self.name_claim(caller, domain, identity)
-            compares, ops = name_claim.compares, name_claim.ops
-            record.extra["claim"] = {"name": domain, "tld": name_claim.claims_tld}
         if identity in self.in_flight:
             raise Conflict(f"database {identity.to_hex()} is being published by another request; try again")
         # In flight before the record exists: a racing publish that reads it must see it is taken.
         self.in_flight.add(identity)
+        self._placing[identity] = record
         try:
-            created = await self.records.create(record, compares=compares, ops=ops)
+            try:
+                created = await self.records.create(record, compares=compares, ops=ops)
+            finally:
+                self._placing.pop(identity, None)  # written (and noted by the view) or refused
             if created is None:
                 if domain is not None:
                     raise Conflict(f"the name `{domain}` is being published by another request; try again")
@@ -287,17 +304,9 @@ class ClusterControlPlane(Catalog):
         record = current.record
         await self._drop_replicas(record.identity, record.nodes())
         compares, ops = await self._claim_removal(record)
-        if compares:
-            # The name's keys are guarded too: a rename meanwhile keeps the (renamed) name.
-            resp = await self.store.txn(
-                [mod_revision_equals(meta_key("db", record.identity.to_hex()), current.revision), *compares,
-                 *self.fence.compares()],
-                [DeleteOp(meta_key("db", record.identity.to_hex())),
-                 DeleteOp(meta_key("owner", record.owner.to_hex(), record.identity.to_hex())), *ops],
-            )  # fmt: skip
-            if resp.succeeded:
-                return True
-            await self.fence.check()
+        # The name's keys are guarded too: a rename meanwhile keeps the (renamed) name.
+        if compares and await self.records.remove(current, compares=compares, ops=ops):
+            return True
         return await self.records.remove(current)
 
     async def _claim_removal(self, record: DatabaseRecord) -> tuple[list[Compare], list[Op]]:

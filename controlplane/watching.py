@@ -25,11 +25,16 @@ log = logging.getLogger(__name__)
 
 
 class RecordsView:
-    """Every database record, as of the mirror's revision; ``on_change`` hears each change."""
+    """Every database record, as of the mirror's revision; ``on_change`` hears each change.
+
+    Writes this process made (:meth:`note`) count at once, before the watch brings them back, so
+    decisions taken right after a write (the next placement, an election's tie-break) see it.
+    """
 
     def __init__(self, store: MetaStore, *, on_change: Callable[[list[Change]], None] | None = None) -> None:
         self._mirror = PrefixMirror(store, DB_PREFIX, on_change=self._changed)
         self._decoded: dict[bytes, tuple[int, DatabaseRecord]] = {}
+        self._noted: dict[Identity, tuple[int, DatabaseRecord | None]] = {}
         self._load: tuple[int, Load] | None = None
         self._on_change = on_change
 
@@ -46,9 +51,15 @@ class RecordsView:
         """The store revision the view reflects."""
         return self._mirror.revision
 
+    def note(self, identity: Identity, record: DatabaseRecord | None, revision: int) -> None:
+        """This process wrote ``record`` (None: deleted it) at ``revision``."""
+        if revision > self._mirror.revision:
+            self._noted[identity] = (revision, record)
+            self._load = None
+
     def records(self) -> list[DatabaseRecord]:
         """Every record (decoded once per revision; callers must not change them)."""
-        out = []
+        by_identity: dict[Identity, DatabaseRecord] = {}
         for key, kv in self._mirror.items.items():
             hit = self._decoded.get(key)
             if hit is None or hit[0] != kv.mod_revision:
@@ -58,8 +69,15 @@ class RecordsView:
                     log.warning("ignoring malformed database record %s: %s", key.decode(errors="replace"), e)
                     continue
                 self._decoded[key] = hit
-            out.append(hit[1])
-        return out
+            by_identity[hit[1].identity] = hit[1]
+        for identity, (revision, record) in list(self._noted.items()):
+            if revision <= self._mirror.revision:
+                del self._noted[identity]  # the watch brought it (or something newer) back
+            elif record is None:
+                by_identity.pop(identity, None)
+            else:
+                by_identity[identity] = record
+        return list(by_identity.values())
 
     def get(self, identity: Identity) -> DatabaseRecord | None:
         """One record, or None."""
@@ -67,7 +85,7 @@ class RecordsView:
 
     def load(self) -> Load:
         """Replicas and leaderships per node."""
-        if self._load is None or self._load[0] != self.revision:
+        if self._load is None or self._load[0] != self.revision or self._noted:
             self._load = (self.revision, load_of(self.records()))
         return self._load[1]
 
