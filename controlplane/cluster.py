@@ -115,8 +115,15 @@ class Cluster:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Follow the nodes and records, then campaign for the active seat (in the background)."""
+    async def start(self, *, address: str | None = None) -> None:
+        """Follow the nodes and records, then campaign for the active seat (in the background).
+
+        ``address``: the ControlPlane service's address to advertise, when only known once the
+        server is bound (default: ``config.address``).
+        """
+        if address is not None:
+            self.config.address = address
+            self.seat.info = ControlPlaneInfo(self.config.id, address)
         await self.nodes.start()
         self.nodes.subscribe(self._node_event)
         await self.view.start()

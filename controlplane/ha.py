@@ -78,8 +78,9 @@ class ActiveSeat:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Register, then campaign in the background."""
+        """Register (``/controlplanes/<id>`` under a new lease), then campaign in the background."""
         await self._seat.start()
+        self._lease = await self._new_lease()
         self._task = asyncio.create_task(self._run(), name=f"controlplane-seat:{self.info.id}")
 
     async def stop(self) -> None:

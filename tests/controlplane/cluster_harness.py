@@ -127,9 +127,9 @@ class Harness:
 
 
 async def start_control_plane(store: LmdbMetaStore, config: ClusterConfig) -> ControlPlaneUnderTest:
-    cluster = Cluster(store, GrpcNodeClients(timeout=config.rpc_timeout), config)
-    await cluster.start()
+    cluster = Cluster(store, GrpcNodeClients(timeout=config.rpc_timeout), replace(config))
     server, address = await start_server(cluster.ops(), "127.0.0.1:0")
+    await cluster.start(address=address)
     channel = grpc.aio.insecure_channel(address)
     return ControlPlaneUnderTest(cluster, server, address, channel, pb_grpc.ControlPlaneStub(channel))
 
