@@ -392,7 +392,8 @@ class LmdbMetaStore(MetaStore):
     def _compact_in(self, txn: lmdb.Transaction, revision: int) -> None:
         cur = txn.cursor(db=self._hist)
         if cur.first():
-            while _HIST_KEY.unpack(cur.key())[0] <= revision:
+            # Deleting the last entry leaves the cursor past the end, on an empty key.
+            while cur.key() and _HIST_KEY.unpack(cur.key())[0] <= revision:
                 if not cur.delete():
                     break
         txn.put(_COMPACT, _U64.pack(revision), db=self._meta)

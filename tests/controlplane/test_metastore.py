@@ -487,6 +487,10 @@ def test_watch_compacted(tmp_path: Path) -> None:
             await s.compact(7)
         with pytest.raises(InvalidRequest, match="future"):
             await s.compact(1000)
+        # Compacting everything, up to the current revision, leaves an empty history.
+        await s.compact(await s.current_revision())
+        with pytest.raises(CompactedError):
+            await (await s.watch_prefix(b"/", start_revision=9)).__anext__()
 
     run(tmp_path, body, history_limit=8)
 
