@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -69,6 +68,7 @@ from hostnode.realtime import ClientParams, Connection
 from hostnode.runtime import tune_gc_for_serving
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
 from hostnode.sql import render_response_bytes
+from orrery.logs import configure_logging
 from proto import GRPC_OPTIONS
 from sats.identity import Identity
 from sats.ws_v1 import Compression
@@ -426,28 +426,6 @@ def _bound_address(runner: web.AppRunner, host: str, port: int) -> str:
 
 
 # --- process entry points -----------------------------------------------------------------------
-
-
-class _LogfmtFormatter(logging.Formatter):
-    """``ts=… level=… logger=… msg="…"`` lines (one record per line, machine-parseable)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} msg={json.dumps(record.getMessage())}"
-        if record.exc_info:
-            line += f" exc={json.dumps(self.formatException(record.exc_info))}"
-        return line
-
-
-def configure_logging(level: str = "info") -> None:
-    """Quiet, structured logs on stderr: our INFO lines, everyone else's warnings."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogfmtFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    for name in ("orrery", "gateway", "controlplane"):
-        logging.getLogger(name).setLevel(level.upper())
 
 
 def run(
