@@ -42,32 +42,44 @@ async def follow_prefix(
     """Every event under ``prefix`` from ``start_revision`` on, in revision order, forever.
 
     A broken watch (``MetaStoreUnavailable`` or any other store error but the two below) is
-    re-opened from the revision after the last event delivered. Raises ``CompactedError`` when
-    the history needed is gone and ``MetaStoreClosed`` when the store closes.
+    re-opened at the revision of the last event delivered, skipping the keys of that revision
+    already delivered (one revision may change several keys), so nothing is lost or repeated.
+    Raises ``CompactedError`` when the history needed is gone and ``MetaStoreClosed`` when the
+    store closes.
     """
-    next_revision = start_revision
+    resume_at = start_revision
+    last_revision = 0
+    delivered: set[bytes] = set()  # keys delivered at last_revision
     while True:
         try:
-            watch = await store.watch_prefix(prefix, start_revision=next_revision)
+            watch = await store.watch_prefix(prefix, start_revision=resume_at)
             async with watch:
                 async for event in watch:
-                    next_revision = event.kv.mod_revision + 1
+                    revision = event.kv.mod_revision
+                    if revision == last_revision and event.kv.key in delivered:
+                        continue
+                    if revision != last_revision:
+                        last_revision, delivered = revision, set()
+                    delivered.add(event.kv.key)
+                    resume_at = revision
                     yield event
             return  # cancelled
         except (CompactedError, MetaStoreClosed):
             raise
         except MetaStoreError as e:
-            log.warning("watch on %s broke (%s); resuming from revision %d", prefix.decode(), e, next_revision)
+            log.warning("watch on %s broke (%s); resuming from revision %d", prefix.decode(), e, resume_at)
             await asyncio.sleep(retry_delay)
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One key's move: ``old`` → ``new`` (``None``: absent before / deleted now)."""
+    """One key's move: ``old`` → ``new`` (``None``: absent before / deleted now), at ``revision``
+    (the event's, or the re-read's for a difference found after a compaction)."""
 
     key: bytes
     old: KeyValue | None
     new: KeyValue | None
+    revision: int
 
 
 class PrefixMirror:
@@ -125,7 +137,7 @@ class PrefixMirror:
                 log.warning("reading %s failed (%s); retrying", self.prefix.decode(), e)
                 await asyncio.sleep(self.retry_delay)
         fresh = {kv.key: kv for kv in resp.kvs}
-        changes = [] if initial else _diff(self.items, fresh)
+        changes = [] if initial else _diff(self.items, fresh, resp.revision)
         self.items = fresh
         await self._advance(resp.revision, changes)
 
@@ -149,10 +161,10 @@ class PrefixMirror:
                     old = self.items.get(key)
                     if event.type is EventType.PUT:
                         self.items[key] = event.kv
-                        change = Change(key, old, event.kv)
+                        change = Change(key, old, event.kv, event.kv.mod_revision)
                     else:
                         self.items.pop(key, None)
-                        change = Change(key, old, None)
+                        change = Change(key, old, None, event.kv.mod_revision)
                     await self._advance(event.kv.mod_revision, [change])
                 return
             except CompactedError:
@@ -162,7 +174,7 @@ class PrefixMirror:
                 return
 
 
-def _diff(old: dict[bytes, KeyValue], new: dict[bytes, KeyValue]) -> list[Change]:
-    changes = [Change(k, kv, None) for k, kv in old.items() if k not in new]
-    changes += [Change(k, old.get(k), kv) for k, kv in new.items() if old.get(k) != kv]
+def _diff(old: dict[bytes, KeyValue], new: dict[bytes, KeyValue], revision: int) -> list[Change]:
+    changes = [Change(k, kv, None, revision) for k, kv in old.items() if k not in new]
+    changes += [Change(k, old.get(k), kv, revision) for k, kv in new.items() if old.get(k) != kv]
     return sorted(changes, key=lambda c: c.key)

@@ -149,7 +149,8 @@ class ActiveSeat:
 
     def _seat_changed(self, changes: list[Change]) -> None:
         for change in changes:
-            if change.key != CONTROLPLANE_LEADER_KEY or not self._token:
+            # Changes up to our own win (the previous holder's key going) may arrive after it.
+            if change.key != CONTROLPLANE_LEADER_KEY or not self._token or change.revision <= self._token:
                 continue
             if change.new is None or change.new.create_revision != self._token:
                 self._depose("the election key was deleted or taken over")
