@@ -210,7 +210,7 @@ def cmd_controlplane(session: Session, args: argparse.Namespace) -> int:
 
     try:
         from orrery import controlplane_server
-        from orrery.logs import configure_logging
+        from orrery.process import configure_logging
     except ImportError as e:
         raise CliError(f"the control plane is not available in this installation ({e})") from None
     args.id = args.id or socket.gethostname()

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import socket
 import sys
 import time
@@ -31,7 +29,7 @@ from controlplane.cluster import Cluster
 from controlplane.config import ClusterConfig
 from controlplane.grpc_service import start_server
 from controlplane.replica_client import GrpcNodeClients
-from orrery.logs import configure_logging
+from orrery.process import configure_logging, stop_on_signals
 
 __all__ = ["ControlPlaneProcess", "add_arguments", "main", "run", "serve"]
 
@@ -79,11 +77,7 @@ async def serve(
     config = config or ClusterConfig()
     config.id, config.lease_ttl = process.id, process.lease_ttl
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
     started = time.monotonic()
     store = await open_metastore(process.etcd, process.etcd_prefix)
     try:

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -68,7 +67,7 @@ from hostnode.realtime import ClientParams, Connection
 from hostnode.runtime import tune_gc_for_serving
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
 from hostnode.sql import render_response_bytes
-from orrery.logs import configure_logging
+from orrery.process import configure_logging, stop_on_signals
 from proto import GRPC_OPTIONS
 from sats.identity import Identity
 from sats.ws_v1 import Compression
@@ -346,11 +345,7 @@ async def serve(
     (data_dir / "control").mkdir(parents=True, exist_ok=True)
     authority = TokenAuthority(SigningKeys.load_or_create(data_dir / "keys"))
     if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
     store = await LmdbMetaStore.open(data_dir / "control" / "meta.lmdb")
     node = HostNode(HostNodeConfig(data_dir / "node"))
     runner: web.AppRunner | None = None

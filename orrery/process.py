@@ -1,14 +1,17 @@
-"""Process logging: logfmt lines on stderr, quiet by default (our INFO lines, everyone else's
-warnings). Every server process (standalone, control plane) configures it the same way."""
+"""What every server process (standalone, control plane) shares: logfmt logging on stderr, quiet
+by default (our INFO lines, everyone else's warnings), and stopping on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 
-__all__ = ["LogfmtFormatter", "configure_logging"]
+__all__ = ["LogfmtFormatter", "configure_logging", "stop_on_signals"]
 
 #: The loggers of our own packages (their INFO lines are the ones an operator reads).
 OUR_LOGGERS = ("orrery", "gateway", "controlplane", "clustermeta")
@@ -34,3 +37,13 @@ def configure_logging(level: str = "info") -> None:
     root.setLevel(logging.WARNING)
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(level.upper())
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGINT and SIGTERM set (where the loop can handle signals: the main thread)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
