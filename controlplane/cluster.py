@@ -30,7 +30,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from clustermeta.metastore import MetaStore
 from clustermeta.mirror import Change
@@ -179,10 +180,19 @@ class Cluster:
             self.operations.draining.discard(event.node_id)  # a drain lasts as long as the process
         if event.kind is NodeEventKind.RESTARTED and self.seat.is_active():
             # Its replicas follow again as soon as they hear who leads (it also reads /db/ itself).
-            for record in self.view.records():
-                if event.node_id in record.nodes() and record.leader != event.node_id:
-                    self._spawn(record.identity, self.elector.nudge(record))
+            records = [r for r in self.view.records() if event.node_id in r.nodes() and r.leader != event.node_id]
+            if records:
+                nudges = asyncio.create_task(self._nudge_all(records), name=f"nudge:{event.node_id}")
+                self._duties.append(nudges)
+                nudges.add_done_callback(self._forget_duty)
         self._wake.set()
+
+    def _forget_duty(self, task: asyncio.Task[None]) -> None:
+        if task in self._duties:
+            self._duties.remove(task)
+
+    async def _nudge_all(self, records: list[DatabaseRecord]) -> None:
+        await asyncio.gather(*(self.elector.nudge(r) for r in records))
 
     def _records_changed(self, changes: list[Change]) -> None:
         # A record may have become leaderless or ``deleting`` (e.g. a deposed control plane gave up
@@ -230,10 +240,15 @@ class Cluster:
         for gone in [i for i in self._backoff if i not in present]:
             del self._backoff[gone]
 
-    def _spawn(self, identity: Identity, job: object) -> None:
+    def _spawn(self, identity: Identity, job: Coroutine[Any, Any, None]) -> None:
+        """Run ``job`` for ``identity`` in the background, unless a job for it runs already."""
+        if identity in self._jobs:
+            job.close()
+            return
+
         async def run() -> None:
             try:
-                await job  # type: ignore[misc]
+                await job
             except NotActive:
                 pass
             except ControlPlaneError as e:

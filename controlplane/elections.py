@@ -207,8 +207,12 @@ class Elector:
             asked[node] = asyncio.ensure_future(
                 self.clients.node(address).promise(after.identity, after.epoch, timeout=self.rpc_timeout)
             )
-        if asked:
-            await asyncio.wait(asked.values())
+        try:
+            if asked:
+                await asyncio.wait(asked.values())
+        finally:
+            for task in asked.values():
+                task.cancel()  # only those still running: an election cancelled midway
         for node, task in asked.items():
             try:
                 report = task.result()

@@ -4,7 +4,7 @@
 as the dataclasses below, a ``Failure`` answer as :class:`~controlplane.hostnode_client.HostNodeFailure`
 (``kind`` is the host ``ErrorKind``), a transport failure (node down, deadline passed) as
 :class:`NodeUnreachable`. :class:`NodeClients` is the seam the cluster logic uses to reach nodes
-by address; :class:`GrpcNodeClients` keeps one channel per address, with keepalives.
+by address; :class:`GrpcNodeClients` keeps one channel per address.
 """
 
 from __future__ import annotations
@@ -35,14 +35,10 @@ __all__ = [
     "ReplicaState",
 ]
 
-#: gRPC channel options: the services' message limits plus keepalives, so a dead peer is noticed
-#: even on an idle channel.
-CHANNEL_OPTIONS = [
-    *GRPC_OPTIONS,
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
+#: gRPC channel options. Every call has a deadline, which is what notices a dead node; HTTP/2
+#: keepalive pings are left off because a server not configured to accept them
+#: (``grpc.http2.min_recv_ping_interval_without_data_ms``) answers frequent pings with GOAWAY.
+CHANNEL_OPTIONS = list(GRPC_OPTIONS)
 
 
 class NodeUnreachable(Exception):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from clustermeta.records import DatabaseRecord
+from proto import controlplane_pb2 as pb
 from sats.identity import Identity
 from tests.controlplane.cluster_harness import Harness, cluster_harness, eventually, run
 
@@ -50,6 +51,25 @@ def test_the_longest_log_wins_by_last_epoch_then_offset_never_offset_alone(tmp_p
                 replica.last_epoch, replica.next_offset = end
             await h.node("n3").stop()
             await eventually(lambda: _leader_is(h, identity, "n2"), what="n2 elected")
+
+    run(body)
+
+
+def test_equal_logs_go_to_the_node_leading_fewest_databases(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with cluster_harness(tmp_path) as h:
+            identities = [await h.created(f"db{i}") for i in range(4)]
+            assert [await leader_of(h, i) for i in identities] == ["n1", "n2", "n3", "n1"]
+            moved = await h.stub.TransferLeader(pb.TransferLeaderRequest(name_or_identity="db1", to_node="n3"))
+            assert moved.failure.kind == pb.ERROR_KIND_NONE  # n3 leads two now, n2 none
+            for identity in (identities[0], identities[3]):
+                for node in ("n2", "n3"):
+                    replica = h.node(node).replicas[identity]
+                    replica.last_epoch, replica.next_offset = 1, 5
+            await h.node("n1").stop()
+            await eventually(lambda: _leader_in(h, identities[0], ("n2", "n3")))
+            await eventually(lambda: _leader_in(h, identities[3], ("n2", "n3")))
+            assert [await leader_of(h, identities[0]), await leader_of(h, identities[3])] == ["n2", "n2"]
 
     run(body)
 
