@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.metastore import (
     Compare,
     CompareOp,
@@ -84,11 +85,8 @@ class LeaseKeeper:
 
     async def stop(self, *, revoke: bool = True) -> None:
         """Stop the keepalives and (``revoke``) end the lease at once, deleting its keys."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         was_valid = self.valid()
         self.lost.set()
         if revoke and was_valid and self.lease_id:
@@ -110,7 +108,8 @@ class LeaseKeeper:
                     return
                 sent = time.monotonic()
                 try:
-                    ttl = await asyncio.wait_for(self.store.keepalive(self.lease_id), remaining)
+                    async with asyncio.timeout(remaining):
+                        ttl = await self.store.keepalive(self.lease_id)
                 except (LeaseNotFound, MetaStoreClosed):
                     log.warning("lease %#x is gone", self.lease_id)
                     return
@@ -162,9 +161,7 @@ class Election:
                     nxt = asyncio.ensure_future(anext(watch))
                     done, _ = await asyncio.wait({nxt, lost}, return_when=asyncio.FIRST_COMPLETED)
                     if nxt not in done:
-                        nxt.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, MetaStoreError):
-                            await nxt
+                        await cancel_and_wait(nxt)
                         raise LeaseLost(f"lease {self.lease.lease_id:#x} is gone")
                     try:
                         event = nxt.result()

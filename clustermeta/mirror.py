@@ -13,11 +13,11 @@ as changes, so its subscribers see every key's latest state even across gaps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.metastore import (
     CompactedError,
     EventType,
@@ -115,11 +115,8 @@ class PrefixMirror:
 
     async def stop(self) -> None:
         """Stop following."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def wait_for_revision(self, revision: int) -> None:
         """Return once the mirror has seen an event at or past ``revision`` (or re-read after it)."""

@@ -27,12 +27,12 @@ it all; tests and the process (:mod:`orrery.controlplane_server`) use nothing el
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from clustermeta.aio import cancel_and_wait, wait_event
 from clustermeta.metastore import MetaStore
 from clustermeta.mirror import Change
 from clustermeta.records import ControlPlaneInfo, DatabaseRecord, DbState, majority
@@ -150,8 +150,7 @@ class Cluster:
                 changed = self.seat.changed
                 if self.seat.is_active():
                     break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), 0.2)
+                await wait_event(changed, 0.2)
 
     def ops(self) -> ClusterOps:
         """The operations the gRPC service serves."""
@@ -167,11 +166,7 @@ class Cluster:
         tasks = [*self._duties, *self._jobs.values()]
         self._duties.clear()
         self._jobs.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*tasks)
 
     def _node_event(self, event: NodeEvent) -> None:
         if event.kind is not NodeEventKind.GONE:
@@ -208,8 +203,7 @@ class Cluster:
                 return
             except Exception:
                 log.exception("reconcile pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.reconcile_interval)
+            await wait_event(self._wake, self.config.reconcile_interval)
 
     def reconcile_once(self) -> None:
         """Start every election, delete and cleanup that is due (one pass; see the module docstring)."""

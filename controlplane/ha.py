@@ -23,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.coordination import Election, LeaseKeeper, LeaseLost
 from clustermeta.metastore import (
     Compare,
@@ -85,11 +86,8 @@ class ActiveSeat:
 
     async def stop(self) -> None:
         """Step down (giving the seat up at once) and end the lease."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         await self._seat.stop()
 
     # --- the fence ----------------------------------------------------------------------------

@@ -184,7 +184,12 @@ class ClusterControlPlane(Catalog):
         ops: list[Op] = []
         claimed: dict[str, object] = {}
         if claim and domain is not None:
-            name_claim = await self.name_claim(caller, domain, identity)
+            try:
+                name_claim = await self.name_claim(caller, domain, identity)
+            except NamePermissionDenied:
+                if await self.store.get(meta_key("dns", domain)) is not None:  # claimed since we looked
+                    raise Conflict(f"the name `{domain}` is being published by another request; try again") from None
+                raise
             compares, ops = name_claim.compares, name_claim.ops
             claimed = {"claim": {"name": domain, "tld": name_claim.claims_tld}}
         # No await from placing to _placing below: concurrent creates each see the others.

@@ -164,7 +164,10 @@ def run(body: Callable[[], Awaitable[None]], *, timeout: float = 120.0) -> None:
     """Run an async test body with an overall bound (a hang fails instead of blocking CI)."""
 
     async def bounded() -> None:
+        started = time.monotonic()
         async with asyncio.timeout(timeout):
             await body()
+        # A cancellation swallowed somewhere would let a hung body "pass" at the bound.
+        assert time.monotonic() - started < timeout, f"the test hung until its {timeout}s bound"
 
     asyncio.run(bounded())

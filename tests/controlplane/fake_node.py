@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.metastore import MetaStore
 from clustermeta.records import DatabaseRecord, NodeInfo, node_key
 from proto import GRPC_OPTIONS
@@ -163,11 +164,8 @@ class FakeNode(pb_grpc.HostNodeServicer, pb_grpc.ReplicationServicer):
         await self._stop_keepalive()
 
     async def _stop_keepalive(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive
-            self._keepalive = None
+        task, self._keepalive = self._keepalive, None
+        await cancel_and_wait(task)
 
     async def restart(self, *, wipe: bool = False) -> None:
         """Stop, then start as a new incarnation (keeping the durable replicas unless ``wipe``)."""

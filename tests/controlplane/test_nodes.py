@@ -4,9 +4,9 @@ after a compaction — against a real LMDB store whose watches the test can brea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.metastore import CompactedError, MetaStoreUnavailable, Watch, WatchEvent
 from clustermeta.metastore_lmdb import LmdbMetaStore
 from clustermeta.mirror import Change, PrefixMirror
@@ -58,9 +58,7 @@ class _BreakableWatch(Watch):
         broken.cancel()
         if nxt in done:
             return nxt.result()
-        nxt.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-            await nxt
+        await cancel_and_wait(nxt)
         self.inner.cancel()
         raise MetaStoreUnavailable("connection lost (test)")
 
