@@ -12,12 +12,23 @@ from __future__ import annotations
 from clustermeta.metastore import MetaStore
 from clustermeta.metastore_lmdb import LmdbMetaStore
 
-__all__ = ["DEFAULT_PREFIX", "LMDB_SCHEME", "open_metastore"]
+__all__ = ["DEFAULT_PREFIX", "LMDB_SCHEME", "open_metastore", "parse_endpoints"]
 
 #: The default ``--etcd-prefix``: every key of the cluster lives under it.
 DEFAULT_PREFIX = "/orrery"
 #: ``--etcd lmdb:PATH``: the embedded store at PATH instead of etcd.
 LMDB_SCHEME = "lmdb:"
+
+
+def parse_endpoints(text: str) -> list[str]:
+    """``a:2379,b:2379`` → ``["a:2379", "b:2379"]`` (``lmdb:PATH`` stays one entry); raises
+    ValueError when empty."""
+    if text.startswith(LMDB_SCHEME):
+        return [text]
+    endpoints = [e.strip() for e in text.split(",") if e.strip()]
+    if not endpoints:
+        raise ValueError("--etcd needs at least one endpoint (host:port, comma-separated)")
+    return endpoints
 
 
 async def open_metastore(endpoints: str, prefix: str = DEFAULT_PREFIX) -> MetaStore:

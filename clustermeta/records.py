@@ -194,6 +194,9 @@ class DatabaseRecord:
     #: The hash function of ``initial_program_hash``: ``keccak-256`` (as 1.12), or ``sha3-256``
     #: in a record written before Orrery used Keccak and not yet migrated.
     program_hash_kind: str = KECCAK_256
+    #: The incarnation of ``leader``'s process when it was elected: a leader whose node restarted
+    #: (another incarnation) leads nothing until elected again (docs/cluster.md).
+    leader_incarnation: str = ""
     #: Fields this version does not know, kept so a rewrite does not drop them.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -223,6 +226,7 @@ class DatabaseRecord:
                 "epoch": self.epoch,
                 "generation": self.generation,
                 "program_hash": self.program_hash_kind,
+                "leader_incarnation": self.leader_incarnation,
             }
         )
         return json.dumps(doc).encode()
@@ -234,7 +238,7 @@ class DatabaseRecord:
         doc = json.loads(data)
         known = {
             "identity", "owner", "host_type", "initial_program_hash", "state", "num_replicas", "replicas",
-            "learners", "leader", "epoch", "generation", "program_hash",
+            "learners", "leader", "epoch", "generation", "program_hash", "leader_incarnation",
         }  # fmt: skip
         raw = doc.get("replicas", [])
         replicas = [r["node_id"] if isinstance(r, dict) else str(r) for r in raw]
@@ -253,5 +257,6 @@ class DatabaseRecord:
             epoch=epoch,
             generation=int(doc.get("generation", 1)),
             program_hash_kind=str(doc.get("program_hash", LEGACY_SHA3_256)),
+            leader_incarnation=str(doc.get("leader_incarnation") or ""),
             extra={k: v for k, v in doc.items() if k not in known},
         )

@@ -8,7 +8,7 @@ first publish leaves the name behind, as in 1.12).
 
 Key layout in the MetaStore (all values JSON or hex text):
 
-    /db/<identity hex>                      the database record (owner, host type, program hash, placement)
+    /db/<identity hex>                      the database record (owner, host type, placement)
     /owner/<owner hex>/<identity hex>       index of an owner's databases
     /dns/<name>                             name → database identity hex
     /rdns/<identity hex>/<name>             reverse index
@@ -16,6 +16,11 @@ Key layout in the MetaStore (all values JSON or hex text):
 
 Errors are :class:`ControlPlaneError` subclasses carrying the HTTP status and body the 1.12 API
 answers with, so the gateway maps them in one place.
+
+Cluster mode (:mod:`controlplane.publishing`) builds on this class: lookups and names are the same,
+publish and delete write the record first. There every write also carries the compares of a
+:class:`Fence` (the control plane's election: a standby or deposed control plane writes nothing);
+standalone has no fence.
 """
 
 from __future__ import annotations
@@ -49,8 +54,6 @@ LOCAL_ISSUER = "localhost"
 #: A publish with policy ``BreakClients`` and no ``token`` (1.12's wording).
 MISSING_TOKEN = "Migration policy is set to `BreakClients`, but no migration token was provided."
 NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-# ``DatabaseRecord.initial_program_hash`` is Keccak-256, as 1.12 computes it. Records written
-# before hold SHA3-256 and carry no ``program_hash`` field (see :func:`migrate_program_hashes`).
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -115,6 +118,64 @@ class UpdateRejected(ControlPlaneError):
     publisher's consent (migration policy, client-api.md §6.2)."""
 
     status = 400
+
+
+class Conflict(ControlPlaneError):
+    """Another request on the same database or name is in flight; nothing changed, try again."""
+
+    status = 409
+
+
+class Unavailable(ControlPlaneError):
+    """The cluster cannot do it now (no live node, no leader, no majority); the message says why."""
+
+    status = 503
+
+
+class NotActive(ControlPlaneError):
+    """This control plane is a standby (or was deposed): it changes nothing.
+
+    ``active_address`` is the active control plane's ControlPlane service, empty while none is.
+    """
+
+    status = 503
+
+    def __init__(self, message: str, *, active_address: str = "") -> None:
+        super().__init__(message)
+        self.active_address = active_address
+
+
+# --- fencing --------------------------------------------------------------------------------------
+
+
+class Fence(Protocol):
+    """What makes a control plane's writes safe against a newer active control plane."""
+
+    def compares(self) -> list[Compare]:
+        """Compares every write txn adds; they fail once this control plane is no longer active."""
+
+    async def check(self) -> None:
+        """Raise :class:`NotActive` unless this control plane is (still) the active one."""
+
+    def require_active(self) -> None:
+        """Raise :class:`NotActive` unless this control plane believes it is active (no I/O)."""
+
+
+class NoFence:
+    """Standalone: one control plane, nothing to fence."""
+
+    def compares(self) -> list[Compare]:
+        """No compares."""
+        return []
+
+    async def check(self) -> None:
+        """Always active."""
+
+    def require_active(self) -> None:
+        """Always active."""
+
+
+NO_FENCE = NoFence()
 
 
 # --- interfaces -----------------------------------------------------------------------------------
@@ -216,8 +277,10 @@ async def migrate_program_hashes(
             continue
         program = await initial_program(record.identity)
         if program is None:
-            log.warning("database %s: initial program not found; its program hash stays %s",
-                        record.identity.to_hex(), record.program_hash_kind)
+            log.warning(
+                "database %s: initial program not found; its program hash stays %s",
+                record.identity.to_hex(), record.program_hash_kind,
+            )  # fmt: skip
             continue
         record.initial_program_hash, record.program_hash_kind = program_hash(program), KECCAK_256
         done = await store.txn([value_equals(kv.key, kv.value)], [PutOp(kv.key, record.to_json())])
@@ -227,28 +290,46 @@ async def migrate_program_hashes(
     return migrated
 
 
-def _k(*parts: str) -> bytes:
+def meta_key(*parts: str) -> bytes:
+    """``/part/part/…`` (the key layout in the module docstring)."""
     return ("/" + "/".join(parts)).encode()
+
+
+_k = meta_key
+
+
+@dataclass
+class NameClaim:
+    """The txn parts that bind ``name`` to a database: compares that hold while it is free (and its
+    top-level domain free or the caller's), and the writes (dns, rdns, and tld when claimed)."""
+
+    name: str
+    compares: list[Compare]
+    ops: list[Op]
+    #: The caller's claim on the top-level domain is new (undone with the name).
+    claims_tld: bool
 
 
 # --- the control plane ------------------------------------------------------------------------------
 
 
-class ControlPlane:
-    """Databases, names and owners (one host node in standalone mode)."""
+class Catalog:
+    """Lookups, names and owners over the MetaStore: what every control plane shares.
+
+    :class:`ControlPlane` (standalone) and :class:`controlplane.publishing.ClusterControlPlane`
+    add publishing and deletion; writes here carry ``fence``'s compares.
+    """
 
     def __init__(
         self,
         store: MetaStore,
-        host: HostNodeClient,
-        placement: Placement,
         *,
         mint_identity: Callable[[], Identity] = new_identity,
+        fence: Fence = NO_FENCE,
     ) -> None:
         self.store = store
-        self.host = host
-        self.placement = placement
         self.mint_identity = mint_identity
+        self.fence = fence
         self._lookups: dict[str, tuple[int, DatabaseRecord]] = {}
 
     # --- lookups ------------------------------------------------------------------------------
@@ -303,7 +384,7 @@ class ControlPlane:
         resp = await self.store.get_prefix(_k("db") + b"/")
         return [DatabaseRecord.from_json(kv.value) for kv in resp.kvs]
 
-    # --- publish ------------------------------------------------------------------------------
+    # --- publish and delete (by mode) ---------------------------------------------------------
 
     async def publish(
         self,
@@ -314,75 +395,19 @@ class ControlPlane:
         clear: bool = False,
         break_clients: bool = False,
         token: bytes | None = None,
+        num_replicas: int = 0,
     ) -> PublishResult:
-        """Create or update a database (client-api.md §6.2).
+        """Create or update a database (client-api.md §6.2)."""
+        raise NotImplementedError
 
-        ``break_clients`` and ``token`` are the migration policy: an update that disconnects
-        the clients goes through only with both, ``token`` being the one the pre-publish of
-        this update answered. As in 1.12, ``break_clients`` without a token is refused once
-        the caller may publish here (a clear of an existing database has no policy).
-        """
-        domain: str | None = None
-        if clear and not name_or_identity:
-            raise BadRequest("Clear database requires database name or identity")
-        if not name_or_identity:
-            identity = self.mint_identity()
-        else:
-            target = parse_name_or_identity(name_or_identity)
-            if isinstance(target, Identity):
-                identity = target
-            else:
-                domain = target
-                kv = await self.store.get(_k("dns", target))
-                if kv is not None:
-                    identity = Identity.from_hex(kv.value.decode())
-                else:
-                    identity = self.mint_identity()
-                    await self._register_name(caller, target, identity)
-        record = await self.database(identity)
-        if record is not None:
-            if record.owner != caller:
-                raise NotAuthorized(
-                    f"{caller.to_hex()} is not authorized to perform action on database "
-                    f"{identity.to_hex()}: update database"
-                )
-            if not clear:
-                _require_token(break_clients, token)
-            try:
-                await self.host.install(
-                    identity, record.owner, program, clear=clear, token=token if break_clients else None
-                )
-            except Exception as e:
-                raise _install_error(e, updating=True) from None
-            if clear:
-                await self.set_initial_program(record, program)
-            return PublishResult(identity, "updated", domain)
-        _require_token(break_clients, token)
-        try:
-            await self.host.install(identity, caller, program)
-        except Exception as e:
-            raise _install_error(e, updating=False) from None
-        record = DatabaseRecord(
-            identity, caller, "Wasm", program_hash(program), DbState.ACTIVE, 1,
-            [self.placement.node_id], leader=self.placement.node_id, epoch=self.placement.epoch,
-        )
-        await self.store.txn(
-            [key_absent(_k("db", identity.to_hex()))],
-            [
-                PutOp(_k("db", identity.to_hex()), record.to_json()),
-                PutOp(_k("owner", caller.to_hex(), identity.to_hex()), b""),
-            ],
-        )
-        return PublishResult(identity, "created", domain)
+    async def delete(self, caller: Identity, name_or_identity: str) -> None:
+        """Delete a database; its names stay (client-api.md §6.5)."""
+        raise NotImplementedError
 
-    async def set_initial_program(self, record: DatabaseRecord, program: bytes) -> None:
-        """Record that the database starts over from ``program`` (a clear or a reset with a
-        program: 1.12 then sets ``initial_program`` to the new program's hash)."""
-        updated = dataclasses.replace(record, initial_program_hash=program_hash(program), program_hash_kind=KECCAK_256)
-        await self.store.put(_k("db", record.identity.to_hex()), updated.to_json())
+    # --- names and owners ---------------------------------------------------------------------
 
-    async def _register_name(self, caller: Identity, name: str, identity: Identity) -> None:
-        """Create `name → identity`, claiming the TLD for the caller if it is free."""
+    async def name_claim(self, caller: Identity, name: str, identity: Identity) -> NameClaim:
+        """What binding ``name`` to ``identity`` takes; NamePermissionDenied if the TLD is someone else's."""
         tld = await self.store.get(_k("tld", name))
         if tld is not None and tld.value.decode() != caller.to_hex():
             raise NamePermissionDenied(f"permission denied for name `{name}`", body={"PermissionDenied": {"name": name}})
@@ -393,31 +418,29 @@ class ControlPlane:
             ops.append(PutOp(_k("tld", name), caller.to_hex().encode()))
         else:
             compares.append(value_equals(_k("tld", name), tld.value))
-        resp = await self.store.txn(compares, ops)
+        return NameClaim(name, compares, ops, tld is None)
+
+    async def _register_name(self, caller: Identity, name: str, identity: Identity) -> None:
+        """Create `name → identity`, claiming the TLD for the caller if it is free."""
+        claim = await self.name_claim(caller, name, identity)
+        resp = await self.store.txn([*claim.compares, *self.fence.compares()], claim.ops)
         if not resp.succeeded:
+            await self.fence.check()
             raise ControlPlaneError(f"name `{name}` was registered concurrently; try again")
 
-    # --- delete -------------------------------------------------------------------------------
+    async def set_initial_program(self, record: DatabaseRecord, program: bytes) -> None:
+        """Record that the database starts over from ``program`` (a clear or a reset with a
+        program: 1.12 then sets ``initial_program`` to the new program's hash)."""
+        updated = dataclasses.replace(record, initial_program_hash=program_hash(program), program_hash_kind=KECCAK_256)
+        await self.store.txn([*self.fence.compares()], [PutOp(_k("db", record.identity.to_hex()), updated.to_json())])
 
-    async def delete(self, caller: Identity, name_or_identity: str) -> None:
-        """Delete a database; its names stay (client-api.md §6.5). Idempotent for identities."""
-        identity = await self.resolve(name_or_identity)
-        record = await self.database(identity)
-        if record is None:
-            return
+    async def authorize_publisher(self, caller: Identity, record: DatabaseRecord) -> None:
+        """Raise NotAuthorized (with 1.12's "update database" wording) unless the caller owns it."""
         if record.owner != caller:
             raise NotAuthorized(
-                f"{caller.to_hex()} is not authorized to perform action on database {identity.to_hex()}: delete database"
+                f"{caller.to_hex()} is not authorized to perform action on database "
+                f"{record.identity.to_hex()}: update database"
             )
-        try:
-            await self.host.delete(identity)
-        except Exception as e:  # noqa: BLE001 - a missing replica must not block forgetting the record
-            if type(e).__name__ != "DatabaseNotFound":
-                raise
-        await self.store.txn(
-            [],
-            [DeleteOp(_k("db", identity.to_hex())), DeleteOp(_k("owner", record.owner.to_hex(), identity.to_hex()))],
-        )
 
     async def authorize_owner(self, caller: Identity, record: DatabaseRecord, action: str) -> None:
         """Raise NotAuthorized unless the caller owns the database (action as 1.12 words it)."""
@@ -466,17 +489,124 @@ class ControlPlane:
                 PutOp(_k("rdns", identity.to_hex(), n), b""),
                 PutOp(_k("tld", n), record.owner.to_hex().encode()),
             ]
-        resp = await self.store.txn(compares, ops)
+        resp = await self.store.txn([*compares, *self.fence.compares()], ops)
         if not resp.succeeded:
+            await self.fence.check()
             raise BadRequest("a name was taken concurrently; try again")
 
 
-def _require_token(break_clients: bool, token: bytes | None) -> None:
+class ControlPlane(Catalog):
+    """Databases, names and owners with one host node (standalone mode)."""
+
+    def __init__(
+        self,
+        store: MetaStore,
+        host: HostNodeClient,
+        placement: Placement,
+        *,
+        mint_identity: Callable[[], Identity] = new_identity,
+        fence: Fence = NO_FENCE,
+    ) -> None:
+        super().__init__(store, mint_identity=mint_identity, fence=fence)
+        self.host = host
+        self.placement = placement
+
+    async def publish(
+        self,
+        caller: Identity,
+        name_or_identity: str | None,
+        program: bytes,
+        *,
+        clear: bool = False,
+        break_clients: bool = False,
+        token: bytes | None = None,
+        num_replicas: int = 0,
+    ) -> PublishResult:
+        """Create or update a database (client-api.md §6.2); one replica whatever ``num_replicas`` says.
+
+        ``break_clients`` and ``token`` are the migration policy: an update that disconnects
+        the clients goes through only with both, ``token`` being the one the pre-publish of
+        this update answered. As in 1.12, ``break_clients`` without a token is refused once
+        the caller may publish here (a clear of an existing database has no policy).
+        """
+        domain: str | None = None
+        if clear and not name_or_identity:
+            raise BadRequest("Clear database requires database name or identity")
+        if not name_or_identity:
+            identity = self.mint_identity()
+        else:
+            target = parse_name_or_identity(name_or_identity)
+            if isinstance(target, Identity):
+                identity = target
+            else:
+                domain = target
+                kv = await self.store.get(_k("dns", target))
+                if kv is not None:
+                    identity = Identity.from_hex(kv.value.decode())
+                else:
+                    identity = self.mint_identity()
+                    await self._register_name(caller, target, identity)
+        record = await self.database(identity)
+        if record is not None:
+            await self.authorize_publisher(caller, record)
+            if not clear:
+                require_token(break_clients, token)
+            try:
+                await self.host.install(
+                    identity, record.owner, program, clear=clear, token=token if break_clients else None
+                )
+            except Exception as e:
+                raise install_error(e, updating=True) from None
+            if clear:
+                await self.set_initial_program(record, program)
+            return PublishResult(identity, "updated", domain)
+        require_token(break_clients, token)
+        try:
+            await self.host.install(identity, caller, program)
+        except Exception as e:
+            raise install_error(e, updating=False) from None
+        record = DatabaseRecord(
+            identity, caller, "Wasm", program_hash(program), DbState.ACTIVE, 1,
+            [self.placement.node_id], leader=self.placement.node_id, epoch=self.placement.epoch,
+        )
+        await self.store.txn(
+            [key_absent(_k("db", identity.to_hex()))],
+            [
+                PutOp(_k("db", identity.to_hex()), record.to_json()),
+                PutOp(_k("owner", caller.to_hex(), identity.to_hex()), b""),
+            ],
+        )
+        return PublishResult(identity, "created", domain)
+
+    async def delete(self, caller: Identity, name_or_identity: str) -> None:
+        """Delete a database; its names stay (client-api.md §6.5). Idempotent for identities."""
+        identity = await self.resolve(name_or_identity)
+        record = await self.database(identity)
+        if record is None:
+            return
+        if record.owner != caller:
+            raise NotAuthorized(
+                f"{caller.to_hex()} is not authorized to perform action on database {identity.to_hex()}: delete database"
+            )
+        try:
+            await self.host.delete(identity)
+        except Exception as e:  # noqa: BLE001 - a missing replica must not block forgetting the record
+            if type(e).__name__ != "DatabaseNotFound":
+                raise
+        await self.store.txn(
+            [],
+            [DeleteOp(_k("db", identity.to_hex())), DeleteOp(_k("owner", record.owner.to_hex(), identity.to_hex()))],
+        )
+
+
+def require_token(break_clients: bool, token: bytes | None) -> None:
+    """BadRequest for ``BreakClients`` without a migration token (1.12's check)."""
     if break_clients and token is None:
         raise BadRequest(MISSING_TOKEN)
 
 
-def _install_error(e: Exception, *, updating: bool) -> ControlPlaneError:
+def install_error(e: Exception, *, updating: bool) -> ControlPlaneError:
+    """The publish error a host node's refusal to install stands for."""
     # Host nodes (in-process or remote) name their refusals with these class names.
     if type(e).__name__ == "MigrationError":
         return UpdateRejected(f"Database update rejected: {e}")
@@ -488,21 +618,32 @@ def _install_error(e: Exception, *, updating: bool) -> ControlPlaneError:
 
 __all__ = [
     "BadRequest",
+    "Catalog",
+    "Conflict",
     "ControlPlane",
     "ControlPlaneError",
     "DatabaseNotFound",
     "DatabaseRecord",
+    "Fence",
     "HostNodeClient",
     "InvalidName",
     "MISSING_TOKEN",
+    "NO_FENCE",
+    "NameClaim",
     "NameNotFound",
     "NamePermissionDenied",
+    "NoFence",
+    "NotActive",
     "NotAuthorized",
     "Placement",
     "PublishFailed",
     "PublishResult",
+    "Unavailable",
     "UpdateRejected",
+    "install_error",
+    "meta_key",
     "parse_name_or_identity",
     "prefix_end",
+    "require_token",
     "validate_name",
 ]

@@ -6,6 +6,10 @@ body are already the public API's (e.g. ``Error parsing `n`: …`` for a bad nam
 …/names``). Both transports run it: :class:`ControlPlaneServicer` here, and the in-process
 adapter of :mod:`orrery.standalone`. :func:`failure_of` classifies its errors into the
 ``ErrorKind`` both transports hand to :mod:`gateway.failures`.
+
+The cluster RPCs (status, replica changes, transfer, drain, verify) are methods of
+:class:`ControlPlaneOps` too; standalone answers them with a bad request, and
+:class:`controlplane.cluster.ClusterOps` implements them. ``WatchDatabases`` works in both modes.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ from typing import Any
 
 import grpc
 
+from clustermeta.metastore import CompactedError, MetaStoreClosed
 from controlplane.core import (
     BadRequest,
+    Catalog,
+    Conflict,
     ControlPlane,
     ControlPlaneError,
     DatabaseNotFound,
@@ -26,13 +33,18 @@ from controlplane.core import (
     InvalidName,
     NameNotFound,
     NamePermissionDenied,
+    NotActive,
     NotAuthorized,
     PublishFailed,
     PublishResult,
+    Unavailable,
     UpdateRejected,
     parse_name_or_identity,
     validate_name,
 )
+from controlplane.inspection import Verification
+from controlplane.operations import Steps
+from controlplane.watching import DatabaseEvent, database_events
 from proto import GRPC_OPTIONS
 from proto import controlplane_pb2 as pb
 from proto import controlplane_pb2_grpc as pb_grpc
@@ -49,10 +61,18 @@ ResetReplica = Callable[[Identity, Identity, bytes | None], Awaitable[object]]
 # --- the operations (shared by both transports) ---------------------------------------------------
 
 
-class ControlPlaneOps:
-    """The gateway's requests to the control plane; failures are :class:`ControlPlaneError`."""
+#: What the cluster RPCs answer on a standalone server.
+NOT_A_CLUSTER = "cluster operations need a cluster control plane (`orrery controlplane`); this server is standalone"
 
-    def __init__(self, control: ControlPlane, reset_replica: ResetReplica, node_ids: Sequence[int] = (0,)) -> None:
+
+class ControlPlaneOps:
+    """The gateway's requests to the control plane; failures are :class:`ControlPlaneError`.
+
+    Every change first asks the control plane's fence whether it may act (a standby answers
+    :class:`~controlplane.core.NotActive`); standalone always may.
+    """
+
+    def __init__(self, control: Catalog, reset_replica: ResetReplica, node_ids: Sequence[int] = (0,)) -> None:
         self.control = control
         self.reset_replica = reset_replica
         self._node_ids = list(node_ids)
@@ -74,19 +94,25 @@ class ControlPlaneOps:
         clear: bool,
         break_clients: bool = False,
         token: bytes | None = None,
+        num_replicas: int = 0,
     ) -> PublishResult:
         """Create or update (client-api.md §6.2), under the migration policy ``break_clients``/``token``."""
+        self.control.fence.require_active()
         return await self.control.publish(
-            caller, name_or_identity, program, clear=clear, break_clients=break_clients, token=token
-        )
+            caller, name_or_identity, program, clear=clear, break_clients=break_clients, token=token,
+            num_replicas=num_replicas,
+        )  # fmt: skip
 
     async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishResult:
         """Wipe the data and reinstall (the given program, or the current one); owner only."""
+        self.control.fence.require_active()
         record = await self.control.require_database(name_or_identity)
         await self.control.authorize_owner(caller, record, "reset database")
         target = parse_name_or_identity(name_or_identity)
         try:
             await self.reset_replica(record.identity, record.owner, program)
+        except ControlPlaneError:
+            raise
         except Exception as e:
             # Host nodes (in-process or remote) name a missing replica DatabaseNotFound.
             if type(e).__name__ == "DatabaseNotFound":
@@ -98,6 +124,7 @@ class ControlPlaneOps:
 
     async def delete(self, caller: Identity, name_or_identity: str) -> None:
         """Delete a database (owner only; idempotent for identities with no database)."""
+        self.control.fence.require_active()
         await self.control.delete(caller, name_or_identity)
 
     async def names(self, identity: Identity) -> list[str]:
@@ -106,6 +133,7 @@ class ControlPlaneOps:
 
     async def add_name(self, caller: Identity, name_or_identity: str, name: str) -> dict[str, Any]:
         """``POST …/names``: the ``{"Success":…}`` body."""
+        self.control.fence.require_active()
         await self.control.resolve(name_or_identity)
         try:
             validate_name(name)
@@ -118,6 +146,7 @@ class ControlPlaneOps:
 
     async def set_names(self, caller: Identity, name_or_identity: str, names: list[str]) -> None:
         """``PUT …/names``: replace every name (owner only)."""
+        self.control.fence.require_active()
         await self.control.resolve(name_or_identity)
         for name in names:
             try:
@@ -134,6 +163,44 @@ class ControlPlaneOps:
         """The host nodes that can run databases."""
         return list(self._node_ids)
 
+    def placements(self, record: DatabaseRecord) -> list[tuple[str, str]]:
+        """``(node, address)`` of the database's voting replicas, the leader first."""
+        address = self.control.placement.address if isinstance(self.control, ControlPlane) else ""
+        leader = [record.leader] if record.leader in record.replicas else []
+        return [(n, address) for n in [*leader, *(n for n in record.replicas if n not in leader)]]
+
+    def database_events(self, start_revision: int) -> AsyncIterator[DatabaseEvent]:
+        """Database records from ``start_revision`` on (0: the current ones first)."""
+        return database_events(self.control.store, start_revision)
+
+    # --- cluster operations (standalone: refused) ---------------------------------------------
+
+    async def cluster_status(self, name_or_identity: str) -> dict[str, object]:
+        """The ``orrery cluster status --json`` document."""
+        raise BadRequest(NOT_A_CLUSTER)
+
+    async def add_replica(self, name_or_identity: str, to_node: str, timeout_ms: int, steps: Steps) -> None:
+        """Add a replica on ``to_node``."""
+        raise BadRequest(NOT_A_CLUSTER)
+
+    async def move_replica(
+        self, name_or_identity: str, from_node: str, to_node: str, timeout_ms: int, steps: Steps
+    ) -> None:
+        """Move the replica on ``from_node`` to ``to_node``."""
+        raise BadRequest(NOT_A_CLUSTER)
+
+    async def transfer_leader(self, name_or_identity: str, to_node: str, timeout_ms: int, steps: Steps) -> None:
+        """Hand the leadership to ``to_node``."""
+        raise BadRequest(NOT_A_CLUSTER)
+
+    async def drain(self, node_id: str, timeout_ms: int, steps: Steps) -> None:
+        """Move every leadership and replica off ``node_id``."""
+        raise BadRequest(NOT_A_CLUSTER)
+
+    async def verify(self, name_or_identity: str, timeout_ms: int) -> Verification:
+        """Every replica's table digest at one committed offset."""
+        raise BadRequest(NOT_A_CLUSTER)
+
 
 _KINDS: list[tuple[type[ControlPlaneError], pb.ErrorKind]] = [
     (InvalidName, pb.ERROR_KIND_INVALID_NAME),
@@ -144,6 +211,9 @@ _KINDS: list[tuple[type[ControlPlaneError], pb.ErrorKind]] = [
     (BadRequest, pb.ERROR_KIND_BAD_REQUEST),
     (PublishFailed, pb.ERROR_KIND_PUBLISH_FAILED),
     (UpdateRejected, pb.ERROR_KIND_UPDATE_REJECTED),
+    (Conflict, pb.ERROR_KIND_CONFLICT),
+    (NotActive, pb.ERROR_KIND_NOT_ACTIVE),
+    (Unavailable, pb.ERROR_KIND_UNAVAILABLE),
 ]
 
 
@@ -156,7 +226,10 @@ def failure_of(e: ControlPlaneError) -> tuple[pb.ErrorKind, str, Any]:
 def _failure(e: Exception) -> pb.Failure:
     if isinstance(e, ControlPlaneError):
         kind, message, body = failure_of(e)
-        return pb.Failure(kind=kind, message=message, json_body="" if body is None else json.dumps(body))
+        return pb.Failure(
+            kind=kind, message=message, json_body="" if body is None else json.dumps(body),
+            active_address=e.active_address if isinstance(e, NotActive) else "",
+        )  # fmt: skip
     log.exception("internal error in the control plane service")
     return pb.Failure(kind=pb.ERROR_KIND_INTERNAL, message=f"{type(e).__name__}: {e}")
 
@@ -165,17 +238,32 @@ def _identity(data: bytes) -> Identity:
     return Identity.from_bsatn(data)
 
 
-def _database_info(record: DatabaseRecord) -> pb.DatabaseInfo:
+def _database_info(record: DatabaseRecord, placements: list[tuple[str, str]]) -> pb.DatabaseInfo:
     return pb.DatabaseInfo(
         database_identity=record.identity.to_bsatn(),
         owner_identity=record.owner.to_bsatn(),
         host_type=record.host_type,
         initial_program_hash=record.initial_program_hash,
-        replicas=[pb.Placement(node_id=n, epoch=record.epoch) for n in record.replicas],
+        replicas=[pb.Placement(node_id=n, address=a, epoch=record.epoch) for n, a in placements],
         epoch=record.epoch,
         leader=record.leader or "",
         state=record.state.value,
     )
+
+
+def _event(event: DatabaseEvent, ops: ControlPlaneOps) -> pb.DatabaseEvent:
+    if event.end_of_snapshot:
+        return pb.DatabaseEvent(revision=event.revision, snapshot_end=True)
+    if event.record is None:
+        assert event.identity is not None
+        return pb.DatabaseEvent(
+            revision=event.revision, deleted=True,
+            database=pb.DatabaseInfo(database_identity=event.identity.to_bsatn()),
+        )  # fmt: skip
+    return pb.DatabaseEvent(
+        revision=event.revision, snapshot=event.snapshot,
+        database=_database_info(event.record, ops.placements(event.record)),
+    )  # fmt: skip
 
 
 def _published(result: PublishResult) -> pb.PublishResponse:
@@ -211,7 +299,7 @@ class ControlPlaneServicer(pb_grpc.ControlPlaneServicer):
             record = await self.ops.database(request.name_or_identity)
         except Exception as e:  # noqa: BLE001
             return pb.DatabaseResponse(failure=_failure(e))
-        return pb.DatabaseResponse(database=_database_info(record))
+        return pb.DatabaseResponse(database=_database_info(record, self.ops.placements(record)))
 
     async def Publish(self, request: pb.PublishRequest, context: Any) -> pb.PublishResponse:  # noqa: N802
         """Create or update."""
@@ -220,6 +308,7 @@ class ControlPlaneServicer(pb_grpc.ControlPlaneServicer):
                 _identity(request.caller_identity), request.name_or_identity or None, request.program,
                 clear=request.clear, break_clients=request.break_clients,
                 token=request.migration_token if request.HasField("migration_token") else None,
+                num_replicas=request.num_replicas,
             )
         except Exception as e:  # noqa: BLE001
             return pb.PublishResponse(failure=_failure(e))
@@ -280,9 +369,79 @@ class ControlPlaneServicer(pb_grpc.ControlPlaneServicer):
     async def WatchDatabases(  # noqa: N802
         self, request: pb.WatchDatabasesRequest, context: Any
     ) -> AsyncIterator[pb.DatabaseEvent]:
-        """Route-cache updates come with the cluster work."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "database watches are not served yet")
-        yield pb.DatabaseEvent()  # pragma: no cover - makes this an async generator
+        """Record changes from a revision (0: the current records first); see the .proto."""
+        try:
+            async for event in self.ops.database_events(request.start_revision):
+                yield _event(event, self.ops)
+        except CompactedError as e:
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(e))
+        except MetaStoreClosed as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+
+    # --- cluster operations -------------------------------------------------------------------
+
+    async def ClusterStatus(  # noqa: N802
+        self, request: pb.ClusterStatusRequest, context: Any
+    ) -> pb.ClusterStatusResponse:
+        """Nodes, databases, replicas, roles and offsets as JSON."""
+        try:
+            document = await self.ops.cluster_status(request.name_or_identity)
+        except Exception as e:  # noqa: BLE001
+            return pb.ClusterStatusResponse(failure=_failure(e))
+        return pb.ClusterStatusResponse(json=json.dumps(document))
+
+    async def AddReplica(self, request: pb.ReplicaChangeRequest, context: Any) -> pb.OperationResponse:  # noqa: N802
+        """Learner, catch-up, voter."""
+        steps = Steps("add-replica")
+        return await _operation(
+            steps, self.ops.add_replica(request.name_or_identity, request.to_node, request.timeout_ms, steps)
+        )
+
+    async def MoveReplica(self, request: pb.ReplicaChangeRequest, context: Any) -> pb.OperationResponse:  # noqa: N802
+        """Add, switch, remove."""
+        steps = Steps("move-replica")
+        return await _operation(
+            steps,
+            self.ops.move_replica(
+                request.name_or_identity, request.from_node, request.to_node, request.timeout_ms, steps
+            ),
+        )
+
+    async def TransferLeader(  # noqa: N802
+        self, request: pb.TransferLeaderRequest, context: Any
+    ) -> pb.OperationResponse:
+        """Prepare, then elect the target."""
+        steps = Steps("transfer-leader")
+        return await _operation(
+            steps, self.ops.transfer_leader(request.name_or_identity, request.to_node, request.timeout_ms, steps)
+        )
+
+    async def Drain(self, request: pb.DrainRequest, context: Any) -> pb.OperationResponse:  # noqa: N802
+        """Every leadership, then every replica, off a node."""
+        steps = Steps("drain")
+        return await _operation(steps, self.ops.drain(request.node_id, request.timeout_ms, steps))
+
+    async def Verify(self, request: pb.VerifyRequest, context: Any) -> pb.VerifyResponse:  # noqa: N802
+        """Digests of every replica at one committed offset."""
+        try:
+            result = await self.ops.verify(request.name_or_identity, request.timeout_ms)
+        except Exception as e:  # noqa: BLE001
+            return pb.VerifyResponse(failure=_failure(e))
+        return pb.VerifyResponse(
+            offset=result.offset, agree=result.agree,
+            replicas=[
+                pb.ReplicaDigest(node_id=r.node_id, digest=r.digest, rows=r.rows, error=r.error)
+                for r in result.replicas
+            ],
+        )  # fmt: skip
+
+
+async def _operation(steps: Steps, job: Awaitable[None]) -> pb.OperationResponse:
+    try:
+        await job
+    except Exception as e:  # noqa: BLE001 - every failure is an answer, with the steps done so far
+        return pb.OperationResponse(failure=_failure(e), steps=steps.lines)
+    return pb.OperationResponse(steps=steps.lines)
 
 
 async def start_server(ops: ControlPlaneOps, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:

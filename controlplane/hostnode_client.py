@@ -5,10 +5,15 @@ The control plane drives remote host nodes through this (install, delete, reset)
 words its errors exactly as it does over an in-process :class:`hostnode.service.HostNode`; the
 exception classes keep the names :class:`ControlPlane` recognises (``MigrationError``,
 ``MigrationPolicyError``, ``DatabaseNotFound``).
+
+In cluster mode an install also names the epoch the leader writes in, the replicas and learners
+(as :class:`Peer`) and the record's generation (``InstallRequest`` fields 7–10); standalone leaves
+them at 0 / empty.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -24,6 +29,8 @@ __all__ = [
     "Installed",
     "MigrationError",
     "MigrationPolicyError",
+    "Peer",
+    "raise_failure",
 ]
 
 
@@ -61,6 +68,18 @@ def raise_failure(failure: pb.Failure) -> None:
 
 
 @dataclass(frozen=True)
+class Peer:
+    """A replica's node: its id and the address of its HostNode/Replication services."""
+
+    node_id: str
+    address: str
+
+    def to_proto(self) -> pb.Peer:
+        """The ``Peer`` message."""
+        return pb.Peer(node_id=self.node_id, address=self.address)
+
+
+@dataclass(frozen=True)
 class Installed:
     """What an install did."""
 
@@ -76,42 +95,51 @@ class GrpcHostNodeClient:
         self.stub = pb_grpc.HostNodeStub(channel)
 
     async def install(
-        self, identity: Identity, owner: Identity, program: bytes, *, clear: bool = False, token: bytes | None = None
-    ) -> Installed:
-        """Create or update the database; raises :class:`HostNodeFailure` on failure.
-
-        ``token``: the pre-publish token of an update the caller lets disconnect the clients.
-        """
-        return await self._install(identity, owner, program, clear=clear, keep_program=False, token=token)
-
-    async def reset(self, identity: Identity, owner: Identity, program: bytes | None) -> Installed:
-        """Wipe the database and reinstall ``program`` (None: its current program)."""
-        return await self._install(identity, owner, program or b"", clear=True, keep_program=program is None)
-
-    async def _install(
         self,
         identity: Identity,
         owner: Identity,
         program: bytes,
         *,
-        clear: bool,
-        keep_program: bool,
+        clear: bool = False,
         token: bytes | None = None,
+        keep_program: bool = False,
+        epoch: int = 0,
+        replicas: Sequence[Peer] = (),
+        learners: Sequence[Peer] = (),
+        generation: int = 0,
+        timeout: float | None = None,
     ) -> Installed:
+        """Create or update the database; raises :class:`HostNodeFailure` on failure.
+
+        ``token``: the pre-publish token of an update the caller lets disconnect the clients.
+        ``keep_program``: reinstall the current program (``program`` is ignored). Cluster mode:
+        ``epoch`` the leader (this node) writes in, ``replicas`` (the leader first) and
+        ``learners`` of the database, its ``generation``. ``timeout``: the call's deadline.
+        """
         request = pb.InstallRequest(
             database_identity=identity.to_bsatn(),
             owner_identity=owner.to_bsatn(),
             program=program,
             clear=clear,
             keep_program=keep_program,
+            epoch=epoch,
+            replicas=[p.to_proto() for p in replicas],
+            learners=[p.to_proto() for p in learners],
+            generation=generation,
         )
         if token is not None:
             request.migration_token = token
-        response: pb.InstallResponse = await self.stub.Install(request)
+        response: pb.InstallResponse = await self.stub.Install(request, timeout=timeout)
         raise_failure(response.failure)
         return Installed(response.created, response.migration)
 
-    async def delete(self, identity: Identity) -> None:
+    async def reset(self, identity: Identity, owner: Identity, program: bytes | None) -> Installed:
+        """Wipe the database and reinstall ``program`` (None: its current program)."""
+        return await self.install(identity, owner, program or b"", clear=True, keep_program=program is None)
+
+    async def delete(self, identity: Identity, *, timeout: float | None = None) -> None:
         """Stop the database and remove its replica."""
-        response: pb.DeleteResponse = await self.stub.Delete(pb.DeleteRequest(database_identity=identity.to_bsatn()))
+        response: pb.DeleteResponse = await self.stub.Delete(
+            pb.DeleteRequest(database_identity=identity.to_bsatn()), timeout=timeout
+        )
         raise_failure(response.failure)

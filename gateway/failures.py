@@ -64,6 +64,9 @@ class ControlErrorKind(enum.IntEnum):
     UPDATE_REJECTED = 8
     OTHER = 9
     INTERNAL = 10
+    CONFLICT = 11
+    UNAVAILABLE = 12
+    NOT_ACTIVE = 13
 
 
 class ReducerStatus(enum.IntEnum):
@@ -157,6 +160,11 @@ _CONTROL: dict[ControlErrorKind, int] = {
     ControlErrorKind.UPDATE_REJECTED: 400,
     ControlErrorKind.OTHER: 500,
     ControlErrorKind.INTERNAL: 500,
+    # Cluster mode: a racing request (two publishes of one new name, ...), a cluster that cannot
+    # act now, and a standby control plane (a gateway retries at the active one first).
+    ControlErrorKind.CONFLICT: 409,
+    ControlErrorKind.UNAVAILABLE: 503,
+    ControlErrorKind.NOT_ACTIVE: 503,
 }
 
 

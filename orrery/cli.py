@@ -4,6 +4,7 @@ Commands (``client-api.md`` §8 lists what each one sends):
 
     orrery start [--listen-addr 127.0.0.1:3000] [--data-dir DIR]
     orrery gateway --etcd ENDPOINTS --keys-dir DIR [--listen-addr ADDR] [--etcd-prefix /orrery]
+    orrery controlplane --etcd ENDPOINTS [--listen-addr HOST:PORT] [--etcd-prefix /orrery] [--id ID] [--lease-ttl 2]
     orrery publish [-c|--clear-database] [--break-clients] [-y] [-s SERVER] [--bin-path FILE] [NAME]
     orrery call DATABASE FUNCTION [ARGS...]
     orrery sql DATABASE QUERY
@@ -79,6 +80,18 @@ def _anonymous(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _controlplane_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen-addr", default="127.0.0.1:5100", help="host:port of its gRPC service (default 127.0.0.1:5100)")
+    p.add_argument("--etcd", required=True, help="etcd endpoints, comma-separated host:port (or lmdb:PATH)")
+    p.add_argument("--etcd-prefix", default="/orrery", help="key prefix of the cluster (default /orrery)")
+    p.add_argument("--id", default="", help="this control plane's id (default: the host name)")
+    p.add_argument("--lease-ttl", type=float, default=2.0, help="lease TTL in seconds (default 2)")
+    p.add_argument("--advertise-addr", default="", help="host:port other processes reach it at")
+    p.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)"
+    )
+
+
 def _database(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("database", help=f"name or identity of the database {what}")
 
@@ -136,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="server log level (default info)",
     )  # fmt: skip
+    p = command("controlplane", "Run one control plane of a cluster (etcd holds the state)")
+    _controlplane_options(p)
 
     p = command("publish", "Create or update a database from a compiled module")
     p.add_argument(

@@ -231,6 +231,24 @@ def cmd_gateway(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_controlplane(session: Session, args: argparse.Namespace) -> int:
+    """Run one cluster control plane in the foreground until interrupted."""
+    import socket
+
+    try:
+        from orrery import controlplane_server
+        from orrery.process import configure_logging
+    except ImportError as e:
+        raise CliError(f"the control plane is not available in this installation ({e})") from None
+    args.id = args.id or socket.gethostname()
+    try:
+        process = controlplane_server.process_of(args)
+    except ValueError as e:
+        raise CliError(str(e), exit_code=2) from None
+    configure_logging(args.log_level)
+    return controlplane_server.run(process)  # prints its own one-line error
+
+
 # --------------------------------------------------------------------------- publish
 
 
@@ -667,6 +685,7 @@ def cmd_server_set_default(session: Session, args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Session, argparse.Namespace], int]] = {
     "start": cmd_start,
     "gateway": cmd_gateway,
+    "controlplane": cmd_controlplane,
     "publish": cmd_publish,
     "call": cmd_call,
     "sql": cmd_sql,

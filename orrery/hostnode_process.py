@@ -17,13 +17,13 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the server's modules load only when it runs (the CLI stays light)
-    from clustermeta.metastore import KeyValue
+    from clustermeta.metastore import KeyValue, MetaStore
+    from clustermeta.mirror import Change
     from hostnode.cluster import ClusterNode
 
 log = logging.getLogger("orrery.hostnode")
@@ -51,8 +51,7 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
     """Run the host node until ``stop`` is set (default: SIGINT/SIGTERM)."""
     from clustermeta.connect import open_metastore
     from clustermeta.coordination import LeaseKeeper
-    from clustermeta.mirror import Mirror
-    from clustermeta.records import DB_PREFIX, NODES_PREFIX, NodeInfo, node_key
+    from clustermeta.records import NodeInfo, node_key
     from hostnode.cluster import ClusterConfig, ClusterNode
     from hostnode.grpc_service import start_server
     from hostnode.replication import ReplicationConfig
@@ -75,7 +74,7 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
         lease_valid=lambda: keeper is not None and keeper.valid(),
     )
     server = None
-    mirror: Mirror | None = None
+    follower: RecordFollower | None = None
     try:
         await cluster.start()
         server, bound = await start_server(node, config.listen_addr, cluster)
@@ -93,8 +92,8 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
             store, config.lease_ttl, on_new_lease=register, on_lost=lambda _id, _why: cluster.lease_lost()
         )
         await keeper.start()
-        mirror = Mirror(store, [DB_PREFIX, NODES_PREFIX], _follow_records(cluster))
-        await mirror.start()
+        follower = RecordFollower(store, cluster)
+        await follower.start()
         log.info(
             "host node %s listening on %s (incarnation %s, data in %s, started in %.2fs)",
             config.node_id, address, cluster.config.incarnation, config.data_dir, time.monotonic() - started,
@@ -104,8 +103,8 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
         await stop.wait()
         log.info("shutting down")
     finally:
-        if mirror is not None:
-            await mirror.close()
+        if follower is not None:
+            await follower.stop()
         await cluster.stop()
         if server is not None:
             await server.stop(1.0)
@@ -116,21 +115,62 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
         log.info("stopped")
 
 
-def _follow_records(cluster: ClusterNode) -> Callable[[bytes, KeyValue | None], Awaitable[None]]:
-    """The mirror's consumer: node addresses into the peer map, database records into roles."""
-    from clustermeta.records import NODES_PREFIX, DatabaseRecord, NodeInfo, identity_of_db_key
+class RecordFollower:
+    """Follows ``/nodes/`` (into the cluster's peer addresses) and ``/db/`` (into replica roles):
+    first everything there is, then every change, applied one at a time in order."""
 
-    async def on_change(key: bytes, kv: KeyValue | None) -> None:
+    def __init__(self, store: MetaStore, cluster: ClusterNode) -> None:
+        from clustermeta.mirror import PrefixMirror
+        from clustermeta.records import DB_PREFIX, NODES_PREFIX
+
+        self.cluster = cluster
+        self._queue: asyncio.Queue[tuple[bytes, KeyValue | None]] = asyncio.Queue()
+        self._nodes = PrefixMirror(store, NODES_PREFIX, on_change=self._changed)
+        self._dbs = PrefixMirror(store, DB_PREFIX, on_change=self._changed)
+        self._task: asyncio.Task[None] | None = None
+
+    def _changed(self, changes: list[Change]) -> None:
+        for change in changes:
+            self._queue.put_nowait((change.key, change.new))
+
+    async def start(self) -> None:
+        """Read both prefixes, act on what is there, then follow in the background."""
+        await self._nodes.start()
+        await self._dbs.start()
+        # A copy taken before the first await: later changes are queued, in order, after it.
+        current = sorted(self._nodes.items.items()) + sorted(self._dbs.items.items())
+        for key, kv in current:
+            await self._apply(key, kv)
+        self._task = asyncio.create_task(self._run(), name="record-follower")
+
+    async def stop(self) -> None:
+        """Stop following."""
+        await self._nodes.stop()
+        await self._dbs.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            key, kv = await self._queue.get()
+            try:
+                await self._apply(key, kv)
+            except Exception:  # noqa: BLE001 - one bad record must not stop the node following
+                log.exception("acting on %r failed", key)
+
+    async def _apply(self, key: bytes, kv: KeyValue | None) -> None:
+        from clustermeta.records import NODES_PREFIX, DatabaseRecord, NodeInfo, identity_of_db_key
+
         if key.startswith(NODES_PREFIX):
             if kv is not None:
                 info = NodeInfo.from_json(kv.value)
-                cluster.peers[info.id] = info.address
+                self.cluster.peers[info.id] = info.address
             return
         identity = identity_of_db_key(key)
         record = DatabaseRecord.from_json(kv.value) if kv is not None else None
-        await cluster.apply_record(identity, record)
-
-    return on_change
+        await self.cluster.apply_record(identity, record)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,9 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_UPDATE_REJECTED: _ClassVar[ErrorKind]
     ERROR_KIND_OTHER: _ClassVar[ErrorKind]
     ERROR_KIND_INTERNAL: _ClassVar[ErrorKind]
+    ERROR_KIND_CONFLICT: _ClassVar[ErrorKind]
+    ERROR_KIND_UNAVAILABLE: _ClassVar[ErrorKind]
+    ERROR_KIND_NOT_ACTIVE: _ClassVar[ErrorKind]
 
 class PublishOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,18 +39,23 @@ ERROR_KIND_PUBLISH_FAILED: ErrorKind
 ERROR_KIND_UPDATE_REJECTED: ErrorKind
 ERROR_KIND_OTHER: ErrorKind
 ERROR_KIND_INTERNAL: ErrorKind
+ERROR_KIND_CONFLICT: ErrorKind
+ERROR_KIND_UNAVAILABLE: ErrorKind
+ERROR_KIND_NOT_ACTIVE: ErrorKind
 PUBLISH_OP_CREATED: PublishOp
 PUBLISH_OP_UPDATED: PublishOp
 
 class Failure(_message.Message):
-    __slots__ = ("kind", "message", "json_body")
+    __slots__ = ("kind", "message", "json_body", "active_address")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     JSON_BODY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     kind: ErrorKind
     message: str
     json_body: str
-    def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., json_body: _Optional[str] = ...) -> None: ...
+    active_address: str
+    def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., json_body: _Optional[str] = ..., active_address: _Optional[str] = ...) -> None: ...
 
 class ResolveRequest(_message.Message):
     __slots__ = ("name_or_identity",)
@@ -238,14 +246,18 @@ class WatchDatabasesRequest(_message.Message):
     def __init__(self, start_revision: _Optional[int] = ...) -> None: ...
 
 class DatabaseEvent(_message.Message):
-    __slots__ = ("revision", "deleted", "database")
+    __slots__ = ("revision", "deleted", "database", "snapshot", "snapshot_end")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_END_FIELD_NUMBER: _ClassVar[int]
     revision: int
     deleted: bool
     database: DatabaseInfo
-    def __init__(self, revision: _Optional[int] = ..., deleted: _Optional[bool] = ..., database: _Optional[_Union[DatabaseInfo, _Mapping]] = ...) -> None: ...
+    snapshot: bool
+    snapshot_end: bool
+    def __init__(self, revision: _Optional[int] = ..., deleted: _Optional[bool] = ..., database: _Optional[_Union[DatabaseInfo, _Mapping]] = ..., snapshot: _Optional[bool] = ..., snapshot_end: _Optional[bool] = ...) -> None: ...
 
 class ClusterStatusRequest(_message.Message):
     __slots__ = ("name_or_identity",)

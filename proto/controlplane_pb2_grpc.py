@@ -191,6 +191,10 @@ class ControlPlaneServicer:
 
     def WatchDatabases(self, request, context):
         """Database and placement changes from a revision on, so gateways can keep a route cache.
+        start_revision 0: first every current record (all at one revision, `snapshot` set on each and
+        an empty `snapshot_end` event after them), then every change. start_revision > 0: the changes
+        from that revision; a revision no longer retained ends the stream with OUT_OF_RANGE (watch
+        again from 0). The stream never ends otherwise; it survives MetaStore reconnects.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -157,9 +157,13 @@ def test_failures_carry_kind_message_and_body(tmp_path: Path) -> None:
         assert json.loads(denied.failure.json_body) == {"PermissionDenied": {"domain": "chat"}}
 
         watch = stub.WatchDatabases(pb.WatchDatabasesRequest())
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await watch.read()
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        first = await watch.read()
+        assert first.snapshot and first.database.leader == "node-0" and first.database.replicas[0].address
+        while not (await watch.read()).snapshot_end:
+            pass
+        watch.cancel()
+        cluster_only = await stub.AddReplica(pb.ReplicaChangeRequest(name_or_identity="chat", to_node="n2"))
+        assert cluster_only.failure.kind == pb.ERROR_KIND_BAD_REQUEST and "standalone" in cluster_only.failure.message
 
     with_services(tmp_path, body)
 
