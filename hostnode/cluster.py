@@ -200,7 +200,8 @@ class ClusterNode:
         """Act on a database record (None: the record is gone). Idempotent; stale records
         (older epoch and generation than one already seen) are ignored."""
         if peers:
-            self.peers.update(peers)
+            # An empty address (a node the sender knows no address of) never erases one we know.
+            self.peers.update({n: a for n, a in peers.items() if a})
         async with self._lock(identity):
             if record is None:
                 self.records.pop(identity, None)

@@ -445,6 +445,8 @@ class FollowerLink:
                 return
             except grpc.aio.AioRpcError as e:
                 self._failed(f"{e.code().name}: {e.details()}")
+            except (ConnectionError, TimeoutError) as e:  # expected while a follower is away
+                self._failed(f"{type(e).__name__}: {e}")
             except Exception as e:  # noqa: BLE001 - keep trying; the reason goes to status and log
                 log.exception("replication to %s failed", self.peer.node_id)
                 self._failed(f"{type(e).__name__}: {e}")

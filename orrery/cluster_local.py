@@ -236,7 +236,7 @@ class LocalCluster:
         common = ["--etcd", self.etcd_endpoints, "--etcd-prefix", ETCD_PREFIX]
         self.procs["controlplane"] = Proc(
             "controlplane",
-            [*_orrery_argv(), "controlplane", "--listen-addr", self.controlplane_address, *common,
+            [*_orrery_argv(), "controlplane", "--id", "controlplane-1", "--listen-addr", self.controlplane_address, *common,
              "--lease-ttl", f"{self.lease_ttl:g}"],
             logs / "controlplane.log",
             self.controlplane_address,
