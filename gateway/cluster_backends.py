@@ -208,6 +208,10 @@ class _Deadline:
 # --- host nodes -------------------------------------------------------------------------------------
 
 
+#: How long a call to a node that stopped leading may still answer by itself before it is given up.
+MOVED_GRACE_S = 0.5
+
+
 class ClusterHostNode:
     """:class:`gateway.backends.HostNodeBackend` that sends each request to its database's leader."""
 
@@ -269,7 +273,7 @@ class ClusterHostNode:
         while True:
             node, token = await self._leader(database, deadline, missing)
             try:
-                return await op(self._client(node))
+                return await self._unless_moved(database, node, op(self._client(node)), idempotent)
             except HostError as e:
                 if e.kind not in _NOT_LEADER:
                     raise
@@ -282,6 +286,47 @@ class ClusterHostNode:
                     raise
                 error = e
             await deadline.pause(error, functools.partial(self.view.wait_for_change, database, since=token))
+
+    async def _unless_moved(self, database: Identity, node: NodeInfo, call: Awaitable[T], idempotent: bool) -> T:
+        """Await ``call`` at ``node``, but give up on it once the mirror shows that ``node`` no
+        longer leads ``database`` (another leader or epoch, or the node gone): a frozen or
+        partitioned old leader would otherwise hold the request until its deadline. Its write
+        can no longer commit there (the new epoch fenced it), but it might have committed
+        before: the outcome is unknown."""
+        route = self.view.cached_route(database)
+        epoch = route.record.epoch if route.record is not None else None
+
+        def moved() -> bool:
+            now = self.view.cached_route(database)
+            return (
+                now.node is None
+                or now.node.id != node.id
+                or (now.record is not None and epoch is not None and now.record.epoch != epoch)
+            )
+
+        task = asyncio.ensure_future(call)
+        watch = asyncio.ensure_future(self.view.wait_until(moved, self.config.deadlines.call))
+        try:
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+        if task.done():
+            return task.result()
+        if not watch.cancelled() and watch.done() and watch.result():
+            # A node that stepped down answers by itself (NOT_LEADER: retried); give it a moment.
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(task), MOVED_GRACE_S)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise Unreachable(
+                f"the outcome is unknown: host node {node.id} stopped leading database {database.to_hex()} "
+                "during the request; it may or may not have taken effect"
+                if not idempotent
+                else f"host node {node.id} stopped leading database {database.to_hex()} during the request",
+                may_have_run=True,
+            )
+        return await task
 
     async def call(
         self, database: Identity, reducer: str, args_json: str, *, caller: Identity, connection_id: int

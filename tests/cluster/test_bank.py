@@ -96,7 +96,7 @@ async def _bank(fx: ClusterFixture, root: Path) -> None:
                     proc.kill()
                 # Failover time: the fault until a new transfer commits (probes with short timeouts).
                 async def committed(wc: object = c) -> bool:
-                    return await _transfer(fx, wc, token, ledger, probe_rnd, 2.0)
+                    return await _transfer(fx, wc, token, ledger, probe_rnd, 1.0)
 
                 await eventually(committed, 60, f"a committed transfer after fault {i + 1}")
                 failovers.append(time.monotonic() - t0)
