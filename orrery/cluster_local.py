@@ -27,9 +27,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["ClusterError", "LocalCluster", "Proc", "free_port"]
+__all__ = ["ClusterError", "LocalCluster", "NodeNetwork", "Proc", "free_port"]
 
 ETCD_PREFIX = "/orrery"
 
@@ -145,6 +145,21 @@ class Proc:
             return "(no log)"
 
 
+class NodeNetwork(Protocol):
+    """Host nodes in a network of their own (each in a network namespace), for partition tests."""
+
+    #: The address host nodes reach etcd at.
+    etcd_host: str
+
+    def host_of(self, node_id: str) -> str:
+        """The IP address a host node listens on."""
+        ...
+
+    def wrap(self, node_id: str, argv: list[str]) -> list[str]:
+        """The command that runs ``argv`` inside the node's network."""
+        ...
+
+
 class LocalCluster:
     """etcd + control plane + ``nodes`` host nodes + a gateway under ``data_dir``."""
 
@@ -159,8 +174,11 @@ class LocalCluster:
         etcd_bin: str = "etcd",
         extra_env: dict[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
+        network: NodeNetwork | None = None,
     ) -> None:
         self.dir = Path(data_dir).resolve()
+        #: Where host nodes live when not on 127.0.0.1 (network namespaces of a fault test).
+        self.network = network
         self.lease_ttl = lease_ttl
         self.fast_etcd = fast_etcd
         self.etcd_bin = etcd_bin
@@ -206,7 +224,8 @@ class LocalCluster:
 
     def node_address(self, node_id: str) -> str:
         """A host node's gRPC address."""
-        return f"127.0.0.1:{self.ports[node_id]}"
+        host = self.network.host_of(node_id) if self.network is not None else "127.0.0.1"
+        return f"{host}:{self.ports[node_id]}"
 
     def _load_ports(self) -> dict[str, int] | None:
         try:
@@ -221,11 +240,16 @@ class LocalCluster:
         fast = ["--heartbeat-interval", "10", "--election-timeout", "100"] if self.fast_etcd else []
         peer = f"http://127.0.0.1:{self.ports['etcd_peer']}"
         client = f"http://127.0.0.1:{self.ports['etcd']}"
+        listen = client
+        node_etcd = self.etcd_endpoints
+        if self.network is not None:  # nodes reach etcd across their namespaces' bridge
+            listen += f",http://{self.network.etcd_host}:{self.ports['etcd']}"
+            node_etcd = f"{self.network.etcd_host}:{self.ports['etcd']}"
         self.procs["etcd"] = Proc(
             "etcd",
             [
                 self.etcd_bin, "--name", "orrery", "--data-dir", str(self.dir / "etcd"),
-                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-client-urls", listen, "--advertise-client-urls", client,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"orrery={peer}", "--initial-cluster-state", "new",
                 *fast, "--log-level", "error", "--logger", "zap",
@@ -242,10 +266,14 @@ class LocalCluster:
             self.controlplane_address,
         )  # fmt: skip
         for node_id in self.node_ids():
+            argv = [
+                *_orrery_argv(), "hostnode", "--node-id", node_id, "--data-dir", str(self.dir / "nodes" / node_id),
+                "--listen-addr", self.node_address(node_id), "--etcd", node_etcd, "--etcd-prefix", ETCD_PREFIX,
+                "--lease-ttl", f"{self.lease_ttl:g}",
+            ]  # fmt: skip
             self.procs[node_id] = Proc(
                 node_id,
-                [*_orrery_argv(), "hostnode", "--node-id", node_id, "--data-dir", str(self.dir / "nodes" / node_id),
-                 "--listen-addr", self.node_address(node_id), *common, "--lease-ttl", f"{self.lease_ttl:g}"],
+                self.network.wrap(node_id, argv) if self.network is not None else argv,
                 logs / f"{node_id}.log",
                 self.node_address(node_id),
             )  # fmt: skip

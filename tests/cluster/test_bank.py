@@ -27,12 +27,14 @@ import pytest
 from hostnode.commitlog import CommitLog
 from sats.identity import Identity
 from tests.cluster.harness import ClusterFixture, eventually, run_async
+from tests.cluster.netns import NodeNamespaces, netns_available
 
 pytestmark = pytest.mark.slow
 
 ACCOUNTS = 20
 BALANCE = 1_000_000
 FAULTS = 20
+PARTITIONS = 6
 WORKERS = 6
 
 
@@ -65,7 +67,7 @@ async def _transfer(fx: ClusterFixture, c: object, token: str, ledger: Ledger, r
     return False
 
 
-async def _bank(fx: ClusterFixture, root: Path) -> None:
+async def _bank(fx: ClusterFixture, root: Path, faults: list[str], net: NodeNamespaces | None = None) -> None:
     ledger = Ledger()
     async with fx.client() as c:
         token = await fx.new_identity(c)
@@ -84,14 +86,16 @@ async def _bank(fx: ClusterFixture, root: Path) -> None:
         failovers: list[float] = []
         probe_rnd = random.Random(99)
         try:
-            for i in range(FAULTS):
+            for i, fault in enumerate(faults):
                 await asyncio.sleep(0.3)
                 leader = await fx.leader(ident)
                 proc = fx.cluster.procs[leader]
-                frozen = i % 2 == 1
                 t0 = time.monotonic()
-                if frozen:
+                if fault == "stop":
                     proc.signal(signal.SIGSTOP)
+                elif fault == "partition":
+                    assert net is not None
+                    net.partition(leader)
                 else:
                     proc.kill()
                 # Failover time: the fault until a new transfer commits (probes with short timeouts).
@@ -102,8 +106,11 @@ async def _bank(fx: ClusterFixture, root: Path) -> None:
                 failovers.append(time.monotonic() - t0)
                 new_leader = await fx.leader(ident)
                 assert new_leader != leader, f"fault {i + 1}: {leader} still leads"
-                if frozen:
+                if fault == "stop":
                     proc.signal(signal.SIGCONT)
+                elif fault == "partition":
+                    assert net is not None
+                    net.heal(leader)
                 else:
                     fx.cluster.restart(leader)
         finally:
@@ -160,5 +167,16 @@ def _assert_one_writer_per_epoch(root: Path, ident: Identity) -> None:
 
 
 def test_bank_keeps_every_acknowledged_transfer_through_leader_faults(tmp_path: Path) -> None:
+    faults = ["kill" if i % 2 == 0 else "stop" for i in range(FAULTS)]
     with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
-        run_async(_bank(fx, tmp_path), timeout=1200)
+        run_async(_bank(fx, tmp_path, faults), timeout=1200)
+
+
+@pytest.mark.skipif(netns_available() is not None, reason=f"network namespaces: {netns_available()}")
+def test_bank_keeps_every_acknowledged_transfer_through_leader_partitions(tmp_path: Path) -> None:
+    """The leader's network is cut (packets dropped, nothing reset) and later healed: it stops
+    leading when its lease lapses locally, a majority elects another, and on its return it
+    truncates whatever it appended alone and follows."""
+    nodes = [f"node-{i}" for i in range(1, 4)]
+    with NodeNamespaces(nodes) as net, ClusterFixture(tmp_path / "cluster", nodes=3, network=net) as fx:
+        run_async(_bank(fx, tmp_path, ["partition"] * PARTITIONS, net), timeout=1200)
