@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-b", "--bin-path", help="the compiled .wasm module to publish")
     p.add_argument(
+        "--num-replicas", type=int,
+        help="replicas of a new database in a cluster (default: 3 with 3 or more nodes, else 1)",
+    )  # fmt: skip
+    p.add_argument(
         "--break-clients",
         action="store_true",
         help="publish an update that disconnects the connected clients without asking "

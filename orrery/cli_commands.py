@@ -294,6 +294,8 @@ def cmd_publish(session: Session, args: argparse.Namespace) -> int:
     else:
         method, path_part = "POST", "/v1/database"
     query["host_type"] = "Wasm"
+    if args.num_replicas is not None:
+        query["num_replicas"] = str(args.num_replicas)
     session.print("Publishing module...")
     result = HttpClient(host_url, token).request(method, path_part, query=query, body=program).json_or_error()
 

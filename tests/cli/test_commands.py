@@ -119,6 +119,16 @@ def test_publish_unnamed_and_update(server: FakeServer, module: Path) -> None:
     assert r.out.splitlines()[-1] == f"Updated database with identity: {DB}"
 
 
+def test_publish_num_replicas_goes_in_the_query(server: FakeServer, module: Path) -> None:
+    login_to(server)
+    server.routes[("POST", "/v1/database")] = Canned.json(
+        {"Success": {"domain": None, "database_identity": DB, "op": "created"}}
+    )
+    r = run_cli("publish", "-b", str(module), "--num-replicas", "3")
+    assert r.code == 0, r.err
+    assert server.requests[-1].query == {"host_type": "Wasm", "num_replicas": "3"}
+
+
 def test_publish_clear_asks_unless_yes(server: FakeServer, module: Path) -> None:
     login_to(server)
     server.routes[("PUT", "/v1/database/chat")] = Canned.json(
