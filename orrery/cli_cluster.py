@@ -207,7 +207,11 @@ def cmd_status(session: Any, args: argparse.Namespace) -> int:
         session.print(f"database {db['identity']}  names: {names}  epoch: {db.get('epoch')}")
         session.print("  NODE          ROLE       DURABLE      LAG")
         for r in db.get("replicas", []):
-            session.print(f"  {r['node']:<13} {r['role']:<10} {r.get('durable_offset', 0):<12} {r.get('lag', 0)}")
+            durable, lag = r.get("durable_offset"), r.get("lag")
+            session.print(
+                f"  {r['node']:<13} {r.get('role') or '-':<10} {'-' if durable is None else durable:<12} "
+                f"{'-' if lag is None else lag}"
+            )
     return 0
 
 
@@ -232,7 +236,15 @@ def cmd_verify(session: Any, args: argparse.Namespace) -> int:
     if resp.agree:
         session.print("all replicas agree")
         return 0
-    session.note("Error: the replicas do not agree")
+    answered = {r.digest for r in resp.replicas if r.digest}
+    missing = [r.node_id for r in resp.replicas if not r.digest]
+    if len(answered) <= 1 and missing:
+        session.note(
+            f"Error: {', '.join(missing)} could not be checked; "
+            + ("the replicas that answered agree" if answered else "no replica answered")
+        )
+    else:
+        session.note("Error: the replicas do not agree")
     return 1
 
 
