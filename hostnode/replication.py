@@ -31,7 +31,7 @@ import grpc
 
 from hostnode.commitlog import CommitLog, GroupCommitter
 from hostnode.database import Database, ReplicationHooks
-from hostnode.durability import Durability, QuorumDurability
+from hostnode.durability import Durability, NotLeader, QuorumDurability
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
 from sats.identity import Identity
@@ -289,12 +289,17 @@ class LeaderReplication:
             feed.append(epoch, offset, payload)
 
     def write_gate(self) -> str | None:
-        """Why writes are refused now, or None (checked before every client reducer call)."""
+        """Why writes are refused now, or None (checked before every client reducer call).
+
+        While the leadership moves away (a transfer, a host node handing over on SIGTERM) the
+        refusal is :class:`NotLeader`, raised: nothing ran, and the gateway retries the call at
+        the next leader once its mirror shows it, so the move is invisible to HTTP clients.
+        """
         if self._stopped:
             return "this node no longer leads the database"
         if self.transfer is not None:
             if time.monotonic() < self._transfer_until:
-                return self.transfer
+                raise NotLeader(self.transfer)
             self.transfer = None
         if not self.lease_valid():
             return "this node lost its cluster lease and is stepping down"

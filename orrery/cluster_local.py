@@ -32,6 +32,7 @@ from typing import Any, Protocol
 __all__ = ["ClusterError", "LocalCluster", "NodeNetwork", "Proc", "free_port"]
 
 ETCD_PREFIX = "/orrery"
+_SIGTERM = signal.SIGTERM  # (Proc.signal shadows the module inside the class)
 
 
 class ClusterError(Exception):
@@ -116,14 +117,15 @@ class Proc:
                 return False
         return _port_open(self.ready)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; a stopped (SIGSTOP) process is continued first."""
+    def stop(self, timeout: float = 10.0, sig: int = _SIGTERM) -> None:
+        """``sig`` (SIGTERM), then SIGKILL after ``timeout``; a stopped (SIGSTOP) process is
+        continued first."""
         p = self.popen
         if p is None or p.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             p.send_signal(signal.SIGCONT)
-            p.send_signal(signal.SIGTERM)
+            p.send_signal(sig)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -308,9 +310,10 @@ class LocalCluster:
         self.write_json()
 
     def down(self, timeout: float = 10.0) -> None:
-        """Stop everything (the gateway first, etcd last)."""
+        """Stop everything (the gateway first, etcd last). Host nodes get SIGINT, which stops
+        them at once: SIGTERM would first hand their leaderships to nodes about to stop too."""
         for name in ["gateway", *self.node_ids(), "controlplane", "etcd"]:
-            self.procs[name].stop(timeout)
+            self.procs[name].stop(timeout, signal.SIGINT if name.startswith("node-") else signal.SIGTERM)
 
     def __enter__(self) -> LocalCluster:
         self.up()

@@ -5,7 +5,14 @@ etcd under ``/nodes/<id>`` with a lease it keeps alive (a new incarnation id per
 follows the database records in etcd: every record that names this node tells it what to be
 (leader of an epoch, follower, learner) and every record that stops naming it removes its
 replica. When the lease cannot be renewed in time, every leadership ends before the lease could
-expire in etcd (REPLICATION.md rule 6). SIGINT/SIGTERM: leadership ends, replicas close cleanly.
+expire in etcd (REPLICATION.md rule 6).
+
+Stopping: **SIGTERM** (what Kubernetes sends a pod it deletes or rolls) first hands every
+leadership the node holds over to another replica through the active control plane
+(:mod:`hostnode.handoff`), waiting at most ``--handoff-timeout`` seconds, then stops; **SIGINT**
+(Ctrl-C) stops at once. Either way the replicas close cleanly and the node's lease is revoked, so
+the control plane sees it gone at once. Give the process ``--handoff-timeout`` +
+:data:`HANDOFF_MARGIN_S` seconds before killing it (``terminationGracePeriodSeconds``).
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the server's modules load only when it runs (the CLI stays light)
     from clustermeta.metastore import KeyValue, MetaStore
@@ -28,7 +36,14 @@ if TYPE_CHECKING:  # the server's modules load only when it runs (the CLI stays 
 
 log = logging.getLogger("orrery.hostnode")
 
-__all__ = ["HostNodeProcessConfig", "main", "serve"]
+__all__ = ["DEFAULT_HANDOFF_TIMEOUT_S", "HANDOFF_MARGIN_S", "HostNodeProcessConfig", "main", "serve"]
+
+#: Seconds SIGTERM waits, by default, for the node's leaderships to move elsewhere.
+DEFAULT_HANDOFF_TIMEOUT_S = 30.0
+#: Seconds the rest of the shutdown may take after the handoff (closing replicas, the gRPC
+#: server's grace, revoking the lease): a supervisor should wait ``--handoff-timeout`` + this
+#: before SIGKILL (Kubernetes: ``terminationGracePeriodSeconds``; tests/k8s checks the manifests).
+HANDOFF_MARGIN_S = 10.0
 
 
 @dataclass
@@ -45,10 +60,15 @@ class HostNodeProcessConfig:
     #: Seconds; a node whose lease lapses loses every leadership (docs/cluster.md).
     lease_ttl: float = 2.0
     metrics_addr: str = ""
+    #: Seconds SIGTERM waits for every leadership to move to another replica (0: no handoff).
+    handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT_S
 
 
-async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = None) -> None:
-    """Run the host node until ``stop`` is set (default: SIGINT/SIGTERM)."""
+async def serve(
+    config: HostNodeProcessConfig, *, stop: asyncio.Event | None = None, leave: asyncio.Event | None = None
+) -> None:
+    """Run the host node until ``stop`` is set (default: SIGINT) or ``leave`` is (default:
+    SIGTERM); ``leave`` hands the node's leaderships over first (``config.handoff_timeout``)."""
     from clustermeta.connect import open_metastore
     from clustermeta.coordination import LeaseKeeper
     from clustermeta.records import NodeInfo, node_key
@@ -58,12 +78,15 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
     from hostnode.runtime import tune_gc_for_serving
     from hostnode.service import HostNode, HostNodeConfig
 
+    loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+    if leave is None:
+        leave = asyncio.Event()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, leave.set)
     started = time.monotonic()
     store = await open_metastore(config.etcd, config.etcd_prefix)
     node = HostNode(HostNodeConfig(config.data_dir))
@@ -100,7 +123,16 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
         )  # fmt: skip
         tune_gc_for_serving()
         print(f"Orrery host node {config.node_id} is serving on {address}", flush=True)
-        await stop.wait()
+        await _first(stop.wait(), leave.wait())
+        if leave.is_set() and not stop.is_set() and config.handoff_timeout > 0:
+            from hostnode.handoff import LeadershipHandoff
+
+            log.info("leaving: handing every leadership over (at most %gs)", config.handoff_timeout)
+            handoff = LeadershipHandoff(store, cluster, config.handoff_timeout)
+            try:
+                await _first(handoff.run(), stop.wait())  # SIGINT meanwhile: stop at once
+            except Exception:  # noqa: BLE001 - a failed handoff must not keep the node from stopping
+                log.exception("the handoff failed; stopping anyway")
         log.info("shutting down")
     finally:
         if follower is not None:
@@ -113,6 +145,20 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
             await keeper.close()
         await store.close()
         log.info("stopped")
+
+
+async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
+    """Wait until the first of ``aws`` finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
 
 
 class RecordFollower:
@@ -191,6 +237,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--etcd-prefix", default="/orrery", help="key prefix of this cluster in etcd (default %(default)s)")
     parser.add_argument("--lease-ttl", type=float, default=2.0, help="seconds of the node's lease (default %(default)s)")
     parser.add_argument("--metrics-addr", default="", help="host:port to serve Prometheus metrics on")
+    parser.add_argument(
+        "--handoff-timeout", type=float, default=DEFAULT_HANDOFF_TIMEOUT_S,
+        help="seconds SIGTERM waits for this node's leaderships to move to other replicas before it "
+        "stops (0: none; default %(default)s); SIGINT stops at once",
+    )  # fmt: skip
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -204,12 +255,14 @@ def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(str(e))
     if not args.node_id or "/" in args.node_id:
         parser.error("--node-id must be a non-empty name without '/'")
+    if args.handoff_timeout < 0:
+        parser.error("--handoff-timeout must not be negative")
     configure_logging(args.log_level)
     logging.getLogger("hostnode").setLevel(args.log_level.upper())
     config = HostNodeProcessConfig(
         node_id=args.node_id, data_dir=args.data_dir, listen_addr=args.listen_addr, etcd=args.etcd,
         etcd_prefix=args.etcd_prefix, advertise_addr=args.advertise_addr, lease_ttl=args.lease_ttl,
-        metrics_addr=args.metrics_addr,
+        metrics_addr=args.metrics_addr, handoff_timeout=args.handoff_timeout,
     )  # fmt: skip
     try:
         asyncio.run(serve(config))

@@ -1,0 +1,128 @@
+"""SIGTERM on a host node hands its leaderships over before it exits (hostnode/handoff.py): the
+leader of a 3-replica bank database is sent SIGTERM under transfer load, round after round (a
+rolling restart of whichever node leads). Each time:
+
+* the process exits by itself with code 0 (no SIGKILL needed) within the handoff timeout;
+* etcd's history proves the order: the database record names another node as leader at a lower
+  revision than the one at which the terminating node's ``/nodes/<id>`` key is deleted — which
+  it does as the last step of its shutdown (the lease revoked) — so the database had a new leader
+  while the old one was still running, rather than one elected after it died;
+* afterwards every acknowledged transfer is in the ledger and the money adds up, as in the bank
+  test (tests/cluster/test_bank.py, whose load and ledger this test shares).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from clustermeta.metastore import EventType, MetaStore
+from clustermeta.records import DatabaseRecord, db_key, node_key
+from orrery.hostnode_process import DEFAULT_HANDOFF_TIMEOUT_S, HANDOFF_MARGIN_S
+from sats.identity import Identity
+from tests.cluster.harness import ClusterFixture, eventually, run_async
+from tests.cluster.test_bank import ACCOUNTS, BALANCE, Ledger, _transfer
+
+pytestmark = pytest.mark.slow
+
+ROUNDS = 3
+WORKERS = 4
+
+
+async def _leadership_moved_before_exit(store: MetaStore, ident: Identity, node: str, since: int) -> tuple[int, int, str]:
+    """(revision at which the record first named another leader, revision of the deletion of the
+    node's key, that leader), from etcd's history after revision ``since``."""
+    moved: tuple[int, str] | None = None
+    watch = await store.watch_prefix(b"/", start_revision=since + 1)
+    try:
+        async with asyncio.timeout(30):
+            async for event in watch:
+                if event.kv.key == db_key(ident) and event.type is EventType.PUT and moved is None:
+                    leader = DatabaseRecord.from_json(event.kv.value).leader
+                    if leader is not None and leader != node:
+                        moved = (event.revision, leader)
+                if event.kv.key == node_key(node) and event.type is EventType.DELETE:
+                    assert moved is not None, f"{node} left the cluster before another node led the database"
+                    return moved[0], event.revision, moved[1]
+    finally:
+        watch.cancel()
+    raise AssertionError("unreachable")
+
+
+async def _wait_exit(fx: ClusterFixture, node: str, bound: float) -> float:
+    proc = fx.cluster.procs[node]
+    t0 = time.monotonic()
+
+    async def exited() -> bool:
+        return not proc.alive()
+
+    await eventually(exited, bound, f"{node} exiting after SIGTERM")
+    assert proc.popen is not None and proc.popen.returncode == 0, f"{node} exited with {proc.popen and proc.popen.returncode}:\n{proc.log_tail()}"
+    return time.monotonic() - t0
+
+
+async def _handoffs(fx: ClusterFixture) -> None:
+    ledger = Ledger()
+    async with fx.client() as c:
+        token = await fx.new_identity(c)
+        ident = await fx.publish(c, "bank", "bank", token, replicas=3)
+        assert (await fx.call(c, "bank", "seed", [ACCOUNTS, BALANCE], token)).status == 200
+        stop = asyncio.Event()
+
+        async def worker(n: int) -> None:
+            rnd = random.Random(n)
+            async with fx.client() as wc:
+                while not stop.is_set():
+                    if not await _transfer(fx, wc, token, ledger, rnd, 60.0):
+                        await asyncio.sleep(0.05)
+
+        workers = [asyncio.create_task(worker(n)) for n in range(WORKERS)]
+        store = await fx.store()
+        try:
+            for i in range(ROUNDS):
+                acked = len(ledger.acked)
+                await eventually(lambda a=acked: _more(ledger, a), 60, f"transfers committing before round {i + 1}")
+                leader = await fx.leader(ident)
+                since = await store.current_revision()
+                fx.cluster.procs[leader].signal(signal.SIGTERM)
+                took = await _wait_exit(fx, leader, DEFAULT_HANDOFF_TIMEOUT_S + HANDOFF_MARGIN_S)
+                moved_at, left_at, new_leader = await _leadership_moved_before_exit(store, ident, leader, since)
+                assert moved_at < left_at
+                print(f"\nround {i + 1}: {leader} handed over to {new_leader} and exited in {took:.2f}s "
+                      f"(leader at revision {moved_at}, node key deleted at {left_at})")  # fmt: skip
+                record = await fx.record(ident)
+                assert record is not None and record.leader not in (None, leader)
+                fx.cluster.restart(leader)
+        finally:
+            stop.set()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await store.close()
+        ledger_rows = await fx.sql(c, "bank", "SELECT * FROM ledger", token)
+        accounts = await fx.sql(c, "bank", "SELECT * FROM accounts", token)
+    print(f"handoff: {len(ledger.acked)} acknowledged, {len(ledger.failed)} failed, {len(ledger.unknown)} unknown")
+    ids = {int(r[0]) for r in ledger_rows}
+    missing = ledger.acked - ids
+    assert not missing, f"{len(missing)} acknowledged transfers are missing, e.g. {sorted(missing)[:10]}"
+    assert not (ledger.failed & ids), "a transfer answered as failed was applied"
+    assert ids <= ledger.acked | ledger.unknown, "the ledger holds transfers nobody sent"
+    balances = {int(r[0]): int(r[1]) for r in accounts}
+    expected = Counter({a: BALANCE for a in range(ACCOUNTS)})
+    for _id, frm, to, amount in ledger_rows:
+        expected[int(frm)] -= int(amount)
+        expected[int(to)] += int(amount)
+    assert balances == dict(expected), "balances do not match the ledger"
+
+
+async def _more(ledger: Ledger, than: int) -> bool:
+    return len(ledger.acked) > than
+
+
+def test_sigterm_hands_leadership_over_before_the_node_exits(tmp_path: Path) -> None:
+    with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
+        run_async(_handoffs(fx), timeout=900)
