@@ -128,7 +128,7 @@ async def serve(
             from hostnode.handoff import LeadershipHandoff
 
             log.info("leaving: handing every leadership over (at most %gs)", config.handoff_timeout)
-            handoff = LeadershipHandoff(store, cluster, config.handoff_timeout)
+            handoff = LeadershipHandoff(store, cluster, config.handoff_timeout, lambda: keeper.lease_id if keeper else 0)
             try:
                 await _first(handoff.run(), stop.wait())  # SIGINT meanwhile: stop at once
             except Exception:  # noqa: BLE001 - a failed handoff must not keep the node from stopping

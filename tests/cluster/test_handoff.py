@@ -18,6 +18,7 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,7 @@ async def _handoffs(fx: ClusterFixture) -> None:
         store = await fx.store()
         try:
             for i in range(ROUNDS):
-                acked = len(ledger.acked)
-                await eventually(lambda a=acked: _more(ledger, a), 60, f"transfers committing before round {i + 1}")
+                await eventually(_more(ledger), 60, f"transfers committing before round {i + 1}")
                 leader = await fx.leader(ident)
                 since = await store.current_revision()
                 fx.cluster.procs[leader].signal(signal.SIGTERM)
@@ -119,10 +119,45 @@ async def _handoffs(fx: ClusterFixture) -> None:
     assert balances == dict(expected), "balances do not match the ledger"
 
 
-async def _more(ledger: Ledger, than: int) -> bool:
-    return len(ledger.acked) > than
+def _more(ledger: Ledger) -> Callable[[], Awaitable[bool]]:
+    """A check that is true once more transfers are acknowledged than now."""
+    than = len(ledger.acked)
+
+    async def check() -> bool:
+        return len(ledger.acked) > than
+
+    return check
 
 
 def test_sigterm_hands_leadership_over_before_the_node_exits(tmp_path: Path) -> None:
     with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
         run_async(_handoffs(fx), timeout=900)
+
+
+async def _all_at_once(fx: ClusterFixture) -> None:
+    """Every host node gets SIGTERM at the same moment (a StatefulSet or namespace deleted)."""
+    async with fx.client() as c:
+        token = await fx.new_identity(c)
+        await fx.publish(c, "bank", "bank", token, replicas=3)
+        assert (await fx.call(c, "bank", "seed", [ACCOUNTS, BALANCE], token)).status == 200
+        acked = []
+        for tid in range(1, 21):
+            if (await fx.call(c, "bank", "transfer", [tid, 0, 1, 1], token)).status == 200:
+                acked.append(tid)
+        nodes = fx.cluster.node_ids()
+        for n in nodes:
+            fx.cluster.procs[n].signal(signal.SIGTERM)
+        for n in nodes:
+            await _wait_exit(fx, n, DEFAULT_HANDOFF_TIMEOUT_S + HANDOFF_MARGIN_S)
+            log = fx.cluster.procs[n].log.read_text(errors="replace")
+            # Nobody waited for its timeout passing leaderships to nodes that were leaving too.
+            assert "handoff done" in log and "handoff gave up" not in log, fx.cluster.procs[n].log_tail()
+        for n in nodes:
+            fx.cluster.restart(n)
+        rows = await fx.sql(c, "bank", "SELECT * FROM ledger", token)
+    assert set(acked) <= {int(r[0]) for r in rows}
+
+
+def test_sigterm_to_every_node_at_once_stops_them_without_waiting(tmp_path: Path) -> None:
+    with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
+        run_async(_all_at_once(fx), timeout=600)
