@@ -23,7 +23,7 @@ WASM_CFLAGS := --target=wasm32 -nostdlib -mbulk-memory -O2 -Wall -Werror \
 	-Wl,--no-entry -Wl,--strip-all -Wl,--export=__call_reducer__ -Wl,--export=__describe_module__ \
 	-Imodules/include
 
-.PHONY: all install lock lock-upgrade test lint typecheck pytest bench modules proto system-deps clean run
+.PHONY: all install lock lock-upgrade test lint typecheck pytest bench modules proto system-deps clean run k8s-rules
 
 all: install
 
@@ -87,6 +87,11 @@ modules: system-deps
 PROTOS := proto/hostnode.proto proto/controlplane.proto
 proto: install
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+# The Prometheus Operator's copy of the alert rules (deploy/k8s/components/monitoring), generated
+# from deploy/prometheus/alerts.yaml; tests/k8s fails while it is out of date.
+k8s-rules: install
+	$(PY) tools/k8s_prometheusrule.py
 
 lint: install
 	$(VENV)/bin/ruff check .
