@@ -198,7 +198,8 @@ class ClusterNode:
         self, identity: Identity, record: DatabaseRecord | None, peers: dict[str, str] | None = None
     ) -> None:
         """Act on a database record (None: the record is gone). Idempotent; stale records
-        (older epoch and generation than one already seen) are ignored."""
+        (older epoch and generation than one already seen, or the leaderless record of an epoch
+        whose leader is known) are ignored."""
         if peers:
             # An empty address (a node the sender knows no address of) never erases one we know.
             self.peers.update({n: a for n, a in peers.items() if a})
@@ -209,6 +210,17 @@ class ClusterNode:
                 return
             old = self.records.get(identity)
             if old is not None and (record.generation, record.epoch) < (old.generation, old.epoch):
+                return
+            if (
+                old is not None
+                and (record.generation, record.epoch) == (old.generation, old.epoch)
+                and record.leader is None
+                and old.leader is not None
+            ):
+                # Within an epoch a record only goes from leaderless (an election's first write)
+                # to naming the leader: this one is older than what we know (the watch can deliver
+                # it after the control plane's Assign of the elected record). Acting on it would
+                # make the new leader step down from an epoch it can never lead again.
                 return
             self.records[identity] = record
             if self.node_id not in record.nodes():

@@ -170,3 +170,23 @@ def test_a_new_replica_starts_from_a_snapshot_when_the_log_was_collected(tmp_pat
         assert len(set(digests.values())) == 1, digests
 
     run(body, tmp_path, 4, segment_bytes=4096)
+
+
+def test_the_leaderless_record_of_an_epoch_arriving_after_its_leader_is_ignored(tmp_path: Path) -> None:
+    """An election writes (epoch e, no leader), then (epoch e, leader X) and nudges X with the
+    latter; X's watch may deliver the former afterwards. X must keep leading, not step down from
+    an epoch its log has reached (it could never lead it again, and nobody would notice)."""
+
+    async def body(c: Cluster) -> None:
+        await c.create()
+        await c.seed("n1", 10, 100)
+        record = await c.elect(prefer="n2")
+        leader = record.leader
+        assert leader is not None
+        leaderless = dataclasses.replace(record, leader=None)
+        await c.node(leader).apply_record(DB, leaderless, c.peers())
+        assert (await c.transfer(leader, 1, 2)).status is Status.COMMITTED
+        s = await status(c, leader)
+        assert s.role == "leader" and s.epoch == record.epoch
+
+    run(body, tmp_path)
