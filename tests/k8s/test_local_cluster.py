@@ -22,6 +22,7 @@ The gateway's signing keys are made the way deploy/k8s/README.md tells a person 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.harness import MODULES, run_async
+from tests.cluster.harness import MODULES, eventually, run_async
 from tests.cluster.test_bank import ACCOUNTS, BALANCE, Ledger
 from tests.k8s.localpods import LocalPods
 from tests.k8s.manifests import TARGETS, render
@@ -82,6 +83,7 @@ def test_the_manifests_run_as_a_working_cluster(target: str, scratch: Path) -> N
             assert ok, f"{pod.name}/{c.name} liveness: {detail}"
         gateways = [f"http://{a}" for a in pods.service_address("orrery-gateway", "http")]
         assert len(gateways) == len(pods.of("gateway"))
+        run_async(_cluster_formed(pods), timeout=300)
         token = run_async(_publish(gateways), timeout=300)
         if target == ROLLED:
             run_async(_roll(pods, gateways, token), timeout=900)
@@ -94,6 +96,29 @@ def test_the_manifests_run_as_a_working_cluster(target: str, scratch: Path) -> N
             assert c.popen is not None and not c.killed, f"{pod.name}/{c.name} outlived its grace period:\n{c.log_tail()}"
             if c.argv[1:3] == ["-m", "orrery"]:
                 assert c.popen.returncode == 0, f"{pod.name}/{c.name} exited {c.popen.returncode}:\n{c.log_tail()}"
+
+
+async def _cluster_formed(pods: LocalPods) -> None:
+    """Wait until every control plane sees every host node alive (``orrery cluster status``, as a
+    person would check before publishing). TODO(metrics merge): with the real /readyz a host node
+    is Ready only once registered, and this returns at once."""
+    import grpc
+
+    from proto import GRPC_OPTIONS
+    from proto import controlplane_pb2 as cpb
+    from proto import controlplane_pb2_grpc as cpb_grpc
+
+    want = {p.name for p in pods.of("hostnode")}
+    for cp in pods.of("controlplane"):
+        async with grpc.aio.insecure_channel(cp.address(cp.port("grpc")), options=GRPC_OPTIONS) as channel:
+            stub = cpb_grpc.ControlPlaneStub(channel)
+
+            async def all_alive(stub: cpb_grpc.ControlPlaneStub = stub) -> bool:
+                reply = await stub.ClusterStatus(cpb.ClusterStatusRequest(), timeout=10)
+                alive = {n["id"] for n in json.loads(reply.json)["nodes"] if n["alive"]}
+                return want <= alive
+
+            await eventually(all_alive, READY_TIMEOUT, f"{cp.name} seeing every host node")
 
 
 async def _publish(gateways: list[str]) -> str:
