@@ -306,7 +306,7 @@ class Operations:
                 steps.add(f"{target} leads {identity.to_hex()}")
                 return
             raise Conflict(f"database {identity.to_hex()} changed during the transfer; try again")
-        self._report_election(outcome, steps, f"{target} leads")
+        self._report_election(outcome, steps, f"leadership handed from {record.leader or '(none)'}")
         if outcome.leader != target:
             raise Unavailable(
                 f"{outcome.leader} was elected instead of {target} (its log was further ahead); try again"

@@ -10,7 +10,6 @@ acknowledged transfer is there and every replica agrees.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.bank_load import BankLoad, Ledger, check_bank, cli, cluster_status, verify
+from tests.cluster.bank_load import BankLoad, Ledger, check_bank, cli, verify
 from tests.cluster.harness import MODULES, eventually, run_async
 from tests.servers import Client
 

@@ -69,7 +69,7 @@ async def _one_to_three(fx: ClusterFixture) -> None:
     async with fx.client() as c:
         token, ident = await _bank_db(fx, c, "grow", replicas=1)
         first = await fx.record(ident)
-        assert first is not None and first.replicas == [first.leader]
+        assert first is not None and first.leader is not None and first.replicas == [first.leader]
         origin = first.leader
         added = [n for n in fx.cluster.node_ids() if n != origin]
         epoch = first.epoch
@@ -225,14 +225,15 @@ async def _drain(fx: ClusterFixture) -> None:
         finally:
             for load in loads:
                 await load.__aexit__(None, None, None)
-        for record in await fx.records():
-            assert victim not in record.nodes(), record
+        for each in await fx.records():
+            assert victim not in each.nodes(), each
         doc = await cluster_status(fx.cluster.dir)
         for name, (token, ident) in dbs.items():
             assert victim not in _roles(doc, ident), doc
             record = await fx.record(ident)
             assert record is not None and len(record.replicas) == 3 and record.leader is not None
-            await _settled_roles(fx, ident, {n: "leader" if n == record.leader else "follower" for n in record.replicas})
+            leader = record.leader
+            await _settled_roles(fx, ident, {n: "leader" if n == leader else "follower" for n in record.replicas})
             await verify(fx.cluster.dir, name)
             await check_bank(c, name, token, ledgers[name], accounts=ACCOUNTS, balance=BALANCE)
 
