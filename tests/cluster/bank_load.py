@@ -26,10 +26,12 @@ from typing import Any
 
 import aiohttp
 
+from hostnode.commitlog import CommitLog
+from sats.identity import Identity
 from tests.cluster.harness import eventually
 from tests.servers import Client
 
-__all__ = ["BankLoad", "CliResult", "Ledger", "check_bank", "cli", "cluster_status", "transfer", "verify"]
+__all__ = ["BankLoad", "CliResult", "Ledger", "assert_one_writer_per_epoch", "check_bank", "cli", "cluster_status", "transfer", "verify"]
 
 
 class Ledger:
@@ -188,6 +190,26 @@ async def cli(data_dir: Path, *args: str, timeout: float = 300.0) -> CliResult:
         raise
     assert proc.returncode is not None
     return CliResult(argv, proc.returncode, out.decode(), err.decode())
+
+
+def assert_one_writer_per_epoch(root: Path, ident: Identity, replicas: int = 3) -> None:
+    """Replicas that hold a record of the same epoch at the same offset hold the same record:
+    two leaders never wrote in one epoch (their records would differ). Reads the commit logs
+    under the local cluster's directory ``root``: run it once the cluster is down."""
+    logs: dict[str, dict[int, tuple[int, bytes]]] = {}
+    for clog_dir in sorted(root.glob(f"nodes/*/databases/{ident.to_hex()}/clog")):
+        node = clog_dir.parts[-4]
+        with CommitLog.open(clog_dir) as log:
+            logs[node] = {r.offset: (r.epoch, r.payload) for r in log.read_from(log.first_offset)}
+    assert len(logs) >= replicas, f"replicas found: {sorted(logs)}"
+    nodes = sorted(logs)
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1 :]:
+            for offset in logs[a].keys() & logs[b].keys():
+                ea, pa = logs[a][offset]
+                eb, pb = logs[b][offset]
+                if ea == eb:
+                    assert pa == pb, f"epoch {ea} has two different records at offset {offset} ({a} vs {b})"
 
 
 async def cluster_status(data_dir: Path) -> dict[str, Any]:

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from sats.identity import Identity
-from tests.cluster.bank_load import BankLoad, Ledger, check_bank, cli, cluster_status, verify
+from tests.cluster.bank_load import (
+    BankLoad,
+    Ledger,
+    assert_one_writer_per_epoch,
+    check_bank,
+    cli,
+    cluster_status,
+    verify,
+)
 from tests.cluster.harness import ClusterFixture, eventually, run_async
 from tests.servers import Client
 
@@ -64,7 +72,7 @@ async def _settled_roles(fx: ClusterFixture, ident: Identity, expected: dict[str
 # --- 1. going from 1 to 3 replicas keeps data ---------------------------------------------------
 
 
-async def _one_to_three(fx: ClusterFixture) -> None:
+async def _one_to_three(fx: ClusterFixture) -> Identity:
     ledger = Ledger()
     async with fx.client() as c:
         token, ident = await _bank_db(fx, c, "grow", replicas=1)
@@ -96,11 +104,14 @@ async def _one_to_three(fx: ClusterFixture) -> None:
         await _settled_roles(fx, ident, {leader: "leader", **{n: "follower" for n in fx.cluster.node_ids() if n != leader}})
         await verify(fx.cluster.dir, "grow")
     print(f"\n1→3 replicas: {committed} transfers committed, {len(ledger.acked)} acknowledged; refusals {dict(ledger.refusals)}")
+    return ident
 
 
 def test_going_from_one_to_three_replicas_keeps_every_acknowledged_transfer(tmp_path: Path) -> None:
     with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
-        run_async(_one_to_three(fx))
+        ident = run_async(_one_to_three(fx))
+        fx.cluster.down()
+        assert_one_writer_per_epoch(fx.cluster.dir, ident)
 
 
 # --- 2. move-replica of a follower and of the leader ---------------------------------------------
@@ -110,7 +121,7 @@ def _replica_dir(fx: ClusterFixture, node: str, ident: Identity) -> Path:
     return fx.cluster.dir / "nodes" / node / "databases" / ident.to_hex()
 
 
-async def _move(fx: ClusterFixture) -> None:
+async def _move(fx: ClusterFixture) -> Identity:
     ledger = Ledger()
     async with fx.client() as c:
         token, ident = await _bank_db(fx, c, "mover", replicas=3)
@@ -145,17 +156,20 @@ async def _move(fx: ClusterFixture) -> None:
         await verify(fx.cluster.dir, "mover")
         committed = await check_bank(c, "mover", token, ledger, accounts=ACCOUNTS, balance=BALANCE)
     print(f"\nmove-replica: {committed} transfers committed, {len(ledger.acked)} acknowledged; refusals {dict(ledger.refusals)}")
+    return ident
 
 
 def test_move_replica_of_a_follower_and_of_the_leader_under_load(tmp_path: Path) -> None:
     with ClusterFixture(tmp_path / "cluster", nodes=4) as fx:
-        run_async(_move(fx))
+        ident = run_async(_move(fx))
+        fx.cluster.down()
+        assert_one_writer_per_epoch(fx.cluster.dir, ident)
 
 
 # --- 3. transfer-leader -----------------------------------------------------------------------------
 
 
-async def _transfer_leader(fx: ClusterFixture) -> None:
+async def _transfer_leader(fx: ClusterFixture) -> Identity:
     ledger = Ledger()
     async with fx.client() as c:
         token, ident = await _bank_db(fx, c, "handover", replicas=3)
@@ -186,17 +200,20 @@ async def _transfer_leader(fx: ClusterFixture) -> None:
     # Refusals are 503s that say why (or a transfer in flight when its leader stepped down).
     assert all(r.startswith("503") for r in ledger.refusals), ledger.refusals
     print(f"\ntransfer-leader: {committed} transfers committed, {len(ledger.acked)} acknowledged; refusals {dict(ledger.refusals)}")
+    return ident
 
 
 def test_transfer_leader_to_a_chosen_follower_under_load(tmp_path: Path) -> None:
     with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
-        run_async(_transfer_leader(fx))
+        ident = run_async(_transfer_leader(fx))
+        fx.cluster.down()
+        assert_one_writer_per_epoch(fx.cluster.dir, ident)
 
 
 # --- 4. drain ------------------------------------------------------------------------------------
 
 
-async def _drain(fx: ClusterFixture) -> None:
+async def _drain(fx: ClusterFixture) -> list[Identity]:
     names = ["alpha", "beta", "gamma"]
     ledgers = {n: Ledger() for n in names}
     async with fx.client() as c:
@@ -242,17 +259,21 @@ async def _drain(fx: ClusterFixture) -> None:
 
             await eventually(dropped, 30, f"{victim}'s replica of {name} to be removed")
     print(f"\ndrain {victim} (held {held[victim]}): " + ", ".join(f"{n} {len(ledgers[n].acked)} acked" for n in names))
+    return [ident for _token, ident in dbs.values()]
 
 
 def test_drain_moves_every_leadership_and_replica_off_a_node(tmp_path: Path) -> None:
     with ClusterFixture(tmp_path / "cluster", nodes=5) as fx:
-        run_async(_drain(fx))
+        idents = run_async(_drain(fx))
+        fx.cluster.down()
+        for ident in idents:
+            assert_one_writer_per_epoch(fx.cluster.dir, ident)
 
 
 # --- 6. a new replica killed during its catch-up ---------------------------------------------------
 
 
-async def _learner_killed(fx: ClusterFixture) -> None:
+async def _learner_killed(fx: ClusterFixture) -> Identity:
     import grpc
 
     from proto import controlplane_pb2 as cpb
@@ -307,6 +328,7 @@ async def _learner_killed(fx: ClusterFixture) -> None:
         await verify(fx.cluster.dir, "learn")
         committed = await check_bank(c, "learn", token, ledger, accounts=ACCOUNTS, balance=BALANCE)
     print(f"\nlearner killed: {committed} transfers committed, {len(ledger.acked)} acknowledged; refusals {dict(ledger.refusals)}")
+    return ident
 
 
 async def _node_live(fx: ClusterFixture, node: str) -> None:
@@ -319,4 +341,6 @@ async def _node_live(fx: ClusterFixture, node: str) -> None:
 
 def test_a_new_replica_killed_during_catch_up_recovers(tmp_path: Path) -> None:
     with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
-        run_async(_learner_killed(fx))
+        ident = run_async(_learner_killed(fx))
+        fx.cluster.down()
+        assert_one_writer_per_epoch(fx.cluster.dir, ident)
