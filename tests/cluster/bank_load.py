@@ -90,8 +90,8 @@ class BankLoad:
         *,
         accounts: int,
         workers: int = 3,
-        max_transfers: int = 2000,
-        max_seconds: float = 120.0,
+        max_transfers: int = 50_000,
+        max_seconds: float = 300.0,
         call_timeout: float = 60.0,
     ) -> None:
         self.url = url

@@ -31,6 +31,9 @@ pytestmark = pytest.mark.slow
 
 ACCOUNTS = 10
 BALANCE = 1_000
+#: The default node lease: no test here measures failover, and a busy machine must not make a
+#: node lose its lease (and its leaderships) in the middle of an operation.
+LEASE_TTL = 2.0
 
 
 async def _bank_db(fx: ClusterFixture, c: Client, name: str, replicas: int) -> tuple[str, Identity]:
@@ -108,7 +111,7 @@ async def _one_to_three(fx: ClusterFixture) -> Identity:
 
 
 def test_going_from_one_to_three_replicas_keeps_every_acknowledged_transfer(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
+    with ClusterFixture(tmp_path / "cluster", nodes=3, lease_ttl=LEASE_TTL) as fx:
         ident = run_async(_one_to_three(fx))
         fx.cluster.down()
         assert_one_writer_per_epoch(fx.cluster.dir, ident)
@@ -160,7 +163,7 @@ async def _move(fx: ClusterFixture) -> Identity:
 
 
 def test_move_replica_of_a_follower_and_of_the_leader_under_load(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=4) as fx:
+    with ClusterFixture(tmp_path / "cluster", nodes=4, lease_ttl=LEASE_TTL) as fx:
         ident = run_async(_move(fx))
         fx.cluster.down()
         assert_one_writer_per_epoch(fx.cluster.dir, ident)
@@ -204,7 +207,7 @@ async def _transfer_leader(fx: ClusterFixture) -> Identity:
 
 
 def test_transfer_leader_to_a_chosen_follower_under_load(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
+    with ClusterFixture(tmp_path / "cluster", nodes=3, lease_ttl=LEASE_TTL) as fx:
         ident = run_async(_transfer_leader(fx))
         fx.cluster.down()
         assert_one_writer_per_epoch(fx.cluster.dir, ident)
@@ -263,7 +266,7 @@ async def _drain(fx: ClusterFixture) -> list[Identity]:
 
 
 def test_drain_moves_every_leadership_and_replica_off_a_node(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=5) as fx:
+    with ClusterFixture(tmp_path / "cluster", nodes=5, lease_ttl=LEASE_TTL) as fx:
         idents = run_async(_drain(fx))
         fx.cluster.down()
         for ident in idents:
@@ -340,7 +343,7 @@ async def _node_live(fx: ClusterFixture, node: str) -> None:
 
 
 def test_a_new_replica_killed_during_catch_up_recovers(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=3) as fx:
+    with ClusterFixture(tmp_path / "cluster", nodes=3, lease_ttl=LEASE_TTL) as fx:
         ident = run_async(_learner_killed(fx))
         fx.cluster.down()
         assert_one_writer_per_epoch(fx.cluster.dir, ident)
