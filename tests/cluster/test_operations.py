@@ -96,11 +96,12 @@ async def _one_to_three(fx: ClusterFixture) -> Identity:
                 await load.acked_more(len(ledger.acked), what=f"transfers after adding {node}")
         await _settled_roles(fx, ident, {origin: "leader", **{n: "follower" for n in added}})
         await verify(fx.cluster.dir, "grow")
-        # The original (and until now only) leader dies: the two new replicas hold everything.
-        fx.cluster.procs[origin].kill()
-        leader = await fx.leader(ident)
-        assert leader in added
+        # The original (and until now only) leader dies under load: the new replicas hold everything.
         async with BankLoad(fx.url, "grow", token, ledger, accounts=ACCOUNTS) as load:
+            await load.acked_more(len(ledger.acked) + 10)
+            fx.cluster.procs[origin].kill()
+            leader = await fx.leader(ident)
+            assert leader in added
             await load.acked_more(len(ledger.acked) + 10, what="transfers after the original leader died")
         committed = await check_bank(c, "grow", token, ledger, accounts=ACCOUNTS, balance=BALANCE)
         await asyncio.to_thread(fx.cluster.restart, origin)
