@@ -8,7 +8,9 @@ alike and ``orrery cluster status --json`` shows the replicas where the operatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +74,22 @@ async def _settled_roles(fx: ClusterFixture, ident: Identity, expected: dict[str
     return last[0]
 
 
+def _on_cluster(
+    tmp_path: Path, nodes: int, body: Callable[[ClusterFixture], Awaitable[list[Identity]]]
+) -> None:
+    """Run ``body`` on a new cluster of ``nodes`` host nodes; then, with the cluster down, check
+    that no epoch of the databases it returns was written by two leaders."""
+    with ClusterFixture(tmp_path / "cluster", nodes=nodes, lease_ttl=LEASE_TTL) as fx:
+        identities = run_async(body(fx))
+        fx.cluster.down()
+        for ident in identities:
+            assert_one_writer_per_epoch(fx.cluster.dir, ident)
+
+
 # --- 1. going from 1 to 3 replicas keeps data ---------------------------------------------------
 
 
-async def _one_to_three(fx: ClusterFixture) -> Identity:
+async def _one_to_three(fx: ClusterFixture) -> list[Identity]:
     ledger = Ledger()
     async with fx.client() as c:
         token, ident = await _bank_db(fx, c, "grow", replicas=1)
@@ -108,14 +122,11 @@ async def _one_to_three(fx: ClusterFixture) -> Identity:
         await _settled_roles(fx, ident, {leader: "leader", **{n: "follower" for n in fx.cluster.node_ids() if n != leader}})
         await verify(fx.cluster.dir, "grow")
     print(f"\n1→3 replicas: {committed} transfers committed, {len(ledger.acked)} acknowledged; refusals {dict(ledger.refusals)}")
-    return ident
+    return [ident]
 
 
 def test_going_from_one_to_three_replicas_keeps_every_acknowledged_transfer(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=3, lease_ttl=LEASE_TTL) as fx:
-        ident = run_async(_one_to_three(fx))
-        fx.cluster.down()
-        assert_one_writer_per_epoch(fx.cluster.dir, ident)
+    _on_cluster(tmp_path, 3, _one_to_three)
 
 
 # --- 2. move-replica of a follower and of the leader ---------------------------------------------
@@ -125,7 +136,7 @@ def _replica_dir(fx: ClusterFixture, node: str, ident: Identity) -> Path:
     return fx.cluster.dir / "nodes" / node / "databases" / ident.to_hex()
 
 
-async def _move(fx: ClusterFixture) -> Identity:
+async def _move(fx: ClusterFixture) -> list[Identity]:
     ledger = Ledger()
     async with fx.client() as c:
         token, ident = await _bank_db(fx, c, "mover", replicas=3)
@@ -160,20 +171,17 @@ async def _move(fx: ClusterFixture) -> Identity:
         await verify(fx.cluster.dir, "mover")
         committed = await check_bank(c, "mover", token, ledger, accounts=ACCOUNTS, balance=BALANCE)
     print(f"\nmove-replica: {committed} transfers committed, {len(ledger.acked)} acknowledged; refusals {dict(ledger.refusals)}")
-    return ident
+    return [ident]
 
 
 def test_move_replica_of_a_follower_and_of_the_leader_under_load(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=4, lease_ttl=LEASE_TTL) as fx:
-        ident = run_async(_move(fx))
-        fx.cluster.down()
-        assert_one_writer_per_epoch(fx.cluster.dir, ident)
+    _on_cluster(tmp_path, 4, _move)
 
 
 # --- 3. transfer-leader -----------------------------------------------------------------------------
 
 
-async def _transfer_leader(fx: ClusterFixture) -> Identity:
+async def _transfer_leader(fx: ClusterFixture) -> list[Identity]:
     ledger = Ledger()
     async with fx.client() as c:
         token, ident = await _bank_db(fx, c, "handover", replicas=3)
@@ -204,14 +212,11 @@ async def _transfer_leader(fx: ClusterFixture) -> Identity:
     # Refusals are 503s that say why (or a transfer in flight when its leader stepped down).
     assert all(r.startswith("503") for r in ledger.refusals), ledger.refusals
     print(f"\ntransfer-leader: {committed} transfers committed, {len(ledger.acked)} acknowledged; refusals {dict(ledger.refusals)}")
-    return ident
+    return [ident]
 
 
 def test_transfer_leader_to_a_chosen_follower_under_load(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=3, lease_ttl=LEASE_TTL) as fx:
-        ident = run_async(_transfer_leader(fx))
-        fx.cluster.down()
-        assert_one_writer_per_epoch(fx.cluster.dir, ident)
+    _on_cluster(tmp_path, 3, _transfer_leader)
 
 
 # --- 4. drain ------------------------------------------------------------------------------------
@@ -231,21 +236,20 @@ async def _drain(fx: ClusterFixture) -> list[Identity]:
                 count, leads = held.get(node, (0, 0))
                 held[node] = (count + 1, leads + (r.leader == node))
         victim = max(sorted(held), key=lambda n: (held[n][1] > 0, held[n][0]))
-        loads = [
-            BankLoad(fx.url, n, token, ledgers[n], accounts=ACCOUNTS, workers=2) for n, (token, _i) in dbs.items()
-        ]
-        for load in loads:
-            await load.__aenter__()
-        try:
+        assert held[victim][1] > 0, held  # three leaders on five nodes: the victim leads one
+        async with contextlib.AsyncExitStack() as running:
+            loads = [
+                await running.enter_async_context(
+                    BankLoad(fx.url, name, token, ledgers[name], accounts=ACCOUNTS, workers=2)
+                )
+                for name, (token, _ident) in dbs.items()
+            ]
             for load in loads:
                 await load.acked_more(10)
             out = (await cli(fx.cluster.dir, "drain", victim)).ok().stdout
             assert f"{victim} holds no replica any more" in out, out
             for load in loads:
                 await load.acked_more(len(load.ledger.acked), what=f"transfers on {load.db} after the drain")
-        finally:
-            for load in loads:
-                await load.__aexit__(None, None, None)
         for each in await fx.records():
             assert victim not in each.nodes(), each
         doc = await cluster_status(fx.cluster.dir)
@@ -267,17 +271,13 @@ async def _drain(fx: ClusterFixture) -> list[Identity]:
 
 
 def test_drain_moves_every_leadership_and_replica_off_a_node(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=5, lease_ttl=LEASE_TTL) as fx:
-        idents = run_async(_drain(fx))
-        fx.cluster.down()
-        for ident in idents:
-            assert_one_writer_per_epoch(fx.cluster.dir, ident)
+    _on_cluster(tmp_path, 5, _drain)
 
 
 # --- 6. a new replica killed during its catch-up ---------------------------------------------------
 
 
-async def _learner_killed(fx: ClusterFixture) -> Identity:
+async def _learner_killed(fx: ClusterFixture) -> list[Identity]:
     import grpc
 
     from proto import controlplane_pb2 as cpb
@@ -332,7 +332,7 @@ async def _learner_killed(fx: ClusterFixture) -> Identity:
         await verify(fx.cluster.dir, "learn")
         committed = await check_bank(c, "learn", token, ledger, accounts=ACCOUNTS, balance=BALANCE)
     print(f"\nlearner killed: {committed} transfers committed, {len(ledger.acked)} acknowledged; refusals {dict(ledger.refusals)}")
-    return ident
+    return [ident]
 
 
 async def _node_live(fx: ClusterFixture, node: str) -> None:
@@ -344,7 +344,4 @@ async def _node_live(fx: ClusterFixture, node: str) -> None:
 
 
 def test_a_new_replica_killed_during_catch_up_recovers(tmp_path: Path) -> None:
-    with ClusterFixture(tmp_path / "cluster", nodes=3, lease_ttl=LEASE_TTL) as fx:
-        ident = run_async(_learner_killed(fx))
-        fx.cluster.down()
-        assert_one_writer_per_epoch(fx.cluster.dir, ident)
+    _on_cluster(tmp_path, 3, _learner_killed)
