@@ -36,6 +36,10 @@ class ClusterConfig:
     operation_timeout: float = 120.0
     #: A learner becomes a voter once its durable offset is within this many records of the leader's.
     catchup_lag: int = 16
+    #: Longest a leader transfer keeps the leader's writes stopped while its target catches up
+    #: (the leader resumes by itself after twice this if no election follows: this control plane
+    #: may die between the two steps). A target further behind fails the transfer; try again.
+    transfer_write_stop: float = 10.0
     #: How often an operation polls the leader's progress, and logs it.
     poll_interval: float = 0.2
     progress_log_interval: float = 2.0

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from clustermeta import names
 from clustermeta.metastore import (
     Compare,
     DeleteOp,
@@ -44,7 +44,6 @@ from clustermeta.metastore import (
     value_equals,
 )
 from clustermeta.records import KECCAK_256, DatabaseRecord, DbState
-from sats.errors import SatsError
 from sats.hash import hash_bytes
 from sats.identity import Identity
 
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 LOCAL_ISSUER = "localhost"
 #: A publish with policy ``BreakClients`` and no ``token`` (1.12's wording).
 MISSING_TOKEN = "Migration policy is set to `BreakClients`, but no migration token was provided."
-NAME_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -223,29 +221,20 @@ class PublishResult:
 
 
 def parse_name_or_identity(text: str) -> Identity | str:
-    """An identity (64 hex digits, optional 0x) or a valid database name (client-api.md §6.1)."""
+    """An identity (64 hex digits, optional 0x) or a valid database name (client-api.md §6.1);
+    InvalidName (the control plane's, a 400) with 1.12's wording otherwise."""
     try:
-        return Identity.from_hex(text)
-    except SatsError:
-        pass
-    return validate_name(text)
+        return names.parse_name_or_identity(text)
+    except names.InvalidName as e:
+        raise InvalidName(str(e)) from None
 
 
 def validate_name(name: str) -> str:
     """Check a database name, raising InvalidName with the 1.12 wording."""
-    if not name:
-        raise InvalidName("database names cannot be empty")
     try:
-        Identity.from_hex(name)
-    except SatsError:
-        pass
-    else:
-        raise InvalidName("database names cannot be identities")
-    if not all(c.isascii() and (c.islower() or c.isdigit() or c == "-") for c in name):
-        raise InvalidName("invalid characters in database name")
-    if not NAME_RE.match(name):
-        raise InvalidName("invalid hyphen in database name")
-    return name
+        return names.validate_name(name)
+    except names.InvalidName as e:
+        raise InvalidName(str(e)) from None
 
 
 def new_identity() -> Identity:

@@ -291,8 +291,9 @@ class Operations:
             return
         if record.leader is not None and self.nodes.is_live(record.leader):
             try:
+                stop = min(deadline.left(), self.config.transfer_write_stop)
                 next_offset = await self.clients.node(self.nodes.address(record.leader)).prepare_transfer(
-                    identity, record.epoch, target, timeout=max(deadline.left(), 0.1)
+                    identity, record.epoch, target, timeout=max(stop, 0.1)
                 )
             except (NodeUnreachable, HostNodeFailure) as e:
                 raise Unavailable(f"leader {record.leader} could not prepare the transfer to {target}: {e}") from None
@@ -306,7 +307,7 @@ class Operations:
                 steps.add(f"{target} leads {identity.to_hex()}")
                 return
             raise Conflict(f"database {identity.to_hex()} changed during the transfer; try again")
-        self._report_election(outcome, steps, f"{target} leads")
+        self._report_election(outcome, steps, f"leadership handed from {record.leader or '(none)'}")
         if outcome.leader != target:
             raise Unavailable(
                 f"{outcome.leader} was elected instead of {target} (its log was further ahead); try again"

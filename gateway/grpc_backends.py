@@ -114,12 +114,23 @@ def unreachable(error: grpc.aio.AioRpcError, target: str, *, write: bool) -> Unr
     return Unreachable(f"{target} did not answer ({cause})", may_have_run=True)
 
 
+def closed_channel(error: grpc.aio.UsageError, target: str) -> Unreachable:
+    """A call started on a channel already closed: the cluster gateway closes a node's channel
+    when the node leaves, and a request that picked the node just before fails here. The call
+    never started, so nothing ran and it may be retried (other misuse is not that, and stays
+    "may have run")."""
+    text = str(error)
+    return Unreachable(f"{target} is unreachable ({text})", may_have_run="closed" not in text.lower())
+
+
 async def _answer(call: Awaitable[T], target: str, *, write: bool) -> T:
     """Await a unary call; a gRPC error becomes :class:`Unreachable`."""
     try:
         return await call
     except grpc.aio.AioRpcError as e:
         raise unreachable(e, target, write=write) from None
+    except grpc.aio.UsageError as e:
+        raise closed_channel(e, target) from None
 
 
 # The statement is one SELECT: starts with SELECT and has no ``;`` anywhere (a second statement,

@@ -103,6 +103,8 @@ class ClusterNode:
         #: The epoch of the replication stream a follower currently answers.
         self._streams: dict[Identity, tuple[int, asyncio.Event]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Set by :meth:`stop`: records, promises and streams arriving afterwards are ignored.
+        self._stopping = False
         node.cluster = self
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -130,14 +132,18 @@ class ClusterNode:
 
     async def stop(self) -> None:
         """Step down from everything and close every replica."""
-        for identity in list(self.leading):
-            with contextlib.suppress(Exception):
-                await self._step_down(identity, "the node is shutting down", reopen=False)
+        # RPCs are still served until the gRPC server stops: none may reopen a closed replica
+        # (each checks ``_stopping`` under the database's lock, which the closing here holds).
+        self._stopping = True
+        for identity in list({*self.leading, *self.followers, *self._locks}):
+            async with self._lock(identity):  # after whatever is being done to it
+                with contextlib.suppress(Exception):
+                    await self._step_down(identity, "the node is shutting down", reopen=False)
+                follower = self.followers.pop(identity, None)
+                if follower is not None:
+                    await asyncio.to_thread(follower.close)
         for task in list(self._tasks):
             task.cancel()
-        followers, self.followers = list(self.followers.values()), {}
-        for f in followers:
-            await asyncio.to_thread(f.close)
         await self.channels.close()
 
     def lease_lost(self) -> None:
@@ -204,6 +210,8 @@ class ClusterNode:
             # An empty address (a node the sender knows no address of) never erases one we know.
             self.peers.update({n: a for n, a in peers.items() if a})
         async with self._lock(identity):
+            if self._stopping:
+                return
             if record is None:
                 self.records.pop(identity, None)
                 await self._drop(identity)
@@ -260,6 +268,7 @@ class ClusterNode:
             return
         known = max(self.known_commit.get(identity, 0), st.applied_offset + 1)
         self.followers.pop(identity, None)
+        self._end_stream(identity)
         await asyncio.to_thread(follower.close)
         await self._open_leader(identity, record, known_commit=known)
 
@@ -336,10 +345,17 @@ class ClusterNode:
                 FollowerReplica.open, identity, self._path(identity), self.db_config
             )
 
+    def _end_stream(self, identity: Identity) -> None:
+        """End the replication stream this node answers for ``identity`` (its replica closes)."""
+        stream = self._streams.get(identity)
+        if stream is not None:
+            stream[1].set()
+
     async def _drop(self, identity: Identity) -> None:
         """Remove this node's replica of ``identity`` entirely (files included)."""
         await self._step_down(identity, "the replica is removed", reopen=False)
         follower = self.followers.pop(identity, None)
+        self._end_stream(identity)
         if follower is not None:
             await asyncio.to_thread(follower.close)
         worker = self.node._workers.pop(identity, None)
@@ -438,6 +454,10 @@ class ClusterNode:
     async def promise(self, identity: Identity, epoch: int) -> pb.PromiseResponse:
         """``Promise``: durably promise ``epoch`` (stepping down from anything older)."""
         async with self._lock(identity):
+            if self._stopping:
+                return pb.PromiseResponse(
+                    failure=pb.Failure(kind=pb.ERROR_KIND_NOT_LEADER, message=f"node {self.node_id} is shutting down")
+                )
             leader = self.leading.get(identity)
             if leader is not None:
                 if epoch <= leader.epoch:
@@ -492,6 +512,9 @@ class ClusterNode:
         except (StaleEpoch, NotLeader) as e:
             await context.write(pb.FollowerMessage(refused=pb.Failure(kind=pb.ERROR_KIND_STALE_EPOCH, message=str(e))))
             return
+        except DatabaseNotFound as e:  # not (or no longer) placed here: the leader retries, unfenced
+            await context.write(pb.FollowerMessage(refused=pb.Failure(kind=pb.ERROR_KIND_NO_SUCH_DATABASE, message=str(e))))
+            return
         ended = asyncio.Event()
         previous = self._streams.get(identity)
         if previous is not None:
@@ -523,6 +546,9 @@ class ClusterNode:
                         await context.write(
                             pb.FollowerMessage(refused=pb.Failure(kind=pb.ERROR_KIND_STALE_EPOCH, message=str(exc)))
                         )
+                elif follower.closed and exc is not None:
+                    # The replica was removed, or this node leads it now: the stream is over.
+                    log.info("replication stream of %s ended: the replica was closed", identity.to_hex()[:16])
                 elif exc is not None and not isinstance(exc, asyncio.CancelledError | grpc.aio.AioRpcError):
                     log.error("replication stream of %s failed: %r", identity.to_hex()[:16], exc)
         finally:
@@ -538,6 +564,8 @@ class ClusterNode:
 
     async def _follower_for_stream(self, identity: Identity, hello: pb.ReplicateHello) -> FollowerReplica:
         async with self._lock(identity):
+            if self._stopping:
+                raise DatabaseNotFound(f"node {self.node_id} is shutting down")
             leader = self.leading.get(identity)
             if leader is not None:
                 if hello.epoch <= leader.epoch:
@@ -545,6 +573,16 @@ class ClusterNode:
                 await self._step_down(identity, f"node {hello.leader_node} leads epoch {hello.epoch}")
             follower = self.followers.get(identity)
             path = self._path(identity)
+            record = self.records.get(identity)
+            if follower is None and record is not None and self.node_id not in record.nodes():
+                # Removed from the replicas (or not yet added, as far as we heard): a stream must
+                # not bring the replica back. An older epoch's leader is fenced; one of this
+                # epoch retries until we hear the record that adds us.
+                if hello.epoch < record.epoch:
+                    raise StaleEpoch(f"epoch {record.epoch} leaves node {self.node_id} out; epoch {hello.epoch} is older")
+                raise DatabaseNotFound(
+                    f"the record of epoch {record.epoch} places no replica of {identity.to_hex()} on node {self.node_id}"
+                )
             if follower is None:
                 if path.is_dir():
                     try:

@@ -1209,7 +1209,7 @@ class GroupCommitter:
                 heapq.heappush(self._callbacks, (offset, next(self._seq), fn))
                 return
             error = None if offset < self._durable else self._settle_error()
-        _run_callback(fn, error)
+        run_callback(fn, error)
 
     async def wait_durable_async(self, offset: int) -> None:
         """Await durability of record ``offset`` without blocking the event loop."""
@@ -1219,7 +1219,7 @@ class GroupCommitter:
         fut: asyncio.Future[None] = loop.create_future()
 
         def settle(error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_resolve, fut, error)
+            loop.call_soon_threadsafe(resolve_future, fut, error)
 
         self.add_callback(offset, settle)
         await fut
@@ -1283,7 +1283,7 @@ class GroupCommitter:
                     ready.append(heapq.heappop(self._callbacks)[2])
                 self._done.notify_all()
             for fn in ready:
-                _run_callback(fn, None)
+                run_callback(fn, None)
             for listener in self.listeners:
                 try:
                     listener(durable)
@@ -1303,17 +1303,19 @@ class GroupCommitter:
             self._done.notify_all()
             settle = self._settle_error()
         for fn in pending:
-            _run_callback(fn, settle)
+            run_callback(fn, settle)
 
 
-def _run_callback(fn: DurableCallback, error: BaseException | None) -> None:
+def run_callback(fn: DurableCallback, error: BaseException | None) -> None:
+    """Call a durability callback; one that raises is logged, never allowed to stop the caller."""
     try:
         fn(error)
     except Exception:  # one broken waiter must not stop the sync thread
         logger.exception("commit log durability callback failed")
 
 
-def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
+def resolve_future(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    """Settle ``fut`` with ``error`` (or success) unless it is settled already (event loop)."""
     if fut.done():
         return
     if error is None:

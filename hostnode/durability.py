@@ -17,10 +17,10 @@ import heapq
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
-from hostnode.commitlog import GroupCommitter
+from hostnode.commitlog import DurableCallback, GroupCommitter, resolve_future, run_callback
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,6 @@ __all__ = [
     "ReplicationError",
     "StaleEpoch",
 ]
-
-DurableCallback = Callable[[BaseException | None], None]
-
 
 class ReplicationError(Exception):
     """Base of the errors replication adds; each has an error kind in ``proto/hostnode.proto``."""
@@ -164,7 +161,7 @@ class QuorumDurability:
                     ready.append(heapq.heappop(self._callbacks)[2])
                 self._cond.notify_all()
         for fn in ready:
-            _run(fn, None)
+            run_callback(fn, None)
 
     # --- waiting ------------------------------------------------------------------------------
 
@@ -175,7 +172,7 @@ class QuorumDurability:
             if error is None and offset >= self._commit:
                 heapq.heappush(self._callbacks, (offset, next(self._seq), fn))
                 return
-        _run(fn, None if offset < self._commit else error)
+        run_callback(fn, None if offset < self._commit else error)
 
     def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
         """Block until record ``offset`` is committed; False on timeout or once closed."""
@@ -192,7 +189,7 @@ class QuorumDurability:
         fut: asyncio.Future[None] = loop.create_future()
 
         def settle(error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_resolve, fut, error)
+            loop.call_soon_threadsafe(resolve_future, fut, error)
 
         self.add_callback(offset, settle)
         try:
@@ -217,20 +214,4 @@ class QuorumDurability:
         except ValueError:
             pass
         for fn in pending:
-            _run(fn, error)
-
-
-def _run(fn: DurableCallback, error: BaseException | None) -> None:
-    try:
-        fn(error)
-    except Exception:  # noqa: BLE001 - one broken waiter must not stop the others
-        log.exception("durability callback failed")
-
-
-def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(error)
+            run_callback(fn, error)

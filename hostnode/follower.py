@@ -179,6 +179,11 @@ class FollowerReplica:
             except Exception:  # noqa: BLE001 - release everything we can
                 log.exception("closing follower files of %s", self.path)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a stream still using the replica must end)."""
+        return self._closed
+
     def close(self) -> None:
         """Checkpoint what may be checkpointed, then release every file (blocking)."""
         if self._closed:

@@ -450,7 +450,8 @@ class FollowerLink:
                 return
             except grpc.aio.AioRpcError as e:
                 self._failed(f"{e.code().name}: {e.details()}")
-            except (ConnectionError, TimeoutError) as e:  # expected while a follower is away
+            except (ConnectionError, TimeoutError, asyncio.InvalidStateError) as e:
+                # Expected while a follower is away (InvalidStateError: it ended the call mid-write).
                 self._failed(f"{type(e).__name__}: {e}")
             except Exception as e:  # noqa: BLE001 - keep trying; the reason goes to status and log
                 log.exception("replication to %s failed", self.peer.node_id)

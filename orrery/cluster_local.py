@@ -15,6 +15,7 @@ restarted automatically: a process that dies stays dead until someone runs its `
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -172,6 +173,7 @@ class LocalCluster:
         nodes: int = 3,
         listen_addr: str = "127.0.0.1:3000",
         lease_ttl: float = 2.0,
+        controlplane_lease_ttl: float | None = None,
         fast_etcd: bool = False,
         etcd_bin: str = "etcd",
         extra_env: dict[str, str] | None = None,
@@ -182,6 +184,8 @@ class LocalCluster:
         #: Where host nodes live when not on 127.0.0.1 (network namespaces of a fault test).
         self.network = network
         self.lease_ttl = lease_ttl
+        #: The control plane's lease (default: the nodes'); it stops acting when the lease lapses.
+        self.controlplane_lease_ttl = lease_ttl if controlplane_lease_ttl is None else controlplane_lease_ttl
         self.fast_etcd = fast_etcd
         self.etcd_bin = etcd_bin
         self.env = {**os.environ, **(extra_env or {})}
@@ -263,7 +267,7 @@ class LocalCluster:
         self.procs["controlplane"] = Proc(
             "controlplane",
             [*_orrery_argv(), "controlplane", "--id", "controlplane-1", "--listen-addr", self.controlplane_address, *common,
-             "--lease-ttl", f"{self.lease_ttl:g}"],
+             "--lease-ttl", f"{self.controlplane_lease_ttl:g}"],
             logs / "controlplane.log",
             self.controlplane_address,
         )  # fmt: skip
@@ -304,10 +308,50 @@ class LocalCluster:
                     proc.wait_ready(timeout)
             for name in order[2:]:
                 self.procs[name].wait_ready(timeout)
+            self.wait_settled(timeout)
         except BaseException:
             self.down()
             raise
         self.write_json()
+
+    def wait_settled(self, timeout: float) -> None:
+        """Wait until the cluster can serve: a control plane is active and the gateway sees every
+        running host node live. (A process answering on its port has not necessarily registered
+        in etcd yet: a publish asking for 3 replicas right then would find fewer live nodes.)"""
+        deadline = time.monotonic() + timeout
+        wanted = {n for n in self.node_ids() if self.procs[n].alive()}
+        while True:
+            for proc in self.procs.values():
+                if proc.popen is not None and proc.popen.poll() is not None and proc.name in ("etcd", "gateway"):
+                    raise ClusterError(f"{proc.name} exited with code {proc.popen.returncode}:\n{proc.log_tail()}")
+            if self._controlplane_active() and wanted <= self._live_nodes():
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"the cluster did not settle within {timeout:g} s (control plane active: "
+                    f"{self._controlplane_active()}, live nodes: {sorted(self._live_nodes())} of {sorted(wanted)})"
+                )
+            time.sleep(0.05)
+
+    def _controlplane_active(self) -> bool:
+        """Whether etcd holds the active control plane's key (its v3 JSON gateway)."""
+        key = base64.b64encode(f"{ETCD_PREFIX}/controlplane/leader".encode()).decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.ports['etcd']}/v3/kv/range", data=json.dumps({"key": key}).encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=1) as r:
+                return bool(json.load(r).get("kvs"))
+        except (OSError, ValueError):
+            return False
+
+    def _live_nodes(self) -> set[str]:
+        """The host nodes the gateway sees live (``/v1/health``)."""
+        try:
+            with urllib.request.urlopen(f"{self.gateway_url}/v1/health", timeout=1) as r:
+                return {str(n) for n in json.load(r).get("nodes", [])}
+        except (OSError, ValueError):
+            return set()
 
     def down(self, timeout: float = 10.0) -> None:
         """Stop everything (the gateway first, etcd last). Host nodes get SIGINT, which stops

@@ -161,6 +161,11 @@ async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
             raise t.exception()  # type: ignore[misc]
 
 
+#: Queued by :meth:`RecordFollower.stop` to wake its loop; and how long it waits for the loop.
+_STOP = (b"", None)
+STOP_TIMEOUT_S = 10.0
+
+
 class RecordFollower:
     """Follows ``/nodes/`` (into the cluster's peer addresses) and ``/db/`` (into replica roles):
     first everything there is, then every change, applied one at a time in order."""
@@ -174,6 +179,7 @@ class RecordFollower:
         self._nodes = PrefixMirror(store, NODES_PREFIX, on_change=self._changed)
         self._dbs = PrefixMirror(store, DB_PREFIX, on_change=self._changed)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def _changed(self, changes: list[Change]) -> None:
         for change in changes:
@@ -190,10 +196,15 @@ class RecordFollower:
         self._task = asyncio.create_task(self._run(), name="record-follower")
 
     async def stop(self) -> None:
-        """Stop following."""
+        """Stop following. A record being acted on is finished first: cancelled midway (say,
+        while its replica opens as leader) it would leave files open that nobody closes."""
         await self._nodes.stop()
         await self._dbs.stop()
         if self._task is not None:
+            self._stopping = True
+            self._queue.put_nowait(_STOP)
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
@@ -201,6 +212,8 @@ class RecordFollower:
     async def _run(self) -> None:
         while True:
             key, kv = await self._queue.get()
+            if self._stopping:
+                return
             try:
                 await self._apply(key, kv)
             except Exception:  # noqa: BLE001 - one bad record must not stop the node following

@@ -2,8 +2,8 @@
 (``orrery.cluster_local.LocalCluster``, what ``orrery cluster up`` runs), plus what the fault
 tests need to look inside: the database records in etcd, who leads, the HTTP API.
 
-Timings are the fast ones (etcd heartbeat 10 ms, node leases of 1 s) so failovers take about a
-second; nothing here asserts on speed — waits poll with generous bounds.
+Timings are the fast ones (etcd heartbeat 10 ms, node leases of 1 s unless a test asks for more)
+so failovers take about a second; nothing here asserts on speed — waits poll with generous bounds.
 """
 
 from __future__ import annotations
@@ -49,8 +49,14 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0
 class ClusterFixture:
     """A running :class:`LocalCluster` and a few ways to look at it."""
 
-    def __init__(self, root: Path, nodes: int = 3, **kw: Any) -> None:
-        self.cluster = LocalCluster(root, nodes=nodes, listen_addr="127.0.0.1:0", lease_ttl=1.0, fast_etcd=True, **kw)
+    def __init__(self, root: Path, nodes: int = 3, *, lease_ttl: float = 1.0, **kw: Any) -> None:
+        # The control plane keeps the default 2 s lease: no test here fails it over, and with 1 s
+        # a busy machine (every process of the cluster on two cores) can make it stand down for
+        # a moment and refuse what it was asked meanwhile.
+        self.cluster = LocalCluster(
+            root, nodes=nodes, listen_addr="127.0.0.1:0", lease_ttl=lease_ttl, controlplane_lease_ttl=2.0,
+            fast_etcd=True, **kw,
+        )  # fmt: skip
 
     def __enter__(self) -> ClusterFixture:
         self.cluster.up()

@@ -11,23 +11,20 @@ go either way — that is the honest answer during a failover, and never a 200 f
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from hostnode.commitlog import CommitLog
-from sats.identity import Identity
+from tests.cluster.bank_load import Ledger, assert_one_writer_per_epoch, check_bank, transfer
 from tests.cluster.harness import ClusterFixture, eventually, run_async
 from tests.cluster.netns import NodeNamespaces, netns_available
+from tests.servers import Client
 
 pytestmark = pytest.mark.slow
 
@@ -38,33 +35,8 @@ PARTITIONS = 6
 WORKERS = 6
 
 
-class Ledger:
-    """What the clients were told about each transfer id."""
-
-    def __init__(self) -> None:
-        self.acked: set[int] = set()
-        self.failed: set[int] = set()
-        self.unknown: set[int] = set()
-        self.ids = itertools.count(1)
-
-
-async def _transfer(fx: ClusterFixture, c: object, token: str, ledger: Ledger, rnd: random.Random, timeout: float) -> bool:
-    tid = next(ledger.ids)
-    a, b = rnd.sample(range(ACCOUNTS), 2)
-    try:
-        reply = await asyncio.wait_for(fx.call(c, "bank", "transfer", [tid, a, b, 1], token), timeout)  # type: ignore[arg-type]
-    except (aiohttp.ClientError, TimeoutError):
-        ledger.unknown.add(tid)
-        return False
-    if reply.status == 200:
-        ledger.acked.add(tid)
-        return True
-    if reply.status == 530:
-        ledger.failed.add(tid)
-        return False
-    assert reply.status in (502, 503, 504), reply  # never a client error for a valid call
-    ledger.unknown.add(tid)
-    return False
+async def _transfer(c: Client, token: str, ledger: Ledger, rnd: random.Random, timeout: float) -> bool:
+    return await transfer(c, "bank", token, ledger, rnd, accounts=ACCOUNTS, timeout=timeout)
 
 
 async def _bank(fx: ClusterFixture, root: Path, faults: list[str], net: NodeNamespaces | None = None) -> None:
@@ -79,7 +51,7 @@ async def _bank(fx: ClusterFixture, root: Path, faults: list[str], net: NodeName
             rnd = random.Random(n)
             async with fx.client() as wc:
                 while not stop.is_set():
-                    if not await _transfer(fx, wc, token, ledger, rnd, 60.0):
+                    if not await _transfer(wc, token, ledger, rnd, 60.0):
                         await asyncio.sleep(0.05)
 
         workers = [asyncio.create_task(worker(n)) for n in range(WORKERS)]
@@ -99,8 +71,8 @@ async def _bank(fx: ClusterFixture, root: Path, faults: list[str], net: NodeName
                 else:
                     proc.kill()
                 # Failover time: the fault until a new transfer commits (probes with short timeouts).
-                async def committed(wc: object = c) -> bool:
-                    return await _transfer(fx, wc, token, ledger, probe_rnd, 1.0)
+                async def committed(wc: Client = c) -> bool:
+                    return await _transfer(wc, token, ledger, probe_rnd, 1.0)
 
                 await eventually(committed, 60, f"a committed transfer after fault {i + 1}")
                 failovers.append(time.monotonic() - t0)
@@ -115,28 +87,20 @@ async def _bank(fx: ClusterFixture, root: Path, faults: list[str], net: NodeName
                     fx.cluster.restart(leader)
         finally:
             stop.set()
-            await asyncio.gather(*workers, return_exceptions=True)
+            outcomes = await asyncio.gather(*workers, return_exceptions=True)
+        # A worker that failed (say, a 500 answer) fails the test.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
         # Let the returning replicas catch up, then read the outcome through the gateway.
         await asyncio.sleep(1.0)
-        ledger_rows = await fx.sql(c, "bank", "SELECT * FROM ledger", token)
-        accounts = await fx.sql(c, "bank", "SELECT * FROM accounts", token)
+        in_ledger = await check_bank(c, "bank", token, ledger, accounts=ACCOUNTS, balance=BALANCE)
     print(
-        f"\nbank: {len(ledger.acked)} acknowledged, {len(ledger.failed)} failed, {len(ledger.unknown)} unknown; "
-        f"failover over {len(failovers)} faults: p50 {statistics.median(failovers):.2f}s max {max(failovers):.2f}s"
+        f"\nbank: {len(ledger.acked)} acknowledged, {len(ledger.failed)} failed, {len(ledger.unknown)} unknown, "
+        f"{in_ledger} committed; failover over {len(failovers)} faults: p50 {statistics.median(failovers):.2f}s "
+        f"max {max(failovers):.2f}s"
     )
-    ids = {int(r[0]) for r in ledger_rows}
-    missing = ledger.acked - ids
-    assert not missing, f"{len(missing)} acknowledged transfers are missing, e.g. {sorted(missing)[:10]}"
-    assert not (ledger.failed & ids), "a transfer answered as failed was applied"
-    assert ids <= ledger.acked | ledger.unknown, "the ledger holds transfers nobody sent"
-    balances = {int(r[0]): int(r[1]) for r in accounts}
-    assert sum(balances.values()) == ACCOUNTS * BALANCE
-    expected = Counter({a: BALANCE for a in range(ACCOUNTS)})
-    for _id, frm, to, amount in ledger_rows:
-        expected[int(frm)] -= int(amount)
-        expected[int(to)] += int(amount)
-    assert balances == dict(expected), "balances do not match the ledger"
     # Every replica holds the same rows at one committed offset.
     verify = subprocess.run(
         [sys.executable, "-m", "orrery", "cluster", "verify", "bank", "--data-dir", str(fx.cluster.dir)],
@@ -144,26 +108,7 @@ async def _bank(fx: ClusterFixture, root: Path, faults: list[str], net: NodeName
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
     fx.cluster.down()
-    _assert_one_writer_per_epoch(fx.cluster.dir, ident)
-
-
-def _assert_one_writer_per_epoch(root: Path, ident: Identity) -> None:
-    """Replicas that hold a record of the same epoch at the same offset hold the same record:
-    two leaders never wrote in one epoch (their records would differ)."""
-    logs: dict[str, dict[int, tuple[int, bytes]]] = {}
-    for clog_dir in sorted(root.glob(f"nodes/*/databases/{ident.to_hex()}/clog")):
-        node = clog_dir.parts[-4]
-        with CommitLog.open(clog_dir) as log:
-            logs[node] = {r.offset: (r.epoch, r.payload) for r in log.read_from(log.first_offset)}
-    assert len(logs) >= 3, f"replicas found: {sorted(logs)}"
-    nodes = sorted(logs)
-    for i, a in enumerate(nodes):
-        for b in nodes[i + 1 :]:
-            for offset in logs[a].keys() & logs[b].keys():
-                ea, pa = logs[a][offset]
-                eb, pb = logs[b][offset]
-                if ea == eb:
-                    assert pa == pb, f"epoch {ea} has two different records at offset {offset} ({a} vs {b})"
+    assert_one_writer_per_epoch(fx.cluster.dir, ident)
 
 
 def test_bank_keeps_every_acknowledged_transfer_through_leader_faults(tmp_path: Path) -> None:

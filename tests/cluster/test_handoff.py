@@ -7,18 +7,15 @@ rolling restart of whichever node leads). Each time:
   revision than the one at which the terminating node's ``/nodes/<id>`` key is deleted — which
   it does as the last step of its shutdown (the lease revoked) — so the database had a new leader
   while the old one was still running, rather than one elected after it died;
-* afterwards every acknowledged transfer is in the ledger and the money adds up, as in the bank
-  test (tests/cluster/test_bank.py, whose load and ledger this test shares).
+* afterwards every acknowledged transfer is in the ledger and the money adds up (the bank load
+  and checks of tests/cluster/bank_load.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,13 +24,15 @@ from clustermeta.metastore import EventType, MetaStore
 from clustermeta.records import DatabaseRecord, db_key, node_key
 from orrery.hostnode_process import DEFAULT_HANDOFF_TIMEOUT_S, HANDOFF_MARGIN_S
 from sats.identity import Identity
+from tests.cluster.bank_load import BankLoad, Ledger, check_bank
 from tests.cluster.harness import ClusterFixture, eventually, run_async
-from tests.cluster.test_bank import ACCOUNTS, BALANCE, Ledger, _transfer
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 3
 WORKERS = 4
+ACCOUNTS = 20
+BALANCE = 1_000_000
 
 
 async def _leadership_moved_before_exit(store: MetaStore, ident: Identity, node: str, since: int) -> tuple[int, int, str]:
@@ -74,59 +73,30 @@ async def _handoffs(fx: ClusterFixture) -> None:
         token = await fx.new_identity(c)
         ident = await fx.publish(c, "bank", "bank", token, replicas=3)
         assert (await fx.call(c, "bank", "seed", [ACCOUNTS, BALANCE], token)).status == 200
-        stop = asyncio.Event()
-
-        async def worker(n: int) -> None:
-            rnd = random.Random(n)
-            async with fx.client() as wc:
-                while not stop.is_set():
-                    if not await _transfer(fx, wc, token, ledger, rnd, 60.0):
-                        await asyncio.sleep(0.05)
-
-        workers = [asyncio.create_task(worker(n)) for n in range(WORKERS)]
         store = await fx.store()
         try:
-            for i in range(ROUNDS):
-                await eventually(_more(ledger), 60, f"transfers committing before round {i + 1}")
-                leader = await fx.leader(ident)
-                since = await store.current_revision()
-                fx.cluster.procs[leader].signal(signal.SIGTERM)
-                took = await _wait_exit(fx, leader, DEFAULT_HANDOFF_TIMEOUT_S + HANDOFF_MARGIN_S)
-                moved_at, left_at, new_leader = await _leadership_moved_before_exit(store, ident, leader, since)
-                assert moved_at < left_at
-                print(f"\nround {i + 1}: {leader} handed over to {new_leader} and exited in {took:.2f}s "
-                      f"(leader at revision {moved_at}, node key deleted at {left_at})")  # fmt: skip
-                record = await fx.record(ident)
-                assert record is not None and record.leader not in (None, leader)
-                fx.cluster.restart(leader)
+            async with BankLoad(fx.url, "bank", token, ledger, accounts=ACCOUNTS, workers=WORKERS) as load:
+                for i in range(ROUNDS):
+                    await load.acked_more(len(ledger.acked), what=f"transfers committing before round {i + 1}")
+                    leader = await fx.leader(ident)
+                    since = await store.current_revision()
+                    fx.cluster.procs[leader].signal(signal.SIGTERM)
+                    took = await _wait_exit(fx, leader, DEFAULT_HANDOFF_TIMEOUT_S + HANDOFF_MARGIN_S)
+                    moved_at, left_at, new_leader = await _leadership_moved_before_exit(store, ident, leader, since)
+                    assert moved_at < left_at
+                    print(f"\nround {i + 1}: {leader} handed over to {new_leader} and exited in {took:.2f}s "
+                          f"(leader at revision {moved_at}, node key deleted at {left_at})")  # fmt: skip
+                    record = await fx.record(ident)
+                    assert record is not None and record.leader not in (None, leader)
+                    fx.cluster.restart(leader)
+                await load.acked_more(len(ledger.acked), what="transfers committing after the last round")
         finally:
-            stop.set()
-            await asyncio.gather(*workers, return_exceptions=True)
             await store.close()
-        ledger_rows = await fx.sql(c, "bank", "SELECT * FROM ledger", token)
-        accounts = await fx.sql(c, "bank", "SELECT * FROM accounts", token)
-    print(f"handoff: {len(ledger.acked)} acknowledged, {len(ledger.failed)} failed, {len(ledger.unknown)} unknown")
-    ids = {int(r[0]) for r in ledger_rows}
-    missing = ledger.acked - ids
-    assert not missing, f"{len(missing)} acknowledged transfers are missing, e.g. {sorted(missing)[:10]}"
-    assert not (ledger.failed & ids), "a transfer answered as failed was applied"
-    assert ids <= ledger.acked | ledger.unknown, "the ledger holds transfers nobody sent"
-    balances = {int(r[0]): int(r[1]) for r in accounts}
-    expected = Counter({a: BALANCE for a in range(ACCOUNTS)})
-    for _id, frm, to, amount in ledger_rows:
-        expected[int(frm)] -= int(amount)
-        expected[int(to)] += int(amount)
-    assert balances == dict(expected), "balances do not match the ledger"
-
-
-def _more(ledger: Ledger) -> Callable[[], Awaitable[bool]]:
-    """A check that is true once more transfers are acknowledged than now."""
-    than = len(ledger.acked)
-
-    async def check() -> bool:
-        return len(ledger.acked) > than
-
-    return check
+        await check_bank(c, "bank", token, ledger, accounts=ACCOUNTS, balance=BALANCE)
+    print(
+        f"handoff: {len(ledger.acked)} acknowledged, {len(ledger.failed)} failed, {len(ledger.unknown)} unknown "
+        f"({dict(ledger.refusals) or 'no refusals'})"
+    )
 
 
 def test_sigterm_hands_leadership_over_before_the_node_exits(tmp_path: Path) -> None:

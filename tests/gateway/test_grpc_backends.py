@@ -20,6 +20,7 @@ from controlplane.core import ControlPlane, Placement
 from controlplane.hostnode_client import GrpcHostNodeClient
 from gateway.backends import CallOutcome, CallResult, ControlPlaneBackend, HostNodeBackend, SqlAnswer
 from gateway.errors import ApiError
+from gateway.failures import Unreachable
 from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
 from hostnode import grpc_service as hostnode_grpc
 from hostnode.service import HostNode, HostNodeConfig
@@ -265,3 +266,21 @@ def test_concurrent_calls_share_batches(tmp_path: Path) -> None:
         assert rows.body.count(b'"m') == 150
 
     run(tmp_path, body)
+
+
+def test_a_call_on_a_channel_already_closed_was_never_sent() -> None:
+    """The cluster gateway closes a node's channel when the node leaves; a request that picked the
+    node just before fails to start its call: a 503 that may be retried, never a 500."""
+
+    async def main() -> Unreachable:
+        channel = grpc.aio.insecure_channel("127.0.0.1:1")
+        node = GrpcHostNode(channel, target="host node n1")
+        await channel.close()
+        try:
+            await node.call(NOWHERE, "send", "[]", caller=ALICE, connection_id=0)
+        except Unreachable as e:
+            return e
+        raise AssertionError("the call on a closed channel did not fail")
+
+    error = asyncio.run(main())
+    assert error.status == 503 and not error.may_have_run

@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.bank_load import Ledger
 from tests.cluster.harness import MODULES, eventually, run_async
-from tests.cluster.test_bank import ACCOUNTS, BALANCE, Ledger
 from tests.k8s.localpods import LocalPods
 from tests.k8s.manifests import TARGETS, render
 from tests.servers import Client
@@ -45,6 +45,8 @@ pytestmark = pytest.mark.slow
 READY_TIMEOUT = 300.0
 #: The target whose host nodes are rolled under load.
 ROLLED = "base"
+ACCOUNTS = 20
+BALANCE = 1_000_000
 
 
 def _gateway_keys(where: Path) -> dict[str, bytes]:
