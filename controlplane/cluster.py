@@ -112,6 +112,8 @@ class Cluster:
         self._jobs: dict[Identity, asyncio.Task[None]] = {}
         self._backoff: dict[Identity, tuple[float, float]] = {}
         self._abandoned: dict[Identity, tuple[int, float]] = {}
+        #: Databases whose leader was seen stuck: since when, and why.
+        self._stuck: dict[Identity, tuple[float, str]] = {}
         self._started = False
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -161,6 +163,7 @@ class Cluster:
     async def _activate(self) -> None:
         self._wake.set()
         self._duties.append(asyncio.create_task(self._reconcile_loop(), name=f"reconcile:{self.config.id}"))
+        self._duties.append(asyncio.create_task(self._health_loop(), name=f"leader-health:{self.config.id}"))
 
     async def _deactivate(self) -> None:
         tasks = [*self._duties, *self._jobs.values()]
@@ -233,6 +236,65 @@ class Cluster:
             del self._abandoned[gone]
         for gone in [i for i in self._backoff if i not in present]:
             del self._backoff[gone]
+
+    async def _health_loop(self) -> None:
+        """Replace leaders that are named but do not lead (stepped down, refused the epoch) or
+        that lead without a quorum while a majority of their replicas is live (cut off from
+        their followers but not from etcd: the lease alone would keep them forever)."""
+        while self.seat.is_active():
+            try:
+                await self.check_leaders(time.monotonic())
+            except NotActive:
+                return
+            except Exception:
+                log.exception("leader health pass failed")
+            await asyncio.sleep(self.config.health_interval)
+
+    async def check_leaders(self, now: float) -> None:
+        """One health pass: a Status call per node that leads something; stuck leaders are
+        replaced once seen stuck for ``stuck_leader_after``."""
+        by_node: dict[str, list[DatabaseRecord]] = {}
+        for record in self.view.records():
+            if record.state is DbState.ACTIVE and record.leader and self.nodes.is_live(record.leader):
+                by_node.setdefault(record.leader, []).append(record)
+        seen: set[Identity] = set()
+
+        async def check(node: str, records: list[DatabaseRecord]) -> None:
+            address = self.nodes.address(node)
+            if not address:
+                return
+            try:
+                status = await self.clients.node(address).status(timeout=self.config.rpc_timeout)
+            except Exception:  # noqa: BLE001 - an unreachable node is the lease's business
+                return
+            for record in records:
+                state = status.replica(record.identity)
+                if state is not None and state.role == "leader" and state.epoch == record.epoch:
+                    if state.has_quorum:
+                        continue
+                    live = sum(1 for n in record.replicas if self.nodes.is_live(n))
+                    if live < majority(len(record.replicas)):
+                        continue  # nobody else could do better
+                    why = "leader-without-quorum"
+                else:
+                    why = "leader-not-leading"
+                seen.add(record.identity)
+                first, _ = self._stuck.setdefault(record.identity, (now, why))
+                if now - first >= self.config.stuck_leader_after and record.identity not in self._jobs:
+                    self._stuck.pop(record.identity, None)
+                    avoid = node if why == "leader-without-quorum" else None
+                    self._spawn(record.identity, self._replace_stuck(record, why, avoid))
+
+        await asyncio.gather(*(check(node, records) for node, records in by_node.items()))
+        for identity in [i for i in self._stuck if i not in seen]:
+            del self._stuck[identity]
+
+    async def _replace_stuck(self, record: DatabaseRecord, why: str, avoid: str | None) -> None:
+        log.warning("replacing a stuck leader %s", kv(db=record.identity.to_hex(), leader=record.leader, reason=why))
+        await self.elector.elect(
+            record.identity, reason=why, avoid=avoid,
+            needed=lambda r: r.leader == record.leader and r.epoch == record.epoch,
+        )  # fmt: skip
 
     def _spawn(self, identity: Identity, job: Coroutine[Any, Any, None]) -> None:
         """Run ``job`` for ``identity`` in the background, unless a job for it runs already."""

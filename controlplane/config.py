@@ -40,6 +40,12 @@ class ClusterConfig:
     #: (the leader resumes by itself after twice this if no election follows: this control plane
     #: may die between the two steps). A target further behind fails the transfer; try again.
     transfer_write_stop: float = 10.0
+    #: How often the active control plane asks every node that leads something how its
+    #: leaderships are (one Status call per node), and how long a leader may be seen not leading
+    #: its epoch, or leading without a quorum while a majority of its replicas is live, before it
+    #: is replaced (a partial partition: the node keeps its lease but cannot reach its followers).
+    health_interval: float = 1.0
+    stuck_leader_after: float = 5.0
     #: How often an operation polls the leader's progress, and logs it.
     poll_interval: float = 0.2
     progress_log_interval: float = 2.0

@@ -151,12 +151,15 @@ class Elector:
         preferred: str | None = None,
         change: RecordChange | None = None,
         needed: Callable[[DatabaseRecord], bool] | None = None,
+        avoid: str | None = None,
     ) -> ElectionOutcome | None:
         """Elect a leader for ``identity`` in a new epoch (see the module docstring).
 
         ``change`` edits the record together with the epoch bump; ``needed`` is asked again under
         the lock, and a False answer skips the election (returns None), as does a record that is
-        gone or not ``active``.
+        gone or not ``active``. ``avoid`` is not chosen when the others that promised form a
+        majority by themselves (then every committed record is among them too: rule 4 holds
+        without it) — for a leader that keeps its lease but cannot reach its followers.
         """
         async with self._locks.hold(identity), self._slots:
             bumped = await self._bump(identity, change, needed)
@@ -165,7 +168,7 @@ class Elector:
             before, current = bumped
             outcome = ElectionOutcome(identity, before.epoch, current.record.epoch, None, record=current, reason=reason)
             await self._collect(before, current.record, outcome)
-            chosen = self._choose(before, current.record, outcome, preferred)
+            chosen = self._choose(before, current.record, outcome, preferred, avoid)
             if chosen is not None:
                 outcome.record = await self._install_leader(current, chosen)
                 outcome.leader = chosen if outcome.record is not None else None
@@ -227,7 +230,12 @@ class Elector:
                 self._seen_epochs[after.identity] = max(self._seen_epochs.get(after.identity, 0), report.promised_epoch)
 
     def _choose(
-        self, before: DatabaseRecord, after: DatabaseRecord, outcome: ElectionOutcome, preferred: str | None
+        self,
+        before: DatabaseRecord,
+        after: DatabaseRecord,
+        outcome: ElectionOutcome,
+        preferred: str | None,
+        avoid: str | None = None,
     ) -> str | None:
         promised = {
             n: r for n, r in outcome.reports.items()
@@ -236,6 +244,10 @@ class Elector:
         for voters in (before.replicas, after.replicas):
             if sum(1 for n in voters if n in promised) < majority(len(voters)):
                 return None
+        if avoid is not None and avoid in promised:
+            others = {n: r for n, r in promised.items() if n != avoid}
+            if all(sum(1 for n in v if n in others) >= majority(len(v)) for v in (before.replicas, after.replicas)):
+                promised = others
         candidates = [n for n in after.replicas if n in promised]
         load = self.load()
 

@@ -39,7 +39,7 @@ PROGRAM = b"\x00asm-fake-program"
 TEST_CONFIG = ClusterConfig(
     id="cp-a", lease_ttl=1.0, rpc_timeout=1.0, install_timeout=10.0, reconcile_interval=0.1,
     max_election_backoff=0.5, leader_wait=5.0, operation_timeout=30.0, poll_interval=0.05,
-    progress_log_interval=0.5, catchup_lag=0,
+    progress_log_interval=0.5, catchup_lag=0, health_interval=0.1, stuck_leader_after=0.5,
 )  # fmt: skip
 
 #: The longest any condition is polled for (generous: a loaded CI machine is slow, never wrong).

@@ -45,6 +45,8 @@ class FakeReplica:
     role: str = "none"
     epoch: int = 0
     learner: bool = False
+    #: What Status says of a leader's quorum (a test cuts a leader off from its followers).
+    has_quorum: bool = True
     #: Offset of the LMDB checkpoint: a digest below it answers retry_at.
     checkpoint: int = 0
     digest: bytes | None = None
@@ -283,7 +285,7 @@ class FakeNode(pb_grpc.HostNodeServicer, pb_grpc.ReplicationServicer):
                 promised_epoch=replica.promised_epoch, last_epoch=replica.last_epoch,
                 next_offset=replica.next_offset, durable_offset=replica.next_offset,
                 commit_offset=replica.next_offset, applied_offset=replica.next_offset - 1,
-                generation=replica.generation, followers=followers, has_quorum=True,
+                generation=replica.generation, followers=followers, has_quorum=replica.has_quorum,
             ))  # fmt: skip
         return pb.ReplicaStatusResponse(node_id=self.node_id, incarnation=self.incarnation, replicas=states)
 

@@ -202,3 +202,39 @@ async def _leaderless(h: Harness, identity: Identity) -> bool:
 async def _epoch_above(h: Harness, identity: Identity, epoch: int) -> bool:
     record = await h.record(identity)
     return record is not None and record.epoch > epoch
+
+
+def test_a_leader_without_a_quorum_is_replaced_by_one_of_its_followers(tmp_path: Path) -> None:
+    """A leader cut off from its followers but not from etcd keeps its lease; the control plane
+    sees it lead without a quorum while a majority is live, and elects another — even though
+    the stuck leader's log is the longest (the others alone are a majority: rule 4 holds)."""
+
+    async def body() -> None:
+        async with cluster_harness(tmp_path) as h:
+            identity = await h.created("db")
+            assert await leader_of(h, identity) == "n1"
+            stuck = h.node("n1").replicas[identity]
+            stuck.has_quorum = False
+            stuck.next_offset += 5  # records no follower has
+            await eventually(lambda: _leader_in(h, identity, ("n2", "n3")), what="a follower elected")
+            record = await h.record(identity)
+            assert record is not None and record.epoch >= 2
+
+    run(body)
+
+
+def test_a_named_leader_that_does_not_lead_is_replaced(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with cluster_harness(tmp_path) as h:
+            identity = await h.created("db")
+            before = await h.record(identity)
+            assert before is not None and before.leader == "n1"
+            h.node("n1").replicas[identity].role = "follower"  # it stepped down, nobody else knows
+
+            async def new_epoch() -> bool:
+                record = await h.record(identity)
+                return record is not None and record.epoch > before.epoch and record.leader is not None
+
+            await eventually(new_epoch, what="an election for the database")
+
+    run(body)
