@@ -39,6 +39,7 @@ import contextlib
 import ipaddress
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ from clustermeta.metastore import (
     check_txn,
     prefix_end,
 )
+from clustermeta.metrics import EtcdStats
 
 __all__ = ["DEFAULT_TIMEOUT", "EtcdConfig", "EtcdMetaStore", "parse_endpoints"]
 
@@ -397,16 +399,20 @@ class _EtcdWatch(Watch):
             )
         )
         call = s._watch_stub.Watch()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(s.config.timeout):
                 await call.write(request)
                 reply = await call.read()
+            s.stats.observe("watch", time.perf_counter() - started)
         except TimeoutError:
+            s.stats.observe("watch", time.perf_counter() - started, failed=True)
             call.cancel()
             raise MetaStoreUnavailable(
                 f"etcd at {s.target} did not create a watch within {s.config.timeout} s"
             ) from None
         except grpc.aio.AioRpcError as e:
+            s.stats.observe("watch", time.perf_counter() - started, failed=True)
             call.cancel()
             raise s._translate(e, "watch") from None
         except (grpc.aio.UsageError, asyncio.InvalidStateError) as e:
@@ -541,6 +547,8 @@ class EtcdMetaStore(MetaStore):
         self._keepalives = _KeepAliveStream(self)
         self._watches: set[_EtcdWatch] = set()
         self._closed = False
+        #: Round trips of this client (exported by clustermeta/metrics.py).
+        self.stats = EtcdStats()
 
     @classmethod
     async def open(
@@ -608,15 +616,19 @@ class EtcdMetaStore(MetaStore):
         return MetaStoreError(f"etcd {what} failed: {code.name}: {details}")
 
     async def _call(self, method: Callable[..., Awaitable[T]], request: Any, what: str, *, lease: int = 0) -> T:
-        """One unary etcd call with the configured deadline and errors translated."""
+        """One unary etcd call with the configured deadline and errors translated (and timed)."""
         self._check_open()
+        started = time.perf_counter()
         try:
-            return await method(request, timeout=self.config.timeout)
+            result = await method(request, timeout=self.config.timeout)
         except grpc.aio.AioRpcError as e:
+            self.stats.observe(what, time.perf_counter() - started, failed=True)
             raise self._translate(e, what, lease=lease) from None
         except grpc.aio.UsageError:  # the channel was closed under the call
             self._check_open()
             raise
+        self.stats.observe(what, time.perf_counter() - started)
+        return result
 
     # -- KV
 
@@ -715,7 +727,13 @@ class EtcdMetaStore(MetaStore):
 
     async def keepalive(self, lease_id: int) -> float:
         self._check_open()
-        ttl = await self._keepalives.keepalive(lease_id)
+        started = time.perf_counter()
+        try:
+            ttl = await self._keepalives.keepalive(lease_id)
+        except MetaStoreError:
+            self.stats.observe("keepalive", time.perf_counter() - started, failed=True)
+            raise
+        self.stats.observe("keepalive", time.perf_counter() - started)
         if ttl <= 0:
             raise LeaseNotFound(lease_id)
         return float(ttl)
