@@ -380,13 +380,19 @@ class _EtcdWatch(Watch):
         self._task: asyncio.Task[None] | None = None
         #: How many times the stream was re-established after an error.
         self.resumes = 0
+        self._connected = False
 
     @property
     def next_revision(self) -> int:
         return self._buffer[0].revision if self._buffer else self._received_next
 
+    @property
+    def connected(self) -> bool:
+        return self._connected and not self._done
+
     async def _start(self) -> None:
         self._call = await self._subscribe()
+        self._connected = True
         self._task = asyncio.create_task(self._run(), name=f"etcd-watch:{self._key!r}")
 
     async def _subscribe(self) -> Any:
@@ -438,6 +444,7 @@ class _EtcdWatch(Watch):
                     await self._pump(self._call)
                 except _StreamBroken as e:
                     log.info("etcd watch %r: stream broke (%s); resuming from %d", self._key, e, self._received_next)
+                self._connected = False
                 self._call.cancel()
                 while True:  # re-subscribe from the resume point
                     await asyncio.sleep(backoff)
@@ -448,6 +455,7 @@ class _EtcdWatch(Watch):
                         log.debug("etcd watch %r: re-subscribe failed: %s", self._key, e)
                         continue
                     self.resumes += 1
+                    self._connected = True
                     backoff = s.config.watch_backoff_min
                     break
         except asyncio.CancelledError:

@@ -31,6 +31,7 @@ from observability.instruments import ETCD_BUCKETS, Histogram
 
 if TYPE_CHECKING:
     from clustermeta.coordination import LeaseKeeper
+    from clustermeta.metastore import MetaStore
 
 __all__ = ["EtcdStats", "LeaseStats", "MetaStoreCollector"]
 
@@ -90,6 +91,13 @@ class MetaStoreCollector:
     def __init__(self, etcd: EtcdStats | None = None, lease: LeaseStats | None = None) -> None:
         self.etcd = etcd
         self.lease = lease
+
+    @classmethod
+    def of(cls, store: MetaStore, lease: LeaseStats | None = None) -> MetaStoreCollector:
+        """The collector of ``store``'s round trips (an etcd store counts them; the embedded
+        store does not) and of ``lease``."""
+        stats = getattr(store, "stats", None)
+        return cls(stats if isinstance(stats, EtcdStats) else None, lease)
 
     def collect(self) -> Iterator[Metric]:
         """The families of :data:`SPECS`."""

@@ -576,8 +576,10 @@ class Database:
             raise
         finally:
             if sample is not None:
+                # This call stands for the calls since the previous sample (counted ones only).
                 host.profile_ns = None
-                st.abi_us += sample[0] * ABI_SAMPLE_EVERY // 1000
+                st.abi_us += sample[0] * (st.calls + 1 - st.abi_calls) // 1000
+                st.abi_calls = st.calls + 1
         if outcome.status is Status.COMMITTED:
             self._commit(outcome, tx.commit(), RecordKind.REDUCER, st)
         else:

@@ -46,8 +46,10 @@ UPDATE = "Update"
 INTERNAL = "Internal"
 
 #: Time spent in host calls (``reducer_abi_time_usec``) is measured on one call in this many of
-#: each reducer and scaled up: timing every host call would cost the engine ~3 % (two clock reads
-#: per call, several calls per reducer), sampling costs nothing measurable.
+#: each reducer (the first included), which then stands for itself and the calls since the previous
+#: sample: timing every host call would cost the engine a few percent (two clock reads per host
+#: call, several host calls per reducer); sampling costs nothing measurable. The counter trails
+#: the calls by at most this many, and never decreases.
 ABI_SAMPLE_EVERY = 16
 
 
@@ -55,8 +57,8 @@ class TxnStats:
     """The transactions of one ``(txn_type, reducer)`` of a database."""
 
     __slots__ = (
-        "txn_type", "reducer", "committed", "failed", "elapsed", "wait", "energy", "wasm_us", "abi_us", "traps",
-        "rows",
+        "txn_type", "reducer", "committed", "failed", "elapsed", "wait", "energy", "wasm_us", "abi_us", "abi_calls",
+        "traps", "rows",
     )  # fmt: skip
 
     def __init__(self, txn_type: str, reducer: str) -> None:
@@ -74,6 +76,8 @@ class TxnStats:
         self.energy = 0
         self.wasm_us = 0
         self.abi_us = 0
+        #: Calls ``abi_us`` accounts for so far (hostnode/database.py samples).
+        self.abi_calls = 0
         #: Calls that trapped (wasm instance errors, out of energy included, as 1.12 counts them).
         self.traps = 0
         #: table id → [rows inserted, rows deleted] by committed transactions.

@@ -87,6 +87,7 @@ def _controlplane_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", default="", help="this control plane's id (default: the host name)")
     p.add_argument("--lease-ttl", type=float, default=2.0, help="lease TTL in seconds (default 2)")
     p.add_argument("--advertise-addr", default="", help="host:port other processes reach it at")
+    p.add_argument("--metrics-addr", default="", help="host:port to serve /metrics, /healthz and /readyz on")
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)"
     )
@@ -128,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", help="data directory (default ~/.local/share/orrery/data)")
     p.add_argument(
+        "--metrics-addr", default="",
+        help="host:port to serve /metrics, /healthz and /readyz on as well (the main port serves "
+        "/v1/metrics, /healthz and /readyz anyway)",
+    )  # fmt: skip
+    p.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -144,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keys-dir", required=True,
         help="directory of the token signing key pair all the cluster's gateways share (created if absent)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-addr", default="",
+        help="host:port to serve /metrics, /healthz and /readyz on as well (the gateway's port serves "
+        "/v1/metrics, /healthz and /readyz anyway)",
     )  # fmt: skip
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
