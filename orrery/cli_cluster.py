@@ -165,12 +165,17 @@ def cmd_up(session: Any, args: argparse.Namespace) -> int:
         except ClusterError as e:
             raise CliError(str(e)) from None
         doc = cluster.describe()
-        session.print(f"etcd          {doc['etcd']['endpoints']}  (pid {doc['etcd']['pid']})")
-        session.print(f"control plane {doc['controlplane']['address']}  (pid {doc['controlplane']['pid']})")
+        session.print(f"etcd          {doc['etcd']['endpoints']}  (pid {doc['etcd']['pid']}; metrics {doc['etcd']['metrics']})")
+        cp = doc["controlplane"]
+        session.print(f"control plane {cp['address']}  (pid {cp['pid']}; metrics {cp['metrics']})")
         for n in doc["nodes"]:
-            session.print(f"host node     {n['id']} at {n['address']}  (pid {n['pid']})")
-        session.print(f"gateway       {doc['gateway']['url']}  (pid {doc['gateway']['pid']})")
-        session.print(f"logs in {cluster.dir / 'logs'}; {cluster.dir / 'cluster.json'} has every process's command")
+            session.print(f"host node     {n['id']} at {n['address']}  (pid {n['pid']}; metrics {n['metrics']})")
+        gw = doc["gateway"]
+        session.print(f"gateway       {gw['url']}  (pid {gw['pid']}; metrics {gw['metrics']})")
+        session.print(
+            f"logs in {cluster.dir / 'logs'}; {cluster.dir / 'cluster.json'} has every process's command and "
+            "metrics URL (each process also answers /healthz and /readyz there)"
+        )
         session.print(
             f"try: orrery server add local {cluster.gateway_url} --default; "
             f"orrery cluster status --data-dir {args.data_dir}"
