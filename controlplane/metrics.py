@@ -102,4 +102,6 @@ class ControlPlaneCollector:
                 has_leader = record.leader is not None and nodes.is_live(record.leader)
                 scrape.add(HAS_LEADER, (db_hex,), 1 if has_leader else 0)
                 scrape.add(EPOCH, (db_hex,), record.epoch)
+                if record.identity not in stats.leader_changes:  # exported from the start, at 0
+                    scrape.add(LEADER_CHANGES, (db_hex,), 0)
         yield from scrape.families()

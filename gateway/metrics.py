@@ -64,6 +64,9 @@ SPECS = (HTTP_REQUESTS, HTTP_DURATION, WEBSOCKETS, RETRIES, VIEW_REVISION, LIVE_
 
 #: The ``route`` of a request no route matched.
 OTHER_ROUTE = "other"
+#: Why the cluster backends retry a request (``gateway/cluster_backends.py``): each is exported
+#: from the start, at 0, so dashboards and alerts see the series before the first failover.
+RETRY_REASONS = ("not_leader", "no_leader", "leader_not_live", "unreachable", "no_controlplane", "controlplane_unreachable")
 
 
 class GatewayStats:
@@ -74,7 +77,7 @@ class GatewayStats:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.durations: dict[str, Histogram] = {}
         self.websockets = 0
-        self.retries: dict[str, int] = {}
+        self.retries: dict[str, int] = dict.fromkeys(RETRY_REASONS, 0)
 
     def request(self, route: str, method: str, status: int, seconds: float | None) -> None:
         """One answered request (``seconds`` None: not timed, e.g. a WebSocket session)."""

@@ -281,8 +281,7 @@ class HostNodeCollector:
             scrape.add(FUEL, (db_hex, st.reducer), st.energy)
             scrape.add(WASM_TIME, (db_hex, st.reducer), st.wasm_us)
             scrape.add(ABI_TIME, (db_hex, st.reducer), st.abi_us)
-            if st.traps:
-                scrape.add(INSTANCE_ERRORS, (db_hex, self._module_hash(db), st.reducer), st.traps)
+            scrape.add(INSTANCE_ERRORS, (db_hex, self._module_hash(db), st.reducer), st.traps)
         for tid, (inserted, deleted) in list(st.rows.items()):
             table = names.get(tid)
             if table is None:
