@@ -370,6 +370,7 @@ class LocalCluster:
 
     def write_json(self) -> Path:
         """Write ``DIR/cluster.json`` (atomically) and return its path."""
+        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / "cluster.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
