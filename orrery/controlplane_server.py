@@ -98,7 +98,7 @@ async def serve(
     try:
         if process.metrics_addr:
             metrics, metrics_bound = await start_metrics(process.metrics_addr, endpoints)
-            config.metrics = metrics_url(metrics_bound)
+            config.metrics = metrics_url(metrics_bound, process.advertise_addr)
             log.info("metrics on http://%s/metrics", metrics_bound)
         store = await open_metastore(process.etcd, process.etcd_prefix)
         try:

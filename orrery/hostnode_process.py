@@ -84,7 +84,7 @@ async def serve(config: HostNodeProcessConfig, *, stop: asyncio.Event | None = N
     metrics_at = ""
     if config.metrics_addr:  # up first: probes get "starting" rather than no answer
         metrics, bound = await start_metrics(config.metrics_addr, Endpoints(registry, ready))
-        metrics_at = metrics_url(bound)
+        metrics_at = metrics_url(bound, config.advertise_addr)
     try:
         await _serve(config, stop, registry, ready, metrics_at)
     finally:

@@ -92,17 +92,19 @@ def bound_address(runner: web.AppRunner, host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def advertised(bound: str) -> str:
-    """``bound`` (``host:port``) with a wildcard host replaced by this machine's name."""
+def advertised(bound: str, host_name: str = "") -> str:
+    """``bound`` (``host:port``) with a wildcard host replaced by ``host_name`` (default: this
+    machine's name)."""
     host, _, port = bound.rpartition(":")
     if host.strip("[]") in ("", "0.0.0.0", "::"):
-        host = socket.gethostname()
+        host = host_name or socket.gethostname()
     return f"{host}:{port}"
 
 
-def metrics_url(bound: str) -> str:
-    """The URL Prometheus scrapes a metrics listener bound at ``bound`` on."""
-    return f"http://{advertised(bound)}/metrics"
+def metrics_url(bound: str, advertise_addr: str = "") -> str:
+    """The URL Prometheus scrapes a metrics listener bound at ``bound`` on (a wildcard host is
+    replaced by the host of ``advertise_addr``, else this machine's name)."""
+    return f"http://{advertised(bound, advertise_addr.rpartition(':')[0])}/metrics"
 
 
 async def start_metrics(address: str, endpoints: Endpoints) -> tuple[web.AppRunner, str]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from clustermeta.records import CONTROLPLANES_PREFIX, NODES_PREFIX, ControlPlaneInfo, NodeInfo
 from orrery.monitoring import prometheus_config
 from orrery_client import DbConnection
 from tests.cluster.harness import ClusterFixture, eventually, run_async
@@ -99,7 +100,20 @@ class _Load:
             await asyncio.sleep(0.02)
 
 
+async def _registered_metrics(fx: ClusterFixture) -> None:
+    """Host nodes and the control plane registered their metrics URLs in etcd."""
+    store = await fx.store()
+    try:
+        nodes = {i.id: i.metrics for kv in (await store.get_prefix(NODES_PREFIX)).kvs for i in [NodeInfo.from_json(kv.value)]}
+        cps = [ControlPlaneInfo.from_json(kv.value) for kv in (await store.get_prefix(CONTROLPLANES_PREFIX)).kvs]
+    finally:
+        await store.close()
+    assert nodes == {n: fx.cluster.metrics_url(n) for n in fx.cluster.node_ids()}
+    assert [cp.metrics for cp in cps] == [fx.cluster.metrics_url("controlplane")]
+
+
 async def _scenario(fx: ClusterFixture, prom: PrometheusServer) -> None:
+    await _registered_metrics(fx)
     async with fx.client() as c:
         token = await fx.new_identity(c)
         ident = await fx.publish(c, "chat", "quickstart-chat", token, replicas=3)
