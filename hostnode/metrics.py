@@ -227,14 +227,18 @@ class HostNodeCollector:
     def __init__(self, node: HostNode, cluster: ClusterNode | None = None) -> None:
         self.node = node
         self.cluster = cluster
-        #: program bytes → their 1.12 module hash (hex), for the instance-error label.
+        #: id(database) → (its program, the program's 1.12 module hash in hex), for the
+        #: instance-error label; only the databases of the last scrape are kept.
         self._hashes: dict[int, tuple[bytes, str]] = {}
 
     def collect(self) -> Iterator[Metric]:
         """Every family of :data:`SPECS`."""
         scrape = Scrape(SPECS)
         served: set[Identity] = set()
+        hashes, self._hashes = self._hashes, {}
         for identity, db, hub in self.node.serving():
+            if id(db) in hashes:
+                self._hashes[id(db)] = hashes[id(db)]
             served.add(identity)
             hex_id = identity.to_hex()
             self._database(scrape, hex_id, db)
