@@ -278,8 +278,9 @@ class HostNodeCollector:
         labels = (st.txn_type, db_hex, st.reducer)
         scrape.add(NUM_TXNS, (*labels, "true"), st.committed)
         scrape.add(NUM_TXNS, (*labels, "false"), st.failed)
-        scrape.histogram(TXN_ELAPSED, labels, st.elapsed)
-        scrape.histogram(TXN_CPU, labels, st.elapsed)
+        if st.elapsed.count:  # (transactions no reducer ran in are counted, not timed)
+            scrape.histogram(TXN_ELAPSED, labels, st.elapsed)
+            scrape.histogram(TXN_CPU, labels, st.elapsed)
         if st.txn_type == "Reducer":
             scrape.histogram(REDUCER_WAIT, (db_hex, st.reducer), st.wait)
             scrape.add(FUEL, (db_hex, st.reducer), st.energy)
