@@ -23,7 +23,7 @@ WASM_CFLAGS := --target=wasm32 -nostdlib -mbulk-memory -O2 -Wall -Werror \
 	-Wl,--no-entry -Wl,--strip-all -Wl,--export=__call_reducer__ -Wl,--export=__describe_module__ \
 	-Imodules/include
 
-.PHONY: all install lock lock-upgrade test lint typecheck pytest bench modules proto system-deps clean run k8s-rules
+.PHONY: all install lock lock-upgrade test lint typecheck pytest bench modules proto dashboard system-deps clean run k8s-rules
 
 all: install
 
@@ -73,6 +73,13 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
 	fi
 
+# Prometheus and promtool for the dashboard and alert-rule tests (the package's service is never
+# started: tests run their own server on a free port).
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+		echo "installing prometheus (needed by the dashboard and alert-rule tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
 # Build the C test modules. The built .wasm files are committed, so nothing else needs clang.
 # MODULES_OUT=dir writes dir/<name>.wasm instead of modules/<name>/<name>.wasm (used by tests).
 MODULES_OUT ?=
@@ -82,6 +89,10 @@ modules: system-deps
 		echo "building $$out"; \
 		$(CLANG) $(WASM_CFLAGS) -o $$out modules/$$m/*.c || exit 1; \
 	done
+
+# The Grafana dashboard is built by tools/grafana_dashboard.py; tests fail when the JSON is stale.
+dashboard: install
+	$(PY) tools/grafana_dashboard.py
 
 # Generated gRPC code lives next to the .proto files and is committed; tests fail when stale.
 PROTOS := proto/hostnode.proto proto/controlplane.proto

@@ -53,6 +53,7 @@ from clustermeta.metastore import (
     create_revision_equals,
     key_absent,
 )
+from clustermeta.metrics import LeaseStats
 
 __all__ = ["DEFAULT_DRIFT_FRACTION", "Election", "Leader", "LeaseKeeper"]
 
@@ -86,6 +87,7 @@ class LeaseKeeper:
         clock: Callable[[], float] = time.monotonic,
         on_lost: Callable[[int, str], None] | None = None,
         on_new_lease: Callable[[int], Awaitable[None]] | None = None,
+        stats: LeaseStats | None = None,
     ) -> None:
         if not (math.isfinite(ttl) and ttl > 0):
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
@@ -112,6 +114,9 @@ class LeaseKeeper:
         self._stale: list[int] = []  # lost locally; etcd may still hold them: revoke
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        #: Counted into (clustermeta/metrics.py); shared by the process's keepers.
+        self.stats = stats or LeaseStats()
+        self.stats.keeper = self
 
     # -- state
 
@@ -214,6 +219,7 @@ class LeaseKeeper:
         if not lease_id:
             return
         log.warning("lease %#x lost: %s", lease_id, reason)
+        self.stats.losses += 1
         self._last_lost = lease_id
         self._drop()
         if stale:
@@ -227,6 +233,7 @@ class LeaseKeeper:
     async def _grant(self) -> int:
         sent = self._clock()
         lease_id = await self.store.grant(self.ttl)
+        self.stats.grants += 1
         self._lease_id = lease_id
         self._deadline = sent + self.ttl - self.drift_margin  # granted TTL >= asked: conservative
         self._next_keepalive = sent + self.interval
@@ -282,8 +289,10 @@ class LeaseKeeper:
                 return
             except (MetaStoreError, TimeoutError) as e:
                 log.info("lease keeper: keepalive of %#x failed (%s); retrying", lease_id, str(e) or "timeout")
+                self.stats.renewal_failures += 1
                 self._next_keepalive = self._clock() + self.retry_delay
                 continue
+            self.stats.renewed += 1
             if self._lease_id != lease_id:
                 return
             if self._clock() >= self._deadline:  # answered too late: lost is lost (never revived)

@@ -563,6 +563,12 @@ class Watch(AsyncIterator[WatchEvent]):
     def next_revision(self) -> int:
         """The revision the next event will have at least (resume point after an error)."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether the watch hears the store now: False while an implementation that
+        re-subscribes by itself is cut off (health checks read this; no event depends on it)."""
+        return True
+
     @abc.abstractmethod
     async def __anext__(self) -> WatchEvent: ...
 

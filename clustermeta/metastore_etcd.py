@@ -39,6 +39,7 @@ import contextlib
 import ipaddress
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ from clustermeta.metastore import (
     check_txn,
     prefix_end,
 )
+from clustermeta.metrics import EtcdStats
 
 __all__ = ["DEFAULT_TIMEOUT", "EtcdConfig", "EtcdMetaStore", "parse_endpoints"]
 
@@ -378,13 +380,19 @@ class _EtcdWatch(Watch):
         self._task: asyncio.Task[None] | None = None
         #: How many times the stream was re-established after an error.
         self.resumes = 0
+        self._connected = False
 
     @property
     def next_revision(self) -> int:
         return self._buffer[0].revision if self._buffer else self._received_next
 
+    @property
+    def connected(self) -> bool:
+        return self._connected and not self._done
+
     async def _start(self) -> None:
         self._call = await self._subscribe()
+        self._connected = True
         self._task = asyncio.create_task(self._run(), name=f"etcd-watch:{self._key!r}")
 
     async def _subscribe(self) -> Any:
@@ -397,16 +405,20 @@ class _EtcdWatch(Watch):
             )
         )
         call = s._watch_stub.Watch()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(s.config.timeout):
                 await call.write(request)
                 reply = await call.read()
+            s.stats.observe("watch", time.perf_counter() - started)
         except TimeoutError:
+            s.stats.observe("watch", time.perf_counter() - started, failed=True)
             call.cancel()
             raise MetaStoreUnavailable(
                 f"etcd at {s.target} did not create a watch within {s.config.timeout} s"
             ) from None
         except grpc.aio.AioRpcError as e:
+            s.stats.observe("watch", time.perf_counter() - started, failed=True)
             call.cancel()
             raise s._translate(e, "watch") from None
         except (grpc.aio.UsageError, asyncio.InvalidStateError) as e:
@@ -432,6 +444,7 @@ class _EtcdWatch(Watch):
                     await self._pump(self._call)
                 except _StreamBroken as e:
                     log.info("etcd watch %r: stream broke (%s); resuming from %d", self._key, e, self._received_next)
+                self._connected = False
                 self._call.cancel()
                 while True:  # re-subscribe from the resume point
                     await asyncio.sleep(backoff)
@@ -442,6 +455,7 @@ class _EtcdWatch(Watch):
                         log.debug("etcd watch %r: re-subscribe failed: %s", self._key, e)
                         continue
                     self.resumes += 1
+                    self._connected = True
                     backoff = s.config.watch_backoff_min
                     break
         except asyncio.CancelledError:
@@ -541,6 +555,8 @@ class EtcdMetaStore(MetaStore):
         self._keepalives = _KeepAliveStream(self)
         self._watches: set[_EtcdWatch] = set()
         self._closed = False
+        #: Round trips of this client (exported by clustermeta/metrics.py).
+        self.stats = EtcdStats()
 
     @classmethod
     async def open(
@@ -608,15 +624,19 @@ class EtcdMetaStore(MetaStore):
         return MetaStoreError(f"etcd {what} failed: {code.name}: {details}")
 
     async def _call(self, method: Callable[..., Awaitable[T]], request: Any, what: str, *, lease: int = 0) -> T:
-        """One unary etcd call with the configured deadline and errors translated."""
+        """One unary etcd call with the configured deadline and errors translated (and timed)."""
         self._check_open()
+        started = time.perf_counter()
         try:
-            return await method(request, timeout=self.config.timeout)
+            result = await method(request, timeout=self.config.timeout)
         except grpc.aio.AioRpcError as e:
+            self.stats.observe(what, time.perf_counter() - started, failed=True)
             raise self._translate(e, what, lease=lease) from None
         except grpc.aio.UsageError:  # the channel was closed under the call
             self._check_open()
             raise
+        self.stats.observe(what, time.perf_counter() - started)
+        return result
 
     # -- KV
 
@@ -715,7 +735,13 @@ class EtcdMetaStore(MetaStore):
 
     async def keepalive(self, lease_id: int) -> float:
         self._check_open()
-        ttl = await self._keepalives.keepalive(lease_id)
+        started = time.perf_counter()
+        try:
+            ttl = await self._keepalives.keepalive(lease_id)
+        except MetaStoreError:
+            self.stats.observe("keepalive", time.perf_counter() - started, failed=True)
+            raise
+        self.stats.observe("keepalive", time.perf_counter() - started)
         if ttl <= 0:
             raise LeaseNotFound(lease_id)
         return float(ttl)

@@ -34,6 +34,7 @@ from typing import Any
 
 from clustermeta.aio import cancel_and_wait, wait_event
 from clustermeta.metastore import MetaStore
+from clustermeta.metrics import LeaseStats
 from clustermeta.mirror import Change
 from clustermeta.records import ControlPlaneInfo, DatabaseRecord, DbState, majority
 from controlplane.config import ClusterConfig
@@ -44,6 +45,7 @@ from controlplane.grpc_service import ControlPlaneOps
 from controlplane.ha import ActiveSeat
 from controlplane.inspection import Inspector, Verification
 from controlplane.logfields import kv
+from controlplane.metrics import ControlPlaneStats
 from controlplane.nodes import NodeDirectory, NodeEvent, NodeEventKind
 from controlplane.operations import Operations, Steps
 from controlplane.publishing import ClusterControlPlane
@@ -87,16 +89,19 @@ class Cluster:
         self.store = store
         self.clients = clients
         self.config = config
+        #: What this control plane counts (controlplane/metrics.py) and its lease's counters.
+        self.stats = ControlPlaneStats()
+        self.lease_stats = LeaseStats()
         self.nodes = NodeDirectory(store)
         self.view = RecordsView(store, on_change=self._records_changed)
         self.seat = ActiveSeat(
-            store, ControlPlaneInfo(config.id, config.address), config.lease_ttl,
-            on_active=self._activate, on_standby=self._deactivate,
+            store, ControlPlaneInfo(config.id, config.address, config.metrics), config.lease_ttl,
+            on_active=self._activate, on_standby=self._deactivate, lease_stats=self.lease_stats,
         )  # fmt: skip
         self.records = DbRecords(store, self.seat, on_write=self.view.note)
         self.elector = Elector(
             self.records, self.nodes, clients, self.view.load,
-            rpc_timeout=config.rpc_timeout, max_concurrent=config.max_concurrent_elections,
+            rpc_timeout=config.rpc_timeout, max_concurrent=config.max_concurrent_elections, stats=self.stats,
         )  # fmt: skip
         self.operations = Operations(
             self.records, self.nodes, clients, self.elector, config, load=self.view.load,
@@ -126,7 +131,7 @@ class Cluster:
         """
         if address is not None:
             self.config.address = address
-            self.seat.info = ControlPlaneInfo(self.config.id, address)
+            self.seat.info = ControlPlaneInfo(self.config.id, address, self.config.metrics)
         await self.nodes.start()
         self.nodes.subscribe(self._node_event)
         await self.view.start()
@@ -144,6 +149,15 @@ class Cluster:
     def is_active(self) -> bool:
         """Whether this control plane is the active one."""
         return self.seat.is_active()
+
+    def readiness(self) -> str | None:
+        """Why this control plane cannot serve (``/readyz``), or None: it is started and holds a
+        valid lease in etcd (registered, campaigning or active; a standby is ready too)."""
+        if not self._started:
+            return "the control plane is starting"
+        if not self.seat.registered():
+            return "no valid lease in etcd (etcd unreachable, or the lease is being renewed)"
+        return None
 
     async def wait_active(self, timeout: float | None = None) -> None:
         """Return once this control plane is active (TimeoutError after ``timeout``)."""

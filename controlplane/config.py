@@ -14,6 +14,8 @@ class ClusterConfig:
     #: This control plane's id (``/controlplanes/<id>``) and the address of its ControlPlane service.
     id: str = "controlplane"
     address: str = ""
+    #: Its metrics URL (``http://host:port/metrics``), registered beside the address; empty: none.
+    metrics: str = ""
     #: TTL of this control plane's lease: a standby takes over about this long after it dies.
     lease_ttl: float = 2.0
     #: Replicas of a new database when the publish does not say (3 needs 3 live nodes, else 1).

@@ -34,6 +34,7 @@ from clustermeta.records import DatabaseRecord, DbState, majority
 from controlplane.dbrecords import DbRecords, Versioned
 from controlplane.hostnode_client import HostNodeFailure, Peer
 from controlplane.logfields import kv
+from controlplane.metrics import ControlPlaneStats
 from controlplane.nodes import NodeDirectory
 from controlplane.placement import Load
 from controlplane.replica_client import NodeClients, NodeUnreachable, PromiseReport
@@ -122,7 +123,9 @@ class Elector:
         *,
         rpc_timeout: float = 2.0,
         max_concurrent: int = 64,
+        stats: ControlPlaneStats | None = None,
     ) -> None:
+        self.stats = stats or ControlPlaneStats()
         self.records = records
         self.nodes = nodes
         self.clients = clients
@@ -173,6 +176,9 @@ class Elector:
                 outcome.record = await self._install_leader(current, chosen)
                 outcome.leader = chosen if outcome.record is not None else None
             self._log(outcome, before, current.record)
+            self.stats.election(
+                identity, elected=outcome.elected, leader_changed=outcome.elected and outcome.leader != before.leader
+            )
             if outcome.record is not None:
                 await self.nudge(outcome.record.record)
             return outcome

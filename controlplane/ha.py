@@ -33,6 +33,7 @@ from clustermeta.metastore import (
     MetaStoreClosed,
     MetaStoreError,
 )
+from clustermeta.metrics import LeaseStats
 from clustermeta.mirror import Change, PrefixMirror
 from clustermeta.records import CONTROLPLANE_LEADER_KEY, CONTROLPLANES_PREFIX, ControlPlaneInfo
 from controlplane.core import NotActive
@@ -61,8 +62,10 @@ class ActiveSeat:
         *,
         on_active: Callable[[], Awaitable[None]] | None = None,
         on_standby: Callable[[], Awaitable[None]] | None = None,
+        lease_stats: LeaseStats | None = None,
     ) -> None:
         self.store = store
+        self.lease_stats = lease_stats or LeaseStats()
         self.info = info
         self.lease_ttl = lease_ttl
         self.on_active = on_active
@@ -91,6 +94,10 @@ class ActiveSeat:
         await self._seat.stop()
 
     # --- the fence ----------------------------------------------------------------------------
+
+    def registered(self) -> bool:
+        """Whether this control plane holds a valid lease (its ``/controlplanes/<id>`` key lives)."""
+        return self._lease is not None and self._lease.valid()
 
     def is_active(self) -> bool:
         """Whether this control plane may act as the active one right now."""
@@ -163,7 +170,7 @@ class ActiveSeat:
         async def register(lease_id: int) -> None:
             await self.store.put(CONTROLPLANES_PREFIX + self.info.id.encode(), self.info.to_json(), lease=lease_id)
 
-        lease = LeaseKeeper(self.store, self.lease_ttl, on_new_lease=register)
+        lease = LeaseKeeper(self.store, self.lease_ttl, on_new_lease=register, stats=self.lease_stats)
         await lease.start()
         return lease
 

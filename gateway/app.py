@@ -11,6 +11,10 @@ Middleware order (outermost first):
 The ``on_response_prepare`` hook adds the CORS header to every response and the
 ``spacetime-identity`` / ``spacetime-identity-token`` headers to every ``/v1/database*``
 response, streamed ones included.
+
+With ``endpoints`` (:mod:`observability.http`) the app also serves ``/v1/metrics``,
+``/healthz`` and ``/readyz``, and counts every request (:func:`gateway.metrics.request_metrics`,
+outermost, so it sees the status the client gets).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from gateway.auth import AuthError, TokenAuthority
 from gateway.backends import ControlPlaneBackend, HostNodeBackend
 from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Gateway, GatewayConfig
 from gateway.errors import ApiError, from_auth_error, to_response
+from gateway.metrics import GatewayStats, request_metrics
 from gateway.routes_database import routes as database_routes
 from gateway.routes_identity import routes as identity_routes
 from gateway.routes_ws import routes as ws_routes
+from observability.http import Endpoints, add_routes
 
 __all__ = ["create_app"]
 
@@ -104,15 +110,22 @@ def create_app(
     control: ControlPlaneBackend,
     host: HostNodeBackend,
     config: GatewayConfig | None = None,
+    *,
+    stats: GatewayStats | None = None,
+    endpoints: Endpoints | None = None,
 ) -> web.Application:
-    """The gateway application over the given backends."""
+    """The gateway application over the given backends (``stats``: where it counts requests;
+    ``endpoints``: serve metrics and health from its registry and readiness check)."""
     config = config or GatewayConfig()
+    stats = stats or GatewayStats()
     # Bodies are read by gateway.http_util.read_body with per-route limits; this is the ceiling.
     app = web.Application(
-        middlewares=[cors_preflight, errors, database_auth],
+        middlewares=[request_metrics(stats), cors_preflight, errors, database_auth],
         client_max_size=max(config.max_module_bytes, config.max_body_bytes),
     )
-    app[GATEWAY] = Gateway(config, Authenticator(authority), control, host)
+    app[GATEWAY] = Gateway(config, Authenticator(authority), control, host, stats=stats)
+    if endpoints is not None:
+        add_routes(app, endpoints, metrics_path=None)  # /v1/metrics is routes_identity's
     app.add_routes(identity_routes)
     app.add_routes(database_routes)
     app.add_routes(ws_routes)

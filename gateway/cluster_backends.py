@@ -94,6 +94,7 @@ from gateway.grpc_backends import (
     GrpcHostNode,
     is_read_only_sql,
 )
+from gateway.metrics import GatewayStats
 from proto import GRPC_OPTIONS
 from sats.identity import Identity
 
@@ -190,17 +191,20 @@ def _store_errors() -> Iterator[None]:
 class _Deadline:
     """The bounded wait of one request: backoff between attempts, the final error when time is up."""
 
-    def __init__(self, config: ClusterConfig) -> None:
+    def __init__(self, config: ClusterConfig, stats: GatewayStats) -> None:
         self.config = config
+        self.stats = stats
         self.end = time.monotonic() + config.failover_wait
         self.backoff = config.retry_backoff_min
 
-    async def pause(self, error: ApiError, wait: Callable[[float], Awaitable[bool]]) -> None:
+    async def pause(self, error: ApiError, wait: Callable[[float], Awaitable[bool]], reason: str) -> None:
         """Before the next attempt: ``wait(seconds)`` for news (True: something changed), at most
-        the current backoff; raise ``error`` when the request's time is up."""
+        the current backoff; raise ``error`` when the request's time is up. ``reason`` names
+        the retry in the gateway's metrics."""
         remaining = self.end - time.monotonic()
         if remaining <= 0:
             raise error
+        self.stats.retry(reason)
         if not await wait(min(remaining, self.backoff)):
             self.backoff = min(self.backoff * 2, self.config.retry_backoff_max)
 
@@ -215,9 +219,10 @@ MOVED_GRACE_S = 0.5
 class ClusterHostNode:
     """:class:`gateway.backends.HostNodeBackend` that sends each request to its database's leader."""
 
-    def __init__(self, view: ClusterView, config: ClusterConfig | None = None) -> None:
+    def __init__(self, view: ClusterView, config: ClusterConfig | None = None, stats: GatewayStats | None = None) -> None:
         self.view = view
         self.config = config or ClusterConfig()
+        self.stats = stats or GatewayStats()
         self._clients: _Clients[GrpcHostNode] = _Clients(
             lambda channel, name: GrpcHostNode(channel, deadlines=self.config.deadlines, target=name)
         )
@@ -250,14 +255,18 @@ class ClusterHostNode:
                     f"no leader: database {hex_id} has no leader right now (an election is running, or a "
                     "majority of its replicas is unreachable); try again shortly"
                 )
+                reason = "no_leader"
             elif route.node is None:
                 error = unavailable(
                     f"no leader: the leader of database {hex_id}, host node {route.leader}, is not live and no "
                     "new leader was elected in time; try again shortly"
                 )
+                reason = "leader_not_live"
             else:
                 return route.node, route.token
-            await deadline.pause(error, functools.partial(self.view.wait_for_change, database, since=route.token))
+            await deadline.pause(
+                error, functools.partial(self.view.wait_for_change, database, since=route.token), reason
+            )
 
     async def _run(
         self,
@@ -269,7 +278,7 @@ class ClusterHostNode:
     ) -> T:
         """Run ``op`` on the leader's client; retry what certainly did not run (and, when
         ``idempotent``, what broke mid-way) at the leader the mirror names next."""
-        deadline = _Deadline(self.config)
+        deadline = _Deadline(self.config, self.stats)
         while True:
             node, token = await self._leader(database, deadline, missing)
             try:
@@ -281,11 +290,13 @@ class ClusterHostNode:
                     f"no leader: host node {node.id} does not lead database {database.to_hex()} ({e.reason}), "
                     "and no new leader took over in time; try again shortly"
                 )
+                reason = "not_leader"
             except Unreachable as e:
                 if e.may_have_run and not idempotent:
                     raise
                 error = e
-            await deadline.pause(error, functools.partial(self.view.wait_for_change, database, since=token))
+                reason = "unreachable"
+            await deadline.pause(error, functools.partial(self.view.wait_for_change, database, since=token), reason)
 
     async def _unless_moved(self, database: Identity, node: NodeInfo, call: Awaitable[T], idempotent: bool) -> T:
         """Await ``call`` at ``node``, but give up on it once the mirror shows that ``node`` no
@@ -385,7 +396,7 @@ class ClusterHostNode:
         Not retried: ``client_connected`` may have run. A stream that ends closes the client
         with 1012, and the client reconnects.
         """
-        node, _ = await self._leader(database, _Deadline(self.config), None)
+        node, _ = await self._leader(database, _Deadline(self.config, self.stats), None)
         session = await self._client(node).connect(database, params)
         self._check_streams(frozenset((database,)), nodes=False)  # the leader may have moved meanwhile
         return session
@@ -424,9 +435,10 @@ class ClusterControlPlane:
     """:class:`gateway.backends.ControlPlaneBackend`: lookups from the mirror, changes through
     the active control plane (then waiting until the mirror shows them)."""
 
-    def __init__(self, view: ClusterView, config: ClusterConfig | None = None) -> None:
+    def __init__(self, view: ClusterView, config: ClusterConfig | None = None, stats: GatewayStats | None = None) -> None:
         self.view = view
         self.config = config or ClusterConfig()
+        self.stats = stats or GatewayStats()
         self._clients: _Clients[GrpcControlPlane] = _Clients(
             lambda channel, name: GrpcControlPlane(channel, deadlines=self.config.deadlines, target=name)
         )
@@ -477,7 +489,7 @@ class ClusterControlPlane:
     async def _change(self, op: Callable[[GrpcControlPlane], Awaitable[T]]) -> T:
         """Run ``op`` on the active control plane, waiting (bounded) while none is elected or the
         one named cannot be reached. A request that may have arrived is never sent twice."""
-        deadline = _Deadline(self.config)
+        deadline = _Deadline(self.config, self.stats)
         while True:
             with _store_errors():
                 info = await self.view.controlplane()
@@ -485,6 +497,7 @@ class ClusterControlPlane:
                 error: ApiError = unavailable(
                     "no control plane is active right now (an election is running); try again shortly"
                 )
+                reason = "no_controlplane"
             else:
                 for address, _ in self._clients.items():
                     if address != info.address:  # a control plane that is no longer the active one
@@ -495,8 +508,9 @@ class ClusterControlPlane:
                     if e.may_have_run:
                         raise
                     error = e
+                    reason = "controlplane_unreachable"
 
-            await deadline.pause(error, functools.partial(self._wait_controlplane_change, info))
+            await deadline.pause(error, functools.partial(self._wait_controlplane_change, info), reason)
 
     async def _wait_controlplane_change(self, was: ControlPlaneInfo | None, seconds: float) -> bool:
         return await self.view.wait_until(lambda: self.view.cached_controlplane() != was, seconds)

@@ -52,6 +52,7 @@ from clustermeta.metastore import (
     MetaStoreClosed,
     RangeOp,
     RangeResponse,
+    Watch,
     WatchEvent,
     prefix_end,
 )
@@ -261,6 +262,7 @@ class ClusterView:
         #: Full reads so far (1 after start; +1 after each compaction), and watches opened.
         self.reads = 0
         self.watches = 0
+        self._watch: Watch | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -322,13 +324,17 @@ class ClusterView:
                     reread = False
                 watch = await self.store.watch(WATCH_KEY, WATCH_END, start_revision=self._revision + 1)
                 self.watches += 1
-                async with watch:
-                    async for event in watch:
-                        self._apply(event)
-                        # A revision is complete once the watch moved past it.
-                        if watch.next_revision > event.revision:
-                            self._complete(event.revision, self._pending.take())
-                        backoff = self.config.backoff_min
+                self._watch = watch
+                try:
+                    async with watch:
+                        async for event in watch:
+                            self._apply(event)
+                            # A revision is complete once the watch moved past it.
+                            if watch.next_revision > event.revision:
+                                self._complete(event.revision, self._pending.take())
+                            backoff = self.config.backoff_min
+                finally:
+                    self._watch = None
             except asyncio.CancelledError:
                 raise
             except MetaStoreClosed:
@@ -372,6 +378,11 @@ class ClusterView:
     def revision(self) -> int:
         """The store revision the mirror has wholly applied."""
         return self._revision
+
+    @property
+    def watching(self) -> bool:
+        """Whether the mirror follows the store right now (its watch is open and connected)."""
+        return self._watch is not None and self._watch.connected
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` holds, checked after each applied revision; False when
@@ -531,3 +542,14 @@ class ClusterView:
     def known_databases(self) -> Iterable[Identity]:
         """Every database in the mirror."""
         return self._mirror.records.keys()
+
+    def readiness(self) -> str | None:
+        """Why a gateway on this view cannot serve yet (``/readyz``), or None: the records are
+        loaded, the watch on the store is open, and a control plane is active."""
+        if not self.reads:
+            return "the cluster's records are not loaded yet"
+        if not self.watching:
+            return "the watch on the cluster's metadata store is down (reconnecting)"
+        if self.cached_controlplane() is None:
+            return "no control plane is active"
+        return None

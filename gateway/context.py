@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.auth import Claims, CredentialsRequired, TokenAuthority, parse_authorization
 from gateway.backends import ControlPlaneBackend, HostNodeBackend
+from gateway.metrics import GatewayStats
 from sats.identity import Identity
 
 __all__ = ["CALLER_KEY", "GATEWAY", "Authenticator", "Caller", "Gateway", "GatewayConfig", "caller_of"]
@@ -100,6 +101,8 @@ class Gateway:
     host: HostNodeBackend
     #: Set when the server shuts down: long-lived responses (log follow) end.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What the gateway counts (gateway/metrics.py).
+    stats: GatewayStats = field(default_factory=GatewayStats)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway.context import GATEWAY
 from gateway.errors import ApiError
 from gateway.http_util import empty, json_response, parse_url_identity, query_int, text_response
+from observability.http import ENDPOINTS, metrics_response
 from sats.identity import Identity
 
 __all__ = ["routes"]
@@ -73,8 +74,11 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/v1/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    """Not served yet."""
-    return text_response("Metrics arrive with the observability work; this server does not export them yet.", 501)
+    """The process's metrics in the Prometheus text format (501 when the app was built without a registry)."""
+    endpoints = request.app.get(ENDPOINTS)
+    if endpoints is None:
+        return text_response("This server was started without a metrics registry.", 501)
+    return metrics_response(endpoints)
 
 
 @routes.get("/v1/prometheus/sd_config")

@@ -138,9 +138,11 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
         return ws
+    gw.stats.websockets += 1
     try:
         await _relay(ws, session, gw.stopping)
     finally:
+        gw.stats.websockets -= 1
         await asyncio.shield(session.close())
     return ws
 

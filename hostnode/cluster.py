@@ -47,6 +47,7 @@ from hostnode.follower import FollowerReplica, ReplicaDivergedError, read_genera
 from hostnode.realtime import CLOSE_LEADER_CHANGED
 from hostnode.replication import ChannelPool, LeaderReplication, PeerSpec, ReplicationConfig
 from hostnode.service import DatabaseNotFound, HostNode, InstallResult
+from hostnode.stats import ReplicaCounters
 from hostnode.worker import DatabaseWorker
 from proto import hostnode_pb2 as pb
 from sats.identity import Identity
@@ -73,6 +74,10 @@ class ClusterConfig:
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     #: Drawn at every process start (docs/cluster.md): a restarted node is a new incarnation.
     incarnation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: A follower counts as caught up (readiness) while it lacks at most this many of the
+    #: records its leader says are committed: under load a healthy follower trails by a few
+    #: fsyncs' worth.
+    ready_lag_records: int = 1000
 
 
 class ClusterNode:
@@ -102,6 +107,10 @@ class ClusterNode:
         self._locks: dict[Identity, asyncio.Lock] = {}
         #: The epoch of the replication stream a follower currently answers.
         self._streams: dict[Identity, tuple[int, asyncio.Event]] = {}
+        #: Followers whose current stream has delivered a batch: the commit point it carried.
+        self._stream_commit: dict[Identity, int] = {}
+        #: Per database: counters that outlive roles and epochs (exported by hostnode/metrics.py).
+        self.counters: dict[Identity, ReplicaCounters] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Set by :meth:`stop`: records, promises and streams arriving afterwards are ignored.
         self._stopping = False
@@ -174,6 +183,58 @@ class ClusterNode:
 
     def _lock(self, identity: Identity) -> asyncio.Lock:
         return self._locks.setdefault(identity, asyncio.Lock())
+
+    def counters_of(self, identity: Identity) -> ReplicaCounters:
+        """The counters of ``identity`` on this node (created on first use)."""
+        c = self.counters.get(identity)
+        if c is None:
+            c = self.counters[identity] = ReplicaCounters()
+        return c
+
+    def stream_epoch(self, identity: Identity) -> int | None:
+        """The epoch of the leader's stream this node's replica of ``identity`` answers now."""
+        stream = self._streams.get(identity)
+        return None if stream is None else stream[0]
+
+    def follows_leader(self, identity: Identity) -> bool:
+        """Whether this node holds a follower (or learner) replica of ``identity`` whose record
+        names another node as leader."""
+        record = self.records.get(identity)
+        return (
+            identity in self.followers
+            and record is not None
+            and record.state is DbState.ACTIVE
+            and record.leader is not None
+            and record.leader != self.node_id
+            and self.node_id in record.nodes()
+        )
+
+    def lagging(self, identity: Identity) -> str | None:
+        """Why this node's replica of ``identity`` is not caught up with the leader its record
+        names, or None: it streams from that leader and lacks at most ``ready_lag_records`` of
+        the records the leader said are committed. None too for a replica that follows nobody
+        (the record names no leader: an election runs, or no majority is reachable)."""
+        if not self.follows_leader(identity):
+            return None
+        record = self.records[identity]
+        name = identity.to_hex()[:16]
+        commit = self._stream_commit.get(identity)
+        follower = self.followers.get(identity)
+        if commit is None or follower is None:
+            return f"replica of {name} is not streaming from its leader {record.leader} yet"
+        behind = commit - follower.committer.durable_offset
+        if behind > self.config.ready_lag_records:
+            return f"replica of {name} is {behind} records behind its leader {record.leader}"
+        return None
+
+    def readiness(self) -> str | None:
+        """Why this node is not ready to serve, or None (``/readyz``): every replica it follows
+        must be connected to its leader and caught up (:meth:`lagging`)."""
+        for identity in list(self.followers):
+            reason = self.lagging(identity)
+            if reason is not None:
+                return reason
+        return None
 
     def _path(self, identity: Identity) -> Path:
         return self.node.root / identity.to_hex()
@@ -296,6 +357,7 @@ class ClusterNode:
             lease_valid=self.lease_valid,
             known_commit=known_commit,
             resolve=lambda n: self.peers.get(n, ""),
+            counters=self.counters_of(identity),
         )
 
     async def _open_leader(self, identity: Identity, record: DatabaseRecord, *, known_commit: int) -> None:
@@ -323,6 +385,7 @@ class ClusterNode:
         leader.start(worker.db)
         self.leading[identity] = leader
         self.node._workers[identity] = worker
+        self.counters_of(identity).became_leader += 1
 
     async def _locked_step_down(self, identity: Identity, reason: str) -> None:
         async with self._lock(identity):
@@ -334,6 +397,7 @@ class ClusterNode:
         if leader is None:
             return
         log.info("stepping down as leader of %s (epoch %d): %s", identity.to_hex()[:16], leader.epoch, reason)
+        self.counters_of(identity).stepped_down += 1
         worker = self.node._workers.pop(identity, None)
         self.node._drop_hub(identity, CLOSE_LEADER_CHANGED)
         self.known_commit[identity] = max(self.known_commit.get(identity, 0), leader.commit_offset)
@@ -559,6 +623,7 @@ class ClusterNode:
                     await t
             if self._streams.get(identity, (0, None))[1] is ended:
                 self._streams.pop(identity, None)
+                self._stream_commit.pop(identity, None)
             if follower.on_durable is durable:
                 follower.on_durable = None
 
@@ -651,6 +716,8 @@ class ClusterNode:
                 await follower.run(functools.partial(_append_checked, follower, epoch, records, commit, retain))
                 if commit > self.known_commit.get(identity, 0):
                     self.known_commit[identity] = commit
+                if self.stream_epoch(identity) == epoch:
+                    self._stream_commit[identity] = commit
                 if not records:  # a heartbeat: answer so the leader knows we are here
                     await out.put(pb.FollowerMessage(ack=pb.FollowerAck(
                         durable_offset=follower.committer.durable_offset,
@@ -675,6 +742,7 @@ class ClusterNode:
             raise ConnectionError(f"no address known for leader {hello.leader_node}")
         stub = self.channels.replication(address)
         incoming = Path(tempfile.mkdtemp(prefix=f".incoming-{identity.to_hex()[:16]}-", dir=self.node.root))
+        started = time.perf_counter()
         try:
             applied, generation, total, got = -1, hello.generation, 0, 0
             lmdb_dir = incoming / "lmdb"
@@ -698,6 +766,9 @@ class ClusterNode:
                 raise ConnectionError(f"snapshot ended after {got} of {total} bytes")
             await follower.run(lambda: follower.install_snapshot(lmdb_dir, applied, generation))
             self.known_commit[identity] = max(self.known_commit.get(identity, 0), applied + 1)
+            counters = self.counters_of(identity)
+            counters.snapshots["installed"].observe(time.perf_counter() - started)
+            counters.snapshot_bytes["installed"] += got
         finally:
             await asyncio.to_thread(shutil.rmtree, incoming, True)
 
@@ -712,6 +783,8 @@ class ClusterNode:
         pins = leader.pins
         pin = db.clog.first_offset
         pins.append(pin)
+        started = time.perf_counter()
+        sent = 0
         try:
             applied = await asyncio.to_thread(db.datastore.copy_to, tmp / "lmdb")
             pins.remove(pin)
@@ -728,8 +801,12 @@ class ClusterNode:
                         first = False
                     elif chunk:
                         yield pb.SnapshotChunk(data=chunk)
+                    sent += len(chunk)
                     if not chunk:
                         break
+            counters = self.counters_of(identity)
+            counters.snapshots["sent"].observe(time.perf_counter() - started)
+            counters.snapshot_bytes["sent"] += sent
         finally:
             with contextlib.suppress(ValueError):
                 pins.remove(pin)

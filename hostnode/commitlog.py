@@ -56,6 +56,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from observability.instruments import FSYNC_BUCKETS, Histogram
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -445,6 +447,8 @@ class CommitLog:
         self._generation = 0  # bumped by truncate; live readers notice and stop
         self.sync_count = 0
         """Number of data fsyncs this log has issued (sync() calls plus segment rolls)."""
+        #: Seconds per group-commit fsync (``sync()``; written under ``_sync_lock`` only).
+        self.fsync_seconds = Histogram(FSYNC_BUCKETS)
 
     # ----------------------------------------------------------------- open / close
 
@@ -711,6 +715,17 @@ class CommitLog:
         """The first offsets of the segment files, in order."""
         return list(self._bases)
 
+    def disk_bytes(self) -> int:
+        """Bytes the segment files take on disk now (any thread; a segment deleted meanwhile
+        counts 0)."""
+        total = 0
+        for base in list(self._bases):
+            try:
+                total += os.stat(os.path.join(self.directory, segment_file_name(base))).st_size
+            except FileNotFoundError:
+                pass
+        return total
+
     # ----------------------------------------------------------------- epochs
 
     def epoch_history(self) -> list[tuple[int, int]]:
@@ -859,11 +874,13 @@ class CommitLog:
                 retired, self._retired = self._retired, []
             for w in retired:  # already fsynced by _roll; only closing was deferred to here
                 w.close()
+            started = time.perf_counter()
             try:
                 _fdatasync(file.fileno())
             except OSError as exc:
                 with self._lock:
                     self._fail(exc, "fsyncing the active segment")
+            self.fsync_seconds.observe(time.perf_counter() - started)
             with self._lock:
                 self.sync_count += 1
                 if target > self._durable_offset:

@@ -27,6 +27,7 @@ import logging
 import shutil
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from hostnode.migrate import MigrationError, MigrationPlan, check_policy, migrat
 from hostnode.moduledef import Lifecycle, ModuleDef, ModuleDefError, decode_raw_module_def, validate
 from hostnode.modulelog import ModuleLog
 from hostnode.schema_build import SystemTables, build_schemas
+from hostnode.stats import ABI_SAMPLE_EVERY, DatabaseStats, TxnStats
 from hostnode.txdata import TxData
 from hostnode.txrecord import RecordKind, TxRecord, encode_record
 from hostnode.wasm_host import (
@@ -60,6 +62,9 @@ log = logging.getLogger(__name__)
 META_PROGRAM = b"program"
 META_OWNER = b"owner"
 META_IDENTITY = b"database_identity"
+
+_ABI_SAMPLE_MASK = ABI_SAMPLE_EVERY - 1
+assert not ABI_SAMPLE_EVERY & _ABI_SAMPLE_MASK, "ABI_SAMPLE_EVERY must be a power of two"
 
 #: ScheduleAt delays at or beyond this many milliseconds are refused (module-abi.md §8).
 MAX_SCHEDULE_DELAY_MICROS = ((1 << 36) - 1) * 1000
@@ -211,6 +216,12 @@ class Database:
         self.on_commit: list[Callable[[ReducerOutcome], None]] = []
         #: Called (writer thread) after :meth:`update_program` replaced the module.
         self.on_program_update: list[Callable[[MigrationPlan], None]] = []
+        #: What this database counts (hostnode/stats.py; exported by hostnode/metrics.py).
+        self.stats = DatabaseStats()
+        self._reducer_stats = self.stats.reducers
+        #: ``time.perf_counter()`` when the writer's current job was queued (0: not known). The
+        #: worker sets it; reducer calls count the difference as their wait.
+        self.queued_at = 0.0
 
     # --- creation and opening -----------------------------------------------------------------
 
@@ -259,12 +270,14 @@ class Database:
         path = Path(path)
         if not (path / "clog").is_dir():
             raise DatabaseError(f"{path} is not a database directory")
+        started = time.perf_counter()
         db = cls(path, config or DatabaseConfig(), hooks)
         try:
             db._recover()
         except BaseException:
             db._close_quietly()
             raise
+        db.stats.replay_seconds = time.perf_counter() - started
         return db
 
     def _install(self, program: bytes, wasm: WasmProgram, timestamp: int) -> ReducerOutcome | None:
@@ -442,6 +455,10 @@ class Database:
         """Table id by name, for `table_id_from_name`."""
         return self._table_ids.get(name)
 
+    def table_names(self) -> dict[int, str]:
+        """Every table's name by id (any thread: a snapshot)."""
+        return {tid: name for name, tid in list(self._table_ids.items())}
+
     def index_id(self, name: str) -> int | None:
         """Index id by name, for `index_id_from_name`."""
         return self._index_ids.get(name)
@@ -534,12 +551,19 @@ class Database:
         timestamp: int,
         before: Callable[[Any], None] | None = None,
     ) -> ReducerOutcome:
+        started = time.perf_counter()
+        st = self._reducer_stats.get(name) or self.stats.reducer(name)
+        host = self.host
+        assert host is not None
         tx = self.datastore.begin_mut()
+        # One call in ABI_SAMPLE_EVERY times its host calls (hostnode/stats.py), unless a profiler
+        # times them all already.
+        sample = None
+        if not (st.committed + st.failed) & _ABI_SAMPLE_MASK and host.profile_ns is None:
+            sample = host.profile_ns = [0, 0]
         try:
             if before is not None:
                 before(tx)
-            host = self.host
-            assert host is not None
             rid = self._reducer_ids[name]
             self._call_timestamp = timestamp
             res = host.call_reducer(rid, caller.sender_words(), connection_id, timestamp, args, tx, name)
@@ -555,12 +579,30 @@ class Database:
             tx.rollback()
             self._pending_arms.clear()
             raise
+        finally:
+            if sample is not None:
+                # This call stands for the calls since the previous sample (counted ones only).
+                host.profile_ns = None
+                st.abi_us += sample[0] * (st.calls + 1 - st.abi_calls) // 1000
+                st.abi_calls = st.calls + 1
         if outcome.status is Status.COMMITTED:
-            self._commit(outcome, tx.commit(), RecordKind.REDUCER)
+            self._commit(outcome, tx.commit(), RecordKind.REDUCER, st)
         else:
             tx.rollback()
             self._pending_arms.clear()
+            st.failed += 1
+            if res.trapped:
+                st.traps += 1
             self._maybe_checkpoint()
+        st.energy += res.fuel_used
+        st.wasm_us += res.duration_micros
+        # Histogram.observe, inlined: this runs for every reducer call.
+        h = st.elapsed
+        elapsed = time.perf_counter() - started
+        h.counts[bisect_left(h.bounds, elapsed)] += 1
+        h.sum += elapsed
+        if self.queued_at:
+            st.wait.observe(started - self.queued_at)
         if self.on_commit:
             for cb in self.on_commit:
                 cb(outcome)
@@ -612,7 +654,10 @@ class Database:
             status, message, name, rid, caller, connection_id, timestamp, args, res.fuel_used, res.duration_micros
         )
 
-    def _commit(self, outcome: ReducerOutcome, txdata: TxData, kind: RecordKind) -> None:
+    def _commit(self, outcome: ReducerOutcome, txdata: TxData, kind: RecordKind, st: TxnStats) -> None:
+        st.committed += 1
+        if txdata.tables:
+            st.count_rows(txdata.tables)
         payload = encode_record(
             kind,
             outcome.reducer,
@@ -689,15 +734,19 @@ class Database:
         self._check_open()
         self._check_writable()
         ts = _now_micros() if timestamp_micros is None else timestamp_micros
+        started = time.perf_counter()
         tx = self.datastore.begin_mut()
         try:
             result = fn(tx)
         except BaseException:
             tx.rollback()
             self._pending_arms.clear()
+            self.stats.sql.failed += 1
+            self.stats.sql.elapsed.observe(time.perf_counter() - started)
             raise
         outcome = ReducerOutcome(Status.COMMITTED, "", "", None, caller, 0, ts, b"", 0, 0)
-        self._commit(outcome, tx.commit(), RecordKind.SYSTEM)
+        self._commit(outcome, tx.commit(), RecordKind.SYSTEM, self.stats.sql)
+        self.stats.sql.elapsed.observe(time.perf_counter() - started)
         for cb in self.on_commit:
             cb(outcome)
         return result, outcome
@@ -728,7 +777,7 @@ class Database:
             tx = self.datastore.begin_mut()
             insert_client(tx)
             outcome = ReducerOutcome(Status.COMMITTED, "", "", None, identity, connection_id, ts, b"", 0, 0)
-            self._commit(outcome, tx.commit(), RecordKind.SYSTEM)
+            self._commit(outcome, tx.commit(), RecordKind.SYSTEM, self.stats.internal)
         else:
             outcome = self._run_reducer(reducer.name, b"", identity, connection_id, ts, before=insert_client)
         if not outcome.committed:
@@ -759,7 +808,7 @@ class Database:
             tx = self.datastore.begin_mut()
             delete_client(tx)
             fallback = ReducerOutcome(Status.COMMITTED, "", "", None, identity, connection_id, ts, b"", 0, 0)
-            self._commit(fallback, tx.commit(), RecordKind.SYSTEM)
+            self._commit(fallback, tx.commit(), RecordKind.SYSTEM, self.stats.internal)
             outcome = outcome or fallback
         self._drain_immediate()
         return outcome
@@ -865,7 +914,7 @@ class Database:
             system = ReducerOutcome(
                 Status.COMMITTED, "", "", None, self.identity, 0, _now_micros(), b"", 0, 0
             )
-            self._commit(system, tx.commit(), RecordKind.SYSTEM)
+            self._commit(system, tx.commit(), RecordKind.SYSTEM, self.stats.internal)
             # The one-shot row's deletion is a visible change: subscribers must see it.
             for cb in self.on_commit:
                 cb(system)
@@ -916,7 +965,11 @@ class Database:
             if not self.wait_durable(self._last_offset, timeout):
                 self._last_checkpoint = time.monotonic()  # try again after the usual interval
                 return False
+        started = time.perf_counter()
         self.datastore.checkpoint(self._last_offset)
+        self.stats.checkpoints.observe(time.perf_counter() - started)
+        if self.host is not None:  # the writer's own moment to look (wasmtime is single-threaded)
+            self.stats.wasm_memory_bytes = self.host.memory_size()
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         return True

@@ -820,6 +820,16 @@ class ReadTx(_TxBase):
         v = self._txn.get(_K_APPLIED, None, self._meta)
         return -1 if v is None else _APPLIED.unpack(v)[0]
 
+    def table_sizes(self) -> dict[int, tuple[str, int, int]]:
+        """Per table: ``(name, rows, bytes)``, the bytes being the LMDB pages of its rows (to the
+        precision of a page, as 1.12's ``spacetime_table_size_bytes``; indexes not included)."""
+        out: dict[int, tuple[str, int, int]] = {}
+        for tid, tbl in self._cat.tables.items():
+            st = self._txn.stat(tbl.db)
+            pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+            out[tid] = (tbl.name, int(st["entries"]), int(pages * st["psize"]))
+        return out
+
     def __enter__(self) -> ReadTx:
         return self
 

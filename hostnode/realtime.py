@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from hostnode.database import DatabaseError, ReducerOutcome, Status
 from hostnode.durability import ReplicationError
+from hostnode.stats import SQL, SUBSCRIBE, UNSUBSCRIBE, UPDATE
 from hostnode.subscriptions import SubscriptionManager, attach, wire, writer_view
 from hostnode.subscriptions import results as r
 from hostnode.subscriptions.manager import CommitUpdates
@@ -122,6 +124,7 @@ class RealtimeHub:
 
     def __init__(self, db: Database, submit: Submit) -> None:
         self.db = db
+        self.stats = db.stats
         self.submit = submit
         self.manager = SubscriptionManager.for_database(db)
         self.connections: set[Connection] = set()
@@ -149,7 +152,7 @@ class RealtimeHub:
             self.manager.connect(conn, p.identity, p.connection_id)
             self.connections.add(conn)
             token = ws.IdentityToken(p.identity, p.token, ConnectionId(p.connection_id))
-            self._send(conn, encode(token, p.json, p.compression), outcome.offset)
+            self._send(conn, encode(token, p.json, p.compression), outcome.offset, None)
             self._flush()
         return outcome
 
@@ -179,49 +182,61 @@ class RealtimeHub:
         for conn in self.connections:  # holders of queries that no longer compile
             err = failed.get(conn)
             if err is not None:
-                self._reply(conn, wire.reply(err, self._row_encoder(conn.params.json, {})))
+                self._reply(conn, wire.reply(err, self._row_encoder(conn.params.json, {})), workload=SUBSCRIBE)
         self._flush()
 
     # --- requests (writer thread) -------------------------------------------------------------
 
-    def handle_many(self, conn: Connection, msgs: list[ws.ClientMessage]) -> None:
-        """Answer client messages in order, then hand every queued frame to the event loop once."""
+    def handle_many(self, conn: Connection, msgs: list[ws.ClientMessage], received: float = 0.0) -> None:
+        """Answer client messages in order, then hand every queued frame to the event loop once.
+
+        ``received``: ``time.perf_counter()`` when the gateway handed them over (0: now); each
+        message's round trip is counted from there to its answer."""
         self._batching = True
+        self.stats.ws_requests[conn.params.json] += len(msgs)
+        received = received or time.perf_counter()
         try:
             for msg in msgs:
                 try:
-                    self.handle(conn, msg)
+                    self.handle(conn, msg, received)
                 except Exception:
                     log.exception("handling a client message failed")
         finally:
             self._batching = False
             self._flush()
 
-    def handle(self, conn: Connection, msg: ws.ClientMessage) -> None:
+    def handle(self, conn: Connection, msg: ws.ClientMessage, received: float = 0.0) -> None:
         """Answer one client message (replies are queued before any later commit's update)."""
         if conn not in self.connections:
             return
         try:
             if isinstance(msg, ws.CallReducer):
                 self._call_reducer(conn, msg)
+                rt = self.stats.round_trips.get(msg.reducer) or self.stats.round_trip(msg.reducer)
             elif isinstance(msg, ws.CallProcedure):
                 self._reply(conn, ws.ProcedureResult(
                     ws.InternalError("No such procedure"), ws.Timestamp.UNIX_EPOCH, ws.TimeDuration.ZERO,
                     msg.request_id,
-                ))  # fmt: skip
+                ), workload=None)  # fmt: skip
+                return
             elif isinstance(msg, ws.OneOffQuery):
                 with writer_view(self.db) as tx:
                     result = self.manager.one_off(tx, conn.params.identity, msg.query_string)
                     rows = self._rows(conn, tx)
                     read_at = self.db.last_offset  # held for confirmed, as 1.12 holds it
-                    self._reply(conn, wire.one_off_response(msg.message_id, result, rows), read_at)
+                    self._reply(conn, wire.one_off_response(msg.message_id, result, rows), read_at, workload=SQL)
+                rt = self.stats.round_trips_other[SQL]
             else:
-                self._subscription_request(conn, msg)
+                rt = self.stats.round_trips_other[self._subscription_request(conn, msg)]
+            rt.observe(time.perf_counter() - (received or time.perf_counter()))
         finally:
             self._flush()
 
-    def _subscription_request(self, conn: Connection, msg: ws.ClientMessage) -> None:
+    def _subscription_request(self, conn: Connection, msg: ws.ClientMessage) -> str:
+        """Answer a (un)subscribe message; its workload (Subscribe or Unsubscribe)."""
         m = self.manager
+        scanned = m.rows_scanned_initial
+        workload = SUBSCRIBE
         with writer_view(self.db) as tx:
             res: Any
             if isinstance(msg, ws.SubscribeMulti):
@@ -232,16 +247,20 @@ class RealtimeHub:
                 res = m.subscribe(conn, tx, msg.query_strings, msg.request_id)
             elif isinstance(msg, ws.UnsubscribeMulti):
                 res = m.unsubscribe_multi(conn, tx, msg.request_id, msg.query_id.id)
+                workload = UNSUBSCRIBE
             elif isinstance(msg, ws.Unsubscribe):
                 res = m.unsubscribe(conn, tx, msg.request_id, msg.query_id.id)
+                workload = UNSUBSCRIBE
             else:  # pragma: no cover - every ClientMessage is handled above
                 raise TypeError(f"unexpected client message {msg!r}")
             if isinstance(res, r.TransactionFailure):
-                self._reply(conn, self._failure_update(conn, "<none>", res.message, res.micros))
+                self._reply(conn, self._failure_update(conn, "<none>", res.message, res.micros), workload=workload)
             elif isinstance(res, r.SubscriptionError):
-                self._reply(conn, wire.reply(res, self._rows(conn, tx)))
+                self._reply(conn, wire.reply(res, self._rows(conn, tx)), workload=workload)
             else:  # rows read from the last commit: held for confirmed until it is durable
-                self._reply(conn, wire.reply(res, self._rows(conn, tx)), self.db.last_offset)
+                self._reply(conn, wire.reply(res, self._rows(conn, tx)), self.db.last_offset, workload=workload)
+        self.stats.rows_scanned[SUBSCRIBE] += m.rows_scanned_initial - scanned
+        return workload
 
     def _call_reducer(self, conn: Connection, msg: ws.CallReducer) -> None:
         db = self.db
@@ -277,8 +296,6 @@ class RealtimeHub:
     def _failure_update(
         self, conn: Connection, name: str, message: str, micros: int = 0
     ) -> ws.TransactionUpdate:
-        import time
-
         p = conn.params
         return ws.TransactionUpdate(
             ws.Failed(message),
@@ -293,8 +310,10 @@ class RealtimeHub:
     def _rows(self, conn: Connection, tx: Any) -> wire.RowEncoder:
         return wire.json_rows(tx.tables()) if conn.params.json else wire.bsatn_rows
 
-    def _reply(self, conn: Connection, msg: ws.ServerMessage, offset: int | None = None) -> None:
-        self._send(conn, encode(msg, conn.params.json, conn.params.compression), offset)
+    def _reply(
+        self, conn: Connection, msg: ws.ServerMessage, offset: int | None = None, *, workload: str | None = UPDATE
+    ) -> None:
+        self._send(conn, encode(msg, conn.params.json, conn.params.compression), offset, workload)
 
     # --- commits (writer thread, from on_commit) ----------------------------------------------
 
@@ -314,6 +333,8 @@ class RealtimeHub:
                 )
                 self._flush()
             return
+        if updates.rows_evaluated:
+            self.stats.rows_scanned[UPDATE] += updates.rows_evaluated
         if not updates.groups and not updates.errors and not full_to_caller:
             return
         offset = outcome.offset
@@ -403,8 +424,14 @@ class RealtimeHub:
 
     # --- outgoing -----------------------------------------------------------------------------
 
-    def _send(self, conn: Connection, frame: Frame, offset: int | None = None) -> None:
+    def _send(self, conn: Connection, frame: Frame, offset: int | None = None, workload: str | None = UPDATE) -> None:
+        """Queue ``frame`` for ``conn``; counted as sent for ``workload`` (None: not a data message)."""
         self._outbox.setdefault(conn, []).append((frame, offset))
+        if workload is not None:
+            sent = self.stats.sent[workload]
+            n = len(frame)
+            sent.sizes.observe(n)
+            sent.bytes += n
 
     def _flush(self) -> None:
         """Hand every queued frame to its connection's event loop. One wake-up per loop is
@@ -590,10 +617,11 @@ class Connection:
         n = len(msgs)
         self._submitted += n
         hub = self.hub
+        received = time.perf_counter()
 
         def job(db: Database) -> None:
             try:
-                hub.handle_many(self, msgs)
+                hub.handle_many(self, msgs, received)
             finally:
                 self._completed += n  # written by the writer thread only
 

@@ -32,6 +32,7 @@ import grpc
 from hostnode.commitlog import CommitLog, GroupCommitter
 from hostnode.database import Database, ReplicationHooks
 from hostnode.durability import Durability, NotLeader, QuorumDurability
+from hostnode.stats import ReplicaCounters
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
 from sats.identity import Identity
@@ -205,7 +206,7 @@ class PeerSpec:
 
 @dataclass
 class LinkState:
-    """What a link knows about its follower (for status, quorum and log retention)."""
+    """What a link knows about its follower (for status, quorum, log retention and metrics)."""
 
     connected: bool = False
     durable_offset: int = 0
@@ -213,6 +214,8 @@ class LinkState:
     last_heard: float = 0.0
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Monotonic time the link last connected or lost its connection.
+    since: float = field(default_factory=time.monotonic)
 
 
 class LeaderReplication:
@@ -233,8 +236,12 @@ class LeaderReplication:
         lease_valid: Callable[[], bool] = lambda: True,
         known_commit: int = 0,
         resolve: Callable[[str], str] | None = None,
+        counters: ReplicaCounters | None = None,
     ) -> None:
         self.identity = identity
+        #: Counters of this database on this node (they outlive this epoch's leadership).
+        self.counters = counters or ReplicaCounters()
+        self._quorum_ok = True
         self.node_id = node_id
         self.epoch = epoch
         self.generation = generation
@@ -312,7 +319,18 @@ class LeaderReplication:
         return None
 
     def has_quorum(self) -> bool:
-        """Whether a majority of the voting replicas (this one included) answered recently."""
+        """Whether a majority of the voting replicas (this one included) answered recently.
+
+        Each change from having a quorum to not having one counts as a quorum loss (seen when
+        someone asks: every write does, and so does every metrics scrape)."""
+        ok = self._quorum_now()
+        if ok != self._quorum_ok:
+            self._quorum_ok = ok
+            if not ok:
+                self.counters.quorum_losses += 1
+        return ok
+
+    def _quorum_now(self) -> bool:
         if len(self.voters) + 1 < 2:
             return True
         alive = 1 + sum(1 for v in self.voters if self.links[v].alive())
@@ -432,6 +450,22 @@ class FollowerLink:
         self.peer = peer
         self.state = LinkState()
         self._acked = asyncio.Event()
+        #: Batches sent and not yet acknowledged: (offset after the batch, monotonic time sent).
+        self._in_flight: deque[tuple[int, float]] = deque()
+
+    def lag(self, leader_next: int, now: float) -> tuple[int, float]:
+        """How far behind the follower is: records the leader's log (next offset
+        ``leader_next``) has and the follower has not made durable, and seconds since the oldest
+        of them was sent (while disconnected: since the link went down)."""
+        s = self.state
+        records = max(0, leader_next - s.durable_offset)
+        if not records:
+            return 0, 0.0
+        if self._in_flight:
+            return records, max(0.0, now - self._in_flight[0][1])
+        if not s.connected:
+            return records, max(0.0, now - s.since)
+        return records, 0.0
 
     def alive(self) -> bool:
         """Connected and heard from within the quorum timeout."""
@@ -493,6 +527,7 @@ class FollowerLink:
             state = await self._read_state(call)
             pos = await self._start_position(call, state, db)
             self.state.connected = True
+            self.state.since = time.monotonic()
             self.state.error = ""
             self.state.durable_offset = state.durable_offset
             self.state.applied_offset = state.applied_offset
@@ -505,7 +540,10 @@ class FollowerLink:
                 with contextlib.suppress(BaseException):
                     await reader
         finally:
+            if self.state.connected:
+                self.state.since = time.monotonic()
             self.state.connected = False
+            self._in_flight.clear()
             call.cancel()
 
     async def _read_state(self, call: Any) -> pb.FollowerState:
@@ -564,6 +602,9 @@ class FollowerLink:
                 s.applied_offset = msg.ack.applied_offset
                 if msg.ack.durable_offset > s.durable_offset:
                     s.durable_offset = msg.ack.durable_offset
+                    in_flight = self._in_flight
+                    while in_flight and in_flight[0][0] <= s.durable_offset:
+                        in_flight.popleft()
                     if not self.peer.learner and self.leader.quorum is not None:
                         self.leader.quorum.ack(self.peer.node_id, s.durable_offset)
                     self._acked.set()
@@ -602,6 +643,8 @@ class FollowerLink:
                     )
                 )
                 pos += len(records)
+                if records:
+                    self._in_flight.append((pos, now))
                 sent_commit = commit
                 last_sent = now
             while pos - self.state.durable_offset > cfg.window_records:

@@ -32,6 +32,7 @@ from hostnode.migrate import MigrationPlan, migration_token, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
 from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, RealtimeHub
 from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
+from hostnode.stats import SQL
 from hostnode.wasm_host import ModuleHost, ModuleLoadError, WasmProgram
 from hostnode.worker import DatabaseWorker
 from sats.bsatn import codec_for
@@ -156,6 +157,12 @@ class HostNode:
     def database(self, identity: Identity) -> Database:
         """The engine object (read-only use from other threads: schema, logs, read txns)."""
         return self._worker(identity).db
+
+    def serving(self) -> list[tuple[Identity, Database, RealtimeHub | None]]:
+        """Every database this node serves now, with its realtime hub (if a client connected):
+        a snapshot, for metrics."""
+        hubs = dict(self._hubs)
+        return [(identity, w.db, hubs.get(identity)) for identity, w in list(self._workers.items())]
 
     def _worker(self, identity: Identity) -> DatabaseWorker:
         w = self._workers.get(identity)
@@ -382,7 +389,9 @@ class HostNode:
         def run(db: Database) -> SqlResult:
             if not mutates(stmt) and db.uncheckpointed:
                 db.checkpoint()
-            return execute_sql(db, stmt, caller)
+            result = execute_sql(db, stmt, caller)
+            db.stats.rows_scanned[SQL] += result.rows_scanned
+            return result
 
         result = await _wrap(worker.submit(run))
         if result.offset is not None:

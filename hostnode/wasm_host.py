@@ -542,6 +542,13 @@ class ModuleHost:
 
     # --- guest memory -------------------------------------------------------------------------
 
+    def memory_size(self) -> int:
+        """Bytes of the instance's linear memory now (0 without an instance; the owning thread only)."""
+        if self._store is None or self._memory is None:
+            return 0
+        self._refresh_memory()
+        return self._size
+
     def _refresh_memory(self) -> None:
         size = _memory_data_size(self._ctx_addr, ctypes.addressof(self._memory._memory))
         if size != self._size:

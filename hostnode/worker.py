@@ -39,7 +39,7 @@ class DatabaseWorker:
     def submit(self, fn: Callable[[Database], T]) -> Future[T]:
         """Run ``fn(db)`` on the writer thread."""
         fut: Future[T] = Future()
-        self._jobs.put((fn, fut))
+        self._jobs.put((fn, fut, time.perf_counter()))
         return fut
 
     def call(self, fn: Callable[[Database], T], timeout: float | None = 60.0) -> T:
@@ -69,12 +69,13 @@ class DatabaseWorker:
                 if job is _STOP:
                     break
                 if job is not None:
-                    fn, fut = job
+                    fn, fut, db.queued_at = job
                     if fut.set_running_or_notify_cancel():
                         try:
                             fut.set_result(fn(db))
                         except BaseException as e:  # noqa: BLE001 - delivered to the submitter
                             fut.set_exception(e)
+                    db.queued_at = 0.0  # scheduled reducers waited for their time, not the queue
                 try:
                     db.run_due_schedules()
                     # Checkpoint only after a quiet spell: a checkpoint waits for the commit

@@ -2,9 +2,10 @@
 
 Commands (``client-api.md`` §8 lists what each one sends):
 
-    orrery start [--listen-addr 127.0.0.1:3000] [--data-dir DIR]
-    orrery gateway --etcd ENDPOINTS --keys-dir DIR [--listen-addr ADDR] [--etcd-prefix /orrery]
+    orrery start [--listen-addr 127.0.0.1:3000] [--data-dir DIR] [--metrics-addr HOST:PORT]
+    orrery gateway --etcd ENDPOINTS --keys-dir DIR [--listen-addr ADDR] [--etcd-prefix /orrery] [--metrics-addr HOST:PORT]
     orrery controlplane --etcd ENDPOINTS [--listen-addr HOST:PORT] [--etcd-prefix /orrery] [--id ID] [--lease-ttl 2]
+                        [--metrics-addr HOST:PORT]
     orrery publish [-c|--clear-database] [--break-clients] [-y] [-s SERVER] [--bin-path FILE] [NAME]
     orrery call DATABASE FUNCTION [ARGS...]
     orrery sql DATABASE QUERY
@@ -17,8 +18,9 @@ Commands (``client-api.md`` §8 lists what each one sends):
     orrery login [--server-issued-login SERVER] [--token TOKEN] | login show [--token]
     orrery logout
     orrery server add NAME URL [--default] [--no-fingerprint] | server list | server set-default NAME
-    orrery hostnode --node-id ID --data-dir DIR --listen-addr HOST:PORT --etcd ENDPOINTS
-    orrery cluster up|status|verify|add-replica|move-replica|transfer-leader|drain ... (orrery/cli_cluster.py)
+    orrery hostnode --node-id ID --data-dir DIR --listen-addr HOST:PORT --etcd ENDPOINTS [--metrics-addr HOST:PORT]
+    orrery cluster up|prometheus-config|status|verify|add-replica|move-replica|transfer-leader|drain ...
+        (orrery/cli_cluster.py)
 
 Global: ``--config FILE`` (else ``$ORRERY_CONFIG``, else ``~/.config/orrery/cli.toml``). Every
 error is one line ``Error: <message>`` on stderr and a non-zero exit code.
@@ -87,6 +89,7 @@ def _controlplane_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", default="", help="this control plane's id (default: the host name)")
     p.add_argument("--lease-ttl", type=float, default=2.0, help="lease TTL in seconds (default 2)")
     p.add_argument("--advertise-addr", default="", help="host:port other processes reach it at")
+    p.add_argument("--metrics-addr", default="", help="host:port to serve /metrics, /healthz and /readyz on")
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)"
     )
@@ -128,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", help="data directory (default ~/.local/share/orrery/data)")
     p.add_argument(
+        "--metrics-addr", default="",
+        help="host:port to serve /metrics, /healthz and /readyz on as well (the main port serves "
+        "/v1/metrics, /healthz and /readyz anyway)",
+    )  # fmt: skip
+    p.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -144,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keys-dir", required=True,
         help="directory of the token signing key pair all the cluster's gateways share (created if absent)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-addr", default="",
+        help="host:port to serve /metrics, /healthz and /readyz on as well (the gateway's port serves "
+        "/v1/metrics, /healthz and /readyz anyway)",
     )  # fmt: skip
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],

@@ -1,6 +1,7 @@
 """``orrery cluster …``: run a local cluster and operate any cluster (docs/cluster.md).
 
     orrery cluster up --nodes N --data-dir DIR [--listen-addr 127.0.0.1:3000]
+    orrery cluster prometheus-config --data-dir DIR [--scrape-interval 15s] [--rules FILE]...
     orrery cluster status --data-dir DIR [--json]
     orrery cluster verify DB --data-dir DIR
     orrery cluster add-replica DB --to NODE --data-dir DIR
@@ -8,8 +9,9 @@
     orrery cluster transfer-leader DB --to NODE --data-dir DIR
     orrery cluster drain NODE --data-dir DIR
 
-Every command but ``up`` talks to the control plane's gRPC service: the one named in
-``DIR/cluster.json`` (what ``up`` wrote), or ``--controlplane HOST:PORT``.
+Every command but ``up`` and ``prometheus-config`` (which reads ``DIR/cluster.json``) talks to the
+control plane's gRPC service: the one named in ``DIR/cluster.json`` (what ``up`` wrote), or
+``--controlplane HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,14 @@ def add_cluster_parsers(sub: Any, command: Callable[..., argparse.ArgumentParser
     up.add_argument("--listen-addr", default="127.0.0.1:3000", help="the gateway's address (default %(default)s)")
     up.add_argument("--lease-ttl", type=float, default=2.0, help="seconds of the node leases (default %(default)s)")
 
+    pc = command("prometheus-config", "Print a Prometheus configuration that scrapes every process of a local cluster", csub)
+    pc.add_argument("--data-dir", type=Path, required=True, help="the local cluster's directory (holds cluster.json)")
+    pc.add_argument("--scrape-interval", default="15s", help="how often Prometheus scrapes (default %(default)s)")
+    pc.add_argument(
+        "--rules", action="append", default=[], metavar="FILE",
+        help="a rule file for Prometheus to load (repeatable), e.g. deploy/prometheus/alerts.yaml",
+    )  # fmt: skip
+
     st = command("status", "Nodes, databases, and where each replica is", csub)
     where(st)
     st.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -90,19 +100,23 @@ def add_cluster_parsers(sub: Any, command: Callable[..., argparse.ArgumentParser
     timeout(d)
 
 
+def _cluster_json(data_dir: Path) -> dict[str, Any]:
+    path = Path(data_dir) / "cluster.json"
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"{path} does not exist: is there a cluster started with `orrery cluster up --data-dir {data_dir}`?") from None
+    except ValueError as e:
+        raise CliError(f"{path} is not valid JSON: {e}") from None
+    return doc
+
+
 def _controlplane(args: argparse.Namespace) -> str:
     if getattr(args, "controlplane", None):
         return str(args.controlplane)
     if getattr(args, "data_dir", None) is None:
         raise CliError("say where the cluster is: --data-dir DIR (of `orrery cluster up`) or --controlplane HOST:PORT")
-    path = Path(args.data_dir) / "cluster.json"
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CliError(f"{path} does not exist: is there a cluster started with `orrery cluster up --data-dir {args.data_dir}`?") from None
-    except ValueError as e:
-        raise CliError(f"{path} is not valid JSON: {e}") from None
-    return str(doc["controlplane"]["address"])
+    return str(_cluster_json(args.data_dir)["controlplane"]["address"])
 
 
 def _rpc(args: argparse.Namespace, fn: Callable[[cpb_grpc.ControlPlaneStub], Awaitable[T]]) -> T:
@@ -165,12 +179,17 @@ def cmd_up(session: Any, args: argparse.Namespace) -> int:
         except ClusterError as e:
             raise CliError(str(e)) from None
         doc = cluster.describe()
-        session.print(f"etcd          {doc['etcd']['endpoints']}  (pid {doc['etcd']['pid']})")
-        session.print(f"control plane {doc['controlplane']['address']}  (pid {doc['controlplane']['pid']})")
+        session.print(f"etcd          {doc['etcd']['endpoints']}  (pid {doc['etcd']['pid']}; metrics {doc['etcd']['metrics']})")
+        cp = doc["controlplane"]
+        session.print(f"control plane {cp['address']}  (pid {cp['pid']}; metrics {cp['metrics']})")
         for n in doc["nodes"]:
-            session.print(f"host node     {n['id']} at {n['address']}  (pid {n['pid']})")
-        session.print(f"gateway       {doc['gateway']['url']}  (pid {doc['gateway']['pid']})")
-        session.print(f"logs in {cluster.dir / 'logs'}; {cluster.dir / 'cluster.json'} has every process's command")
+            session.print(f"host node     {n['id']} at {n['address']}  (pid {n['pid']}; metrics {n['metrics']})")
+        gw = doc["gateway"]
+        session.print(f"gateway       {gw['url']}  (pid {gw['pid']}; metrics {gw['metrics']})")
+        session.print(
+            f"logs in {cluster.dir / 'logs'}; {cluster.dir / 'cluster.json'} has every process's command and "
+            "metrics URL (each process also answers /healthz and /readyz there)"
+        )
         session.print(
             f"try: orrery server add local {cluster.gateway_url} --default; "
             f"orrery cluster status --data-dir {args.data_dir}"
@@ -187,6 +206,16 @@ def cmd_up(session: Any, args: argparse.Namespace) -> int:
         cluster.down()
         for s, h in old.items():
             signal.signal(s, h)
+    return 0
+
+
+def cmd_prometheus_config(session: Any, args: argparse.Namespace) -> int:
+    """Print a Prometheus configuration scraping every process of the local cluster."""
+    from orrery.monitoring import prometheus_config, render
+
+    doc = _cluster_json(args.data_dir)
+    rules = [str(Path(r).resolve()) for r in args.rules]
+    session.print(render(prometheus_config(doc, scrape_interval=args.scrape_interval, rule_files=rules)).rstrip("\n"))
     return 0
 
 
@@ -277,6 +306,7 @@ def cmd_drain(session: Any, args: argparse.Namespace) -> int:
 
 CLUSTER_COMMANDS: dict[str, Callable[[Any, argparse.Namespace], int]] = {
     "cluster up": cmd_up,
+    "cluster prometheus-config": cmd_prometheus_config,
     "cluster status": cmd_status,
     "cluster verify": cmd_verify,
     "cluster add-replica": cmd_add_replica,

@@ -194,12 +194,14 @@ def cmd_start(session: Session, args: argparse.Namespace) -> int:
         ) from None
     try:
         standalone.parse_listen_addr(args.listen_addr)
+        if args.metrics_addr:
+            standalone.parse_listen_addr(args.metrics_addr, "--metrics-addr")
     except ValueError as e:
-        raise CliError(f"invalid --listen-addr {args.listen_addr!r}: {e}") from None
+        raise CliError(f"invalid address: {e}") from None
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else DEFAULT_DATA_DIR
     standalone.configure_logging(args.log_level)
     try:
-        standalone.run(args.listen_addr, data_dir)
+        standalone.run(args.listen_addr, data_dir, config=standalone.StandaloneConfig(metrics_addr=args.metrics_addr))
     except KeyboardInterrupt:
         return 130
     except OSError as e:
@@ -215,11 +217,13 @@ def cmd_gateway(session: Session, args: argparse.Namespace) -> int:
 
     try:
         process.parse_listen_addr(args.listen_addr)
+        if args.metrics_addr:
+            process.parse_listen_addr(args.metrics_addr, "--metrics-addr")
     except ValueError as e:
-        raise CliError(f"invalid --listen-addr {args.listen_addr!r}: {e}") from None
+        raise CliError(f"invalid address: {e}") from None
     config = gateway_server.GatewayServerConfig(
         etcd=args.etcd, keys_dir=Path(args.keys_dir).expanduser(), listen_addr=args.listen_addr,
-        etcd_prefix=args.etcd_prefix,
+        etcd_prefix=args.etcd_prefix, metrics_addr=args.metrics_addr,
     )  # fmt: skip
     process.configure_logging(args.log_level)
     try:

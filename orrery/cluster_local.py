@@ -2,11 +2,15 @@
 own process on 127.0.0.1 (``orrery cluster up``; the cluster tests use the same code).
 
 Every process writes its log to ``DIR/logs/<name>.log``; ``DIR/cluster.json`` says where each one
-is and the exact command that restarts it with its data::
+is, where Prometheus scrapes it (``metrics``) and the exact command that restarts it with its data::
 
-    {"gateway": {"url", "pid", "argv", "log"}, "etcd": {"endpoints", "pid", "argv", "log"},
-     "controlplane": {"address", "pid", "argv", "log"},
-     "nodes": [{"id", "address", "pid", "argv", "log"}]}
+    {"gateway": {"url", "metrics", "pid", "argv", "log"}, "etcd": {"endpoints", "metrics", "pid", "argv", "log"},
+     "controlplane": {"address", "metrics", "pid", "argv", "log"},
+     "nodes": [{"id", "address", "metrics", "pid", "argv", "log"}]}
+
+Every Orrery process gets a ``--metrics-addr`` of its own (``/metrics``, ``/healthz``,
+``/readyz``); the gateway's ``metrics`` entry is its public ``/v1/metrics``, and etcd's is etcd's
+own ``/metrics``.
 
 Ports are chosen once, on the first ``up`` of a data directory, and kept: a cluster brought up
 again from the same directory comes back at the same addresses with its data. Nothing is
@@ -34,6 +38,8 @@ __all__ = ["ClusterError", "LocalCluster", "NodeNetwork", "Proc", "free_port"]
 
 ETCD_PREFIX = "/orrery"
 _SIGTERM = signal.SIGTERM  # (Proc.signal shadows the module inside the class)
+#: ``ports`` keys of the metrics listeners: ``metrics:<process name>``.
+METRICS_PORT = "metrics:"
 
 
 class ClusterError(Exception):
@@ -204,6 +210,8 @@ class LocalCluster:
         n_saved = sum(1 for k in self.ports if k.startswith("node-"))
         for i in range(1, max(nodes, n_saved) + 1):
             self.ports.setdefault(f"node-{i}", free_port())
+        for name in ["gateway", "controlplane", *self.node_ids()]:  # (older cluster.json files lack them)
+            self.ports.setdefault(METRICS_PORT + name, free_port())
         self.procs: dict[str, Proc] = {}
         self._build()
 
@@ -230,8 +238,23 @@ class LocalCluster:
 
     def node_address(self, node_id: str) -> str:
         """A host node's gRPC address."""
-        host = self.network.host_of(node_id) if self.network is not None else "127.0.0.1"
-        return f"{host}:{self.ports[node_id]}"
+        return f"{self._node_host(node_id)}:{self.ports[node_id]}"
+
+    def _node_host(self, node_id: str) -> str:
+        return self.network.host_of(node_id) if self.network is not None else "127.0.0.1"
+
+    def metrics_address(self, name: str) -> str:
+        """``host:port`` of a process's ``--metrics-addr`` (``name``: gateway, controlplane, node-N)."""
+        host = self._node_host(name) if name.startswith("node-") else "127.0.0.1"
+        return f"{host}:{self.ports[METRICS_PORT + name]}"
+
+    def metrics_url(self, name: str) -> str:
+        """Where Prometheus scrapes a process (``name``: etcd, gateway, controlplane, node-N)."""
+        if name == "gateway":
+            return f"{self.gateway_url}/v1/metrics"
+        if name == "etcd":
+            return f"http://{self.etcd_endpoints}/metrics"
+        return f"http://{self.metrics_address(name)}/metrics"
 
     def _load_ports(self) -> dict[str, int] | None:
         try:
@@ -267,7 +290,7 @@ class LocalCluster:
         self.procs["controlplane"] = Proc(
             "controlplane",
             [*_orrery_argv(), "controlplane", "--id", "controlplane-1", "--listen-addr", self.controlplane_address, *common,
-             "--lease-ttl", f"{self.controlplane_lease_ttl:g}"],
+             "--lease-ttl", f"{self.controlplane_lease_ttl:g}", "--metrics-addr", self.metrics_address("controlplane")],
             logs / "controlplane.log",
             self.controlplane_address,
         )  # fmt: skip
@@ -275,7 +298,7 @@ class LocalCluster:
             argv = [
                 *_orrery_argv(), "hostnode", "--node-id", node_id, "--data-dir", str(self.dir / "nodes" / node_id),
                 "--listen-addr", self.node_address(node_id), "--etcd", node_etcd, "--etcd-prefix", ETCD_PREFIX,
-                "--lease-ttl", f"{self.lease_ttl:g}",
+                "--lease-ttl", f"{self.lease_ttl:g}", "--metrics-addr", self.metrics_address(node_id),
             ]  # fmt: skip
             self.procs[node_id] = Proc(
                 node_id,
@@ -286,7 +309,7 @@ class LocalCluster:
         self.procs["gateway"] = Proc(
             "gateway",
             [*_orrery_argv(), "gateway", "--listen-addr", f"{self.host}:{self.ports['gateway']}", *common,
-             "--keys-dir", str(self.dir / "keys")],
+             "--keys-dir", str(self.dir / "keys"), "--metrics-addr", self.metrics_address("gateway")],
             logs / "gateway.log",
             f"{self.gateway_url}/v1/ping",
         )  # fmt: skip
@@ -382,7 +405,7 @@ class LocalCluster:
 
         def entry(name: str, **kw: Any) -> dict[str, Any]:
             p = self.procs[name]
-            return {**kw, "pid": p.pid, "argv": p.argv, "log": str(p.log)}
+            return {**kw, "metrics": self.metrics_url(name), "pid": p.pid, "argv": p.argv, "log": str(p.log)}
 
         return {
             "gateway": entry("gateway", url=self.gateway_url),
@@ -394,6 +417,7 @@ class LocalCluster:
 
     def write_json(self) -> Path:
         """Write ``DIR/cluster.json`` (atomically) and return its path."""
+        self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / "cluster.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")

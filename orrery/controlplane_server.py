@@ -1,13 +1,18 @@
 """``orrery controlplane``: one control plane of a cluster, as a process.
 
     orrery controlplane --listen-addr HOST:PORT --etcd ENDPOINTS [--etcd-prefix /orrery] [--id ID]
-                        [--lease-ttl 2] [--advertise-addr HOST:PORT] [--log-level info]
+                        [--lease-ttl 2] [--advertise-addr HOST:PORT] [--metrics-addr HOST:PORT]
+                        [--log-level info]
 
 It serves the ControlPlane gRPC service on ``--listen-addr``, registers ``/controlplanes/<id>``
 under its lease and campaigns for ``/controlplane/leader``: the winner is active (publishes,
 elections, operations), the others stand by and answer changes with NOT_ACTIVE naming the active
 one. SIGINT/SIGTERM give the seat up at once (a standby takes over without waiting for the lease)
 and exit 0. State lives in the MetaStore only (:func:`clustermeta.connect.open_metastore`).
+
+With ``--metrics-addr`` it serves ``/metrics``, ``/healthz`` and ``/readyz`` there (ready: it
+holds a valid lease in etcd, active or standby; :meth:`controlplane.cluster.Cluster.readiness`)
+and registers the metrics URL in ``/controlplanes/<id>``.
 
 Run it with ``python -m orrery.controlplane_server`` too.
 """
@@ -23,13 +28,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
 from clustermeta.connect import DEFAULT_PREFIX, open_metastore, parse_endpoints
 from clustermeta.metastore import MetaStoreError
+from clustermeta.metrics import MetaStoreCollector
 from controlplane.cluster import Cluster
 from controlplane.config import ClusterConfig
 from controlplane.grpc_service import start_server
+from controlplane.metrics import ControlPlaneCollector
 from controlplane.replica_client import GrpcNodeClients
-from orrery.process import configure_logging, stop_on_signals
+from observability.http import Endpoints
+from observability.registry import new_registry
+from orrery.process import (
+    advertised,
+    configure_logging,
+    metrics_url,
+    parse_listen_addr,
+    start_metrics,
+    stop_on_signals,
+)
 
 __all__ = ["ControlPlaneProcess", "add_arguments", "main", "run", "serve"]
 
@@ -53,14 +71,8 @@ class ControlPlaneProcess:
     advertise_addr: str = ""
     #: Seconds in-flight RPCs get to finish at shutdown.
     shutdown_grace: float = 2.0
-
-
-def advertised(bound: str) -> str:
-    """``bound`` with a wildcard host replaced by this machine's name."""
-    host, _, port = bound.rpartition(":")
-    if host.strip("[]") in ("", "0.0.0.0", "::"):
-        host = socket.gethostname()
-    return f"{host}:{port}"
+    #: ``host:port`` of the ``/metrics``, ``/healthz``, ``/readyz`` listener (empty: none).
+    metrics_addr: str = ""
 
 
 async def serve(
@@ -79,26 +91,41 @@ async def serve(
     if stop is None:
         stop = stop_on_signals()
     started = time.monotonic()
-    store = await open_metastore(process.etcd, process.etcd_prefix)
+    registry = new_registry("controlplane", process.id)
+    holder: list[Cluster] = []
+    endpoints = Endpoints(registry, lambda: holder[0].readiness() if holder else "the control plane is starting")
+    metrics: web.AppRunner | None = None
     try:
-        cluster = Cluster(store, GrpcNodeClients(timeout=config.rpc_timeout), config)
-        server, bound = await start_server(cluster.ops(), process.listen_addr)
+        if process.metrics_addr:
+            metrics, metrics_bound = await start_metrics(process.metrics_addr, endpoints)
+            config.metrics = metrics_url(metrics_bound, process.advertise_addr)
+            log.info("metrics on http://%s/metrics", metrics_bound)
+        store = await open_metastore(process.etcd, process.etcd_prefix)
         try:
-            address = process.advertise_addr or advertised(bound)
-            await cluster.start(address=address)
-            log.info(
-                "control plane %s listening on %s (advertised as %s, started in %.2fs)",
-                process.id, bound, address, time.monotonic() - started,
-            )  # fmt: skip
-            if ready is not None:
-                ready(bound)
-            await stop.wait()
-            log.info("shutting down")
+            cluster = Cluster(store, GrpcNodeClients(timeout=config.rpc_timeout), config)
+            holder.append(cluster)
+            registry.register(ControlPlaneCollector(cluster))
+            registry.register(MetaStoreCollector.of(store, cluster.lease_stats))
+            server, bound = await start_server(cluster.ops(), process.listen_addr)
+            try:
+                address = process.advertise_addr or advertised(bound)
+                await cluster.start(address=address)
+                log.info(
+                    "control plane %s listening on %s (advertised as %s, started in %.2fs)",
+                    process.id, bound, address, time.monotonic() - started,
+                )  # fmt: skip
+                if ready is not None:
+                    ready(bound)
+                await stop.wait()
+                log.info("shutting down")
+            finally:
+                await server.stop(process.shutdown_grace)
+                await cluster.stop()
         finally:
-            await server.stop(process.shutdown_grace)
-            await cluster.stop()
+            await store.close()
     finally:
-        await store.close()
+        if metrics is not None:
+            await metrics.cleanup()
         log.info("stopped")
 
 
@@ -111,6 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", default=defaults.id, help="this control plane's id (default: the host name)")
     parser.add_argument("--lease-ttl", type=float, default=defaults.lease_ttl, help="lease TTL in seconds (default %(default)s)")
     parser.add_argument("--advertise-addr", default="", help="host:port others reach this process at")
+    parser.add_argument("--metrics-addr", default="", help="host:port to serve /metrics, /healthz and /readyz on")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -125,9 +153,11 @@ def process_of(args: argparse.Namespace) -> ControlPlaneProcess:
         raise ValueError("--lease-ttl must be positive")
     if not args.id:
         raise ValueError("--id must not be empty")
+    if args.metrics_addr:
+        parse_listen_addr(args.metrics_addr, "--metrics-addr")
     return ControlPlaneProcess(
         listen_addr=args.listen_addr, etcd=args.etcd, etcd_prefix=args.etcd_prefix, id=args.id,
-        lease_ttl=args.lease_ttl, advertise_addr=args.advertise_addr,
+        lease_ttl=args.lease_ttl, advertise_addr=args.advertise_addr, metrics_addr=args.metrics_addr,
     )  # fmt: skip
 
 

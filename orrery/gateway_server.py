@@ -13,6 +13,11 @@ Any number of gateways may run. Run one with::
 
 ``--etcd lmdb:PATH`` runs on an embedded store file instead of etcd (development only: no other
 process can open it at the same time). It imports nothing of the control plane or host nodes.
+
+Its public port also serves ``/v1/metrics``, ``/healthz`` and ``/readyz`` (ready: its view of
+the cluster's records is loaded, its watch on etcd is up, and a control plane is active;
+:meth:`gateway.cluster_view.ClusterView.readiness`); ``--metrics-addr`` serves them on a
+listener of their own as well (``/metrics`` there), up before the view is loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -29,12 +35,16 @@ from typing import Any
 from aiohttp import web
 
 from clustermeta.connect import DEFAULT_PREFIX, open_metastore
+from clustermeta.metrics import MetaStoreCollector
 from gateway.app import create_app
 from gateway.auth import SigningKeys, TokenAuthority
 from gateway.cluster_backends import ClusterConfig, ClusterControlPlane, ClusterHostNode
 from gateway.cluster_view import ClusterView
 from gateway.context import GatewayConfig
-from orrery.process import parse_listen_addr, start_site, stop_on_signals
+from gateway.metrics import GatewayCollector, GatewayStats
+from observability.http import Endpoints
+from observability.registry import new_registry
+from orrery.process import parse_listen_addr, start_metrics, start_site, stop_on_signals
 
 __all__ = ["GatewayServerConfig", "run", "serve"]
 
@@ -59,6 +69,9 @@ class GatewayServerConfig:
     #: Seconds in-flight requests get to finish at shutdown.
     shutdown_timeout: float = 5.0
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    #: ``host:port`` of a listener of its own for ``/metrics``, ``/healthz``, ``/readyz`` (empty:
+    #: none; the public port serves them anyway).
+    metrics_addr: str = ""
 
 
 async def serve(
@@ -79,10 +92,19 @@ async def serve(
     started = time.monotonic()
     store = await open_metastore(config.etcd, config.etcd_prefix)
     view = ClusterView(store)
-    control = ClusterControlPlane(view, config.cluster)
-    host_backend = ClusterHostNode(view, config.cluster)
+    stats = GatewayStats()
+    control = ClusterControlPlane(view, config.cluster, stats)
+    host_backend = ClusterHostNode(view, config.cluster, stats)
+    registry = new_registry("gateway", socket.gethostname())
+    registry.register(GatewayCollector(stats, view))
+    registry.register(MetaStoreCollector.of(store))
+    endpoints = Endpoints(registry, view.readiness)
     runner: web.AppRunner | None = None
+    metrics: web.AppRunner | None = None
     try:
+        if config.metrics_addr:
+            metrics, metrics_bound = await start_metrics(config.metrics_addr, endpoints)
+            log.info("metrics on http://%s/metrics", metrics_bound)
         if not await _until_stopped(view.start(), stop):
             return
         log.info(
@@ -90,7 +112,7 @@ async def serve(
             view.revision, len(list(view.known_databases())), len(view.live_nodes()),
         )  # fmt: skip
         gateway_config = GatewayConfig(max_module_bytes=config.max_module_bytes, max_body_bytes=config.max_body_bytes)
-        app = create_app(authority, control, host_backend, gateway_config)
+        app = create_app(authority, control, host_backend, gateway_config, stats=stats, endpoints=endpoints)
         runner, bound = await start_site(app, host, port, shutdown_timeout=config.shutdown_timeout)
         gateway_config.advertise.append(bound)
         log.info(
@@ -104,6 +126,8 @@ async def serve(
     finally:
         if runner is not None:
             await runner.cleanup()  # WebSocket clients get 1001 "server shutting down" here
+        if metrics is not None:
+            await metrics.cleanup()
         await host_backend.close()
         await control.close()
         await view.close()

@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the server's modules load only when it runs (the CLI stays light)
+    from prometheus_client.registry import CollectorRegistry
+
+    from clustermeta.coordination import LeaseKeeper
     from clustermeta.metastore import KeyValue, MetaStore
     from clustermeta.mirror import Change
     from hostnode.cluster import ClusterNode
@@ -64,19 +67,30 @@ class HostNodeProcessConfig:
     handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT_S
 
 
+class _Readiness:
+    """``/readyz`` of a host node: registered in etcd with a valid lease, and every replica it
+    follows streaming from its leader and caught up (:meth:`ClusterNode.readiness`)."""
+
+    def __init__(self) -> None:
+        self.keeper: LeaseKeeper | None = None
+        self.cluster: ClusterNode | None = None
+
+    def __call__(self) -> str | None:
+        if self.cluster is None or self.keeper is None:
+            return "the host node is starting"
+        if not self.keeper.valid():
+            return "not registered in etcd with a valid lease"
+        return self.cluster.readiness()
+
+
 async def serve(
     config: HostNodeProcessConfig, *, stop: asyncio.Event | None = None, leave: asyncio.Event | None = None
 ) -> None:
     """Run the host node until ``stop`` is set (default: SIGINT) or ``leave`` is (default:
     SIGTERM); ``leave`` hands the node's leaderships over first (``config.handoff_timeout``)."""
-    from clustermeta.connect import open_metastore
-    from clustermeta.coordination import LeaseKeeper
-    from clustermeta.records import NodeInfo, node_key
-    from hostnode.cluster import ClusterConfig, ClusterNode
-    from hostnode.grpc_service import start_server
-    from hostnode.replication import ReplicationConfig
-    from hostnode.runtime import tune_gc_for_serving
-    from hostnode.service import HostNode, HostNodeConfig
+    from observability.http import Endpoints
+    from observability.registry import new_registry
+    from orrery.process import metrics_url, start_metrics
 
     loop = asyncio.get_running_loop()
     if stop is None:
@@ -87,6 +101,39 @@ async def serve(
         leave = asyncio.Event()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGTERM, leave.set)
+    registry = new_registry("hostnode", config.node_id)
+    ready = _Readiness()
+    metrics = None
+    metrics_at = ""
+    if config.metrics_addr:  # up first: probes get "starting" rather than no answer
+        metrics, bound = await start_metrics(config.metrics_addr, Endpoints(registry, ready))
+        metrics_at = metrics_url(bound, config.advertise_addr)
+    try:
+        await _serve(config, stop, leave, registry, ready, metrics_at)
+    finally:
+        if metrics is not None:
+            await metrics.cleanup()
+
+
+async def _serve(
+    config: HostNodeProcessConfig,
+    stop: asyncio.Event,
+    leave: asyncio.Event,
+    registry: CollectorRegistry,
+    ready: _Readiness,
+    metrics_at: str,
+) -> None:
+    from clustermeta.connect import open_metastore
+    from clustermeta.coordination import LeaseKeeper
+    from clustermeta.metrics import LeaseStats, MetaStoreCollector
+    from clustermeta.records import NodeInfo, node_key
+    from hostnode.cluster import ClusterConfig, ClusterNode
+    from hostnode.grpc_service import start_server
+    from hostnode.metrics import HostNodeCollector
+    from hostnode.replication import ReplicationConfig
+    from hostnode.runtime import tune_gc_for_serving
+    from hostnode.service import HostNode, HostNodeConfig
+
     started = time.monotonic()
     store = await open_metastore(config.etcd, config.etcd_prefix)
     node = HostNode(HostNodeConfig(config.data_dir))
@@ -96,6 +143,9 @@ async def serve(
         ClusterConfig(config.node_id, config.advertise_addr, ReplicationConfig()),
         lease_valid=lambda: keeper is not None and keeper.valid(),
     )
+    lease_stats = LeaseStats()
+    registry.register(HostNodeCollector(node, cluster))
+    registry.register(MetaStoreCollector.of(store, lease_stats))
     server = None
     follower: RecordFollower | None = None
     try:
@@ -108,15 +158,17 @@ async def serve(
         async def register(lease_id: int) -> None:
             # The incarnation changes when leaderships were dropped (lease lost), so the control
             # plane re-elects the databases this node led.
-            info = NodeInfo(config.node_id, address, cluster.config.incarnation, config.metrics_addr)
+            info = NodeInfo(config.node_id, address, cluster.config.incarnation, metrics_at)
             await store.put(node_key(config.node_id), info.to_json(), lease=lease_id)
 
         keeper = LeaseKeeper(
-            store, config.lease_ttl, on_new_lease=register, on_lost=lambda _id, _why: cluster.lease_lost()
-        )
+            store, config.lease_ttl, on_new_lease=register, on_lost=lambda _id, _why: cluster.lease_lost(),
+            stats=lease_stats,
+        )  # fmt: skip
         await keeper.start()
         follower = RecordFollower(store, cluster)
         await follower.start()
+        ready.keeper, ready.cluster = keeper, cluster
         log.info(
             "host node %s listening on %s (incarnation %s, data in %s, started in %.2fs)",
             config.node_id, address, cluster.config.incarnation, config.data_dir, time.monotonic() - started,
@@ -135,6 +187,7 @@ async def serve(
                 log.exception("the handoff failed; stopping anyway")
         log.info("shutting down")
     finally:
+        ready.cluster = None
         if follower is not None:
             await follower.stop()
         await cluster.stop()
@@ -249,7 +302,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--etcd", required=True, help="etcd endpoints, comma-separated host:port")
     parser.add_argument("--etcd-prefix", default="/orrery", help="key prefix of this cluster in etcd (default %(default)s)")
     parser.add_argument("--lease-ttl", type=float, default=2.0, help="seconds of the node's lease (default %(default)s)")
-    parser.add_argument("--metrics-addr", default="", help="host:port to serve Prometheus metrics on")
+    parser.add_argument("--metrics-addr", default="", help="host:port to serve /metrics, /healthz and /readyz on")
     parser.add_argument(
         "--handoff-timeout", type=float, default=DEFAULT_HANDOFF_TIMEOUT_S,
         help="seconds SIGTERM waits for this node's leaderships to move to other replicas before it "
@@ -260,10 +313,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Validate, configure logging, and run until interrupted."""
-    from orrery.standalone import configure_logging, parse_listen_addr
+    from orrery.process import configure_logging, parse_listen_addr
 
     try:
         parse_listen_addr(args.listen_addr)
+        if args.metrics_addr:
+            parse_listen_addr(args.metrics_addr, "--metrics-addr")
     except ValueError as e:
         parser.error(str(e))
     if not args.node_id or "/" in args.node_id:

@@ -1,4 +1,5 @@
-"""What every Orrery server process shares: logfmt logging, ``--listen-addr`` parsing, stop signals.
+"""What every Orrery server process shares: logfmt logging, ``--listen-addr`` parsing, stop signals,
+the ``--metrics-addr`` listener.
 
 Standalone (:mod:`orrery.standalone`) and the cluster's processes (:mod:`orrery.gateway_server`,
 …) use these, so they log alike and stop alike: SIGINT/SIGTERM set one event, the process
@@ -12,16 +13,22 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 
 from aiohttp import web
 
+from observability.http import Endpoints, metrics_app
+
 __all__ = [
     "LogfmtFormatter",
+    "advertised",
     "bound_address",
     "configure_logging",
+    "metrics_url",
     "parse_listen_addr",
+    "start_metrics",
     "start_site",
     "stop_on_signals",
 ]
@@ -52,11 +59,11 @@ def configure_logging(level: str = "info") -> None:
         logging.getLogger(name).setLevel(level.upper())
 
 
-def parse_listen_addr(text: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too); raises ValueError."""
+def parse_listen_addr(text: str, flag: str = "--listen-addr") -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too); raises ValueError (naming ``flag``)."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--listen-addr must be host:port, got {text!r}")
+        raise ValueError(f"{flag} must be host:port, got {text!r}")
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
 
@@ -83,6 +90,28 @@ def bound_address(runner: web.AppRunner, host: str, port: int) -> str:
             host, port = str(addr[0]), int(addr[1])
             break
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def advertised(bound: str, host_name: str = "") -> str:
+    """``bound`` (``host:port``) with a wildcard host replaced by ``host_name`` (default: this
+    machine's name)."""
+    host, _, port = bound.rpartition(":")
+    if host.strip("[]") in ("", "0.0.0.0", "::"):
+        host = host_name or socket.gethostname()
+    return f"{host}:{port}"
+
+
+def metrics_url(bound: str, advertise_addr: str = "") -> str:
+    """The URL Prometheus scrapes a metrics listener bound at ``bound`` on (a wildcard host is
+    replaced by the host of ``advertise_addr``, else this machine's name)."""
+    return f"http://{advertised(bound, advertise_addr.rpartition(':')[0])}/metrics"
+
+
+async def start_metrics(address: str, endpoints: Endpoints) -> tuple[web.AppRunner, str]:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``address`` (``--metrics-addr``); the
+    runner (``cleanup()`` it at the end) and the ``host:port`` it listens on."""
+    host, port = parse_listen_addr(address, "--metrics-addr")
+    return await start_site(metrics_app(endpoints), host, port, shutdown_timeout=1.0)
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -15,6 +15,9 @@ The gateway reaches the control plane and the host node over one of two transpor
   127.0.0.1 inside this process, and the gateway (and the control plane, to drive the host node)
   use the gRPC clients — the same wiring as a cluster.
 
+Its port also serves ``/v1/metrics`` (gateway and host node metrics in one registry),
+``/healthz`` and ``/readyz``; ``--metrics-addr`` serves them on a listener of their own too.
+
 Run it with::
 
     python -m orrery.standalone --listen-addr 127.0.0.1:3000 --data-dir ./data [--transport grpc]
@@ -66,14 +69,18 @@ from gateway.context import GatewayConfig
 from gateway.errors import ApiError
 from gateway.failures import ControlErrorKind, HostErrorKind, ReducerStatus
 from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
+from gateway.metrics import GatewayCollector, GatewayStats
 from hostnode import grpc_service as hostnode_grpc
 from hostnode.database import DatabaseError, ReducerOutcome
 from hostnode.grpc_service import STATUS, describe_plan, log_batches, preview_update
+from hostnode.metrics import HostNodeCollector
 from hostnode.realtime import ClientParams, Connection
 from hostnode.runtime import tune_gc_for_serving
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
 from hostnode.sql import render_response_bytes
-from orrery.process import configure_logging, parse_listen_addr, start_site, stop_on_signals
+from observability.http import Endpoints
+from observability.registry import new_registry
+from orrery.process import configure_logging, parse_listen_addr, start_metrics, start_site, stop_on_signals
 from proto import GRPC_OPTIONS
 from sats.identity import Identity
 from sats.ws_v1 import Compression
@@ -333,6 +340,9 @@ class StandaloneConfig:
     max_body_bytes: int = 1024 * 1024
     #: Seconds in-flight requests get to finish at shutdown.
     shutdown_timeout: float = 5.0
+    #: ``host:port`` of a listener of its own for ``/metrics``, ``/healthz``, ``/readyz`` (empty:
+    #: none; the main port serves them anyway).
+    metrics_addr: str = ""
 
 
 async def serve(
@@ -361,7 +371,13 @@ async def serve(
         stop = stop_on_signals()
     store = await LmdbMetaStore.open(data_dir / "control" / "meta.lmdb")
     node = HostNode(HostNodeConfig(data_dir / "node"))
+    stats = GatewayStats()
+    registry = new_registry("standalone")
+    registry.register(HostNodeCollector(node))
+    registry.register(GatewayCollector(stats))
+    endpoints = Endpoints(registry)  # ready once it listens: nothing to wait for
     runner: web.AppRunner | None = None
+    metrics: web.AppRunner | None = None
     async with contextlib.AsyncExitStack() as grpc_stack:
         try:
             started = time.monotonic()
@@ -375,9 +391,12 @@ async def serve(
             gateway_config = GatewayConfig(
                 max_module_bytes=config.max_module_bytes, max_body_bytes=config.max_body_bytes
             )
-            app = create_app(authority, control_backend, host_backend, gateway_config)
+            app = create_app(authority, control_backend, host_backend, gateway_config, stats=stats, endpoints=endpoints)
             runner, bound = await start_site(app, host, port, shutdown_timeout=config.shutdown_timeout)
             gateway_config.advertise.append(bound)
+            if config.metrics_addr:
+                metrics, metrics_bound = await start_metrics(config.metrics_addr, endpoints)
+                log.info("metrics on http://%s/metrics", metrics_bound)
             log.info(
                 "listening on http://%s (data in %s, %s transport, started in %.2fs)",
                 bound, data_dir, transport, time.monotonic() - started,
@@ -388,6 +407,8 @@ async def serve(
             await stop.wait()
             log.info("shutting down")
         finally:
+            if metrics is not None:
+                await metrics.cleanup()
             if runner is not None:
                 await runner.cleanup()
             # The gRPC servers and channels (if any) close here, before the node they serve.
@@ -456,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory (default %(default)s)")
     parser.add_argument("--max-module-bytes", type=int, default=StandaloneConfig.max_module_bytes)
     parser.add_argument("--max-body-bytes", type=int, default=StandaloneConfig.max_body_bytes)
+    parser.add_argument("--metrics-addr", default="", help="host:port to serve /metrics, /healthz and /readyz on as well")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
         "--transport", default="inprocess", choices=TRANSPORTS,
@@ -464,10 +486,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         parse_listen_addr(args.listen_addr)
+        if args.metrics_addr:
+            parse_listen_addr(args.metrics_addr, "--metrics-addr")
     except ValueError as e:
         parser.error(str(e))
     configure_logging(args.log_level)
-    config = StandaloneConfig(max_module_bytes=args.max_module_bytes, max_body_bytes=args.max_body_bytes)
+    config = StandaloneConfig(
+        max_module_bytes=args.max_module_bytes, max_body_bytes=args.max_body_bytes, metrics_addr=args.metrics_addr
+    )
     try:
         run(args.listen_addr, args.data_dir, config=config, transport=args.transport)
     except (OSError, KeyFileError) as e:

@@ -149,6 +149,8 @@ class SubscriptionManager:
         self.rows_evaluated = 0
         #: Query evaluations run for commits since creation (one per query per commit).
         self.queries_evaluated = 0
+        #: Rows read computing subscribers' initial (and unsubscribe) rows since creation.
+        self.rows_scanned_initial = 0
 
     @classmethod
     def for_database(cls, db: Any) -> SubscriptionManager:
@@ -179,6 +181,10 @@ class SubscriptionManager:
     def num_queries(self) -> int:
         """Distinct live queries (each is evaluated at most once per commit)."""
         return len(self._queries)
+
+    def subscribed_connections(self) -> int:
+        """Connections holding at least one query (any thread: counts a snapshot)."""
+        return sum(1 for c in list(self._clients.values()) if c.refs)
 
     def _view(self, tx: Any, client: _Client) -> SchemaView:
         return SchemaView(tx.tables(), caller=client.identity, is_owner=client.identity == self.owner, rls=self.rls)
@@ -353,6 +359,7 @@ class SubscriptionManager:
                     continue
                 qu = QueryUpdate(tuple(rows), ()) if deletes else QueryUpdate((), tuple(rows))
                 out.append(TableUpdate(cq.table_id, cq.table_name, (qu,)))
+        self.rows_scanned_initial += meter.rows
         return tuple(out)
 
     # --- unsubscribe --------------------------------------------------------------------------

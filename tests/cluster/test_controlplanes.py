@@ -31,6 +31,7 @@ def test_a_standby_control_plane_takes_over(tmp_path: Path) -> None:
         argv = list(first.argv)
         argv[argv.index("--id") + 1] = "controlplane-2"
         argv[argv.index("--listen-addr") + 1] = address
+        argv[argv.index("--metrics-addr") + 1] = f"127.0.0.1:{free_port()}"
         second = Proc("controlplane-2", argv, fx.cluster.dir / "logs" / "controlplane-2.log", address)
         second.start(fx.cluster.env)
         try:

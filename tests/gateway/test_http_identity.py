@@ -82,7 +82,11 @@ def test_ping_health_metrics_energy(server: StandaloneServer) -> None:
         assert health.json()["version"] == "1.12.0" and health.json()["schedulable"] is True
 
         metrics = await c.get("/v1/metrics")
-        assert metrics.status == 501 and metrics.content_type == TEXT and "observability" in metrics.text
+        assert metrics.status == 200 and metrics.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert 'orrery_process_info{id="",role="standalone"} 1.0' in metrics.text
+        assert "# TYPE spacetime_num_txns_total counter" in metrics.text
+        assert ((await c.get("/healthz")).status, (await c.get("/healthz")).text) == (200, "ok\n")
+        assert ((await c.get("/readyz")).status, (await c.get("/readyz")).text) == (200, "ok\n")
 
         sd = await c.get("/v1/prometheus/sd_config")
         assert sd.json() == [{"targets": [server.address], "labels": {}}]

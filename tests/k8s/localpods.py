@@ -26,8 +26,7 @@ substituted, and every reference must resolve, or the manifest is wrong:
 Pods start as their controllers would start them (``podManagementPolicy: OrderedReady`` waits for
 the previous ordinal to be Ready; ``Parallel`` does not), containers that exit are restarted
 (``restartPolicy: Always``, with a short backoff), and probes (``httpGet``, ``tcpSocket``) are
-performed against the pod's ports — through :mod:`tests.k8s.health` while the health endpoints are
-not merged. :meth:`LocalPods.terminate` is what deleting a pod does: SIGTERM, then SIGKILL after
+performed against the pod's ports as the kubelet would. :meth:`LocalPods.terminate` is what deleting a pod does: SIGTERM, then SIGKILL after
 ``terminationGracePeriodSeconds``.
 """
 
@@ -50,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.etcd_harness import ETCD_BINARY
-from tests.k8s import health
 
 __all__ = ["LocalContainer", "LocalPod", "LocalPods", "ManifestError"]
 
@@ -342,9 +340,6 @@ class LocalPods:
         program = Path(command[0]).name
         if program == "orrery":
             argv = [sys.executable, "-m", "orrery", *command[1:], *args]
-            role = command[1] if len(command) > 1 else ""
-            if role and not health.accepts_option(role, "--metrics-addr"):
-                argv = _drop_option(argv, "--metrics-addr")
         elif program == "etcd":
             argv = [ETCD_BINARY, *command[1:], *args]
         else:
@@ -509,17 +504,7 @@ class LocalPods:
             get = spec["httpGet"]
             port_ref = get["port"]
             number = pod.port(port_ref)
-            port_name = next((n for n, p in pod.port_names.items() if p == number), "")
-            path = get.get("path", "/")
-            instead = health.stand_in(path, port_name)
-            if instead is None:
-                return _http_ok(pod.address(number), path)
-            how, what = instead
-            if how == "http":
-                ok, detail = _http_ok(pod.address(number), what)
-                return ok, f"{detail} (stand-in for {path}: health endpoints not merged yet)"
-            ok, detail = _tcp_ok(pod.address(pod.port(what)))
-            return ok, f"{detail} (stand-in for {path} on {port_name}: health endpoints not merged yet)"
+            return _http_ok(pod.address(number), get.get("path", "/"))
         if "tcpSocket" in spec:
             return _tcp_ok(pod.address(pod.port(spec["tcpSocket"]["port"])))
         raise ManifestError(f"{pod.name}/{c.name}: {kind} of a kind this test cannot perform: {spec}")
@@ -639,22 +624,6 @@ class LocalPods:
         for p in self.pods:
             for c in p.containers:
                 yield p, c
-
-
-def _drop_option(argv: list[str], option: str) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == option:
-            skip = True
-            continue
-        if a.startswith(option + "="):
-            continue
-        out.append(a)
-    return out
 
 
 def _http_ok(address: str, path: str) -> tuple[bool, str]:

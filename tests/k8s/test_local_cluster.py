@@ -102,8 +102,8 @@ def test_the_manifests_run_as_a_working_cluster(target: str, scratch: Path) -> N
 
 async def _cluster_formed(pods: LocalPods) -> None:
     """Wait until every control plane sees every host node alive (``orrery cluster status``, as a
-    person would check before publishing). TODO(metrics merge): with the real /readyz a host node
-    is Ready only once registered, and this returns at once."""
+    person would check before publishing; a Ready host node is registered, and the control planes
+    hear of it through their watch a moment later)."""
     import grpc
 
     from proto import GRPC_OPTIONS
