@@ -233,11 +233,11 @@ def test_cluster_up_as_a_user_runs_it(tmp_path: Path) -> None:
         _check_shape(doc, nodes=3)
         # It says where each process is.
         text = "\n".join(printed)
-        assert f"{doc['etcd']['endpoints']}  (pid {doc['etcd']['pid']})" in text, text
-        assert f"{doc['controlplane']['address']}  (pid {doc['controlplane']['pid']})" in text, text
-        assert f"{doc['gateway']['url']}  (pid {doc['gateway']['pid']})" in text, text
+        assert f"{doc['etcd']['endpoints']}  (pid {doc['etcd']['pid']}; metrics {doc['etcd']['metrics']})" in text, text
+        assert f"{doc['controlplane']['address']}  (pid {doc['controlplane']['pid']}; metrics {doc['controlplane']['metrics']})" in text, text
+        assert f"{doc['gateway']['url']}  (pid {doc['gateway']['pid']}; metrics {doc['gateway']['metrics']})" in text, text
         for n in doc["nodes"]:
-            assert f"{n['id']} at {n['address']}  (pid {n['pid']})" in text, text
+            assert f"{n['id']} at {n['address']}  (pid {n['pid']}; metrics {n['metrics']})" in text, text
         assert all(_pid_alive(p) for p in _all_pids(doc))
         restarted = run_async(_exercise(up, doc), timeout=600)
         # Ctrl-C stops everything it started; the node restarted by hand is the user's to stop.

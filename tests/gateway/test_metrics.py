@@ -69,8 +69,13 @@ def test_realtime_and_gateway_metrics(server: StandaloneServer, name: str) -> No
             await conn.close()
             await json_conn.close()
 
+        # A WebSocket's request is counted when its handler returns, just after the host saw it go.
         s = await scrape_until(
-            c, lambda s: s.value("spacetime_worker_connected_clients", database_identity=db) == 0, "the clients to go"
+            c,
+            lambda s: s.value("spacetime_worker_connected_clients", database_identity=db) == 0
+            and s.total("orrery_gateway_http_requests_total", route="/v1/database/{name_or_identity}/subscribe", code="101")
+            >= 2,
+            "the clients to go",
         )
         assert s.total("orrery_gateway_http_requests_total", route="/v1/database/{name_or_identity}", code="200") >= 1
         assert s.total("orrery_gateway_http_request_duration_seconds_count", route="/v1/metrics") >= 1
