@@ -140,6 +140,8 @@ class DatabaseConfig:
     # after 20 ms anyway, and /sql checkpoints on demand, so readers never see stale state.
     checkpoint_every_txs: int = 50_000
     checkpoint_every_s: float = 1.0
+    #: An idle writer checkpoints after this quiet spell (hostnode/worker.py).
+    idle_checkpoint_s: float = 0.02
     lmdb_map_size: int = 1 << 34
     #: Cluster mode: durability is a quorum's (docs/cluster.md). Checkpoints then wait at most
     #: ``checkpoint_wait_s`` for the quorum and are skipped when it does not answer in time
@@ -973,6 +975,11 @@ class Database:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         return True
+
+    def checkpoint_is_committed_state(self) -> bool:
+        """Whether the last checkpoint holds every durable (committed) transaction: readers of
+        :meth:`read` then see the committed state, not an older one."""
+        return self.datastore.applied_offset() + 1 >= self.durability.durable_offset
 
     @contextmanager
     def read(self) -> Iterator[Any]:

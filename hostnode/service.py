@@ -28,6 +28,7 @@ from hostnode.database import (
     NoSuchReducer,
     ReducerOutcome,
 )
+from hostnode.durability import NoQuorum
 from hostnode.migrate import MigrationPlan, migration_token, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
 from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, RealtimeHub
@@ -387,8 +388,15 @@ class HostNode:
         worker = self._worker(identity)
 
         def run(db: Database) -> SqlResult:
-            if not mutates(stmt) and db.uncheckpointed:
-                db.checkpoint()
+            if not mutates(stmt) and db.uncheckpointed and not db.checkpoint():
+                # Transactions a majority does not have yet (a quorum was lost) keep the
+                # checkpoint back. Serve it only if it still holds everything committed:
+                # never an older state than a client was already answered.
+                if not db.checkpoint_is_committed_state():
+                    raise NoQuorum(
+                        "the newest committed state cannot be read until a majority of replicas "
+                        "is back (writes since are waiting for it)"
+                    )
             result = execute_sql(db, stmt, caller)
             db.stats.rows_scanned[SQL] += result.rows_scanned
             return result

@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STOP = object()
-#: How long the writer must sit idle before it checkpoints on its own.
-IDLE_CHECKPOINT_S = 0.02
 
 
 class DatabaseWorker:
@@ -92,7 +90,7 @@ class DatabaseWorker:
     @staticmethod
     def _idle_timeout(db: Database) -> float:
         # With uncheckpointed transactions, wake after a short quiet spell to checkpoint.
-        limit = IDLE_CHECKPOINT_S if db.uncheckpointed else 0.5
+        limit = db.config.idle_checkpoint_s if db.uncheckpointed else 0.5
         nxt = db.next_schedule_micros()
         if nxt is None:
             return limit

@@ -13,7 +13,7 @@ import pytest
 from hostnode.database import Status
 from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown
 from proto import hostnode_pb2 as pb
-from tests.hostnode.cluster_harness import DB, Cluster, eventually
+from tests.hostnode.cluster_harness import ALICE, DB, FAST, Cluster, eventually
 
 
 def run(coro_fn, tmp_path: Path, n: int = 3, **kw):  # type: ignore[no-untyped-def]
@@ -190,3 +190,37 @@ def test_the_leaderless_record_of_an_epoch_arriving_after_its_leader_is_ignored(
         assert s.role == "leader" and s.epoch == record.epoch
 
     run(body, tmp_path)
+
+
+def test_reads_without_a_quorum_never_see_an_older_state_than_was_acknowledged(tmp_path: Path) -> None:
+    """A leader that lost its quorum may hold transactions no majority has (a write that timed
+    out); they keep its checkpoint back. A read then gets the committed state or a NoQuorum
+    refusal, never an older state than a client was already answered."""
+
+    async def balances(c: Cluster) -> dict[int, int]:
+        result = await c.host("n1").sql(DB, "SELECT * FROM accounts", ALICE)
+        return {int(r[0]): int(r[1]) for r in result.rows}
+
+    async def body(c: Cluster) -> None:
+        await c.create()
+        await c.seed("n1", 4, 100)
+        assert (await c.transfer("n1", 0, 1)).status is Status.COMMITTED
+        # A read checkpoints what is committed; then one more acknowledged transfer that only
+        # the log holds (the writer never idles long enough to checkpoint on its own here).
+        assert (await balances(c))[1] == 101
+        assert (await c.transfer("n1", 0, 2)).status is Status.COMMITTED
+        for n in ("n2", "n3"):
+            await c.nodes[n].stop()
+        tentative = asyncio.create_task(c.transfer("n1", 0, 3))
+        committed = await status(c, "n1")
+        await eventually(lambda: _next_offset_at_least(c, "n1", committed.commit_offset + 1), what="tentative tail")
+        with pytest.raises(NoQuorum, match="majority"):
+            await balances(c)
+        # A majority back: the tentative transfer commits and every read sees all three.
+        await c.nodes["n2"].start()
+        await c.assign(c.records[DB])
+        assert (await tentative).status is Status.COMMITTED
+        assert await balances(c) == {0: 97, 1: 101, 2: 101, 3: 101}
+
+    slow_commits = dataclasses.replace(FAST, commit_timeout_s=60.0)
+    run(body, tmp_path, replication=slow_commits, idle_checkpoint_s=3600.0, checkpoint_every_s=3600.0, checkpoint_wait_s=0.5)
