@@ -53,9 +53,11 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,6 +158,9 @@ class ClusterBenchConfig:
     databases: int = 300
     settle_seconds: float = 5.0
     idle_seconds: float = 10.0
+    #: CPU per call of each thread of the gateway and the replicas in the throughput runs (thread
+    #: names from one ``py-spy dump`` each; needs py-spy on PATH or in the venv).
+    thread_cpu: bool = False
     #: Keep each cluster's directory (data and logs) instead of removing it.
     keep: bool = False
     #: py-spy (``record``, 200 Hz) of the gateway and the replicas during each measured throughput run.
@@ -203,6 +208,8 @@ class ThroughputRun:
     replicas: int
     round: int
     load: LoadStats
+    #: With ``thread_cpu``: process → kind of thread → CPU seconds during the run.
+    threads_cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -440,6 +447,59 @@ def replica_dir(cluster: LocalCluster, node: str, identity: str) -> Path:
     return cluster.dir / "nodes" / node / "databases" / identity
 
 
+#: Kinds of threads, by the Python name of the thread (first match wins).
+THREAD_KINDS = (
+    ("db-", "database thread (reducers, LMDB)"),
+    ("follow-", "follower thread (append, apply)"),
+    ("commitlog-sync", "fsync thread"),
+    ("sync-", "fsync thread"),
+    ("MainThread", "event loop (gRPC streams, WebSockets)"),
+    ("Thread-", "gRPC poller"),
+)
+NATIVE_THREADS = "threads without Python frames (gRPC core, ...)"
+
+
+def py_spy() -> str | None:
+    """The py-spy executable (on PATH or beside this interpreter), None when there is none."""
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else None
+
+
+def python_thread_names(pid: int) -> dict[int, str]:
+    """OS thread id → Python thread name of a running Python process (one ``py-spy dump``)."""
+    exe = py_spy()
+    if exe is None:
+        return {}
+    try:
+        out = subprocess.run([exe, "dump", "--pid", str(pid), "--nonblocking"], capture_output=True, text=True,
+                             timeout=60, check=False).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \([^)]*\): "(.*)"', out, re.M)}
+
+
+def thread_kind(name: str | None) -> str:
+    """The kind of a thread (see :data:`THREAD_KINDS`) from its Python name."""
+    if name is None:
+        return NATIVE_THREADS
+    return next((kind for prefix, kind in THREAD_KINDS if name.startswith(prefix)), "other Python threads")
+
+
+def threads_cpu(pid: int, names: dict[int, str]) -> dict[str, float]:
+    """CPU seconds so far of a process's threads, summed by :func:`thread_kind`."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            kind = thread_kind(names.get(int(task.name)))
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 # --- talking to the cluster ----------------------------------------------------------------------
 
 
@@ -604,13 +664,20 @@ async def throughput(cluster: LocalCluster, cfg: ClusterBenchConfig, log: Callab
                         if role.split()[0] in ("gateway", "leader", "follower"):
                             out = cfg.profile / f"r{r}-round{rnd}-{role.replace(' ', '-')}.txt"
                             profilers.append(_start_profiler(pid, out, cfg.seconds))
+                watched = {role: pid for role, pid in pids.items() if role.split()[0] in ("gateway", "leader", "follower")}
+                names = {role: python_thread_names(pid) for role, pid in watched.items()} if cfg.thread_cpu else {}
+                before = {role: threads_cpu(watched[role], n) for role, n in names.items()}
                 try:
                     load = await reducer_load(host, port, tokens, ws_cfg, seconds=cfg.seconds, label=f"R={r}",
                                               seed=cfg.seed + rnd, **common)  # fmt: skip
                 finally:
                     for p in profilers:
                         await asyncio.to_thread(_stop_profiler, p, cfg.seconds + 30)
-                runs.append(ThroughputRun(r, rnd, load))
+                spent = {}
+                for role, n in names.items():
+                    after = threads_cpu(watched[role], n)
+                    spent[role] = {k: v - before[role].get(k, 0.0) for k, v in after.items()}
+                runs.append(ThroughputRun(r, rnd, load, spent))
                 log(f"    {load.rate:,.0f} calls/s, p50 {load.p50_ms:.0f} ms, p99 {load.p99_ms:.0f} ms, "
                     f"{load.bad_answers} bad answers")  # fmt: skip
     finally:
@@ -1039,6 +1106,14 @@ def render_throughput(runs: list[ThroughputRun]) -> list[str]:
             ratio = by_r[3].rate / by_r[1].rate
             lines.append(f"- round {rnd + 1}: R=3 / R=1 = **{ratio:.2f}** (target ≥ 0.50)")
     for run in runs:
+        if run.threads_cpu_s:
+            lines += ["", f"CPU µs per call by thread, R={run.replicas} (round {run.round + 1}):", "",
+                      "| process | thread | µs/call |", "| --- | --- | --- |"]  # fmt: skip
+            for proc, kinds in run.threads_cpu_s.items():
+                for kind, spent in sorted(kinds.items(), key=lambda kv: -kv[1]):
+                    lines.append(f"| {proc} | {kind} | {_us(spent, run.load.calls)} |")
+    lines.append("")
+    for run in runs:
         lines += [f"- R={run.replicas} error: {s}" for s in run.load.error_samples]
         idle = {k: v for k, v in run.load.process_cpu_s.items() if k.startswith("idle")}
         if idle:
@@ -1195,6 +1270,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--settle-seconds", type=float, default=d.settle_seconds)
     ap.add_argument("--idle-seconds", type=float, default=d.idle_seconds)
     ap.add_argument("--profile", type=Path, help="directory for py-spy raw profiles of the throughput runs")
+    ap.add_argument("--thread-cpu", action="store_true",
+                    help="CPU per call of each kind of thread of the gateway and replicas (needs py-spy)")
     ap.add_argument("--keep", action="store_true", help="keep each cluster's directory (data and logs)")
     ap.add_argument("--json", type=Path, help="also write the report as JSON here")
     a = ap.parse_args(argv)
@@ -1205,7 +1282,7 @@ def main(argv: list[str] | None = None) -> int:
         probe_interval=a.probe_interval, probe_timeout=a.probe_timeout, catchup_mb=a.catchup_mb,
         catchup_load_seconds=a.catchup_load_seconds, message_kb=a.message_kb, rejoin_seconds=a.rejoin_seconds,
         databases=a.databases, settle_seconds=a.settle_seconds, idle_seconds=a.idle_seconds, profile=a.profile,
-        keep=a.keep,
+        keep=a.keep, thread_cpu=a.thread_cpu,
     )  # fmt: skip
     try:
         cfg.validate()
