@@ -32,16 +32,21 @@ every exit path. Phases (``--phase``, repeatable; all by default):
    follower is then killed, ``--rejoin-seconds`` of small messages are written, and the time
    from its restart to caught up is measured too.
 4. **databases** (3 nodes): ``--databases`` quickstart-chat databases published one after the
-   other at R=3: publish latency p50/p99, leaders per node, and each host node's RSS before and
-   after (settled), divided by the replicas it holds, with its idle CPU over ``--idle-seconds``.
+   other at R=3 (``--db-replicas``): publish latency p50/p99, leaders per node, and each host
+   node's RSS before and after (settled), divided by the replicas it holds, with its idle CPU
+   over ``--idle-seconds``.
+
+``--thread-cpu`` adds, for each throughput run, the CPU per call of each kind of thread (event
+loop, database thread, follower thread, fsync thread, gRPC) of the gateway and every replica;
+``--profile DIR`` records them with py-spy.
 
 Each phase prints a CPU probe at its start and end: a fixed pure-Python loop in this process,
 best and median of 5 (on a quiet machine the two agree; a busy machine shows in the median and
 in the "other CPU" column: what processes outside the cluster and the load generator used).
 Everything is bounded in count and time; only 127.0.0.1 is contacted.
 
-Usage: ``python -m loadtest.bench_cluster [--phase throughput] [--seconds 10] [--kills 20]
-[--lease-ttl 2] [--json out.json] [--profile DIR]`` (``make bench``). Exit status 1 when an answer
+Usage: ``python -m loadtest.bench_cluster [--phase throughput] [--rounds 3] [--seconds 10]
+[--kills 20] [--lease-ttl 1 --fast-etcd] [--thread-cpu] [--json out.json]`` (``make bench``). Exit status 1 when an answer
 was not the expected one or a failover did not complete.
 """
 
@@ -156,6 +161,8 @@ class ClusterBenchConfig:
     rejoin_message_bytes: int = 100
     # databases
     databases: int = 300
+    #: Replicas of each of those databases (1 gives the cost of a leader replica alone).
+    db_replicas: int = 3
     settle_seconds: float = 5.0
     idle_seconds: float = 10.0
     #: CPU per call of each thread of the gateway and the replicas in the throughput runs (thread
@@ -318,9 +325,10 @@ class NodeMemory:
 
 @dataclass
 class DatabasesStats:
-    """Publishing many small databases at R=3."""
+    """Publishing many small databases at R=``replicas``."""
 
     databases: int
+    replicas: int
     published: int
     publish_ms: list[float]
     total_s: float
@@ -960,7 +968,7 @@ async def _rejoin(cluster: LocalCluster, cp: ControlPlane, cfg: ClusterBenchConf
 
 
 async def many_databases(cluster: LocalCluster, cfg: ClusterBenchConfig, log: Callable[[str], None]) -> DatabasesStats:
-    """Publish ``cfg.databases`` small databases at R=3; memory and idle CPU per node."""
+    """Publish ``cfg.databases`` small databases at R=``cfg.db_replicas``; memory and idle CPU per node."""
     nodes = cluster.node_ids()
     others = ["gateway", "etcd", "controlplane"]
     await asyncio.sleep(cfg.settle_seconds)
@@ -974,7 +982,7 @@ async def many_databases(cluster: LocalCluster, cfg: ClusterBenchConfig, log: Ca
         for i in range(cfg.databases):
             t0 = time.perf_counter()
             try:
-                await publish(c, f"bench-many-{i:04d}", program, owner, 3)
+                await publish(c, f"bench-many-{i:04d}", program, owner, cfg.db_replicas)
             except (BenchError, aiohttp.ClientError, TimeoutError) as e:
                 failures.append(str(e)[:300])
                 continue
@@ -1008,7 +1016,7 @@ async def many_databases(cluster: LocalCluster, cfg: ClusterBenchConfig, log: Ca
         for n in nodes
     ]
     return DatabasesStats(
-        databases=cfg.databases, published=len(latencies), publish_ms=sorted(latencies), total_s=total,
+        databases=cfg.databases, replicas=cfg.db_replicas, published=len(latencies), publish_ms=sorted(latencies), total_s=total,
         failures=failures[:5], nodes=node_stats, others_rss_mb={n: (before[n][0], after[n][0]) for n in others},
         others_idle_cpu_pct={n: idle[n] for n in others},
     )  # fmt: skip
@@ -1196,7 +1204,7 @@ def render_databases(d: DatabasesStats) -> list[str]:
     lines = [
         "| databases | R | published | publish p50 ms | p99 ms | max ms | total s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| {d.databases} | 3 | {d.published} | **{percentile(ms, 50):.0f}** | **{percentile(ms, 99):.0f}** "
+        f"| {d.databases} | {d.replicas} | {d.published} | **{percentile(ms, 50):.0f}** | **{percentile(ms, 99):.0f}** "
         f"| {(ms[-1] if ms else 0):.0f} | {d.total_s:.0f} |",
         "",
         "| node | replicas | leaders | RSS before MB | RSS after MB | KB per replica | threads before → after | idle CPU % of a core |",
@@ -1231,7 +1239,8 @@ def render(report: Report) -> str:
     if report.catchup is not None:
         sections.append(("catchup", "catch-up of a new replica and of a rejoining follower", render_catchup(report.catchup)))
     if report.databases is not None:
-        sections.append(("databases", f"{report.databases.databases} databases at R=3 on 3 nodes",
+        many = report.databases
+        sections.append(("databases", f"{many.databases} databases at R={many.replicas} on 3 nodes",
                          render_databases(report.databases)))  # fmt: skip
     for phase, title, body in sections:
         lines += [f"### {title}", "", *body]
@@ -1267,6 +1276,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--message-kb", type=int, default=d.message_kb)
     ap.add_argument("--rejoin-seconds", type=float, default=d.rejoin_seconds)
     ap.add_argument("--databases", type=int, default=d.databases)
+    ap.add_argument("--db-replicas", type=int, default=d.db_replicas, choices=(1, 2, 3),
+                    help="replicas of each of those databases (default %(default)s)")
     ap.add_argument("--settle-seconds", type=float, default=d.settle_seconds)
     ap.add_argument("--idle-seconds", type=float, default=d.idle_seconds)
     ap.add_argument("--profile", type=Path, help="directory for py-spy raw profiles of the throughput runs")
@@ -1281,7 +1292,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=a.warmup, conns=a.conns, inflight=a.inflight, accounts=a.accounts, rounds=a.rounds, kills=a.kills,
         probe_interval=a.probe_interval, probe_timeout=a.probe_timeout, catchup_mb=a.catchup_mb,
         catchup_load_seconds=a.catchup_load_seconds, message_kb=a.message_kb, rejoin_seconds=a.rejoin_seconds,
-        databases=a.databases, settle_seconds=a.settle_seconds, idle_seconds=a.idle_seconds, profile=a.profile,
+        databases=a.databases, db_replicas=a.db_replicas, settle_seconds=a.settle_seconds, idle_seconds=a.idle_seconds, profile=a.profile,
         keep=a.keep, thread_cpu=a.thread_cpu,
     )  # fmt: skip
     try:
