@@ -330,6 +330,7 @@ class DatabasesStats:
     databases: int
     replicas: int
     published: int
+    #: Publish latencies in publish order.
     publish_ms: list[float]
     total_s: float
     failures: list[str]
@@ -1016,7 +1017,7 @@ async def many_databases(cluster: LocalCluster, cfg: ClusterBenchConfig, log: Ca
         for n in nodes
     ]
     return DatabasesStats(
-        databases=cfg.databases, replicas=cfg.db_replicas, published=len(latencies), publish_ms=sorted(latencies), total_s=total,
+        databases=cfg.databases, replicas=cfg.db_replicas, published=len(latencies), publish_ms=latencies, total_s=total,
         failures=failures[:5], nodes=node_stats, others_rss_mb={n: (before[n][0], after[n][0]) for n in others},
         others_idle_cpu_pct={n: idle[n] for n in others},
     )  # fmt: skip
@@ -1113,13 +1114,7 @@ def render_throughput(runs: list[ThroughputRun]) -> list[str]:
         if 1 in by_r and 3 in by_r and by_r[1].rate > 0:
             ratio = by_r[3].rate / by_r[1].rate
             lines.append(f"- round {rnd + 1}: R=3 / R=1 = **{ratio:.2f}** (target ≥ 0.50)")
-    for run in runs:
-        if run.threads_cpu_s:
-            lines += ["", f"CPU µs per call by thread, R={run.replicas} (round {run.round + 1}):", "",
-                      "| process | thread | µs/call |", "| --- | --- | --- |"]  # fmt: skip
-            for proc, kinds in run.threads_cpu_s.items():
-                for kind, spent in sorted(kinds.items(), key=lambda kv: -kv[1]):
-                    lines.append(f"| {proc} | {kind} | {_us(spent, run.load.calls)} |")
+    lines += render_threads(runs)
     lines.append("")
     for run in runs:
         lines += [f"- R={run.replicas} error: {s}" for s in run.load.error_samples]
@@ -1127,6 +1122,37 @@ def render_throughput(runs: list[ThroughputRun]) -> list[str]:
         if idle:
             lines.append(f"- R={run.replicas} round {run.round + 1}: idle nodes "
                          + ", ".join(f"{k.split()[1]} {_us(v, run.load.calls)} µs/call" for k, v in sorted(idle.items())))  # fmt: skip
+    return lines
+
+
+def render_threads(runs: list[ThroughputRun]) -> list[str]:
+    """CPU µs per call of each kind of thread (rows) in each run (columns); a follower row is
+    the mean of the followers."""
+    runs = [r for r in runs if r.threads_cpu_s]
+    if not runs:
+        return []
+    cells: dict[tuple[str, str], dict[int, float]] = {}
+    for i, run in enumerate(runs):
+        for proc, kinds in run.threads_cpu_s.items():
+            role = proc.split()[0]
+            share = 1 / sum(1 for p in run.threads_cpu_s if p.split()[0] == role)
+            for kind, spent in kinds.items():
+                cell = cells.setdefault((role, kind), {})
+                cell[i] = cell.get(i, 0.0) + spent * share / max(1, run.load.calls) * 1e6
+    order = {"gateway": 0, "leader": 1, "follower": 2}
+    rows = sorted(cells.items(), key=lambda kv: (order.get(kv[0][0], 9), -max(kv[1].values())))
+    lines = [
+        "",
+        "CPU µs per call by thread (a follower: the mean of the two):",
+        "",
+        "| process | thread | " + " | ".join(f"R={r.replicas} #{r.round + 1}" for r in runs) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in runs) + " |",
+    ]
+    for (role, kind), by_run in rows:
+        if max(by_run.values()) < 1:
+            continue
+        vals = " | ".join(f"{by_run[i]:.0f}" if i in by_run else "-" for i in range(len(runs)))
+        lines.append(f"| {role} | {kind} | {vals} |")
     return lines
 
 
@@ -1200,7 +1226,7 @@ def render_catchup(c: CatchupStats) -> list[str]:
 
 def render_databases(d: DatabasesStats) -> list[str]:
     """Publish latency, leaders per node and memory per idle replica."""
-    ms = d.publish_ms
+    ms = sorted(d.publish_ms)
     lines = [
         "| databases | R | published | publish p50 ms | p99 ms | max ms | total s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -1219,6 +1245,8 @@ def render_databases(d: DatabasesStats) -> list[str]:
     lines.append("")
     lines.append("- other processes (RSS before → after MB, idle CPU %): " + ", ".join(
         f"{k} {a:.0f} → {b:.0f}, {d.others_idle_cpu_pct[k]:.1f} %" for k, (a, b) in d.others_rss_mb.items()))  # fmt: skip
+    blocks = [d.publish_ms[i : i + 50] for i in range(0, len(d.publish_ms), 50)]
+    lines.append("- publish p50 of each 50 in turn (ms): " + ", ".join(f"{statistics.median(b):.0f}" for b in blocks))
     lines += [f"- publish failure: {f}" for f in d.failures]
     return lines
 
