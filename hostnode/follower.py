@@ -325,7 +325,11 @@ class FollowerReplica:
     def _collect(self, retain_offset: int) -> None:
         """Delete log segments below both the leader's retain point and our own checkpoint."""
         keep_from = min(retain_offset, self.datastore.applied_offset() + 1)
-        if keep_from > self.clog.first_offset:
+        # Only when a whole segment lies below: this runs after every batch, and
+        # delete_segments_before waits for the sync lock, which the fsync thread holds while it
+        # syncs — asking every time held each append back until the last fsync was done.
+        bases = self.clog.segment_bases()
+        if len(bases) > 1 and bases[1] <= keep_from:
             self.clog.delete_segments_before(keep_from)
 
     # --- starting over from a snapshot (replica thread) --------------------------------------

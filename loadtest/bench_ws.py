@@ -40,7 +40,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,9 +123,12 @@ class LoadStats:
     max_ms: float
     bad_answers: int
     client_cpu_s: float
+    #: CPU of every server process watched (``server_pids``), summed; None when one was unreadable.
     server_cpu_s: float | None
     other_cpu_s: float | None
     error_samples: list[str] = field(default_factory=list)
+    #: CPU seconds of each watched server process during the phase, by the name it was given.
+    process_cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -311,14 +314,23 @@ def is_committed_update(payload: bytes) -> bool:
 # --- (a) transfers -------------------------------------------------------------------------------
 
 
-async def transfer_load(
+async def reducer_load(
     host: str, port: int, tokens: list[str], cfg: BenchConfig, *, alpha: float | None, seconds: float,
     confirmed: bool = False,
-    label: str, server_pid: int, seed: int,
+    label: str, server_pids: Mapping[str, int], seed: int, db: str = TRANSFER_DB,
+    reducer: str = "transfer", call_args: Sequence[bytes] | None = None,
 ) -> LoadStats:  # fmt: skip
-    """``cfg.conns`` connections × ``cfg.inflight`` outstanding transfers for ``seconds``."""
-    pairs = make_pairs(cfg.accounts, 200_000, alpha, seed)
-    args = [struct.pack("<IIq", a, b, 1) for a, b in pairs]
+    """``len(tokens)`` connections to database ``db``, each keeping ``cfg.inflight`` calls of
+    ``reducer`` outstanding for ``seconds`` (at most ``cfg.max_calls`` in all).
+
+    The arguments (BSATN) cycle through ``call_args``; by default they are ``transfer(from, to,
+    1)`` over ``cfg.accounts`` accounts, uniform or Zipf(``alpha``). ``server_pids`` names the
+    server processes whose CPU the phase reports (one for standalone; the gateway, host nodes,
+    etcd and control plane of a cluster)."""
+    if call_args is None:
+        args = [struct.pack("<IIq", a, b, 1) for a, b in make_pairs(cfg.accounts, 200_000, alpha, seed)]
+    else:
+        args = list(call_args)
     latencies: list[float] = []
     samples: list[str] = []
     bad = [0]
@@ -379,20 +391,20 @@ async def transfer_load(
                 self.request_id += 1
                 a = args[self.next_arg % len(args)]
                 self.next_arg += 1
-                chunks.append(client_frame(call_reducer_payload("transfer", a, self.request_id)))
+                chunks.append(client_frame(call_reducer_payload(reducer, a, self.request_id)))
                 self.sent.append(now)
             assert self.ws.transport is not None
             self.ws.transport.write(b"".join(chunks))
 
     conns = [Conn(i) for i in range(len(tokens))]
     for c, token in zip(conns, tokens, strict=True):
-        c.ws = await ws_connect(host, port, TRANSFER_DB, token, c.frames, confirmed=confirmed)
+        c.ws = await ws_connect(host, port, db, token, c.frames, confirmed=confirmed)
     t_wait = perf() + 30
     while not all(c.started for c in conns):
         if perf() > t_wait:
             raise WsProtocolFailure("no IdentityToken within 30 s")
         await asyncio.sleep(0.005)
-    cpu0, srv0, busy0 = time.process_time(), process_cpu_seconds(server_pid), machine_busy_seconds()
+    cpu0, srv0, busy0 = time.process_time(), _cpu_of(server_pids), machine_busy_seconds()
     t0 = perf()
     deadline[0] = t0 + seconds
     for c in conns:
@@ -404,11 +416,12 @@ async def transfer_load(
         samples.append(f"{sum(len(c.sent) for c in conns)} calls never answered within 60 s of the end")
     elapsed = perf() - t0
     cpu = time.process_time() - cpu0
-    srv1, busy1 = process_cpu_seconds(server_pid), machine_busy_seconds()
+    srv1, busy1 = _cpu_of(server_pids), machine_busy_seconds()
     for c in conns:
         assert c.ws is not None
         c.ws.close()
-    server_cpu = srv1 - srv0 if srv0 is not None and srv1 is not None else None
+    per_process = {name: srv1[name] - srv0[name] for name in server_pids if name in srv0 and name in srv1}
+    server_cpu = sum(per_process.values()) if len(per_process) == len(server_pids) else None
     other = None
     if busy0 is not None and busy1 is not None and server_cpu is not None:
         other = max(0.0, (busy1 - busy0) - server_cpu - cpu)
@@ -418,8 +431,18 @@ async def transfer_load(
         p50_ms=percentile(latencies, 50) * 1e3, p95_ms=percentile(latencies, 95) * 1e3,
         p99_ms=percentile(latencies, 99) * 1e3, max_ms=(latencies[-1] * 1e3 if latencies else 0.0),
         bad_answers=bad[0], client_cpu_s=cpu, server_cpu_s=server_cpu, other_cpu_s=other,
-        error_samples=samples[:ERROR_SAMPLES],
+        error_samples=samples[:ERROR_SAMPLES], process_cpu_s=per_process,
     )  # fmt: skip
+
+
+def _cpu_of(pids: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named process that can be read."""
+    out = {}
+    for name, pid in pids.items():
+        cpu = process_cpu_seconds(pid)
+        if cpu is not None:
+            out[name] = cpu
+    return out
 
 
 # --- (b) fan-out ---------------------------------------------------------------------------------
@@ -599,8 +622,8 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Re
                     phases += [("uniform, confirmed", None, True), (f"{zipf}, confirmed", cfg.alpha, True)]
                 for i, (label, alpha, confirmed) in enumerate(phases):
                     if cfg.warmup > 0:
-                        asyncio.run(transfer_load(host, port, tokens, cfg, alpha=alpha, seconds=cfg.warmup,
-                                                  label="warm-up", server_pid=pid, seed=cfg.seed + 50 + i,
+                        asyncio.run(reducer_load(host, port, tokens, cfg, alpha=alpha, seconds=cfg.warmup,
+                                                  label="warm-up", server_pids={"server": pid}, seed=cfg.seed + 50 + i,
                                                   confirmed=confirmed))  # fmt: skip
                     log(
                         f"transfers, {label}: {cfg.conns} conns × {cfg.inflight} in flight, {cfg.seconds:g} s ..."
@@ -608,8 +631,8 @@ def run_benchmark(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> Re
                     profiler = _start_profiler(pid, cfg.profile.with_stem(f"{cfg.profile.stem}-{i}"), cfg.seconds) \
                         if cfg.profile else None  # fmt: skip
                     try:
-                        load = asyncio.run(transfer_load(host, port, tokens, cfg, alpha=alpha, seconds=cfg.seconds,
-                                                         label=f"transfer {label}", server_pid=pid, seed=cfg.seed + i,
+                        load = asyncio.run(reducer_load(host, port, tokens, cfg, alpha=alpha, seconds=cfg.seconds,
+                                                         label=f"transfer {label}", server_pids={"server": pid}, seed=cfg.seed + i,
                                                          confirmed=confirmed))  # fmt: skip
                     finally:
                         _stop_profiler(profiler, cfg.seconds + 30)

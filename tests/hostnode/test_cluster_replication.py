@@ -142,6 +142,33 @@ def test_writes_are_refused_without_a_quorum_and_resume_when_it_returns(tmp_path
     run(body, tmp_path)
 
 
+def test_followers_drop_whole_log_segments_below_the_retain_point(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        await c.create(replicas=["n1", "n2", "n3"])
+        await c.seed("n1", 50, 1000)
+        for i in range(300):
+            assert (await c.transfer("n1", i % 50, (i + 7) % 50)).status is Status.COMMITTED
+        worker = c.host("n1")._workers[DB]
+        await asyncio.wrap_future(worker.submit(lambda d: d.checkpoint()))
+        i = 0
+
+        async def collected() -> bool:
+            # More batches carry the leader's retain point; followers checkpoint (every second)
+            # and then drop the segments wholly below both.
+            nonlocal i
+            i += 1
+            assert (await c.transfer("n1", i % 50, (i + 3) % 50)).status is Status.COMMITTED
+            firsts = [(await status(c, n)).first_offset for n in ("n2", "n3")]
+            return all(first > 0 for first in firsts)
+
+        await eventually(collected, 60, what="followers drop their oldest segments")
+        # What they kept still reads back: every replica holds the same rows.
+        digests = await c.digests()
+        assert len(set(digests.values())) == 1, digests
+
+    run(body, tmp_path, 3, segment_bytes=4096)
+
+
 def test_a_new_replica_starts_from_a_snapshot_when_the_log_was_collected(tmp_path: Path) -> None:
     async def body(c: Cluster) -> None:
         await c.create(replicas=["n1", "n2", "n3"])
