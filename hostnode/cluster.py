@@ -713,7 +713,8 @@ class ClusterNode:
                 batch = msg.records
                 records = [(r.epoch, r.offset, r.payload) for r in batch.records]
                 commit, retain = batch.commit_offset, batch.retain_offset
-                await follower.run(functools.partial(_append_checked, follower, epoch, records, commit, retain))
+                if records or not follower.idle_heartbeat(epoch, commit):
+                    await follower.run(functools.partial(_append_checked, follower, epoch, records, commit, retain))
                 if commit > self.known_commit.get(identity, 0):
                     self.known_commit[identity] = commit
                 if self.stream_epoch(identity) == epoch:

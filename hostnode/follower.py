@@ -283,6 +283,16 @@ class FollowerReplica:
         if retain_offset:
             self._collect(retain_offset)
 
+    def idle_heartbeat(self, epoch: int, commit_offset: int) -> bool:
+        """Whether an empty batch of ``epoch`` with ``commit_offset`` would change nothing here
+        (no newer promise to refuse it, nothing new to apply, nothing left to checkpoint): the
+        stream then answers it without a trip to the replica's thread. Any thread."""
+        return (
+            self.clog.promised_epoch <= epoch
+            and commit_offset <= self._commit
+            and self._applied == self.datastore.applied_offset()
+        )
+
     def _apply_committed(self) -> None:
         target = min(self._commit, self.clog.next_offset)  # one past the last record to apply
         if self._applied + 1 < target:

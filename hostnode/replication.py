@@ -56,7 +56,7 @@ class ReplicationConfig:
     """Timing and sizes of replication (docs/cluster.md)."""
 
     #: An idle link sends a batch (with the commit point) at least this often.
-    heartbeat_s: float = 0.2
+    heartbeat_s: float = 0.5
     #: A follower not heard from for this long no longer counts toward the quorum.
     quorum_timeout_s: float = 1.5
     #: How long a transaction may wait for a majority before its caller hears "outcome unknown".

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from clustermeta.connect import open_metastore
 from clustermeta.metastore import MetaStore
-from clustermeta.records import DB_PREFIX, DatabaseRecord, db_key
+from clustermeta.records import DB_PREFIX, NODES_PREFIX, DatabaseRecord, db_key, node_of_key
 from orrery.cluster_local import ETCD_PREFIX, LocalCluster
 from sats.identity import Identity
 from tests.servers import Client, Reply
@@ -95,6 +95,15 @@ class ClusterFixture:
         finally:
             await store.close()
         return [DatabaseRecord.from_json(kv.value) for kv in resp.kvs]
+
+    async def live_nodes(self) -> set[str]:
+        """The host nodes registered in etcd now (their lease is alive)."""
+        store = await self.store()
+        try:
+            resp = await store.get_prefix(NODES_PREFIX)
+        finally:
+            await store.close()
+        return {node_of_key(kv.key) for kv in resp.kvs}
 
     async def leader(self, identity: Identity, timeout: float = 60.0) -> str:
         """The node leading the database (waits through an election)."""

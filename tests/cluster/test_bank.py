@@ -101,7 +101,14 @@ async def _bank(fx: ClusterFixture, root: Path, faults: list[str], net: NodeName
         f"{in_ledger} committed; failover over {len(failovers)} faults: p50 {statistics.median(failovers):.2f}s "
         f"max {max(failovers):.2f}s"
     )
-    # Every replica holds the same rows at one committed offset.
+    # Every replica holds the same rows at one committed offset (once the node that was faulted
+    # last is back in etcd: after a partition it registers anew when its lease is gone).
+    everyone = set(fx.cluster.node_ids())
+
+    async def all_live() -> bool:
+        return await fx.live_nodes() == everyone
+
+    await eventually(all_live, 60, "every node registered again")
     verify = subprocess.run(
         [sys.executable, "-m", "orrery", "cluster", "verify", "bank", "--data-dir", str(fx.cluster.dir)],
         capture_output=True, text=True, timeout=300,
