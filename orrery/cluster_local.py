@@ -23,6 +23,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -46,11 +47,30 @@ class ClusterError(Exception):
     """A process of the local cluster did not start, or a command about it cannot be done."""
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port nobody listens on right now, below the kernel's source-port range when there is
+    room: a port handed out by ``bind(0)`` comes from that range, and any outgoing connection may
+    take it as its source port before the process that should listen on it starts."""
+    low, _ = _ephemeral_ports()
+    rng = random.SystemRandom()
+    for _ in range(64):
+        port = rng.randrange(10_000, low) if low > 11_000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise ClusterError("no free TCP port found")
 
 
 def _port_open(address: str) -> bool:

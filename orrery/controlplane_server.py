@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from clustermeta.connect import DEFAULT_PREFIX, open_metastore, parse_endpoints
+from clustermeta.connect import DEFAULT_PREFIX, STARTUP_WAIT_S, open_metastore, parse_endpoints
 from clustermeta.metastore import MetaStoreError
 from clustermeta.metrics import MetaStoreCollector
 from controlplane.cluster import Cluster
@@ -100,7 +100,7 @@ async def serve(
             metrics, metrics_bound = await start_metrics(process.metrics_addr, endpoints)
             config.metrics = metrics_url(metrics_bound, process.advertise_addr)
             log.info("metrics on http://%s/metrics", metrics_bound)
-        store = await open_metastore(process.etcd, process.etcd_prefix)
+        store = await open_metastore(process.etcd, process.etcd_prefix, wait=STARTUP_WAIT_S)
         try:
             cluster = Cluster(store, GrpcNodeClients(timeout=config.rpc_timeout), config)
             holder.append(cluster)

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from clustermeta.connect import DEFAULT_PREFIX, open_metastore
+from clustermeta.connect import DEFAULT_PREFIX, STARTUP_WAIT_S, open_metastore
 from clustermeta.metrics import MetaStoreCollector
 from gateway.app import create_app
 from gateway.auth import SigningKeys, TokenAuthority
@@ -90,7 +90,7 @@ async def serve(
     if stop is None:
         stop = stop_on_signals()
     started = time.monotonic()
-    store = await open_metastore(config.etcd, config.etcd_prefix)
+    store = await open_metastore(config.etcd, config.etcd_prefix, wait=STARTUP_WAIT_S)
     view = ClusterView(store)
     stats = GatewayStats()
     control = ClusterControlPlane(view, config.cluster, stats)

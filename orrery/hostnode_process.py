@@ -123,7 +123,7 @@ async def _serve(
     ready: _Readiness,
     metrics_at: str,
 ) -> None:
-    from clustermeta.connect import open_metastore
+    from clustermeta.connect import STARTUP_WAIT_S, open_metastore
     from clustermeta.coordination import LeaseKeeper
     from clustermeta.metrics import LeaseStats, MetaStoreCollector
     from clustermeta.records import NodeInfo, node_key
@@ -135,7 +135,7 @@ async def _serve(
     from hostnode.service import HostNode, HostNodeConfig
 
     started = time.monotonic()
-    store = await open_metastore(config.etcd, config.etcd_prefix)
+    store = await open_metastore(config.etcd, config.etcd_prefix, wait=STARTUP_WAIT_S)
     node = HostNode(HostNodeConfig(config.data_dir))
     keeper: LeaseKeeper | None = None
     cluster = ClusterNode(

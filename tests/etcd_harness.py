@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -47,6 +46,8 @@ import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from orrery.cluster_local import free_port as cluster_free_port
 
 __all__ = ["ETCD_BINARY", "EtcdError", "EtcdServer", "free_port"]
 
@@ -61,10 +62,8 @@ class EtcdError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that was free a moment ago (outside the source-port range)."""
+    return cluster_free_port()
 
 
 def _data_root() -> Path | None:

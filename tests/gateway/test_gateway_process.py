@@ -5,8 +5,10 @@ the shared signing keys, and a clean exit on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,8 @@ from clustermeta.metastore_lmdb import LmdbMetaStore
 from orrery.cli import build_parser
 from orrery.cli_errors import CliError
 from sats.identity import Identity
-from tests.gateway.cluster_harness import nodes, put_database, register_node, spawn
+from tests.etcd_harness import EtcdServer
+from tests.gateway.cluster_harness import REPO_ROOT, nodes, put_database, register_node, spawn
 from tests.gateway.conftest import CHAT
 from tests.servers import Client
 
@@ -85,3 +88,33 @@ def test_orrery_gateway_needs_etcd_and_keys() -> None:
     for missing in (["gateway", "--keys-dir", "k"], ["gateway", "--etcd", "e"]):
         with pytest.raises(CliError, match="required"):
             build_parser().parse_args(missing)
+
+
+def test_orrery_gateway_waits_for_an_etcd_that_does_not_answer_yet(tmp_path: Path) -> None:
+    """A gateway started while etcd does not answer (starting beside it, or too busy) waits for
+    it instead of exiting, and serves once it answers."""
+
+    async def main() -> None:
+        with EtcdServer.start(tmp_path / "etcd") as etcd:
+            etcd.pause()  # connections open, nothing answers: every call hits its deadline
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "orrery.cli", "gateway", "--listen-addr", "127.0.0.1:0",
+                "--etcd", etcd.endpoints, "--keys-dir", str(tmp_path / "keys"),
+                cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "ORRERY_CONFIG": str(tmp_path / "cli.toml")},
+            )  # fmt: skip
+            assert child.stdout is not None and child.stderr is not None
+            try:
+                warning = await asyncio.wait_for(child.stderr.readline(), 60)
+                assert b"waiting for etcd" in warning, warning
+                etcd.resume()
+                line = await asyncio.wait_for(child.stdout.readline(), 60)
+                match = READY.search(line)
+                assert match, line
+                async with Client(f"http://{match.group(1).decode()}") as c:
+                    assert (await c.get("/v1/ping")).status == 200
+            finally:
+                assert await stop(child) == 0
+
+    asyncio.run(asyncio.wait_for(main(), 120))
