@@ -30,8 +30,9 @@ load generator, and the CPU other processes of the machine used meanwhile. A CPU
 fixed pure-Python loop bench_cluster prints) runs at the start and at the end, so the machine's
 speed during the run stands beside the figures.
 
-Every load is bounded in time (``--seconds``, after a ``--warmup`` of the same shape) and in
-count; the server is stopped on every exit path; only 127.0.0.1 is contacted.
+Every load is bounded in time and in count (``--seconds`` after a ``--warmup`` of the same shape;
+the fan-out shape's load lasts its ``--fanout-rounds``, each bounded); the server is stopped on
+every exit path; only 127.0.0.1 is contacted.
 
 Usage: ``python -m loadtest.bench_shapes [--shape ws-64x40-uniform-confirmed] [--seconds 10]
 [--json out.json]`` (``make bench``). Exit status 1 when an answer was not the expected one.
@@ -254,15 +255,6 @@ def _runs(pid: int) -> str:
     return Path(args[0]).name if args else "process"
 
 
-def _cpu_of(pids: Mapping[str, int]) -> dict[str, float]:
-    out = {}
-    for name, pid in pids.items():
-        cpu = bench_http.process_cpu_seconds(pid)
-        if cpu is not None:
-            out[name] = cpu
-    return out
-
-
 # --- the engine ----------------------------------------------------------------------------------
 
 
@@ -354,9 +346,9 @@ def run_http(url: str, token: str, shape: Shape, cfg: ShapesConfig, engine: list
 
     if cfg.warmup > 0:
         load(cfg.warmup, "warm-up", seed + 50)
-    cpu0, busy0 = _cpu_of(pids), machine_busy_seconds()
+    cpu0, busy0 = bench_ws._cpu_of(pids), machine_busy_seconds()
     x = load(cfg.seconds, shape.name, seed)
-    cpu1, busy1 = _cpu_of(pids), machine_busy_seconds()
+    cpu1, busy1 = bench_ws._cpu_of(pids), machine_busy_seconds()
     per_process = {k: cpu1[k] - cpu0[k] for k in pids if k in cpu0 and k in cpu1}
     other = None
     if busy0 is not None and busy1 is not None and len(per_process) == len(pids):
