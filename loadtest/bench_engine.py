@@ -5,13 +5,15 @@ account choice, with durable group commit (the commit log fsyncs on its own thre
 ends only when every transaction is durable). A second, instrumented pass splits the time per
 call into wasm, host-call overhead, datastore and commit log.
 
-Usage: ``python -m loadtest.bench_engine [--accounts N] [--calls N] [--alpha A]`` (``make bench``).
+Usage: ``python -m loadtest.bench_engine [--accounts N] [--calls N] [--alpha A] [--json out.json]``
+(``make bench``; ``loadtest.bench_shapes`` runs it with ``--json`` for the engine figure its ratios use).
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import json
 import os
 import platform
 import random
@@ -69,6 +71,8 @@ class Result:
     committed: int
     split: dict[str, float]
     cpu_seconds: float = 0.0
+    #: Zipf α of the account choice (None: uniform).
+    alpha: float | None = None
 
     @property
     def rate(self) -> float:
@@ -116,7 +120,7 @@ def bench(accounts: int, calls: int, alpha: float, workdir: Path) -> list[Result
             run_once(db, pairs[: min(2000, calls)], owner)  # warm-up
             secs, committed, cpu = run_once(db, pairs, owner)
             split = profile_split(db, pairs[: min(calls, 20000)], owner)
-            results.append(Result(label, calls, secs, committed, split, cpu))
+            results.append(Result(label, calls, secs, committed, split, cpu, a))
             print(f"  {label}: {calls / secs:,.0f} transfers/s", flush=True)
     finally:
         db.close()
@@ -137,13 +141,16 @@ def profile_split(db: Database, pairs: list[tuple[int, int]], caller: Identity) 
     return prof.split_micros(total, n)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m loadtest.bench_engine", description=__doc__.splitlines()[0])
     ap.add_argument("--accounts", type=int, default=100_000)
     ap.add_argument("--calls", type=int, default=100_000)
     ap.add_argument("--alpha", type=float, default=1.5)
     ap.add_argument("--dir", type=Path, default=None, help="working directory (default: a temp dir on disk)")
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    args = ap.parse_args(argv)
+    if args.accounts < 2 or args.calls < 1:
+        ap.error("--accounts must be at least 2 and --calls positive")
     with tempfile.TemporaryDirectory(dir=args.dir or "/var/tmp") as d:
         results = bench(args.accounts, args.calls, args.alpha, Path(d))
     print()
@@ -162,6 +169,13 @@ def main() -> None:
             f"{r.committed}/{r.calls}",
             f"{s['wasm']:.1f}", f"{s['host']:.1f}", f"{s['datastore']:.1f}", f"{s['commitlog']:.1f}", f"{s['other']:.1f}",
         ]))
+    if args.json is not None:
+        doc = [
+            {"label": r.label, "alpha": r.alpha, "calls": r.calls, "seconds": r.seconds, "rate": r.rate,
+             "committed": r.committed, "writer_cpu_us_per_call": r.cpu_seconds * 1e6 / r.calls, "split_us": r.split}
+            for r in results
+        ]  # fmt: skip
+        args.json.write_text(json.dumps({"results": doc}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -278,9 +278,15 @@ async def call_load(
     label: str,
     server_pid: int,
     seed: int,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    db: str = DB_NAME,
 ) -> LoadStats:
-    """``cfg.clients`` workers over one keep-alive session, until ``seconds`` or ``cfg.max_calls``."""
-    url = f"{base_url}/v1/database/{DB_NAME}/call/transfer"
+    """``cfg.clients`` workers over one keep-alive session, until ``seconds`` or ``cfg.max_calls``.
+
+    Each call transfers 1 between two distinct accounts chosen uniformly, or, given ``pairs``
+    (``(from, to)``, e.g. Zipf-distributed), the next pair of the worker's own cycle through them.
+    ``db`` is the name of a ``modules/transfer`` database."""
+    url = f"{base_url}/v1/database/{db}/call/transfer"
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
@@ -302,12 +308,17 @@ async def call_load(
 
     async def worker(rng: random.Random, session: aiohttp.ClientSession) -> None:
         perf = time.perf_counter
+        next_pair = rng.randrange(len(pairs)) if pairs else 0
         while budget[0] > 0 and loop.time() < deadline:
             budget[0] -= 1
-            a = rng.randrange(n)
-            b = rng.randrange(n - 1)
-            if b >= a:
-                b += 1
+            if pairs:
+                a, b = pairs[next_pair % len(pairs)]
+                next_pair += 1
+            else:
+                a = rng.randrange(n)
+                b = rng.randrange(n - 1)
+                if b >= a:
+                    b += 1
             body = b"[%d,%d,1]" % (a, b)
             t0 = perf()
             try:

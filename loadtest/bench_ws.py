@@ -40,7 +40,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,9 +319,14 @@ async def reducer_load(
     confirmed: bool = False,
     label: str, server_pids: Mapping[str, int], seed: int, db: str = TRANSFER_DB,
     reducer: str = "transfer", call_args: Sequence[bytes] | None = None,
+    started: asyncio.Event | None = None, stop: asyncio.Event | None = None,
 ) -> LoadStats:  # fmt: skip
     """``len(tokens)`` connections to database ``db``, each keeping ``cfg.inflight`` calls of
     ``reducer`` outstanding for ``seconds`` (at most ``cfg.max_calls`` in all).
+
+    ``started`` is set once every connection is open and the first calls are sent; setting
+    ``stop`` ends the load early (what is in flight is still awaited), so another measurement can
+    run while this load does.
 
     The arguments (BSATN) cycle through ``call_args``; by default they are ``transfer(from, to,
     1)`` over ``cfg.accounts`` accounts, uniform or Zipf(``alpha``). ``server_pids`` names the
@@ -374,7 +379,7 @@ async def reducer_load(
         def top_up(self, now: float) -> None:
             if self.finished or self.ws is None or not self.started or not deadline[0]:
                 return
-            if now >= deadline[0] or budget[0] <= 0:
+            if now >= deadline[0] or budget[0] <= 0 or (stop is not None and stop.is_set()):
                 if not self.sent:
                     self.finished = True
                     open_conns[0] -= 1
@@ -409,6 +414,8 @@ async def reducer_load(
     deadline[0] = t0 + seconds
     for c in conns:
         c.top_up(t0)
+    if started is not None:
+        started.set()
     try:
         await asyncio.wait_for(done_all, seconds + 60)
     except TimeoutError:
@@ -449,9 +456,13 @@ def _cpu_of(pids: Mapping[str, int]) -> dict[str, float]:
 
 
 async def fanout(
-    host: str, port: int, client: Client, cfg: BenchConfig, log: Callable[[str], None]
-) -> FanoutStats:
-    """``cfg.fanout_conns`` subscribers of ``message``; one caller sends ``cfg.fanout_rounds`` messages."""
+    host: str, port: int, client: Client, cfg: BenchConfig, log: Callable[[str], None],
+    before_rounds: Callable[[], Awaitable[None]] | None = None,
+) -> FanoutStats:  # fmt: skip
+    """``cfg.fanout_conns`` subscribers of ``message``; one caller sends ``cfg.fanout_rounds`` messages.
+
+    ``before_rounds`` is awaited once everyone is subscribed, just before the first round (to start
+    a load the rounds then run under)."""
     _identity, token = await client.new_identity()
     reply = await client.publish(CHAT_DB, CHAT_WASM.read_bytes(), token=token)
     if reply.status not in (200, 201):
@@ -528,6 +539,8 @@ async def fanout(
     if len(first) < 2 or first[1] != TAG_IDENTITY_TOKEN:
         raise WsProtocolFailure(f"caller's first frame: {describe_frame(first)}")
     sent_at: dict[int, float] = {}
+    if before_rounds is not None:
+        await before_rounds()
     for rnd in range(cfg.fanout_rounds):
         current[0] = rnd
         text = f"fan-out round {rnd}".encode()
