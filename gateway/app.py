@@ -4,7 +4,9 @@ Middleware order (outermost first):
 
 1. :func:`cors_preflight` answers CORS preflight requests (client-api.md §0);
 2. :func:`errors` turns :class:`ApiError` / :class:`AuthError` / router 404-405 / unexpected
-   exceptions into responses — the only place errors become HTTP;
+   exceptions into responses — the only place errors become HTTP. An unexpected exception, or a
+   backend's internal failure, is a 500 naming a request id (:class:`InternalError`); its details
+   go only to this process's log, with that id;
 3. :func:`database_auth` authenticates ``/v1/database*`` callers, minting an identity when the
    request has no token (§3).
 
@@ -27,7 +29,7 @@ from aiohttp.typedefs import Handler
 from gateway.auth import AuthError, TokenAuthority
 from gateway.backends import ControlPlaneBackend, HostNodeBackend
 from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Gateway, GatewayConfig
-from gateway.errors import ApiError, from_auth_error, to_response
+from gateway.errors import REQUEST_ID_HEADER, ApiError, InternalError, from_auth_error, to_response
 from gateway.metrics import GatewayStats, request_metrics
 from gateway.routes_database import routes as database_routes
 from gateway.routes_identity import routes as identity_routes
@@ -68,6 +70,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
+        if e.detail is not None:
+            _log_internal(request, e.headers.get(REQUEST_ID_HEADER, "-"), e.detail)
         return to_response(e)
     except AuthError as e:
         return to_response(from_auth_error(e))
@@ -80,8 +84,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ConnectionResetError:
         raise
     except Exception as e:
-        log.exception("internal error in %s %s", request.method, request.path)
-        return to_response(ApiError.text(500, f"internal error: {type(e).__name__}: {e}"))
+        internal = InternalError(f"{type(e).__name__}: {e}")
+        _log_internal(request, internal.request_id, internal.detail or "", exc_info=e)
+        return to_response(internal)
+
+
+def _log_internal(request: web.Request, request_id: str, detail: str, exc_info: BaseException | None = None) -> None:
+    log.error(
+        "internal error request_id=%s method=%s path=%s: %s",
+        request_id, request.method, request.path, detail, exc_info=exc_info,
+    )  # fmt: skip
 
 
 @web.middleware
