@@ -52,6 +52,10 @@ def test_replica_counts_defaults_and_errors(tmp_path: Path) -> None:
             assert control_status(ControlErrorKind(refused.failure.kind)) == 400
             with_nothing = await h.store.get(meta_key("dns", "big"))
             assert with_nothing is None  # a refused publish claims no name
+            too_long = await h.publish("n" * 600)
+            assert (too_long.failure.kind, too_long.failure.message) == (
+                pb.ERROR_KIND_INVALID_NAME, "database names are at most 64 characters long, this one has 600",
+            )
 
     run(body)
 
