@@ -20,7 +20,6 @@ from controlplane.core import (
     NamePermissionDenied,
     NotAuthorized,
     Placement,
-    PublishFailed,
     UpdateRejected,
     parse_name_or_identity,
 )
