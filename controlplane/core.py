@@ -660,7 +660,7 @@ def name_race(name: str) -> Conflict:
 
 
 def busy(identity: Identity) -> Conflict:
-    """A publish to a database another request is creating or deleting right now."""
+    """A publish to a database another publish is creating right now."""
     return Conflict(f"database {identity.to_hex()} is being published by another request; try again")
 
 

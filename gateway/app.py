@@ -21,15 +21,13 @@ outermost, so it sees the status the client gets).
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.auth import AuthError, TokenAuthority
 from gateway.backends import ControlPlaneBackend, HostNodeBackend
 from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Gateway, GatewayConfig
-from gateway.errors import REQUEST_ID_HEADER, ApiError, InternalError, from_auth_error, to_response
+from gateway.errors import ApiError, InternalError, from_auth_error, log_internal, to_response
 from gateway.metrics import GatewayStats, request_metrics
 from gateway.routes_database import routes as database_routes
 from gateway.routes_identity import routes as identity_routes
@@ -37,8 +35,6 @@ from gateway.routes_ws import routes as ws_routes
 from observability.http import Endpoints, add_routes
 
 __all__ = ["create_app"]
-
-log = logging.getLogger(__name__)
 
 ALLOWED_HEADERS = "authorization,accept,content-type"
 VARY = "origin, access-control-request-method, access-control-request-headers"
@@ -70,8 +66,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
-        if e.detail is not None:
-            _log_internal(request, e.headers.get(REQUEST_ID_HEADER, "-"), e.detail)
+        log_internal(request, e)
         return to_response(e)
     except AuthError as e:
         return to_response(from_auth_error(e))
@@ -85,15 +80,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except Exception as e:
         internal = InternalError(f"{type(e).__name__}: {e}")
-        _log_internal(request, internal.request_id, internal.detail or "", exc_info=e)
+        log_internal(request, internal, exc_info=e)
         return to_response(internal)
-
-
-def _log_internal(request: web.Request, request_id: str, detail: str, exc_info: BaseException | None = None) -> None:
-    log.error(
-        "internal error request_id=%s method=%s path=%s: %s",
-        request_id, request.method, request.path, detail, exc_info=exc_info,
-    )  # fmt: skip
 
 
 @web.middleware

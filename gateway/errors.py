@@ -8,6 +8,7 @@ Nothing here touches sockets, so the mapping is unit-tested directly.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -32,9 +33,12 @@ __all__ = [
     "InternalError",
     "from_auth_error",
     "json_body",
+    "log_internal",
     "reason",
     "to_response",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def json_body(value: Any) -> bytes:
@@ -94,6 +98,17 @@ class InternalError(ApiError):
         self.request_id = uuid.uuid4().hex
         body = f"internal error (request id {self.request_id}); the server log has the details"
         super().__init__(500, body.encode(), TEXT, {REQUEST_ID_HEADER: self.request_id}, detail=detail)
+
+
+def log_internal(request: web.Request, error: ApiError, exc_info: BaseException | None = None) -> None:
+    """Log what only the server may see of ``error`` under its request id (nothing when it has no
+    ``detail``); ``exc_info``: the exception whose traceback goes with it."""
+    if error.detail is None:
+        return
+    log.error(
+        "internal error request_id=%s method=%s path=%s: %s",
+        error.headers.get(REQUEST_ID_HEADER, "-"), request.method, request.path, error.detail, exc_info=exc_info,
+    )  # fmt: skip
 
 
 def to_response(error: ApiError) -> web.Response:

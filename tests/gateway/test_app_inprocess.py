@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.auth import SigningKeys, TokenAuthority
-from gateway.backends import CallResult, DatabaseInfo, PrePublish, PublishOutcome, SqlAnswer
+from gateway.backends import CallResult, DatabaseInfo, PrePublish, PublishOutcome, SqlAnswer, WsParams, WsSession
 from gateway.context import GATEWAY
 from gateway.errors import ApiError
 from gateway.failures import ControlErrorKind, HostErrorKind, control_error, host_error
@@ -103,6 +103,9 @@ class FakeHost:
     async def pre_publish(self, database: Identity, program: bytes) -> PrePublish:
         return PrePublish(automatic=False, reason="fake")
 
+    async def connect(self, database: Identity, params: WsParams) -> WsSession | None:
+        raise host_error(HostErrorKind.INTERNAL, "OSError: /data/node/connections is broken")
+
 
 #: The runner's grace period for handlers still running at shutdown (long, so that a test can
 #: tell a handler ended by the shutdown from one cut off when the period ran out).
@@ -147,6 +150,14 @@ def test_internal_errors_name_a_request_id_and_only_the_log_has_the_details(capl
                     logged = [r for r in caplog.records if request_id in r.getMessage()]
                     assert len(logged) == 1 and logged[0].levelno == logging.ERROR
                     assert detail in logged[0].getMessage() and "/v1/database/x" in logged[0].getMessage()
+                # Once a WebSocket is open, the request id is the close reason.
+                async with session.ws_connect(f"{url}/v1/database/x/subscribe", protocols=["v1.json.spacetimedb"]) as ws:
+                    closed = await ws.receive()
+                assert closed.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1011
+                request_id = str(closed.extra).removeprefix("internal error (request id ").split(")")[0]
+                assert closed.extra == f"internal error (request id {request_id}); the server log has the details"
+                logged = [r for r in caplog.records if request_id in r.getMessage()]
+                assert len(logged) == 1 and "/data/node/connections is broken" in logged[0].getMessage()
                 # The unexpected exception is logged with its traceback, and nothing chained to it.
                 unexpected = next(r for r in caplog.records if "unexpected failure" in r.getMessage())
                 assert unexpected.exc_info is not None
