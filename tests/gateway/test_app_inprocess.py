@@ -14,7 +14,15 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.auth import SigningKeys, TokenAuthority
-from gateway.backends import CallResult, DatabaseInfo, PrePublish, PublishOutcome, SqlAnswer, WsParams, WsSession
+from gateway.backends import (
+    CallResult,
+    DatabaseInfo,
+    PrePublish,
+    PublishOutcome,
+    SqlAnswer,
+    WsParams,
+    WsSession,
+)
 from gateway.context import GATEWAY
 from gateway.errors import ApiError
 from gateway.failures import ControlErrorKind, HostErrorKind, control_error, host_error
