@@ -6,6 +6,11 @@ name), names survive the deletion of their database, a database's owner is whoev
 and a publish to an unknown name registers the name before the database exists (so a failed
 first publish leaves the name behind, as in 1.12).
 
+One departure from 1.12: a name that resolves to no database (its database was deleted, or its
+first publish failed) is published to only by the owner of its top-level domain; anyone else
+gets 403 (:meth:`Catalog.require_name_owner`). 1.12 lets anyone publish there and so take over
+the name, the old database identity and every client that still uses them.
+
 Key layout in the MetaStore (all values JSON or hex text):
 
     /db/<identity hex>                      the database record (owner, host type, placement)
@@ -106,9 +111,15 @@ class BadRequest(ControlPlaneError):
 
 
 class PublishFailed(ControlPlaneError):
-    """The module could not be installed (bad wasm, invalid module, init failed)."""
+    """The module could not be installed (init failed, the node failed)."""
 
     status = 500
+
+
+class InvalidProgram(BadRequest):
+    """The program is not a module this server can run (not wasm, truncated, no
+    ``__describe_module__``, an invalid module definition …): the publisher's to fix, so a 400
+    (1.12 answers 500). The message keeps the host node's reason."""
 
 
 class UpdateRejected(ControlPlaneError):
@@ -409,13 +420,29 @@ class Catalog:
             compares.append(value_equals(_k("tld", name), tld.value))
         return NameClaim(name, compares, ops, tld is None)
 
-    async def _register_name(self, caller: Identity, name: str, identity: Identity) -> None:
-        """Create `name → identity`, claiming the TLD for the caller if it is free."""
+    async def require_name_owner(self, caller: Identity, identity: Identity) -> None:
+        """NotAuthorized unless ``caller`` may create a database at ``identity``, which has none:
+        every name still pointing at it (its database was deleted, or a first publish failed) must
+        have the caller's top-level domain, so a name and its clients stay with their owner."""
+        for name in sorted(await self.names(identity)):
+            tld = await self.store.get(_k("tld", name))
+            if tld is not None and tld.value.decode() != caller.to_hex():
+                raise NotAuthorized(
+                    f"{caller.to_hex()} is not authorized to publish to database {identity.to_hex()}: "
+                    f"its name `{name}` belongs to the identity that published it, and only that identity "
+                    f"may publish to it"
+                )
+
+    async def _register_name(self, caller: Identity, name: str, identity: Identity, *, publishing: bool) -> None:
+        """Create `name → identity`, claiming the TLD for the caller if it is free; Conflict when
+        another request registered the name meanwhile (``publishing``: words it as a publish race)."""
         claim = await self.name_claim(caller, name, identity)
         resp = await self.store.txn([*claim.compares, *self.fence.compares()], claim.ops)
         if not resp.succeeded:
             await self.fence.check()
-            raise ControlPlaneError(f"name `{name}` was registered concurrently; try again")
+            if publishing:
+                raise name_race(name)
+            raise Conflict(f"the name `{name}` was registered by another request meanwhile; try again")
 
     async def set_initial_program(self, record: DatabaseRecord, program: bytes) -> None:
         """Record that the database starts over from ``program`` (a clear or a reset with a
@@ -446,7 +473,7 @@ class Catalog:
         name = validate_name(name)
         if await self.store.get(_k("dns", name)) is not None:
             raise ControlPlaneError(f"Record for name '{name}' already exists.")
-        await self._register_name(caller, name, identity)
+        await self._register_name(caller, name, identity, publishing=False)
         return {"Success": {"domain": name, "database_identity": identity.to_hex()}}
 
     async def set_names(self, caller: Identity, name_or_identity: str, names: list[str]) -> None:
@@ -499,6 +526,8 @@ class ControlPlane(Catalog):
         super().__init__(store, mint_identity=mint_identity, fence=fence)
         self.host = host
         self.placement = placement
+        #: Databases a publish is creating right now: a second publish to one of them is a 409.
+        self._creating: set[Identity] = set()
 
     async def publish(
         self,
@@ -517,6 +546,9 @@ class ControlPlane(Catalog):
         the clients goes through only with both, ``token`` being the one the pre-publish of
         this update answered. As in 1.12, ``break_clients`` without a token is refused once
         the caller may publish here (a clear of an existing database has no policy).
+
+        Two publishes creating one database (racing for a new name, or to a name whose first
+        publish is still installing): one creates it, the other gets Conflict (409).
         """
         domain: str | None = None
         if clear and not name_or_identity:
@@ -534,7 +566,15 @@ class ControlPlane(Catalog):
                     identity = Identity.from_hex(kv.value.decode())
                 else:
                     identity = self.mint_identity()
-                    await self._register_name(caller, target, identity)
+                    # Creating before the name exists: whoever then finds the name finds it taken.
+                    self._creating.add(identity)
+                    try:
+                        await self._register_name(caller, target, identity, publishing=True)
+                    except BaseException:
+                        self._creating.discard(identity)
+                        raise
+                    # A failed install leaves the name behind, as in 1.12 (§6.2 step 4).
+                    return await self._create(caller, identity, program, domain, break_clients, token)
         record = await self.database(identity)
         if record is not None:
             await self.authorize_publisher(caller, record)
@@ -549,22 +589,42 @@ class ControlPlane(Catalog):
             if clear:
                 await self.set_initial_program(record, program)
             return PublishResult(identity, "updated", domain)
-        require_token(break_clients, token)
+        await self.require_name_owner(caller, identity)
+        if identity in self._creating:  # checked after the last await: no publish slips in between
+            raise name_race(domain) if domain is not None else busy(identity)
+        self._creating.add(identity)
+        return await self._create(caller, identity, program, domain, break_clients, token)
+
+    async def _create(
+        self,
+        caller: Identity,
+        identity: Identity,
+        program: bytes,
+        domain: str | None,
+        break_clients: bool,
+        token: bytes | None,
+    ) -> PublishResult:
+        """Install a new database at ``identity`` (already in ``_creating``, which this empties)
+        and record it."""
         try:
-            await self.host.install(identity, caller, program)
-        except Exception as e:
-            raise install_error(e, updating=False) from None
-        record = DatabaseRecord(
-            identity, caller, "Wasm", program_hash(program), DbState.ACTIVE, 1,
-            [self.placement.node_id], leader=self.placement.node_id, epoch=self.placement.epoch,
-        )
-        await self.store.txn(
-            [key_absent(_k("db", identity.to_hex()))],
-            [
-                PutOp(_k("db", identity.to_hex()), record.to_json()),
-                PutOp(_k("owner", caller.to_hex(), identity.to_hex()), b""),
-            ],
-        )
+            require_token(break_clients, token)
+            try:
+                await self.host.install(identity, caller, program)
+            except Exception as e:
+                raise install_error(e, updating=False) from None
+            record = DatabaseRecord(
+                identity, caller, "Wasm", program_hash(program), DbState.ACTIVE, 1,
+                [self.placement.node_id], leader=self.placement.node_id, epoch=self.placement.epoch,
+            )
+            await self.store.txn(
+                [key_absent(_k("db", identity.to_hex()))],
+                [
+                    PutOp(_k("db", identity.to_hex()), record.to_json()),
+                    PutOp(_k("owner", caller.to_hex(), identity.to_hex()), b""),
+                ],
+            )
+        finally:
+            self._creating.discard(identity)
         return PublishResult(identity, "created", domain)
 
     async def delete(self, caller: Identity, name_or_identity: str) -> None:
@@ -594,6 +654,16 @@ def require_token(break_clients: bool, token: bytes | None) -> None:
         raise BadRequest(MISSING_TOKEN)
 
 
+def name_race(name: str) -> Conflict:
+    """Two publishes creating a database under one new name: the one that lost."""
+    return Conflict(f"the name `{name}` is being published by another request; try again")
+
+
+def busy(identity: Identity) -> Conflict:
+    """A publish to a database another publish is creating right now."""
+    return Conflict(f"database {identity.to_hex()} is being published by another request; try again")
+
+
 def install_error(e: Exception, *, updating: bool) -> ControlPlaneError:
     """The publish error a host node's refusal to install stands for."""
     # Host nodes (in-process or remote) name their refusals with these class names.
@@ -602,6 +672,8 @@ def install_error(e: Exception, *, updating: bool) -> ControlPlaneError:
     if type(e).__name__ == "MigrationPolicyError":
         return UpdateRejected(f"Failed to create or update the database: {e}")
     verb = "update" if updating else "create"
+    if type(e).__name__ == "ModuleLoadError":
+        return InvalidProgram(f"Failed to {verb} the database: {e}")
     return PublishFailed(f"Failed to {verb} the database: {e}")
 
 
@@ -616,6 +688,7 @@ __all__ = [
     "Fence",
     "HostNodeClient",
     "InvalidName",
+    "InvalidProgram",
     "MISSING_TOKEN",
     "NO_FENCE",
     "NameClaim",
@@ -629,8 +702,10 @@ __all__ = [
     "PublishResult",
     "Unavailable",
     "UpdateRejected",
+    "busy",
     "install_error",
     "meta_key",
+    "name_race",
     "parse_name_or_identity",
     "prefix_end",
     "require_token",

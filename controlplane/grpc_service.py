@@ -39,6 +39,7 @@ from controlplane.core import (
     PublishResult,
     Unavailable,
     UpdateRejected,
+    install_error,
     parse_name_or_identity,
     validate_name,
 )
@@ -117,7 +118,7 @@ class ControlPlaneOps:
             # Host nodes (in-process or remote) name a missing replica DatabaseNotFound.
             if type(e).__name__ == "DatabaseNotFound":
                 raise DatabaseNotFound("No such database.") from None
-            raise PublishFailed(f"Failed to create the database: {e}") from None
+            raise install_error(e, updating=False) from None
         if program is not None:
             await self.control.set_initial_program(record, program)
         return PublishResult(record.identity, "updated", target if isinstance(target, str) else None)

@@ -4,7 +4,7 @@ The control plane drives remote host nodes through this (install, delete, reset)
 ``Failure`` answer becomes an exception whose text is the node's message, so the control plane
 words its errors exactly as it does over an in-process :class:`hostnode.service.HostNode`; the
 exception classes keep the names :class:`ControlPlane` recognises (``MigrationError``,
-``MigrationPolicyError``, ``DatabaseNotFound``).
+``MigrationPolicyError``, ``ModuleLoadError``, ``DatabaseNotFound``).
 
 In cluster mode an install also names the epoch the leader writes in, the replicas and learners
 (as :class:`Peer`) and the record's generation (``InstallRequest`` fields 7–10); standalone leaves
@@ -29,6 +29,7 @@ __all__ = [
     "Installed",
     "MigrationError",
     "MigrationPolicyError",
+    "ModuleLoadError",
     "Peer",
     "raise_failure",
 ]
@@ -51,6 +52,10 @@ class MigrationPolicyError(HostNodeFailure):
     """The update would disconnect the clients and the request did not consent to it."""
 
 
+class ModuleLoadError(HostNodeFailure):
+    """The program is not a module the node can run (the node's reason says why)."""
+
+
 class DatabaseNotFound(HostNodeFailure):
     """No such database on the node."""
 
@@ -62,6 +67,7 @@ def raise_failure(failure: pb.Failure) -> None:
     cls = {
         pb.ERROR_KIND_MIGRATION_REJECTED: MigrationError,
         pb.ERROR_KIND_MIGRATION_POLICY: MigrationPolicyError,
+        pb.ERROR_KIND_INVALID_PROGRAM: ModuleLoadError,
         pb.ERROR_KIND_NO_SUCH_DATABASE: DatabaseNotFound,
     }.get(failure.kind, HostNodeFailure)
     raise cls(failure.kind, failure.message)

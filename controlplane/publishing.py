@@ -23,7 +23,9 @@ record nobody publishes for ``abandoned_create_timeout`` as a failed create.
 **Update** goes to the current leader with the record's epoch (waiting ``leader_wait`` for a
 leader); **reset** (``clear=true``, or the Reset RPC) is an election that also raises the
 generation, then ``Install(clear)`` on its leader. **Delete**: record → ``deleting``, ``Delete`` on
-every replica (best effort), then the record and owner index go; names stay, as in standalone.
+every replica (best effort), then the record and owner index go; names stay, as in standalone,
+and only the owner of a name may create a database under it again
+(:meth:`~controlplane.core.Catalog.require_name_owner`).
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ from controlplane.core import (
     DatabaseNotFound,
     Fence,
     NamePermissionDenied,
-    PublishFailed,
     PublishResult,
     Unavailable,
+    busy,
     install_error,
     meta_key,
+    name_race,
     new_identity,
     parse_name_or_identity,
     program_hash,
@@ -145,8 +148,7 @@ class ClusterControlPlane(Catalog):
             identity = Identity.from_hex(kv_.value.decode())
         current = await self.records.get(identity)
         if current is None:
-            if domain is not None:
-                await self._require_tld(caller, domain)
+            await self.require_name_owner(caller, identity)
             return await self._create(caller, identity, program, domain, break_clients, token, num_replicas)
         record = current.record
         await self.authorize_publisher(caller, record)
@@ -160,12 +162,6 @@ class ClusterControlPlane(Catalog):
             require_token(break_clients, token)
             await self._update(identity, program, token if break_clients else None)
         return PublishResult(identity, "updated", domain)
-
-    async def _require_tld(self, caller: Identity, name: str) -> None:
-        """A name left by a deleted database is reused only by its top-level domain's owner."""
-        tld = await self.store.get(meta_key("tld", name))
-        if tld is not None and tld.value.decode() != caller.to_hex():
-            raise NamePermissionDenied(f"permission denied for name `{name}`", body={"PermissionDenied": {"name": name}})
 
     async def _create(
         self,
@@ -188,7 +184,7 @@ class ClusterControlPlane(Catalog):
                 name_claim = await self.name_claim(caller, domain, identity)
             except NamePermissionDenied:
                 if await self.store.get(meta_key("dns", domain)) is not None:  # claimed since we looked
-                    raise Conflict(f"the name `{domain}` is being published by another request; try again") from None
+                    raise name_race(domain) from None
                 raise
             compares, ops = name_claim.compares, name_claim.ops
             claimed = {"claim": {"name": domain, "tld": name_claim.claims_tld}}
@@ -203,7 +199,7 @@ class ClusterControlPlane(Catalog):
             leader, epoch=1, generation=1, leader_incarnation=live[leader].incarnation, extra=claimed,
         )  # fmt: skip
         if identity in self.in_flight:
-            raise Conflict(f"database {identity.to_hex()} is being published by another request; try again")
+            raise busy(identity)
         # In flight before the record exists: a racing publish that reads it must see it is taken.
         self.in_flight.add(identity)
         self._placing[identity] = record
@@ -213,9 +209,7 @@ class ClusterControlPlane(Catalog):
             finally:
                 self._placing.pop(identity, None)  # written (and noted by the view) or refused
             if created is None:
-                if domain is not None:
-                    raise Conflict(f"the name `{domain}` is being published by another request; try again")
-                raise Conflict(f"database {identity.to_hex()} is being published by another request; try again")
+                raise name_race(domain) if domain is not None else busy(identity)
             log.info(
                 "creating database %s",
                 kv(db=identity.to_hex(), name=domain, replicas=",".join(replicas), leader=leader,
@@ -237,14 +231,14 @@ class ClusterControlPlane(Catalog):
     ) -> PublishResult:
         identity = current.record.identity
         if identity in self.in_flight:
-            raise Conflict(f"database {identity.to_hex()} is being published by another request; try again")
+            raise busy(identity)
         require_token(break_clients, token)
         self.in_flight.add(identity)
         try:
             retry = self._replace(current.record, program, num_replicas)
             written = await self.records.cas(current, retry)
             if written is None:
-                raise Conflict(f"database {identity.to_hex()} is being published by another request; try again")
+                raise busy(identity)
             log.info(
                 "retrying create %s",
                 kv(db=identity.to_hex(), epoch=retry.epoch, generation=retry.generation,
@@ -425,7 +419,7 @@ class ClusterControlPlane(Catalog):
                 raise DatabaseNotFound("No such database.") from None
             if e.kind in _UNAVAILABLE_KINDS | _RETRY_KINDS:
                 raise Unavailable(f"Failed to reset the database: {e}") from None
-            raise PublishFailed(f"Failed to create the database: {e}") from None
+            raise install_error(e, updating=False) from None
         except NodeUnreachable as e:
             raise Unavailable(f"Failed to reset the database (the outcome is unknown): {e}") from None
 

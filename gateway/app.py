@@ -4,7 +4,9 @@ Middleware order (outermost first):
 
 1. :func:`cors_preflight` answers CORS preflight requests (client-api.md §0);
 2. :func:`errors` turns :class:`ApiError` / :class:`AuthError` / router 404-405 / unexpected
-   exceptions into responses — the only place errors become HTTP;
+   exceptions into responses — the only place errors become HTTP. An unexpected exception, or a
+   backend's internal failure, is a 500 naming a request id (:class:`InternalError`); its details
+   go only to this process's log, with that id;
 3. :func:`database_auth` authenticates ``/v1/database*`` callers, minting an identity when the
    request has no token (§3).
 
@@ -19,15 +21,13 @@ outermost, so it sees the status the client gets).
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.auth import AuthError, TokenAuthority
 from gateway.backends import ControlPlaneBackend, HostNodeBackend
 from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Gateway, GatewayConfig
-from gateway.errors import ApiError, from_auth_error, to_response
+from gateway.errors import ApiError, InternalError, from_auth_error, log_internal, to_response
 from gateway.metrics import GatewayStats, request_metrics
 from gateway.routes_database import routes as database_routes
 from gateway.routes_identity import routes as identity_routes
@@ -35,8 +35,6 @@ from gateway.routes_ws import routes as ws_routes
 from observability.http import Endpoints, add_routes
 
 __all__ = ["create_app"]
-
-log = logging.getLogger(__name__)
 
 ALLOWED_HEADERS = "authorization,accept,content-type"
 VARY = "origin, access-control-request-method, access-control-request-headers"
@@ -68,6 +66,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
+        log_internal(request, e)
         return to_response(e)
     except AuthError as e:
         return to_response(from_auth_error(e))
@@ -80,8 +79,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ConnectionResetError:
         raise
     except Exception as e:
-        log.exception("internal error in %s %s", request.method, request.path)
-        return to_response(ApiError.text(500, f"internal error: {type(e).__name__}: {e}"))
+        internal = InternalError(f"{type(e).__name__}: {e}")
+        log_internal(request, internal, exc_info=e)
+        return to_response(internal)
 
 
 @web.middleware

@@ -8,6 +8,8 @@ Nothing here touches sockets, so the mapping is unit-tested directly.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,8 +22,23 @@ from sats.json import dumps
 JSON = "application/json"
 #: Plain-text bodies, as axum sends a ``String``.
 TEXT = "text/plain; charset=utf-8"
+#: The response header naming the request an internal error happened in (also in its body).
+REQUEST_ID_HEADER = "x-request-id"
 
-__all__ = ["JSON", "TEXT", "ApiError", "from_auth_error", "json_body", "reason", "to_response"]
+__all__ = [
+    "JSON",
+    "REQUEST_ID_HEADER",
+    "TEXT",
+    "ApiError",
+    "InternalError",
+    "from_auth_error",
+    "json_body",
+    "log_internal",
+    "reason",
+    "to_response",
+]
+
+log = logging.getLogger(__name__)
 
 
 def json_body(value: Any) -> bytes:
@@ -38,6 +55,8 @@ class ApiError(Exception):
         body: bytes = b"",
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        *,
+        detail: str | None = None,
     ) -> None:
         super().__init__(f"{status}: {body[:200]!r}")
         self.status = status
@@ -45,6 +64,8 @@ class ApiError(Exception):
         self.content_type = content_type
         #: Extra response headers (e.g. the energy/duration headers of a failed reducer call).
         self.headers: dict[str, str] = dict(headers or {})
+        #: What only the server log may see (an :class:`InternalError`'s exception); None: nothing.
+        self.detail = detail
 
     @classmethod
     def text(cls, status: int, message: str, headers: Mapping[str, str] | None = None) -> ApiError:
@@ -65,6 +86,29 @@ class ApiError(Exception):
     def message(self) -> str:
         """The body as text (for logs and tests)."""
         return self.body.decode("utf-8", errors="replace")
+
+
+class InternalError(ApiError):
+    """A failure the caller can do nothing about (a bug, a broken invariant): 500 whose body and
+    ``x-request-id`` header name a fresh request id, and nothing else. ``detail`` (the exception)
+    goes only to the server log, which the error middleware writes with the same id: exception
+    text can hold paths, keys or other tenants' data."""
+
+    def __init__(self, detail: str) -> None:
+        self.request_id = uuid.uuid4().hex
+        body = f"internal error (request id {self.request_id}); the server log has the details"
+        super().__init__(500, body.encode(), TEXT, {REQUEST_ID_HEADER: self.request_id}, detail=detail)
+
+
+def log_internal(request: web.Request, error: ApiError, exc_info: BaseException | None = None) -> None:
+    """Log what only the server may see of ``error`` under its request id (nothing when it has no
+    ``detail``); ``exc_info``: the exception whose traceback goes with it."""
+    if error.detail is None:
+        return
+    log.error(
+        "internal error request_id=%s method=%s path=%s: %s",
+        error.headers.get(REQUEST_ID_HEADER, "-"), request.method, request.path, error.detail, exc_info=exc_info,
+    )  # fmt: skip
 
 
 def to_response(error: ApiError) -> web.Response:

@@ -14,7 +14,7 @@ import enum
 from typing import Any
 
 from gateway.backends import CallOutcome, CallResult
-from gateway.errors import TEXT, ApiError
+from gateway.errors import TEXT, ApiError, InternalError
 
 __all__ = [
     "ControlErrorKind",
@@ -86,12 +86,11 @@ _HOST: dict[HostErrorKind, tuple[int, str | None]] = {
     HostErrorKind.INVALID_ARGUMENTS: (400, None),
     HostErrorKind.DATABASE_CLOSED: (503, "The database is shutting down"),
     HostErrorKind.DATABASE: (500, None),
-    HostErrorKind.INVALID_PROGRAM: (500, None),
+    # Not a module this server can run: the publisher's to fix (1.12 answers 500).
+    HostErrorKind.INVALID_PROGRAM: (400, None),
     HostErrorKind.MIGRATION_REJECTED: (400, None),
     HostErrorKind.MIGRATION_POLICY: (400, None),
     HostErrorKind.SQL: (400, None),
-    # What the gateway's error middleware answers for an unexpected exception.
-    HostErrorKind.INTERNAL: (500, "internal error: {}"),
     # Cluster mode: the gateway retries NOT_LEADER at the new leader; what reaches a client
     # means no leader could be found in time. Each body names what happened, then the node's
     # own words.
@@ -107,7 +106,7 @@ class HostError(ApiError):
     ``kind`` and ``reason``, so cluster routing can tell a ``NOT_LEADER`` from the rest)."""
 
     def __init__(self, kind: HostErrorKind, reason: str, response: ApiError) -> None:
-        super().__init__(response.status, response.body, response.content_type, response.headers)
+        super().__init__(response.status, response.body, response.content_type, response.headers, detail=response.detail)
         self.kind = kind
         self.reason = reason
 
@@ -134,7 +133,9 @@ def host_error(
     ``failed_to`` prefixes the message of a module that failed to load or run (``"plan the
     update"`` → ``Failed to plan the update: …``).
     """
-    status, body = _HOST.get(kind, (500, None))
+    if kind not in _HOST:  # INTERNAL, or a kind this gateway does not know
+        return HostError(kind, message, InternalError(f"host node: {message}"))
+    status, body = _HOST[kind]
     if kind is HostErrorKind.NO_SUCH_DATABASE and missing is not None:
         body = missing
     elif failed_to is not None and kind in (HostErrorKind.DATABASE, HostErrorKind.INVALID_PROGRAM):
@@ -183,7 +184,7 @@ def control_error(kind: ControlErrorKind, message: str, body: Any = None, *, pat
     if kind is ControlErrorKind.INVALID_NAME and path:
         return ApiError.text(status, f"Invalid URL: {message}")
     if kind is ControlErrorKind.INTERNAL:
-        return ApiError.text(status, f"internal error: {message}")
+        return InternalError(f"control plane: {message}")
     if body is None:
         return ApiError.text(status, message)
     return ApiError.json(status, body)

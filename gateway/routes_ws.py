@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from gateway.auth import AuthError, token_payload
 from gateway.backends import WsParams, WsSession
 from gateway.context import GATEWAY, caller_of
-from gateway.errors import ApiError
+from gateway.errors import ApiError, log_internal
 from gateway.http_util import query_bool, query_choice
 
 __all__ = ["PROTOCOLS", "routes"]
@@ -130,6 +130,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     try:
         session = await gw.host.connect(info.identity, params)
     except ApiError as e:
+        log_internal(request, e)
         # 503 (no leader, node unreachable) is passing: 1013 "try again later" says so.
         code = CLOSE_TRY_AGAIN if e.status == 503 else 1011
         await _close(ws, code, e.body.decode(errors="replace"))

@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -458,16 +458,14 @@ def run(
     def ready(address: str) -> None:
         print(f"Orrery is listening on http://{address} (data in {data_dir})", flush=True)
 
-    coro = serve(listen_addr, Path(data_dir), ready=ready, config=config, transport=transport)
-    if transport == "grpc":
-        asyncio.run(coro)  # grpc.aio supports the standard event loop only
-        return
-    try:
-        import uvloop  # type: ignore[import-not-found]
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+    loop_runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+    if transport != "grpc":  # grpc.aio supports the standard event loop only
+        with contextlib.suppress(ImportError):
+            import uvloop  # type: ignore[import-not-found]
+
+            loop_runner = uvloop.run
+    # Run outside any except block: the ImportError would be the context of every exception after.
+    loop_runner(serve(listen_addr, Path(data_dir), ready=ready, config=config, transport=transport))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,6 +114,7 @@ class FakeNode(pb_grpc.HostNodeServicer, pb_grpc.ReplicationServicer):
         self.serving = False
         # Faults.
         self.install_failure: str | None = None
+        self.install_failure_kind: pb.ErrorKind = pb.ERROR_KIND_INVALID_PROGRAM
         self.install_gate: asyncio.Event | None = None
         self.silent = False  # Promise never answers (until the caller's deadline)
         self.hold_back = False  # receives nothing from leaders (a learner never catches up)
@@ -190,7 +191,7 @@ class FakeNode(pb_grpc.HostNodeServicer, pb_grpc.ReplicationServicer):
         if self.install_gate is not None:
             await self.install_gate.wait()
         if self.install_failure is not None:
-            return pb.InstallResponse(failure=pb.Failure(kind=pb.ERROR_KIND_INVALID_PROGRAM, message=self.install_failure))
+            return pb.InstallResponse(failure=pb.Failure(kind=self.install_failure_kind, message=self.install_failure))
         identity = Identity.from_bsatn(request.database_identity)
         replica = self.replicas.get(identity)
         created = replica is None or request.clear

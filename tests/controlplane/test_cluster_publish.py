@@ -9,6 +9,7 @@ from clustermeta.records import DbState, db_key
 from controlplane.core import meta_key
 from gateway.failures import ControlErrorKind, control_status
 from proto import controlplane_pb2 as pb
+from proto import hostnode_pb2 as hpb
 from sats.identity import Identity
 from tests.controlplane.cluster_harness import ALICE, BOB, Harness, cluster_harness, eventually, run
 
@@ -51,6 +52,10 @@ def test_replica_counts_defaults_and_errors(tmp_path: Path) -> None:
             assert control_status(ControlErrorKind(refused.failure.kind)) == 400
             with_nothing = await h.store.get(meta_key("dns", "big"))
             assert with_nothing is None  # a refused publish claims no name
+            too_long = await h.publish("n" * 600)
+            assert (too_long.failure.kind, too_long.failure.message) == (
+                pb.ERROR_KIND_INVALID_NAME, "database names are at most 64 characters long, this one has 600",
+            )
 
     run(body)
 
@@ -100,8 +105,10 @@ def test_a_failed_install_removes_the_record_owner_index_and_the_claimed_name(tm
             for node in h.fakes.nodes.values():
                 node.install_failure = "invalid module: no __describe_module__"
             failed = await h.publish("broken")
-            assert failed.failure.kind == pb.ERROR_KIND_PUBLISH_FAILED
-            assert "invalid module" in failed.failure.message
+            # An invalid program is the publisher's to fix: 400 with the node's reason.
+            assert failed.failure.kind == pb.ERROR_KIND_BAD_REQUEST
+            assert failed.failure.message == "Failed to create the database: invalid module: no __describe_module__"
+            assert control_status(ControlErrorKind(failed.failure.kind)) == 400
             for prefix in (b"/db/", b"/owner/", b"/dns/", b"/rdns/", b"/tld/"):
                 assert (await h.store.get_prefix(prefix)).kvs == [], prefix
             # Every chosen node was told to drop what it might have built.
@@ -204,7 +211,7 @@ def test_an_update_refused_by_the_module_keeps_its_kind(tmp_path: Path) -> None:
         async with cluster_harness(tmp_path) as h:
             await h.created("app")
             for node in h.fakes.nodes.values():
-                node.install_failure = "init failed"
+                node.install_failure, node.install_failure_kind = "init failed", hpb.ERROR_KIND_DATABASE
             refused = await h.publish("app")
             assert refused.failure.kind == pb.ERROR_KIND_PUBLISH_FAILED
             assert refused.failure.message == "Failed to update the database: init failed"
@@ -231,6 +238,13 @@ def test_delete_drops_every_replica_then_the_record_names_stay(tmp_path: Path) -
             for node in record.replicas:
                 assert identity not in h.node(node).replicas and h.node(node).called("Delete")
             assert await h.store.get(meta_key("dns", "gone")) is not None  # names stay, as in 1.12
+            # Unlike 1.12, nobody else may take the name (or the identity it points at) over.
+            for target in ("gone", identity.to_hex()):
+                stranger = await h.publish(target, caller=BOB)
+                assert stranger.failure.kind == pb.ERROR_KIND_NOT_AUTHORIZED, target
+                assert "its name `gone` belongs to the identity that published it" in stranger.failure.message
+                assert control_status(ControlErrorKind(stranger.failure.kind)) == 403
+            assert await h.record(identity) is None
             again = await h.publish("gone")  # ... and the owner can publish there again
             assert again.failure.kind == pb.ERROR_KIND_NONE and again.database_identity == identity.to_bsatn()
 

@@ -11,14 +11,15 @@ import pytest
 from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane.core import (
     BadRequest,
+    Conflict,
     ControlPlane,
     DatabaseNotFound,
     InvalidName,
+    InvalidProgram,
     NameNotFound,
     NamePermissionDenied,
     NotAuthorized,
     Placement,
-    PublishFailed,
     UpdateRejected,
     parse_name_or_identity,
 )
@@ -53,6 +54,8 @@ def with_plane(tmp_path: Path, body: Callable[[ControlPlane, HostNode], Awaitabl
         ("a--b", "invalid hyphen in database name"),
         ("-ab", "invalid hyphen in database name"),
         ("ab-", "invalid hyphen in database name"),
+        ("a" * 65, "database names are at most 64 characters long, this one has 65"),
+        ("a-" * 300 + "a", "database names are at most 64 characters long, this one has 601"),
     ],
 )
 def test_name_rules(text: str, message: str) -> None:
@@ -89,16 +92,60 @@ def test_publish_resolve_update_and_ownership(tmp_path: Path) -> None:
     with_plane(tmp_path, body)
 
 
+def test_a_name_of_the_longest_length_works_everywhere(tmp_path: Path) -> None:
+    async def body(cp: ControlPlane, node: HostNode) -> None:
+        longest = "z" * 64  # (64 hex digits would be an identity)
+        created = await cp.publish(ALICE, longest, module_wasm("transfer"))
+        assert await cp.resolve(longest) == created.identity
+        await cp.add_name(ALICE, longest, "x" * 64)
+        assert sorted(await cp.names(created.identity)) == ["x" * 64, longest]
+        with pytest.raises(InvalidName, match="at most 64 characters"):
+            await cp.publish(ALICE, longest + "c", module_wasm("transfer"))
+        with pytest.raises(InvalidName, match="at most 64 characters"):
+            await cp.resolve("d" * 600)
+
+    with_plane(tmp_path, body)
+
+
 def test_failed_first_publish_keeps_the_name_but_no_database(tmp_path: Path) -> None:
     async def body(cp: ControlPlane, node: HostNode) -> None:
-        with pytest.raises(PublishFailed):
+        with pytest.raises(InvalidProgram, match=r"^Failed to create the database: not a WebAssembly module"):
             await cp.publish(ALICE, "broken", b"not wasm")
+        with pytest.raises(InvalidProgram, match="^Failed to create the database: invalid WebAssembly: "):
+            await cp.publish(ALICE, "broken", module_wasm("transfer")[:100])
         identity = await cp.resolve("broken")
         assert await cp.database(identity) is None and not node.has(identity)
         with pytest.raises(DatabaseNotFound, match="^No such database.$"):
             await cp.require_database("broken")
+        # The name stays its publisher's: nobody else creates a database under it.
+        with pytest.raises(NotAuthorized, match="its name `broken` belongs to the identity that published it"):
+            await cp.publish(BOB, "broken", module_wasm("transfer"))
         again = await cp.publish(ALICE, "broken", module_wasm("transfer"))
         assert (again.op, again.identity) == ("created", identity)
+
+    with_plane(tmp_path, body)
+
+
+def test_racing_publishes_of_one_new_name_create_it_once(tmp_path: Path) -> None:
+    async def body(cp: ControlPlane, node: HostNode) -> None:
+        program = module_wasm("transfer")
+        for round_ in range(3):
+            name = f"race{round_}"
+            outcomes = await asyncio.gather(
+                *(cp.publish(caller, name, program) for caller in (ALICE, ALICE, BOB, BOB)), return_exceptions=True
+            )
+            created = [o for o in outcomes if not isinstance(o, BaseException) and o.op == "created"]
+            assert len(created) == 1, outcomes
+            for outcome in outcomes:
+                # The loser of the race for the name, a second create of the winner's database,
+                # or (having lost) a publish over the winner's database or under its name.
+                if isinstance(outcome, BaseException):
+                    assert isinstance(outcome, (Conflict, NotAuthorized)), outcome
+                    if isinstance(outcome, Conflict):
+                        assert str(outcome) == f"the name `{name}` is being published by another request; try again"
+                else:
+                    assert outcome.identity == created[0].identity
+        assert len(await cp.all_databases()) == 3
 
     with_plane(tmp_path, body)
 
@@ -149,6 +196,11 @@ def test_delete_is_owner_only_idempotent_and_names_survive(tmp_path: Path) -> No
         await cp.delete(ALICE, chat.identity.to_hex())  # idempotent for identities
         with pytest.raises(NameNotFound):
             await cp.delete(ALICE, "nope")
+        # Unlike 1.12, only the name's owner may create a database under it (or at its identity).
+        for target in ("chat", chat.identity.to_hex()):
+            with pytest.raises(NotAuthorized, match="^" + BOB.to_hex() + " is not authorized to publish"):
+                await cp.publish(BOB, target, module_wasm("quickstart-chat"))
+        assert await cp.database(chat.identity) is None and not node.has(chat.identity)
         # Publishing to the surviving name recreates the database at the same identity.
         again = await cp.publish(ALICE, "chat", module_wasm("quickstart-chat"))
         assert (again.op, again.identity) == ("created", chat.identity)

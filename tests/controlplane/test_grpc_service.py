@@ -111,8 +111,8 @@ def test_failures_carry_kind_message_and_body(tmp_path: Path) -> None:
         assert unknown.failure.kind == pb.ERROR_KIND_NAME_NOT_FOUND
 
         junk = await stub.Publish(publish("junk", b"junk"))
-        assert junk.failure.kind == pb.ERROR_KIND_PUBLISH_FAILED
-        assert junk.failure.message.startswith("Failed to create the database: ")
+        assert junk.failure.kind == pb.ERROR_KIND_BAD_REQUEST  # ModuleLoadError crossed the wire
+        assert junk.failure.message == "Failed to create the database: not a WebAssembly module (missing \\0asm header)"
         clear = await stub.Publish(publish("", CHAT, clear=True))
         assert (clear.failure.kind, clear.failure.message) == (
             pb.ERROR_KIND_BAD_REQUEST, "Clear database requires database name or identity",

@@ -4,17 +4,28 @@ socket: log followers end when the client leaves or the server stops, errors map
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from gateway.app import create_app
 from gateway.auth import SigningKeys, TokenAuthority
-from gateway.backends import CallResult, DatabaseInfo, PrePublish, PublishOutcome, SqlAnswer
+from gateway.backends import (
+    CallResult,
+    DatabaseInfo,
+    PrePublish,
+    PublishOutcome,
+    SqlAnswer,
+    WsParams,
+    WsSession,
+)
 from gateway.context import GATEWAY
 from gateway.errors import ApiError
+from gateway.failures import ControlErrorKind, HostErrorKind, control_error, host_error
 from sats.identity import Identity
 
 DB = Identity.from_claims("localhost", "db")
@@ -57,7 +68,8 @@ class FakeControl:
         return []
 
     async def add_name(self, caller: Identity, noi: str, name: str) -> dict[str, Any]:
-        return {}
+        # What a control plane behind gRPC answers for an exception of its own.
+        raise control_error(ControlErrorKind.INTERNAL, "KeyError: '/secret/key/of/another/tenant'")
 
     async def set_names(self, caller: Identity, noi: str, names: list[str]) -> None:
         return None
@@ -84,7 +96,8 @@ class FakeHost:
         return SqlAnswer(b"[]", 0)
 
     async def schema(self, database: Identity) -> Any:
-        return {}
+        # What a host node behind gRPC answers for an exception of its own.
+        raise host_error(HostErrorKind.INTERNAL, "ValueError: row of another tenant")
 
     async def logs(self, database: Identity, num_lines: int | None, follow: bool) -> AsyncGenerator[str, None]:
         try:
@@ -97,6 +110,9 @@ class FakeHost:
 
     async def pre_publish(self, database: Identity, program: bytes) -> PrePublish:
         return PrePublish(automatic=False, reason="fake")
+
+    async def connect(self, database: Identity, params: WsParams) -> WsSession | None:
+        raise host_error(HostErrorKind.INTERNAL, "OSError: /data/node/connections is broken")
 
 
 #: The runner's grace period for handlers still running at shutdown (long, so that a test can
@@ -113,6 +129,52 @@ async def _serve(authority: TokenAuthority, host: FakeHost, owner: Identity) -> 
     await site.start()
     host_port = runner.addresses[0]
     return runner, f"http://{host_port[0]}:{host_port[1]}"
+
+
+def test_internal_errors_name_a_request_id_and_only_the_log_has_the_details(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        authority = TokenAuthority(SigningKeys.generate())
+        owner = authority.new_identity()
+        runner, url = await _serve(authority, FakeHost(), owner.identity)
+        auth = {"Authorization": f"Bearer {owner.token}"}
+        try:
+            async with aiohttp.ClientSession() as session:
+                failures = {
+                    "RuntimeError: unexpected failure inside a backend": await session.put(
+                        f"{url}/v1/database/x", data=b"wasm"
+                    ),
+                    "'/secret/key/of/another/tenant'": await session.post(
+                        f"{url}/v1/database/x/names", data="y", headers=auth
+                    ),
+                    "row of another tenant": await session.get(f"{url}/v1/database/x/schema?version=9"),
+                }
+                seen = set()
+                for detail, reply in failures.items():
+                    text = await reply.text()
+                    request_id = reply.headers["x-request-id"]
+                    assert reply.status == 500 and len(request_id) == 32 and request_id not in seen
+                    seen.add(request_id)
+                    assert text == f"internal error (request id {request_id}); the server log has the details"
+                    logged = [r for r in caplog.records if request_id in r.getMessage()]
+                    assert len(logged) == 1 and logged[0].levelno == logging.ERROR
+                    assert detail in logged[0].getMessage() and "/v1/database/x" in logged[0].getMessage()
+                # Once a WebSocket is open, the request id is the close reason.
+                async with session.ws_connect(f"{url}/v1/database/x/subscribe", protocols=["v1.json.spacetimedb"]) as ws:
+                    closed = await ws.receive()
+                assert closed.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1011
+                request_id = str(closed.extra).removeprefix("internal error (request id ").split(")")[0]
+                assert closed.extra == f"internal error (request id {request_id}); the server log has the details"
+                logged = [r for r in caplog.records if request_id in r.getMessage()]
+                assert len(logged) == 1 and "/data/node/connections is broken" in logged[0].getMessage()
+                # The unexpected exception is logged with its traceback, and nothing chained to it.
+                unexpected = next(r for r in caplog.records if "unexpected failure" in r.getMessage())
+                assert unexpected.exc_info is not None
+                error = unexpected.exc_info[1]
+                assert isinstance(error, RuntimeError) and error.__context__ is None
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
 
 
 def test_follow_ends_when_client_leaves_and_when_server_stops() -> None:
@@ -137,10 +199,9 @@ def test_follow_ends_when_client_leaves_and_when_server_stops() -> None:
                 resp.close()  # the client goes away
                 await asyncio.wait_for(host.closed.wait(), 5)
 
-                # Unexpected backend exceptions become a 500 text answer; the server keeps going.
+                # Unexpected backend exceptions become a 500 answer; the server keeps going.
                 boom = await session.put(f"{url}/v1/database/x", data=b"wasm")
-                assert boom.status == 500 and "unexpected failure" in await boom.text()
-                assert "spacetime-identity" in boom.headers
+                assert boom.status == 500 and "spacetime-identity" in boom.headers
                 assert (await session.get(f"{url}/v1/database/missing")).status == 404
 
                 host.closed.clear()

@@ -173,7 +173,8 @@ def test_lookups_answer_as_the_control_plane_does(tmp_path: Path) -> None:
             assert await _answer(op(local)) == await _answer(op(cluster))
 
         nowhere = Identity.from_claims("localhost", "nowhere")
-        for noi in ("a", "a-alias", "Bad_Name", "a--b", "", "unknown", db.to_hex(), nowhere.to_hex(), "0x" + db.to_hex()):
+        long = ("n" * 65, "n" * 600)  # over the length limit (600: over the store's key size)
+        for noi in ("a", "a-alias", "Bad_Name", "a--b", "", "unknown", db.to_hex(), nowhere.to_hex(), "0x" + db.to_hex(), *long):
             await same(lambda cp, noi=noi: cp.resolve(noi))
             await same(lambda cp, noi=noi: cp.database(noi))
         for who in (db, nowhere):
@@ -185,6 +186,10 @@ def test_lookups_answer_as_the_control_plane_does(tmp_path: Path) -> None:
         await same(lambda cp: cp.add_name(ALICE, "a", "Bad_Name"))
         await same(lambda cp: cp.set_names(BOB, "a", ["mine"]))
         await same(lambda cp: cp.delete(BOB, "a"))
+        for noi in long:
+            assert (await _answer(cluster.resolve(noi)))[1] == 400
+            await same(lambda cp, noi=noi: cp.publish(ALICE, noi, CHAT, clear=False))
+            await same(lambda cp, noi=noi: cp.add_name(ALICE, "a", noi))
         health = await c.client.get("/v1/health")
         assert health.json()["nodes"] == ["n1"] and health.json()["schedulable"] is True
 

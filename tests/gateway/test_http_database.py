@@ -113,9 +113,12 @@ def test_publish_errors(server: StandaloneServer, name: str) -> None:
         host_type = await c.put(f"/v1/database/{name}", params={"host_type": "wasm"}, data=CHAT, token=token)
         assert host_type.status == 400 and host_type.text.startswith("Failed to deserialize query string:")
 
+        # A program that is not a module is the publisher's to fix: 400 with the precise reason.
         garbage = await c.publish(name, b"not wasm at all", token=token)
-        assert garbage.status == 500 and garbage.content_type == TEXT
-        assert garbage.text.startswith("Failed to create the database:")
+        assert (garbage.status, garbage.content_type) == (400, TEXT)
+        assert garbage.text == "Failed to create the database: not a WebAssembly module (missing \\0asm header)"
+        truncated = await c.publish(name, TRANSFER[: len(TRANSFER) // 2], token=token)
+        assert truncated.status == 400 and truncated.text.startswith("Failed to create the database: invalid WebAssembly:")
         # The name was registered before the install failed, as in 1.12 (§6.2 step 4).
         assert (await c.get(f"/v1/database/{name}")).text == "No such database."
         assert (await c.get(f"/v1/database/{name}/identity")).status == 200
@@ -123,7 +126,8 @@ def test_publish_errors(server: StandaloneServer, name: str) -> None:
         ok = await c.publish(name, CHAT, token=token)
         assert ok.status == 200 and ok.json()["Success"]["op"] == "created"
         # Publishing garbage over an existing database changes nothing.
-        assert (await c.publish(name, b"\0asm\x01\x00\x00\x00\x05", token=token)).status >= 400
+        update = await c.publish(name, b"\0asm\x01\x00\x00\x00\x05", token=token)
+        assert update.status == 400 and update.text.startswith("Failed to update the database: invalid WebAssembly:")
         assert (await c.call(name, "set_name", "still-works", token=token)).status == 200
 
     server.run(body)
@@ -219,7 +223,9 @@ def test_pre_publish(server: StandaloneServer, name: str) -> None:
         not_owner = await c.post(f"/v1/database/{name}/pre_publish", data=CHAT, token=bob)
         assert not_owner.status == 403 and not_owner.text.endswith(": update database")
         garbage = await c.post(f"/v1/database/{name}/pre_publish", data=b"junk", token=token)
-        assert garbage.status == 500
+        assert (garbage.status, garbage.text) == (
+            400, "Failed to plan the update: not a WebAssembly module (missing \\0asm header)",
+        )
 
     server.run(body)
 
@@ -329,6 +335,95 @@ def test_delete(server: StandaloneServer, name: str) -> None:
         assert (await c.get(f"/v1/identity/{ident}/databases")).json() == {"identities": []}
         again = await c.publish(name, CHAT, token=token)
         assert again.json()["Success"] == {"domain": name, "database_identity": db, "op": "created"}
+
+    server.run(body)
+
+
+def test_a_deleted_databases_name_stays_with_its_owner(server: StandaloneServer, name: str) -> None:
+    async def body(c: Client) -> None:
+        alice, token = await c.new_identity()
+        bob, bob_token = await c.new_identity()
+        db = (await c.publish(name, CHAT, token=token)).json()["Success"]["database_identity"]
+        assert (await c.delete(f"/v1/database/{name}", token=token)).status == 200
+        # 1.12 lets anyone publish there and so take over the name, the identity and its clients.
+        for target in (name, db):
+            taken = await c.publish(target, TRANSFER, token=bob_token)
+            assert (taken.status, taken.content_type) == (403, TEXT), target
+            assert taken.text == (
+                f"{bob} is not authorized to publish to database {db}: its name `{name}` belongs to the "
+                f"identity that published it, and only that identity may publish to it"
+            )
+            assert (await c.publish(target, TRANSFER)).status == 403  # anonymous callers neither
+        assert (await c.get(f"/v1/database/{name}")).text == "No such database."
+        assert (await c.get(f"/v1/identity/{bob}/databases")).json() == {"identities": []}
+        again = await c.publish(name, CHAT, token=token)
+        assert again.json()["Success"] == {"domain": name, "database_identity": db, "op": "created"}
+        assert (await c.get(f"/v1/database/{name}")).json()["owner_identity"] == {"__identity__": f"0x{alice}"}
+
+    server.run(body)
+
+
+def test_racing_publishes_of_one_new_name_create_it_once(server: StandaloneServer, name: str) -> None:
+    async def body(c: Client) -> None:
+        _, token = await c.new_identity()
+        for round_ in range(3):
+            target = f"{name}-{round_}"
+            replies = await asyncio.gather(*(c.publish(target, CHAT, token=token) for _ in range(4)))
+            created = [r for r in replies if r.status == 200 and r.json()["Success"]["op"] == "created"]
+            assert len(created) == 1, replies
+            db = created[0].json()["Success"]["database_identity"]
+            for reply in replies:
+                # The others lost the race (409, nothing changed) or came after it and updated.
+                if reply.status == 409:
+                    assert reply.text == f"the name `{target}` is being published by another request; try again"
+                else:
+                    assert reply.status == 200 and reply.json()["Success"]["database_identity"] == db, reply
+            assert (await c.get(f"/v1/database/{target}/names")).json() == {"names": [target]}
+
+    server.run(body)
+
+
+def test_over_long_names_are_400_on_every_route(server: StandaloneServer, name: str) -> None:
+    async def body(c: Client) -> None:
+        _, token = await c.new_identity()
+        await c.publish(name, CHAT, token=token)
+        for length in (65, 600):  # 600 characters made a MetaStore key too long: a 500
+            long = "n" * length
+            reason = f"database names are at most 64 characters long, this one has {length}"
+            upgrade = {
+                "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "v1.json.spacetimedb",
+            }  # fmt: skip
+            db = f"/v1/database/{long}"
+            replies = {
+                "publish": await c.publish(long, CHAT, token=token),
+                "publish (POST)": await c.publish(long, CHAT, token=token, method="POST"),
+                "pre_publish": await c.post(f"{db}/pre_publish", data=CHAT, token=token),
+                "reset": await c.put(f"{db}/reset", token=token),
+                "info": await c.get(db),
+                "delete": await c.delete(db, token=token),
+                "identity": await c.get(f"{db}/identity"),
+                "names": await c.get(f"{db}/names"),
+                "add name": await c.post(f"{db}/names", data="other", token=token),
+                "rename": await c.put(f"{db}/names", json_body=["other"], token=token),
+                "timestamp": await c.get(f"{db}/unstable/timestamp"),
+                "schema": await c.get(f"{db}/schema", params={"version": "9"}),
+                "call": await c.call(long, "set_name", "x", token=token),
+                "sql": await c.sql(long, "SELECT * FROM user"),
+                "logs": await c.get(f"{db}/logs", token=token),
+                "subscribe": await c.get(f"{db}/subscribe", headers=upgrade),
+            }
+            for route, reply in replies.items():
+                assert (reply.status, reply.text) == (400, f"Invalid URL: {reason}"), (route, reply)
+            # A long name in a body is refused with the body's own wording.
+            added = await c.post(f"/v1/database/{name}/names", data=long, token=token)
+            assert (added.status, added.text) == (400, reason)
+            renamed = await c.put(f"/v1/database/{name}/names", json_body=[long], token=token)
+            assert (renamed.status, renamed.text) == (400, f"Error parsing `{long}`: {reason}")
+        assert (await c.get(f"/v1/database/{name}/names")).json() == {"names": [name]}
+        longest = "z" * 64
+        assert (await c.publish(longest, CHAT, token=token)).status == 200
+        assert (await c.call(longest, "set_name", "x", token=token)).status == 200
 
     server.run(body)
 
@@ -521,7 +616,8 @@ def test_oversized_bodies(server: StandaloneServer, name: str) -> None:
         # Modules may be larger than other bodies.
         module = wasmtime.wat2wasm('(module (memory (export "memory") 1) (data (i32.const 0) "' + "a" * 2_000_000 + '"))')
         too_big_for_sql_but_fine = await c.publish(f"{name}-big", bytes(module))
-        assert too_big_for_sql_but_fine.status == 500  # read in full and rejected as a module, not as a body
+        # Read in full and rejected as a module, not as a body.
+        assert too_big_for_sql_but_fine.status == 400 and "no spacetime_* functions" in too_big_for_sql_but_fine.text
 
     server.run(body)
 

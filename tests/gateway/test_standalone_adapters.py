@@ -80,7 +80,9 @@ def test_plan_program_update(tmp_path: Path) -> None:
         assert not manual.automatic and "would be removed" in manual.reason
         with pytest.raises(ApiError) as info:
             await host.pre_publish(db, b"junk")
-        assert info.value.status == 500
+        assert (info.value.status, info.value.message) == (
+            400, "Failed to plan the update: not a WebAssembly module (missing \\0asm header)",
+        )
 
     with_adapters(tmp_path, body)
 

@@ -4,9 +4,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from orrery import standalone
 from tests.gateway.conftest import CHAT
 from tests.servers import Client, StandaloneServer
+
+
+@pytest.mark.parametrize("transport_", ["inprocess", "grpc"])
+def test_errors_in_the_server_are_not_chained_to_the_event_loop_choice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport_: str
+) -> None:
+    """Whether uvloop imports or not, the server's exceptions (and so every traceback it logs)
+    carry no context from that choice (issue 12: ``ModuleNotFoundError: No module named 'uvloop'``
+    was chained to every logged error)."""
+
+    async def failing_serve(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a failure inside the server")
+
+    monkeypatch.setattr(standalone, "serve", failing_serve)
+    with pytest.raises(RuntimeError, match="a failure inside the server") as failure:
+        standalone.run("127.0.0.1:0", tmp_path, transport=transport_)
+    assert failure.value.__context__ is None and failure.value.__cause__ is None
 
 
 def test_restart_keeps_databases_names_identities_and_data(tmp_path: Path, transport: str) -> None:
