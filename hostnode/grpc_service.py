@@ -12,6 +12,7 @@ same answers without a network hop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -34,6 +35,7 @@ from hostnode.database import (
 )
 from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown, StaleEpoch
 from hostnode.migrate import MigrationError, MigrationPlan, MigrationPolicyError
+from hostnode.modulelog import record_line
 from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection
 from hostnode.service import DatabaseNotFound, HostNode
 from hostnode.sql import SqlError, render_response_bytes
@@ -52,6 +54,7 @@ __all__ = [
     "describe_plan",
     "failure_of",
     "format_token",
+    "LogFollowQueue",
     "log_batches",
     "preview_update",
     "start_server",
@@ -157,22 +160,91 @@ def describe_plan(plan: MigrationPlan, index_names: dict[int, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Bytes of new log lines one follower may have waiting (README, "Limits"); beyond it lines are
+#: skipped and one marker line says how many.
+LOG_FOLLOW_MAX_BYTES = 1 << 20
+
+
+class LogFollowQueue:
+    """The lines waiting for one ``/logs?follow`` reader (event loop side), bounded in bytes.
+
+    A follower that cannot keep up (a slow HTTP client) must not make the server hold the log:
+    past ``max_bytes`` new lines are dropped, and where they would have been the reader gets one
+    Warn record from target ``orrery`` saying how many it missed. The connection stays open.
+    """
+
+    def __init__(self, max_bytes: int = LOG_FOLLOW_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._lines: collections.deque[str] = collections.deque()
+        self._bytes = 0
+        self._skipped = 0
+        self._wake = asyncio.Event()
+
+    def put(self, line: str) -> None:
+        """Queue one line, or skip it when the queue is full (and until the reader has caught
+        up, so that one marker stands for the whole gap)."""
+        if self._skipped or self._bytes + len(line) > self.max_bytes:
+            self._skipped += 1
+            self._wake.set()
+            return
+        self._lines.append(line)
+        self._bytes += len(line)
+        self._wake.set()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the lines waiting now."""
+        return self._bytes
+
+    def _end_skip(self) -> None:
+        if self._skipped:
+            marker = skipped_marker(self._skipped, self.max_bytes)
+            self._lines.append(marker)
+            self._bytes += len(marker)
+            self._skipped = 0
+
+    async def batch(self, max_lines: int) -> list[str]:
+        """The next lines (at least one, at most ``max_lines``), waiting for one if need be."""
+        while not self._lines and not self._skipped:
+            self._wake.clear()
+            await self._wake.wait()
+        if len(self._lines) < max_lines:
+            self._end_skip()  # the reader caught up with the gap: tell it now
+        batch = []
+        while self._lines and len(batch) < max_lines:
+            line = self._lines.popleft()
+            self._bytes -= len(line)
+            batch.append(line)
+        return batch
+
+
+def skipped_marker(count: int, max_bytes: int) -> str:
+    """The record that stands for ``count`` lines a slow follower missed."""
+    return record_line(
+        "Warn",
+        f"{count} log line{'s' if count != 1 else ''} skipped: this reader fell behind "
+        f"(more than {max_bytes} bytes were waiting for it)",
+        target="orrery",
+    )
+
+
 async def log_batches(
-    node: HostNode, identity: Identity, num_lines: int | None, follow: bool
+    node: HostNode, identity: Identity, num_lines: int | None, follow: bool, *, max_bytes: int = LOG_FOLLOW_MAX_BYTES
 ) -> AsyncGenerator[list[str], None]:
     """The last ``num_lines`` lines (all when None), then — with ``follow`` — new lines forever.
 
-    Each batch holds every line available at that moment. The follower is registered on the
-    writer thread together with reading the tail, so no line is lost or repeated in between.
+    Each batch holds every line available at that moment (new lines wait in a
+    :class:`LogFollowQueue` of ``max_bytes``). The follower is registered on the writer thread
+    together with reading the tail, so no line is lost or repeated in between.
     Raises DatabaseNotFound before yielding anything.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str] = asyncio.Queue()
+    queue = LogFollowQueue(max_bytes)
 
     def on_line(line: str) -> None:
         # Runs on the database's writer thread.
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
-            loop.call_soon_threadsafe(queue.put_nowait, line)
+            loop.call_soon_threadsafe(queue.put, line)
 
     def start(db: Database) -> tuple[list[str], Callable[[], None] | None]:
         old = db.logs.tail(num_lines) if (num_lines or not follow) else []
@@ -183,10 +255,7 @@ async def log_batches(
         for i in range(0, len(old), LOG_BATCH_LINES):
             yield old[i : i + LOG_BATCH_LINES]
         while unsubscribe is not None:
-            batch = [await queue.get()]
-            while not queue.empty() and len(batch) < LOG_BATCH_LINES:
-                batch.append(queue.get_nowait())
-            yield batch
+            yield await queue.batch(LOG_BATCH_LINES)
     finally:
         if unsubscribe is not None:
             unsubscribe()
