@@ -66,6 +66,9 @@ T = TypeVar("T")
 #: Most calls in one CallBatch, and most batches in flight per database.
 MAX_BATCH = 512
 MAX_IN_FLIGHT = 2
+#: Most calls waiting for a batch per database (README, "Limits"); more are refused with 503 at
+#: once. The benchmark's 2,560 calls in flight fit (1,024 of them travel in the two batches).
+MAX_PENDING_CALLS = 10_000
 
 
 @dataclass(frozen=True)
@@ -303,7 +306,8 @@ class CallBatcher:
 
     A call waits at most until the end of the current event-loop turn when fewer than
     ``max_in_flight`` batches are in flight for its database, else until one returns; so a lone
-    caller pays one round trip and concurrent callers share messages.
+    caller pays one round trip and concurrent callers share messages. At most ``max_pending``
+    calls wait per database: past that a call is refused (503, ``OVERLOADED``) before it is sent.
     """
 
     def __init__(
@@ -313,21 +317,34 @@ class CallBatcher:
         max_in_flight: int = MAX_IN_FLIGHT,
         *,
         timeout: float | None = None,
+        max_pending: int = MAX_PENDING_CALLS,
     ):
         self.stub = stub
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
+        self.max_pending = max_pending
         #: The deadline of each ``CallReducers`` (seconds; None: none).
         self.timeout = timeout
         self._queues: dict[bytes, _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
 
+    def waiting(self, database: bytes) -> int:
+        """How many calls to ``database`` wait for a batch now."""
+        queue = self._queues.get(database)
+        return 0 if queue is None else len(queue.pending)
+
     async def call(self, database: bytes, call: hpb.ReducerCall) -> hpb.ReducerResult:
         """Run one call (in a batch); its result."""
         loop = asyncio.get_running_loop()
-        call.request_id = next(self._ids)
         queue = self._queues.setdefault(database, _Queue())
+        if len(queue.pending) >= self.max_pending:
+            raise host_error(
+                HostErrorKind.OVERLOADED,
+                f"the database is overloaded: {self.max_pending} calls are already waiting for it; "
+                "nothing was run, try again later",
+            )
+        call.request_id = next(self._ids)
         future: asyncio.Future[hpb.ReducerResult] = loop.create_future()
         queue.pending.append((call, future))
         if not queue.scheduled and queue.in_flight < self.max_in_flight:

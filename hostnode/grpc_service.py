@@ -36,10 +36,11 @@ from hostnode.database import (
 from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown, StaleEpoch
 from hostnode.migrate import MigrationError, MigrationPlan, MigrationPolicyError
 from hostnode.modulelog import record_line
-from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection
+from hostnode.realtime import CLOSE_MODULE_EXITED, CLOSE_TOO_MANY_REQUESTS, ClientParams, Connection
 from hostnode.service import DatabaseNotFound, HostNode
 from hostnode.sql import SqlError, render_response_bytes
 from hostnode.wasm_host import ModuleLoadError
+from hostnode.worker import Overloaded
 from proto import GRPC_OPTIONS
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
@@ -91,6 +92,7 @@ _KINDS: list[tuple[type[BaseException], pb.ErrorKind]] = [
     (NoQuorum, pb.ERROR_KIND_NO_QUORUM),
     (OutcomeUnknown, pb.ERROR_KIND_OUTCOME_UNKNOWN),
     (StaleEpoch, pb.ERROR_KIND_STALE_EPOCH),
+    (Overloaded, pb.ERROR_KIND_OVERLOADED),
 ]
 
 
@@ -210,7 +212,7 @@ class LogFollowQueue:
             await self._wake.wait()
         if len(self._lines) < max_lines:
             self._end_skip()  # the reader caught up with the gap: tell it now
-        batch = []
+        batch: list[str] = []
         while self._lines and len(batch) < max_lines:
             line = self._lines.popleft()
             self._bytes -= len(line)
@@ -523,6 +525,10 @@ class _RealtimeStream:
         except DatabaseNotFound:
             self.clients.pop(client.ref, None)
             self._closed(client.ref, *CLOSE_MODULE_EXITED)
+            return
+        except Overloaded as e:
+            self.clients.pop(client.ref, None)
+            self._closed(client.ref, CLOSE_TOO_MANY_REQUESTS[0], str(e)[:123])
             return
         except Exception as e:  # noqa: BLE001 - reported to the gateway as a close
             log.exception("connecting a WebSocket client failed")

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hostnode.database import DatabaseError, ReducerOutcome, Status
 from hostnode.durability import ReplicationError
@@ -35,6 +35,7 @@ from hostnode.stats import SQL, SUBSCRIBE, UNSUBSCRIBE, UPDATE
 from hostnode.subscriptions import SubscriptionManager, attach, wire, writer_view
 from hostnode.subscriptions import results as r
 from hostnode.subscriptions.manager import CommitUpdates
+from hostnode.worker import Overloaded
 from sats import ws_v1 as ws
 from sats.identity import ConnectionId, Identity
 
@@ -71,7 +72,12 @@ CLOSE_TOO_SLOW = (1008, "client too far behind: outgoing message queue is full")
 CLOSE_LEADER_CHANGED = (1012, "database leader changed; reconnect")
 
 Frame = bytes | str
-Submit = Callable[[Callable[["Database"], Any]], "Future[Any]"]
+
+
+class Submit(Protocol):
+    """:meth:`hostnode.worker.DatabaseWorker.submit`."""
+
+    def __call__(self, fn: Callable[[Database], Any], *, limited: bool = False) -> Future[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,21 @@ class _Encodings:
         if f is None:
             f = self.frames[key] = encode(self.msg, p.json, p.compression)
         return f
+
+
+def failure_update(
+    p: ClientParams, name: str, message: str, micros: int = 0, request_id: int = 0
+) -> ws.TransactionUpdate:
+    """A ``failed`` TransactionUpdate for a call of ``name`` that never ran a reducer."""
+    return ws.TransactionUpdate(
+        ws.Failed(message),
+        ws.Timestamp(time.time_ns() // 1000),
+        p.identity,
+        ConnectionId(p.connection_id),
+        ws.ReducerCallInfo(name, NO_REDUCER_ID, "[]" if p.json else b"", request_id),
+        ws.EnergyQuanta.ZERO,
+        ws.TimeDuration(micros),
+    )
 
 
 def encode(msg: ws.ServerMessage, json: bool, compression: ws.Compression) -> Frame:
@@ -296,16 +317,7 @@ class RealtimeHub:
     def _failure_update(
         self, conn: Connection, name: str, message: str, micros: int = 0
     ) -> ws.TransactionUpdate:
-        p = conn.params
-        return ws.TransactionUpdate(
-            ws.Failed(message),
-            ws.Timestamp(time.time_ns() // 1000),
-            p.identity,
-            ConnectionId(p.connection_id),
-            ws.ReducerCallInfo(name, NO_REDUCER_ID, "[]" if p.json else b"", 0),
-            ws.EnergyQuanta.ZERO,
-            ws.TimeDuration(micros),
-        )
+        return failure_update(conn.params, name, message, micros)
 
     def _rows(self, conn: Connection, tx: Any) -> wire.RowEncoder:
         return wire.json_rows(tx.tables()) if conn.params.json else wire.bsatn_rows
@@ -625,8 +637,27 @@ class Connection:
             finally:
                 self._completed += n  # written by the writer thread only
 
-        hub.submit(job)
+        try:
+            hub.submit(job, limited=True)
+        except Overloaded as e:
+            self._submitted -= n
+            self._refuse(msgs, str(e))
         return reason
+
+    def _refuse(self, msgs: list[ws.ClientMessage], reason: str) -> None:
+        """The writer's queue is full and ``msgs`` were not run: each reducer call is answered
+        ``failed`` with ``reason``; any other request closes the connection (1013, ``reason``),
+        since its protocol has no way to say "not now"."""
+        p = self.params
+        failed: list[tuple[Frame, int | None]] = [
+            (encode(failure_update(p, m.reducer, reason, request_id=m.request_id), p.json, p.compression), None)
+            for m in msgs
+            if isinstance(m, ws.CallReducer)
+        ]
+        if failed:
+            self.push_now(failed)
+        if len(failed) < len(msgs):
+            self.server_close(CLOSE_TOO_MANY_REQUESTS[0], reason[:123])
 
     async def close(self) -> None:
         """Remove the client: subscriptions dropped, ``client_disconnected`` run (once)."""
