@@ -439,6 +439,14 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
 
 #: Events waiting for the gateway to take them before the connections stop being drained.
 MAX_PENDING_EVENTS = 65536
+#: Messages (and bytes) a client may send while ``client_connected`` still runs; they wait for
+#: its connection (README, "Limits"). Beyond either the client is closed 1013.
+MAX_CONNECTING_MESSAGES = 1024
+MAX_CONNECTING_BYTES = 8 << 20
+CLOSE_CONNECTING_BACKLOG = (
+    1013, f"too many messages before the connection was accepted (limit {MAX_CONNECTING_MESSAGES} messages, "
+    f"{MAX_CONNECTING_BYTES >> 20} MiB)",
+)
 #: ``ConnectionClosed.code`` telling the gateway to drop the socket without a close frame
 #: (``client_connected`` refused the client). 1006 is never sent on the wire.
 CLOSE_DROP = 1006
@@ -449,6 +457,7 @@ class _Client:
     ref: int
     conn: Connection | None = None
     backlog: list[tuple[bytes, bool]] | None = None
+    backlog_bytes: int = 0
     pump: asyncio.Task[None] | None = None
     gone: bool = False
 
@@ -555,6 +564,12 @@ class _RealtimeStream:
         if client.conn is None:
             if client.backlog is not None:
                 client.backlog.extend(frames)
+                client.backlog_bytes += sum(len(frame) for frame, _ in frames)
+                if len(client.backlog) > MAX_CONNECTING_MESSAGES or client.backlog_bytes > MAX_CONNECTING_BYTES:
+                    # _connect closes the connection once client_connected has run.
+                    client.backlog, client.gone = None, True
+                    self.clients.pop(ref, None)
+                    self._closed(ref, *CLOSE_CONNECTING_BACKLOG)
             return
         self._handle(client, frames)
 

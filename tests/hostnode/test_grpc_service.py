@@ -288,3 +288,62 @@ def _clients(db: object) -> list[object]:
 
     with writer_view(db) as tx:  # type: ignore[arg-type]
         return list(tx.scan(db.system.client_table_id))  # type: ignore[attr-defined]
+
+
+def test_a_connecting_clients_backlog_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: messages a client sends while ``client_connected`` still runs wait for its
+    connection; past the limit the client is closed 1013 instead of being held in memory, its
+    messages never run, and it is disconnected once ``client_connected`` has run."""
+    import threading
+
+    from hostnode import grpc_service
+    from sats import ws_v1 as ws
+
+    monkeypatch.setattr(grpc_service, "MAX_CONNECTING_MESSAGES", 3)
+
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        await install(stub, CHAT)
+        requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
+
+        async def gen():  # type: ignore[no-untyped-def]
+            while (m := await requests.get()) is not None:
+                yield m
+
+        call = stub.Connect(gen())
+
+        def event(**kw: object) -> pb.GatewayFrames:
+            return pb.GatewayFrames(database_identity=DB.to_bsatn(), events=[pb.GatewayEvent(**kw)])  # type: ignore[arg-type]
+
+        started, release = threading.Event(), threading.Event()
+
+        def hold(_db: object) -> None:
+            started.set()
+            release.wait(PATIENCE)
+
+        holding = asyncio.ensure_future(node.run(DB, hold))  # client_connected waits behind it
+        assert await asyncio.to_thread(started.wait, PATIENCE)
+        await requests.put(event(connected=pb.ClientConnected(
+            connection_ref=1, identity=ALICE.to_bsatn(), connection_id=(1).to_bytes(16, "little"),
+            protocol="v1.bsatn.spacetimedb", compression="None", token="t",
+        )))  # fmt: skip
+        await until(lambda: node._worker(DB).queued == 1, "client_connected to wait for the writer")
+        for i in range(4):
+            frame = ws.encode_client_message_bsatn(ws.CallReducer("send_message", encode(STRING, f"m{i}"), i))
+            await requests.put(event(message=pb.ClientMessage(connection_ref=1, frame=frame)))
+        batch = await asyncio.wait_for(call.read(), PATIENCE)
+        (closed,) = batch.events
+        assert closed.closed.connection_ref == 1 and closed.closed.code == 1013
+        assert closed.closed.reason.startswith("too many messages before the connection was accepted")
+        release.set()
+        await holding
+        await node.run(DB, lambda db: None)  # client_connected (queued before it) has run
+        deadline = time.monotonic() + PATIENCE
+        while await node.run(DB, _clients):
+            assert time.monotonic() < deadline, "the client was never disconnected"
+            await asyncio.sleep(0.01)
+        result = await node.sql(DB, "SELECT * FROM message", OWNER)
+        assert result.rows == []
+        await requests.put(None)
+        call.cancel()
+
+    with_service(tmp_path, body)
