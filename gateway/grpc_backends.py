@@ -59,7 +59,7 @@ from sats.json import loads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Deadlines", "GrpcControlPlane", "GrpcHostNode", "is_read_only_sql", "unreachable"]
+__all__ = ["Deadlines", "GrpcControlPlane", "GrpcHostNode", "WsBudget", "is_read_only_sql", "unreachable"]
 
 T = TypeVar("T")
 
@@ -400,9 +400,12 @@ class GrpcHostNode:
     """
 
     def __init__(
-        self, channel: grpc.aio.Channel, *, deadlines: Deadlines | None = None, target: str = "the host node"
-    ) -> None:
+        self, channel: grpc.aio.Channel, *, deadlines: Deadlines | None = None, target: str = "the host node",
+        ws_budget: WsBudget | None = None,
+    ) -> None:  # fmt: skip
         self.stub = hpb_grpc.HostNodeStub(channel)
+        #: Shared by every node's client in cluster mode: the gateway's total, not a node's.
+        self.ws_budget = ws_budget or WsBudget()
         self.deadlines = deadlines or Deadlines()
         self.target = target
         self.batcher = CallBatcher(self.stub, timeout=self.deadlines.call)
@@ -484,7 +487,7 @@ class GrpcHostNode:
         """A WebSocket client over the database's ``Connect`` stream (one per database)."""
         stream = self._ws_streams.get(database)
         if stream is None or stream.dead:
-            stream = self._ws_streams[database] = _WsStream(self.stub, database)
+            stream = self._ws_streams[database] = _WsStream(self.stub, database, self.ws_budget)
         return await stream.connect(params)
 
     def ws_databases(self) -> list[Identity]:
@@ -502,10 +505,13 @@ class GrpcHostNode:
         return closed
 
 
-#: Outgoing frames (and bytes) a WebSocket client may have waiting before it is cut off.
+#: Outgoing frames (and bytes) a WebSocket client may have waiting before it is cut off, and the
+#: bytes all of this gateway's clients together may have waiting (README, "Limits").
 WS_MAX_QUEUED_MESSAGES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_MESSAGES", "16384"))
-WS_MAX_QUEUED_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(256 << 20)))
+WS_MAX_QUEUED_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(16 << 20)))
+WS_MAX_QUEUED_BYTES_TOTAL = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES_TOTAL", str(256 << 20)))
 WS_CLOSE_TOO_SLOW = (1008, "client too far behind: outgoing message queue is full")
+WS_CLOSE_SERVER_FULL = (1008, "client too far behind: the server's memory for slow clients is full")
 #: ``ConnectionClosed.code`` of a client ``client_connected`` refused (drop the socket).
 WS_CLOSE_DROP = 1006
 #: How clients are closed when their node's ``Connect`` stream ends: 1012 ("service restart")
@@ -517,12 +523,24 @@ WS_CLOSE_STREAM_LOST = (1012, "lost the connection to the database's host node; 
 _ws_refs = itertools.count(1)
 
 
+@dataclass
+class WsBudget:
+    """The bytes queued for every WebSocket client of this gateway, against one limit: over it,
+    a client that still has frames waiting from before (one not keeping up) is disconnected
+    (:data:`WS_CLOSE_SERVER_FULL`) on its next frame and its frames released; clients that keep
+    up hold nothing between frames. The host node keeps the same rule (hostnode/realtime.py)."""
+
+    limit: int = WS_MAX_QUEUED_BYTES_TOTAL
+    queued: int = 0
+
+
 class _WsStream:
     """The ``Connect`` stream of one database: all of this gateway's clients of it. Events
     going either way are batched per event-loop turn."""
 
-    def __init__(self, stub: hpb_grpc.HostNodeStub, database: Identity) -> None:
+    def __init__(self, stub: hpb_grpc.HostNodeStub, database: Identity, budget: WsBudget) -> None:
         self.database = database
+        self.budget = budget
         self.sessions: dict[int, GrpcWsSession] = {}
         self.dead = False
         self._out: list[hpb.GatewayEvent] = []
@@ -636,14 +654,17 @@ class GrpcWsSession:
         if not self.ready.done():
             self.ready.set_result(True)
         frame = data.decode() if self.params.json else data
+        before = self._bytes
         self._queue.append(frame)
         self._bytes += len(frame)
+        budget = self.stream.budget
+        budget.queued += len(frame)
         if len(self._queue) > WS_MAX_QUEUED_MESSAGES or self._bytes > WS_MAX_QUEUED_BYTES:
-            self._queue.clear()
-            self._bytes = 0
             self.server_closed(*WS_CLOSE_TOO_SLOW)
-            return
-        self._wake.set()
+        elif before and budget.queued > budget.limit:
+            self.server_closed(*WS_CLOSE_SERVER_FULL)
+        else:
+            self._wake.set()
 
     def server_closed(self, code: int, reason: str) -> None:
         """The host node (or the gateway) ended the connection."""
@@ -652,8 +673,14 @@ class GrpcWsSession:
         if self._closed.is_set():
             return
         self.close_code, self.close_reason = code, reason
+        self._drop_queued()  # never sent now
         self._closed.set()
         self._wake.set()
+
+    def _drop_queued(self) -> None:
+        self.stream.budget.queued -= self._bytes
+        self._queue.clear()
+        self._bytes = 0
 
     def handle(self, frame: bytes | str) -> str | None:
         """See :class:`gateway.backends.WsSession` (the host node decodes and answers a
@@ -672,6 +699,7 @@ class GrpcWsSession:
             return None
         frame = self._queue.popleft()
         self._bytes -= len(frame)
+        self.stream.budget.queued -= len(frame)
         return frame
 
     def handle_many(self, frames: Sequence[bytes | str]) -> str | None:
@@ -685,8 +713,7 @@ class GrpcWsSession:
         if not await self._frames_queued():
             return None
         frames = list(self._queue)
-        self._queue.clear()
-        self._bytes = 0
+        self._drop_queued()
         return frames
 
     async def _frames_queued(self) -> bool:

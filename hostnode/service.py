@@ -31,7 +31,7 @@ from hostnode.database import (
 from hostnode.durability import NoQuorum
 from hostnode.migrate import MigrationPlan, migration_token, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
-from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, RealtimeHub
+from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, OutgoingBudget, RealtimeHub
 from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
 from hostnode.stats import SQL
 from hostnode.wasm_host import ModuleHost, ModuleLoadError, WasmProgram
@@ -113,6 +113,8 @@ class HostNode:
         self._locks: dict[Identity, asyncio.Lock] = {}
         self._hubs: dict[Identity, RealtimeHub] = {}
         self._hub_locks: dict[Identity, asyncio.Lock] = {}
+        #: The bytes queued for every WebSocket client of this node (realtime.OutgoingBudget).
+        self.outgoing = OutgoingBudget()
         #: Cluster mode: the replication roles of this node's replicas (hostnode/cluster.py);
         #: None standalone.
         self.cluster: ClusterRoles | None = None
@@ -442,7 +444,7 @@ class HostNode:
             if hub is None or hub.db is not worker.db or hub.closed:
                 hub = await _wrap(worker.submit(lambda db: RealtimeHub(db, worker.submit)))
                 self._hubs[identity] = hub
-        conn = Connection(hub, params, asyncio.get_running_loop())
+        conn = Connection(hub, params, asyncio.get_running_loop(), self.outgoing)
         outcome = await _wrap(worker.submit(lambda db: hub.connect(conn), limited=True))
         if not outcome.committed:
             return outcome

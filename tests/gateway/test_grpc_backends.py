@@ -330,6 +330,45 @@ def test_a_full_writer_queue_answers_alike_over_both_transports(tmp_path: Path) 
     run(tmp_path, body)
 
 
+def test_slow_websocket_clients_over_the_gateways_budget_are_cut_off(tmp_path: Path) -> None:
+    """Issue 12: the bytes the gateway queues for all its WebSocket clients are bounded too: the
+    client that does not read is closed with the reason once the total is over, its frames are
+    released, and a client that keeps up receives every update."""
+    from gateway.backends import WsParams
+    from gateway.grpc_backends import WS_CLOSE_SERVER_FULL
+    from sats import ws_v1 as ws
+    from sats.bsatn import encode
+    from sats.types import STRING
+
+    async def body(p: Pair) -> None:
+        db = (await p.local[0].publish(ALICE, "chat", CHAT, clear=False)).identity
+        host = p.remote[1]
+        host.ws_budget.limit = 3000
+
+        async def connect(n: int) -> Any:
+            params = WsParams(Identity.from_claims("localhost", f"u{n}"), "t", n, False, "None", False, False)
+            session = await host.connect(db, params)
+            assert session is not None
+            assert isinstance(ws.decode_server_frame(await session.recv()), ws.IdentityToken)
+            session.handle(ws.encode_client_message_bsatn(ws.SubscribeMulti(("SELECT * FROM message",), 1, ws.QueryId(1))))
+            assert isinstance(ws.decode_server_frame(await session.recv()), ws.SubscribeMultiApplied)
+            return session
+
+        slow, fast = await connect(1), await connect(2)
+        for i in range(40):
+            call = ws.CallReducer("send_message", encode(STRING, f"message {i:02d} " + "x" * 100), i)
+            fast.handle(ws.encode_client_message_bsatn(call))
+            update = ws.decode_server_frame(await asyncio.wait_for(fast.recv(), PATIENCE))
+            assert isinstance(update, ws.TransactionUpdate) and update.reducer_call.request_id == i
+        await asyncio.wait_for(slow.wait_closed(), PATIENCE)
+        assert (slow.close_code, slow.close_reason) == WS_CLOSE_SERVER_FULL
+        assert host.ws_budget.queued == 0
+        await slow.close()
+        await fast.close()
+
+    run(tmp_path, body)
+
+
 def test_a_call_on_a_channel_already_closed_was_never_sent() -> None:
     """The cluster gateway closes a node's channel when the node leaves; a request that picked the
     node just before fails to start its call: a 503 that may be retried, never a 500."""

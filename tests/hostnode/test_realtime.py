@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from hostnode.realtime import CLOSE_TOO_MANY_REQUESTS, CLOSE_TOO_SLOW, ClientParams, Connection
+from hostnode.realtime import (
+    CLOSE_SERVER_FULL,
+    CLOSE_TOO_MANY_REQUESTS,
+    CLOSE_TOO_SLOW,
+    MAX_OUTGOING_BYTES,
+    ClientParams,
+    Connection,
+)
 from hostnode.service import HostNode, HostNodeConfig
 from sats import ws_v1 as ws
 from sats.bsatn import encode
@@ -247,6 +254,35 @@ def test_database_deleted_closes_connections_1001(tmp_path: Path) -> None:
         assert await asyncio.wait_for(conn.recv(), 5) is None
         assert (conn.close_code, conn.close_reason) == (1001, "module exited")
         await conn.close()  # the database is gone: nothing to run, no hang
+
+    run(tmp_path, body)
+
+
+def test_default_outgoing_limit_per_client_is_16_mib() -> None:
+    assert MAX_OUTGOING_BYTES == 16 << 20  # was 256 MiB: N slow clients held N × 256 MiB
+
+
+def test_slow_clients_over_the_process_budget_are_cut_off_others_keep_receiving(tmp_path: Path) -> None:
+    """Issue 12: the bytes queued for all slow clients together are bounded. Each client here
+    may queue 16 MiB, but the process only 3 kB: the client that does not read is disconnected
+    with the reason once the total is over, its frames are released, and a client that keeps
+    up receives every update."""
+
+    async def body(node: HostNode) -> None:
+        node.outgoing.limit = 3000
+        slow = await client(node, 1)
+        fast = await client(node, 2)
+        await subscribe(slow)
+        await subscribe(fast)
+        for i in range(40):
+            send_message(fast, f"message {i:02d} " + "x" * 100, i)
+            up = msg(await asyncio.wait_for(fast.recv(), 5))
+            assert isinstance(up, ws.TransactionUpdate) and up.reducer_call.request_id == i
+        assert slow.is_closed and (slow.close_code, slow.close_reason) == CLOSE_SERVER_FULL
+        assert node.outgoing.queued == 0  # the slow client's frames were released
+        assert await slow.recv() is None
+        await slow.close()
+        await fast.close()
 
     run(tmp_path, body)
 
