@@ -437,8 +437,10 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
             await stream.close_all()
 
 
-#: Events waiting for the gateway to take them before the connections stop being drained.
+#: Events (and bytes of frames) waiting for the gateway to take them before the connections stop
+#: being drained (README, "Limits"): then each connection's own bounded queue fills instead.
 MAX_PENDING_EVENTS = 65536
+MAX_PENDING_BYTES = 64 << 20
 #: Messages (and bytes) a client may send while ``client_connected`` still runs; they wait for
 #: its connection (README, "Limits"). Beyond either the client is closed 1013.
 MAX_CONNECTING_MESSAGES = 1024
@@ -470,6 +472,8 @@ class _RealtimeStream:
         self.identity: Identity | None = None
         self.clients: dict[int, _Client] = {}
         self._events: list[pb.HostEvent] = []
+        #: Bytes of the frames in ``_events``.
+        self._event_bytes = 0
         #: connection ref → index of its last event in ``_events`` (frames merge only after it).
         self._last: dict[int, int] = {}
         #: id(frame) → index of its ServerFrame in ``_events``.
@@ -608,7 +612,7 @@ class _RealtimeStream:
     async def _pump(self, client: _Client, conn: Connection) -> None:
         while (frame := await conn.recv()) is not None:
             self._frame(client.ref, frame)
-            while len(self._events) >= MAX_PENDING_EVENTS:
+            while len(self._events) >= MAX_PENDING_EVENTS or self._event_bytes >= MAX_PENDING_BYTES:
                 # The gateway is not taking batches: stop draining, so the connections'
                 # own bounded queues fill and their slowest clients are cut off.
                 self._drained.clear()
@@ -623,6 +627,7 @@ class _RealtimeStream:
             return
         data = frame.encode() if isinstance(frame, str) else frame
         self._events.append(pb.HostEvent(frame=pb.ServerFrame(connection_refs=[ref], frame=data)))
+        self._event_bytes += len(data)
         i = len(self._events) - 1
         self._frames[id(frame)] = i
         self._keep.append(frame)  # ids stay unique while the batch is open
@@ -642,6 +647,7 @@ class _RealtimeStream:
             self._wake.clear()
             await self._wake.wait()
         events, self._events = self._events, []
+        self._event_bytes = 0
         self._drained.set()
         self._last.clear()
         self._frames.clear()

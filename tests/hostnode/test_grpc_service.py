@@ -347,3 +347,58 @@ def test_a_connecting_clients_backlog_is_bounded(tmp_path: Path, monkeypatch: py
         call.cancel()
 
     with_service(tmp_path, body)
+
+
+def test_frames_the_gateway_does_not_take_are_bounded_in_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: when the gateway stops taking a ``Connect`` stream's batches, the node holds at
+    most ``MAX_PENDING_BYTES`` of frames for it and stops draining the connections, whose own
+    bounded queues then fill: the client is cut off instead of the node buffering every update."""
+    from hostnode import grpc_service
+    from hostnode.realtime import CLOSE_SERVER_FULL
+    from sats import ws_v1 as ws
+
+    monkeypatch.setattr(grpc_service, "MAX_PENDING_BYTES", 4000)
+
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        await install(stub, CHAT)
+        node.outgoing.limit = 20_000
+        stream = grpc_service._RealtimeStream(node)
+        requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
+
+        async def gen():  # type: ignore[no-untyped-def]
+            while (m := await requests.get()) is not None:
+                yield m
+
+        def frames(*events: pb.GatewayEvent) -> pb.GatewayFrames:
+            return pb.GatewayFrames(database_identity=DB.to_bsatn(), events=list(events))
+
+        def message(msg: ws.ClientMessage) -> pb.GatewayEvent:
+            return pb.GatewayEvent(message=pb.ClientMessage(connection_ref=1, frame=ws.encode_client_message_bsatn(msg)))
+
+        reader = asyncio.ensure_future(stream.read(gen()))
+        await requests.put(frames(pb.GatewayEvent(connected=pb.ClientConnected(
+            connection_ref=1, identity=ALICE.to_bsatn(), connection_id=(1).to_bytes(16, "little"),
+            protocol="v1.bsatn.spacetimedb", compression="None", token="t",
+        ))))  # fmt: skip
+        assert await asyncio.wait_for(stream.next_batch(), PATIENCE)  # IdentityToken
+        await requests.put(frames(message(ws.SubscribeMulti(("SELECT * FROM message",), 1, ws.QueryId(1)))))
+        assert await asyncio.wait_for(stream.next_batch(), PATIENCE)  # SubscribeMultiApplied
+        # The gateway stops taking batches; 40 updates of about 1 kB each are due to the client.
+        for i in range(40):
+            await requests.put(frames(message(ws.CallReducer("send_message", encode(STRING, f"{i:02d}" + "x" * 1000), i))))
+        conn = stream.clients[1].conn
+        assert conn is not None
+        await until(lambda: conn.is_closed, "the client to be cut off")
+        assert (conn.close_code, conn.close_reason) == CLOSE_SERVER_FULL
+        held = await stream.next_batch()
+        assert held is not None and sum(len(e.frame.frame) for e in held) < 4000 + 1200
+        while not any(e.WhichOneof("event") == "closed" for e in held):
+            more = await asyncio.wait_for(stream.next_batch(), PATIENCE)
+            assert more is not None
+            held += more
+        assert held[-1].closed.code == CLOSE_SERVER_FULL[0]
+        await requests.put(None)
+        await reader
+        await stream.close_all()
+
+    with_service(tmp_path, body)
