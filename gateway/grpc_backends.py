@@ -512,6 +512,10 @@ WS_MAX_QUEUED_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(16 <<
 WS_MAX_QUEUED_BYTES_TOTAL = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES_TOTAL", str(256 << 20)))
 WS_CLOSE_TOO_SLOW = (1008, "client too far behind: outgoing message queue is full")
 WS_CLOSE_SERVER_FULL = (1008, "client too far behind: the server's memory for slow clients is full")
+#: Bytes of client frames a ``Connect`` stream may hold for its host node; they leave every
+#: event-loop turn unless the node stopped reading. Beyond it a client's next frame closes it.
+WS_MAX_PENDING_TO_NODE_BYTES = 64 << 20
+WS_CLOSE_NODE_BEHIND = (1013, "too many requests: the database's host node is not taking them")
 #: ``ConnectionClosed.code`` of a client ``client_connected`` refused (drop the socket).
 WS_CLOSE_DROP = 1006
 #: How clients are closed when their node's ``Connect`` stream ends: 1012 ("service restart")
@@ -544,6 +548,8 @@ class _WsStream:
         self.sessions: dict[int, GrpcWsSession] = {}
         self.dead = False
         self._out: list[hpb.GatewayEvent] = []
+        #: Bytes of the client frames in ``_out``.
+        self.out_bytes = 0
         self._wake = asyncio.Event()
         self._first = True
         self._call = stub.Connect(self._requests())
@@ -571,6 +577,7 @@ class _WsStream:
                 self._wake.clear()
                 await self._wake.wait()
             events, self._out = self._out, []
+            self.out_bytes = 0
             msg = hpb.GatewayFrames(events=events)
             if self._first:
                 msg.database_identity = self.database.to_bsatn()
@@ -690,7 +697,12 @@ class GrpcWsSession:
                 message = hpb.ClientMessage(connection_ref=self.ref, frame=frame.encode(), text=True)
             else:
                 message = hpb.ClientMessage(connection_ref=self.ref, frame=frame)
-            self.stream.send(hpb.GatewayEvent(message=message))
+            stream = self.stream
+            if stream.out_bytes > WS_MAX_PENDING_TO_NODE_BYTES:
+                self.server_closed(*WS_CLOSE_NODE_BEHIND)
+                return None
+            stream.out_bytes += len(message.frame)
+            stream.send(hpb.GatewayEvent(message=message))
         return None
 
     async def recv(self) -> bytes | str | None:

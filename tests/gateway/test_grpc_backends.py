@@ -27,6 +27,7 @@ from hostnode import grpc_service as hostnode_grpc
 from hostnode.service import HostNode, HostNodeConfig
 from orrery.standalone import LocalControlPlane, LocalHostNode
 from proto import hostnode_pb2 as hpb
+from proto import hostnode_pb2_grpc as hpb_grpc
 from sats.identity import Identity
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
 from tests.gateway.test_ws_republish import doc_module
@@ -385,3 +386,47 @@ def test_a_call_on_a_channel_already_closed_was_never_sent() -> None:
 
     error = asyncio.run(main())
     assert error.status == 503 and not error.may_have_run
+
+
+class _NotReading(hpb_grpc.HostNodeServicer):
+    """A stand-in host node whose ``Connect`` accepts one client and then stops reading."""
+
+    async def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[hpb.HostFrames]:  # noqa: N802
+        first = await anext(request_iterator.__aiter__())
+        ref = first.events[0].connected.connection_ref
+        yield hpb.HostFrames(events=[hpb.HostEvent(frame=hpb.ServerFrame(connection_refs=[ref], frame=b"hello"))])
+        await asyncio.Event().wait()
+
+
+def test_frames_for_a_host_node_that_stopped_reading_are_bounded(monkeypatch: Any) -> None:
+    """Issue 12: the gateway holds a bounded amount of client frames for a ``Connect`` stream
+    its host node does not read; past it the client is closed 1013 with the reason."""
+    from gateway import grpc_backends
+    from gateway.backends import WsParams
+
+    monkeypatch.setattr(grpc_backends, "WS_MAX_PENDING_TO_NODE_BYTES", 1 << 20)
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        hpb_grpc.add_HostNodeServicer_to_server(_NotReading(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            host = GrpcHostNode(channel)
+            params = WsParams(ALICE, "t", 1, False, "None", False, False)
+            session = await asyncio.wait_for(host.connect(NOWHERE, params), PATIENCE)
+            assert session is not None and await session.recv() == b"hello"
+            for _ in range(5000):  # 50 MB: far beyond any HTTP/2 flow-control window
+                session.handle(b"x" * 10_000)
+                if session.close_code != 1000:
+                    break
+                await asyncio.sleep(0)
+            assert (session.close_code, session.close_reason) == grpc_backends.WS_CLOSE_NODE_BEHIND
+            await session.close()
+            host.end_ws(None, 1001, "test over")
+        finally:
+            await channel.close()
+            await server.stop(None)
+
+    asyncio.run(main())
