@@ -82,23 +82,9 @@ class ModuleLog:
         self._lock = threading.Lock()
         self._followers: list[Callable[[str], None]] = []
 
-    def write(
-        self,
-        level: str,
-        message: str,
-        *,
-        function: str | None = None,
-        target: str | None = None,
-        filename: str | None = None,
-        line_number: int | None = None,
-        trace: list[dict[str, str]] | None = None,
-        ts_micros: int | None = None,
-    ) -> None:
-        """Append one record."""
-        line = record_line(
-            level, message, function=function, target=target, filename=filename, line_number=line_number,
-            trace=trace, ts_micros=ts_micros,
-        )  # fmt: skip
+    def write(self, level: str, message: str, **fields: Any) -> None:
+        """Append one record (``fields`` as :func:`record_line` takes them)."""
+        line = record_line(level, message, **fields)
         data = (line + "\n").encode()
         with self._lock:
             if self._size and self._size + len(data) > self.max_bytes:

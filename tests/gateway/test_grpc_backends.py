@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from proto import hostnode_pb2_grpc as hpb_grpc
 from sats.identity import Identity
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
 from tests.gateway.test_ws_republish import doc_module
-from tests.waits import PATIENCE, until
+from tests.waits import PATIENCE, until, writer_held
 
 ALICE = Identity.from_claims("localhost", "alice")
 BOB = Identity.from_claims("localhost", "bob")
@@ -278,30 +277,21 @@ def test_calls_beyond_the_per_database_queue_are_refused_with_503(tmp_path: Path
         db = (await p.local[0].publish(ALICE, "chat", CHAT, clear=False)).identity
         host = p.remote[1]
         host.batcher.max_batch, host.batcher.max_in_flight, host.batcher.max_pending = 1, 1, 2
-        started, release = threading.Event(), threading.Event()
+        async with writer_held(p.node, db):
 
-        def hold(_db: object) -> None:
-            started.set()
-            release.wait(PATIENCE)
+            async def send(text: str, i: int) -> CallOutcome:
+                return (await host.call(db, "send_message", f'["{text}"]', caller=ALICE, connection_id=i)).outcome
 
-        holding = asyncio.ensure_future(p.node.run(db, hold))
-        assert await asyncio.to_thread(started.wait, PATIENCE)
-
-        async def send(text: str, i: int) -> CallOutcome:
-            return (await host.call(db, "send_message", f'["{text}"]', caller=ALICE, connection_id=i)).outcome
-
-        calls = [asyncio.ensure_future(send("m0", 1))]
-        await until(lambda: p.node._worker(db).queued == 1, "the first batch to reach the writer")
-        calls += [asyncio.ensure_future(send(f"m{i}", i + 1)) for i in (1, 2)]
-        await until(lambda: host.batcher.waiting(db.to_bsatn()) == 2, "two calls waiting for a batch")
-        try:
-            await send("refused", 9)
-        except ApiError as e:
-            assert e.status == 503 and e.message.startswith("the database is overloaded: 2 calls are already waiting")
-        else:
-            raise AssertionError("a call beyond the queue was accepted")
-        release.set()
-        await holding
+            calls = [asyncio.ensure_future(send("m0", 1))]
+            await until(lambda: p.node._worker(db).queued == 1, "the first batch to reach the writer")
+            calls += [asyncio.ensure_future(send(f"m{i}", i + 1)) for i in (1, 2)]
+            await until(lambda: host.batcher.waiting(db.to_bsatn()) == 2, "two calls waiting for a batch")
+            try:
+                await send("refused", 9)
+            except ApiError as e:
+                assert e.status == 503 and e.message.startswith("the database is overloaded: 2 calls are already waiting")
+            else:
+                raise AssertionError("a call beyond the queue was accepted")
         assert await asyncio.gather(*calls) == [CallOutcome.COMMITTED] * 3
         rows = (await p.local[1].sql(db, "SELECT * FROM message", ALICE)).body
         assert rows.count(b'"m') == 3 and b"refused" not in rows
@@ -314,19 +304,10 @@ def test_a_full_writer_queue_answers_alike_over_both_transports(tmp_path: Path) 
 
     async def body(p: Pair) -> None:
         db = (await p.local[0].publish(ALICE, "chat", CHAT, clear=False)).identity
-        started, release = threading.Event(), threading.Event()
-
-        def hold(_db: object) -> None:
-            started.set()
-            release.wait(PATIENCE)
-
         p.node._worker(db).max_queued = 0
-        holding = asyncio.ensure_future(p.node.run(db, hold))
-        assert await asyncio.to_thread(started.wait, PATIENCE)
-        refused = await p.same(lambda _c, h: h.call(db, "send_message", '["x"]', caller=ALICE, connection_id=1))
-        assert refused[:2] == ("ApiError", 503) and b"overloaded" in refused[2]
-        release.set()
-        await holding
+        async with writer_held(p.node, db):
+            refused = await p.same(lambda _c, h: h.call(db, "send_message", '["x"]', caller=ALICE, connection_id=1))
+            assert refused[:2] == ("ApiError", 503) and b"overloaded" in refused[2]
 
     run(tmp_path, body)
 

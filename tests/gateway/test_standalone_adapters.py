@@ -4,7 +4,6 @@ additions they use: JSON reducer arguments and update planning."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
-from tests.waits import PATIENCE, until
+from tests.waits import until, writer_held
 
 ALICE = Identity.from_claims("localhost", "alice")
 BOB = Identity.from_claims("localhost", "bob")
@@ -138,28 +137,19 @@ def test_a_full_writer_queue_refuses_calls_with_503_and_runs_none_of_them(tmp_pa
 
     async def body(cp: LocalControlPlane, host: LocalHostNode, node: HostNode) -> None:
         db = (await cp.publish(ALICE, "chat", CHAT, clear=False)).identity
-        started, release = threading.Event(), threading.Event()
-
-        def hold(_db: object) -> None:
-            started.set()
-            release.wait(PATIENCE)
-
-        holding = asyncio.ensure_future(node.run(db, hold))
-        assert await asyncio.to_thread(started.wait, PATIENCE)
-        queued = [
-            asyncio.ensure_future(host.call(db, "send_message", '["queued"]', caller=ALICE, connection_id=i))
-            for i in (1, 2)
-        ]
-        await until(lambda: node._worker(db).queued == 2, "two calls waiting for the writer")
-        with pytest.raises(ApiError) as info:
-            await host.call(db, "send_message", '["refused"]', caller=BOB, connection_id=3)
-        assert info.value.status == 503
-        assert info.value.message.startswith("the database is overloaded: 2 requests are already waiting")
-        with pytest.raises(ApiError) as info:
-            await host.sql(db, "SELECT * FROM message", BOB)
-        assert info.value.status == 503
-        release.set()
-        await holding
+        async with writer_held(node, db):
+            queued = [
+                asyncio.ensure_future(host.call(db, "send_message", '["queued"]', caller=ALICE, connection_id=i))
+                for i in (1, 2)
+            ]
+            await until(lambda: node._worker(db).queued == 2, "two calls waiting for the writer")
+            with pytest.raises(ApiError) as info:
+                await host.call(db, "send_message", '["refused"]', caller=BOB, connection_id=3)
+            assert info.value.status == 503
+            assert info.value.message.startswith("the database is overloaded: 2 requests are already waiting")
+            with pytest.raises(ApiError) as info:
+                await host.sql(db, "SELECT * FROM message", BOB)
+            assert info.value.status == 503
         assert [r.outcome for r in await asyncio.gather(*queued)] == [CallOutcome.COMMITTED] * 2
         rows = (await host.sql(db, "SELECT text FROM message", ALICE)).body
         assert rows.count(b'"queued"') == 2 and b"refused" not in rows

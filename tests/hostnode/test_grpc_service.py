@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -19,7 +20,7 @@ from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.hostnode.conftest import module_wasm
-from tests.waits import PATIENCE, until
+from tests.waits import PATIENCE, until, writer_held
 
 OWNER = Identity.from_claims("localhost", "owner")
 ALICE = Identity.from_claims("localhost", "alice")
@@ -221,16 +222,7 @@ def test_connect_stream_multiplexes_clients_and_shares_frames(tmp_path: Path) ->
 
     async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
         assert (await install(stub, CHAT)).failure.kind == pb.ERROR_KIND_NONE
-        requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
-
-        async def gen():  # type: ignore[no-untyped-def]
-            while (m := await requests.get()) is not None:
-                yield m
-
-        call = stub.Connect(gen())
-
-        def event(**kw: object) -> pb.GatewayFrames:
-            return pb.GatewayFrames(database_identity=DB.to_bsatn(), events=[pb.GatewayEvent(**kw)])  # type: ignore[arg-type]
+        requests, call = open_connect(stub)
 
         async def frames(n: int) -> list[pb.HostEvent]:
             out: list[pb.HostEvent] = []
@@ -282,6 +274,22 @@ def test_connect_stream_multiplexes_clients_and_shares_frames(tmp_path: Path) ->
     with_service(tmp_path, body)
 
 
+def open_connect(stub: pb_grpc.HostNodeStub) -> tuple[asyncio.Queue[pb.GatewayFrames | None], Any]:
+    """A ``Connect`` stream as a gateway opens it: put messages in the queue (None ends it)."""
+    requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
+
+    async def gen():  # type: ignore[no-untyped-def]
+        while (m := await requests.get()) is not None:
+            yield m
+
+    return requests, stub.Connect(gen())
+
+
+def event(**kw: object) -> pb.GatewayFrames:
+    """One gateway event for ``DB``."""
+    return pb.GatewayFrames(database_identity=DB.to_bsatn(), events=[pb.GatewayEvent(**kw)])  # type: ignore[arg-type]
+
+
 def _clients(db: object) -> list[object]:
     """Rows of ``st_client`` (connected clients)."""
     from hostnode.subscriptions import writer_view
@@ -294,8 +302,6 @@ def test_a_connecting_clients_backlog_is_bounded(tmp_path: Path, monkeypatch: py
     """Issue 12: messages a client sends while ``client_connected`` still runs wait for its
     connection; past the limit the client is closed 1013 instead of being held in memory, its
     messages never run, and it is disconnected once ``client_connected`` has run."""
-    import threading
-
     from hostnode import grpc_service
     from sats import ws_v1 as ws
 
@@ -303,39 +309,21 @@ def test_a_connecting_clients_backlog_is_bounded(tmp_path: Path, monkeypatch: py
 
     async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
         await install(stub, CHAT)
-        requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
+        requests, call = open_connect(stub)
 
-        async def gen():  # type: ignore[no-untyped-def]
-            while (m := await requests.get()) is not None:
-                yield m
-
-        call = stub.Connect(gen())
-
-        def event(**kw: object) -> pb.GatewayFrames:
-            return pb.GatewayFrames(database_identity=DB.to_bsatn(), events=[pb.GatewayEvent(**kw)])  # type: ignore[arg-type]
-
-        started, release = threading.Event(), threading.Event()
-
-        def hold(_db: object) -> None:
-            started.set()
-            release.wait(PATIENCE)
-
-        holding = asyncio.ensure_future(node.run(DB, hold))  # client_connected waits behind it
-        assert await asyncio.to_thread(started.wait, PATIENCE)
-        await requests.put(event(connected=pb.ClientConnected(
-            connection_ref=1, identity=ALICE.to_bsatn(), connection_id=(1).to_bytes(16, "little"),
-            protocol="v1.bsatn.spacetimedb", compression="None", token="t",
-        )))  # fmt: skip
-        await until(lambda: node._worker(DB).queued == 1, "client_connected to wait for the writer")
-        for i in range(4):
-            frame = ws.encode_client_message_bsatn(ws.CallReducer("send_message", encode(STRING, f"m{i}"), i))
-            await requests.put(event(message=pb.ClientMessage(connection_ref=1, frame=frame)))
-        batch = await asyncio.wait_for(call.read(), PATIENCE)
-        (closed,) = batch.events
-        assert closed.closed.connection_ref == 1 and closed.closed.code == 1013
-        assert closed.closed.reason.startswith("too many messages before the connection was accepted")
-        release.set()
-        await holding
+        async with writer_held(node, DB):  # client_connected waits behind it
+            await requests.put(event(connected=pb.ClientConnected(
+                connection_ref=1, identity=ALICE.to_bsatn(), connection_id=(1).to_bytes(16, "little"),
+                protocol="v1.bsatn.spacetimedb", compression="None", token="t",
+            )))  # fmt: skip
+            await until(lambda: node._worker(DB).queued == 1, "client_connected to wait for the writer")
+            for i in range(4):
+                frame = ws.encode_client_message_bsatn(ws.CallReducer("send_message", encode(STRING, f"m{i}"), i))
+                await requests.put(event(message=pb.ClientMessage(connection_ref=1, frame=frame)))
+            batch = await asyncio.wait_for(call.read(), PATIENCE)
+            (closed,) = batch.events
+            assert closed.closed.connection_ref == 1 and closed.closed.code == 1013
+            assert closed.closed.reason.startswith("too many messages before the connection was accepted")
         await node.run(DB, lambda db: None)  # client_connected (queued before it) has run
         deadline = time.monotonic() + PATIENCE
         while await node.run(DB, _clients):

@@ -31,7 +31,7 @@ from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.hostnode.conftest import module_wasm
-from tests.waits import PATIENCE, until
+from tests.waits import PATIENCE, until, writer_held
 
 OWNER = Identity.from_claims("localhost", "owner")
 DB = Identity.from_claims("localhost", "realtime-db")
@@ -317,28 +317,19 @@ def test_a_full_writer_queue_fails_reducer_calls_and_runs_none_of_them(tmp_path:
     async def body(node: HostNode) -> None:
         conn = await client(node, 1)
         await subscribe(conn)
-        started, release = threading.Event(), threading.Event()
-
-        def hold(_db: object) -> None:
-            started.set()
-            release.wait(PATIENCE)
-
-        holding = asyncio.ensure_future(node.run(DB, hold))
-        assert await asyncio.to_thread(started.wait, PATIENCE)
-        send_message(conn, "queued 1", 1)
-        send_message(conn, "queued 2", 2)
-        await until(lambda: node._worker(DB).queued == 2, "two messages waiting for the writer")
-        send_message(conn, "refused", 3)
-        refused = msg(await asyncio.wait_for(conn.recv(), 5))
-        assert isinstance(refused, ws.TransactionUpdate) and isinstance(refused.status, ws.Failed)
-        assert refused.reducer_call.request_id == 3 and refused.reducer_call.reducer_name == "send_message"
-        assert refused.status.message.startswith("the database is overloaded: 2 requests are already waiting")
-        assert not conn.is_closed
-        conn.handle(ws.encode_client_message_bsatn(ws.SubscribeMulti(("SELECT * FROM user",), 4, ws.QueryId(2))))
-        assert conn.is_closed and conn.close_code == CLOSE_TOO_MANY_REQUESTS[0]
-        assert conn.close_reason.startswith("the database is overloaded")
-        release.set()
-        await holding
+        async with writer_held(node, DB):
+            send_message(conn, "queued 1", 1)
+            send_message(conn, "queued 2", 2)
+            await until(lambda: node._worker(DB).queued == 2, "two messages waiting for the writer")
+            send_message(conn, "refused", 3)
+            refused = msg(await asyncio.wait_for(conn.recv(), 5))
+            assert isinstance(refused, ws.TransactionUpdate) and isinstance(refused.status, ws.Failed)
+            assert refused.reducer_call.request_id == 3 and refused.reducer_call.reducer_name == "send_message"
+            assert refused.status.message.startswith("the database is overloaded: 2 requests are already waiting")
+            assert not conn.is_closed
+            conn.handle(ws.encode_client_message_bsatn(ws.SubscribeMulti(("SELECT * FROM user",), 4, ws.QueryId(2))))
+            assert conn.is_closed and conn.close_code == CLOSE_TOO_MANY_REQUESTS[0]
+            assert conn.close_reason.startswith("the database is overloaded")
         await conn.close()
         result = await node.sql(DB, "SELECT text FROM message", OWNER)
         assert sorted(row[0] for row in result.rows) == ["queued 1", "queued 2"]
