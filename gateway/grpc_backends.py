@@ -666,7 +666,8 @@ class GrpcWsSession:
         self._bytes += len(frame)
         budget = self.stream.budget
         budget.queued += len(frame)
-        if len(self._queue) > WS_MAX_QUEUED_MESSAGES or self._bytes > WS_MAX_QUEUED_BYTES:
+        # One frame larger than the byte limit still goes to a client with nothing waiting.
+        if len(self._queue) > WS_MAX_QUEUED_MESSAGES or (before and self._bytes > WS_MAX_QUEUED_BYTES):
             self.server_closed(*WS_CLOSE_TOO_SLOW)
         elif before and budget.queued > budget.limit:
             self.server_closed(*WS_CLOSE_SERVER_FULL)

@@ -557,7 +557,9 @@ class Connection:
         self._bytes = before + added
         budget = self.budget
         budget.queued += added
-        if len(q) > self.max_messages or self._bytes > self.max_bytes:
+        # One message larger than the byte limit still goes to a client with nothing waiting
+        # (what bounds a single message is the query's own limits).
+        if len(q) > self.max_messages or (before and self._bytes > self.max_bytes):
             self.server_close(*CLOSE_TOO_SLOW)
         elif before and budget.queued > budget.limit:
             self.server_close(*CLOSE_SERVER_FULL)

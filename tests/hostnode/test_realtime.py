@@ -335,3 +335,22 @@ def test_a_full_writer_queue_fails_reducer_calls_and_runs_none_of_them(tmp_path:
         assert sorted(row[0] for row in result.rows) == ["queued 1", "queued 2"]
 
     run(tmp_path, body, writer_max_queued=2)
+
+
+def test_one_message_larger_than_the_byte_limit_reaches_a_client_that_keeps_up(tmp_path: Path) -> None:
+    """The per-client byte limit cuts off a client that falls behind, not one that receives a
+    single large message (a big subscription result) with nothing else waiting."""
+
+    async def body(node: HostNode) -> None:
+        conn = await client(node, 1, compression=ws.Compression.NONE)
+        conn.max_bytes = 100
+        send_message(conn, "x" * 1000, 1)
+        assert isinstance(msg(await asyncio.wait_for(conn.recv(), 5)), ws.TransactionUpdate)
+        await subscribe(conn)  # its initial rows are over 1000 bytes
+        send_message(conn, "y" * 1000, 2)
+        up = msg(await asyncio.wait_for(conn.recv(), 5))
+        assert isinstance(up, ws.TransactionUpdate) and up.reducer_call.request_id == 2
+        assert not conn.is_closed
+        await conn.close()
+
+    run(tmp_path, body)
