@@ -92,6 +92,7 @@ from gateway.grpc_backends import (
     Deadlines,
     GrpcControlPlane,
     GrpcHostNode,
+    WsBudget,
     is_read_only_sql,
 )
 from gateway.metrics import GatewayStats
@@ -223,8 +224,9 @@ class ClusterHostNode:
         self.view = view
         self.config = config or ClusterConfig()
         self.stats = stats or GatewayStats()
+        ws_budget = WsBudget()  # one total for the gateway, whichever nodes its clients use
         self._clients: _Clients[GrpcHostNode] = _Clients(
-            lambda channel, name: GrpcHostNode(channel, deadlines=self.config.deadlines, target=name)
+            lambda channel, name: GrpcHostNode(channel, deadlines=self.config.deadlines, target=name, ws_budget=ws_budget)
         )
         #: Node addresses live at the last check (only a node seen leaving counts as gone).
         self._live = view.node_addresses()

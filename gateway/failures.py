@@ -48,6 +48,7 @@ class HostErrorKind(enum.IntEnum):
     NO_QUORUM = 13
     OUTCOME_UNKNOWN = 14
     STALE_EPOCH = 15
+    OVERLOADED = 16
 
 
 class ControlErrorKind(enum.IntEnum):
@@ -98,6 +99,8 @@ _HOST: dict[HostErrorKind, tuple[int, str | None]] = {
     HostErrorKind.NO_QUORUM: (503, "no quorum: {}"),
     HostErrorKind.OUTCOME_UNKNOWN: (503, "the outcome is unknown: {}"),
     HostErrorKind.STALE_EPOCH: (503, "no leader: {}"),
+    # Too much work waits for the database already; nothing ran (the message names the limit).
+    HostErrorKind.OVERLOADED: (503, None),
 }
 
 

@@ -59,13 +59,16 @@ from sats.json import loads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Deadlines", "GrpcControlPlane", "GrpcHostNode", "is_read_only_sql", "unreachable"]
+__all__ = ["Deadlines", "GrpcControlPlane", "GrpcHostNode", "WsBudget", "is_read_only_sql", "unreachable"]
 
 T = TypeVar("T")
 
 #: Most calls in one CallBatch, and most batches in flight per database.
 MAX_BATCH = 512
 MAX_IN_FLIGHT = 2
+#: Most calls waiting for a batch per database (README, "Limits"); more are refused with 503 at
+#: once. The benchmark's 2,560 calls in flight fit (1,024 of them travel in the two batches).
+MAX_PENDING_CALLS = 10_000
 
 
 @dataclass(frozen=True)
@@ -303,7 +306,8 @@ class CallBatcher:
 
     A call waits at most until the end of the current event-loop turn when fewer than
     ``max_in_flight`` batches are in flight for its database, else until one returns; so a lone
-    caller pays one round trip and concurrent callers share messages.
+    caller pays one round trip and concurrent callers share messages. At most ``max_pending``
+    calls wait per database: past that a call is refused (503, ``OVERLOADED``) before it is sent.
     """
 
     def __init__(
@@ -313,21 +317,34 @@ class CallBatcher:
         max_in_flight: int = MAX_IN_FLIGHT,
         *,
         timeout: float | None = None,
+        max_pending: int = MAX_PENDING_CALLS,
     ):
         self.stub = stub
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
+        self.max_pending = max_pending
         #: The deadline of each ``CallReducers`` (seconds; None: none).
         self.timeout = timeout
         self._queues: dict[bytes, _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
 
+    def waiting(self, database: bytes) -> int:
+        """How many calls to ``database`` wait for a batch now."""
+        queue = self._queues.get(database)
+        return 0 if queue is None else len(queue.pending)
+
     async def call(self, database: bytes, call: hpb.ReducerCall) -> hpb.ReducerResult:
         """Run one call (in a batch); its result."""
         loop = asyncio.get_running_loop()
-        call.request_id = next(self._ids)
         queue = self._queues.setdefault(database, _Queue())
+        if len(queue.pending) >= self.max_pending:
+            raise host_error(
+                HostErrorKind.OVERLOADED,
+                f"the database is overloaded: {self.max_pending} calls are already waiting for it; "
+                "nothing was run, try again later",
+            )
+        call.request_id = next(self._ids)
         future: asyncio.Future[hpb.ReducerResult] = loop.create_future()
         queue.pending.append((call, future))
         if not queue.scheduled and queue.in_flight < self.max_in_flight:
@@ -383,9 +400,12 @@ class GrpcHostNode:
     """
 
     def __init__(
-        self, channel: grpc.aio.Channel, *, deadlines: Deadlines | None = None, target: str = "the host node"
-    ) -> None:
+        self, channel: grpc.aio.Channel, *, deadlines: Deadlines | None = None, target: str = "the host node",
+        ws_budget: WsBudget | None = None,
+    ) -> None:  # fmt: skip
         self.stub = hpb_grpc.HostNodeStub(channel)
+        #: Shared by every node's client in cluster mode: the gateway's total, not a node's.
+        self.ws_budget = ws_budget or WsBudget()
         self.deadlines = deadlines or Deadlines()
         self.target = target
         self.batcher = CallBatcher(self.stub, timeout=self.deadlines.call)
@@ -467,7 +487,7 @@ class GrpcHostNode:
         """A WebSocket client over the database's ``Connect`` stream (one per database)."""
         stream = self._ws_streams.get(database)
         if stream is None or stream.dead:
-            stream = self._ws_streams[database] = _WsStream(self.stub, database)
+            stream = self._ws_streams[database] = _WsStream(self.stub, database, self.ws_budget)
         return await stream.connect(params)
 
     def ws_databases(self) -> list[Identity]:
@@ -485,10 +505,17 @@ class GrpcHostNode:
         return closed
 
 
-#: Outgoing frames (and bytes) a WebSocket client may have waiting before it is cut off.
+#: Outgoing frames (and bytes) a WebSocket client may have waiting before it is cut off, and the
+#: bytes all of this gateway's clients together may have waiting (README, "Limits").
 WS_MAX_QUEUED_MESSAGES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_MESSAGES", "16384"))
-WS_MAX_QUEUED_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(256 << 20)))
+WS_MAX_QUEUED_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(16 << 20)))
+WS_MAX_QUEUED_BYTES_TOTAL = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES_TOTAL", str(256 << 20)))
 WS_CLOSE_TOO_SLOW = (1008, "client too far behind: outgoing message queue is full")
+WS_CLOSE_SERVER_FULL = (1008, "client too far behind: the server's memory for slow clients is full")
+#: Bytes of client frames a ``Connect`` stream may hold for its host node; they leave every
+#: event-loop turn unless the node stopped reading. Beyond it a client's next frame closes it.
+WS_MAX_PENDING_TO_NODE_BYTES = 64 << 20
+WS_CLOSE_NODE_BEHIND = (1013, "too many requests: the database's host node is not taking them")
 #: ``ConnectionClosed.code`` of a client ``client_connected`` refused (drop the socket).
 WS_CLOSE_DROP = 1006
 #: How clients are closed when their node's ``Connect`` stream ends: 1012 ("service restart")
@@ -500,15 +527,29 @@ WS_CLOSE_STREAM_LOST = (1012, "lost the connection to the database's host node; 
 _ws_refs = itertools.count(1)
 
 
+@dataclass
+class WsBudget:
+    """The bytes queued for every WebSocket client of this gateway, against one limit: over it,
+    a client that still has frames waiting from before (one not keeping up) is disconnected
+    (:data:`WS_CLOSE_SERVER_FULL`) on its next frame and its frames released; clients that keep
+    up hold nothing between frames. The host node keeps the same rule (hostnode/realtime.py)."""
+
+    limit: int = WS_MAX_QUEUED_BYTES_TOTAL
+    queued: int = 0
+
+
 class _WsStream:
     """The ``Connect`` stream of one database: all of this gateway's clients of it. Events
     going either way are batched per event-loop turn."""
 
-    def __init__(self, stub: hpb_grpc.HostNodeStub, database: Identity) -> None:
+    def __init__(self, stub: hpb_grpc.HostNodeStub, database: Identity, budget: WsBudget) -> None:
         self.database = database
+        self.budget = budget
         self.sessions: dict[int, GrpcWsSession] = {}
         self.dead = False
         self._out: list[hpb.GatewayEvent] = []
+        #: Bytes of the client frames in ``_out``.
+        self.out_bytes = 0
         self._wake = asyncio.Event()
         self._first = True
         self._call = stub.Connect(self._requests())
@@ -536,6 +577,7 @@ class _WsStream:
                 self._wake.clear()
                 await self._wake.wait()
             events, self._out = self._out, []
+            self.out_bytes = 0
             msg = hpb.GatewayFrames(events=events)
             if self._first:
                 msg.database_identity = self.database.to_bsatn()
@@ -619,14 +661,18 @@ class GrpcWsSession:
         if not self.ready.done():
             self.ready.set_result(True)
         frame = data.decode() if self.params.json else data
+        before = self._bytes
         self._queue.append(frame)
         self._bytes += len(frame)
-        if len(self._queue) > WS_MAX_QUEUED_MESSAGES or self._bytes > WS_MAX_QUEUED_BYTES:
-            self._queue.clear()
-            self._bytes = 0
+        budget = self.stream.budget
+        budget.queued += len(frame)
+        # One frame larger than the byte limit still goes to a client with nothing waiting.
+        if len(self._queue) > WS_MAX_QUEUED_MESSAGES or (before and self._bytes > WS_MAX_QUEUED_BYTES):
             self.server_closed(*WS_CLOSE_TOO_SLOW)
-            return
-        self._wake.set()
+        elif before and budget.queued > budget.limit:
+            self.server_closed(*WS_CLOSE_SERVER_FULL)
+        else:
+            self._wake.set()
 
     def server_closed(self, code: int, reason: str) -> None:
         """The host node (or the gateway) ended the connection."""
@@ -635,8 +681,14 @@ class GrpcWsSession:
         if self._closed.is_set():
             return
         self.close_code, self.close_reason = code, reason
+        self._drop_queued()  # never sent now
         self._closed.set()
         self._wake.set()
+
+    def _drop_queued(self) -> None:
+        self.stream.budget.queued -= self._bytes
+        self._queue.clear()
+        self._bytes = 0
 
     def handle(self, frame: bytes | str) -> str | None:
         """See :class:`gateway.backends.WsSession` (the host node decodes and answers a
@@ -646,7 +698,12 @@ class GrpcWsSession:
                 message = hpb.ClientMessage(connection_ref=self.ref, frame=frame.encode(), text=True)
             else:
                 message = hpb.ClientMessage(connection_ref=self.ref, frame=frame)
-            self.stream.send(hpb.GatewayEvent(message=message))
+            stream = self.stream
+            if stream.out_bytes > WS_MAX_PENDING_TO_NODE_BYTES:
+                self.server_closed(*WS_CLOSE_NODE_BEHIND)
+                return None
+            stream.out_bytes += len(message.frame)
+            stream.send(hpb.GatewayEvent(message=message))
         return None
 
     async def recv(self) -> bytes | str | None:
@@ -655,6 +712,7 @@ class GrpcWsSession:
             return None
         frame = self._queue.popleft()
         self._bytes -= len(frame)
+        self.stream.budget.queued -= len(frame)
         return frame
 
     def handle_many(self, frames: Sequence[bytes | str]) -> str | None:
@@ -668,8 +726,7 @@ class GrpcWsSession:
         if not await self._frames_queued():
             return None
         frames = list(self._queue)
-        self._queue.clear()
-        self._bytes = 0
+        self._drop_queued()
         return frames
 
     async def _frames_queued(self) -> bool:

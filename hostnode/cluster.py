@@ -368,7 +368,7 @@ class ClusterNode:
         started = time.monotonic()
         try:
             worker = await asyncio.to_thread(
-                DatabaseWorker, lambda: Database.open(path, config, hooks), f"db-{identity.to_hex()[:12]}"
+                self.node.new_worker, lambda: Database.open(path, config, hooks), identity.to_hex()
             )
             await asyncio.wrap_future(worker.submit(lambda db: db.begin_epoch()))
         except Exception:
@@ -497,7 +497,7 @@ class ClusterNode:
             leader = self._leader_for(identity, record, known_commit=0)
             hooks = leader.hooks()
             worker = await asyncio.to_thread(
-                DatabaseWorker, lambda: Database.open(path, config, hooks), f"db-{identity.to_hex()[:12]}"
+                self.node.new_worker, lambda: Database.open(path, config, hooks), identity.to_hex()
             )
             self._start_leading(identity, leader, worker)
             db = worker.db

@@ -39,7 +39,7 @@ from hostnode.datastore import Datastore, DatastoreError
 from hostnode.durability import Durability, NoQuorum
 from hostnode.migrate import MigrationError, MigrationPlan, check_policy, migration_token, plan_update
 from hostnode.moduledef import Lifecycle, ModuleDef, ModuleDefError, decode_raw_module_def, validate
-from hostnode.modulelog import ModuleLog
+from hostnode.modulelog import DEFAULT_KEEP, DEFAULT_MAX_BYTES, ModuleLog
 from hostnode.schema_build import SystemTables, build_schemas
 from hostnode.stats import ABI_SAMPLE_EVERY, DatabaseStats, TxnStats
 from hostnode.txdata import TxData
@@ -149,6 +149,9 @@ class DatabaseConfig:
     #: install, update and recovery do not wait at all (the replication streams may not run yet).
     replicated: bool = False
     checkpoint_wait_s: float = 2.0
+    #: The module log is rotated at this size, keeping this many rotated files (README, "Limits").
+    module_log_max_bytes: int = DEFAULT_MAX_BYTES
+    module_log_keep: int = DEFAULT_KEEP
 
 
 @dataclass(order=True, slots=True)
@@ -187,7 +190,7 @@ class Database:
                 raise
             self._on_append = hooks.on_append
             self.write_gate = hooks.write_gate
-        self.logs = ModuleLog(path / "module.log")
+        self.logs = ModuleLog(path / "module.log", max_bytes=config.module_log_max_bytes, keep=config.module_log_keep)
         self.identity = Identity.ZERO
         self.owner = Identity.ZERO
         self.moduledef: ModuleDef | None = None

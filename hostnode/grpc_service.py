@@ -12,6 +12,7 @@ same answers without a network hop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -34,10 +35,12 @@ from hostnode.database import (
 )
 from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown, StaleEpoch
 from hostnode.migrate import MigrationError, MigrationPlan, MigrationPolicyError
-from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection
+from hostnode.modulelog import record_line
+from hostnode.realtime import CLOSE_MODULE_EXITED, CLOSE_TOO_MANY_REQUESTS, ClientParams, Connection
 from hostnode.service import DatabaseNotFound, HostNode
 from hostnode.sql import SqlError, render_response_bytes
 from hostnode.wasm_host import ModuleLoadError
+from hostnode.worker import Overloaded
 from proto import GRPC_OPTIONS
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
@@ -52,6 +55,7 @@ __all__ = [
     "describe_plan",
     "failure_of",
     "format_token",
+    "LogFollowQueue",
     "log_batches",
     "preview_update",
     "start_server",
@@ -88,6 +92,7 @@ _KINDS: list[tuple[type[BaseException], pb.ErrorKind]] = [
     (NoQuorum, pb.ERROR_KIND_NO_QUORUM),
     (OutcomeUnknown, pb.ERROR_KIND_OUTCOME_UNKNOWN),
     (StaleEpoch, pb.ERROR_KIND_STALE_EPOCH),
+    (Overloaded, pb.ERROR_KIND_OVERLOADED),
 ]
 
 
@@ -157,22 +162,91 @@ def describe_plan(plan: MigrationPlan, index_names: dict[int, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Bytes of new log lines one follower may have waiting (README, "Limits"); beyond it lines are
+#: skipped and one marker line says how many.
+LOG_FOLLOW_MAX_BYTES = 1 << 20
+
+
+class LogFollowQueue:
+    """The lines waiting for one ``/logs?follow`` reader (event loop side), bounded in bytes.
+
+    A follower that cannot keep up (a slow HTTP client) must not make the server hold the log:
+    past ``max_bytes`` new lines are dropped, and where they would have been the reader gets one
+    Warn record from target ``orrery`` saying how many it missed. The connection stays open.
+    """
+
+    def __init__(self, max_bytes: int = LOG_FOLLOW_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._lines: collections.deque[str] = collections.deque()
+        self._bytes = 0
+        self._skipped = 0
+        self._wake = asyncio.Event()
+
+    def put(self, line: str) -> None:
+        """Queue one line, or skip it when the queue is full (and until the reader has caught
+        up, so that one marker stands for the whole gap)."""
+        if self._skipped or self._bytes + len(line) > self.max_bytes:
+            self._skipped += 1
+            self._wake.set()
+            return
+        self._lines.append(line)
+        self._bytes += len(line)
+        self._wake.set()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of the lines waiting now."""
+        return self._bytes
+
+    def _end_skip(self) -> None:
+        if self._skipped:
+            marker = skipped_marker(self._skipped, self.max_bytes)
+            self._lines.append(marker)
+            self._bytes += len(marker)
+            self._skipped = 0
+
+    async def batch(self, max_lines: int) -> list[str]:
+        """The next lines (at least one, at most ``max_lines``), waiting for one if need be."""
+        while not self._lines and not self._skipped:
+            self._wake.clear()
+            await self._wake.wait()
+        if len(self._lines) < max_lines:
+            self._end_skip()  # the reader caught up with the gap: tell it now
+        batch: list[str] = []
+        while self._lines and len(batch) < max_lines:
+            line = self._lines.popleft()
+            self._bytes -= len(line)
+            batch.append(line)
+        return batch
+
+
+def skipped_marker(count: int, max_bytes: int) -> str:
+    """The record that stands for ``count`` lines a slow follower missed."""
+    return record_line(
+        "Warn",
+        f"{count} log line{'s' if count != 1 else ''} skipped: this reader fell behind "
+        f"(more than {max_bytes} bytes were waiting for it)",
+        target="orrery",
+    )
+
+
 async def log_batches(
-    node: HostNode, identity: Identity, num_lines: int | None, follow: bool
+    node: HostNode, identity: Identity, num_lines: int | None, follow: bool, *, max_bytes: int = LOG_FOLLOW_MAX_BYTES
 ) -> AsyncGenerator[list[str], None]:
     """The last ``num_lines`` lines (all when None), then — with ``follow`` — new lines forever.
 
-    Each batch holds every line available at that moment. The follower is registered on the
-    writer thread together with reading the tail, so no line is lost or repeated in between.
+    Each batch holds every line available at that moment (new lines wait in a
+    :class:`LogFollowQueue` of ``max_bytes``). The follower is registered on the writer thread
+    together with reading the tail, so no line is lost or repeated in between.
     Raises DatabaseNotFound before yielding anything.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str] = asyncio.Queue()
+    queue = LogFollowQueue(max_bytes)
 
     def on_line(line: str) -> None:
         # Runs on the database's writer thread.
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
-            loop.call_soon_threadsafe(queue.put_nowait, line)
+            loop.call_soon_threadsafe(queue.put, line)
 
     def start(db: Database) -> tuple[list[str], Callable[[], None] | None]:
         old = db.logs.tail(num_lines) if (num_lines or not follow) else []
@@ -183,10 +257,7 @@ async def log_batches(
         for i in range(0, len(old), LOG_BATCH_LINES):
             yield old[i : i + LOG_BATCH_LINES]
         while unsubscribe is not None:
-            batch = [await queue.get()]
-            while not queue.empty() and len(batch) < LOG_BATCH_LINES:
-                batch.append(queue.get_nowait())
-            yield batch
+            yield await queue.batch(LOG_BATCH_LINES)
     finally:
         if unsubscribe is not None:
             unsubscribe()
@@ -366,8 +437,18 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
             await stream.close_all()
 
 
-#: Events waiting for the gateway to take them before the connections stop being drained.
+#: Events (and bytes of frames) waiting for the gateway to take them before the connections stop
+#: being drained (README, "Limits"): then each connection's own bounded queue fills instead.
 MAX_PENDING_EVENTS = 65536
+MAX_PENDING_BYTES = 64 << 20
+#: Messages (and bytes) a client may send while ``client_connected`` still runs; they wait for
+#: its connection (README, "Limits"). Beyond either the client is closed 1013.
+MAX_CONNECTING_MESSAGES = 1024
+MAX_CONNECTING_BYTES = 8 << 20
+CLOSE_CONNECTING_BACKLOG = (
+    1013, f"too many messages before the connection was accepted (limit {MAX_CONNECTING_MESSAGES} messages, "
+    f"{MAX_CONNECTING_BYTES >> 20} MiB)",
+)
 #: ``ConnectionClosed.code`` telling the gateway to drop the socket without a close frame
 #: (``client_connected`` refused the client). 1006 is never sent on the wire.
 CLOSE_DROP = 1006
@@ -378,6 +459,7 @@ class _Client:
     ref: int
     conn: Connection | None = None
     backlog: list[tuple[bytes, bool]] | None = None
+    backlog_bytes: int = 0
     pump: asyncio.Task[None] | None = None
     gone: bool = False
 
@@ -390,6 +472,8 @@ class _RealtimeStream:
         self.identity: Identity | None = None
         self.clients: dict[int, _Client] = {}
         self._events: list[pb.HostEvent] = []
+        #: Bytes of the frames in ``_events``.
+        self._event_bytes = 0
         #: connection ref → index of its last event in ``_events`` (frames merge only after it).
         self._last: dict[int, int] = {}
         #: id(frame) → index of its ServerFrame in ``_events``.
@@ -455,6 +539,10 @@ class _RealtimeStream:
             self.clients.pop(client.ref, None)
             self._closed(client.ref, *CLOSE_MODULE_EXITED)
             return
+        except Overloaded as e:
+            self.clients.pop(client.ref, None)
+            self._closed(client.ref, CLOSE_TOO_MANY_REQUESTS[0], str(e)[:123])
+            return
         except Exception as e:  # noqa: BLE001 - reported to the gateway as a close
             log.exception("connecting a WebSocket client failed")
             self.clients.pop(client.ref, None)
@@ -480,6 +568,12 @@ class _RealtimeStream:
         if client.conn is None:
             if client.backlog is not None:
                 client.backlog.extend(frames)
+                client.backlog_bytes += sum(len(frame) for frame, _ in frames)
+                if len(client.backlog) > MAX_CONNECTING_MESSAGES or client.backlog_bytes > MAX_CONNECTING_BYTES:
+                    # _connect closes the connection once client_connected has run.
+                    client.backlog, client.gone = None, True
+                    self.clients.pop(ref, None)
+                    self._closed(ref, *CLOSE_CONNECTING_BACKLOG)
             return
         self._handle(client, frames)
 
@@ -518,7 +612,7 @@ class _RealtimeStream:
     async def _pump(self, client: _Client, conn: Connection) -> None:
         while (frame := await conn.recv()) is not None:
             self._frame(client.ref, frame)
-            while len(self._events) >= MAX_PENDING_EVENTS:
+            while len(self._events) >= MAX_PENDING_EVENTS or self._event_bytes >= MAX_PENDING_BYTES:
                 # The gateway is not taking batches: stop draining, so the connections'
                 # own bounded queues fill and their slowest clients are cut off.
                 self._drained.clear()
@@ -533,6 +627,7 @@ class _RealtimeStream:
             return
         data = frame.encode() if isinstance(frame, str) else frame
         self._events.append(pb.HostEvent(frame=pb.ServerFrame(connection_refs=[ref], frame=data)))
+        self._event_bytes += len(data)
         i = len(self._events) - 1
         self._frames[id(frame)] = i
         self._keep.append(frame)  # ids stay unique while the batch is open
@@ -552,6 +647,7 @@ class _RealtimeStream:
             self._wake.clear()
             await self._wake.wait()
         events, self._events = self._events, []
+        self._event_bytes = 0
         self._drained.set()
         self._last.clear()
         self._frames.clear()

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hostnode.database import DatabaseError, ReducerOutcome, Status
 from hostnode.durability import ReplicationError
@@ -35,6 +35,7 @@ from hostnode.stats import SQL, SUBSCRIBE, UNSUBSCRIBE, UPDATE
 from hostnode.subscriptions import SubscriptionManager, attach, wire, writer_view
 from hostnode.subscriptions import results as r
 from hostnode.subscriptions.manager import CommitUpdates
+from hostnode.worker import Overloaded
 from sats import ws_v1 as ws
 from sats.identity import ConnectionId, Identity
 
@@ -48,30 +49,55 @@ __all__ = [
     "CLOSE_LEADER_CHANGED",
     "CLOSE_MODULE_EXITED",
     "CLOSE_TOO_MANY_REQUESTS",
+    "CLOSE_SERVER_FULL",
     "CLOSE_TOO_SLOW",
     "ClientParams",
     "Connection",
+    "OutgoingBudget",
     "RealtimeHub",
 ]
 
 #: ``reducer_id`` of a call that never resolved to a reducer (and of non-reducer transactions).
 NO_REDUCER_ID = 0xFFFFFFFF
-#: Outgoing messages a connection may have queued before it is disconnected (§9).
+#: Outgoing messages a connection may have queued before it is disconnected (§9; README, "Limits").
 MAX_OUTGOING_MESSAGES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_MESSAGES", "16384"))
 #: ... and outgoing bytes.
-MAX_OUTGOING_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(256 << 20)))
+MAX_OUTGOING_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES", str(16 << 20)))
+#: ... and the outgoing bytes of every connection of the process together.
+MAX_TOTAL_OUTGOING_BYTES = int(os.environ.get("ORRERY_WS_MAX_QUEUED_BYTES_TOTAL", str(256 << 20)))
 #: Incoming messages waiting for the writer thread before the client is told to slow down.
 MAX_INCOMING_MESSAGES = 16384
 
 CLOSE_MODULE_EXITED = (1001, "module exited")
 CLOSE_TOO_MANY_REQUESTS = (1013, "too many requests")
 CLOSE_TOO_SLOW = (1008, "client too far behind: outgoing message queue is full")
+CLOSE_SERVER_FULL = (1008, "client too far behind: the server's memory for slow clients is full")
 #: This node stopped leading the database (failover, transfer, lost lease): the client should
 #: reconnect, and the gateway will route it to the new leader.
 CLOSE_LEADER_CHANGED = (1012, "database leader changed; reconnect")
 
 Frame = bytes | str
-Submit = Callable[[Callable[["Database"], Any]], "Future[Any]"]
+
+
+class Submit(Protocol):
+    """:meth:`hostnode.worker.DatabaseWorker.submit`."""
+
+    def __call__(self, fn: Callable[[Database], Any], *, limited: bool = False) -> Future[Any]: ...
+
+
+@dataclass
+class OutgoingBudget:
+    """The bytes queued for every WebSocket client of a process, against one limit.
+
+    Each client's own queue is bounded, but N slow clients could still hold N times that; this
+    counter bounds their sum. Once it is over ``limit``, a client that still has frames waiting
+    from before (one that is not keeping up) is disconnected (:data:`CLOSE_SERVER_FULL`) on its
+    next message, and its frames are released; clients that keep up hold nothing between
+    messages and are not touched. Event loop only: a counter, no scan.
+    """
+
+    limit: int = MAX_TOTAL_OUTGOING_BYTES
+    queued: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,6 +136,21 @@ class _Encodings:
         if f is None:
             f = self.frames[key] = encode(self.msg, p.json, p.compression)
         return f
+
+
+def failure_update(
+    p: ClientParams, name: str, message: str, micros: int = 0, request_id: int = 0
+) -> ws.TransactionUpdate:
+    """A ``failed`` TransactionUpdate for a call of ``name`` that never ran a reducer."""
+    return ws.TransactionUpdate(
+        ws.Failed(message),
+        ws.Timestamp(time.time_ns() // 1000),
+        p.identity,
+        ConnectionId(p.connection_id),
+        ws.ReducerCallInfo(name, NO_REDUCER_ID, "[]" if p.json else b"", request_id),
+        ws.EnergyQuanta.ZERO,
+        ws.TimeDuration(micros),
+    )
 
 
 def encode(msg: ws.ServerMessage, json: bool, compression: ws.Compression) -> Frame:
@@ -296,16 +337,7 @@ class RealtimeHub:
     def _failure_update(
         self, conn: Connection, name: str, message: str, micros: int = 0
     ) -> ws.TransactionUpdate:
-        p = conn.params
-        return ws.TransactionUpdate(
-            ws.Failed(message),
-            ws.Timestamp(time.time_ns() // 1000),
-            p.identity,
-            ConnectionId(p.connection_id),
-            ws.ReducerCallInfo(name, NO_REDUCER_ID, "[]" if p.json else b"", 0),
-            ws.EnergyQuanta.ZERO,
-            ws.TimeDuration(micros),
-        )
+        return failure_update(conn.params, name, message, micros)
 
     def _rows(self, conn: Connection, tx: Any) -> wire.RowEncoder:
         return wire.json_rows(tx.tables()) if conn.params.json else wire.bsatn_rows
@@ -488,10 +520,14 @@ class Connection:
     end, which removes the client (``client_disconnected``) exactly once.
     """
 
-    def __init__(self, hub: RealtimeHub, params: ClientParams, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, hub: RealtimeHub, params: ClientParams, loop: asyncio.AbstractEventLoop,
+        budget: OutgoingBudget | None = None,
+    ) -> None:  # fmt: skip
         self.hub = hub
         self.params = params
         self.loop = loop
+        self.budget = budget or OutgoingBudget()
         self.close_code = 1000
         self.close_reason = ""
         self._queue: deque[tuple[Frame, int | None]] = deque()
@@ -508,27 +544,42 @@ class Connection:
     # --- outgoing (event loop) ----------------------------------------------------------------
 
     def push_now(self, items: list[tuple[Frame, int | None]]) -> None:
-        """Queue frames (event loop thread). Overflow disconnects the client."""
+        """Queue frames (event loop thread). Overflow (of this client's queue, or of the
+        process's :class:`OutgoingBudget` while this client is behind) disconnects the client."""
         if self._closed.is_set():
             return
         q = self._queue
+        before = self._bytes
+        added = 0
         for item in items:
             q.append(item)
-            self._bytes += len(item[0])
-        if len(q) > self.max_messages or self._bytes > self.max_bytes:
-            q.clear()
-            self._bytes = 0
+            added += len(item[0])
+        self._bytes = before + added
+        budget = self.budget
+        budget.queued += added
+        # One message larger than the byte limit still goes to a client with nothing waiting
+        # (what bounds a single message is the query's own limits).
+        if len(q) > self.max_messages or (before and self._bytes > self.max_bytes):
             self.server_close(*CLOSE_TOO_SLOW)
-            return
-        self._wake.set()
+        elif before and budget.queued > budget.limit:
+            self.server_close(*CLOSE_SERVER_FULL)
+        else:
+            self._wake.set()
 
     def server_close(self, code: int, reason: str) -> None:
-        """End the connection from the server side with this close code and reason."""
+        """End the connection from the server side with this close code and reason (frames not
+        sent yet never will be: they are dropped)."""
         if self._closed.is_set():
             return
         self.close_code, self.close_reason = code, reason
+        self._drop_queued()
         self._closed.set()
         self._wake.set()
+
+    def _drop_queued(self) -> None:
+        self.budget.queued -= self._bytes
+        self._queue.clear()
+        self._bytes = 0
 
     @property
     def is_closed(self) -> bool:
@@ -541,6 +592,7 @@ class Connection:
             return None
         frame, offset = self._queue.popleft()
         self._bytes -= len(frame)
+        self.budget.queued -= len(frame)
         if not await self._until_durable(offset):
             return None
         return frame
@@ -552,8 +604,7 @@ class Connection:
             return None
         frames = [frame for frame, _ in self._queue]
         durable_after = max((o for _, o in self._queue if o is not None), default=None)
-        self._queue.clear()
-        self._bytes = 0
+        self._drop_queued()
         if not await self._until_durable(durable_after):
             return None
         return frames
@@ -625,8 +676,27 @@ class Connection:
             finally:
                 self._completed += n  # written by the writer thread only
 
-        hub.submit(job)
+        try:
+            hub.submit(job, limited=True)
+        except Overloaded as e:
+            self._submitted -= n
+            self._refuse(msgs, str(e))
         return reason
+
+    def _refuse(self, msgs: list[ws.ClientMessage], reason: str) -> None:
+        """The writer's queue is full and ``msgs`` were not run: each reducer call is answered
+        ``failed`` with ``reason``; any other request closes the connection (1013, ``reason``),
+        since its protocol has no way to say "not now"."""
+        p = self.params
+        failed: list[tuple[Frame, int | None]] = [
+            (encode(failure_update(p, m.reducer, reason, request_id=m.request_id), p.json, p.compression), None)
+            for m in msgs
+            if isinstance(m, ws.CallReducer)
+        ]
+        if failed:
+            self.push_now(failed)
+        if len(failed) < len(msgs):
+            self.server_close(CLOSE_TOO_MANY_REQUESTS[0], reason[:123])
 
     async def close(self) -> None:
         """Remove the client: subscriptions dropped, ``client_disconnected`` run (once)."""

@@ -31,11 +31,11 @@ from hostnode.database import (
 from hostnode.durability import NoQuorum
 from hostnode.migrate import MigrationPlan, migration_token, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
-from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, RealtimeHub
+from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, OutgoingBudget, RealtimeHub
 from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
 from hostnode.stats import SQL
 from hostnode.wasm_host import ModuleHost, ModuleLoadError, WasmProgram
-from hostnode.worker import DatabaseWorker
+from hostnode.worker import DEFAULT_MAX_QUEUED, DatabaseWorker
 from sats.bsatn import codec_for
 from sats.errors import DecodeError, EncodeError
 from sats.identity import Identity
@@ -69,6 +69,8 @@ class HostNodeConfig:
 
     data_dir: Path
     database: DatabaseConfig | None = None
+    #: Client jobs that may wait for one database's writer before more are refused (503).
+    writer_max_queued: int = DEFAULT_MAX_QUEUED
 
 
 @dataclass
@@ -111,6 +113,8 @@ class HostNode:
         self._locks: dict[Identity, asyncio.Lock] = {}
         self._hubs: dict[Identity, RealtimeHub] = {}
         self._hub_locks: dict[Identity, asyncio.Lock] = {}
+        #: The bytes queued for every WebSocket client of this node (realtime.OutgoingBudget).
+        self.outgoing = OutgoingBudget()
         #: Cluster mode: the replication roles of this node's replicas (hostnode/cluster.py);
         #: None standalone.
         self.cluster: ClusterRoles | None = None
@@ -141,7 +145,12 @@ class HostNode:
             await asyncio.to_thread(w.close)
 
     def _open_worker(self, path: Path) -> DatabaseWorker:
-        return DatabaseWorker(lambda: Database.open(path, self.config.database), name=f"db-{path.name[:12]}")
+        return self.new_worker(lambda: Database.open(path, self.config.database), path.name)
+
+    def new_worker(self, open_fn: Callable[[], Database], name: str) -> DatabaseWorker:
+        """A writer thread for the database ``open_fn`` opens, with this node's limits (blocks
+        until it is open: call it off the event loop)."""
+        return DatabaseWorker(open_fn, name=f"db-{name[:12]}", max_queued=self.config.writer_max_queued)
 
     def _path(self, identity: Identity) -> Path:
         return self.root / identity.to_hex()
@@ -211,7 +220,7 @@ class HostNode:
                 holder["init"] = init
                 return db
 
-            worker = await asyncio.to_thread(DatabaseWorker, create, f"db-{identity.to_hex()[:12]}")
+            worker = await asyncio.to_thread(self.new_worker, create, identity.to_hex())
             self._workers[identity] = worker
             return InstallResult(created=True, init=holder.get("init"))
 
@@ -270,7 +279,8 @@ class HostNode:
             worker.submit(
                 lambda db: db.call_reducer(
                     reducer, args, caller=caller, connection_id=connection_id, timestamp_micros=timestamp_micros
-                )
+                ),
+                limited=True,
             )
         )
         await self._durable(worker, outcome)
@@ -281,7 +291,9 @@ class HostNode:
     ) -> ReducerOutcome:
         """Run the OnConnect lifecycle; a failed outcome means the connection is rejected."""
         worker = self._worker(identity)
-        outcome = await _wrap(worker.submit(lambda db: db.client_connected(caller, connection_id, jwt_payload)))
+        outcome = await _wrap(
+            worker.submit(lambda db: db.client_connected(caller, connection_id, jwt_payload), limited=True)
+        )
         await self._durable(worker, outcome)
         return outcome
 
@@ -327,7 +339,7 @@ class HostNode:
                 result.last_offset = db.last_offset
             return result
 
-        result = await _wrap(worker.submit(job))
+        result = await _wrap(worker.submit(job, limited=True))
         if result.last_offset >= 0:
             await worker.db.durability.wait_durable_async(result.last_offset)
         return result
@@ -401,7 +413,7 @@ class HostNode:
             db.stats.rows_scanned[SQL] += result.rows_scanned
             return result
 
-        result = await _wrap(worker.submit(run))
+        result = await _wrap(worker.submit(run, limited=True))
         if result.offset is not None:
             await worker.db.durability.wait_durable_async(result.offset)
         return result
@@ -432,8 +444,8 @@ class HostNode:
             if hub is None or hub.db is not worker.db or hub.closed:
                 hub = await _wrap(worker.submit(lambda db: RealtimeHub(db, worker.submit)))
                 self._hubs[identity] = hub
-        conn = Connection(hub, params, asyncio.get_running_loop())
-        outcome = await _wrap(worker.submit(lambda db: hub.connect(conn)))
+        conn = Connection(hub, params, asyncio.get_running_loop(), self.outgoing)
+        outcome = await _wrap(worker.submit(lambda db: hub.connect(conn), limited=True))
         if not outcome.committed:
             return outcome
         return conn

@@ -4,6 +4,11 @@ The engine (:class:`hostnode.database.Database`) must be driven from one thread.
 that thread: other threads (or an asyncio loop) ``submit`` callables and get a
 ``concurrent.futures.Future`` back; between jobs the worker fires due schedules and checkpoints
 the datastore when it goes idle, so readers see fresh state promptly.
+
+The queue is bounded for work clients bring (``submit(…, limited=True)``): past
+``max_queued`` waiting jobs such work is refused at once with :class:`Overloaded`, before
+anything runs, so a flood of calls cannot make the server hold unbounded work. The server's own
+jobs (disconnects, closing) are never refused: they free resources.
 """
 
 from __future__ import annotations
@@ -23,22 +28,45 @@ T = TypeVar("T")
 
 _STOP = object()
 
+#: Client jobs that may wait for one database's writer (README, "Limits"). An HTTP call is one
+#: job, a WebSocket client's messages that arrived together are one: the benchmark's 64
+#: connections × 40 calls in flight (2,560 jobs at most) fit with room to spare.
+DEFAULT_MAX_QUEUED = 10_000
+
+
+class Overloaded(Exception):
+    """Too much work waits for the database already: the request was refused, nothing ran."""
+
 
 class DatabaseWorker:
     """Owns one Database and the only thread allowed to mutate it."""
 
-    def __init__(self, open_fn: Callable[[], Database], name: str = "db-writer") -> None:
+    def __init__(
+        self, open_fn: Callable[[], Database], name: str = "db-writer", *, max_queued: int = DEFAULT_MAX_QUEUED
+    ) -> None:
+        self.max_queued = max_queued
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._ready: Future[Database] = Future()
         self._thread = threading.Thread(target=self._run, args=(open_fn,), name=name, daemon=True)
         self._thread.start()
         self.db: Database = self._ready.result()
 
-    def submit(self, fn: Callable[[Database], T]) -> Future[T]:
-        """Run ``fn(db)`` on the writer thread."""
+    def submit(self, fn: Callable[[Database], T], *, limited: bool = False) -> Future[T]:
+        """Run ``fn(db)`` on the writer thread. ``limited``: work a client asked for, refused
+        with :class:`Overloaded` when ``max_queued`` jobs are waiting already."""
+        if limited and self.queued >= self.max_queued:
+            raise Overloaded(
+                f"the database is overloaded: {self.max_queued} requests are already waiting for it; "
+                "nothing was run, try again later"
+            )
         fut: Future[T] = Future()
         self._jobs.put((fn, fut, time.perf_counter()))
         return fut
+
+    @property
+    def queued(self) -> int:
+        """How many jobs wait for the writer now."""
+        return self._jobs.qsize()
 
     def call(self, fn: Callable[[Database], T], timeout: float | None = 60.0) -> T:
         """Run ``fn(db)`` on the writer thread and wait for its result."""

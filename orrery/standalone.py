@@ -78,6 +78,7 @@ from hostnode.realtime import ClientParams, Connection
 from hostnode.runtime import tune_gc_for_serving
 from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
 from hostnode.sql import render_response_bytes
+from hostnode.worker import Overloaded
 from observability.http import Endpoints
 from observability.registry import new_registry
 from orrery.process import configure_logging, parse_listen_addr, start_metrics, start_site, stop_on_signals
@@ -265,7 +266,7 @@ class LocalHostNode:
                 caller=caller,
                 connection_id=connection_id,
             )
-        except DatabaseNotFound as e:
+        except (DatabaseNotFound, Overloaded) as e:
             raise host_error(e) from None
         if done.error is not None:
             raise reducer_call_error(done.error)
@@ -324,7 +325,7 @@ class LocalHostNode:
         )  # fmt: skip
         try:
             result = await self.node.connect_client(database, client)
-        except DatabaseNotFound as e:
+        except (DatabaseNotFound, Overloaded) as e:
             raise host_error(e) from None
         return result if isinstance(result, Connection) else None
 

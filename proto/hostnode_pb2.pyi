@@ -25,6 +25,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_NO_QUORUM: _ClassVar[ErrorKind]
     ERROR_KIND_OUTCOME_UNKNOWN: _ClassVar[ErrorKind]
     ERROR_KIND_STALE_EPOCH: _ClassVar[ErrorKind]
+    ERROR_KIND_OVERLOADED: _ClassVar[ErrorKind]
 
 class CallKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -52,6 +53,7 @@ ERROR_KIND_NOT_LEADER: ErrorKind
 ERROR_KIND_NO_QUORUM: ErrorKind
 ERROR_KIND_OUTCOME_UNKNOWN: ErrorKind
 ERROR_KIND_STALE_EPOCH: ErrorKind
+ERROR_KIND_OVERLOADED: ErrorKind
 CALL_KIND_CLIENT: CallKind
 CALL_KIND_HTTP: CallKind
 STATUS_COMMITTED: Status

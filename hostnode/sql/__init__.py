@@ -11,7 +11,8 @@ Typical HTTP use::
     stmt = parse_sql(body)                       # SqlError → 400
     if mutates(stmt):                            # DML/SET: on the writer thread
         result = worker.call(lambda db: execute_sql(db, stmt, caller))
-        db.wait_durable(result.offset)
+        if not db.wait_durable(result.offset):   # timed out: the outcome is unknown
+            ...
     else:                                        # queries: any thread, last checkpoint
         result = execute_sql(db, stmt, caller)
     body = render_response_bytes(result)

@@ -26,10 +26,11 @@ from hostnode import grpc_service as hostnode_grpc
 from hostnode.service import HostNode, HostNodeConfig
 from orrery.standalone import LocalControlPlane, LocalHostNode
 from proto import hostnode_pb2 as hpb
+from proto import hostnode_pb2_grpc as hpb_grpc
 from sats.identity import Identity
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
 from tests.gateway.test_ws_republish import doc_module
-from tests.waits import until
+from tests.waits import PATIENCE, until, writer_held
 
 ALICE = Identity.from_claims("localhost", "alice")
 BOB = Identity.from_claims("localhost", "bob")
@@ -268,6 +269,88 @@ def test_concurrent_calls_share_batches(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_calls_beyond_the_per_database_queue_are_refused_with_503(tmp_path: Path) -> None:
+    """Issue 12: the gateway's calls waiting for a batch are bounded per database; one more is
+    refused at once (503, the reason) and never sent, the waiting ones still run."""
+
+    async def body(p: Pair) -> None:
+        db = (await p.local[0].publish(ALICE, "chat", CHAT, clear=False)).identity
+        host = p.remote[1]
+        host.batcher.max_batch, host.batcher.max_in_flight, host.batcher.max_pending = 1, 1, 2
+        async with writer_held(p.node, db):
+
+            async def send(text: str, i: int) -> CallOutcome:
+                return (await host.call(db, "send_message", f'["{text}"]', caller=ALICE, connection_id=i)).outcome
+
+            calls = [asyncio.ensure_future(send("m0", 1))]
+            await until(lambda: p.node._worker(db).queued == 1, "the first batch to reach the writer")
+            calls += [asyncio.ensure_future(send(f"m{i}", i + 1)) for i in (1, 2)]
+            await until(lambda: host.batcher.waiting(db.to_bsatn()) == 2, "two calls waiting for a batch")
+            try:
+                await send("refused", 9)
+            except ApiError as e:
+                assert e.status == 503 and e.message.startswith("the database is overloaded: 2 calls are already waiting")
+            else:
+                raise AssertionError("a call beyond the queue was accepted")
+        assert await asyncio.gather(*calls) == [CallOutcome.COMMITTED] * 3
+        rows = (await p.local[1].sql(db, "SELECT * FROM message", ALICE)).body
+        assert rows.count(b'"m') == 3 and b"refused" not in rows
+
+    run(tmp_path, body)
+
+
+def test_a_full_writer_queue_answers_alike_over_both_transports(tmp_path: Path) -> None:
+    """The host node's refusal (``OVERLOADED``) reaches a gRPC gateway as the same 503."""
+
+    async def body(p: Pair) -> None:
+        db = (await p.local[0].publish(ALICE, "chat", CHAT, clear=False)).identity
+        p.node._worker(db).max_queued = 0
+        async with writer_held(p.node, db):
+            refused = await p.same(lambda _c, h: h.call(db, "send_message", '["x"]', caller=ALICE, connection_id=1))
+            assert refused[:2] == ("ApiError", 503) and b"overloaded" in refused[2]
+
+    run(tmp_path, body)
+
+
+def test_slow_websocket_clients_over_the_gateways_budget_are_cut_off(tmp_path: Path) -> None:
+    """Issue 12: the bytes the gateway queues for all its WebSocket clients are bounded too: the
+    client that does not read is closed with the reason once the total is over, its frames are
+    released, and a client that keeps up receives every update."""
+    from gateway.backends import WsParams
+    from gateway.grpc_backends import WS_CLOSE_SERVER_FULL
+    from sats import ws_v1 as ws
+    from sats.bsatn import encode
+    from sats.types import STRING
+
+    async def body(p: Pair) -> None:
+        db = (await p.local[0].publish(ALICE, "chat", CHAT, clear=False)).identity
+        host = p.remote[1]
+        host.ws_budget.limit = 3000
+
+        async def connect(n: int) -> Any:
+            params = WsParams(Identity.from_claims("localhost", f"u{n}"), "t", n, False, "None", False, False)
+            session = await host.connect(db, params)
+            assert session is not None
+            assert isinstance(ws.decode_server_frame(await session.recv()), ws.IdentityToken)
+            session.handle(ws.encode_client_message_bsatn(ws.SubscribeMulti(("SELECT * FROM message",), 1, ws.QueryId(1))))
+            assert isinstance(ws.decode_server_frame(await session.recv()), ws.SubscribeMultiApplied)
+            return session
+
+        slow, fast = await connect(1), await connect(2)
+        for i in range(40):
+            call = ws.CallReducer("send_message", encode(STRING, f"message {i:02d} " + "x" * 100), i)
+            fast.handle(ws.encode_client_message_bsatn(call))
+            update = ws.decode_server_frame(await asyncio.wait_for(fast.recv(), PATIENCE))
+            assert isinstance(update, ws.TransactionUpdate) and update.reducer_call.request_id == i
+        await asyncio.wait_for(slow.wait_closed(), PATIENCE)
+        assert (slow.close_code, slow.close_reason) == WS_CLOSE_SERVER_FULL
+        assert host.ws_budget.queued == 0
+        await slow.close()
+        await fast.close()
+
+    run(tmp_path, body)
+
+
 def test_a_call_on_a_channel_already_closed_was_never_sent() -> None:
     """The cluster gateway closes a node's channel when the node leaves; a request that picked the
     node just before fails to start its call: a 503 that may be retried, never a 500."""
@@ -284,3 +367,47 @@ def test_a_call_on_a_channel_already_closed_was_never_sent() -> None:
 
     error = asyncio.run(main())
     assert error.status == 503 and not error.may_have_run
+
+
+class _NotReading(hpb_grpc.HostNodeServicer):
+    """A stand-in host node whose ``Connect`` accepts one client and then stops reading."""
+
+    async def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[hpb.HostFrames]:  # noqa: N802
+        first = await anext(request_iterator.__aiter__())
+        ref = first.events[0].connected.connection_ref
+        yield hpb.HostFrames(events=[hpb.HostEvent(frame=hpb.ServerFrame(connection_refs=[ref], frame=b"hello"))])
+        await asyncio.Event().wait()
+
+
+def test_frames_for_a_host_node_that_stopped_reading_are_bounded(monkeypatch: Any) -> None:
+    """Issue 12: the gateway holds a bounded amount of client frames for a ``Connect`` stream
+    its host node does not read; past it the client is closed 1013 with the reason."""
+    from gateway import grpc_backends
+    from gateway.backends import WsParams
+
+    monkeypatch.setattr(grpc_backends, "WS_MAX_PENDING_TO_NODE_BYTES", 1 << 20)
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        hpb_grpc.add_HostNodeServicer_to_server(_NotReading(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            host = GrpcHostNode(channel)
+            params = WsParams(ALICE, "t", 1, False, "None", False, False)
+            session = await asyncio.wait_for(host.connect(NOWHERE, params), PATIENCE)
+            assert session is not None and await session.recv() == b"hello"
+            for _ in range(5000):  # 50 MB: far beyond any HTTP/2 flow-control window
+                session.handle(b"x" * 10_000)
+                if session.close_code != 1000:
+                    break
+                await asyncio.sleep(0)
+            assert (session.close_code, session.close_reason) == grpc_backends.WS_CLOSE_NODE_BEHIND
+            await session.close()
+            host.end_ws(None, 1001, "test over")
+        finally:
+            await channel.close()
+            await server.stop(None)
+
+    asyncio.run(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
-from tests.waits import until
+from tests.waits import until, writer_held
 
 ALICE = Identity.from_claims("localhost", "alice")
 BOB = Identity.from_claims("localhost", "bob")
@@ -30,10 +31,10 @@ BOB = Identity.from_claims("localhost", "bob")
 Body = Callable[[LocalControlPlane, LocalHostNode, HostNode], Awaitable[None]]
 
 
-def with_adapters(tmp_path: Path, body: Body) -> None:
+def with_adapters(tmp_path: Path, body: Body, **config: Any) -> None:
     async def main() -> None:
         store = await LmdbMetaStore.open(tmp_path / "meta.lmdb")
-        node = HostNode(HostNodeConfig(tmp_path / "node"))
+        node = HostNode(HostNodeConfig(tmp_path / "node", **config))
         await node.start()
         try:
             control = ControlPlane(store, node, Placement("node-0", "127.0.0.1:0"))
@@ -130,3 +131,29 @@ def test_adapters_call_sql_logs(tmp_path: Path) -> None:
         assert await cp.node_ids() == [0]
 
     with_adapters(tmp_path, body)
+
+
+def test_a_full_writer_queue_refuses_calls_with_503_and_runs_none_of_them(tmp_path: Path) -> None:
+    """Issue 12: the writer's job queue is bounded; past it a call is refused at once (503 with
+    the reason) and nothing of it runs, while the calls already queued still run."""
+
+    async def body(cp: LocalControlPlane, host: LocalHostNode, node: HostNode) -> None:
+        db = (await cp.publish(ALICE, "chat", CHAT, clear=False)).identity
+        async with writer_held(node, db):
+            queued = [
+                asyncio.ensure_future(host.call(db, "send_message", '["queued"]', caller=ALICE, connection_id=i))
+                for i in (1, 2)
+            ]
+            await until(lambda: node._worker(db).queued == 2, "two calls waiting for the writer")
+            with pytest.raises(ApiError) as info:
+                await host.call(db, "send_message", '["refused"]', caller=BOB, connection_id=3)
+            assert info.value.status == 503
+            assert info.value.message.startswith("the database is overloaded: 2 requests are already waiting")
+            with pytest.raises(ApiError) as info:
+                await host.sql(db, "SELECT * FROM message", BOB)
+            assert info.value.status == 503
+        assert [r.outcome for r in await asyncio.gather(*queued)] == [CallOutcome.COMMITTED] * 2
+        rows = (await host.sql(db, "SELECT text FROM message", ALICE)).body
+        assert rows.count(b'"queued"') == 2 and b"refused" not in rows
+
+    with_adapters(tmp_path, body, writer_max_queued=2)

@@ -907,3 +907,24 @@ def test_sql_system_variables_are_in_the_commit_log(make_db: DbFactory, tmp_path
     shutil.rmtree(tmp_path / "db" / "lmdb")  # only the commit log remains
     db = make_db.track(Database.open(tmp_path / "db"))
     assert execute_sql(db, "SHOW row_limit", db.owner).rows == [(7,)]
+
+
+def test_a_checkpoint_whose_durability_wait_times_out_holds_nothing_undurable(make_db: DbFactory) -> None:
+    """Issue 12: a checkpoint that waited for durability in vain is skipped, so LMDB (what
+    readers see, and what a restart starts from) never holds a transaction no majority has;
+    once the majority has it, the next checkpoint does."""
+    from hostnode.durability import QuorumDurability
+
+    db = make_db("module-test", replicated=True, checkpoint_wait_s=0.05)
+    assert db.wait_durable(timeout=60) and db.checkpoint()  # the tables, as the local log has them
+    start = db.last_offset + 1
+    quorum = QuorumDurability(db.committer, voters=["f1", "f2"], epoch_start=start, committed=start)
+    db.durability = quorum
+    checkpointed = db.datastore.applied_offset()
+    assert call(db, "set_kv", "a", "1").committed
+    assert db.checkpoint() is False  # the followers never acknowledged it
+    assert db.datastore.applied_offset() == checkpointed
+    assert "a" not in dict(db.table_rows("kv"))
+    quorum.ack("f1", db.last_offset + 1)
+    assert db.checkpoint() is True
+    assert dict(db.table_rows("kv"))["a"] == "1"

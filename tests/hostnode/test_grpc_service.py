@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -19,7 +20,7 @@ from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.hostnode.conftest import module_wasm
-from tests.waits import PATIENCE, until
+from tests.waits import PATIENCE, until, writer_held
 
 OWNER = Identity.from_claims("localhost", "owner")
 ALICE = Identity.from_claims("localhost", "alice")
@@ -221,16 +222,7 @@ def test_connect_stream_multiplexes_clients_and_shares_frames(tmp_path: Path) ->
 
     async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
         assert (await install(stub, CHAT)).failure.kind == pb.ERROR_KIND_NONE
-        requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
-
-        async def gen():  # type: ignore[no-untyped-def]
-            while (m := await requests.get()) is not None:
-                yield m
-
-        call = stub.Connect(gen())
-
-        def event(**kw: object) -> pb.GatewayFrames:
-            return pb.GatewayFrames(database_identity=DB.to_bsatn(), events=[pb.GatewayEvent(**kw)])  # type: ignore[arg-type]
+        requests, call = open_connect(stub)
 
         async def frames(n: int) -> list[pb.HostEvent]:
             out: list[pb.HostEvent] = []
@@ -282,9 +274,119 @@ def test_connect_stream_multiplexes_clients_and_shares_frames(tmp_path: Path) ->
     with_service(tmp_path, body)
 
 
+def open_connect(stub: pb_grpc.HostNodeStub) -> tuple[asyncio.Queue[pb.GatewayFrames | None], Any]:
+    """A ``Connect`` stream as a gateway opens it: put messages in the queue (None ends it)."""
+    requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
+
+    async def gen():  # type: ignore[no-untyped-def]
+        while (m := await requests.get()) is not None:
+            yield m
+
+    return requests, stub.Connect(gen())
+
+
+def event(**kw: object) -> pb.GatewayFrames:
+    """One gateway event for ``DB``."""
+    return pb.GatewayFrames(database_identity=DB.to_bsatn(), events=[pb.GatewayEvent(**kw)])  # type: ignore[arg-type]
+
+
 def _clients(db: object) -> list[object]:
     """Rows of ``st_client`` (connected clients)."""
     from hostnode.subscriptions import writer_view
 
     with writer_view(db) as tx:  # type: ignore[arg-type]
         return list(tx.scan(db.system.client_table_id))  # type: ignore[attr-defined]
+
+
+def test_a_connecting_clients_backlog_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: messages a client sends while ``client_connected`` still runs wait for its
+    connection; past the limit the client is closed 1013 instead of being held in memory, its
+    messages never run, and it is disconnected once ``client_connected`` has run."""
+    from hostnode import grpc_service
+    from sats import ws_v1 as ws
+
+    monkeypatch.setattr(grpc_service, "MAX_CONNECTING_MESSAGES", 3)
+
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        await install(stub, CHAT)
+        requests, call = open_connect(stub)
+
+        async with writer_held(node, DB):  # client_connected waits behind it
+            await requests.put(event(connected=pb.ClientConnected(
+                connection_ref=1, identity=ALICE.to_bsatn(), connection_id=(1).to_bytes(16, "little"),
+                protocol="v1.bsatn.spacetimedb", compression="None", token="t",
+            )))  # fmt: skip
+            await until(lambda: node._worker(DB).queued == 1, "client_connected to wait for the writer")
+            for i in range(4):
+                frame = ws.encode_client_message_bsatn(ws.CallReducer("send_message", encode(STRING, f"m{i}"), i))
+                await requests.put(event(message=pb.ClientMessage(connection_ref=1, frame=frame)))
+            batch = await asyncio.wait_for(call.read(), PATIENCE)
+            (closed,) = batch.events
+            assert closed.closed.connection_ref == 1 and closed.closed.code == 1013
+            assert closed.closed.reason.startswith("too many messages before the connection was accepted")
+        await node.run(DB, lambda db: None)  # client_connected (queued before it) has run
+        deadline = time.monotonic() + PATIENCE
+        while await node.run(DB, _clients):
+            assert time.monotonic() < deadline, "the client was never disconnected"
+            await asyncio.sleep(0.01)
+        result = await node.sql(DB, "SELECT * FROM message", OWNER)
+        assert result.rows == []
+        await requests.put(None)
+        call.cancel()
+
+    with_service(tmp_path, body)
+
+
+def test_frames_the_gateway_does_not_take_are_bounded_in_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12: when the gateway stops taking a ``Connect`` stream's batches, the node holds at
+    most ``MAX_PENDING_BYTES`` of frames for it and stops draining the connections, whose own
+    bounded queues then fill: the client is cut off instead of the node buffering every update."""
+    from hostnode import grpc_service
+    from hostnode.realtime import CLOSE_SERVER_FULL
+    from sats import ws_v1 as ws
+
+    monkeypatch.setattr(grpc_service, "MAX_PENDING_BYTES", 4000)
+
+    async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
+        await install(stub, CHAT)
+        node.outgoing.limit = 20_000
+        stream = grpc_service._RealtimeStream(node)
+        requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
+
+        async def gen():  # type: ignore[no-untyped-def]
+            while (m := await requests.get()) is not None:
+                yield m
+
+        def frames(*events: pb.GatewayEvent) -> pb.GatewayFrames:
+            return pb.GatewayFrames(database_identity=DB.to_bsatn(), events=list(events))
+
+        def message(msg: ws.ClientMessage) -> pb.GatewayEvent:
+            return pb.GatewayEvent(message=pb.ClientMessage(connection_ref=1, frame=ws.encode_client_message_bsatn(msg)))
+
+        reader = asyncio.ensure_future(stream.read(gen()))
+        await requests.put(frames(pb.GatewayEvent(connected=pb.ClientConnected(
+            connection_ref=1, identity=ALICE.to_bsatn(), connection_id=(1).to_bytes(16, "little"),
+            protocol="v1.bsatn.spacetimedb", compression="None", token="t",
+        ))))  # fmt: skip
+        assert await asyncio.wait_for(stream.next_batch(), PATIENCE)  # IdentityToken
+        await requests.put(frames(message(ws.SubscribeMulti(("SELECT * FROM message",), 1, ws.QueryId(1)))))
+        assert await asyncio.wait_for(stream.next_batch(), PATIENCE)  # SubscribeMultiApplied
+        # The gateway stops taking batches; 40 updates of about 1 kB each are due to the client.
+        for i in range(40):
+            await requests.put(frames(message(ws.CallReducer("send_message", encode(STRING, f"{i:02d}" + "x" * 1000), i))))
+        conn = stream.clients[1].conn
+        assert conn is not None
+        await until(lambda: conn.is_closed, "the client to be cut off")
+        assert (conn.close_code, conn.close_reason) == CLOSE_SERVER_FULL
+        held = await stream.next_batch()
+        assert held is not None and sum(len(e.frame.frame) for e in held) < 4000 + 1200
+        while not any(e.WhichOneof("event") == "closed" for e in held):
+            more = await asyncio.wait_for(stream.next_batch(), PATIENCE)
+            assert more is not None
+            held += more
+        assert held[-1].closed.code == CLOSE_SERVER_FULL[0]
+        await requests.put(None)
+        await reader
+        await stream.close_all()
+
+    with_service(tmp_path, body)

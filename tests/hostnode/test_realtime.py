@@ -13,26 +13,34 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hostnode.realtime import CLOSE_TOO_MANY_REQUESTS, CLOSE_TOO_SLOW, ClientParams, Connection
+from hostnode.realtime import (
+    CLOSE_SERVER_FULL,
+    CLOSE_TOO_MANY_REQUESTS,
+    CLOSE_TOO_SLOW,
+    MAX_OUTGOING_BYTES,
+    ClientParams,
+    Connection,
+)
 from hostnode.service import HostNode, HostNodeConfig
 from sats import ws_v1 as ws
 from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.hostnode.conftest import module_wasm
-from tests.waits import PATIENCE
+from tests.waits import PATIENCE, until, writer_held
 
 OWNER = Identity.from_claims("localhost", "owner")
 DB = Identity.from_claims("localhost", "realtime-db")
 CHAT = module_wasm("quickstart-chat")
 
 
-def run(tmp_path: Path, body: Callable[[HostNode], Awaitable[None]]) -> None:
+def run(tmp_path: Path, body: Callable[[HostNode], Awaitable[None]], **config: Any) -> None:
     async def main() -> None:
-        node = HostNode(HostNodeConfig(tmp_path / "node"))
+        node = HostNode(HostNodeConfig(tmp_path / "node", **config))
         await node.start()
         try:
             await node.install(DB, OWNER, CHAT)
@@ -250,6 +258,35 @@ def test_database_deleted_closes_connections_1001(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_default_outgoing_limit_per_client_is_16_mib() -> None:
+    assert MAX_OUTGOING_BYTES == 16 << 20  # was 256 MiB: N slow clients held N × 256 MiB
+
+
+def test_slow_clients_over_the_process_budget_are_cut_off_others_keep_receiving(tmp_path: Path) -> None:
+    """Issue 12: the bytes queued for all slow clients together are bounded. Each client here
+    may queue 16 MiB, but the process only 3 kB: the client that does not read is disconnected
+    with the reason once the total is over, its frames are released, and a client that keeps
+    up receives every update."""
+
+    async def body(node: HostNode) -> None:
+        node.outgoing.limit = 3000
+        slow = await client(node, 1)
+        fast = await client(node, 2)
+        await subscribe(slow)
+        await subscribe(fast)
+        for i in range(40):
+            send_message(fast, f"message {i:02d} " + "x" * 100, i)
+            up = msg(await asyncio.wait_for(fast.recv(), 5))
+            assert isinstance(up, ws.TransactionUpdate) and up.reducer_call.request_id == i
+        assert slow.is_closed and (slow.close_code, slow.close_reason) == CLOSE_SERVER_FULL
+        assert node.outgoing.queued == 0  # the slow client's frames were released
+        assert await slow.recv() is None
+        await slow.close()
+        await fast.close()
+
+    run(tmp_path, body)
+
+
 def test_too_many_unprocessed_messages_close_1013(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hostnode import realtime
 
@@ -267,6 +304,53 @@ def test_too_many_unprocessed_messages_close_1013(tmp_path: Path, monkeypatch: p
         assert conn.is_closed and (conn.close_code, conn.close_reason) == CLOSE_TOO_MANY_REQUESTS
         gate.set()
         await blocked
+        await conn.close()
+
+    run(tmp_path, body)
+
+
+def test_a_full_writer_queue_fails_reducer_calls_and_runs_none_of_them(tmp_path: Path) -> None:
+    """Issue 12: past the writer's queue limit a WebSocket reducer call is answered ``failed``
+    with the reason (its request id kept) and never runs; a request whose protocol has no
+    "not now" (a subscription) closes the connection 1013 with the reason."""
+
+    async def body(node: HostNode) -> None:
+        conn = await client(node, 1)
+        await subscribe(conn)
+        async with writer_held(node, DB):
+            send_message(conn, "queued 1", 1)
+            send_message(conn, "queued 2", 2)
+            await until(lambda: node._worker(DB).queued == 2, "two messages waiting for the writer")
+            send_message(conn, "refused", 3)
+            refused = msg(await asyncio.wait_for(conn.recv(), 5))
+            assert isinstance(refused, ws.TransactionUpdate) and isinstance(refused.status, ws.Failed)
+            assert refused.reducer_call.request_id == 3 and refused.reducer_call.reducer_name == "send_message"
+            assert refused.status.message.startswith("the database is overloaded: 2 requests are already waiting")
+            assert not conn.is_closed
+            conn.handle(ws.encode_client_message_bsatn(ws.SubscribeMulti(("SELECT * FROM user",), 4, ws.QueryId(2))))
+            assert conn.is_closed and conn.close_code == CLOSE_TOO_MANY_REQUESTS[0]
+            assert conn.close_reason.startswith("the database is overloaded")
+        await conn.close()
+        result = await node.sql(DB, "SELECT text FROM message", OWNER)
+        assert sorted(row[0] for row in result.rows) == ["queued 1", "queued 2"]
+
+    run(tmp_path, body, writer_max_queued=2)
+
+
+def test_one_message_larger_than_the_byte_limit_reaches_a_client_that_keeps_up(tmp_path: Path) -> None:
+    """The per-client byte limit cuts off a client that falls behind, not one that receives a
+    single large message (a big subscription result) with nothing else waiting."""
+
+    async def body(node: HostNode) -> None:
+        conn = await client(node, 1, compression=ws.Compression.NONE)
+        conn.max_bytes = 100
+        send_message(conn, "x" * 1000, 1)
+        assert isinstance(msg(await asyncio.wait_for(conn.recv(), 5)), ws.TransactionUpdate)
+        await subscribe(conn)  # its initial rows are over 1000 bytes
+        send_message(conn, "y" * 1000, 2)
+        up = msg(await asyncio.wait_for(conn.recv(), 5))
+        assert isinstance(up, ws.TransactionUpdate) and up.reducer_call.request_id == 2
+        assert not conn.is_closed
         await conn.close()
 
     run(tmp_path, body)
