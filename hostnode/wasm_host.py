@@ -305,21 +305,19 @@ def _abi_version(module: wasmtime.Module) -> tuple[int, int]:
 _NOFIN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
 
 
-# The argument/result slots of an unchecked call are 16-byte wasmtime_val_raw_t values. The
-# imports see them as one array of u32 (slot k's low word is element 4k): dereferencing the
-# pointer builds one ctypes object per call, and every element read is a plain int — no
-# per-slot union objects, no masking of pointers and ids. (i64 slots are only used by
-# procedure_sleep_until, which gets an i64 view.)
-_SLOT_WORDS = 4
-_U32_SLOTS = ctypes.c_uint32 * (_SLOT_WORDS * 10)
-_I64_SLOTS = ctypes.c_int64 * 2
-assert ctypes.sizeof(ffi.wasmtime_val_raw_t) == 4 * _SLOT_WORDS
-# The caller is received as a plain address: ctypes then builds no pointer object for it.
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_U32_SLOTS), ctypes.c_size_t)
-_CALLBACK_I64 = ctypes.CFUNCTYPE(
-    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_I64_SLOTS), ctypes.c_size_t
-)
-_Callback = Callable[[Any], Any]
+# The argument/result slots of an unchecked call are 16-byte wasmtime_val_raw_t values, i32
+# arguments in each slot's low word. A callback receives the slots' address as a plain int (ctypes
+# then builds no pointer object for it), reads every argument with one struct unpack over a
+# memoryview of the slots (cached per address: wasmtime keeps them at the same place in the
+# trampoline's frame from call to call) and hands the import a tuple of unsigned ints. That is
+# one C call per host call where indexing a ctypes array cost a pointer object, an array object
+# and a type lookup per element.
+_SLOT_SIZE = 16
+assert ctypes.sizeof(ffi.wasmtime_val_raw_t) == _SLOT_SIZE
+#: Slot views a callback keeps; past this many addresses (never seen in practice) it starts over.
+_MAX_SLOT_VIEWS = 64
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_Callback = Callable[[tuple[int, ...]], Any]
 
 
 def _format_duration(seconds: float) -> str:
@@ -657,7 +655,7 @@ class ModuleHost:
         }
         for module, name, params, results in ABI_IMPORTS:
             functype = wasmtime.FuncType(params, results)
-            cb = self._make_callback(impls[name], bool(results), results == [I64])
+            cb = self._make_callback(impls[name], len(params), bool(results), results == [I64])
             m = module.encode()
             nm = name.encode()
             err = ffi.wasmtime_linker_define_func_unchecked(
@@ -669,70 +667,76 @@ class ModuleHost:
                 raise wasmtime.WasmtimeError._from_ptr(err)
             self._keep.extend((functype, cb))
 
-    def _make_callback(self, impl: _Callback, has_result: bool, result_i64: bool) -> Any:
+    def _make_callback(self, impl: _Callback, nparams: int, has_result: bool, result_i64: bool) -> Any:
         host = self
+        size = _SLOT_SIZE * max(1, nparams)
+        unpack = struct.Struct("<" + ("q8x" if result_i64 else "I12x") * nparams).unpack_from
+        put = (_I64 if result_i64 else _U32).pack_into
+        views: dict[int, memoryview] = {}
 
-        def trap(message: str) -> int:
+        def slots(p: int) -> memoryview:
+            if len(views) >= _MAX_SLOT_VIEWS:
+                views.clear()
+            mv = views[p] = memoryview((ctypes.c_ubyte * size).from_address(p)).cast("B")
+            return mv
+
+        def trap(e: BaseException, message: str) -> int:
+            host._pending_exc = e
             t = wasmtime.Trap(message)
             return ctypes.cast(t._consume(), ctypes.c_void_p).value or 0
 
         if has_result and not result_i64:
 
             @_CALLBACK
-            def cb(_env: Any, _caller: Any, p: Any, _n: int) -> int:
+            def cb(_env: Any, _caller: Any, p: int, _n: int) -> int:
                 try:
-                    a = p.contents
+                    mv = views.get(p) or slots(p)
                     if host.profile_ns is None:
-                        a[0] = impl(a) & 0xFFFFFFFF
+                        put(mv, 0, impl(unpack(mv)) & 0xFFFFFFFF)
                     else:
                         t0 = time.perf_counter_ns()
-                        a[0] = impl(a) & 0xFFFFFFFF
+                        put(mv, 0, impl(unpack(mv)) & 0xFFFFFFFF)
                         host.profile_ns[0] += time.perf_counter_ns() - t0
                         host.profile_ns[1] += 1
                     return 0
                 except HostTrap as e:
-                    host._pending_exc = e
-                    return trap(str(e))
+                    return trap(e, str(e))
                 except BaseException as e:  # noqa: BLE001 - any host failure traps the guest
-                    host._pending_exc = e
-                    return trap(f"host error: {type(e).__name__}: {e}")
+                    return trap(e, f"host error: {type(e).__name__}: {e}")
 
         elif result_i64:
 
-            @_CALLBACK_I64
-            def cb(_env: Any, _caller: Any, p: Any, _n: int) -> int:
+            @_CALLBACK
+            def cb(_env: Any, _caller: Any, p: int, _n: int) -> int:
                 try:
-                    a = p.contents
-                    a[0] = impl(a)
+                    mv = views.get(p) or slots(p)
+                    put(mv, 0, impl(unpack(mv)))
                     return 0
                 except BaseException as e:  # noqa: BLE001
-                    host._pending_exc = e
-                    return trap(f"host error: {e}")
+                    return trap(e, f"host error: {e}")
 
         else:
 
             @_CALLBACK
-            def cb(_env: Any, _caller: Any, p: Any, _n: int) -> int:
+            def cb(_env: Any, _caller: Any, p: int, _n: int) -> int:
                 try:
-                    impl(p.contents)
+                    impl(unpack(views.get(p) or slots(p)))
                     return 0
                 except HostTrap as e:
-                    host._pending_exc = e
-                    return trap(str(e))
+                    return trap(e, str(e))
                 except BaseException as e:  # noqa: BLE001
-                    host._pending_exc = e
-                    return trap(f"host error: {type(e).__name__}: {e}")
+                    return trap(e, f"host error: {type(e).__name__}: {e}")
 
         return cb
 
-    # Each _imp_* takes the raw argument array; pointers and u32s are masked to unsigned.
+    # Each _imp_* takes its arguments as a tuple of unsigned ints (i64 ones: signed), in order.
 
     def _tx_or_none(self) -> Any:
         return self.tx
 
     def _imp_table_id_from_name(self, a: Any) -> int:
-        name = self._read_str(a[0], a[4])
-        out = a[8]
+        name = self._read_str(a[0], a[1])
+        out = a[2]
         if self.tx is None:
             return NOT_IN_TRANSACTION
         tid = self.hooks.table_id(name)
@@ -742,8 +746,8 @@ class ModuleHost:
         return 0
 
     def _imp_index_id_from_name(self, a: Any) -> int:
-        name = self._read_str(a[0], a[4])
-        out = a[8]
+        name = self._read_str(a[0], a[1])
+        out = a[2]
         if self.tx is None:
             return NOT_IN_TRANSACTION
         iid = self.hooks.index_id(name)
@@ -753,7 +757,7 @@ class ModuleHost:
         return 0
 
     def _imp_row_count(self, a: Any) -> int:
-        table_id, out = a[0], a[4]
+        table_id, out = a[0], a[1]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -765,7 +769,7 @@ class ModuleHost:
         return 0
 
     def _imp_table_scan(self, a: Any) -> int:
-        table_id, out = a[0], a[4]
+        table_id, out = a[0], a[1]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -777,13 +781,13 @@ class ModuleHost:
 
     def _range_args(self, a: Any) -> tuple[int, bytes, int, bytes, bytes, int]:
         index_id = a[0]
-        prefix_ptr, prefix_len, prefix_elems = a[4], a[8], a[12]
+        prefix_ptr, prefix_len, prefix_elems = a[1], a[2], a[3]
         if prefix_elems > 0xFFFF:
             raise HostTrap(f"prefix_elems {prefix_elems} does not fit a ColId (u16)")
         prefix = self.read(prefix_ptr, prefix_len) if prefix_elems else b""
-        rstart = self.read(a[16], a[20])
-        rend = self.read(a[24], a[28])
-        return index_id, prefix, prefix_elems, rstart, rend, a[32]
+        rstart = self.read(a[4], a[5])
+        rend = self.read(a[6], a[7])
+        return index_id, prefix, prefix_elems, rstart, rend, a[8]
 
     def _imp_index_scan_range(self, a: Any) -> int:
         index_id, prefix, elems, rstart, rend, out = self._range_args(a)
@@ -810,7 +814,7 @@ class ModuleHost:
     def _imp_index_scan_point(self, a: Any) -> int:
         # Hot path (every primary-key lookup): bounds checks are inlined.
         index_id = a[0]
-        ptr, n, out = a[4], a[8], a[12]
+        ptr, n, out = a[1], a[2], a[3]
         if not (ptr and ptr + n <= self._size and out and out + 4 <= self._size):
             self._check(ptr, n)
             self._check(out, 4)
@@ -830,8 +834,8 @@ class ModuleHost:
     def _delete_and_count(self, a: Any, operation: str) -> int:
         """`(id, bytes_ptr, bytes_len, out:u32 count)` deletes: run ``tx.<operation>`` and write the count."""
         ident = a[0]
-        data = self.read(a[4], a[8])
-        out = a[12]
+        data = self.read(a[1], a[2])
+        out = a[3]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -848,7 +852,7 @@ class ModuleHost:
         return self._delete_and_count(a, "delete_by_rel")
 
     def _imp_iter_advance(self, a: Any) -> int:
-        iid, buf_ptr, len_ptr = a[0], a[4], a[8]
+        iid, buf_ptr, len_ptr = a[0], a[1], a[2]
         chunks = self._iters.get(iid)
         if chunks is None:
             return NO_SUCH_ITER
@@ -892,7 +896,7 @@ class ModuleHost:
         return 0
 
     def _imp_insert(self, a: Any) -> int:
-        table_id, row_ptr, len_ptr = a[0], a[4], a[8]
+        table_id, row_ptr, len_ptr = a[0], a[1], a[2]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -907,8 +911,8 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_update(self, a: Any) -> int:
-        table_id, index_id = a[0], a[4]
-        row_ptr, len_ptr = a[8], a[12]
+        table_id, index_id = a[0], a[1]
+        row_ptr, len_ptr = a[2], a[3]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -929,12 +933,12 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_schedule_immediate(self, a: Any) -> None:
-        name = self._read_str(a[0], a[4])
-        args = self.read(a[8], a[12])
+        name = self._read_str(a[0], a[1])
+        args = self.read(a[2], a[3])
         self.hooks.schedule_immediate(name, args)
 
     def _imp_sink_write(self, a: Any) -> int:
-        sink, buf_ptr, len_ptr = a[0], a[4], a[8]
+        sink, buf_ptr, len_ptr = a[0], a[1], a[2]
         if sink != 1 or self._sink is None:
             return NO_SUCH_BYTES
         n = self.read_u32(len_ptr)
@@ -942,7 +946,7 @@ class ModuleHost:
         return 0
 
     def _imp_source_read(self, a: Any) -> int:
-        sid, buf_ptr, len_ptr = a[0], a[4], a[8]
+        sid, buf_ptr, len_ptr = a[0], a[1], a[2]
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
@@ -961,7 +965,7 @@ class ModuleHost:
         return 0
 
     def _imp_source_remaining(self, a: Any) -> int:
-        sid, out = a[0], a[4]
+        sid, out = a[0], a[1]
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
@@ -980,15 +984,15 @@ class ModuleHost:
     def _imp_console_log(self, a: Any) -> None:
         level = a[0]
         try:
-            target = self._lossy(a[4], a[8])
-            filename = self._lossy(a[12], a[16])
-            msg_ptr = a[24]
+            target = self._lossy(a[1], a[2])
+            filename = self._lossy(a[3], a[4])
+            msg_ptr = a[6]
             if msg_ptr == 0:
                 return
-            message = self._lossy(msg_ptr, a[28]) or ""
+            message = self._lossy(msg_ptr, a[7]) or ""
         except _DropRecord:
             return  # console_log never traps: an out-of-bounds record is dropped
-        line = a[20]
+        line = a[5]
         record: dict[str, Any] = {
             "level": level_name(level),
             "message": message,
@@ -1000,7 +1004,7 @@ class ModuleHost:
         self.hooks.module_log(record)
 
     def _imp_timer_start(self, a: Any) -> int:
-        name = self.read(a[0], a[4]).decode("utf-8", errors="replace")
+        name = self.read(a[0], a[1]).decode("utf-8", errors="replace")
         tid = self._next_timer
         self._next_timer += 1
         self._timers[tid] = (name, time.perf_counter())
@@ -1020,7 +1024,7 @@ class ModuleHost:
 
     def _imp_get_jwt(self, a: Any) -> int:
         conn = self.read(a[0], 16)
-        out = a[4]
+        out = a[1]
         if self.tx is None:
             return NOT_IN_TRANSACTION
         payload = self.hooks.jwt_payload(int.from_bytes(conn, "little"))
