@@ -48,6 +48,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import Any
 
 import lmdb
@@ -846,6 +847,8 @@ class ReadTx(_TxBase):
 
 
 _ABSENT: Any = object()
+#: ``int.from_bytes``'s byte order for row ids, as ``map`` wants it (one per row).
+_BIG = repeat("big")
 
 
 class MutTx(_TxBase):
@@ -935,10 +938,9 @@ class MutTx(_TxBase):
         if self._cat_owned:
             ds._cat = self._cat
         tables: dict[int, TableChanges] = {}
-        from_bytes = int.from_bytes
         for tid, (ins, dels) in self._changes.items():
             if ins or dels:
-                tables[tid] = TableChanges(list(ins), list(dels), [from_bytes(r, "big") for r in ins.values()])
+                tables[tid] = TableChanges(list(ins), list(dels), list(map(int.from_bytes, ins.values(), _BIG)))
         seqs: dict[int, int] = {}
         if not self._seq_local:
             return TxData(tables, seqs, self._schema_ops)
