@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -313,6 +314,8 @@ _NOFIN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
 # one C call per host call where indexing a ctypes array cost a pointer object, an array object
 # and a type lookup per element.
 _SLOT_SIZE = 16
+# The slots hold values little-endian; results are stored as native items (see _make_callback).
+assert sys.byteorder == "little", "wasmtime's raw values are little-endian; this host assumes a little-endian machine"
 assert ctypes.sizeof(ffi.wasmtime_val_raw_t) == _SLOT_SIZE
 #: Slot views a callback keeps; past this many addresses (never seen in practice) it starts over.
 _MAX_SLOT_VIEWS = 64
@@ -671,13 +674,15 @@ class ModuleHost:
         host = self
         size = _SLOT_SIZE * max(1, nparams)
         unpack = struct.Struct("<" + ("q8x" if result_i64 else "I12x") * nparams).unpack_from
-        put = (_I64 if result_i64 else _U32).pack_into
+        # The slots seen as native u32 (i64) items: the result is stored as item 0, a plain
+        # item assignment (struct's pack_into parses its arguments from a format string).
+        item = "q" if result_i64 else "I"
         views: dict[int, memoryview] = {}
 
         def slots(p: int) -> memoryview:
             if len(views) >= _MAX_SLOT_VIEWS:
                 views.clear()
-            mv = views[p] = memoryview((ctypes.c_ubyte * size).from_address(p)).cast("B")
+            mv = views[p] = memoryview((ctypes.c_ubyte * size).from_address(p)).cast("B").cast(item)
             return mv
 
         def trap(e: BaseException, message: str) -> int:
@@ -692,10 +697,10 @@ class ModuleHost:
                 try:
                     mv = views.get(p) or slots(p)
                     if host.profile_ns is None:
-                        put(mv, 0, impl(unpack(mv)) & 0xFFFFFFFF)
+                        mv[0] = impl(unpack(mv)) & 0xFFFFFFFF
                     else:
                         t0 = time.perf_counter_ns()
-                        put(mv, 0, impl(unpack(mv)) & 0xFFFFFFFF)
+                        mv[0] = impl(unpack(mv)) & 0xFFFFFFFF
                         host.profile_ns[0] += time.perf_counter_ns() - t0
                         host.profile_ns[1] += 1
                     return 0
@@ -710,7 +715,7 @@ class ModuleHost:
             def cb(_env: Any, _caller: Any, p: int, _n: int) -> int:
                 try:
                     mv = views.get(p) or slots(p)
-                    put(mv, 0, impl(unpack(mv)))
+                    mv[0] = impl(unpack(mv))
                     return 0
                 except BaseException as e:  # noqa: BLE001
                     return trap(e, f"host error: {e}")
