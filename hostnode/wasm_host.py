@@ -180,6 +180,8 @@ class CallResult(NamedTuple):
     duration_micros: int = 0
 
 
+_new_tuple = tuple.__new__
+
 # ------------------------------------------------------------------------------------------------
 # Engine and program
 
@@ -539,7 +541,8 @@ class ModuleHost:
                 duration_micros=duration,
             )
         code = buf[0].i32 if has_result else 0
-        return CallResult(code, message, fuel_used, duration_micros=duration)
+        # The tuple built directly: a NamedTuple's __new__ is Python code, a frame per call.
+        return _new_tuple(CallResult, (code, message, fuel_used, False, False, "", duration))
 
     # --- guest memory -------------------------------------------------------------------------
 
