@@ -49,7 +49,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from itertools import repeat
-from typing import Any
+from typing import Any, Literal
 
 import lmdb
 
@@ -848,7 +848,7 @@ class ReadTx(_TxBase):
 
 _ABSENT: Any = object()
 #: ``int.from_bytes``'s byte order for row ids, as ``map`` wants it (one per row).
-_BIG = repeat("big")
+_BIG: repeat[Literal["big"]] = repeat("big")
 
 
 class MutTx(_TxBase):

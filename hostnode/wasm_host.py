@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import wasmtime
 from wasmtime import _ffi as ffi  # noqa: PLC2701 - the raw path, see module docstring
@@ -679,7 +679,7 @@ class ModuleHost:
         unpack = struct.Struct("<" + ("q8x" if result_i64 else "I12x") * nparams).unpack_from
         # The slots seen as native u32 (i64) items: the result is stored as item 0, a plain
         # item assignment (struct's pack_into parses its arguments from a format string).
-        item = "q" if result_i64 else "I"
+        item: Literal["q", "I"] = "q" if result_i64 else "I"
         views: dict[int, memoryview] = {}
 
         def slots(p: int) -> memoryview:
