@@ -109,6 +109,8 @@ ABI_IMPORTS: list[tuple[str, str, list[wasmtime.ValType], list[wasmtime.ValType]
 ]
 
 CALL_REDUCER_SIG = ([I32] + [I64] * 7 + [I32] * 2, [I32])
+#: ``__call_reducer__``'s arguments as its ten 16-byte slots, each value in the low 8 bytes.
+_CALL_REDUCER_SLOTS = struct.Struct("<" + "Q8x" * 10)
 
 # Hot-path entry points bound through PyDLL so the calls keep the GIL: releasing and re-taking
 # it around every tiny call costs more than the call, and lets the commit-log sync thread steal
@@ -381,7 +383,7 @@ class ModuleHost:
         self._size = 0
         self._mv: memoryview = memoryview(b"")
         self._argbuf = (ffi.wasmtime_val_raw_t * 10)()
-        self._argwords = (ctypes.c_uint64 * 20).from_buffer(self._argbuf)
+        self._argview = memoryview(self._argbuf).cast("B")
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
         self._trap_addr = ctypes.addressof(self._trap_ptr)
         self._fuel_out = ctypes.c_uint64(0)
@@ -468,21 +470,16 @@ class ModuleHost:
             self.instantiate()
         self.tx = tx
         self.function_name = function_name
-        # The ten 16-byte slots seen as u64 words (slot k = word 2k): plain integer stores.
-        w = self._argwords
-        w[0] = reducer_id
-        w[2], w[4], w[6], w[8] = sender_words
-        w[10] = connection_id & 0xFFFF_FFFF_FFFF_FFFF
-        w[12] = connection_id >> 64
-        w[14] = timestamp_micros & 0xFFFF_FFFF_FFFF_FFFF
         if args:
             # Sources are numbered from 1 within each call; this is the call's first.
             self._sources[1] = [args, 0]
             self._next_source = 2
-            w[16] = 1
-        else:
-            w[16] = 0
-        w[18] = 1
+        # All ten 16-byte slots in one pack (ten ctypes item stores cost more).
+        s0, s1, s2, s3 = sender_words
+        _CALL_REDUCER_SLOTS.pack_into(
+            self._argview, 0, reducer_id, s0, s1, s2, s3, connection_id & 0xFFFF_FFFF_FFFF_FFFF,
+            connection_id >> 64, timestamp_micros & 0xFFFF_FFFF_FFFF_FFFF, 1 if args else 0, 1,
+        )  # fmt: skip
         buf = self._argbuf
         self._sink = bytearray()
         try:
