@@ -109,6 +109,7 @@ ABI_IMPORTS: list[tuple[str, str, list[wasmtime.ValType], list[wasmtime.ValType]
 ]
 
 CALL_REDUCER_SIG = ([I32] + [I64] * 7 + [I32] * 2, [I32])
+_TEN = ctypes.c_size_t(10)  # __call_reducer__'s slot count, as _raw_call passes it
 #: ``__call_reducer__``'s arguments as its ten 16-byte slots, each value in the low 8 bytes.
 _CALL_REDUCER_SLOTS = struct.Struct("<" + "Q8x" * 10)
 
@@ -354,7 +355,10 @@ class ModuleHost:
         self.hooks = hooks
         #: Table ids for which after_row_write must be called (schedule tables); set by the owner.
         self.schedule_tables: frozenset[int] | set[int] = frozenset()
-        self.fuel_budget = fuel_budget
+        self._fuel_budget = fuel_budget
+        # The out-calls' arguments as ready ctypes objects: given an int, ctypes builds one per
+        # argument per call (from_param), and a reducer call makes three such calls.
+        self._budget_arg = ctypes.c_uint64(fuel_budget)
         self._engine = shared_engine()
         self.linker = wasmtime.Linker(self._engine)
         self._keep: list[Any] = []  # ctypes callbacks and FuncTypes must outlive the linker
@@ -385,11 +389,12 @@ class ModuleHost:
         self._argbuf = (ffi.wasmtime_val_raw_t * 10)()
         self._argview = memoryview(self._argbuf).cast("B")
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
-        self._trap_addr = ctypes.addressof(self._trap_ptr)
+        self._trap_arg = ctypes.c_void_p(ctypes.addressof(self._trap_ptr))
         self._fuel_out = ctypes.c_uint64(0)
-        self._fuel_out_addr = ctypes.addressof(self._fuel_out)
-        self._call_reducer_addr = 0
+        self._fuel_out_arg = ctypes.c_void_p(ctypes.addressof(self._fuel_out))
+        self._call_reducer_arg = ctypes.c_void_p(0)
         self._ctx_addr: int | None = None
+        self._ctx_arg = ctypes.c_void_p(0)
 
     # --- instance lifecycle --------------------------------------------------------------------
 
@@ -413,12 +418,13 @@ class ModuleHost:
         self._store = store
         self._ctx = store._context()
         self._ctx_addr = ctypes.cast(self._ctx, ctypes.c_void_p).value
+        self._ctx_arg = ctypes.c_void_p(self._ctx_addr)
         memory: Any = exports["memory"]
         self._memory = memory
         self._base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, ctypes.byref(memory._memory)), ctypes.c_void_p).value or 0
         self._refresh_memory()
         self._call_reducer = exports["__call_reducer__"]
-        self._call_reducer_addr = ctypes.addressof(self._call_reducer._func)
+        self._call_reducer_arg = ctypes.c_void_p(ctypes.addressof(self._call_reducer._func))
         self.function_name = "<initializing>"
         try:
             for name in self.program.preinits:
@@ -483,7 +489,7 @@ class ModuleHost:
         buf = self._argbuf
         self._sink = bytearray()
         try:
-            return self._raw_call(self._call_reducer_addr, buf, 10)
+            return self._raw_call(self._call_reducer_arg, buf, _TEN)
         finally:
             self.tx = None
 
@@ -495,18 +501,25 @@ class ModuleHost:
 
     _last_sink: bytes = b""
 
-    def _raw_call(self, func_addr: int, buf: Any, n: int, has_result: bool = True) -> CallResult:
-        ctx = self._ctx_addr
-        err = _set_fuel(ctx, self.fuel_budget)
+    @property
+    def fuel_budget(self) -> int:
+        """Fuel each call starts with (fixed for the host's life: its ctypes form is prebuilt)."""
+        return self._fuel_budget
+
+    def _raw_call(self, func: Any, buf: Any, n: Any, has_result: bool = True) -> CallResult:
+        """Call the export at ``func`` (address, or a c_void_p of it) with ``n`` slots in ``buf``
+        (a ctypes array; ``n`` an int or a c_size_t)."""
+        ctx = self._ctx_arg
+        err = _set_fuel(ctx, self._budget_arg)
         if err:
             raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
         self._pending_exc = None
         t0 = time.perf_counter_ns()
-        err = _func_call_unchecked(ctx, func_addr, ctypes.addressof(buf), n, self._trap_addr)
+        err = _func_call_unchecked(ctx, func, buf, n, self._trap_arg)
         duration = (time.perf_counter_ns() - t0) // 1000
-        _get_fuel(ctx, self._fuel_out_addr)
+        _get_fuel(ctx, self._fuel_out_arg)
         remaining = self._fuel_out
-        fuel_used = self.fuel_budget - remaining.value
+        fuel_used = self._fuel_budget - remaining.value
         raw_sink = self._sink
         self._sink = None
         if raw_sink:
@@ -526,7 +539,7 @@ class ModuleHost:
         if trap:
             t = wasmtime.Trap._from_ptr(trap)
             self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
-            self._trap_addr = ctypes.addressof(self._trap_ptr)
+            self._trap_arg = ctypes.c_void_p(ctypes.addressof(self._trap_ptr))
             out_of_fuel = remaining.value == 0 or t.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
             trap_message = t.message
             if self._pending_exc is not None and not isinstance(self._pending_exc, HostTrap):
