@@ -48,7 +48,8 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from itertools import repeat
+from typing import Any, Literal
 
 import lmdb
 
@@ -64,7 +65,7 @@ from hostnode.schema import (
 from hostnode.txdata import SchemaOp, SchemaOpKind, TableChanges, TxData
 from sats.bsatn import codec_for
 from sats.errors import DecodeError, SatsError
-from sats.keys import key_converter, prefix_end, row_key_extractor
+from sats.keys import key_converter, prefix_end, reversed_bsatn_width, row_key_extractor
 from sats.types import (
     INT_LAYOUT,
     U8,
@@ -219,6 +220,7 @@ class _Index:
         "point_key",
         "point_conv",
         "fixed_off",
+        "point_rev",
         "range_convs",
         "range_product",
     )
@@ -252,6 +254,9 @@ class _Index:
                 off += size
             else:
                 self.fixed_off = off
+        #: For a clustered index on one unsigned fixed-size integer column: that column's width,
+        #: whose key is its BSATN reversed (the primary-key lookup hot path). Else 0.
+        self.point_rev = reversed_bsatn_width(col_types[0], ts) if clustered and len(convs) == 1 else 0
         if len(convs) == 1:
             conv = convs[0]
 
@@ -623,6 +628,10 @@ class _TxBase:
         idx = self._cat.indexes.get(index_id)
         if idx is None:
             raise NoSuchIndex(f"no index with id {index_id}")
+        if idx.point_rev and len(key_bsatn) == idx.point_rev:
+            # Hot path (an integer primary key): the key is the bytes reversed, one get.
+            v = self._clustered_get(idx.db, key_bsatn[::-1])
+            return [] if v is None else [v[8:]]
         try:
             conv = idx.point_conv
             key = conv(key_bsatn, 0)[0] if conv is not None else idx.point_key(key_bsatn)
@@ -838,6 +847,8 @@ class ReadTx(_TxBase):
 
 
 _ABSENT: Any = object()
+#: ``int.from_bytes``'s byte order for row ids, as ``map`` wants it (one per row).
+_BIG: repeat[Literal["big"]] = repeat("big")
 
 
 class MutTx(_TxBase):
@@ -927,10 +938,9 @@ class MutTx(_TxBase):
         if self._cat_owned:
             ds._cat = self._cat
         tables: dict[int, TableChanges] = {}
-        from_bytes = int.from_bytes
         for tid, (ins, dels) in self._changes.items():
             if ins or dels:
-                tables[tid] = TableChanges(list(ins), list(dels), [from_bytes(r, "big") for r in ins.values()])
+                tables[tid] = TableChanges(list(ins), list(dels), list(map(int.from_bytes, ins.values(), _BIG)))
         seqs: dict[int, int] = {}
         if not self._seq_local:
             return TxData(tables, seqs, self._schema_ops)
@@ -1055,7 +1065,12 @@ class MutTx(_TxBase):
             if tbl.seqs:
                 row, gen, seq_updates = self._gen_seqs(tbl, row)
             off = idx.fixed_off
-            key = idx.point_conv(row, off)[0] if off is not None else idx.extract(row)  # type: ignore[misc]
+            if off is None:
+                key = idx.extract(row)
+            elif idx.point_rev:
+                key = row[off : off + idx.point_rev][::-1]
+            else:
+                key = idx.point_conv(row, off)[0]  # type: ignore[misc]
         except DecodeError as e:
             raise BsatnDecodeError(f"row for table {tbl.name!r} does not decode: {e}") from None
         if len(key) >= KEY_TRUNC:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import wasmtime
 from wasmtime import _ffi as ffi  # noqa: PLC2701 - the raw path, see module docstring
@@ -108,6 +109,9 @@ ABI_IMPORTS: list[tuple[str, str, list[wasmtime.ValType], list[wasmtime.ValType]
 ]
 
 CALL_REDUCER_SIG = ([I32] + [I64] * 7 + [I32] * 2, [I32])
+_TEN = ctypes.c_size_t(10)  # __call_reducer__'s slot count, as _raw_call passes it
+#: ``__call_reducer__``'s arguments as its ten 16-byte slots, each value in the low 8 bytes.
+_CALL_REDUCER_SLOTS = struct.Struct("<" + "Q8x" * 10)
 
 # Hot-path entry points bound through PyDLL so the calls keep the GIL: releasing and re-taking
 # it around every tiny call costs more than the call, and lets the commit-log sync thread steal
@@ -178,6 +182,8 @@ class CallResult(NamedTuple):
     trap_message: str = ""
     duration_micros: int = 0
 
+
+_new_tuple = tuple.__new__
 
 # ------------------------------------------------------------------------------------------------
 # Engine and program
@@ -305,21 +311,21 @@ def _abi_version(module: wasmtime.Module) -> tuple[int, int]:
 _NOFIN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
 
 
-# The argument/result slots of an unchecked call are 16-byte wasmtime_val_raw_t values. The
-# imports see them as one array of u32 (slot k's low word is element 4k): dereferencing the
-# pointer builds one ctypes object per call, and every element read is a plain int — no
-# per-slot union objects, no masking of pointers and ids. (i64 slots are only used by
-# procedure_sleep_until, which gets an i64 view.)
-_SLOT_WORDS = 4
-_U32_SLOTS = ctypes.c_uint32 * (_SLOT_WORDS * 10)
-_I64_SLOTS = ctypes.c_int64 * 2
-assert ctypes.sizeof(ffi.wasmtime_val_raw_t) == 4 * _SLOT_WORDS
-# The caller is received as a plain address: ctypes then builds no pointer object for it.
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_U32_SLOTS), ctypes.c_size_t)
-_CALLBACK_I64 = ctypes.CFUNCTYPE(
-    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_I64_SLOTS), ctypes.c_size_t
-)
-_Callback = Callable[[Any], Any]
+# The argument/result slots of an unchecked call are 16-byte wasmtime_val_raw_t values, i32
+# arguments in each slot's low word. A callback receives the slots' address as a plain int (ctypes
+# then builds no pointer object for it), reads every argument with one struct unpack over a
+# memoryview of the slots (cached per address: wasmtime keeps them at the same place in the
+# trampoline's frame from call to call) and hands the import a tuple of unsigned ints. That is
+# one C call per host call where indexing a ctypes array cost a pointer object, an array object
+# and a type lookup per element.
+_SLOT_SIZE = 16
+# The slots hold values little-endian; results are stored as native items (see _make_callback).
+assert sys.byteorder == "little", "wasmtime's raw values are little-endian; this host assumes a little-endian machine"
+assert ctypes.sizeof(ffi.wasmtime_val_raw_t) == _SLOT_SIZE
+#: Slot views a callback keeps; past this many addresses (never seen in practice) it starts over.
+_MAX_SLOT_VIEWS = 64
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_Callback = Callable[[tuple[int, ...]], Any]
 
 
 def _format_duration(seconds: float) -> str:
@@ -349,7 +355,10 @@ class ModuleHost:
         self.hooks = hooks
         #: Table ids for which after_row_write must be called (schedule tables); set by the owner.
         self.schedule_tables: frozenset[int] | set[int] = frozenset()
-        self.fuel_budget = fuel_budget
+        self._fuel_budget = fuel_budget
+        # The out-calls' arguments as ready ctypes objects: given an int, ctypes builds one per
+        # argument per call (from_param), and a reducer call makes three such calls.
+        self._budget_arg = ctypes.c_uint64(fuel_budget)
         self._engine = shared_engine()
         self.linker = wasmtime.Linker(self._engine)
         self._keep: list[Any] = []  # ctypes callbacks and FuncTypes must outlive the linker
@@ -378,13 +387,14 @@ class ModuleHost:
         self._size = 0
         self._mv: memoryview = memoryview(b"")
         self._argbuf = (ffi.wasmtime_val_raw_t * 10)()
-        self._argwords = (ctypes.c_uint64 * 20).from_buffer(self._argbuf)
+        self._argview = memoryview(self._argbuf).cast("B")
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
-        self._trap_addr = ctypes.addressof(self._trap_ptr)
+        self._trap_arg = ctypes.c_void_p(ctypes.addressof(self._trap_ptr))
         self._fuel_out = ctypes.c_uint64(0)
-        self._fuel_out_addr = ctypes.addressof(self._fuel_out)
-        self._call_reducer_addr = 0
+        self._fuel_out_arg = ctypes.c_void_p(ctypes.addressof(self._fuel_out))
+        self._call_reducer_arg = ctypes.c_void_p(0)
         self._ctx_addr: int | None = None
+        self._ctx_arg = ctypes.c_void_p(0)
 
     # --- instance lifecycle --------------------------------------------------------------------
 
@@ -408,12 +418,13 @@ class ModuleHost:
         self._store = store
         self._ctx = store._context()
         self._ctx_addr = ctypes.cast(self._ctx, ctypes.c_void_p).value
+        self._ctx_arg = ctypes.c_void_p(self._ctx_addr)
         memory: Any = exports["memory"]
         self._memory = memory
         self._base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, ctypes.byref(memory._memory)), ctypes.c_void_p).value or 0
         self._refresh_memory()
         self._call_reducer = exports["__call_reducer__"]
-        self._call_reducer_addr = ctypes.addressof(self._call_reducer._func)
+        self._call_reducer_arg = ctypes.c_void_p(ctypes.addressof(self._call_reducer._func))
         self.function_name = "<initializing>"
         try:
             for name in self.program.preinits:
@@ -465,25 +476,20 @@ class ModuleHost:
             self.instantiate()
         self.tx = tx
         self.function_name = function_name
-        # The ten 16-byte slots seen as u64 words (slot k = word 2k): plain integer stores.
-        w = self._argwords
-        w[0] = reducer_id
-        w[2], w[4], w[6], w[8] = sender_words
-        w[10] = connection_id & 0xFFFF_FFFF_FFFF_FFFF
-        w[12] = connection_id >> 64
-        w[14] = timestamp_micros & 0xFFFF_FFFF_FFFF_FFFF
         if args:
             # Sources are numbered from 1 within each call; this is the call's first.
             self._sources[1] = [args, 0]
             self._next_source = 2
-            w[16] = 1
-        else:
-            w[16] = 0
-        w[18] = 1
+        # All ten 16-byte slots in one pack (ten ctypes item stores cost more).
+        s0, s1, s2, s3 = sender_words
+        _CALL_REDUCER_SLOTS.pack_into(
+            self._argview, 0, reducer_id, s0, s1, s2, s3, connection_id & 0xFFFF_FFFF_FFFF_FFFF,
+            connection_id >> 64, timestamp_micros & 0xFFFF_FFFF_FFFF_FFFF, 1 if args else 0, 1,
+        )  # fmt: skip
         buf = self._argbuf
         self._sink = bytearray()
         try:
-            return self._raw_call(self._call_reducer_addr, buf, 10)
+            return self._raw_call(self._call_reducer_arg, buf, _TEN)
         finally:
             self.tx = None
 
@@ -495,18 +501,25 @@ class ModuleHost:
 
     _last_sink: bytes = b""
 
-    def _raw_call(self, func_addr: int, buf: Any, n: int, has_result: bool = True) -> CallResult:
-        ctx = self._ctx_addr
-        err = _set_fuel(ctx, self.fuel_budget)
+    @property
+    def fuel_budget(self) -> int:
+        """Fuel each call starts with (fixed for the host's life: its ctypes form is prebuilt)."""
+        return self._fuel_budget
+
+    def _raw_call(self, func: Any, buf: Any, n: Any, has_result: bool = True) -> CallResult:
+        """Call the export at ``func`` (address, or a c_void_p of it) with ``n`` slots in ``buf``
+        (a ctypes array; ``n`` an int or a c_size_t)."""
+        ctx = self._ctx_arg
+        err = _set_fuel(ctx, self._budget_arg)
         if err:
             raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
         self._pending_exc = None
         t0 = time.perf_counter_ns()
-        err = _func_call_unchecked(ctx, func_addr, ctypes.addressof(buf), n, self._trap_addr)
+        err = _func_call_unchecked(ctx, func, buf, n, self._trap_arg)
         duration = (time.perf_counter_ns() - t0) // 1000
-        _get_fuel(ctx, self._fuel_out_addr)
+        _get_fuel(ctx, self._fuel_out_arg)
         remaining = self._fuel_out
-        fuel_used = self.fuel_budget - remaining.value
+        fuel_used = self._fuel_budget - remaining.value
         raw_sink = self._sink
         self._sink = None
         if raw_sink:
@@ -526,7 +539,7 @@ class ModuleHost:
         if trap:
             t = wasmtime.Trap._from_ptr(trap)
             self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
-            self._trap_addr = ctypes.addressof(self._trap_ptr)
+            self._trap_arg = ctypes.c_void_p(ctypes.addressof(self._trap_ptr))
             out_of_fuel = remaining.value == 0 or t.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
             trap_message = t.message
             if self._pending_exc is not None and not isinstance(self._pending_exc, HostTrap):
@@ -538,7 +551,8 @@ class ModuleHost:
                 duration_micros=duration,
             )
         code = buf[0].i32 if has_result else 0
-        return CallResult(code, message, fuel_used, duration_micros=duration)
+        # The tuple built directly: a NamedTuple's __new__ is Python code, a frame per call.
+        return _new_tuple(CallResult, (code, message, fuel_used, False, False, "", duration))
 
     # --- guest memory -------------------------------------------------------------------------
 
@@ -657,7 +671,7 @@ class ModuleHost:
         }
         for module, name, params, results in ABI_IMPORTS:
             functype = wasmtime.FuncType(params, results)
-            cb = self._make_callback(impls[name], bool(results), results == [I64])
+            cb = self._make_callback(impls[name], len(params), bool(results), results == [I64])
             m = module.encode()
             nm = name.encode()
             err = ffi.wasmtime_linker_define_func_unchecked(
@@ -669,70 +683,78 @@ class ModuleHost:
                 raise wasmtime.WasmtimeError._from_ptr(err)
             self._keep.extend((functype, cb))
 
-    def _make_callback(self, impl: _Callback, has_result: bool, result_i64: bool) -> Any:
+    def _make_callback(self, impl: _Callback, nparams: int, has_result: bool, result_i64: bool) -> Any:
         host = self
+        size = _SLOT_SIZE * max(1, nparams)
+        unpack = struct.Struct("<" + ("q8x" if result_i64 else "I12x") * nparams).unpack_from
+        # The slots seen as native u32 (i64) items: the result is stored as item 0, a plain
+        # item assignment (struct's pack_into parses its arguments from a format string).
+        item: Literal["q", "I"] = "q" if result_i64 else "I"
+        views: dict[int, memoryview] = {}
 
-        def trap(message: str) -> int:
+        def slots(p: int) -> memoryview:
+            if len(views) >= _MAX_SLOT_VIEWS:
+                views.clear()
+            mv = views[p] = memoryview((ctypes.c_ubyte * size).from_address(p)).cast("B").cast(item)
+            return mv
+
+        def trap(e: BaseException, message: str) -> int:
+            host._pending_exc = e
             t = wasmtime.Trap(message)
             return ctypes.cast(t._consume(), ctypes.c_void_p).value or 0
 
         if has_result and not result_i64:
 
             @_CALLBACK
-            def cb(_env: Any, _caller: Any, p: Any, _n: int) -> int:
+            def cb(_env: Any, _caller: Any, p: int, _n: int) -> int:
                 try:
-                    a = p.contents
+                    mv = views.get(p) or slots(p)
                     if host.profile_ns is None:
-                        a[0] = impl(a) & 0xFFFFFFFF
+                        mv[0] = impl(unpack(mv)) & 0xFFFFFFFF
                     else:
                         t0 = time.perf_counter_ns()
-                        a[0] = impl(a) & 0xFFFFFFFF
+                        mv[0] = impl(unpack(mv)) & 0xFFFFFFFF
                         host.profile_ns[0] += time.perf_counter_ns() - t0
                         host.profile_ns[1] += 1
                     return 0
                 except HostTrap as e:
-                    host._pending_exc = e
-                    return trap(str(e))
+                    return trap(e, str(e))
                 except BaseException as e:  # noqa: BLE001 - any host failure traps the guest
-                    host._pending_exc = e
-                    return trap(f"host error: {type(e).__name__}: {e}")
+                    return trap(e, f"host error: {type(e).__name__}: {e}")
 
         elif result_i64:
 
-            @_CALLBACK_I64
-            def cb(_env: Any, _caller: Any, p: Any, _n: int) -> int:
+            @_CALLBACK
+            def cb(_env: Any, _caller: Any, p: int, _n: int) -> int:
                 try:
-                    a = p.contents
-                    a[0] = impl(a)
+                    mv = views.get(p) or slots(p)
+                    mv[0] = impl(unpack(mv))
                     return 0
                 except BaseException as e:  # noqa: BLE001
-                    host._pending_exc = e
-                    return trap(f"host error: {e}")
+                    return trap(e, f"host error: {e}")
 
         else:
 
             @_CALLBACK
-            def cb(_env: Any, _caller: Any, p: Any, _n: int) -> int:
+            def cb(_env: Any, _caller: Any, p: int, _n: int) -> int:
                 try:
-                    impl(p.contents)
+                    impl(unpack(views.get(p) or slots(p)))
                     return 0
                 except HostTrap as e:
-                    host._pending_exc = e
-                    return trap(str(e))
+                    return trap(e, str(e))
                 except BaseException as e:  # noqa: BLE001
-                    host._pending_exc = e
-                    return trap(f"host error: {type(e).__name__}: {e}")
+                    return trap(e, f"host error: {type(e).__name__}: {e}")
 
         return cb
 
-    # Each _imp_* takes the raw argument array; pointers and u32s are masked to unsigned.
+    # Each _imp_* takes its arguments as a tuple of unsigned ints (i64 ones: signed), in order.
 
     def _tx_or_none(self) -> Any:
         return self.tx
 
     def _imp_table_id_from_name(self, a: Any) -> int:
-        name = self._read_str(a[0], a[4])
-        out = a[8]
+        name = self._read_str(a[0], a[1])
+        out = a[2]
         if self.tx is None:
             return NOT_IN_TRANSACTION
         tid = self.hooks.table_id(name)
@@ -742,8 +764,8 @@ class ModuleHost:
         return 0
 
     def _imp_index_id_from_name(self, a: Any) -> int:
-        name = self._read_str(a[0], a[4])
-        out = a[8]
+        name = self._read_str(a[0], a[1])
+        out = a[2]
         if self.tx is None:
             return NOT_IN_TRANSACTION
         iid = self.hooks.index_id(name)
@@ -753,7 +775,7 @@ class ModuleHost:
         return 0
 
     def _imp_row_count(self, a: Any) -> int:
-        table_id, out = a[0], a[4]
+        table_id, out = a[0], a[1]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -765,7 +787,7 @@ class ModuleHost:
         return 0
 
     def _imp_table_scan(self, a: Any) -> int:
-        table_id, out = a[0], a[4]
+        table_id, out = a[0], a[1]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -777,13 +799,13 @@ class ModuleHost:
 
     def _range_args(self, a: Any) -> tuple[int, bytes, int, bytes, bytes, int]:
         index_id = a[0]
-        prefix_ptr, prefix_len, prefix_elems = a[4], a[8], a[12]
+        prefix_ptr, prefix_len, prefix_elems = a[1], a[2], a[3]
         if prefix_elems > 0xFFFF:
             raise HostTrap(f"prefix_elems {prefix_elems} does not fit a ColId (u16)")
         prefix = self.read(prefix_ptr, prefix_len) if prefix_elems else b""
-        rstart = self.read(a[16], a[20])
-        rend = self.read(a[24], a[28])
-        return index_id, prefix, prefix_elems, rstart, rend, a[32]
+        rstart = self.read(a[4], a[5])
+        rend = self.read(a[6], a[7])
+        return index_id, prefix, prefix_elems, rstart, rend, a[8]
 
     def _imp_index_scan_range(self, a: Any) -> int:
         index_id, prefix, elems, rstart, rend, out = self._range_args(a)
@@ -810,7 +832,7 @@ class ModuleHost:
     def _imp_index_scan_point(self, a: Any) -> int:
         # Hot path (every primary-key lookup): bounds checks are inlined.
         index_id = a[0]
-        ptr, n, out = a[4], a[8], a[12]
+        ptr, n, out = a[1], a[2], a[3]
         if not (ptr and ptr + n <= self._size and out and out + 4 <= self._size):
             self._check(ptr, n)
             self._check(out, 4)
@@ -830,8 +852,8 @@ class ModuleHost:
     def _delete_and_count(self, a: Any, operation: str) -> int:
         """`(id, bytes_ptr, bytes_len, out:u32 count)` deletes: run ``tx.<operation>`` and write the count."""
         ident = a[0]
-        data = self.read(a[4], a[8])
-        out = a[12]
+        data = self.read(a[1], a[2])
+        out = a[3]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -848,7 +870,7 @@ class ModuleHost:
         return self._delete_and_count(a, "delete_by_rel")
 
     def _imp_iter_advance(self, a: Any) -> int:
-        iid, buf_ptr, len_ptr = a[0], a[4], a[8]
+        iid, buf_ptr, len_ptr = a[0], a[1], a[2]
         chunks = self._iters.get(iid)
         if chunks is None:
             return NO_SUCH_ITER
@@ -892,7 +914,7 @@ class ModuleHost:
         return 0
 
     def _imp_insert(self, a: Any) -> int:
-        table_id, row_ptr, len_ptr = a[0], a[4], a[8]
+        table_id, row_ptr, len_ptr = a[0], a[1], a[2]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -907,8 +929,8 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_update(self, a: Any) -> int:
-        table_id, index_id = a[0], a[4]
-        row_ptr, len_ptr = a[8], a[12]
+        table_id, index_id = a[0], a[1]
+        row_ptr, len_ptr = a[2], a[3]
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -929,12 +951,12 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_schedule_immediate(self, a: Any) -> None:
-        name = self._read_str(a[0], a[4])
-        args = self.read(a[8], a[12])
+        name = self._read_str(a[0], a[1])
+        args = self.read(a[2], a[3])
         self.hooks.schedule_immediate(name, args)
 
     def _imp_sink_write(self, a: Any) -> int:
-        sink, buf_ptr, len_ptr = a[0], a[4], a[8]
+        sink, buf_ptr, len_ptr = a[0], a[1], a[2]
         if sink != 1 or self._sink is None:
             return NO_SUCH_BYTES
         n = self.read_u32(len_ptr)
@@ -942,7 +964,7 @@ class ModuleHost:
         return 0
 
     def _imp_source_read(self, a: Any) -> int:
-        sid, buf_ptr, len_ptr = a[0], a[4], a[8]
+        sid, buf_ptr, len_ptr = a[0], a[1], a[2]
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
@@ -961,7 +983,7 @@ class ModuleHost:
         return 0
 
     def _imp_source_remaining(self, a: Any) -> int:
-        sid, out = a[0], a[4]
+        sid, out = a[0], a[1]
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
@@ -980,15 +1002,15 @@ class ModuleHost:
     def _imp_console_log(self, a: Any) -> None:
         level = a[0]
         try:
-            target = self._lossy(a[4], a[8])
-            filename = self._lossy(a[12], a[16])
-            msg_ptr = a[24]
+            target = self._lossy(a[1], a[2])
+            filename = self._lossy(a[3], a[4])
+            msg_ptr = a[6]
             if msg_ptr == 0:
                 return
-            message = self._lossy(msg_ptr, a[28]) or ""
+            message = self._lossy(msg_ptr, a[7]) or ""
         except _DropRecord:
             return  # console_log never traps: an out-of-bounds record is dropped
-        line = a[20]
+        line = a[5]
         record: dict[str, Any] = {
             "level": level_name(level),
             "message": message,
@@ -1000,7 +1022,7 @@ class ModuleHost:
         self.hooks.module_log(record)
 
     def _imp_timer_start(self, a: Any) -> int:
-        name = self.read(a[0], a[4]).decode("utf-8", errors="replace")
+        name = self.read(a[0], a[1]).decode("utf-8", errors="replace")
         tid = self._next_timer
         self._next_timer += 1
         self._timers[tid] = (name, time.perf_counter())
@@ -1020,7 +1042,7 @@ class ModuleHost:
 
     def _imp_get_jwt(self, a: Any) -> int:
         conn = self.read(a[0], 16)
-        out = a[4]
+        out = a[1]
         if self.tx is None:
             return NOT_IN_TRANSACTION
         payload = self.hooks.jwt_payload(int.from_bytes(conn, "little"))

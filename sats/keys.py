@@ -367,6 +367,19 @@ def _fixed_int_converter(kind: TypeTag) -> KeyConverter:
     return convert
 
 
+def reversed_bsatn_width(ty: AlgebraicType, typespace: Typespace = EMPTY_TYPESPACE) -> int:
+    """The width of ``ty`` when its key is its BSATN with the bytes reversed, else 0.
+
+    True of the fixed-size unsigned integers: little-endian in BSATN, big-endian as a key. A
+    caller holding such a value's BSATN can then build the key with a slice, no converter call.
+    """
+    resolved = typespace.resolve(ty) if isinstance(ty, Ref) else ty
+    if isinstance(resolved, PrimitiveType) and resolved.kind in STRUCT_FORMATS and resolved.kind in INT_LAYOUT:
+        bits, signed = INT_LAYOUT[resolved.kind]
+        return 0 if signed else bits // 8
+    return 0
+
+
 def key_converter(ty: AlgebraicType, typespace: Typespace = EMPTY_TYPESPACE) -> KeyConverter:
     """A function ``(buf, pos) -> (key, new_pos)`` reading one BSATN ``ty`` at ``pos``.
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sats.bsatn import codec_for, encode
 from sats.errors import DecodeError, EncodeError, SatsError
-from sats.keys import encode_key, key_converter, prefix_end, row_key_extractor
+from sats.keys import encode_key, key_converter, prefix_end, reversed_bsatn_width, row_key_extractor
 from sats.types import (
     BOOL,
     BYTES,
@@ -330,6 +330,22 @@ def test_fixed_int_all_widths() -> None:
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
         conv = key_converter(ty)
         assert [conv(encode(ty, s), 0)[0] for s in samples] == keys
+
+
+def test_reversed_bsatn_width_only_where_the_key_is_the_reversed_bsatn() -> None:
+    # The datastore builds primary-key lookups with a byte reversal where this says it may.
+    for ty in (I8, U8, I32, U32, I64, U64, I128, U128, I256, U256, STRING, BOOL, F64, IDENTITY):
+        width = reversed_bsatn_width(ty)
+        if isinstance(ty, PrimitiveType) and ty.kind in INT_LAYOUT and not INT_LAYOUT[ty.kind][1]:
+            bits = INT_LAYOUT[ty.kind][0]
+            if width:
+                assert width == bits // 8
+                for s in {0, 1, 255, (1 << bits) - 2, (1 << bits) - 1, 0x0102 % (1 << bits)}:
+                    assert encode_key(ty, s) == encode(ty, s)[::-1]
+        else:
+            assert width == 0, ty
+    assert reversed_bsatn_width(U32) == 4 and reversed_bsatn_width(U64) == 8
+    assert reversed_bsatn_width(Ref(0), Typespace([U32])) == 4
 
 
 def test_nul_bytes_inside_products() -> None:
