@@ -102,6 +102,10 @@ def _parse_cached(sql: str) -> ast.Statement:
         raise SqlError(f"sql parser error: {_parse_error_text(e)}") from None
     except RecursionError:
         raise SqlError(f"Recursion limit exceeded, nesting deeper than {MAX_EXPR_DEPTH}") from None
+    except ValueError:
+        # sqlglot's node builders raise ValueError on some malformed input instead of a
+        # ParseError (``SET row_limit = LIMIT .``: "Cannot convert empty name into var").
+        raise unsupported(text) from None
     roots = [t for t in trees if t is not None]
     if len(roots) != 1:  # defensive: the token split above already guarantees one
         raise SqlError("Multiple SQL statements are not supported" if roots else "Empty SQL query")
@@ -467,7 +471,7 @@ def statement_shape(sql: str) -> tuple[str, str]:
         return "other", sql
     try:
         trees = [t for t in _DIALECT.parser(error_level=ErrorLevel.RAISE).parse(tokens, sql) if t is not None]
-    except (ParseError, RecursionError):
+    except (ParseError, RecursionError, ValueError):  # ValueError: as in _parse_cached
         return "invalid", sql
     if len(trees) != 1:
         return "invalid", sql

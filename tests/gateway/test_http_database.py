@@ -462,6 +462,8 @@ def test_sql(server: StandaloneServer, name: str) -> None:
         half = await c.sql(name, "SET row_limit 5", token=token)
         assert (half.status, half.text) == (400, "Unsupported: SET row_limit 5")
         assert "Falling back to parsing as a 'Command'" not in server.log_text()
+        crash = await c.sql(name, "SET row_limit = LIMIT .", token=token)  # was a 500 (ValueError in sqlglot)
+        assert (crash.status, crash.text) == (400, "Unsupported: SET row_limit = LIMIT .")
 
     server.run(body)
 
