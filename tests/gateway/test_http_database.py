@@ -464,6 +464,8 @@ def test_sql(server: StandaloneServer, name: str) -> None:
         assert "Falling back to parsing as a 'Command'" not in server.log_text()
         crash = await c.sql(name, "SET row_limit = LIMIT .", token=token)  # was a 500 (ValueError in sqlglot)
         assert (crash.status, crash.text) == (400, "Unsupported: SET row_limit = LIMIT .")
+        crash = await c.sql(name, "{=")  # was a 500 (AttributeError in sqlglot)
+        assert (crash.status, crash.text) == (400, "Unsupported: {=")
 
     server.run(body)
 
