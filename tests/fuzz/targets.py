@@ -13,8 +13,10 @@ sats-json      mutated SATS-JSON (text and structure) of random values ``DecodeE
 ws-bsatn       mutated binary v1 client messages                       ``WsProtocolError``
 ws-json        mutated text v1 client messages                         ``WsProtocolError``
 sql            SQL token soup and mutated queries, run on Part D's     ``SqlError``
-               tables (real LMDB) as owner and as a stranger under RLS
-moduledef      mutated ``__describe_module__`` output of our modules   ``ModuleDefError``
+               tables (real LMDB) as owner and as a stranger under RLS,
+               and compiled as subscriptions
+moduledef      our modules' ``__describe_module__`` output, its   ``ModuleDefError``
+               bytes or its decoded structure mutated
 http           random requests to ``orrery.standalone`` on 127.0.0.1   any status below 500; the
                (methods, paths, query strings, bodies, tokens)         process stays up
 websocket      v1 sessions (BSATN, JSON) of fuzzed and mutated frames  the probe after them is
@@ -47,6 +49,8 @@ from hostnode.moduledef import (
 )
 from hostnode.schema_build import build_schemas
 from hostnode.sql import SqlError, execute_in_tx, mutates, parse_sql
+from hostnode.sql.typecheck import SchemaView
+from hostnode.subscriptions import compile_query
 from sats.bsatn import codec_for, decode_type, encode_type
 from sats.errors import DecodeError, SatsError
 from sats.json import (
@@ -96,7 +100,7 @@ from sats.ws_v1 import (
 from tests.fuzz.inputs import mutated_bytes, mutated_json_text
 from tests.fuzz.routes import http_harness, http_requests
 from tests.fuzz.websocket import ws_harness, ws_sessions
-from tests.hostnode.sql.conftest import O, U, make_partd
+from tests.hostnode.sql.conftest import TABLES, O, U, make_partd
 from tests.modules_harness import MODULES_DIR, describe
 from tests.sats.strategies import types_and_values
 
@@ -288,6 +292,12 @@ def _sql_harness(workdir: Path) -> Iterator[Check]:
     db = make_partd(workdir / "partd", _RLS)
 
     def check(text: str) -> None:
+        # The same text as a subscription (its own grammar, B.1) and as a one-off query.
+        for caller in (O, U):
+            view = SchemaView(TABLES, caller=caller, is_owner=caller == O, rls=db.rls)
+            for one_off in (False, True):
+                with contextlib.suppress(SqlError):
+                    compile_query(text, view, one_off=one_off)
         try:
             stmt = parse_sql(text)
         except SqlError:
