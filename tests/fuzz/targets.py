@@ -282,7 +282,9 @@ def _mutated_sql(draw: st.DrawFn) -> str:
 
 def _sql_inputs() -> st.SearchStrategy[str]:
     soup = st.lists(st.sampled_from(_SQL_TOKENS), min_size=1, max_size=16).map(" ".join)
-    return st.one_of(_mutated_sql(), _mutated_sql(), soup, st.text(max_size=40))
+    # Punctuation and operators: where sqlglot's parser raises more than its ParseError.
+    symbols = st.text(alphabet="{}[]()=<>!:;.,'\"`$@#%^&*+-/\\|?~ 0aZ_", max_size=12)
+    return st.one_of(_mutated_sql(), _mutated_sql(), soup, symbols, st.text(max_size=40))
 
 
 @contextlib.contextmanager
