@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the targets; 0 when every input was handled cleanly."""
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0, help="time per target (default 60)")
+    # [] among the choices: argparse checks the empty default of nargs="*" against them.
     parser.add_argument("targets", nargs="*", choices=[[], *TARGETS], metavar="TARGET",
                         help=f"targets to run (default all): {', '.join(TARGETS)}")  # fmt: skip
     args = parser.parse_args(argv)

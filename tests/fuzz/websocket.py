@@ -106,7 +106,7 @@ def _frame(draw: st.DrawFn, protocol: str) -> bytes | str:
         return encoded
     raw = encoded if isinstance(encoded, bytes) else encoded.encode()
     mutated = draw(mutated_bytes(st.just(raw), max_mutations=3))
-    if kind < 9:  # a mutated frame of the protocol's own kind (text stays text, even if not UTF-8)
+    if kind < 9:  # a mutated frame of the protocol's own kind (a text frame's bytes made UTF-8 again)
         return mutated if bsatn else mutated.decode("utf-8", errors="replace")
     return mutated.decode("utf-8", errors="replace") if bsatn else mutated  # the other kind
 
@@ -171,6 +171,11 @@ def ws_harness(workdir: Path) -> Iterator[Callable[[Session], None]]:
             url = f"{live.server.url.replace('http', 'ws', 1)}/v1/database/{live.db_identity}/subscribe"
             try:
                 asyncio.run(_run_session(url, session))
+            except TimeoutError:
+                raise AssertionError(
+                    f"hung: neither the probe's answer nor a close in {HANG_SECONDS:.0f} s after {session!r}\n"
+                    f"{live.log_tail()}"
+                ) from None
             except AssertionError as e:
                 raise AssertionError(f"{e} after {session!r}\n{live.log_tail()}") from None
             live.assert_running(repr(session))
