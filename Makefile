@@ -23,7 +23,7 @@ WASM_CFLAGS := --target=wasm32 -nostdlib -mbulk-memory -O2 -Wall -Werror \
 	-Wl,--no-entry -Wl,--strip-all -Wl,--export=__call_reducer__ -Wl,--export=__describe_module__ \
 	-Imodules/include
 
-.PHONY: all install lock lock-upgrade test lint typecheck pytest bench modules proto dashboard system-deps clean run k8s-rules
+.PHONY: all install lock lock-upgrade test lint typecheck pytest fuzz bench modules proto dashboard system-deps clean run k8s-rules
 
 all: install
 
@@ -114,6 +114,14 @@ pytest: install system-deps
 	$(VENV)/bin/pytest -q
 
 test: install system-deps lint typecheck pytest
+
+# The long fuzz run (tests/fuzz): each target — the BSATN, SATS-JSON, WebSocket-message, SQL and
+# module-definition decoders, then HTTP and WebSocket traffic to a real server — for FUZZ_SECONDS
+# seconds, one after another; prints the inputs each ran and stops at the first failure.
+# `make test` runs a short fixed set of the same inputs.
+FUZZ_SECONDS ?= 60
+fuzz: install
+	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
 bench: install
 	$(PY) -m loadtest.bench_txdata

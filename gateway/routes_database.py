@@ -139,7 +139,9 @@ async def _publish(request: web.Request, name_or_identity: str | None) -> web.Re
                 exists = True
         if clear and exists:
             raise ApiError.text(400, "Setting the parent of an existing database is not supported")
-        raise ApiError.text(500, "Parent databases (teams) are not supported by this server")
+        # 1.12's standalone answers 500 here (its authorization fails inside); a feature this
+        # server lacks is the request's problem, not a server failure, so: 400 (issue 12).
+        raise ApiError.text(400, "Parent databases (teams) are not supported by this server")
     outcome = await gw.control.publish(
         caller.identity, name_or_identity, program, clear=clear, break_clients=break_clients, token=token,
         num_replicas=num_replicas,

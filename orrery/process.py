@@ -35,6 +35,10 @@ __all__ = [
 
 #: Loggers whose INFO lines a server prints (everyone else's warnings only).
 OUR_LOGGERS = ("orrery", "gateway", "controlplane", "clustermeta")
+#: Libraries that warn about their callers' input, which here is client text: sqlglot warns about
+#: every statement it only half parses ("falling back to parsing as a Command"), each refused
+#: with a 400 anyway, so a client could fill the server's log with them. Their errors still show.
+QUIET_LOGGERS = ("sqlglot",)
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -57,6 +61,8 @@ def configure_logging(level: str = "info") -> None:
     root.setLevel(logging.WARNING)
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def parse_listen_addr(text: str, flag: str = "--listen-addr") -> tuple[str, int]:

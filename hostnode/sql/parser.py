@@ -102,6 +102,11 @@ def _parse_cached(sql: str) -> ast.Statement:
         raise SqlError(f"sql parser error: {_parse_error_text(e)}") from None
     except RecursionError:
         raise SqlError(f"Recursion limit exceeded, nesting deeper than {MAX_EXPR_DEPTH}") from None
+    except Exception:  # noqa: BLE001 - whatever sqlglot raises on client text refuses that text
+        # sqlglot raises more than ParseError on input it cannot read: ValueError for
+        # ``SET row_limit = LIMIT .`` ("Cannot convert empty name into var"), AttributeError
+        # for ``{=``. Either is the statement's fault, not the server's.
+        raise unsupported(text) from None
     roots = [t for t in trees if t is not None]
     if len(roots) != 1:  # defensive: the token split above already guarantees one
         raise SqlError("Multiple SQL statements are not supported" if roots else "Empty SQL query")
@@ -467,7 +472,7 @@ def statement_shape(sql: str) -> tuple[str, str]:
         return "other", sql
     try:
         trees = [t for t in _DIALECT.parser(error_level=ErrorLevel.RAISE).parse(tokens, sql) if t is not None]
-    except (ParseError, RecursionError):
+    except Exception:  # noqa: BLE001 - ParseError, RecursionError, or sqlglot's others (see _parse_cached)
         return "invalid", sql
     if len(trees) != 1:
         return "invalid", sql

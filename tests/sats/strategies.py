@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -62,6 +63,7 @@ def _sum(draw: st.DrawFn, inner: st.SearchStrategy[AlgebraicType], named: bool) 
     return SumType(tuple(SumTypeVariant(n, t) for n, t in zip(names, tys, strict=True)))
 
 
+@functools.cache  # strategies are immutable; building one anew per draw dominated run time
 def algebraic_types(
     max_leaves: int = 8, named: bool = False, refs: int = 0
 ) -> st.SearchStrategy[AlgebraicType]:

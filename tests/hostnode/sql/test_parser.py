@@ -164,6 +164,10 @@ def test_dml_set_show_forms() -> None:
         ("DELETE FROM t AS x WHERE x.a = 1", "Unsupported table expression in DELETE: t AS x"),
         ("DELETE FROM t USING u WHERE t.a = u.a", "Multi-table DELETE is not supported"),
         ("SHOW a b", "Unsupported: SHOW a b"),
+        # sqlglot raised ValueError and AttributeError on these, which escaped as 500s (found
+        # by tests/fuzz).
+        ("SET row_limit = LIMIT .", "Unsupported: SET row_limit = LIMIT ."),
+        ("{=", "Unsupported: {="),
     ],
 )
 def test_rejections(sql: str, message: str) -> None:
