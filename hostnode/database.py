@@ -46,11 +46,13 @@ from hostnode.txdata import TxData
 from hostnode.txrecord import RecordKind, TxRecord, encode_record
 from hostnode.wasm_host import (
     DEFAULT_FUEL_BUDGET,
+    DEFAULT_MEMORY_LIMIT,
     FATAL_ERROR_MESSAGE,
     SCHEDULE_AT_DELAY_TOO_LONG,
     ModuleHost,
     ModuleLoadError,
     WasmProgram,
+    memory_limit_message,
 )
 from sats.bsatn import Codec, codec_for
 from sats.errors import DecodeError
@@ -118,6 +120,8 @@ class ReducerOutcome:
     duration_micros: int
     offset: int | None = None  # commit-log offset when committed (None if nothing was logged)
     txdata: TxData | None = None
+    #: It trapped near the linear-memory cap (the message names it).
+    out_of_memory: bool = False
 
     @property
     def committed(self) -> bool:
@@ -130,6 +134,9 @@ class DatabaseConfig:
     """Tunables of one database replica."""
 
     fuel_budget: int = DEFAULT_FUEL_BUDGET
+    #: Cap on the module's linear memory in bytes (README, "Limits"): a `memory.grow` past it
+    #: fails, and a call that then traps fails with a message naming this setting.
+    max_memory_bytes: int = DEFAULT_MEMORY_LIMIT
     epoch: int = 1
     segment_bytes: int = 64 << 20
     # At most one commit-log fsync per this many seconds (group commit); 0 = back to back.
@@ -306,6 +313,9 @@ class Database:
             outcome = self._run_reducer_in(tx, init.name, b"", self.owner, 0, timestamp)
             if not outcome.committed:
                 tx.rollback()
+                if outcome.out_of_memory:
+                    # Not a failure of the module's logic: it cannot run here as configured.
+                    raise ModuleLoadError(outcome.message)
                 raise InitFailed(outcome.message or "init failed")
         txdata = tx.commit()
         self._refresh_ids()
@@ -342,7 +352,7 @@ class Database:
         """
         self._check_open()
         wasm = WasmProgram.compile(program)
-        host = ModuleHost(wasm, self, fuel_budget=self.config.fuel_budget)
+        host = self.new_host(wasm)
         describe = host.instantiate()
         try:
             mdef = validate(decode_raw_module_def(describe))
@@ -381,9 +391,15 @@ class Database:
             cb(plan)
         return plan
 
+    def new_host(self, wasm: WasmProgram) -> ModuleHost:
+        """A module host for ``wasm`` under this database's call budget and memory cap."""
+        return ModuleHost(
+            wasm, self, fuel_budget=self.config.fuel_budget, memory_limit=self.config.max_memory_bytes
+        )
+
     def _load_program(self, program: bytes, wasm: WasmProgram | None = None) -> None:
         wasm = wasm or WasmProgram.compile(program)
-        host = ModuleHost(wasm, self, fuel_budget=self.config.fuel_budget)
+        host = self.new_host(wasm)
         describe = host.instantiate()
         try:
             mdef = validate(decode_raw_module_def(describe))
@@ -631,7 +647,16 @@ class Database:
     def _failed_outcome(
         self, res: Any, name: str, rid: int, caller: Identity, connection_id: int, timestamp: int, args: bytes
     ) -> ReducerOutcome:
-        if res.trapped:
+        out_of_memory = False
+        if res.trapped and res.out_of_memory:
+            # 1.12 answers every trap with FATAL_ERROR_MESSAGE; a refused memory.grow has a
+            # cause the caller can act on, so it is named.
+            out_of_memory = True
+            status = Status.FAILED
+            message = f"reducer `{name}` trapped near its memory cap: {memory_limit_message(self.config.max_memory_bytes)}"
+            log.warning("reducer %s trapped at the memory cap: %s", name, res.trap_message.strip())
+            self.module_log_write("Error", message, function=name)
+        elif res.trapped:
             status = Status.OUT_OF_ENERGY if res.out_of_fuel else Status.FAILED
             message = "" if res.out_of_fuel else FATAL_ERROR_MESSAGE
             if res.out_of_fuel:
@@ -656,7 +681,8 @@ class Database:
                 "Error", f"reducer `{name}` returned unknown code {res.code}", function=name
             )
         return ReducerOutcome(
-            status, message, name, rid, caller, connection_id, timestamp, args, res.fuel_used, res.duration_micros
+            status, message, name, rid, caller, connection_id, timestamp, args, res.fuel_used, res.duration_micros,
+            out_of_memory=out_of_memory,
         )
 
     def _commit(self, outcome: ReducerOutcome, txdata: TxData, kind: RecordKind, st: TxnStats) -> None:

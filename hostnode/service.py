@@ -34,7 +34,7 @@ from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
 from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, OutgoingBudget, RealtimeHub
 from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
 from hostnode.stats import SQL
-from hostnode.wasm_host import ModuleHost, ModuleLoadError, WasmProgram
+from hostnode.wasm_host import ModuleLoadError, WasmProgram
 from hostnode.worker import DEFAULT_MAX_QUEUED, DatabaseWorker
 from sats.bsatn import codec_for
 from sats.errors import DecodeError, EncodeError
@@ -372,7 +372,7 @@ class HostNode:
         """
 
         def plan(db: Database) -> PlannedUpdate:
-            host = ModuleHost(WasmProgram.compile(program), db, fuel_budget=db.config.fuel_budget)
+            host = db.new_host(WasmProgram.compile(program))
             try:
                 describe = host.instantiate()
             finally:

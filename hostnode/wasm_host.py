@@ -67,6 +67,11 @@ REFERENCE_DEFAULT_BUDGET = 120_000_000_000_000
 #: Orrery's default budget: ~10^10 fuel is a few seconds of wasm here, so a runaway reducer stops
 #: long before it could stall a database for a minute. Configurable per database.
 DEFAULT_FUEL_BUDGET = 10_000_000_000
+#: Orrery's default cap on a module's linear memory (wasmtime store limits). SpacetimeDB 1.12 sets
+#: none, so a module may take all of wasm32's 4 GiB; a cap keeps one database from holding the
+#: host's memory for as long as it exists. Configurable per database.
+DEFAULT_MEMORY_LIMIT = 256 << 20
+WASM_PAGE_SIZE = 64 << 10
 
 HOST_VERSION = (10, 4)
 FATAL_ERROR_MESSAGE = "The instance encountered a fatal error."
@@ -181,6 +186,9 @@ class CallResult(NamedTuple):
     out_of_fuel: bool = False
     trap_message: str = ""
     duration_micros: int = 0
+    #: It trapped with its linear memory near the cap: a refused ``memory.grow`` (which returns
+    #: -1 rather than trapping) is the likely cause, so the cap is named.
+    out_of_memory: bool = False
 
 
 _new_tuple = tuple.__new__
@@ -228,6 +236,8 @@ class WasmProgram:
     has_setup: bool
     has_call_view: bool
     has_call_procedure: bool
+    #: Pages the exported memory starts with (checked against the memory cap at instantiation).
+    memory_minimum: int = 0
 
     @staticmethod
     def compile(wasm: bytes, engine: wasmtime.Engine | None = None) -> WasmProgram:
@@ -241,7 +251,8 @@ class WasmProgram:
             raise ModuleLoadError(f"invalid WebAssembly: {e}") from None
         abi = _abi_version(module)
         exports = {e.name: e.type for e in module.exports}
-        if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+        memory = exports.get("memory")
+        if not isinstance(memory, wasmtime.MemoryType):
             raise ModuleLoadError("module does not export a linear memory named `memory`")
         if "__describe_module__" not in exports:
             if "__describe_module_v10__" in exports:
@@ -262,6 +273,7 @@ class WasmProgram:
             has_setup=has_setup,
             has_call_view="__call_view__" in exports,
             has_call_procedure="__call_procedure__" in exports,
+            memory_minimum=memory.limits.min,
         )
 
 
@@ -328,6 +340,18 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, 
 _Callback = Callable[[tuple[int, ...]], Any]
 
 
+def memory_limit_message(limit: int) -> str:
+    """How the memory cap is named in errors: the figure and the setting that changes it."""
+    return f"linear memory is capped at {_format_bytes(limit)} (DatabaseConfig.max_memory_bytes)"
+
+
+def _format_bytes(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
 def _format_duration(seconds: float) -> str:
     """Format like Rust's ``Debug`` for ``Duration`` (``1.234567ms``, ``12µs``, ``2.5s``)."""
     nanos = max(0, int(round(seconds * 1e9)))
@@ -350,9 +374,17 @@ class ModuleHost:
     Not thread-safe: a database runs one call at a time on its writer thread.
     """
 
-    def __init__(self, program: WasmProgram, hooks: HostHooks, *, fuel_budget: int = DEFAULT_FUEL_BUDGET) -> None:
+    def __init__(
+        self,
+        program: WasmProgram,
+        hooks: HostHooks,
+        *,
+        fuel_budget: int = DEFAULT_FUEL_BUDGET,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    ) -> None:
         self.program = program
         self.hooks = hooks
+        self._memory_limit = memory_limit
         #: Table ids for which after_row_write must be called (schedule tables); set by the owner.
         self.schedule_tables: frozenset[int] | set[int] = frozenset()
         self._fuel_budget = fuel_budget
@@ -410,9 +442,17 @@ class ModuleHost:
         """
         self.discard_instance()
         store = wasmtime.Store(self._engine)
+        # Past the cap `memory.grow` returns -1 (what a guest allocator sees as out of memory).
+        store.set_limits(memory_size=self._memory_limit)
         try:
             instance = self.linker.instantiate(store, self.program.module)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
+            initial = self.program.memory_minimum * WASM_PAGE_SIZE
+            if initial > self._memory_limit:
+                raise ModuleLoadError(
+                    f"the module's initial linear memory ({_format_bytes(initial)}) is over the cap: "
+                    f"{memory_limit_message(self._memory_limit)}"
+                ) from None
             raise ModuleLoadError(f"instantiation failed: {e}") from None
         exports = instance.exports(store)
         self._store = store
@@ -430,22 +470,32 @@ class ModuleHost:
             for name in self.program.preinits:
                 res = self._call_export(exports[name], [], 0, 0)
                 if res.trapped:
-                    raise ModuleLoadError(f"{name} trapped: {res.trap_message}")
+                    raise ModuleLoadError(f"{name} trapped: {self._trap_reason(res)}")
             if self.program.has_setup:
                 self._sink = bytearray()
                 res = self._call_export(exports["__setup__"], [1], 1, 1)
                 if res.trapped:
-                    raise ModuleLoadError(f"__setup__ trapped: {res.trap_message}")
+                    raise ModuleLoadError(f"__setup__ trapped: {self._trap_reason(res)}")
                 if res.code != 0:
                     raise ModuleLoadError(f"__setup__ failed: {res.message or f'code {res.code}'}")
             self._sink = bytearray()
             res = self._call_export(exports["__describe_module__"], [1], 1, 0)
             if res.trapped:
-                raise ModuleLoadError(f"__describe_module__ trapped: {res.trap_message}")
+                raise ModuleLoadError(f"__describe_module__ trapped: {self._trap_reason(res)}")
             return self._last_sink
         except BaseException:
             self.discard_instance()
             raise
+
+    def _trap_reason(self, res: CallResult) -> str:
+        if res.out_of_memory:
+            return f"near its memory cap ({memory_limit_message(self._memory_limit)}): {res.trap_message}"
+        return res.trap_message
+
+    @property
+    def memory_limit(self) -> int:
+        """The cap on the instance's linear memory, in bytes."""
+        return self._memory_limit
 
     def discard_instance(self) -> None:
         """Drop the current instance (after a trap, or before replacing the program)."""
@@ -534,13 +584,18 @@ class ModuleHost:
         trap = self._trap_ptr
         if err:
             error = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+            out_of_memory = self._at_memory_cap()
             self.discard_instance()
-            return CallResult(None, message, fuel_used, trapped=True, trap_message=str(error), duration_micros=duration)
+            return CallResult(
+                None, message, fuel_used, trapped=True, trap_message=str(error), duration_micros=duration,
+                out_of_memory=out_of_memory,
+            )
         if trap:
             t = wasmtime.Trap._from_ptr(trap)
             self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
             self._trap_arg = ctypes.c_void_p(ctypes.addressof(self._trap_ptr))
             out_of_fuel = remaining.value == 0 or t.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
+            out_of_memory = not out_of_fuel and self._at_memory_cap()
             trap_message = t.message
             if self._pending_exc is not None and not isinstance(self._pending_exc, HostTrap):
                 log.error("host import raised while running %s", self.function_name, exc_info=self._pending_exc)
@@ -548,11 +603,11 @@ class ModuleHost:
             self.discard_instance()
             return CallResult(
                 None, message, fuel_used, trapped=True, out_of_fuel=out_of_fuel, trap_message=trap_message,
-                duration_micros=duration,
+                duration_micros=duration, out_of_memory=out_of_memory,
             )
         code = buf[0].i32 if has_result else 0
         # The tuple built directly: a NamedTuple's __new__ is Python code, a frame per call.
-        return _new_tuple(CallResult, (code, message, fuel_used, False, False, "", duration))
+        return _new_tuple(CallResult, (code, message, fuel_used, False, False, "", duration, False))
 
     # --- guest memory -------------------------------------------------------------------------
 
@@ -562,6 +617,13 @@ class ModuleHost:
             return 0
         self._refresh_memory()
         return self._size
+
+    def _at_memory_cap(self) -> bool:
+        """Whether the memory is within an eighth of the cap (or a page): read after a trap, this
+        says a refused ``memory.grow`` is the likely cause, allocators growing in steps of a few
+        pages. (wasmtime's C API has no hook that reports the refusal itself; a single grow far
+        past the cap leaves memory small, and that trap goes unnamed.)"""
+        return self.memory_size() + max(WASM_PAGE_SIZE, self._memory_limit // 8) > self._memory_limit
 
     def _refresh_memory(self) -> None:
         size = _memory_data_size(self._ctx_addr, ctypes.addressof(self._memory._memory))

@@ -11,13 +11,14 @@ from Crypto.Hash import keccak
 
 from hostnode.moduledef import Lifecycle
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
-from tests.hostnode.test_engine import NO, SAY_NO, _hand_written_module
+from tests.hostnode.test_engine import GROW_TO_2_GIB, NO, SAY_NO, _hand_written_module
 from tests.modules_harness import official_module
 from tests.servers import Client, StandaloneServer
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 FAILING_INIT = _hand_written_module(SAY_NO, ("init", Lifecycle.INIT))
+MEMORY_CAP = "linear memory is capped at 256 MiB (DatabaseConfig.max_memory_bytes)"
 
 
 #: The ``program_hash`` SpacetimeDB stored for its Rust-built quickstart-chat (the ``st_module`` row
@@ -150,6 +151,26 @@ def test_failing_init_leaves_no_database(server: StandaloneServer, name: str) ->
         # A later successful publish creates the database at the name's identity.
         ok = await c.publish(name, CHAT, token=token)
         assert ok.json()["Success"] == {"domain": name, "database_identity": db, "op": "created"}
+
+    server.run(body)
+
+
+def test_memory_cap_refuses_a_greedy_init_and_fails_a_greedy_call(server: StandaloneServer, name: str) -> None:
+    """Issue 12's probe: an init growing memory to 2 GiB was published (200) and held 2 GB of RSS."""
+    greedy_call = f"(if (result i32) (i32.eq (local.get $id) (i32.const 0)) (then {GROW_TO_2_GIB}) (else (i32.const 0)))"
+
+    async def body(c: Client) -> None:
+        ident, token = await c.new_identity()
+        refused = await c.publish(name, _hand_written_module(GROW_TO_2_GIB, ("init", Lifecycle.INIT)), token=token)
+        assert refused.status == 400 and MEMORY_CAP in refused.text
+        assert (await c.get(f"/v1/database/{name}")).text == "No such database."
+        assert (await c.get(f"/v1/identity/{ident}/databases")).json() == {"identities": []}
+
+        program = _hand_written_module(greedy_call, ("grow", None), ("ping", None))
+        assert (await c.publish(name, program, token=token)).status == 200
+        failed = await c.call(name, "grow", token=token)
+        assert (failed.status, failed.text) == (530, f"reducer `grow` trapped near its memory cap: {MEMORY_CAP}")
+        assert (await c.call(name, "ping", token=token)).status == 200
 
     server.run(body)
 

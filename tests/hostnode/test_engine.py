@@ -737,6 +737,59 @@ def test_hand_written_module_without_failures(tmp_path: Path) -> None:
         db.close()
 
 
+#: Grows linear memory 1 MiB at a time up to 2 GiB and traps if a grow is refused, as a guest
+#: allocator does when it cannot get memory (issue 12's probe: init growing to 2 GiB).
+GROW_TO_2_GIB = """
+  (block $done
+    (loop $more
+      (br_if $done (i32.ge_u (memory.size) (i32.const 32768)))
+      (if (i32.eq (memory.grow (i32.const 16)) (i32.const -1)) (then unreachable))
+      (br $more)))
+  (i32.const 0)"""
+
+
+def test_init_growing_memory_past_the_cap_is_refused(tmp_path: Path) -> None:
+    """The default cap stops an init that takes 2 GiB; the publish fails naming it, nothing kept."""
+    program = _hand_written_module(GROW_TO_2_GIB, ("init", Lifecycle.INIT))
+    with pytest.raises(ModuleLoadError, match=r"linear memory is capped at 256 MiB \(DatabaseConfig.max_memory_bytes\)"):
+        create_db(tmp_path / "db", program)
+    assert not (tmp_path / "db").exists()
+    # The cap is a setting: with room for 2 GiB the same module installs.
+    db, init = create_db(tmp_path / "roomy", program, max_memory_bytes=(2 << 30) + (1 << 20))
+    try:
+        assert init is not None and init.committed
+    finally:
+        db.close()
+
+
+def test_initial_memory_over_the_cap_is_refused(tmp_path: Path) -> None:
+    """A module that declares more memory than the cap cannot be instantiated: the error says why."""
+    program = _hand_written_module("(i32.const 0)", ("ping", None)).replace(
+        # The memory section of the module above: one memory, min 1 page → min 64 pages (4 MiB).
+        b"\x05\x03\x01\x00\x01", b"\x05\x03\x01\x00\x40", 1
+    )
+    with pytest.raises(ModuleLoadError, match=r"initial linear memory \(4 MiB\) is over the cap: .* 1 MiB "):
+        create_db(tmp_path / "db", program, max_memory_bytes=1 << 20)
+    assert not (tmp_path / "db").exists()
+
+
+def test_reducer_growing_memory_past_the_cap_fails_only_that_call(tmp_path: Path) -> None:
+    body = f"(if (result i32) (i32.eq (local.get $id) (i32.const 0)) (then {GROW_TO_2_GIB}) (else (i32.const 0)))"
+    db, _ = create_db(tmp_path / "db", _hand_written_module(body, ("grow", None), ("ping", None)), max_memory_bytes=8 << 20)
+    try:
+        offset = db.last_offset
+        grown = db.call_reducer("grow", b"", caller=ALICE)
+        assert grown.status is Status.FAILED
+        assert grown.message == "reducer `grow` trapped near its memory cap: linear memory is capped at 8 MiB (DatabaseConfig.max_memory_bytes)"
+        assert db.last_offset == offset
+        assert any("near its memory cap" in r["message"] for r in log_records(db))
+        # The trap discarded the instance; the next call gets a fresh one with its small memory.
+        assert db.call_reducer("ping", b"", caller=ALICE).committed
+        assert db.host is not None and db.host.memory_size() == 64 << 10
+    finally:
+        db.close()
+
+
 def test_invalid_module_def_is_rejected(tmp_path: Path) -> None:
     wat = """
       (module
