@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import operator
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from hostnode.datastore import DatastoreError
 from hostnode.sql import ast
 from hostnode.sql.errors import SqlError
+from hostnode.sql.limits import DEFAULTS, QueryLimits, QueryMeter
 from hostnode.sql.parser import parse_sql
 from hostnode.sql.plan import Access, KeySrc, Plan, Step, build_plan
 from hostnode.sql.typecheck import (
@@ -100,6 +102,16 @@ def system_var(tx: Any, name: str) -> int | None:
     return None if raw is None else int(_U64.unpack(raw)[0])
 
 
+def query_limits(tx: Any) -> QueryLimits:
+    """The limits a non-owner's query in ``tx`` runs under: the SET values, else the defaults
+    (:mod:`hostnode.sql.limits`)."""
+    values = {}
+    for name, default in DEFAULTS.items():
+        value = system_var(tx, name)
+        values[name] = default if value is None else value
+    return QueryLimits(**values)
+
+
 # --- entry points ------------------------------------------------------------------------------
 
 
@@ -144,7 +156,7 @@ def run_statement(tx: Any, stmt: TStatement, *, is_owner: bool) -> SqlResult:
     """Run an already typed statement in ``tx``."""
     if isinstance(stmt, TQuery):
         limit = None if is_owner else system_var(tx, "row_limit")
-        return run_query(tx, stmt, row_limit=limit)
+        return run_query(tx, stmt, row_limit=limit, limited=not is_owner)
     if isinstance(stmt, TShow):
         value = system_var(tx, stmt.name)
         return SqlResult(product(("value", U64)), [] if value is None else [(value,)])
@@ -156,14 +168,19 @@ def run_statement(tx: Any, stmt: TStatement, *, is_owner: bool) -> SqlResult:
     return SqlResult(UNIT, [], stats=stats, rows_scanned=runner.scanned)
 
 
-def run_query(tx: Any, q: TQuery, *, row_limit: int | None = None) -> SqlResult:
-    """Evaluate a typed SELECT; ``row_limit`` (non-owners) refuses plans estimated too large."""
+def run_query(tx: Any, q: TQuery, *, row_limit: int | None = None, limited: bool = False) -> SqlResult:
+    """Evaluate a typed SELECT; ``row_limit`` (non-owners) refuses plans estimated too large;
+    ``limited`` (non-owners) runs it under the query limits, stopping one that examines,
+    returns or takes too much."""
     plans = [build_plan(f, tx.row_count) for f in q.fragments]
     if row_limit is not None:
         estimate = sum(p.estimate for p in plans)
         if estimate > row_limit:
             raise SqlError(f"Estimated cardinality ({estimate} rows) exceeds limit ({row_limit} rows)")
-    runner = _Runner(tx)
+    meter = None
+    if limited and not _point_lookups(plans):
+        meter = QueryMeter(query_limits(tx))
+    runner = _Runner(tx, meter)
     limit = q.limit
     rows: list[tuple[Any, ...]] = []
     count = 0
@@ -171,10 +188,13 @@ def run_query(tx: Any, q: TQuery, *, row_limit: int | None = None) -> SqlResult:
         if limit is not None and not q.count and len(rows) >= limit:
             break
         emit = _output(plan)
-        for vals, _ in runner.run(plan):
+        size = _output_size(plan)
+        for vals, raws in runner.run(plan):
             if q.count:
                 count += 1
                 continue
+            if meter is not None:
+                meter.emit(size(raws))
             rows.append(emit(vals))
             if limit is not None and len(rows) >= limit:
                 break
@@ -195,6 +215,29 @@ def _output(plan: Plan) -> Callable[[list[Any]], tuple[Any, ...]]:
         return lambda vals: tuple(vals[s][c] for s, c in picks)
     assert isinstance(out, OutCount)
     return lambda vals: ()
+
+
+def _point_lookups(plans: list[Plan]) -> bool:
+    """Whether every step is a point lookup on a unique index: each then binds at most one row,
+    so the query is within any limit and runs unmetered (the limits cost point queries nothing)."""
+    return all(
+        s.hash_key is None and s.access.kind == "point" and s.access.index is not None and s.access.index.unique
+        for p in plans
+        for s in p.steps
+    )
+
+
+def _output_size(plan: Plan) -> Callable[[list[bytes]], int]:
+    """The BSATN size of a result row, from the raw rows it is taken from (an upper bound for
+    a column list)."""
+    out = plan.query.output
+    if isinstance(out, OutStar):
+        slot = plan.slots[out.alias]
+        return lambda raws: len(raws[slot])
+    if isinstance(out, OutCols):
+        slots = sorted({plan.slots[c.alias] for c in out.cols})
+        return lambda raws: sum(len(raws[s]) for s in slots)
+    return lambda raws: 0
 
 
 # --- expressions -------------------------------------------------------------------------------
@@ -230,10 +273,19 @@ Row = tuple[bytes, tuple[Any, ...]]
 class _Runner:
     """Runs plans over one transaction, counting the rows the datastore hands back."""
 
-    def __init__(self, tx: Any) -> None:
+    def __init__(self, tx: Any, meter: QueryMeter | None = None) -> None:
         self.tx = tx
         self.scanned = 0
         self._codecs: dict[int, Codec] = {}
+        self._meter = meter
+        #: Rows left to examine before the meter's next check (unmetered: never runs out).
+        self._left = sys.maxsize if meter is None else meter.first_budget()
+
+    def _examined(self, n: int) -> None:
+        self._left -= n
+        if self._left < 0:
+            assert self._meter is not None
+            self._left = self._meter.refill(self._left)
 
     def _codec(self, step: Step) -> Codec:
         table = step.rel.table
@@ -267,7 +319,9 @@ class _Runner:
                 if table is None:
                     table = cached[i] = {}
                     cols = [c for c, _ in step.hash_key]
-                    for row in self.fetch(step, vals):
+                    built = self.fetch(step, vals)
+                    self._examined(len(built))
+                    for row in built:
                         table.setdefault(tuple(row[1][c] for c in cols), []).append(row)
                 probe = tuple(_source(src, vals) for _, src in step.hash_key)
                 return table.get(probe, ())  # type: ignore[no-any-return]
@@ -283,6 +337,10 @@ class _Runner:
             preds = filters[i]
             last = i == n - 1
             for raw, row in rows_for(i):
+                # The meter's countdown, inlined: this runs for every row considered.
+                self._left -= 1
+                if self._left < 0:
+                    self._examined(0)
                 vals[slot] = row
                 raws[slot] = raw
                 if preds and not all(p(vals) for p in preds):
@@ -353,15 +411,22 @@ def fetch_raw(tx: Any, step: Step, vals: list[Any]) -> list[bytes]:
     )
 
 
-def query_raw_rows(tx: Any, q: LogicalQuery) -> tuple[list[bytes], int]:
+def query_raw_rows(tx: Any, q: LogicalQuery, meter: QueryMeter | None = None) -> tuple[list[bytes], int]:
     """The BSATN rows a single-table-output query (``OutStar``) returns in ``tx``, with the
-    number of rows the datastore handed back (subscriptions' initial results, one-off queries)."""
+    number of rows the datastore handed back (subscriptions' initial results, one-off queries);
+    ``meter`` (shared by a query's fragments) stops one over its limits."""
     out = q.output
     assert isinstance(out, OutStar)
     plan = build_plan(q, tx.row_count)
     slot = plan.slots[out.alias]
-    runner = _Runner(tx)
-    rows = [raws[slot] for _, raws in runner.run(plan)]
+    runner = _Runner(tx, meter)
+    if meter is None:
+        rows = [raws[slot] for _, raws in runner.run(plan)]
+    else:
+        rows = []
+        for _, raws in runner.run(plan):
+            meter.emit(len(raws[slot]))
+            rows.append(raws[slot])
     return rows, runner.scanned
 
 

@@ -21,12 +21,16 @@ from typing import Any, Literal
 from hostnode.schema import TableSchema
 from hostnode.sql import ast
 from hostnode.sql.errors import SqlError, invalid_literal, no_such_table, not_in_scope, unexpected_type
+from hostnode.sql.limits import DEFAULTS as LIMIT_DEFAULTS
 from hostnode.sql.literals import LiteralError, fmt_type, parse_literal, resolve, supports_ops
 from sats.identity import Identity
 from sats.types import BOOL, STRING, U64, AlgebraicType, ProductType, Typespace, product
 
-#: System variables settable with SET (A.6).
-SYSTEM_VARS = ("row_limit", "slow_ad_hoc_query_ms", "slow_tx_update_ms", "slow_subscription_query_ms")
+#: System variables settable with SET (A.6), then Orrery's per-query limits (hostnode/sql/limits.py).
+SYSTEM_VARS = (
+    "row_limit", "slow_ad_hoc_query_ms", "slow_tx_update_ms", "slow_subscription_query_ms",
+    *LIMIT_DEFAULTS,
+)
 
 
 # --- typed expressions -------------------------------------------------------------------------

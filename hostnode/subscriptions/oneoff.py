@@ -1,8 +1,8 @@
 """One-off queries (``OneOffQuery``, sql-and-subscriptions.md B.7).
 
 Compiled with the subscription grammar (one returned table, ``*``/``t.*`` only) but without the
-index and table-count checks; row-level security and the row limit apply to non-owners; one
-read snapshot. The answer is rows of the return table or an error text, never both.
+index and table-count checks; row-level security, the row limit and the per-query limits
+(hostnode/sql/limits.py) apply to non-owners; one read snapshot. The answer is rows of the return table or an error text, never both.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hostnode.sql.errors import SqlError
-from hostnode.sql.execute import query_raw_rows, system_var
+from hostnode.sql.execute import query_limits, query_raw_rows, system_var
+from hostnode.sql.limits import QueryMeter
 from hostnode.sql.plan import build_plan
 from hostnode.sql.typecheck import SchemaView
 from hostnode.subscriptions.compile import compile_query
@@ -33,9 +34,10 @@ def one_off_query(tx: Any, sql: str, caller: Identity, *, owner: Identity, rls: 
                 estimate = sum(build_plan(f, tx.row_count).estimate for f in cq.fragments)
                 if estimate > limit:
                     raise SqlError(f"Estimated cardinality ({estimate} rows) exceeds limit ({limit} rows)")
+        meter = None if is_owner else QueryMeter(query_limits(tx))
         rows: list[bytes] = []
         for fragment in cq.fragments:
-            rows.extend(query_raw_rows(tx, fragment)[0])
+            rows.extend(query_raw_rows(tx, fragment, meter)[0])
     except SqlError as e:
         return OneOffResult(_micros(start), error=e.message)
     return OneOffResult(_micros(start), cq.table_name, tuple(rows), table_id=cq.table_id)

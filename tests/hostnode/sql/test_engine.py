@@ -193,6 +193,54 @@ def test_set_show_and_row_limit(mt: Database) -> None:
     assert len(sql(mt, "SELECT * FROM secret", ALICE).rows) == 2
 
 
+def over(var: str, what: str) -> str:
+    return f"the query exceeds {var} ({what}); the database owner may change it with SET {var} = <n>"
+
+
+#: Issue 12's probe: an anonymous 3-way self-join on 100 rows (10^6 result rows, 98.9 MB, 18.8 s).
+JOIN3 = "SELECT a.* FROM kv a JOIN kv b ON a.value = b.value JOIN kv c ON b.value = c.value"
+JOIN2 = "SELECT a.* FROM kv a JOIN kv b ON a.value = b.value"
+
+
+@pytest.fixture
+def kv100(mt: Database) -> Database:
+    values = ", ".join(f"('k{i}', 'same')" for i in range(100))
+    sql(mt, f"INSERT INTO kv VALUES {values}")
+    return mt
+
+
+def test_query_limits_stop_a_stranger_s_heavy_join(kv100: Database) -> None:
+    db = kv100
+    assert err(db, JOIN3, ALICE) == over("max_rows_returned", "more than 100000 rows")
+    sql(db, "SET max_rows_returned = 10000000")
+    assert sql(db, "SHOW max_rows_returned").rows == [(10_000_000,)]
+    assert err(db, JOIN3, ALICE) == over("max_rows_examined", "more than 1000000 rows examined")
+    # The owner's own queries are not limited.
+    assert len(sql(db, JOIN2).rows) == 10_000
+    # Each limit is the owner's to set; it applies to the next query.
+    sql(db, "SET max_rows_examined = 50")
+    assert err(db, "SELECT * FROM kv", ALICE) == over("max_rows_examined", "more than 50 rows examined")
+    assert sql(db, "SELECT * FROM kv WHERE key = 'k7'", ALICE).rows == [("k7", "same")]
+    sql(db, "SET max_rows_examined = 1000000")
+    sql(db, "SET max_result_bytes = 100")
+    assert err(db, "SELECT * FROM kv", ALICE) == over("max_result_bytes", "more than 100 bytes of rows")
+    assert err(db, "SELECT key FROM kv", ALICE) == over("max_result_bytes", "more than 100 bytes of rows")
+    assert sql(db, "SELECT COUNT(*) AS n FROM kv", ALICE).rows == [(100,)]
+    sql(db, "SET max_result_bytes = 100000000")
+    assert len(sql(db, JOIN2, ALICE).rows) == 10_000
+    # The clock is read once per 1024 rows examined: a zero budget stops any query past that.
+    sql(db, "SET query_timeout_ms = 0")
+    assert err(db, JOIN2, ALICE) == over("query_timeout_ms", "still running after 0 ms")
+    assert len(sql(db, "SELECT * FROM kv", ALICE).rows) == 100
+
+
+def test_query_limits_are_owner_settings(mt: Database) -> None:
+    for var in ("max_rows_examined", "max_rows_returned", "max_result_bytes", "query_timeout_ms"):
+        assert err(mt, f"SET {var} = 5", ALICE) == f"Caller {ALICE.to_hex()} is not authorized to run SQL DML statements"
+        assert err(mt, f"SET {var} = -1") == "The literal expression `-1` cannot be parsed as type `U64`"
+        assert sql(mt, f"SHOW {var}").rows == []
+
+
 def test_quickstart_chat(make_db: DbFactory) -> None:
     db = make_db("quickstart-chat")
     assert db.client_connected(ALICE, 1).committed

@@ -288,6 +288,19 @@ def test_one_off_queries(partd: SubDb) -> None:
         assert partd.mgr.one_off(tx, O, "SELECT * FROM secret").rows == (partd.encode("secret", (42,)),)
 
 
+def test_one_off_queries_run_under_the_query_limits(partd: SubDb) -> None:
+    join = "SELECT person.* FROM person JOIN pet ON person.id = pet.owner_id"
+    partd.commit(lambda tx: tx.put_meta(ST_VAR_META + b"max_rows_returned", struct.pack("<Q", 2)))
+    with partd.view() as tx:
+        r = partd.mgr.one_off(tx, U, join)
+        assert r.error == (
+            "the query exceeds max_rows_returned (more than 2 rows); "
+            "the database owner may change it with SET max_rows_returned = <n>"
+        )
+        assert r.rows == ()
+        assert len(partd.mgr.one_off(tx, O, join).rows) == 3  # the owner is not limited
+
+
 # --- module updates ----------------------------------------------------------------------------
 
 
