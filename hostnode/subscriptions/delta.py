@@ -32,6 +32,7 @@ from typing import Any
 
 from hostnode.schema import TableSchema
 from hostnode.sql.execute import compile_expr, fetch_raw, query_raw_rows
+from hostnode.sql.limits import QueryMeter
 from hostnode.sql.plan import Plan, Step, build_plan
 from hostnode.sql.typecheck import LogicalQuery, OutStar
 from hostnode.txdata import TxData
@@ -42,9 +43,11 @@ Row = tuple[bytes, tuple[Any, ...]]
 
 @dataclass(slots=True)
 class Meter:
-    """Rows examined while evaluating (changed rows + rows read from the datastore)."""
+    """Rows examined while evaluating (changed rows + rows read from the datastore), and the
+    query limits a non-owner's initial rows are evaluated under (:mod:`hostnode.sql.limits`)."""
 
     rows: int = 0
+    limits: QueryMeter | None = None
 
 
 class TxDelta:
@@ -117,7 +120,7 @@ class FragmentEvaluator:
 
     def initial(self, tx: Any, meter: Meter) -> list[bytes]:
         """Every row the fragment returns in ``tx`` (BSATN, with bag multiplicity)."""
-        rows, scanned = query_raw_rows(tx, self.query)
+        rows, scanned = query_raw_rows(tx, self.query, meter.limits)
         meter.rows += scanned
         return rows
 

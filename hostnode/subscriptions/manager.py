@@ -28,7 +28,8 @@ from typing import Any
 
 from hostnode.schema import TableSchema
 from hostnode.sql.errors import SqlError
-from hostnode.sql.execute import system_var
+from hostnode.sql.execute import query_limits, system_var
+from hostnode.sql.limits import QueryMeter
 from hostnode.sql.plan import build_plan
 from hostnode.sql.typecheck import Cmp, Col, Const, SchemaView
 from hostnode.subscriptions.compile import (
@@ -294,7 +295,10 @@ class SubscriptionManager:
         if limited is not None:
             return SubscriptionError(_micros(start), request_id, query_id, executing(limited, sql))
         q = self._registered(cq)
-        rows = [r for _, frag_rows in q.rows(tx, Meter()) for r in frag_rows]
+        try:
+            rows = [r for _, frag_rows in q.rows(tx, self._initial_meter(tx, client)) for r in frag_rows]
+        except SqlError as e:  # over a query limit
+            return SubscriptionError(_micros(start), request_id, query_id, executing(e.message, sql))
         self._acquire(conn, q)
         client.sets[query_id] = (cq.key,)
         table = TableUpdate(cq.table_id, cq.table_name, (QueryUpdate((), tuple(rows)),))
@@ -317,7 +321,9 @@ class SubscriptionManager:
         queries = [self._registered(cq) for cq in compiled]
         fresh = [q for q in queries if q.compiled.key not in client.refs]
         try:
-            update = self._initial_update(tx, fresh)
+            update = self._initial_update(tx, fresh, meter=self._initial_meter(tx, client))
+        except SqlError as e:  # over a query limit
+            return SubscriptionError(_micros(start), request_id, query_id, e.message)
         except Exception:  # an evaluation failure must not leave a half-made set behind
             log.exception("evaluating SubscribeMulti %r", sqls)
             return SubscriptionError(_micros(start), request_id, query_id, EVAL_ERROR)
@@ -339,7 +345,10 @@ class SubscriptionManager:
         if limited is not None:
             return TransactionFailure(limited, _micros(start))
         queries = [self._registered(cq) for cq in compiled]
-        update = self._initial_update(tx, queries)
+        try:
+            update = self._initial_update(tx, queries, meter=self._initial_meter(tx, client))
+        except SqlError as e:  # over a query limit
+            return TransactionFailure(e.message, _micros(start))
         old = client.legacy
         for q in queries:  # acquire first, so queries in both sets stay registered
             self._acquire(conn, q)
@@ -348,10 +357,17 @@ class SubscriptionManager:
             self._drop_ref(conn, key)
         return InitialSubscription(request_id, _micros(start), update)
 
-    def _initial_update(self, tx: Any, queries: Sequence[_Query], *, deletes: bool = False) -> DatabaseUpdate:
-        """One TableUpdate per fragment (B.3), skipping fragments that read an empty table."""
+    def _initial_meter(self, tx: Any, client: _Client) -> Meter:
+        """The meter of a subscription's initial rows: a non-owner's run under the query limits."""
+        return Meter(limits=None if client.identity == self.owner else QueryMeter(query_limits(tx)))
+
+    def _initial_update(
+        self, tx: Any, queries: Sequence[_Query], *, deletes: bool = False, meter: Meter | None = None
+    ) -> DatabaseUpdate:
+        """One TableUpdate per fragment (B.3), skipping fragments that read an empty table;
+        ``meter`` (its limits) may stop the evaluation with a SqlError."""
         out: list[TableUpdate] = []
-        meter = Meter()
+        meter = meter or Meter()
         for q in queries:
             cq = q.compiled
             for ev, rows in q.rows(tx, meter):

@@ -272,6 +272,25 @@ def test_row_limit_applies_to_non_owners(partd: SubDb) -> None:
         assert len(partd.mgr.one_off(tx, O, PERSON_Q).rows) == 2
 
 
+def test_initial_rows_run_under_the_query_limits(partd: SubDb) -> None:
+    """A stranger's subscription whose initial rows go over a limit is refused, naming it; the
+    owner's is not limited, and nothing of the refused one stays subscribed."""
+    partd.commit(lambda tx: tx.put_meta(ST_VAR_META + b"max_rows_returned", struct.pack("<Q", 1)))
+    error = (
+        "the query exceeds max_rows_returned (more than 1 rows); "
+        "the database owner may change it with SET max_rows_returned = <n>"
+    )
+    u, o = partd.connect(U), partd.connect(O)
+    r = partd.request("subscribe_single", u, PERSON_Q, 0, 1)
+    assert isinstance(r, SubscriptionError) and r.error == f"{error}, executing: `{PERSON_Q}`"
+    r = partd.request("subscribe_multi", u, [PERSON_Q], 0, 2)
+    assert isinstance(r, SubscriptionError) and r.error == error
+    r = partd.request("subscribe", u, [PERSON_Q], 0)
+    assert isinstance(r, TransactionFailure) and r.message == error
+    assert partd.mgr.queries_of(u) == frozenset()
+    assert isinstance(partd.request("subscribe_single", o, PERSON_Q, 0, 1), SubscribeApplied)
+
+
 def test_one_off_queries(partd: SubDb) -> None:
     with partd.view() as tx:
         r = partd.mgr.one_off(tx, U, "SELECT person.* FROM person JOIN msg ON person.name = msg.text")
