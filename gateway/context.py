@@ -34,6 +34,45 @@ class GatewayConfig:
     advertise: list[str] = field(default_factory=list)
     #: Seconds between checks that a follower of ``/logs`` is still connected.
     log_follow_poll: float = 1.0
+    #: Open WebSocket connections this gateway holds, in all and to one database (README,
+    #: "Limits"); a handshake past either is refused with 503 before the upgrade.
+    max_ws_connections: int = 10_000
+    max_ws_connections_per_database: int = 4_000
+
+
+@dataclass
+class WsSlots:
+    """The gateway's open WebSocket connections, in all and per database: a handshake takes a
+    slot before the upgrade and gives it back when the connection ends, whatever ended it."""
+
+    total: int = 0
+    per_database: dict[Identity, int] = field(default_factory=dict)
+
+    def take(self, database: Identity, config: GatewayConfig) -> str | None:
+        """Take a slot for a connection to ``database``; or the reason there is none."""
+        if self.total >= config.max_ws_connections:
+            return (
+                f"too many WebSocket connections: this server holds {self.total} "
+                f"(max_ws_connections); try again later"
+            )
+        held = self.per_database.get(database, 0)
+        if held >= config.max_ws_connections_per_database:
+            return (
+                f"too many WebSocket connections to this database: {held} are open "
+                f"(max_ws_connections_per_database); try again later"
+            )
+        self.total += 1
+        self.per_database[database] = held + 1
+        return None
+
+    def give_back(self, database: Identity) -> None:
+        """Release a slot :meth:`take` gave for ``database``."""
+        self.total -= 1
+        held = self.per_database[database] - 1
+        if held:
+            self.per_database[database] = held
+        else:
+            del self.per_database[database]
 
 
 @dataclass(frozen=True)
@@ -103,6 +142,8 @@ class Gateway:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     #: What the gateway counts (gateway/metrics.py).
     stats: GatewayStats = field(default_factory=GatewayStats)
+    #: Open WebSocket connections against the config's limits.
+    ws_slots: WsSlots = field(default_factory=WsSlots)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -24,9 +24,10 @@ from aiohttp import WSMsgType, web
 
 from gateway.auth import AuthError, token_payload
 from gateway.backends import WsParams, WsSession
-from gateway.context import GATEWAY, caller_of
+from gateway.context import GATEWAY, Gateway, caller_of
 from gateway.errors import ApiError, log_internal
 from gateway.http_util import query_bool, query_choice
+from sats.identity import Identity
 
 __all__ = ["PROTOCOLS", "routes"]
 
@@ -122,13 +123,26 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
         confirmed=confirmed,
         jwt_payload=jwt,
     )
+    full = gw.ws_slots.take(info.identity, gw.config)
+    if full is not None:
+        raise ApiError.text(503, full)
+    try:
+        return await _serve(request, gw, info.identity, params, chosen)
+    finally:
+        gw.ws_slots.give_back(info.identity)
+
+
+async def _serve(
+    request: web.Request, gw: Gateway, database: Identity, params: WsParams, chosen: str
+) -> web.StreamResponse:
+    """Upgrade, connect the client to the database's host node and relay until either ends."""
     ws = web.WebSocketResponse(
         protocols=(chosen,), autoping=False, max_msg_size=MAX_INCOMING_BYTES, compress=False
     )
     await ws.prepare(request)
     _TRANSPORT.set(request.transport)
     try:
-        session = await gw.host.connect(info.identity, params)
+        session = await gw.host.connect(database, params)
     except ApiError as e:
         log_internal(request, e)
         # 503 (no leader, node unreachable) is passing: 1013 "try again later" says so.

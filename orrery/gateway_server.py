@@ -66,6 +66,9 @@ class GatewayServerConfig:
     etcd_prefix: str = DEFAULT_PREFIX
     max_module_bytes: int = 64 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024
+    #: Open WebSocket connections this gateway holds, in all and to one database (README, "Limits").
+    max_ws_connections: int = GatewayConfig.max_ws_connections
+    max_ws_connections_per_database: int = GatewayConfig.max_ws_connections_per_database
     #: Seconds in-flight requests get to finish at shutdown.
     shutdown_timeout: float = 5.0
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -111,7 +114,12 @@ async def serve(
             "cluster view at revision %d: %d databases, %d live nodes",
             view.revision, len(list(view.known_databases())), len(view.live_nodes()),
         )  # fmt: skip
-        gateway_config = GatewayConfig(max_module_bytes=config.max_module_bytes, max_body_bytes=config.max_body_bytes)
+        gateway_config = GatewayConfig(
+            max_module_bytes=config.max_module_bytes,
+            max_body_bytes=config.max_body_bytes,
+            max_ws_connections=config.max_ws_connections,
+            max_ws_connections_per_database=config.max_ws_connections_per_database,
+        )
         app = create_app(authority, control, host_backend, gateway_config, stats=stats, endpoints=endpoints)
         runner, bound = await start_site(app, host, port, shutdown_timeout=config.shutdown_timeout)
         gateway_config.advertise.append(bound)

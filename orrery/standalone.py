@@ -339,6 +339,9 @@ class StandaloneConfig:
 
     max_module_bytes: int = 64 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024
+    #: Open WebSocket connections in all and to one database (README, "Limits").
+    max_ws_connections: int = GatewayConfig.max_ws_connections
+    max_ws_connections_per_database: int = GatewayConfig.max_ws_connections_per_database
     #: Seconds in-flight requests get to finish at shutdown.
     shutdown_timeout: float = 5.0
     #: ``host:port`` of a listener of its own for ``/metrics``, ``/healthz``, ``/readyz`` (empty:
@@ -390,7 +393,10 @@ async def serve(
                 control = ControlPlane(store, node, Placement(f"node-{NODE_ID}", listen_addr))
                 control_backend, host_backend = LocalControlPlane(control, node), LocalHostNode(node)
             gateway_config = GatewayConfig(
-                max_module_bytes=config.max_module_bytes, max_body_bytes=config.max_body_bytes
+                max_module_bytes=config.max_module_bytes,
+                max_body_bytes=config.max_body_bytes,
+                max_ws_connections=config.max_ws_connections,
+                max_ws_connections_per_database=config.max_ws_connections_per_database,
             )
             app = create_app(authority, control_backend, host_backend, gateway_config, stats=stats, endpoints=endpoints)
             runner, bound = await start_site(app, host, port, shutdown_timeout=config.shutdown_timeout)
@@ -476,6 +482,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="data directory (default %(default)s)")
     parser.add_argument("--max-module-bytes", type=int, default=StandaloneConfig.max_module_bytes)
     parser.add_argument("--max-body-bytes", type=int, default=StandaloneConfig.max_body_bytes)
+    parser.add_argument(
+        "--max-ws-connections", type=int, default=StandaloneConfig.max_ws_connections,
+        help="open WebSocket connections in all (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-ws-connections-per-database", type=int, default=StandaloneConfig.max_ws_connections_per_database,
+        help="open WebSocket connections to one database (default %(default)s)",
+    )
     parser.add_argument("--metrics-addr", default="", help="host:port to serve /metrics, /healthz and /readyz on as well")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
@@ -491,7 +505,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     configure_logging(args.log_level)
     config = StandaloneConfig(
-        max_module_bytes=args.max_module_bytes, max_body_bytes=args.max_body_bytes, metrics_addr=args.metrics_addr
+        max_module_bytes=args.max_module_bytes,
+        max_body_bytes=args.max_body_bytes,
+        max_ws_connections=args.max_ws_connections,
+        max_ws_connections_per_database=args.max_ws_connections_per_database,
+        metrics_addr=args.metrics_addr,
     )
     try:
         run(args.listen_addr, args.data_dir, config=config, transport=args.transport)

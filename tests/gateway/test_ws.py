@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -194,6 +195,54 @@ def test_handshake_errors(wss: StandaloneServer) -> None:
         assert reply.status in (400, 401)
 
     wss.run(body)
+
+
+def test_connection_limits_refuse_the_handshake_and_free_on_close(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """At most 2 connections to one database and 3 in all: the next handshake is a 503 naming the
+    limit (no upgrade); a closed connection gives its slot back."""
+    args = ["--max-ws-connections-per-database", "2", "--max-ws-connections", "3"]
+
+    async def body(c: Client) -> None:
+        a, b = db_name("limit-a"), db_name("limit-b")
+        await publish(c, a, CHAT)
+        await publish(c, b, CHAT)
+
+        async def handshake(name: str) -> Any:
+            return await c.get(f"/v1/database/{name}/subscribe", headers=_upgrade_headers())
+
+        async with contextlib.AsyncExitStack() as stack:
+            first = await stack.enter_async_context(connect(c.base_url, a))
+            second = await stack.enter_async_context(connect(c.base_url, a))
+            for client in (first, second):  # each is connected once its IdentityToken arrives
+                assert isinstance(await client.recv(), ws.IdentityToken)
+            refused = await handshake(a)
+            assert (refused.status, refused.text) == (
+                503,
+                "too many WebSocket connections to this database: 2 are open "
+                "(max_ws_connections_per_database); try again later",
+            )
+            other = await stack.enter_async_context(connect(c.base_url, b))
+            assert isinstance(await other.recv(), ws.IdentityToken)
+            refused = await handshake(b)
+            assert (refused.status, refused.text) == (
+                503, "too many WebSocket connections: this server holds 3 (max_ws_connections); try again later"
+            )
+            await first.sock.close()
+            # The slot comes back once the server has finished with the closed connection.
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                try:
+                    async with connect(c.base_url, a) as again:
+                        assert isinstance(await again.recv(), ws.IdentityToken)
+                    break
+                except aiohttp.WSServerHandshakeError as e:
+                    assert e.status == 503
+                assert asyncio.get_running_loop().time() < deadline, "the closed connection's slot never came back"
+                await asyncio.sleep(0.05)
+
+    root = tmp_path_factory.mktemp("orrery-ws-limits")
+    with StandaloneServer(root / "data", args=args) as srv:
+        srv.run(body)
 
 
 @pytest.mark.parametrize("json_protocol", [False, True])
