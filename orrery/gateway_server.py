@@ -45,6 +45,7 @@ from gateway.metrics import GatewayCollector, GatewayStats
 from observability.http import Endpoints
 from observability.registry import new_registry
 from orrery.process import parse_listen_addr, start_metrics, start_site, stop_on_signals
+from proto.auth import ClusterSecret
 
 __all__ = ["GatewayServerConfig", "run", "serve"]
 
@@ -61,6 +62,8 @@ class GatewayServerConfig:
     etcd: str
     #: Where the token signing key pair lives (created if absent).
     keys_dir: Path
+    #: Every call to control planes and host nodes carries it (proto/auth.py).
+    secret: ClusterSecret
     listen_addr: str = DEFAULT_LISTEN_ADDR
     #: Every key of the cluster lives under this prefix in etcd.
     etcd_prefix: str = DEFAULT_PREFIX
@@ -93,8 +96,8 @@ async def serve(
     store = await open_metastore(config.etcd, config.etcd_prefix, wait=STARTUP_WAIT_S)
     view = ClusterView(store)
     stats = GatewayStats()
-    control = ClusterControlPlane(view, config.cluster, stats)
-    host_backend = ClusterHostNode(view, config.cluster, stats)
+    control = ClusterControlPlane(view, config.secret, config.cluster, stats)
+    host_backend = ClusterHostNode(view, config.secret, config.cluster, stats)
     registry = new_registry("gateway", socket.gethostname())
     registry.register(GatewayCollector(stats, view))
     registry.register(MetaStoreCollector.of(store))
