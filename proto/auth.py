@@ -130,13 +130,9 @@ def secret_from(path: str | None) -> ClusterSecret:
 # --- clients ------------------------------------------------------------------------------------
 
 
-class _Authorize(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds the secret to the metadata of every call on a channel."""
+class _Authorize:
+    """Adds the secret to the metadata of every call of one kind on a channel (grpc.aio files an
+    interceptor under the first kind it implements only: hence one subclass per kind)."""
 
     def __init__(self, secret: ClusterSecret) -> None:
         self._metadata = secret.metadata()
@@ -147,18 +143,26 @@ class _Authorize(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+class _AuthorizeUnaryUnary(_Authorize, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         """See :class:`grpc.aio.UnaryUnaryClientInterceptor`."""
         return await continuation(self._details(client_call_details), request)
 
+
+class _AuthorizeUnaryStream(_Authorize, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         """See :class:`grpc.aio.UnaryStreamClientInterceptor`."""
         return await continuation(self._details(client_call_details), request)
 
+
+class _AuthorizeStreamUnary(_Authorize, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         """See :class:`grpc.aio.StreamUnaryClientInterceptor`."""
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _AuthorizeStreamStream(_Authorize, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         """See :class:`grpc.aio.StreamStreamClientInterceptor`."""
         return await continuation(self._details(client_call_details), request_iterator)
@@ -168,7 +172,8 @@ def channel(
     address: str, secret: ClusterSecret, options: Sequence[tuple[str, Any]] = GRPC_OPTIONS
 ) -> grpc.aio.Channel:
     """A channel to another process of the cluster whose every call carries ``secret``."""
-    return grpc.aio.insecure_channel(address, options=list(options), interceptors=[_Authorize(secret)])
+    kinds = (_AuthorizeUnaryUnary, _AuthorizeUnaryStream, _AuthorizeStreamUnary, _AuthorizeStreamStream)
+    return grpc.aio.insecure_channel(address, options=list(options), interceptors=[kind(secret) for kind in kinds])
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -223,7 +228,10 @@ class _Gate(grpc.aio.ServerInterceptor):
         if len(self._logged) >= _MAX_LOGGED_PEERS:
             self._logged.clear()
         self._logged.add(host)
-        log.warning("refused an internal call without the cluster secret", extra={"peer": host, "method": method})
+        log.warning(
+            "refusing calls from %s: they lack the cluster secret or carry another (first: %s; logged once per host)",
+            host, method,
+        )  # fmt: skip
 
 
 def server_interceptors(secret: ClusterSecret) -> list[grpc.aio.ServerInterceptor]:
