@@ -278,7 +278,6 @@ def test_drain_moves_every_leadership_and_replica_off_a_node(tmp_path: Path) -> 
 
 
 async def _learner_killed(fx: ClusterFixture) -> list[Identity]:
-    import grpc
 
     from proto import auth
     from proto import controlplane_pb2 as cpb
