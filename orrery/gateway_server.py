@@ -9,7 +9,11 @@ standalone's ``data/keys``.
 
 Any number of gateways may run. Run one with::
 
-    orrery gateway --listen-addr 127.0.0.1:3000 --etcd 127.0.0.1:2379 [--etcd-prefix /orrery] --keys-dir ./keys
+    orrery gateway --listen-addr 127.0.0.1:3000 --etcd 127.0.0.1:2379 [--etcd-prefix /orrery] --keys-dir ./keys \
+        --cluster-secret-file ./cluster-secret
+
+Every call it makes to control planes and host nodes carries the cluster secret (proto/auth.py);
+without one it does not start.
 
 ``--etcd lmdb:PATH`` runs on an embedded store file instead of etcd (development only: no other
 process can open it at the same time). It imports nothing of the control plane or host nodes.
