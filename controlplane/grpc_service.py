@@ -49,6 +49,7 @@ from controlplane.watching import DatabaseEvent, database_events
 from proto import GRPC_OPTIONS
 from proto import controlplane_pb2 as pb
 from proto import controlplane_pb2_grpc as pb_grpc
+from proto.auth import ClusterSecret, server_interceptors
 from sats.identity import Identity
 
 __all__ = ["ControlPlaneOps", "ControlPlaneServicer", "ResetReplica", "failure_of", "start_server"]
@@ -445,9 +446,12 @@ async def _operation(steps: Steps, job: Awaitable[None]) -> pb.OperationResponse
     return pb.OperationResponse(steps=steps.lines)
 
 
-async def start_server(ops: ControlPlaneOps, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:
-    """Serve ``ops`` on ``address``; returns the started server and the ``host:port`` it bound."""
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+async def start_server(
+    ops: ControlPlaneOps, address: str = "127.0.0.1:0", *, secret: ClusterSecret
+) -> tuple[grpc.aio.Server, str]:
+    """Serve ``ops`` on ``address`` to callers that carry ``secret``; returns the started server
+    and the ``host:port`` it bound."""
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=server_interceptors(secret))
     pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneServicer(ops), server)
     port = server.add_insecure_port(address)
     await server.start()

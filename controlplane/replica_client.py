@@ -18,7 +18,7 @@ import grpc
 
 from clustermeta.records import DatabaseRecord
 from controlplane.hostnode_client import GrpcHostNodeClient, Peer, raise_failure
-from proto import GRPC_OPTIONS
+from proto import GRPC_OPTIONS, auth
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
 from sats.identity import Identity
@@ -250,7 +250,8 @@ class NodeClients(Protocol):
 class GrpcNodeClients:
     """:class:`NodeClients` over gRPC: one channel per address, reused."""
 
-    def __init__(self, *, timeout: float = 2.0) -> None:
+    def __init__(self, secret: auth.ClusterSecret, *, timeout: float = 2.0) -> None:
+        self.secret = secret
         self.timeout = timeout
         self._clients: dict[str, NodeClient] = {}
         self._channels: list[grpc.aio.Channel] = []
@@ -259,7 +260,7 @@ class GrpcNodeClients:
         """See :class:`NodeClients`."""
         client = self._clients.get(address)
         if client is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = auth.channel(address, self.secret, CHANNEL_OPTIONS)
             self._channels.append(channel)
             client = self._clients[address] = NodeClient(channel, address, timeout=self.timeout)
         return client

@@ -96,7 +96,7 @@ from gateway.grpc_backends import (
     is_read_only_sql,
 )
 from gateway.metrics import GatewayStats
-from proto import GRPC_OPTIONS
+from proto import GRPC_OPTIONS, auth
 from sats.identity import Identity
 
 __all__ = ["ClusterConfig", "ClusterControlPlane", "ClusterHostNode", "WS_CLOSE_NODE_GONE"]
@@ -145,7 +145,8 @@ class ClusterConfig:
 class _Clients(Generic[C]):
     """One channel, and one client over it, per server address."""
 
-    def __init__(self, make: Callable[[grpc.aio.Channel, str], C]) -> None:
+    def __init__(self, secret: auth.ClusterSecret, make: Callable[[grpc.aio.Channel, str], C]) -> None:
+        self._secret = secret
         self._make = make
         self._entries: dict[str, tuple[grpc.aio.Channel, C]] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -154,7 +155,7 @@ class _Clients(Generic[C]):
         """The client of ``address`` (``name`` is how error messages call the server)."""
         entry = self._entries.get(address)
         if entry is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = auth.channel(address, self._secret, CHANNEL_OPTIONS)
             entry = self._entries[address] = (channel, self._make(channel, name))
         return entry[1]
 
@@ -220,12 +221,19 @@ MOVED_GRACE_S = 0.5
 class ClusterHostNode:
     """:class:`gateway.backends.HostNodeBackend` that sends each request to its database's leader."""
 
-    def __init__(self, view: ClusterView, config: ClusterConfig | None = None, stats: GatewayStats | None = None) -> None:
+    def __init__(
+        self,
+        view: ClusterView,
+        secret: auth.ClusterSecret,
+        config: ClusterConfig | None = None,
+        stats: GatewayStats | None = None,
+    ) -> None:
         self.view = view
         self.config = config or ClusterConfig()
         self.stats = stats or GatewayStats()
         ws_budget = WsBudget()  # one total for the gateway, whichever nodes its clients use
         self._clients: _Clients[GrpcHostNode] = _Clients(
+            secret,
             lambda channel, name: GrpcHostNode(channel, deadlines=self.config.deadlines, target=name, ws_budget=ws_budget)
         )
         #: Node addresses live at the last check (only a node seen leaving counts as gone).
@@ -437,11 +445,18 @@ class ClusterControlPlane:
     """:class:`gateway.backends.ControlPlaneBackend`: lookups from the mirror, changes through
     the active control plane (then waiting until the mirror shows them)."""
 
-    def __init__(self, view: ClusterView, config: ClusterConfig | None = None, stats: GatewayStats | None = None) -> None:
+    def __init__(
+        self,
+        view: ClusterView,
+        secret: auth.ClusterSecret,
+        config: ClusterConfig | None = None,
+        stats: GatewayStats | None = None,
+    ) -> None:
         self.view = view
         self.config = config or ClusterConfig()
         self.stats = stats or GatewayStats()
         self._clients: _Clients[GrpcControlPlane] = _Clients(
+            secret,
             lambda channel, name: GrpcControlPlane(channel, deadlines=self.config.deadlines, target=name)
         )
 

@@ -50,6 +50,7 @@ from hostnode.service import DatabaseNotFound, HostNode, InstallResult
 from hostnode.stats import ReplicaCounters
 from hostnode.worker import DatabaseWorker
 from proto import hostnode_pb2 as pb
+from proto.auth import ClusterSecret
 from sats.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class ClusterConfig:
     #: records its leader says are committed: under load a healthy follower trails by a few
     #: fsyncs' worth.
     ready_lag_records: int = 1000
+    #: What every call to and from the other processes of the cluster carries (proto/auth.py).
+    secret: ClusterSecret = field(kw_only=True)
 
 
 class ClusterNode:
@@ -103,7 +106,7 @@ class ClusterNode:
         self.peers: dict[str, str] = {config.node_id: config.address}
         #: The last commit point a leader told us, per database (a floor for a new leader).
         self.known_commit: dict[Identity, int] = {}
-        self.channels = ChannelPool()
+        self.channels = ChannelPool(config.secret)
         self._locks: dict[Identity, asyncio.Lock] = {}
         #: The epoch of the replication stream a follower currently answers.
         self._streams: dict[Identity, tuple[int, asyncio.Event]] = {}

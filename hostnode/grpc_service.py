@@ -44,6 +44,7 @@ from hostnode.worker import Overloaded
 from proto import GRPC_OPTIONS
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
+from proto.auth import ClusterSecret, server_interceptors
 from sats.hash import to_sats_json
 from sats.identity import Identity
 from sats.json import dumps
@@ -727,11 +728,11 @@ class ReplicationServicer(pb_grpc.ReplicationServicer):
 
 
 async def start_server(
-    node: HostNode, address: str = "127.0.0.1:0", cluster: ClusterNode | None = None
+    node: HostNode, address: str = "127.0.0.1:0", cluster: ClusterNode | None = None, *, secret: ClusterSecret
 ) -> tuple[grpc.aio.Server, str]:
-    """Serve ``node`` on ``address`` (and, in a cluster, its Replication service); returns the
-    started server and the ``host:port`` it bound."""
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    """Serve ``node`` on ``address`` (and, in a cluster, its Replication service) to callers that
+    carry ``secret``; returns the started server and the ``host:port`` it bound."""
+    server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=server_interceptors(secret))
     pb_grpc.add_HostNodeServicer_to_server(HostNodeServicer(node, cluster), server)
     if cluster is not None:
         pb_grpc.add_ReplicationServicer_to_server(ReplicationServicer(cluster), server)

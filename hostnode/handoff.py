@@ -47,7 +47,7 @@ from clustermeta.records import (
     node_of_key,
 )
 from hostnode.cluster import ClusterNode
-from proto import GRPC_OPTIONS
+from proto import auth
 from proto import controlplane_pb2 as cpb
 from proto import controlplane_pb2_grpc as cpb_grpc
 from sats.identity import Identity
@@ -213,7 +213,7 @@ class LeadershipHandoff:
             return
         timeout = min(TRANSFER_TIMEOUT_S, left)
         gate = asyncio.Semaphore(PARALLEL_TRANSFERS)
-        async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+        async with auth.channel(address, self.cluster.channels.secret) as channel:
             stub = cpb_grpc.ControlPlaneStub(channel)
 
             async def transfer(identity_hex: str, target: str) -> None:

@@ -33,6 +33,7 @@ from hostnode.commitlog import CommitLog, GroupCommitter
 from hostnode.database import Database, ReplicationHooks
 from hostnode.durability import Durability, NotLeader, QuorumDurability
 from hostnode.stats import ReplicaCounters
+from proto import auth
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
 from sats.identity import Identity
@@ -92,16 +93,18 @@ def peer_channel_options() -> list[tuple[str, Any]]:
 
 
 class ChannelPool:
-    """One gRPC channel per peer address, shared by every link and client of this node."""
+    """One gRPC channel per peer address, shared by every link and client of this node; every
+    call on them carries the cluster secret."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: auth.ClusterSecret) -> None:
+        self.secret = secret
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def get(self, address: str) -> grpc.aio.Channel:
         """The channel to ``address`` (created on first use)."""
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=peer_channel_options())
+            ch = self._channels[address] = auth.channel(address, self.secret, peer_channel_options())
         return ch
 
     def replication(self, address: str) -> pb_grpc.ReplicationStub:

@@ -70,7 +70,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
@@ -89,6 +89,9 @@ from loadtest.bench_ws import BenchConfig as WsConfig
 from orrery.cluster_local import ETCD_PREFIX, LocalCluster
 from sats.identity import Identity
 from tests.servers import Client
+
+if TYPE_CHECKING:  # gRPC and the generated code load on use
+    from proto.auth import ClusterSecret
 
 __all__ = [
     "PHASES",
@@ -515,16 +518,16 @@ def threads_cpu(pid: int, names: dict[int, str]) -> dict[str, float]:
 class ControlPlane:
     """The few control-plane RPCs the benchmark uses (what ``orrery cluster`` calls)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, secret: ClusterSecret) -> None:
         import grpc
 
-        from proto import GRPC_OPTIONS
+        from proto import auth
         from proto import controlplane_pb2 as cpb
         from proto import controlplane_pb2_grpc as cpb_grpc
 
         self._pb = cpb
         self._grpc_error = grpc.aio.AioRpcError
-        self._channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+        self._channel = auth.channel(address, secret)
         self._stub = cpb_grpc.ControlPlaneStub(self._channel)
 
     async def status(self, database: str = "") -> dict[str, Any]:
@@ -653,7 +656,7 @@ async def throughput(cluster: LocalCluster, cfg: ClusterBenchConfig, log: Callab
         tokens = [(await c.new_identity())[1] for _ in range(cfg.conns)]
     log(f"  published and seeded {_db_name(1)} and {_db_name(3)} ({cfg.accounts:,} accounts each)")
     ws_cfg = WsConfig(conns=cfg.conns, inflight=cfg.inflight, accounts=cfg.accounts, seconds=cfg.seconds)
-    cp = ControlPlane(cluster.controlplane_address)
+    cp = ControlPlane(cluster.controlplane_address, cluster.secret())
     runs: list[ThroughputRun] = []
     try:
         for rnd in range(cfg.rounds):
@@ -786,7 +789,7 @@ async def failover(cluster: LocalCluster, cfg: ClusterBenchConfig, log: Callable
     load_statuses: Counter[str] = Counter()
     kills: list[Kill] = []
     store = await open_metastore(cluster.etcd_endpoints, ETCD_PREFIX)
-    cp = ControlPlane(cluster.controlplane_address)
+    cp = ControlPlane(cluster.controlplane_address, cluster.secret())
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     stop = asyncio.Event()
     workers = [
@@ -873,7 +876,7 @@ async def catchup(cluster: LocalCluster, cfg: ClusterBenchConfig, log: Callable[
         _identity, owner = await c.new_identity()
         identity = (await publish(c, CATCHUP_DB, CHAT_WASM.read_bytes(), owner, 3)).to_hex()
         tokens = [owner, *[(await c.new_identity())[1] for _ in range(3)]]
-    cp = ControlPlane(cluster.controlplane_address)
+    cp = ControlPlane(cluster.controlplane_address, cluster.secret())
     try:
         db = await cp.database(CATCHUP_DB)
         holders = {r["node"] for r in db["replicas"]}
@@ -998,7 +1001,7 @@ async def many_databases(cluster: LocalCluster, cfg: ClusterBenchConfig, log: Ca
     await asyncio.sleep(cfg.idle_seconds)
     elapsed = time.monotonic() - t0
     idle = {n: ((process_cpu_seconds(cluster.procs[n].pid) or 0.0) - cpu0[n]) / elapsed * 100 for n in cpu0}
-    cp = ControlPlane(cluster.controlplane_address)
+    cp = ControlPlane(cluster.controlplane_address, cluster.secret())
     try:
         doc = await cp.status()
     finally:

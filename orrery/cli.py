@@ -22,6 +22,9 @@ Commands (``client-api.md`` §8 lists what each one sends):
     orrery cluster up|prometheus-config|status|verify|add-replica|move-replica|transfer-leader|drain ...
         (orrery/cli_cluster.py)
 
+``gateway``, ``controlplane`` and ``hostnode`` also take ``--cluster-secret-file PATH`` (else
+``$ORRERY_CLUSTER_SECRET_FILE``) and refuse to start without it (proto/auth.py).
+
 Global: ``--config FILE`` (else ``$ORRERY_CONFIG``, else ``~/.config/orrery/cli.toml``). Every
 error is one line ``Error: <message>`` on stderr and a non-zero exit code.
 """
@@ -39,6 +42,7 @@ from orrery.cli_config import CliConfig, default_config_path
 from orrery.cli_errors import CliError
 from orrery.hostnode_process import add_arguments as hostnode_arguments
 from orrery.hostnode_process import run_from_args as run_hostnode
+from orrery.secret_option import add_secret_option
 
 __all__ = ["build_parser", "main"]
 
@@ -93,6 +97,7 @@ def _controlplane_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default info)"
     )
+    add_secret_option(p)
 
 
 def _database(p: argparse.ArgumentParser, what: str) -> None:
@@ -162,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"],
         help="server log level (default info)",
     )  # fmt: skip
+    add_secret_option(p)
     p = command("controlplane", "Run one control plane of a cluster (etcd holds the state)")
     _controlplane_options(p)
 

@@ -11,7 +11,8 @@
 
 Every command but ``up`` and ``prometheus-config`` (which reads ``DIR/cluster.json``) talks to the
 control plane's gRPC service: the one named in ``DIR/cluster.json`` (what ``up`` wrote), or
-``--controlplane HOST:PORT``.
+``--controlplane HOST:PORT``. Those calls carry the cluster secret: ``--cluster-secret-file``,
+else ``$ORRERY_CLUSTER_SECRET_FILE``, else ``DIR/cluster-secret`` (what ``up`` wrote).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orrery.cli_errors import CliError
+from orrery.secret_option import add_secret_option, secret_of
 
 if TYPE_CHECKING:  # gRPC and the generated code come with the server extra; loaded on use
     from proto import controlplane_pb2 as cpb
@@ -48,6 +50,7 @@ def add_cluster_parsers(sub: Any, command: Callable[..., argparse.ArgumentParser
     def where(q: argparse.ArgumentParser) -> None:
         q.add_argument("--data-dir", type=Path, help="the local cluster's directory (holds cluster.json)")
         q.add_argument("--controlplane", help="host:port of the control plane (instead of --data-dir)")
+        add_secret_option(q)
 
     def timeout(q: argparse.ArgumentParser) -> None:
         q.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (default %(default)s)")
@@ -124,13 +127,17 @@ def _rpc(args: argparse.Namespace, fn: Callable[[cpb_grpc.ControlPlaneStub], Awa
     try:
         import grpc
 
-        from proto import GRPC_OPTIONS
+        from proto import auth
         from proto import controlplane_pb2_grpc as cpb_grpc
     except ImportError as e:
         raise CliError(f"cluster commands need the server extra: pip install 'orrery[server]' ({e})") from None
+    try:
+        secret = secret_of(args, getattr(args, "data_dir", None))
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
     async def go() -> T:
-        async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+        async with auth.channel(address, secret) as channel:
             return await fn(cpb_grpc.ControlPlaneStub(channel))
 
     try:

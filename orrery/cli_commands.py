@@ -40,6 +40,7 @@ from orrery.cli_table import (
     render_sql_response,
     render_table,
 )
+from orrery.secret_option import secret_of
 from sats.types import STRING
 
 __all__ = ["Session", "COMMANDS", "UNSTABLE_WARNING"]
@@ -221,8 +222,12 @@ def cmd_gateway(session: Session, args: argparse.Namespace) -> int:
             process.parse_listen_addr(args.metrics_addr, "--metrics-addr")
     except ValueError as e:
         raise CliError(f"invalid address: {e}") from None
+    try:
+        secret = secret_of(args)
+    except ValueError as e:
+        raise CliError(str(e), exit_code=2) from None
     config = gateway_server.GatewayServerConfig(
-        etcd=args.etcd, keys_dir=Path(args.keys_dir).expanduser(), listen_addr=args.listen_addr,
+        etcd=args.etcd, keys_dir=Path(args.keys_dir).expanduser(), secret=secret, listen_addr=args.listen_addr,
         etcd_prefix=args.etcd_prefix, metrics_addr=args.metrics_addr,
     )  # fmt: skip
     process.configure_logging(args.log_level)

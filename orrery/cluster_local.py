@@ -12,6 +12,10 @@ Every Orrery process gets a ``--metrics-addr`` of its own (``/metrics``, ``/heal
 ``/readyz``); the gateway's ``metrics`` entry is its public ``/v1/metrics``, and etcd's is etcd's
 own ``/metrics``.
 
+The first ``up`` also writes the cluster secret, ``DIR/cluster-secret`` (mode 0600; proto/auth.py),
+and every Orrery process gets ``--cluster-secret-file`` naming it: their gRPC calls to each other
+carry it, and calls without it are refused. ``orrery cluster status --data-dir DIR`` finds it there.
+
 Ports are chosen once, on the first ``up`` of a data directory, and kept: a cluster brought up
 again from the same directory comes back at the same addresses with its data. Nothing is
 restarted automatically: a process that dies stays dead until someone runs its ``argv``.
@@ -33,7 +37,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # gRPC comes with the server extra; loaded on use
+    from proto.auth import ClusterSecret
 
 __all__ = ["ClusterError", "LocalCluster", "NodeNetwork", "Proc", "free_port"]
 
@@ -252,6 +259,19 @@ class LocalCluster:
         """The control plane's gRPC address."""
         return f"127.0.0.1:{self.ports['controlplane']}"
 
+    @property
+    def secret_file(self) -> Path:
+        """The file holding the cluster secret every process is given."""
+        from proto.auth import SECRET_FILE_NAME
+
+        return self.dir / SECRET_FILE_NAME
+
+    def secret(self) -> ClusterSecret:
+        """The cluster secret (written by the first :meth:`up`)."""
+        from proto.auth import ClusterSecret
+
+        return ClusterSecret.read(self.secret_file)
+
     def node_ids(self) -> list[str]:
         """Every host node's id, in order."""
         return sorted((k for k in self.ports if k.startswith("node-")), key=lambda k: int(k.split("-")[1]))
@@ -306,7 +326,8 @@ class LocalCluster:
             logs / "etcd.log",
             f"{client}/health",
         )  # fmt: skip
-        common = ["--etcd", self.etcd_endpoints, "--etcd-prefix", ETCD_PREFIX]
+        secret = ["--cluster-secret-file", str(self.secret_file)]
+        common = ["--etcd", self.etcd_endpoints, "--etcd-prefix", ETCD_PREFIX, *secret]
         self.procs["controlplane"] = Proc(
             "controlplane",
             [*_orrery_argv(), "controlplane", "--id", "controlplane-1", "--listen-addr", self.controlplane_address, *common,
@@ -318,7 +339,7 @@ class LocalCluster:
             argv = [
                 *_orrery_argv(), "hostnode", "--node-id", node_id, "--data-dir", str(self.dir / "nodes" / node_id),
                 "--listen-addr", self.node_address(node_id), "--etcd", node_etcd, "--etcd-prefix", ETCD_PREFIX,
-                "--lease-ttl", f"{self.lease_ttl:g}", "--metrics-addr", self.metrics_address(node_id),
+                "--lease-ttl", f"{self.lease_ttl:g}", "--metrics-addr", self.metrics_address(node_id), *secret,
             ]  # fmt: skip
             self.procs[node_id] = Proc(
                 node_id,
@@ -338,7 +359,10 @@ class LocalCluster:
 
     def up(self, timeout: float = 60.0) -> None:
         """Start everything (etcd first, the gateway last), waiting for each to answer."""
+        from proto.auth import ClusterSecret
+
         self.dir.mkdir(parents=True, exist_ok=True)
+        ClusterSecret.ensure_file(self.secret_file)
         order = ["etcd", "controlplane", *self.node_ids(), "gateway"]
         try:
             for name in order:

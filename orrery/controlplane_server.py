@@ -2,7 +2,7 @@
 
     orrery controlplane --listen-addr HOST:PORT --etcd ENDPOINTS [--etcd-prefix /orrery] [--id ID]
                         [--lease-ttl 2] [--advertise-addr HOST:PORT] [--metrics-addr HOST:PORT]
-                        [--log-level info]
+                        [--log-level info] [--cluster-secret-file PATH]
 
 It serves the ControlPlane gRPC service on ``--listen-addr``, registers ``/controlplanes/<id>``
 under its lease and campaigns for ``/controlplane/leader``: the winner is active (publishes,
@@ -13,6 +13,10 @@ and exit 0. State lives in the MetaStore only (:func:`clustermeta.connect.open_m
 With ``--metrics-addr`` it serves ``/metrics``, ``/healthz`` and ``/readyz`` there (ready: it
 holds a valid lease in etcd, active or standby; :meth:`controlplane.cluster.Cluster.readiness`)
 and registers the metrics URL in ``/controlplanes/<id>``.
+
+It refuses to start without the cluster secret (``--cluster-secret-file`` or
+``ORRERY_CLUSTER_SECRET_FILE``), and refuses every gRPC call that does not carry it
+(proto/auth.py).
 
 Run it with ``python -m orrery.controlplane_server`` too.
 """
@@ -48,6 +52,8 @@ from orrery.process import (
     start_metrics,
     stop_on_signals,
 )
+from orrery.secret_option import add_secret_option, secret_of
+from proto.auth import ClusterSecret
 
 __all__ = ["ControlPlaneProcess", "add_arguments", "main", "run", "serve"]
 
@@ -73,6 +79,8 @@ class ControlPlaneProcess:
     shutdown_grace: float = 2.0
     #: ``host:port`` of the ``/metrics``, ``/healthz``, ``/readyz`` listener (empty: none).
     metrics_addr: str = ""
+    #: Every internal call to and from this process carries it (proto/auth.py).
+    secret: ClusterSecret = field(kw_only=True)
 
 
 async def serve(
@@ -102,11 +110,11 @@ async def serve(
             log.info("metrics on http://%s/metrics", metrics_bound)
         store = await open_metastore(process.etcd, process.etcd_prefix, wait=STARTUP_WAIT_S)
         try:
-            cluster = Cluster(store, GrpcNodeClients(timeout=config.rpc_timeout), config)
+            cluster = Cluster(store, GrpcNodeClients(process.secret, timeout=config.rpc_timeout), config)
             holder.append(cluster)
             registry.register(ControlPlaneCollector(cluster))
             registry.register(MetaStoreCollector.of(store, cluster.lease_stats))
-            server, bound = await start_server(cluster.ops(), process.listen_addr)
+            server, bound = await start_server(cluster.ops(), process.listen_addr, secret=process.secret)
             try:
                 address = process.advertise_addr or advertised(bound)
                 await cluster.start(address=address)
@@ -131,15 +139,15 @@ async def serve(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command's options (shared by ``orrery controlplane`` and ``python -m``)."""
-    defaults = ControlPlaneProcess()
     parser.add_argument("--listen-addr", default=DEFAULT_LISTEN_ADDR, help="host:port of the gRPC service (default %(default)s)")
     parser.add_argument("--etcd", required=True, help="etcd endpoints, comma-separated host:port (or lmdb:PATH)")
     parser.add_argument("--etcd-prefix", default=DEFAULT_PREFIX, help="key prefix of the cluster (default %(default)s)")
-    parser.add_argument("--id", default=defaults.id, help="this control plane's id (default: the host name)")
-    parser.add_argument("--lease-ttl", type=float, default=defaults.lease_ttl, help="lease TTL in seconds (default %(default)s)")
+    parser.add_argument("--id", default=socket.gethostname(), help="this control plane's id (default: the host name)")
+    parser.add_argument("--lease-ttl", type=float, default=ControlPlaneProcess.lease_ttl, help="lease TTL in seconds (default %(default)s)")
     parser.add_argument("--advertise-addr", default="", help="host:port others reach this process at")
     parser.add_argument("--metrics-addr", default="", help="host:port to serve /metrics, /healthz and /readyz on")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_secret_option(parser)
 
 
 def process_of(args: argparse.Namespace) -> ControlPlaneProcess:
@@ -158,6 +166,7 @@ def process_of(args: argparse.Namespace) -> ControlPlaneProcess:
     return ControlPlaneProcess(
         listen_addr=args.listen_addr, etcd=args.etcd, etcd_prefix=args.etcd_prefix, id=args.id,
         lease_ttl=args.lease_ttl, advertise_addr=args.advertise_addr, metrics_addr=args.metrics_addr,
+        secret=secret_of(args),
     )  # fmt: skip
 
 

@@ -9,7 +9,11 @@ standalone's ``data/keys``.
 
 Any number of gateways may run. Run one with::
 
-    orrery gateway --listen-addr 127.0.0.1:3000 --etcd 127.0.0.1:2379 [--etcd-prefix /orrery] --keys-dir ./keys
+    orrery gateway --listen-addr 127.0.0.1:3000 --etcd 127.0.0.1:2379 [--etcd-prefix /orrery] --keys-dir ./keys \
+        --cluster-secret-file ./cluster-secret
+
+Every call it makes to control planes and host nodes carries the cluster secret (proto/auth.py);
+without one it does not start.
 
 ``--etcd lmdb:PATH`` runs on an embedded store file instead of etcd (development only: no other
 process can open it at the same time). It imports nothing of the control plane or host nodes.
@@ -45,6 +49,7 @@ from gateway.metrics import GatewayCollector, GatewayStats
 from observability.http import Endpoints
 from observability.registry import new_registry
 from orrery.process import parse_listen_addr, start_metrics, start_site, stop_on_signals
+from proto.auth import ClusterSecret
 
 __all__ = ["GatewayServerConfig", "run", "serve"]
 
@@ -61,6 +66,8 @@ class GatewayServerConfig:
     etcd: str
     #: Where the token signing key pair lives (created if absent).
     keys_dir: Path
+    #: Every call to control planes and host nodes carries it (proto/auth.py).
+    secret: ClusterSecret
     listen_addr: str = DEFAULT_LISTEN_ADDR
     #: Every key of the cluster lives under this prefix in etcd.
     etcd_prefix: str = DEFAULT_PREFIX
@@ -96,8 +103,8 @@ async def serve(
     store = await open_metastore(config.etcd, config.etcd_prefix, wait=STARTUP_WAIT_S)
     view = ClusterView(store)
     stats = GatewayStats()
-    control = ClusterControlPlane(view, config.cluster, stats)
-    host_backend = ClusterHostNode(view, config.cluster, stats)
+    control = ClusterControlPlane(view, config.secret, config.cluster, stats)
+    host_backend = ClusterHostNode(view, config.secret, config.cluster, stats)
     registry = new_registry("gateway", socket.gethostname())
     registry.register(GatewayCollector(stats, view))
     registry.register(MetaStoreCollector.of(store))

@@ -13,6 +13,10 @@ leadership the node holds over to another replica through the active control pla
 (Ctrl-C) stops at once. Either way the replicas close cleanly and the node's lease is revoked, so
 the control plane sees it gone at once. Give the process ``--handoff-timeout`` +
 :data:`HANDOFF_MARGIN_S` seconds before killing it (``terminationGracePeriodSeconds``).
+
+It refuses to start without the cluster secret (``--cluster-secret-file`` or
+``ORRERY_CLUSTER_SECRET_FILE``); every call it makes carries it and every call it serves must
+(proto/auth.py).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import signal
 import sys
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from orrery.secret_option import add_secret_option, secret_of
 
 if TYPE_CHECKING:  # the server's modules load only when it runs (the CLI stays light)
     from prometheus_client.registry import CollectorRegistry
@@ -36,6 +42,7 @@ if TYPE_CHECKING:  # the server's modules load only when it runs (the CLI stays 
     from clustermeta.metastore import KeyValue, MetaStore
     from clustermeta.mirror import Change
     from hostnode.cluster import ClusterNode
+    from proto.auth import ClusterSecret
 
 log = logging.getLogger("orrery.hostnode")
 
@@ -65,6 +72,8 @@ class HostNodeProcessConfig:
     metrics_addr: str = ""
     #: Seconds SIGTERM waits for every leadership to move to another replica (0: no handoff).
     handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT_S
+    #: Every internal call to and from this node carries it (proto/auth.py).
+    secret: ClusterSecret = field(kw_only=True)
 
 
 class _Readiness:
@@ -140,7 +149,7 @@ async def _serve(
     keeper: LeaseKeeper | None = None
     cluster = ClusterNode(
         node,
-        ClusterConfig(config.node_id, config.advertise_addr, ReplicationConfig()),
+        ClusterConfig(config.node_id, config.advertise_addr, ReplicationConfig(), secret=config.secret),
         lease_valid=lambda: keeper is not None and keeper.valid(),
     )
     lease_stats = LeaseStats()
@@ -150,7 +159,7 @@ async def _serve(
     follower: RecordFollower | None = None
     try:
         await cluster.start()
-        server, bound = await start_server(node, config.listen_addr, cluster)
+        server, bound = await start_server(node, config.listen_addr, cluster, secret=config.secret)
         address = config.advertise_addr or bound
         cluster.config.address = address
         cluster.peers[config.node_id] = address
@@ -309,6 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stops (0: none; default %(default)s); SIGINT stops at once",
     )  # fmt: skip
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_secret_option(parser)
 
 
 def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -325,12 +335,16 @@ def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error("--node-id must be a non-empty name without '/'")
     if args.handoff_timeout < 0:
         parser.error("--handoff-timeout must not be negative")
+    try:
+        secret = secret_of(args)
+    except ValueError as e:
+        parser.error(str(e))
     configure_logging(args.log_level)
     logging.getLogger("hostnode").setLevel(args.log_level.upper())
     config = HostNodeProcessConfig(
         node_id=args.node_id, data_dir=args.data_dir, listen_addr=args.listen_addr, etcd=args.etcd,
         etcd_prefix=args.etcd_prefix, advertise_addr=args.advertise_addr, lease_ttl=args.lease_ttl,
-        metrics_addr=args.metrics_addr, handoff_timeout=args.handoff_timeout,
+        metrics_addr=args.metrics_addr, handoff_timeout=args.handoff_timeout, secret=secret,
     )  # fmt: skip
     try:
         asyncio.run(serve(config))

@@ -82,7 +82,8 @@ from hostnode.worker import Overloaded
 from observability.http import Endpoints
 from observability.registry import new_registry
 from orrery.process import configure_logging, parse_listen_addr, start_metrics, start_site, stop_on_signals
-from proto import GRPC_OPTIONS
+from proto import auth
+from proto.auth import ClusterSecret
 from sats.identity import Identity
 from sats.ws_v1 import Compression
 
@@ -430,22 +431,24 @@ async def _grpc_backends(
 ) -> tuple[ControlPlaneBackend, HostNodeBackend]:
     """Serve the host node and the control plane over gRPC on 127.0.0.1; the gateway's clients.
 
-    Each client gets its own channel, as it would from another process.
+    Each client gets its own channel, as it would from another process; the ports take only calls
+    carrying a secret drawn for this run (proto/auth.py), as a cluster's do.
     """
-    host_server, host_addr = await hostnode_grpc.start_server(node, "127.0.0.1:0")
+    secret = ClusterSecret.generate()
+    host_server, host_addr = await hostnode_grpc.start_server(node, "127.0.0.1:0", secret=secret)
     stack.push_async_callback(host_server.stop, 1.0)
-    host_client = GrpcHostNodeClient(_channel(stack, host_addr))
+    host_client = GrpcHostNodeClient(_channel(stack, host_addr, secret))
     control = ControlPlane(store, host_client, Placement(f"node-{NODE_ID}", host_addr))
     control_server, control_addr = await controlplane_grpc.start_server(
-        ControlPlaneOps(control, host_client.reset, [NODE_ID]), "127.0.0.1:0"
+        ControlPlaneOps(control, host_client.reset, [NODE_ID]), "127.0.0.1:0", secret=secret
     )
     stack.push_async_callback(control_server.stop, 1.0)
     log.info("host node gRPC on %s, control plane gRPC on %s", host_addr, control_addr)
-    return GrpcControlPlane(_channel(stack, control_addr)), GrpcHostNode(_channel(stack, host_addr))
+    return GrpcControlPlane(_channel(stack, control_addr, secret)), GrpcHostNode(_channel(stack, host_addr, secret))
 
 
-def _channel(stack: contextlib.AsyncExitStack, address: str) -> grpc.aio.Channel:
-    channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+def _channel(stack: contextlib.AsyncExitStack, address: str, secret: ClusterSecret) -> grpc.aio.Channel:
+    channel = auth.channel(address, secret)
     stack.push_async_callback(channel.close)
     return channel
 

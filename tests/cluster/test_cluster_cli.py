@@ -130,6 +130,44 @@ def _check_shape(doc: dict[str, Any], nodes: int) -> None:
     assert len({n["id"] for n in doc["nodes"]}) == nodes
 
 
+def _check_secret(data_dir: Path, doc: dict[str, Any]) -> None:
+    """``up`` wrote the cluster secret (owner-only) and gave it to every Orrery process; the
+    control plane answers ``cluster status`` only with it."""
+    secret = data_dir / "cluster-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert re.fullmatch(r"[0-9a-f]{64}\n", secret.read_text())
+    for entry in [doc["gateway"], doc["controlplane"], *doc["nodes"]]:
+        assert entry["argv"][entry["argv"].index("--cluster-secret-file") + 1] == str(secret), entry["argv"]
+    env = {k: v for k, v in os.environ.items() if k != "ORRERY_CLUSTER_SECRET_FILE"}
+    status = [sys.executable, "-m", "orrery", "cluster", "status", "--controlplane", doc["controlplane"]["address"]]
+    missing = subprocess.run(status, capture_output=True, text=True, env=env, timeout=STOP_TIMEOUT)
+    assert missing.returncode != 0 and "no cluster secret: pass --cluster-secret-file" in missing.stderr, missing
+    other = data_dir.parent / "other-secret"
+    other.write_text("ab" * 32)
+    wrong = subprocess.run([*status, "--cluster-secret-file", str(other)], capture_output=True, text=True, env=env, timeout=STOP_TIMEOUT)
+    assert wrong.returncode != 0 and "UNAUTHENTICATED" in wrong.stderr, wrong
+    right = subprocess.run([*status, "--cluster-secret-file", str(secret)], capture_output=True, text=True, env=env, timeout=STOP_TIMEOUT)
+    assert right.returncode == 0, right
+
+
+def test_cluster_processes_refuse_to_start_without_the_secret(tmp_path: Path) -> None:
+    """A gateway, control plane or host node without ``--cluster-secret-file`` (or
+    ``ORRERY_CLUSTER_SECRET_FILE``) exits at once with a usage error naming both."""
+    env = {k: v for k, v in os.environ.items() if k != "ORRERY_CLUSTER_SECRET_FILE"}
+    etcd = ["--etcd", f"lmdb:{tmp_path / 'meta.lmdb'}"]
+    for command in (
+        ["gateway", *etcd, "--keys-dir", str(tmp_path / "keys")],
+        ["controlplane", *etcd],
+        ["hostnode", *etcd, "--node-id", "node-1", "--data-dir", str(tmp_path / "node")],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "orrery", *command], capture_output=True, text=True, env=env, timeout=STOP_TIMEOUT
+        )
+        assert done.returncode == 2, (command, done)
+        assert "no cluster secret: pass --cluster-secret-file PATH or set ORRERY_CLUSTER_SECRET_FILE" in done.stderr, done
+    assert not (tmp_path / "node").exists() and not (tmp_path / "keys").exists()
+
+
 def _all_pids(doc: dict[str, Any]) -> list[int]:
     return [doc["gateway"]["pid"], doc["etcd"]["pid"], doc["controlplane"]["pid"], *(n["pid"] for n in doc["nodes"])]
 
@@ -231,6 +269,7 @@ def test_cluster_up_as_a_user_runs_it(tmp_path: Path) -> None:
         printed = up.wait_for("Ctrl-C stops the cluster.")
         doc = json.loads((data_dir / "cluster.json").read_text())
         _check_shape(doc, nodes=3)
+        _check_secret(data_dir, doc)
         # It says where each process is.
         text = "\n".join(printed)
         assert f"{doc['etcd']['endpoints']}  (pid {doc['etcd']['pid']}; metrics {doc['etcd']['metrics']})" in text, text

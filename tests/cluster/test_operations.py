@@ -278,13 +278,13 @@ def test_drain_moves_every_leadership_and_replica_off_a_node(tmp_path: Path) -> 
 
 
 async def _learner_killed(fx: ClusterFixture) -> list[Identity]:
-    import grpc
 
+    from proto import auth
     from proto import controlplane_pb2 as cpb
     from proto import controlplane_pb2_grpc as cpb_grpc
 
     ledger = Ledger()
-    async with fx.client() as c, grpc.aio.insecure_channel(fx.cluster.controlplane_address) as channel:
+    async with fx.client() as c, auth.channel(fx.cluster.controlplane_address, fx.cluster.secret()) as channel:
         token, ident = await _bank_db(fx, c, "learn", replicas=2)
         first = await fx.record(ident)
         assert first is not None

@@ -26,9 +26,11 @@ from controlplane.cluster import Cluster
 from controlplane.config import ClusterConfig
 from controlplane.grpc_service import start_server
 from controlplane.replica_client import GrpcNodeClients
+from proto import auth
 from proto import controlplane_pb2 as pb
 from proto import controlplane_pb2_grpc as pb_grpc
 from sats.identity import Identity
+from tests.cluster_secret import SECRET
 from tests.controlplane.fake_node import FakeCluster, FakeNode
 
 ALICE = Identity.from_claims("localhost", "alice")
@@ -127,10 +129,10 @@ class Harness:
 
 
 async def start_control_plane(store: LmdbMetaStore, config: ClusterConfig) -> ControlPlaneUnderTest:
-    cluster = Cluster(store, GrpcNodeClients(timeout=config.rpc_timeout), replace(config))
-    server, address = await start_server(cluster.ops(), "127.0.0.1:0")
+    cluster = Cluster(store, GrpcNodeClients(SECRET, timeout=config.rpc_timeout), replace(config))
+    server, address = await start_server(cluster.ops(), "127.0.0.1:0", secret=SECRET)
     await cluster.start(address=address)
-    channel = grpc.aio.insecure_channel(address)
+    channel = auth.channel(address, SECRET)
     return ControlPlaneUnderTest(cluster, server, address, channel, pb_grpc.ControlPlaneStub(channel))
 
 

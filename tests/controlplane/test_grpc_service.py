@@ -8,7 +8,6 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
 import pytest
 
 from clustermeta.metastore_lmdb import LmdbMetaStore
@@ -19,9 +18,11 @@ from controlplane.hostnode_client import DatabaseNotFound, GrpcHostNodeClient, H
 from gateway.failures import ControlErrorKind, control_status
 from hostnode import grpc_service as hostnode_grpc
 from hostnode.service import HostNode, HostNodeConfig
+from proto import auth
 from proto import controlplane_pb2 as pb
 from proto import controlplane_pb2_grpc as pb_grpc
 from sats.identity import Identity
+from tests.cluster_secret import SECRET
 from tests.hostnode.conftest import module_wasm
 
 ALICE = Identity.from_claims("localhost", "alice")
@@ -40,13 +41,13 @@ def with_services(tmp_path: Path, body: Body) -> None:
         store = await LmdbMetaStore.open(tmp_path / "meta.lmdb")
         node = HostNode(HostNodeConfig(tmp_path / "node"))
         await node.start()
-        host_server, host_addr = await hostnode_grpc.start_server(node)
-        host_channel = grpc.aio.insecure_channel(host_addr)
+        host_server, host_addr = await hostnode_grpc.start_server(node, secret=SECRET)
+        host_channel = auth.channel(host_addr, SECRET)
         client = GrpcHostNodeClient(host_channel)
         control = ControlPlane(store, client, Placement("node-0", host_addr))
-        server, address = await start_server(ControlPlaneOps(control, client.reset, [0, 7]))
+        server, address = await start_server(ControlPlaneOps(control, client.reset, [0, 7]), secret=SECRET)
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with auth.channel(address, SECRET) as channel:
                 await body(pb_grpc.ControlPlaneStub(channel), client, node)
         finally:
             await server.stop(None)

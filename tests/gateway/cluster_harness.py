@@ -64,7 +64,9 @@ from orrery.process import bound_address
 from proto import GRPC_OPTIONS
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
+from proto.auth import server_interceptors
 from sats.identity import Identity
+from tests.cluster_secret import SECRET
 from tests.servers import REPO_ROOT
 
 __all__ = [
@@ -324,7 +326,7 @@ class Node:
 
     async def serve(self) -> None:
         """(Re)start the gRPC server (on the same port when it ran before)."""
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=server_interceptors(SECRET))
         pb_grpc.add_HostNodeServicer_to_server(self.servicer, server)
         port = server.add_insecure_port(self.address or "127.0.0.1:0")
         await server.start()
@@ -383,8 +385,8 @@ async def gateway(
     """The gateway app over a view of ``store`` (started), with cluster backends."""
     view = ClusterView(store, view_config)
     await view.start()
-    control = ClusterControlPlane(view, config)
-    host = ClusterHostNode(view, config)
+    control = ClusterControlPlane(view, SECRET, config)
+    host = ClusterHostNode(view, SECRET, config)
     authority = TokenAuthority(SigningKeys.generate())
     runner = web.AppRunner(create_app(authority, control, host), shutdown_timeout=1.0)
     await runner.setup()

@@ -25,10 +25,11 @@ from controlplane.hostnode_client import GrpcHostNodeClient
 from gateway.cluster_backends import ClusterConfig
 from gateway.errors import ApiError
 from orrery.standalone import LocalControlPlane
-from proto import GRPC_OPTIONS
+from proto import GRPC_OPTIONS, auth
 from proto import controlplane_pb2 as cpb
 from proto import controlplane_pb2_grpc as cpb_grpc
 from sats.identity import Identity
+from tests.cluster_secret import SECRET
 from tests.gateway.cluster_harness import (
     FAST,
     FlakyStore,
@@ -80,11 +81,11 @@ def run(tmp_path: Path, body: Callable[[Cluster], Awaitable[None]], config: Clus
             async with nodes(tmp_path, "n1") as started:
                 node = started["n1"]
                 await register_node(store, "n1", node.address)
-                channel = grpc.aio.insecure_channel(node.address, options=GRPC_OPTIONS)
+                channel = auth.channel(node.address, SECRET)
                 host_client = GrpcHostNodeClient(channel)
                 control = ControlPlane(store, host_client, Placement("n1", node.address))
                 servicer = RecordingServicer(ControlPlaneOps(control, host_client.reset, [0]))
-                server = grpc.aio.server(options=GRPC_OPTIONS)
+                server = grpc.aio.server(options=GRPC_OPTIONS, interceptors=auth.server_interceptors(SECRET))
                 cpb_grpc.add_ControlPlaneServicer_to_server(servicer, server)
                 port = server.add_insecure_port("127.0.0.1:0")
                 await server.start()

@@ -17,6 +17,7 @@ from clustermeta.metastore_lmdb import LmdbMetaStore
 from orrery.cli import build_parser
 from orrery.cli_errors import CliError
 from sats.identity import Identity
+from tests.cluster_secret import secret_file
 from tests.etcd_harness import EtcdServer
 from tests.gateway.cluster_harness import REPO_ROOT, nodes, put_database, register_node, spawn
 from tests.gateway.conftest import CHAT
@@ -30,7 +31,8 @@ READY = re.compile(rb"listening on http://(\S+)")
 async def start_gateway(store_path: Path, keys: Path, tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]:
     child = await spawn(
         "-m", "orrery.cli", "gateway", "--listen-addr", "127.0.0.1:0", "--etcd", f"lmdb:{store_path}",
-        "--keys-dir", str(keys), env={"ORRERY_CONFIG": str(tmp_path / "cli.toml")},
+        "--keys-dir", str(keys), "--cluster-secret-file", str(secret_file(tmp_path)),
+        env={"ORRERY_CONFIG": str(tmp_path / "cli.toml")},
     )  # fmt: skip
     assert child.stdout is not None
     line = await asyncio.wait_for(child.stdout.readline(), 60)
@@ -100,7 +102,7 @@ def test_orrery_gateway_waits_for_an_etcd_that_does_not_answer_yet(tmp_path: Pat
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "orrery.cli", "gateway", "--listen-addr", "127.0.0.1:0",
                 "--etcd", etcd.endpoints, "--keys-dir", str(tmp_path / "keys"),
-                cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                "--cluster-secret-file", str(secret_file(tmp_path)), cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "ORRERY_CONFIG": str(tmp_path / "cli.toml")},
             )  # fmt: skip

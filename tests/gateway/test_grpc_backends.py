@@ -25,9 +25,11 @@ from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
 from hostnode import grpc_service as hostnode_grpc
 from hostnode.service import HostNode, HostNodeConfig
 from orrery.standalone import LocalControlPlane, LocalHostNode
+from proto import auth
 from proto import hostnode_pb2 as hpb
 from proto import hostnode_pb2_grpc as hpb_grpc
 from sats.identity import Identity
+from tests.cluster_secret import SECRET
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
 from tests.gateway.test_ws_republish import doc_module
 from tests.waits import PATIENCE, until, writer_held
@@ -71,15 +73,15 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     node = HostNode(HostNodeConfig(tmp_path / "node"))
     await node.start()
     async with contextlib.AsyncExitStack() as stack:
-        host_server, host_addr = await hostnode_grpc.start_server(node)
+        host_server, host_addr = await hostnode_grpc.start_server(node, secret=SECRET)
         stack.push_async_callback(host_server.stop, None)
-        host_channel = grpc.aio.insecure_channel(host_addr)
+        host_channel = auth.channel(host_addr, SECRET)
         stack.push_async_callback(host_channel.close)
         client = GrpcHostNodeClient(host_channel)
         ops = controlplane_grpc.ControlPlaneOps(ControlPlane(store, client, Placement("node-0", host_addr)), client.reset)
-        control_server, control_addr = await controlplane_grpc.start_server(ops)
+        control_server, control_addr = await controlplane_grpc.start_server(ops, secret=SECRET)
         stack.push_async_callback(control_server.stop, None)
-        control_channel = grpc.aio.insecure_channel(control_addr)
+        control_channel = auth.channel(control_addr, SECRET)
         stack.push_async_callback(control_channel.close)
         local_control = LocalControlPlane(ControlPlane(store, node, Placement("node-0", host_addr)), node)
         try:

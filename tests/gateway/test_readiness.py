@@ -10,6 +10,7 @@ from pathlib import Path
 
 from clustermeta.metastore_etcd import EtcdMetaStore
 from clustermeta.records import CONTROLPLANE_LEADER_KEY, ControlPlaneInfo
+from tests.cluster_secret import secret_file
 from tests.etcd_harness import EtcdServer, free_port
 from tests.gateway.cluster_harness import spawn
 from tests.servers import Client
@@ -40,7 +41,8 @@ def test_gateway_readiness_follows_etcd_and_the_control_plane(tmp_path: Path) ->
             child = await spawn(
                 "-m", "orrery.cli", "gateway", "--listen-addr", f"127.0.0.1:{port}", "--etcd", etcd.endpoints,
                 "--etcd-prefix", PREFIX, "--keys-dir", str(tmp_path / "keys"),
-                "--metrics-addr", f"127.0.0.1:{metrics_port}", env={"ORRERY_CONFIG": str(tmp_path / "cli.toml")},
+                "--metrics-addr", f"127.0.0.1:{metrics_port}", "--cluster-secret-file", str(secret_file(tmp_path)),
+                env={"ORRERY_CONFIG": str(tmp_path / "cli.toml")},
             )  # fmt: skip
             try:
                 async with Client(f"http://127.0.0.1:{metrics_port}") as m:

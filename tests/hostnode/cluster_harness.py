@@ -24,9 +24,11 @@ from hostnode.database import DatabaseConfig
 from hostnode.grpc_service import start_server
 from hostnode.replication import ReplicationConfig
 from hostnode.service import HostNode, HostNodeConfig
+from proto import auth
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
 from sats.identity import Identity
+from tests.cluster_secret import SECRET
 from tests.hostnode.conftest import module_wasm
 
 OWNER = Identity.from_claims("localhost", "owner")
@@ -67,11 +69,11 @@ class Node:
         self.host = HostNode(HostNodeConfig(self.root, self.database))
         self.cluster = ClusterNode(
             self.host,
-            ClusterConfig(self.node_id, "", self.replication),
+            ClusterConfig(self.node_id, "", self.replication, secret=SECRET),
             lease_valid=lambda: self.lease_ok,
         )
         await self.cluster.start()
-        self.server, self.address = await start_server(self.host, f"127.0.0.1:{port}", self.cluster)
+        self.server, self.address = await start_server(self.host, f"127.0.0.1:{port}", self.cluster, secret=SECRET)
         self.cluster.config.address = self.address
         self.cluster.peers[self.node_id] = self.address
 
@@ -122,7 +124,7 @@ class Cluster:
         addr = self.nodes[node_id].address
         ch = self._channels.get(addr)
         if ch is None:
-            ch = self._channels[addr] = grpc.aio.insecure_channel(addr)
+            ch = self._channels[addr] = auth.channel(addr, SECRET)
         return pb_grpc.ReplicationStub(ch)
 
     def host_stub(self, node_id: str) -> pb_grpc.HostNodeStub:

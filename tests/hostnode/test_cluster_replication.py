@@ -8,11 +8,14 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import grpc
 import pytest
 
 from hostnode.database import Status
 from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown
+from proto import auth
 from proto import hostnode_pb2 as pb
+from proto import hostnode_pb2_grpc as pb_grpc
 from tests.hostnode.cluster_harness import ALICE, DB, FAST, Cluster, eventually
 
 
@@ -50,6 +53,36 @@ def test_writes_commit_on_a_majority_and_followers_apply_them(tmp_path: Path) ->
         # Followers do not serve: the gateway is told to go to the leader.
         with pytest.raises(NotLeader):
             await c.transfer("n2", 0, 1)
+
+    run(body, tmp_path)
+
+
+def test_replication_refuses_peers_without_the_cluster_secret(tmp_path: Path) -> None:
+    """A process without the cluster secret (or with another cluster's) can neither feed a follower
+    records, nor read a snapshot, nor reassign a replica: UNAUTHENTICATED, and nothing changes."""
+
+    async def body(c: Cluster) -> None:
+        await c.create()
+        assert (await c.seed("n1", 10, 100)).status is Status.COMMITTED
+        before = await status(c, "n2")
+        address = c.nodes["n2"].address
+        hello = pb.LeaderMessage(hello=pb.ReplicateHello(database_identity=DB.to_bsatn(), epoch=before.epoch + 5))
+        for channel in (grpc.aio.insecure_channel(address), auth.channel(address, auth.ClusterSecret.generate())):
+            async with channel:
+                stub = pb_grpc.ReplicationStub(channel)
+                replicate = stub.Replicate(iter([hello]))
+                snapshot = stub.GetSnapshot(pb.SnapshotRequest(database_identity=DB.to_bsatn(), epoch=before.epoch))
+                for stream in (replicate, snapshot):
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        async for _ in stream:
+                            pass
+                    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Assign(pb.AssignRequest(deleted=True, database_identity=DB.to_bsatn()))
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        after = await status(c, "n2")
+        assert (after.role, after.epoch, after.promised_epoch) == (before.role, before.epoch, before.promised_epoch)
+        assert (await c.transfer("n1", 0, 1)).status is Status.COMMITTED  # the cluster itself carries on
 
     run(body, tmp_path)
 

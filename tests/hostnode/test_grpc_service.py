@@ -14,11 +14,13 @@ import pytest
 
 from hostnode.grpc_service import start_server
 from hostnode.service import HostNode, HostNodeConfig
+from proto import auth
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
 from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
+from tests.cluster_secret import SECRET
 from tests.hostnode.conftest import module_wasm
 from tests.waits import PATIENCE, until, writer_held
 
@@ -38,9 +40,9 @@ def with_service(tmp_path: Path, body: Body) -> None:
     async def main() -> None:
         node = HostNode(HostNodeConfig(tmp_path / "node"))
         await node.start()
-        server, address = await start_server(node)
+        server, address = await start_server(node, secret=SECRET)
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with auth.channel(address, SECRET) as channel:
                 await body(pb_grpc.HostNodeStub(channel), node)
         finally:
             await server.stop(None)
@@ -390,3 +392,37 @@ def test_frames_the_gateway_does_not_take_are_bounded_in_bytes(tmp_path: Path, m
         await stream.close_all()
 
     with_service(tmp_path, body)
+
+
+def test_calls_without_the_cluster_secret_are_refused(tmp_path: Path) -> None:
+    """Only holders of the cluster secret may call a host node (and so assert a caller identity):
+    without it, or with another, every kind of call is UNAUTHENTICATED and changes nothing."""
+
+    async def main() -> None:
+        node = HostNode(HostNodeConfig(tmp_path / "node"))
+        await node.start()
+        server, address = await start_server(node, secret=SECRET)
+        try:
+            for channel in (grpc.aio.insecure_channel(address), auth.channel(address, auth.ClusterSecret.generate())):
+                async with channel:
+                    stub = pb_grpc.HostNodeStub(channel)
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await install(stub, CHAT)
+                    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                    assert "lacks the cluster secret" in (refused.value.details() or "")
+                    logs = stub.Logs(pb.LogsRequest(database_identity=DB.to_bsatn()))
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        async for _ in logs:
+                            pass
+                    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            async with auth.channel(address, SECRET) as channel:
+                stub = pb_grpc.HostNodeStub(channel)
+                # Nothing was installed by the refused call: this one creates the database.
+                assert (await install(stub, CHAT)).created
+                await stub.CallReducers(pb.CallBatch(database_identity=DB.to_bsatn(), calls=[http_call(0, "send_message", ["hi"])]))
+                assert [m[2] for m in await rows(stub, "SELECT * FROM message")] == ["hi"]  # type: ignore[index]
+        finally:
+            await server.stop(None)
+            await node.stop()
+
+    asyncio.run(main())

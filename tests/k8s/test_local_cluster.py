@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from proto.auth import ClusterSecret
 from tests.cluster.bank_load import Ledger
 from tests.cluster.harness import MODULES, eventually, run_async
 from tests.k8s.localpods import LocalPods
@@ -62,6 +64,15 @@ def _gateway_keys(where: Path) -> dict[str, bytes]:
     return {"id_ecdsa": (where / "id_ecdsa").read_bytes(), "id_ecdsa.pub": (where / "id_ecdsa.pub").read_bytes()}
 
 
+def _cluster_secret() -> dict[str, bytes]:
+    """The Secret orrery-cluster-secret, made as the README says (``openssl rand -hex 32``)."""
+    if shutil.which("openssl"):
+        value = subprocess.run(["openssl", "rand", "-hex", "32"], check=True, capture_output=True).stdout
+    else:  # the same 64 hex digits, without the command-line tool
+        value = (secrets.token_hex(32) + "\n").encode()
+    return {"cluster-secret": value}
+
+
 @pytest.fixture
 def scratch() -> Iterator[Path]:
     """A directory on tmpfs where possible (etcd 3.4 fsyncs; tmpfs makes that free)."""
@@ -77,7 +88,9 @@ def scratch() -> Iterator[Path]:
 def test_the_manifests_run_as_a_working_cluster(target: str, scratch: Path) -> None:
     objects = render(target)
     keys = _gateway_keys(scratch / "keys")
-    with LocalPods(objects, scratch / "cluster", secrets={"orrery-gateway-keys": keys}) as pods:
+    cluster_secret = _cluster_secret()
+    created = {"orrery-gateway-keys": keys, "orrery-cluster-secret": cluster_secret}
+    with LocalPods(objects, scratch / "cluster", secrets=created) as pods:
         pods.start()
         pods.wait_ready(READY_TIMEOUT)
         for pod, c in pods.containers():
@@ -85,7 +98,7 @@ def test_the_manifests_run_as_a_working_cluster(target: str, scratch: Path) -> N
             assert ok, f"{pod.name}/{c.name} liveness: {detail}"
         gateways = [f"http://{a}" for a in pods.service_address("orrery-gateway", "http")]
         assert len(gateways) == len(pods.of("gateway"))
-        run_async(_cluster_formed(pods), timeout=300)
+        run_async(_cluster_formed(pods, ClusterSecret(cluster_secret["cluster-secret"].decode().strip())), timeout=300)
         token = run_async(_publish(gateways), timeout=300)
         if target == ROLLED:
             run_async(_roll(pods, gateways, token), timeout=900)
@@ -100,19 +113,17 @@ def test_the_manifests_run_as_a_working_cluster(target: str, scratch: Path) -> N
                 assert c.popen.returncode == 0, f"{pod.name}/{c.name} exited {c.popen.returncode}:\n{c.log_tail()}"
 
 
-async def _cluster_formed(pods: LocalPods) -> None:
+async def _cluster_formed(pods: LocalPods, secret: ClusterSecret) -> None:
     """Wait until every control plane sees every host node alive (``orrery cluster status``, as a
     person would check before publishing; a Ready host node is registered, and the control planes
     hear of it through their watch a moment later)."""
-    import grpc
-
-    from proto import GRPC_OPTIONS
+    from proto import auth
     from proto import controlplane_pb2 as cpb
     from proto import controlplane_pb2_grpc as cpb_grpc
 
     want = {p.name for p in pods.of("hostnode")}
     for cp in pods.of("controlplane"):
-        async with grpc.aio.insecure_channel(cp.address(cp.port("grpc")), options=GRPC_OPTIONS) as channel:
+        async with auth.channel(cp.address(cp.port("grpc")), secret) as channel:
             stub = cpb_grpc.ControlPlaneStub(channel)
 
             async def all_alive(stub: cpb_grpc.ControlPlaneStub = stub) -> bool:

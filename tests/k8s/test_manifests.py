@@ -293,6 +293,25 @@ def test_host_nodes_are_their_pods_and_leave_within_the_grace_period(rendered: t
         assert a["--metrics-addr"].endswith(":9100"), component
 
 
+def test_every_orrery_process_gets_the_cluster_secret_from_a_secret_people_create(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Gateways, control planes and host nodes read the same cluster secret file (proto/auth.py),
+    mounted read-only from the Secret orrery-cluster-secret, which the manifests do not contain
+    (no generated or committed secret: the README has people create it with kubectl)."""
+    target, objects = rendered
+    for component in ("controlplane", "hostnode", "gateway"):
+        w = _workload(objects, component)
+        (c,) = _containers(w)
+        path = {e["name"]: e.get("value") for e in c.get("env", [])}["ORRERY_CLUSTER_SECRET_FILE"]
+        mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+        assert mount.get("readOnly") is True, f"{target} {component}: {mount}"
+        volume = next(v for v in w["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] == "orrery-cluster-secret", f"{target} {component}: {volume}"
+        assert path.rsplit("/", 1)[1] == "cluster-secret" and volume["secret"]["defaultMode"] & 0o007 == 0
+    assert not [o for o in objects if o["kind"] == "Secret"], f"{target} renders a Secret"
+
+
 def test_monitoring_objects(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     target, objects = rendered
     monitors = objects_of(objects, "ServiceMonitor")
