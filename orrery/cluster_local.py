@@ -69,15 +69,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     take it as its source port before the process that should listen on it starts."""
     low, _ = _ephemeral_ports()
     rng = random.SystemRandom()
-    for _ in range(64):
+    for _ in range(256):
         port = rng.randrange(10_000, low) if low > 11_000 else 0
+        if port in _HANDED_OUT:  # not listened on yet, but promised to a process of ours
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return int(s.getsockname()[1])
+            port = int(s.getsockname()[1])
+        _HANDED_OUT.add(port)
+        return port
     raise ClusterError("no free TCP port found")
+
+
+#: Every port :func:`free_port` returned in this process: a cluster picks all its ports before its
+#: processes listen, so a random pick must not repeat one it (or another cluster) already holds.
+_HANDED_OUT: set[int] = set()
 
 
 def _port_open(address: str) -> bool:
