@@ -80,6 +80,7 @@ from clustermeta.records import DatabaseRecord, db_key, node_key
 from loadtest.bench_http import (
     _start_profiler,
     _stop_profiler,
+    finish,
     machine_info,
     percentile,
     process_cpu_seconds,
@@ -1332,12 +1333,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = run_benchmark(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
-    print(render(report))
-    if a.json:
-        doc = asdict(report)
-        doc["ok"] = report.ok
-        a.json.write_text(json.dumps(doc, indent=2, default=str))
-    return 0 if report.ok else 1
+    return finish(report, render(report), a.json)
 
 
 if __name__ == "__main__":

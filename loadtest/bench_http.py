@@ -191,6 +191,17 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
+def finish(report: Any, text: str, json_path: Path | None) -> int:
+    """Print a benchmark's rendered ``report``, write it as JSON (with its ``ok``) to ``json_path``
+    when given, and return the exit status: 0 when every answer was the expected one."""
+    print(text)
+    if json_path is not None:
+        doc = asdict(report)
+        doc["ok"] = report.ok
+        json_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return 0 if report.ok else 1
+
+
 def machine_info() -> dict[str, Any]:
     model = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):

@@ -547,13 +547,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.monotonic()
     report = run_benchmark(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
-    print(render(report))
+    status = bench_http.finish(report, render(report), a.json)
     print(f"\n({time.monotonic() - t0:.0f} s in all)", file=sys.stderr)
-    if a.json:
-        doc = asdict(report)
-        doc["ok"] = report.ok
-        a.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    return 0 if report.ok else 1
+    return status
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import asyncio
 import base64
 import collections
 import contextlib
-import json
 import os
 import resource
 import struct
@@ -49,6 +48,7 @@ from loadtest.bench_engine import make_pairs
 from loadtest.bench_http import (
     _start_profiler,
     _stop_profiler,
+    finish,
     machine_busy_seconds,
     machine_info,
     percentile,
@@ -755,12 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = run_benchmark(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
-    print(render(report))
-    if a.json:
-        doc = asdict(report)
-        doc["ok"] = report.ok
-        a.json.write_text(json.dumps(doc, indent=2, default=str))
-    return 0 if report.ok else 1
+    return finish(report, render(report), a.json)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 import pytest
@@ -37,21 +38,8 @@ def test_the_command_line_parses() -> None:
 
 def test_the_process_serves_and_gives_its_seat_up_on_sigterm(tmp_path: Path) -> None:
     store_path = tmp_path / "meta.lmdb"
-    cmd = [
-        sys.executable, "-m", "orrery.controlplane_server", "--listen-addr", "127.0.0.1:0",
-        "--etcd", f"lmdb:{store_path}", "--id", "cp-x", "--lease-ttl", "1",
-        "--cluster-secret-file", str(secret_file(tmp_path)),
-    ]  # fmt: skip
-    log = (tmp_path / "cp.log").open("w")
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
+    proc, log, address = _start(tmp_path, "--lease-ttl", "1")
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "Orrery control plane cp-x is listening on 127.0.0.1:" in line, (line, _log(tmp_path))
-        address = line.rsplit(" ", 1)[1].strip()
-
         async def talk() -> None:
             async with auth.channel(address, SECRET) as channel:
                 stub = pb_grpc.ControlPlaneStub(channel)
@@ -91,6 +79,28 @@ def test_the_process_serves_and_gives_its_seat_up_on_sigterm(tmp_path: Path) -> 
     asyncio.run(after())
 
 
+def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], TextIO, str]:
+    """``orrery controlplane`` as cp-x on an embedded store in ``tmp_path``, with the cluster
+    secret: the process, its log file (stderr) and the address it listens on."""
+    cmd = [
+        sys.executable, "-m", "orrery.controlplane_server", "--listen-addr", "127.0.0.1:0",
+        "--etcd", f"lmdb:{tmp_path / 'meta.lmdb'}", "--id", "cp-x",
+        "--cluster-secret-file", str(secret_file(tmp_path)), *extra,
+    ]  # fmt: skip
+    log = (tmp_path / "cp.log").open("w")
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "Orrery control plane cp-x is listening on 127.0.0.1:" not in line:
+        proc.kill()
+        proc.wait()
+        log.close()
+        raise AssertionError((line, _log(tmp_path)))
+    return proc, log, line.rsplit(" ", 1)[1].strip()
+
+
 def _log(tmp_path: Path) -> str:
     return (tmp_path / "cp.log").read_text()
 
@@ -98,20 +108,8 @@ def _log(tmp_path: Path) -> str:
 def test_calls_without_the_cluster_secret_are_refused(tmp_path: Path) -> None:
     """Only callers holding the cluster secret reach the control plane: none or another secret is
     UNAUTHENTICATED (and changes nothing), logged once for the peer however often it retries."""
-    store_path = tmp_path / "meta.lmdb"
-    cmd = [
-        sys.executable, "-m", "orrery.controlplane_server", "--listen-addr", "127.0.0.1:0",
-        "--etcd", f"lmdb:{store_path}", "--id", "cp-x", "--cluster-secret-file", str(secret_file(tmp_path)),
-    ]  # fmt: skip
-    log = (tmp_path / "cp.log").open("w")
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
+    proc, log, address = _start(tmp_path)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "is listening on 127.0.0.1:" in line, (line, _log(tmp_path))
-        address = line.rsplit(" ", 1)[1].strip()
         publish = pb.PublishRequest(caller_identity=Identity.from_claims("localhost", "a").to_bsatn(), program=b"x")
 
         async def talk() -> None:
