@@ -104,10 +104,10 @@ class Report:
 
 
 @contextlib.contextmanager
-def server_url(target: str, time_budget_s: int, log: Callable[[str], None]) -> Iterator[str]:
+def server_url(target: str, time_budget_s: int, data_parent: str, log: Callable[[str], None]) -> Iterator[str]:
     """The base URL of a fresh server of ``target`` with these budgets, stopped on every exit."""
     budgets = ["--time-budget", str(time_budget_s), "--fuel-budget", str(FUEL_BUDGET)]
-    d = tempfile.mkdtemp(prefix=f"orrery-bench-isolation-{target}-", dir="/var/tmp")
+    d = tempfile.mkdtemp(prefix=f"orrery-bench-isolation-{target}-", dir=data_parent)
     try:
         if target == "standalone":
             server = StandaloneServer(Path(d) / "data", args=["--log-level", "warning", *budgets], log_dir=Path(d) / "logs")
@@ -183,11 +183,11 @@ async def run_target(url: str, args: argparse.Namespace, result: TargetResult, l
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
-    report = Report(machine_info(), {k: v for k, v in vars(args).items() if k != "json"}, [])
+    report = Report(machine_info(), {k: v for k, v in vars(args).items() if k not in ("json", "dir")}, [])
     for target in args.target or TARGETS:
         log(f"{target}: {args.spinners} spinning databases, time budget {args.time_budget} s ...")
         result = TargetResult(target, probe_start=cpu_probe())
-        with server_url(target, args.time_budget, log) as url:
+        with server_url(target, args.time_budget, args.dir, log) as url:
             asyncio.run(run_target(url, args, result, log))
         result.probe_end = cpu_probe()
         report.targets.append(result)
@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spinners", type=int, default=3, help="databases that spin (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=200, help="rounds of ping/SQL/call per phase (default %(default)s)")
     parser.add_argument("--time-budget", type=int, default=20, help="seconds per call (default %(default)s)")
+    parser.add_argument("--dir", default="/var/tmp", help="where the servers' data goes (default %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = parser.parse_args(argv)
     if args.spinners < 1 or args.rounds < 1 or args.time_budget < 5:
