@@ -75,6 +75,8 @@ ROW_ITER_CHUNK_SIZE = 32 * 1024
 #: wasm; a reducer that touches a few rows uses a few thousand), and the fuel of each slice after
 #: that, between two checks of the time budget.
 SLICE_FUEL = 1_000_000
+#: Bytes of the stack a call runs on (Linux's default thread stack).
+ASYNC_STACK_SIZE = 8 << 20
 #: Orrery's default cap on a module's linear memory (wasmtime store limits). SpacetimeDB 1.12 sets
 #: none, so a module may take all of wasm32's 4 GiB; a cap keeps one database from holding the
 #: host's memory for as long as it exists. Configurable per database.
@@ -235,6 +237,10 @@ def make_engine() -> wasmtime.Engine:
     cfg.memory_may_move = False
     cfg.memory_reservation = 1 << 32
     cfg.cranelift_opt_level = "speed"
+    # Calls run on a fiber stack of this size (async mode, module docstring), host imports too:
+    # as much as a thread's stack, so deep Python in an import has the room it has elsewhere
+    # (wasmtime's default, 2 MiB, overflows at a few thousand nested Python-C-Python calls).
+    ffi.wasmtime_config_async_stack_size_set(cfg.ptr(), ASYNC_STACK_SIZE)
     return wasmtime.Engine(cfg)
 
 
