@@ -472,6 +472,8 @@ class ModuleHost:
         self._args_arg = ctypes.c_void_p(ctypes.addressof(self._argbuf))
         self._result = (ffi.wasmtime_val_t * 1)()
         self._result_arg = ctypes.c_void_p(ctypes.addressof(self._result))
+        # The result as native i32 items: an i32 result is item 2 (the value sits at offset 8).
+        self._result_items = memoryview(self._result).cast("B").cast("i")
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
         self._trap_arg = ctypes.c_void_p(ctypes.addressof(self._trap_ptr))
         self._error_ptr = ctypes.POINTER(ffi.wasmtime_error_t)()
@@ -686,7 +688,7 @@ class ModuleHost:
                 None, message, fuel_used, trapped=True, out_of_fuel=out_of_fuel, trap_message=trap_message,
                 duration_micros=duration, out_of_memory=out_of_memory,
             )
-        code = self._result[0].of.i32 if has_result else 0
+        code = self._result_items[2] if has_result else 0
         # The tuple built directly: a NamedTuple's __new__ is Python code, a frame per call.
         return _new_tuple(CallResult, (code, message, fuel_used, False, False, "", duration, False, False))
 
