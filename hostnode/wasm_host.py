@@ -11,12 +11,13 @@ through one cached memoryview; the engine is configured so linear memory never m
 (``memory_may_move = False``), so only its length can change, and the view is rebuilt whenever an
 access falls past the known end.
 
-Isolation: a store is switched to wasmtime's async mode once instantiated, yielding every
-``SLICE_FUEL`` units of fuel. A call starts on the fast path, holding the GIL like any other
-C call (releasing and re-taking it around every short reducer costs more than the reducer); a
-call still running after its first slice is a long one, and the rest of it runs with the GIL
-released, so the other databases, the event loop and the network keep going while it spins. Host
-imports take the GIL back for as long as they run. The time budget is checked between slices.
+Isolation: a store is switched to wasmtime's async mode once instantiated, so a call yields
+after each slice of fuel. A call starts on the fast path, holding the GIL like any other C call
+(releasing and re-taking it around every short reducer costs more than the reducer); a call
+still running after its first slice (``SLICE_FUEL``) is a long one, and the rest of it runs in
+slices of ``LONG_SLICE_FUEL`` with the GIL released, so the other databases, the event loop and
+the network keep going while it spins. Host imports take the GIL back for as long as they run.
+The time budget is checked between slices.
 
 Everything the imports need from the database (the open transaction, name → id maps, schedule
 checks, JWT payloads, logging) comes through :class:`HostHooks`, so this module knows nothing
@@ -72,9 +73,12 @@ ROW_ITER_CHUNK_SIZE = 32 * 1024
 
 
 #: Fuel a call runs with the GIL held before it counts as long (a fraction of a millisecond of
-#: wasm; a reducer that touches a few rows uses a few thousand), and the fuel of each slice after
-#: that, between two checks of the time budget.
+#: wasm; a reducer that touches a few rows uses a few thousand).
 SLICE_FUEL = 1_000_000
+#: The fuel of each later slice of a long call, after which the time budget is checked: about a
+#: millisecond of wasm; a loop of host calls (a few fuel each, microseconds of Python) checks it
+#: every fraction of a second.
+LONG_SLICE_FUEL = 4_000_000
 #: Bytes of the stack a call runs on (Linux's default thread stack).
 ASYNC_STACK_SIZE = 8 << 20
 #: Orrery's default cap on a module's linear memory (wasmtime store limits). SpacetimeDB 1.12 sets
@@ -698,10 +702,15 @@ class ModuleHost:
         stops the call where it yielded)."""
         deadline = t0 + self._time_budget_ns
         poll = _future_poll_without_gil
-        while not poll(future):
-            if time.perf_counter_ns() >= deadline:
-                return False
-        return True
+        ctx = self._ctx_arg
+        _check_error(_yield_interval(ctx, LONG_SLICE_FUEL))
+        try:
+            while not poll(future):
+                if time.perf_counter_ns() >= deadline:
+                    return False
+            return True
+        finally:
+            _check_error(_yield_interval(ctx, SLICE_FUEL))
 
     # --- guest memory -------------------------------------------------------------------------
 
