@@ -149,8 +149,7 @@ async def _serve(
 
     started = time.monotonic()
     store = await open_metastore(config.etcd, config.etcd_prefix, wait=STARTUP_WAIT_S)
-    budgets = DatabaseConfig(fuel_budget=config.budgets.fuel, time_budget_s=config.budgets.time_s)
-    node = HostNode(HostNodeConfig(config.data_dir, database=budgets))
+    node = HostNode(HostNodeConfig(config.data_dir, database=DatabaseConfig(**config.budgets.database_config())))
     keeper: LeaseKeeper | None = None
     cluster = ClusterNode(
         node,

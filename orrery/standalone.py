@@ -378,7 +378,7 @@ async def serve(
     if stop is None:
         stop = stop_on_signals()
     store = await LmdbMetaStore.open(data_dir / "control" / "meta.lmdb")
-    database = DatabaseConfig(fuel_budget=config.budgets.fuel, time_budget_s=config.budgets.time_s)
+    database = DatabaseConfig(**config.budgets.database_config())
     node = HostNode(HostNodeConfig(data_dir / "node", database=database))
     stats = GatewayStats()
     registry = new_registry("standalone")
