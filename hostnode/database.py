@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hostnode.budgets import DEFAULT_FUEL_BUDGET, DEFAULT_TIME_BUDGET_S
 from hostnode.commitlog import CommitLog, GroupCommitter
 from hostnode.datastore import Datastore, DatastoreError
 from hostnode.durability import Durability, NoQuorum
@@ -45,7 +46,6 @@ from hostnode.stats import ABI_SAMPLE_EVERY, DatabaseStats, TxnStats
 from hostnode.txdata import TxData
 from hostnode.txrecord import RecordKind, TxRecord, encode_record
 from hostnode.wasm_host import (
-    DEFAULT_FUEL_BUDGET,
     DEFAULT_MEMORY_LIMIT,
     FATAL_ERROR_MESSAGE,
     SCHEDULE_AT_DELAY_TOO_LONG,
@@ -133,7 +133,11 @@ class ReducerOutcome:
 class DatabaseConfig:
     """Tunables of one database replica."""
 
+    #: Fuel (1.12's energy) each call starts with; a call that uses it all is out of energy.
     fuel_budget: int = DEFAULT_FUEL_BUDGET
+    #: Wall-clock seconds one call may run (host imports included); past it the call is stopped
+    #: and fails, rolled back, naming this setting (README, "Limits").
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
     #: Cap on the module's linear memory in bytes (README, "Limits"): a `memory.grow` past it
     #: fails, and a call that then traps fails with a message naming this setting.
     max_memory_bytes: int = DEFAULT_MEMORY_LIMIT
@@ -394,7 +398,8 @@ class Database:
     def new_host(self, wasm: WasmProgram) -> ModuleHost:
         """A module host for ``wasm`` under this database's call budget and memory cap."""
         return ModuleHost(
-            wasm, self, fuel_budget=self.config.fuel_budget, memory_limit=self.config.max_memory_bytes
+            wasm, self, fuel_budget=self.config.fuel_budget, memory_limit=self.config.max_memory_bytes,
+            time_budget_s=self.config.time_budget_s,
         )
 
     def _load_program(self, program: bytes, wasm: WasmProgram | None = None) -> None:
@@ -655,6 +660,12 @@ class Database:
             status = Status.FAILED
             message = f"reducer `{name}` trapped near its memory cap: {memory_limit_message(self.config.max_memory_bytes)}"
             log.warning("reducer %s trapped at the memory cap: %s", name, res.trap_message.strip())
+            self.module_log_write("Error", message, function=name)
+        elif res.trapped and res.out_of_time:
+            # 1.12 has no time budget; the message says which budget stopped the call.
+            status = Status.FAILED
+            message = f"reducer `{name}` was stopped: {res.trap_message}"
+            log.warning("reducer %s ran past its time budget (%.1f s)", name, self.config.time_budget_s)
             self.module_log_write("Error", message, function=name)
         elif res.trapped:
             status = Status.OUT_OF_ENERGY if res.out_of_fuel else Status.FAILED

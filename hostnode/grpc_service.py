@@ -24,7 +24,6 @@ import grpc
 from clustermeta.records import DatabaseRecord
 from hostnode.cluster import ClusterNode
 from hostnode.database import (
-    Database,
     DatabaseClosed,
     DatabaseError,
     InvalidArguments,
@@ -237,23 +236,26 @@ async def log_batches(
     """The last ``num_lines`` lines (all when None), then — with ``follow`` — new lines forever.
 
     Each batch holds every line available at that moment (new lines wait in a
-    :class:`LogFollowQueue` of ``max_bytes``). The follower is registered on the writer thread
-    together with reading the tail, so no line is lost or repeated in between.
+    :class:`LogFollowQueue` of ``max_bytes``). The follower is registered together with reading
+    the tail, so no line is lost or repeated in between. The database's writer is not involved:
+    the logs of a database busy in a long reducer are read while it runs.
     Raises DatabaseNotFound before yielding anything.
     """
     loop = asyncio.get_running_loop()
     queue = LogFollowQueue(max_bytes)
 
     def on_line(line: str) -> None:
-        # Runs on the database's writer thread.
+        # Runs on the thread that wrote the line (the database's writer).
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
             loop.call_soon_threadsafe(queue.put, line)
 
-    def start(db: Database) -> tuple[list[str], Callable[[], None] | None]:
-        old = db.logs.tail(num_lines) if (num_lines or not follow) else []
-        return old, db.logs.follow(on_line) if follow else None
-
-    old, unsubscribe = await node.run(identity, start)
+    logs = node.database(identity).logs
+    old: list[str]
+    unsubscribe: Callable[[], None] | None = None
+    if follow:
+        old, unsubscribe = await asyncio.to_thread(logs.tail_and_follow, num_lines if num_lines else 0, on_line)
+    else:
+        old = await asyncio.to_thread(logs.tail, num_lines)
     try:
         for i in range(0, len(old), LOG_BATCH_LINES):
             yield old[i : i + LOG_BATCH_LINES]

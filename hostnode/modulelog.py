@@ -122,7 +122,9 @@ class ModuleLog:
         """Call ``callback(line)`` for every record written from now on; returns an unsubscribe function."""
         with self._lock:
             self._followers.append(callback)
+        return self._unsubscriber(callback)
 
+    def _unsubscriber(self, callback: Callable[[str], None]) -> Callable[[], None]:
         def unsubscribe() -> None:
             with self._lock:
                 if callback in self._followers:
@@ -142,19 +144,31 @@ class ModuleLog:
         Reads backwards from the end, a block at a time, through the current file and then the
         rotated ones, so the cost is the lines asked for, not the size of the log.
         """
+        with self._lock:  # a rotation must not move the files while they are read
+            return self._tail(num_lines)
+
+    def tail_and_follow(
+        self, num_lines: int | None, callback: Callable[[str], None]
+    ) -> tuple[list[str], Callable[[], None]]:
+        """:meth:`tail`, then :meth:`follow` from exactly there: no line is missed or repeated."""
+        with self._lock:  # write() appends under it: no line falls between the two
+            lines = self._tail(num_lines)
+            self._followers.append(callback)
+        return lines, self._unsubscriber(callback)
+
+    def _tail(self, num_lines: int | None) -> list[str]:
         if num_lines is not None and num_lines <= 0:
             return []
-        with self._lock:  # a rotation must not move the files while they are read
-            files = [self.path, *(self.rotated(i) for i in range(1, self.keep + 1))]
-            lines: list[bytes] = []
-            for path in files:
-                try:
-                    got = _tail_file(path, None if num_lines is None else num_lines - len(lines))
-                except FileNotFoundError:
-                    break
-                lines[:0] = got
-                if num_lines is not None and len(lines) >= num_lines:
-                    break
+        files = [self.path, *(self.rotated(i) for i in range(1, self.keep + 1))]
+        lines: list[bytes] = []
+        for path in files:
+            try:
+                got = _tail_file(path, None if num_lines is None else num_lines - len(lines))
+            except FileNotFoundError:
+                break
+            lines[:0] = got
+            if num_lines is not None and len(lines) >= num_lines:
+                break
         return [line.decode("utf-8", errors="replace") for line in lines]
 
     def close(self) -> None:

@@ -11,6 +11,14 @@ through one cached memoryview; the engine is configured so linear memory never m
 (``memory_may_move = False``), so only its length can change, and the view is rebuilt whenever an
 access falls past the known end.
 
+Isolation: a store is switched to wasmtime's async mode once instantiated, so a call yields
+after each slice of fuel. A call starts on the fast path, holding the GIL like any other C call
+(releasing and re-taking it around every short reducer costs more than the reducer); a call
+still running after its first slice (``SLICE_FUEL``) is a long one, and the rest of it runs in
+slices of ``LONG_SLICE_FUEL`` with the GIL released, so the other databases, the event loop and
+the network keep going while it spins. Host imports take the GIL back for as long as they run.
+The time budget is checked between slices.
+
 Everything the imports need from the database (the open transaction, name → id maps, schedule
 checks, JWT payloads, logging) comes through :class:`HostHooks`, so this module knows nothing
 about LMDB, commit logs or networking.
@@ -32,6 +40,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import wasmtime
 from wasmtime import _ffi as ffi  # noqa: PLC2701 - the raw path, see module docstring
 
+from hostnode.budgets import DEFAULT_FUEL_BUDGET, DEFAULT_TIME_BUDGET_S
 from hostnode.modulelog import level_name
 
 log = logging.getLogger(__name__)
@@ -62,11 +71,16 @@ HTTP_ERROR = 21
 #: The reference closes a row-iterator chunk once it exceeds this many bytes.
 ROW_ITER_CHUNK_SIZE = 32 * 1024
 
-#: SpacetimeDB's default per-call budget (FunctionBudget::DEFAULT_BUDGET, about a minute of wasm).
-REFERENCE_DEFAULT_BUDGET = 120_000_000_000_000
-#: Orrery's default budget: ~10^10 fuel is a few seconds of wasm here, so a runaway reducer stops
-#: long before it could stall a database for a minute. Configurable per database.
-DEFAULT_FUEL_BUDGET = 10_000_000_000
+
+#: Fuel a call runs with the GIL held before it counts as long (a fraction of a millisecond of
+#: wasm; a reducer that touches a few rows uses a few thousand).
+SLICE_FUEL = 1_000_000
+#: The fuel of each later slice of a long call, after which the time budget is checked: about a
+#: millisecond of wasm; a loop of host calls (a few fuel each, microseconds of Python) checks it
+#: every fraction of a second.
+LONG_SLICE_FUEL = 4_000_000
+#: Bytes of the stack a call runs on (Linux's default thread stack).
+ASYNC_STACK_SIZE = 8 << 20
 #: Orrery's default cap on a module's linear memory (wasmtime store limits). SpacetimeDB 1.12 sets
 #: none, so a module may take all of wasm32's 4 GiB; a cap keeps one database from holding the
 #: host's memory for as long as it exists. Configurable per database.
@@ -114,19 +128,38 @@ ABI_IMPORTS: list[tuple[str, str, list[wasmtime.ValType], list[wasmtime.ValType]
 ]
 
 CALL_REDUCER_SIG = ([I32] + [I64] * 7 + [I32] * 2, [I32])
-_TEN = ctypes.c_size_t(10)  # __call_reducer__'s slot count, as _raw_call passes it
-#: ``__call_reducer__``'s arguments as its ten 16-byte slots, each value in the low 8 bytes.
-_CALL_REDUCER_SLOTS = struct.Struct("<" + "Q8x" * 10)
+#: ``__call_reducer__``'s arguments as ten wasmtime_val_t (kind byte, value at offset 8).
+_CALL_REDUCER_VALS = struct.Struct("<" + "B7xQ16x" * 10)
+_CALL_REDUCER_KINDS = (0, 1, 1, 1, 1, 1, 1, 1, 0, 0)  # WASMTIME_I32 = 0, WASMTIME_I64 = 1
+_VAL_SIZE = 32
+_I32_VAL = struct.Struct("<B7xI")
+assert ctypes.sizeof(ffi.wasmtime_val_t) == _VAL_SIZE
+_TEN = ctypes.c_size_t(10)
+_ONE = ctypes.c_size_t(1)
 
 # Hot-path entry points bound through PyDLL so the calls keep the GIL: releasing and re-taking
 # it around every tiny call costs more than the call, and lets the commit-log sync thread steal
-# the GIL mid-reducer. Host imports run on this same thread, so holding it is safe.
+# the GIL mid-reducer. Host imports run on this same thread, so holding it is safe. A long call's
+# later slices are polled through the CDLL binding, which releases the GIL (module docstring).
 _PYDLL = ctypes.PyDLL(str(ffi.filename))
-_func_call_unchecked = _PYDLL.wasmtime_func_call_unchecked
-_func_call_unchecked.restype = ctypes.c_void_p
-_func_call_unchecked.argtypes = [
-    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+_func_call_async = _PYDLL.wasmtime_func_call_async
+_func_call_async.restype = ctypes.c_void_p
+_func_call_async.argtypes = [
+    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
+    ctypes.c_void_p, ctypes.c_void_p,
 ]
+_future_poll = _PYDLL.wasmtime_call_future_poll
+_future_poll.restype = ctypes.c_bool
+_future_poll.argtypes = [ctypes.c_void_p]
+_future_poll_without_gil = ctypes.CDLL(str(ffi.filename)).wasmtime_call_future_poll
+_future_poll_without_gil.restype = ctypes.c_bool
+_future_poll_without_gil.argtypes = [ctypes.c_void_p]
+_future_delete = _PYDLL.wasmtime_call_future_delete
+_future_delete.restype = None
+_future_delete.argtypes = [ctypes.c_void_p]
+_yield_interval = _PYDLL.wasmtime_context_fuel_async_yield_interval
+_yield_interval.restype = ctypes.c_void_p
+_yield_interval.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
 _set_fuel = _PYDLL.wasmtime_context_set_fuel
 _set_fuel.restype = ctypes.c_void_p
 _set_fuel.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
@@ -189,6 +222,8 @@ class CallResult(NamedTuple):
     #: It trapped with its linear memory near the cap: a refused ``memory.grow`` (which returns
     #: -1 rather than trapping) is the likely cause, so the cap is named.
     out_of_memory: bool = False
+    #: It ran past its time budget and was stopped there.
+    out_of_time: bool = False
 
 
 _new_tuple = tuple.__new__
@@ -206,6 +241,10 @@ def make_engine() -> wasmtime.Engine:
     cfg.memory_may_move = False
     cfg.memory_reservation = 1 << 32
     cfg.cranelift_opt_level = "speed"
+    # Calls run on a fiber stack of this size (async mode, module docstring), host imports too:
+    # as much as a thread's stack, so deep Python in an import has the room it has elsewhere
+    # (wasmtime's default, 2 MiB, overflows at a few thousand nested Python-C-Python calls).
+    ffi.wasmtime_config_async_stack_size_set(cfg.ptr(), ASYNC_STACK_SIZE)
     return wasmtime.Engine(cfg)
 
 
@@ -340,6 +379,17 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, 
 _Callback = Callable[[tuple[int, ...]], Any]
 
 
+def _check_error(err: int | None) -> None:
+    """Raise the wasmtime error a C call returned (None or 0 when it succeeded)."""
+    if err:
+        raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+
+
+def time_budget_message(budget_s: float) -> str:
+    """How the time budget is named in errors: the figure and the setting that changes it."""
+    return f"it ran past its time budget of {_format_duration(budget_s)} (DatabaseConfig.time_budget_s)"
+
+
 def memory_limit_message(limit: int) -> str:
     """How the memory cap is named in errors: the figure and the setting that changes it."""
     return f"linear memory is capped at {_format_bytes(limit)} (DatabaseConfig.max_memory_bytes)"
@@ -381,6 +431,7 @@ class ModuleHost:
         *,
         fuel_budget: int = DEFAULT_FUEL_BUDGET,
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        time_budget_s: float = DEFAULT_TIME_BUDGET_S,
     ) -> None:
         self.program = program
         self.hooks = hooks
@@ -388,6 +439,8 @@ class ModuleHost:
         #: Table ids for which after_row_write must be called (schedule tables); set by the owner.
         self.schedule_tables: frozenset[int] | set[int] = frozenset()
         self._fuel_budget = fuel_budget
+        self._time_budget_s = time_budget_s
+        self._time_budget_ns = int(time_budget_s * 1e9)
         # The out-calls' arguments as ready ctypes objects: given an int, ctypes builds one per
         # argument per call (from_param), and a reducer call makes three such calls.
         self._budget_arg = ctypes.c_uint64(fuel_budget)
@@ -418,10 +471,17 @@ class ModuleHost:
         self._base = 0
         self._size = 0
         self._mv: memoryview = memoryview(b"")
-        self._argbuf = (ffi.wasmtime_val_raw_t * 10)()
+        self._argbuf = (ffi.wasmtime_val_t * 10)()
         self._argview = memoryview(self._argbuf).cast("B")
+        self._args_arg = ctypes.c_void_p(ctypes.addressof(self._argbuf))
+        self._result = (ffi.wasmtime_val_t * 1)()
+        self._result_arg = ctypes.c_void_p(ctypes.addressof(self._result))
+        # The result as native i32 items: an i32 result is item 2 (the value sits at offset 8).
+        self._result_items = memoryview(self._result).cast("B").cast("i")
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
         self._trap_arg = ctypes.c_void_p(ctypes.addressof(self._trap_ptr))
+        self._error_ptr = ctypes.POINTER(ffi.wasmtime_error_t)()
+        self._error_arg = ctypes.c_void_p(ctypes.addressof(self._error_ptr))
         self._fuel_out = ctypes.c_uint64(0)
         self._fuel_out_arg = ctypes.c_void_p(ctypes.addressof(self._fuel_out))
         self._call_reducer_arg = ctypes.c_void_p(0)
@@ -459,6 +519,8 @@ class ModuleHost:
         self._ctx = store._context()
         self._ctx_addr = ctypes.cast(self._ctx, ctypes.c_void_p).value
         self._ctx_arg = ctypes.c_void_p(self._ctx_addr)
+        # From here on every call is an async one that yields each slice (module docstring).
+        _check_error(_yield_interval(self._ctx_arg, SLICE_FUEL))
         memory: Any = exports["memory"]
         self._memory = memory
         self._base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, ctypes.byref(memory._memory)), ctypes.c_void_p).value or 0
@@ -470,27 +532,30 @@ class ModuleHost:
             for name in self.program.preinits:
                 res = self._call_export(exports[name], [], 0, 0)
                 if res.trapped:
-                    raise ModuleLoadError(f"{name} trapped: {self._trap_reason(res)}")
+                    raise ModuleLoadError(f"{name} {self._trap_reason(res)}")
             if self.program.has_setup:
                 self._sink = bytearray()
                 res = self._call_export(exports["__setup__"], [1], 1, 1)
                 if res.trapped:
-                    raise ModuleLoadError(f"__setup__ trapped: {self._trap_reason(res)}")
+                    raise ModuleLoadError(f"__setup__ {self._trap_reason(res)}")
                 if res.code != 0:
                     raise ModuleLoadError(f"__setup__ failed: {res.message or f'code {res.code}'}")
             self._sink = bytearray()
             res = self._call_export(exports["__describe_module__"], [1], 1, 0)
             if res.trapped:
-                raise ModuleLoadError(f"__describe_module__ trapped: {self._trap_reason(res)}")
+                raise ModuleLoadError(f"__describe_module__ {self._trap_reason(res)}")
             return self._last_sink
         except BaseException:
             self.discard_instance()
             raise
 
     def _trap_reason(self, res: CallResult) -> str:
+        """What ended a call that did not return, as the rest of a sentence naming the export."""
+        if res.out_of_time:
+            return f"was stopped: {res.trap_message}"
         if res.out_of_memory:
-            return f"near its memory cap ({memory_limit_message(self._memory_limit)}): {res.trap_message}"
-        return res.trap_message
+            return f"trapped near its memory cap ({memory_limit_message(self._memory_limit)}): {res.trap_message}"
+        return f"trapped: {res.trap_message}"
 
     @property
     def memory_limit(self) -> int:
@@ -530,24 +595,29 @@ class ModuleHost:
             # Sources are numbered from 1 within each call; this is the call's first.
             self._sources[1] = [args, 0]
             self._next_source = 2
-        # All ten 16-byte slots in one pack (ten ctypes item stores cost more).
+        # All ten values in one pack (ten ctypes item stores cost more); i64 ones as unsigned.
         s0, s1, s2, s3 = sender_words
-        _CALL_REDUCER_SLOTS.pack_into(
-            self._argview, 0, reducer_id, s0, s1, s2, s3, connection_id & 0xFFFF_FFFF_FFFF_FFFF,
-            connection_id >> 64, timestamp_micros & 0xFFFF_FFFF_FFFF_FFFF, 1 if args else 0, 1,
+        _CALL_REDUCER_VALS.pack_into(
+            self._argview, 0, 0, reducer_id, 1, s0, 1, s1, 1, s2, 1, s3,
+            1, connection_id & 0xFFFF_FFFF_FFFF_FFFF, 1, connection_id >> 64,
+            1, timestamp_micros & 0xFFFF_FFFF_FFFF_FFFF, 0, 1 if args else 0, 0, 1,
         )  # fmt: skip
-        buf = self._argbuf
         self._sink = bytearray()
         try:
-            return self._raw_call(self._call_reducer_arg, buf, _TEN)
+            return self._raw_call(self._call_reducer_arg, self._args_arg, _TEN)
         finally:
             self.tx = None
 
     def _call_export(self, func: Any, params: list[int], nparams: int, nresults: int) -> CallResult:
-        buf = (ffi.wasmtime_val_raw_t * max(1, nparams, nresults))()
+        """Call an export taking ``nparams`` i32 values (``params``) and returning ``nresults``
+        (0 or 1) i32."""
+        buf = (ffi.wasmtime_val_t * max(1, nparams))()
+        view = memoryview(buf).cast("B")
         for i, p in enumerate(params):
-            buf[i].i32 = p
-        return self._raw_call(ctypes.addressof(func._func), buf, max(1, nparams, nresults), has_result=nresults > 0)
+            _I32_VAL.pack_into(view, i * _VAL_SIZE, 0, p)  # kind WASMTIME_I32
+        return self._raw_call(
+            ctypes.addressof(func._func), ctypes.addressof(buf), nparams, nresults=nresults, has_result=nresults > 0
+        )
 
     _last_sink: bytes = b""
 
@@ -556,16 +626,21 @@ class ModuleHost:
         """Fuel each call starts with (fixed for the host's life: its ctypes form is prebuilt)."""
         return self._fuel_budget
 
-    def _raw_call(self, func: Any, buf: Any, n: Any, has_result: bool = True) -> CallResult:
-        """Call the export at ``func`` (address, or a c_void_p of it) with ``n`` slots in ``buf``
-        (a ctypes array; ``n`` an int or a c_size_t)."""
+    @property
+    def time_budget_s(self) -> float:
+        """Wall-clock seconds a call may run before it is stopped."""
+        return self._time_budget_s
+
+    def _raw_call(self, func: Any, args: Any, nargs: Any, nresults: Any = _ONE, has_result: bool = True) -> CallResult:
+        """Call the export at ``func`` (address, or a c_void_p of it) with ``nargs`` wasmtime_val_t
+        at ``args`` (an address; counts as ints or c_size_t); an i32 result lands in ``_result``."""
         ctx = self._ctx_arg
-        err = _set_fuel(ctx, self._budget_arg)
-        if err:
-            raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+        _check_error(_set_fuel(ctx, self._budget_arg))
         self._pending_exc = None
         t0 = time.perf_counter_ns()
-        err = _func_call_unchecked(ctx, func, buf, n, self._trap_arg)
+        future = _func_call_async(ctx, func, args, nargs, self._result_arg, nresults, self._trap_arg, self._error_arg)
+        finished = _future_poll(future) or self._finish_long_call(future, t0)
+        _future_delete(future)
         duration = (time.perf_counter_ns() - t0) // 1000
         _get_fuel(ctx, self._fuel_out_arg)
         remaining = self._fuel_out
@@ -582,8 +657,20 @@ class ModuleHost:
             self._sources.clear()
         self._next_source = 1
         trap = self._trap_ptr
+        if not finished:
+            if self._pending_exc is not None and not isinstance(self._pending_exc, HostTrap):
+                log.error("host import raised while running %s", self.function_name, exc_info=self._pending_exc)
+            self._pending_exc = None
+            self.discard_instance()
+            return CallResult(
+                None, message, fuel_used, trapped=True, trap_message=time_budget_message(self._time_budget_s),
+                duration_micros=duration, out_of_time=True,
+            )
+        err = self._error_ptr
         if err:
-            error = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
+            self._error_ptr = ctypes.POINTER(ffi.wasmtime_error_t)()
+            self._error_arg = ctypes.c_void_p(ctypes.addressof(self._error_ptr))
+            error = wasmtime.WasmtimeError._from_ptr(err)
             out_of_memory = self._at_memory_cap()
             self.discard_instance()
             return CallResult(
@@ -605,9 +692,25 @@ class ModuleHost:
                 None, message, fuel_used, trapped=True, out_of_fuel=out_of_fuel, trap_message=trap_message,
                 duration_micros=duration, out_of_memory=out_of_memory,
             )
-        code = buf[0].i32 if has_result else 0
+        code = self._result_items[2] if has_result else 0
         # The tuple built directly: a NamedTuple's __new__ is Python code, a frame per call.
-        return _new_tuple(CallResult, (code, message, fuel_used, False, False, "", duration, False))
+        return _new_tuple(CallResult, (code, message, fuel_used, False, False, "", duration, False, False))
+
+    def _finish_long_call(self, future: int, t0: int) -> bool:
+        """Run the rest of a call that outlasted its first slice with the GIL released, a slice
+        per poll; False if it ran past the time budget (the caller then drops the future, which
+        stops the call where it yielded)."""
+        deadline = t0 + self._time_budget_ns
+        poll = _future_poll_without_gil
+        ctx = self._ctx_arg
+        _check_error(_yield_interval(ctx, LONG_SLICE_FUEL))
+        try:
+            while not poll(future):
+                if time.perf_counter_ns() >= deadline:
+                    return False
+            return True
+        finally:
+            _check_error(_yield_interval(ctx, SLICE_FUEL))
 
     # --- guest memory -------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
+from orrery.budget_options import add_budget_options
 from orrery.cli_cluster import CLUSTER_COMMANDS, add_cluster_parsers
 from orrery.cli_commands import COMMANDS, UNSTABLE_WARNING, Session
 from orrery.cli_config import CliConfig, default_config_path
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="server log level (default info)",
     )
+    add_budget_options(p)
 
     p = command("gateway", "Run a cluster gateway: the public API in front of a cluster's nodes")
     p.add_argument("--listen-addr", default="127.0.0.1:3000", help="address to listen on (default 127.0.0.1:3000)")

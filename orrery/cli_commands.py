@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from orrery.budget_options import budgets_of
 from orrery.cli_config import CliConfig, decode_identity
 from orrery.cli_errors import CliError
 from orrery.cli_http import HttpClient, segment
@@ -199,10 +200,14 @@ def cmd_start(session: Session, args: argparse.Namespace) -> int:
             standalone.parse_listen_addr(args.metrics_addr, "--metrics-addr")
     except ValueError as e:
         raise CliError(f"invalid address: {e}") from None
+    try:
+        budgets = budgets_of(args)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else DEFAULT_DATA_DIR
     standalone.configure_logging(args.log_level)
     try:
-        standalone.run(args.listen_addr, data_dir, config=standalone.StandaloneConfig(metrics_addr=args.metrics_addr))
+        standalone.run(args.listen_addr, data_dir, config=standalone.StandaloneConfig(metrics_addr=args.metrics_addr, budgets=budgets))
     except KeyboardInterrupt:
         return 130
     except OSError as e:

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -221,8 +221,11 @@ class LocalCluster:
         extra_env: dict[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
         network: NodeNetwork | None = None,
+        hostnode_args: Sequence[str] = (),
     ) -> None:
         self.dir = Path(data_dir).resolve()
+        #: More command-line options for every host node (e.g. ``--time-budget``).
+        self.hostnode_args = list(hostnode_args)
         #: Where host nodes live when not on 127.0.0.1 (network namespaces of a fault test).
         self.network = network
         self.lease_ttl = lease_ttl
@@ -349,6 +352,7 @@ class LocalCluster:
                 *_orrery_argv(), "hostnode", "--node-id", node_id, "--data-dir", str(self.dir / "nodes" / node_id),
                 "--listen-addr", self.node_address(node_id), "--etcd", node_etcd, "--etcd-prefix", ETCD_PREFIX,
                 "--lease-ttl", f"{self.lease_ttl:g}", "--metrics-addr", self.metrics_address(node_id), *secret,
+                *self.hostnode_args,
             ]  # fmt: skip
             self.procs[node_id] = Proc(
                 node_id,

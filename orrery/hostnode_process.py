@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orrery.budget_options import Budgets, add_budget_options, budgets_of
 from orrery.secret_option import add_secret_option, secret_of
 
 if TYPE_CHECKING:  # the server's modules load only when it runs (the CLI stays light)
@@ -72,6 +73,8 @@ class HostNodeProcessConfig:
     metrics_addr: str = ""
     #: Seconds SIGTERM waits for every leadership to move to another replica (0: no handoff).
     handoff_timeout: float = DEFAULT_HANDOFF_TIMEOUT_S
+    #: How long one reducer call may run (README, "Limits").
+    budgets: Budgets = field(default_factory=Budgets)
     #: Every internal call to and from this node carries it (proto/auth.py).
     secret: ClusterSecret = field(kw_only=True)
 
@@ -137,6 +140,7 @@ async def _serve(
     from clustermeta.metrics import LeaseStats, MetaStoreCollector
     from clustermeta.records import NodeInfo, node_key
     from hostnode.cluster import ClusterConfig, ClusterNode
+    from hostnode.database import DatabaseConfig
     from hostnode.grpc_service import start_server
     from hostnode.metrics import HostNodeCollector
     from hostnode.replication import ReplicationConfig
@@ -145,7 +149,7 @@ async def _serve(
 
     started = time.monotonic()
     store = await open_metastore(config.etcd, config.etcd_prefix, wait=STARTUP_WAIT_S)
-    node = HostNode(HostNodeConfig(config.data_dir))
+    node = HostNode(HostNodeConfig(config.data_dir, database=DatabaseConfig(**config.budgets.database_config())))
     keeper: LeaseKeeper | None = None
     cluster = ClusterNode(
         node,
@@ -318,6 +322,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stops (0: none; default %(default)s); SIGINT stops at once",
     )  # fmt: skip
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_budget_options(parser)
     add_secret_option(parser)
 
 
@@ -336,6 +341,10 @@ def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.handoff_timeout < 0:
         parser.error("--handoff-timeout must not be negative")
     try:
+        budgets = budgets_of(args)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
         secret = secret_of(args)
     except ValueError as e:
         parser.error(str(e))
@@ -344,7 +353,7 @@ def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     config = HostNodeProcessConfig(
         node_id=args.node_id, data_dir=args.data_dir, listen_addr=args.listen_addr, etcd=args.etcd,
         etcd_prefix=args.etcd_prefix, advertise_addr=args.advertise_addr, lease_ttl=args.lease_ttl,
-        metrics_addr=args.metrics_addr, handoff_timeout=args.handoff_timeout, secret=secret,
+        metrics_addr=args.metrics_addr, handoff_timeout=args.handoff_timeout, budgets=budgets, secret=secret,
     )  # fmt: skip
     try:
         asyncio.run(serve(config))

@@ -33,7 +33,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ from gateway.failures import ControlErrorKind, HostErrorKind, ReducerStatus
 from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
 from gateway.metrics import GatewayCollector, GatewayStats
 from hostnode import grpc_service as hostnode_grpc
-from hostnode.database import DatabaseError, ReducerOutcome
+from hostnode.database import DatabaseConfig, DatabaseError, ReducerOutcome
 from hostnode.grpc_service import STATUS, describe_plan, log_batches, preview_update
 from hostnode.metrics import HostNodeCollector
 from hostnode.realtime import ClientParams, Connection
@@ -81,6 +81,7 @@ from hostnode.sql import render_response_bytes
 from hostnode.worker import Overloaded
 from observability.http import Endpoints
 from observability.registry import new_registry
+from orrery.budget_options import Budgets, add_budget_options, budgets_of
 from orrery.process import configure_logging, parse_listen_addr, start_metrics, start_site, stop_on_signals
 from proto import auth
 from proto.auth import ClusterSecret
@@ -348,6 +349,8 @@ class StandaloneConfig:
     #: ``host:port`` of a listener of its own for ``/metrics``, ``/healthz``, ``/readyz`` (empty:
     #: none; the main port serves them anyway).
     metrics_addr: str = ""
+    #: How long one reducer call may run (README, "Limits").
+    budgets: Budgets = field(default_factory=Budgets)
 
 
 async def serve(
@@ -375,7 +378,8 @@ async def serve(
     if stop is None:
         stop = stop_on_signals()
     store = await LmdbMetaStore.open(data_dir / "control" / "meta.lmdb")
-    node = HostNode(HostNodeConfig(data_dir / "node"))
+    database = DatabaseConfig(**config.budgets.database_config())
+    node = HostNode(HostNodeConfig(data_dir / "node", database=database))
     stats = GatewayStats()
     registry = new_registry("standalone")
     registry.register(HostNodeCollector(node))
@@ -495,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--metrics-addr", default="", help="host:port to serve /metrics, /healthz and /readyz on as well")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_budget_options(parser)
     parser.add_argument(
         "--transport", default="inprocess", choices=TRANSPORTS,
         help="how the gateway reaches the control plane and host node (default %(default)s)",
@@ -504,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_listen_addr(args.listen_addr)
         if args.metrics_addr:
             parse_listen_addr(args.metrics_addr, "--metrics-addr")
+        budgets = budgets_of(args)
     except ValueError as e:
         parser.error(str(e))
     configure_logging(args.log_level)
@@ -513,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         max_ws_connections=args.max_ws_connections,
         max_ws_connections_per_database=args.max_ws_connections_per_database,
         metrics_addr=args.metrics_addr,
+        budgets=budgets,
     )
     try:
         run(args.listen_addr, args.data_dir, config=config, transport=args.transport)

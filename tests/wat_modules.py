@@ -1,4 +1,6 @@
-"""Modules made of a module definition only, for tests that republish variants of a schema.
+"""Modules written in WebAssembly text for tests: schemas only, and code that spins.
+
+Most are made of a module definition only, for tests that republish variants of a schema.
 
 :func:`tables_module` assembles (with wasmtime's ``wat2wasm``) a module whose
 ``__describe_module__`` writes the given ``RawModuleDefV9`` — tables, indexes, row-level
@@ -14,9 +16,11 @@ import wasmtime
 
 from hostnode.moduledef import (
     IndexAlgorithm,
+    Lifecycle,
     RawConstraintDefV9,
     RawIndexDefV9,
     RawModuleDefV9,
+    RawReducerDefV9,
     RawRowLevelSecurityDefV9,
     RawTableDefV9,
     TableAccess,
@@ -25,7 +29,7 @@ from hostnode.moduledef import (
 )
 from sats.types import ProductType, Typespace
 
-__all__ = ["table", "tables_module"]
+__all__ = ["SPINNING", "spinning_module", "table", "tables_module"]
 
 
 def table(
@@ -60,6 +64,47 @@ def tables_module(types: Sequence[ProductType], *tables: RawTableDefV9, rls: Seq
           (i32.store (i32.const 8) (i32.const {len(raw)}))
           (drop (call $w (local.get $sink) (i32.const 1024) (i32.const 8))))
         (func (export "__call_reducer__") (param i32 i64 i64 i64 i64 i64 i64 i64 i32 i32) (result i32)
+          (i32.const 0)))
+    """
+    return bytes(wasmtime.wat2wasm(wat))
+
+
+#: What :func:`spinning_module`'s spinning code logs (at Info) before it starts to loop.
+SPINNING = "spinning"
+
+
+def spinning_module(where: str = "reducer") -> bytes:
+    """A module whose code logs ``SPINNING`` and then loops until its budget stops it.
+
+    ``where`` is ``"reducer"`` (a reducer ``spin`` loops; ``ok`` returns at once), ``"init"``
+    (its ``init`` loops, so publishing it runs the loop) or ``"describe"``
+    (``__describe_module__`` loops before it describes anything).
+    """
+    lifecycle = Lifecycle.INIT if where == "init" else None
+    reducers = (
+        RawReducerDefV9("init" if where == "init" else "spin", ProductType(()), lifecycle),
+        RawReducerDefV9("ok", ProductType(()), None),
+    )
+    raw = encode_raw_module_def(RawModuleDefV9(Typespace([]), (), reducers, (), (), ()))
+    data = "".join(f"\\{b:02x}" for b in raw)
+    log_and_spin = f"""
+          (call $log (i32.const 2) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                     (i32.const -1) (i32.const 512) (i32.const {len(SPINNING)}))
+          (loop $forever (br $forever))"""
+    wat = f"""
+      (module
+        (import "spacetime_10.0" "bytes_sink_write" (func $w (param i32 i32 i32) (result i32)))
+        (import "spacetime_10.0" "console_log"
+          (func $log (param i32 i32 i32 i32 i32 i32 i32 i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 512) "{SPINNING}")
+        (data (i32.const 1024) "{data}")
+        (func (export "__describe_module__") (param $sink i32)
+          {log_and_spin if where == "describe" else ""}
+          (i32.store (i32.const 8) (i32.const {len(raw)}))
+          (drop (call $w (local.get $sink) (i32.const 1024) (i32.const 8))))
+        (func (export "__call_reducer__") (param i32 i64 i64 i64 i64 i64 i64 i64 i32 i32) (result i32)
+          (if (i32.eqz (local.get 0)) (then {log_and_spin}))
           (i32.const 0)))
     """
     return bytes(wasmtime.wat2wasm(wat))

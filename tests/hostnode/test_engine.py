@@ -338,6 +338,21 @@ def test_infinite_loop_runs_out_of_energy(make_db: DbFactory) -> None:
     assert len(errors) == 1 and "energy" in errors[0]["message"]
 
 
+def test_a_call_past_its_time_budget_is_stopped_and_rolled_back(make_db: DbFactory) -> None:
+    # Fuel enough for hours: only the time budget can end the loop.
+    db = make_db("module-test", fuel_budget=10**15, time_budget_s=0.3)
+    out = call(db, "infinite_loop")
+    message = "reducer `infinite_loop` was stopped: it ran past its time budget of 300ms (DatabaseConfig.time_budget_s)"
+    assert (out.status, out.message, out.offset) == (Status.FAILED, message, None)
+    assert out.energy_used > 0 and out.duration_micros >= 300_000
+    # The database keeps serving on a fresh instance, and the log says what stopped the call.
+    assert call(db, "set_kv", "still", "alive").committed
+    assert kv(db) == {"still": "alive"}
+    assert call(db, "check_preinit").committed
+    errors = [r for r in log_records(db, "infinite_loop") if r["level"] == "Error"]
+    assert [e["message"] for e in errors] == [message]
+
+
 # ----------------------------------------------------------------------------- logs
 
 
