@@ -537,8 +537,16 @@ class Database:
         caller: Identity,
         connection_id: int = 0,
         timestamp_micros: int | None = None,
+        transient_client: bool = False,
     ) -> ReducerOutcome:
-        """Run a client-callable reducer in its own transaction (module-abi.md §6)."""
+        """Run a client-callable reducer in its own transaction (module-abi.md §6).
+
+        ``transient_client``: the caller is connected for this call only (HTTP ``/call``) and the
+        module has no connect/disconnect lifecycle reducers (:attr:`has_client_lifecycle`). Its
+        ``st_client`` row is then inserted and deleted inside the reducer's transaction, so the
+        reducer sees it as it would after a separate connect, while the pair nets to nothing: no
+        connect and disconnect transactions, no commit-log records of their own.
+        """
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
         if self.write_gate is not None:
@@ -556,9 +564,16 @@ class Database:
                 self._arg_codecs[rid].decode_all(args)
             except DecodeError as e:
                 raise InvalidArguments(f"invalid arguments for reducer `{name}`: {e}") from None
-        outcome = self._run_reducer(
-            name, args, caller, connection_id, _now_micros() if timestamp_micros is None else timestamp_micros
-        )
+        ts = _now_micros() if timestamp_micros is None else timestamp_micros
+        if transient_client:
+            row = self.system.client_row(caller, connection_id)
+            client_table = self.system.client_table_id
+            outcome = self._run_reducer(
+                name, args, caller, connection_id, ts,
+                before=lambda tx: tx.insert(client_table, row), after=lambda tx: tx.delete_row(client_table, row),
+            )
+        else:
+            outcome = self._run_reducer(name, args, caller, connection_id, ts)
         if self._immediate:
             self._drain_immediate()
         return outcome
@@ -570,8 +585,10 @@ class Database:
         caller: Identity,
         connection_id: int,
         timestamp: int,
-        before: Callable[[Any], None] | None = None,
+        before: Callable[[Any], object] | None = None,
+        after: Callable[[Any], object] | None = None,
     ) -> ReducerOutcome:
+        # ``before`` runs in the transaction before the reducer, ``after`` once it succeeded.
         started = time.perf_counter()
         st = self._reducer_stats.get(name) or self.stats.reducer(name)
         host = self.host
@@ -590,6 +607,8 @@ class Database:
             res = host.call_reducer(rid, caller.sender_words(), connection_id, timestamp, args, tx, name)
             if res.code == 0:
                 # The common case, kept flat: it runs for every committed reducer.
+                if after is not None:
+                    after(tx)
                 outcome = ReducerOutcome(
                     Status.COMMITTED, "", name, rid, caller, connection_id, timestamp, args, res.fuel_used,
                     res.duration_micros,
@@ -783,6 +802,15 @@ class Database:
         return result, outcome
 
     # --- lifecycle: clients -------------------------------------------------------------------
+
+    @property
+    def has_client_lifecycle(self) -> bool:
+        """Whether the module defines ``client_connected`` or ``client_disconnected``."""
+        mdef = self.moduledef
+        return mdef is not None and (
+            mdef.lifecycle_reducer(Lifecycle.ON_CONNECT) is not None
+            or mdef.lifecycle_reducer(Lifecycle.ON_DISCONNECT) is not None
+        )
 
     def client_connected(
         self,
