@@ -428,6 +428,8 @@ class HostNode:
         return conn
 
     def _drop_hub(self, identity: Identity, close: tuple[int, str] = CLOSE_MODULE_EXITED) -> None:
+        """The database's writer is going away: close its realtime hub, forget its HTTP call queue."""
+        self._http_calls.pop(identity, None)
         hub = self._hubs.pop(identity, None)
         if hub is not None:
             hub.shutdown(close)
