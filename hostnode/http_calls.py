@@ -5,10 +5,10 @@ An HTTP call is a client that connects for one reducer call (module-abi.md §7, 
 
 * **One transaction when nothing can tell the difference.** A module without
   ``client_connected`` / ``client_disconnected`` reducers would see the connect and the
-  disconnect only as the ``st_client`` row they insert and delete, so the row is inserted and
-  deleted inside the reducer's own transaction (``Database.call_reducer(transient_client=True)``):
-  the reducer sees it as before, the pair nets to nothing and the call appends one commit-log
-  record instead of three. A refused or failed reducer then leaves no record at all (before, a
+  disconnect only as the ``st_client`` row they insert and delete, so the row lives inside the
+  reducer's own transaction (``Database.call_reducer(transient_client=True)``), and only once
+  the module has looked ``st_client`` up, the one way it can read it: the reducer sees it as
+  before, the pair nets to nothing and the call appends one commit-log record instead of three. A refused or failed reducer then leaves no record at all (before, a
   connect and a disconnect that cancelled out). Modules with either lifecycle reducer get the
   three transactions of 1.12, and those reducers can still refuse the call.
 * **One writer job and one durability wait for many calls.** Calls that wait for the same
