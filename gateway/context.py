@@ -166,6 +166,7 @@ class Gateway:
     stats: GatewayStats = field(default_factory=GatewayStats)
     #: Open WebSocket connections against the config's limits.
     ws_slots: WsSlots = field(default_factory=WsSlots)
+    #: Where the connection ids of HTTP calls and id-less WebSocket clients come from.
     connection_ids: ConnectionIds = field(default_factory=ConnectionIds)
 
 

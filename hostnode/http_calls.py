@@ -8,9 +8,10 @@ An HTTP call is a client that connects for one reducer call (module-abi.md §7, 
   disconnect only as the ``st_client`` row they insert and delete, so the row lives inside the
   reducer's own transaction (``Database.call_reducer(transient_client=True)``), and only once
   the module has looked ``st_client`` up, the one way it can read it: the reducer sees it as
-  before, the pair nets to nothing and the call appends one commit-log record instead of three. A refused or failed reducer then leaves no record at all (before, a
-  connect and a disconnect that cancelled out). Modules with either lifecycle reducer get the
-  three transactions of 1.12, and those reducers can still refuse the call.
+  before, the pair nets to nothing and the call appends one commit-log record instead of
+  three. A failed reducer then leaves no record at all (before: a connect and a disconnect
+  that cancelled out). Modules with either lifecycle reducer get the three transactions of
+  1.12, and those reducers can still refuse the call.
 * **One writer job and one durability wait for many calls.** Calls that wait for the same
   database's writer join one job (:class:`HttpCallQueue`): a call submits a job only when
   none is waiting to start, and the job takes every call queued by the time it runs. The
@@ -37,8 +38,8 @@ __all__ = ["HttpCall", "HttpCallQueue", "run_http_call"]
 class HttpCall:
     """What an HTTP `/call` did: the connect outcome, then the reducer's (or why it never ran).
 
-    ``connected`` is None when the module has no connect lifecycle reducer to refuse the call
-    and the connect was folded into the reducer's transaction.
+    ``connected`` is None when the module has neither lifecycle reducer: nothing could refuse
+    the call, and the connect was folded into the reducer's transaction.
     """
 
     connected: ReducerOutcome | None
