@@ -327,6 +327,10 @@ class LmdbMetaStore(MetaStore):
         self._lease_ttl: dict[int, float] = {}
         self._lease_deadline: dict[int, float] = {}
         self._lease_wakeup = asyncio.Event()
+        # The store's revision, kept in memory: every write goes through _in_txn in this process
+        # (the flock above), and every HTTP request asks for it (controlplane/core.py's cache).
+        with self._env.begin() as txn:
+            self._revision = _get_u64(txn, self._meta, _REVISION, 1)
         self._expiry_lock = asyncio.Lock()  # one expiry pass at a time (reaper or a test's call)
         self._reaper: asyncio.Task[None] | None = None
 
@@ -385,7 +389,10 @@ class LmdbMetaStore(MetaStore):
 
     def _in_txn(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         with self._env.begin(write=True) as txn:
-            return fn(txn)
+            result = fn(txn)
+            revision = _get_u64(txn, self._meta, _REVISION, 1)
+        self._revision = revision  # committed: the with block did not raise
+        return result
 
     def _scan(
         self, txn: lmdb.Transaction, key: bytes, end: bytes | None, limit: int
@@ -421,8 +428,7 @@ class LmdbMetaStore(MetaStore):
 
     async def current_revision(self) -> int:
         self._check_open()
-        with self._env.begin() as txn:
-            return _get_u64(txn, self._meta, _REVISION, 1)
+        return self._revision
 
     async def range(self, key: bytes, end: bytes | None = None, *, limit: int = 0) -> RangeResponse:
         self._check_open()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -569,6 +570,11 @@ def _b64(data: bytes) -> str:
 # ----------------------------------------------------------------------------- credentials
 
 
+#: A credential: printable ASCII without spaces (one regex: a per-character check of a JWT was 4 %
+#: of the gateway's time per HTTP call).
+_TOKEN = re.compile(r"[!-~]+")
+
+
 def parse_authorization(header_value: str | None, query_token: str | None) -> str | None:
     """The token a request carries (§2), or ``None`` if it carries none.
 
@@ -579,12 +585,6 @@ def parse_authorization(header_value: str | None, query_token: str | None) -> st
         return query_token
     scheme, sep, rest = header_value.partition(" ")
     token = rest.strip(" \t")
-    if (
-        not sep
-        or scheme.lower() != "bearer"
-        or not token
-        or not token.isascii()
-        or any(c.isspace() or not c.isprintable() for c in token)
-    ):
+    if not sep or scheme.lower() != "bearer" or _TOKEN.fullmatch(token) is None:
         raise MalformedCredentials("Authorization is invalid: malformed token")
     return token

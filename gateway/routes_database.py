@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import AsyncGenerator
 
@@ -288,10 +287,9 @@ async def call(request: web.Request) -> web.Response:
     _require_json_content_type(request)
     args = _utf8(await read_body(request, gw.config.max_body_bytes))
     info = await gw.control.database(_noi(request))
-    connection_id = secrets.randbits(128) or 1
     result = await gw.host.call(
         info.identity, request.match_info["reducer"], args, caller=caller_of(request).identity,
-        connection_id=connection_id,
+        connection_id=gw.connection_ids.new(),
     )
     return call_response(result)
 

@@ -15,7 +15,6 @@ import contextlib
 import contextvars
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -116,7 +115,7 @@ async def subscribe(request: web.Request) -> web.StreamResponse:
     params = WsParams(
         identity=caller.identity,
         token=caller.token,
-        connection_id=connection_id if connection_id is not None else (secrets.randbits(128) or 1),
+        connection_id=connection_id if connection_id is not None else gw.connection_ids.new(),
         json=chosen == JSON_PROTOCOL,
         compression=compression,
         light=light,

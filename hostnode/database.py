@@ -41,7 +41,7 @@ from hostnode.durability import Durability, NoQuorum
 from hostnode.migrate import MigrationError, MigrationPlan, check_policy, migration_token, plan_update
 from hostnode.moduledef import Lifecycle, ModuleDef, ModuleDefError, decode_raw_module_def, validate
 from hostnode.modulelog import DEFAULT_KEEP, DEFAULT_MAX_BYTES, ModuleLog
-from hostnode.schema_build import SystemTables, build_schemas
+from hostnode.schema_build import ST_CLIENT, SystemTables, build_schemas
 from hostnode.stats import ABI_SAMPLE_EVERY, DatabaseStats, TxnStats
 from hostnode.txdata import TxData
 from hostnode.txrecord import RecordKind, TxRecord, encode_record
@@ -224,6 +224,10 @@ class Database:
         self._pending_arms: list[tuple[int, int, int]] = []
         self._immediate: list[tuple[str, bytes]] = []
         self._jwt: dict[int, bytes] = {}
+        #: The module has looked ``st_client`` (or an index of it) up by name: it may read the
+        #: table (see _run_transient), and the pending insert to run when it first does.
+        self.st_client_named = False
+        self._on_st_client_named: Callable[[], None] | None = None
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._last_offset = self.clog.next_offset - 1
@@ -479,6 +483,8 @@ class Database:
 
     def table_id(self, name: str) -> int | None:
         """Table id by name, for `table_id_from_name`."""
+        if name == ST_CLIENT:
+            self._st_client_looked_up()
         return self._table_ids.get(name)
 
     def table_names(self) -> dict[int, str]:
@@ -487,6 +493,8 @@ class Database:
 
     def index_id(self, name: str) -> int | None:
         """Index id by name, for `index_id_from_name`."""
+        if name.startswith(ST_CLIENT):
+            self._st_client_looked_up()
         return self._index_ids.get(name)
 
     def after_row_write(self, tx: Any, table_id: int, row: bytes) -> int:
@@ -542,8 +550,16 @@ class Database:
         caller: Identity,
         connection_id: int = 0,
         timestamp_micros: int | None = None,
+        transient_client: bool = False,
     ) -> ReducerOutcome:
-        """Run a client-callable reducer in its own transaction (module-abi.md §6)."""
+        """Run a client-callable reducer in its own transaction (module-abi.md §6).
+
+        ``transient_client``: the caller is connected for this call only (HTTP ``/call``) and the
+        module has no connect/disconnect lifecycle reducers (:attr:`has_client_lifecycle`). Its
+        ``st_client`` row then lives inside the reducer's transaction (:meth:`_run_transient`):
+        the reducer sees it as it would after a separate connect, while the pair nets to nothing:
+        no connect and disconnect transactions, no commit-log records of their own.
+        """
         if self._closed:
             raise DatabaseClosed(f"database {self.path} is closed")
         if self.write_gate is not None:
@@ -561,12 +577,53 @@ class Database:
                 self._arg_codecs[rid].decode_all(args)
             except DecodeError as e:
                 raise InvalidArguments(f"invalid arguments for reducer `{name}`: {e}") from None
-        outcome = self._run_reducer(
-            name, args, caller, connection_id, _now_micros() if timestamp_micros is None else timestamp_micros
-        )
+        ts = _now_micros() if timestamp_micros is None else timestamp_micros
+        if transient_client:
+            outcome = self._run_transient(name, args, caller, connection_id, ts)
+        else:
+            outcome = self._run_reducer(name, args, caller, connection_id, ts)
         if self._immediate:
             self._drain_immediate()
         return outcome
+
+    def _run_transient(self, name: str, args: bytes, caller: Identity, connection_id: int, ts: int) -> ReducerOutcome:
+        """Run a reducer for a caller connected for this call only (``transient_client``).
+
+        Its ``st_client`` row is inserted only where the reducer could read it: a module reads
+        ``st_client`` only through an id it looked up by name, so until it first does
+        (:attr:`st_client_named`) the row is inserted at that lookup, before any read can
+        happen, and from then on before every such call. It is deleted again before the commit.
+        Most modules never look, and never pay for the row (a quarter of the writer's time per
+        HTTP call).
+        """
+        row = self.system.client_row(caller, connection_id)
+        client_table = self.system.client_table_id
+        inserted: list[bool] = []
+
+        def insert(tx: Any) -> None:
+            tx.insert(client_table, row)
+            inserted.append(True)
+
+        def before(tx: Any) -> None:
+            if self.st_client_named:
+                insert(tx)
+            else:
+                self._on_st_client_named = lambda: insert(tx)
+
+        def after(tx: Any) -> None:
+            if inserted:
+                tx.delete_row(client_table, row)
+
+        try:
+            return self._run_reducer(name, args, caller, connection_id, ts, before=before, after=after)
+        finally:
+            self._on_st_client_named = None
+
+    def _st_client_looked_up(self) -> None:
+        self.st_client_named = True
+        pending, self._on_st_client_named = self._on_st_client_named, None
+        if pending is not None:
+            pending()
 
     def _run_reducer(
         self,
@@ -575,8 +632,10 @@ class Database:
         caller: Identity,
         connection_id: int,
         timestamp: int,
-        before: Callable[[Any], None] | None = None,
+        before: Callable[[Any], object] | None = None,
+        after: Callable[[Any], object] | None = None,
     ) -> ReducerOutcome:
+        # ``before`` runs in the transaction before the reducer, ``after`` once it succeeded.
         started = time.perf_counter()
         st = self._reducer_stats.get(name) or self.stats.reducer(name)
         host = self.host
@@ -595,6 +654,8 @@ class Database:
             res = host.call_reducer(rid, caller.sender_words(), connection_id, timestamp, args, tx, name)
             if res.code == 0:
                 # The common case, kept flat: it runs for every committed reducer.
+                if after is not None:
+                    after(tx)
                 outcome = ReducerOutcome(
                     Status.COMMITTED, "", name, rid, caller, connection_id, timestamp, args, res.fuel_used,
                     res.duration_micros,
@@ -794,6 +855,15 @@ class Database:
         return result, outcome
 
     # --- lifecycle: clients -------------------------------------------------------------------
+
+    @property
+    def has_client_lifecycle(self) -> bool:
+        """Whether the module defines ``client_connected`` or ``client_disconnected``."""
+        mdef = self.moduledef
+        return mdef is not None and (
+            mdef.lifecycle_reducer(Lifecycle.ON_CONNECT) is not None
+            or mdef.lifecycle_reducer(Lifecycle.ON_DISCONNECT) is not None
+        )
 
     def client_connected(
         self,

@@ -359,6 +359,7 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
                 if done.error is not None:
                     raise done.error
                 if done.reducer is None:
+                    assert done.connected is not None, "only a refused connect leaves no reducer outcome"
                     return _reducer_result(done.connected, call.request_id, connect=True)
                 return _reducer_result(done.reducer, call.request_id)
             data = node.encode_json_args(identity, call.reducer, call.json) if call.WhichOneof("args") == "json" else call.bsatn

@@ -29,6 +29,7 @@ from hostnode.database import (
     ReducerOutcome,
 )
 from hostnode.durability import NoQuorum
+from hostnode.http_calls import HttpCall, HttpCallQueue
 from hostnode.migrate import MigrationPlan, migration_token, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
 from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, OutgoingBudget, RealtimeHub
@@ -73,16 +74,6 @@ class HostNodeConfig:
     writer_max_queued: int = DEFAULT_MAX_QUEUED
 
 
-@dataclass
-class HttpCall:
-    """What an HTTP `/call` did: the connect outcome, then the reducer's (or why it never ran)."""
-
-    connected: ReducerOutcome
-    reducer: ReducerOutcome | None = None
-    error: DatabaseError | None = None
-    last_offset: int = -1
-
-
 @dataclass(frozen=True)
 class PlannedUpdate:
     """What republishing a program would do, planned against the running one."""
@@ -113,6 +104,7 @@ class HostNode:
         self._locks: dict[Identity, asyncio.Lock] = {}
         self._hubs: dict[Identity, RealtimeHub] = {}
         self._hub_locks: dict[Identity, asyncio.Lock] = {}
+        self._http_calls: dict[Identity, HttpCallQueue] = {}
         #: The bytes queued for every WebSocket client of this node (realtime.OutgoingBudget).
         self.outgoing = OutgoingBudget()
         #: Cluster mode: the replication roles of this node's replicas (hostnode/cluster.py);
@@ -315,34 +307,19 @@ class HostNode:
     ) -> HttpCall:
         """HTTP `/call` semantics (module-abi.md §7): connect → reducer → disconnect.
 
-        All three transactions run in one trip to the writer thread and the answer waits for
-        one fsync, covering all three (the log is ordered). ``args`` may be a thunk so that
-        argument decoding errors surface between connect and disconnect, as in 1.12. A refused
-        connect ends the sequence (``reducer`` stays None); a reducer that cannot be called
-        (no such reducer, bad arguments, lifecycle) is reported in ``error``.
+        Resolves once the outcome is durable. Calls waiting for the same database run as one
+        writer job with one durability wait, and a module without connect/disconnect
+        lifecycle reducers gets them folded into the reducer's transaction
+        (:mod:`hostnode.http_calls`). ``args`` may be a thunk so that argument decoding errors
+        surface between connect and disconnect, as in 1.12. A refused connect ends the sequence
+        (``reducer`` stays None); a reducer that cannot be called (no such reducer, bad
+        arguments, lifecycle) is reported in ``error``.
         """
         worker = self._worker(identity)
-
-        def job(db: Database) -> HttpCall:
-            connected = db.client_connected(caller, connection_id)
-            result = HttpCall(connected)
-            if not connected.committed:
-                result.last_offset = db.last_offset
-                return result
-            try:
-                data = args() if callable(args) else args
-                result.reducer = db.call_reducer(reducer, data, caller=caller, connection_id=connection_id)
-            except DatabaseError as e:
-                result.error = e
-            finally:
-                db.client_disconnected(caller, connection_id)
-                result.last_offset = db.last_offset
-            return result
-
-        result = await _wrap(worker.submit(job, limited=True))
-        if result.last_offset >= 0:
-            await worker.db.durability.wait_durable_async(result.last_offset)
-        return result
+        calls = self._http_calls.get(identity)
+        if calls is None or calls.worker is not worker:
+            calls = self._http_calls[identity] = HttpCallQueue(worker)
+        return await calls.call(reducer, args, caller, connection_id)
 
     def encode_json_args(self, identity: Identity, reducer: str, args_json: str) -> bytes:
         """BSATN of a reducer's arguments given as SATS-JSON text (an array, or an object by name).
@@ -451,6 +428,8 @@ class HostNode:
         return conn
 
     def _drop_hub(self, identity: Identity, close: tuple[int, str] = CLOSE_MODULE_EXITED) -> None:
+        """The database's writer is going away: close its realtime hub, forget its HTTP call queue."""
+        self._http_calls.pop(identity, None)
         hub = self._hubs.pop(identity, None)
         if hub is not None:
             hub.shutdown(close)

@@ -45,6 +45,9 @@ class DatabaseWorker:
         self, open_fn: Callable[[], Database], name: str = "db-writer", *, max_queued: int = DEFAULT_MAX_QUEUED
     ) -> None:
         self.max_queued = max_queued
+        #: Client requests that wait inside a queued job beyond the job itself: a job of several
+        #: HTTP calls counts as its calls (kept by hostnode/http_calls.py).
+        self.batched = 0
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._ready: Future[Database] = Future()
         self._thread = threading.Thread(target=self._run, args=(open_fn,), name=name, daemon=True)
@@ -65,8 +68,8 @@ class DatabaseWorker:
 
     @property
     def queued(self) -> int:
-        """How many jobs wait for the writer now."""
-        return self._jobs.qsize()
+        """How many client requests wait for the writer now."""
+        return self._jobs.qsize() + self.batched
 
     def call(self, fn: Callable[[Database], T], timeout: float | None = 60.0) -> T:
         """Run ``fn(db)`` on the writer thread and wait for its result."""

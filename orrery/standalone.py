@@ -273,6 +273,7 @@ class LocalHostNode:
         if done.error is not None:
             raise reducer_call_error(done.error)
         if done.reducer is None:
+            assert done.connected is not None, "only a refused connect leaves no reducer outcome"
             return call_result(done.connected, connect=True)
         return call_result(done.reducer)
 

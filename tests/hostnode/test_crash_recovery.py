@@ -29,13 +29,13 @@ KILLS = 20
 
 
 def run_child_and_kill(
-    path: Path, seed: int, rng: random.Random, *, min_acks: int = 0
+    path: Path, seed: int, rng: random.Random, *, min_acks: int = 0, http: bool = False
 ) -> list[tuple[int, int, int, int]]:
-    """Run the child, kill it at a random moment once it acknowledged ``min_acks`` lines, and
-    return what it acknowledged."""
+    """Run the child (``http``: transfers as HTTP calls), kill it at a random moment once it
+    acknowledged ``min_acks`` lines, and return what it acknowledged."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.Popen(
-        [sys.executable, str(CHILD), str(path), str(ACCOUNTS), str(seed)],
+        [sys.executable, str(CHILD), str(path), str(ACCOUNTS), str(seed), *(["http"] if http else [])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )
     assert proc.stdout is not None
@@ -61,6 +61,8 @@ def run_child_and_kill(
 def check_database(path: Path, acked: dict[int, tuple[int, int, int]]) -> None:
     db = Database.open(path, DatabaseConfig())
     try:
+        # No client is left connected (an HTTP call's st_client row never outlives it).
+        assert db.table_rows("st_client") == []
         balances = {row[0]: row[1] for row in db.table_rows("accounts")}
         assert len(balances) == ACCOUNTS
         assert sum(balances.values()) == ACCOUNTS * INITIAL, "sum of balances changed"
@@ -92,5 +94,22 @@ def test_sigkill_mid_stream_loses_no_acknowledged_transaction(tmp_path: Path) ->
         total_acks += len(acks)
         for offset, a, b, amount in acks:
             acked[offset] = (a, b, amount)
+        check_database(path, acked)
+    assert total_acks > 0, "the child never acknowledged anything: the test exercised nothing"
+
+
+@pytest.mark.slow
+def test_sigkill_among_http_calls_loses_no_acknowledged_call(tmp_path: Path) -> None:
+    """HTTP calls run many to a writer job and answer after one durability wait for the job:
+    a kill at any moment keeps every answered call, applies none by half and leaves no client."""
+    rng = random.Random(4321)
+    acked: dict[int, tuple[int, int, int]] = {}
+    total_acks = 0
+    for i in range(KILLS // 2):
+        acks = run_child_and_kill(tmp_path, seed=i, rng=rng, min_acks=1 if i == 0 else 0, http=True)
+        total_acks += len(acks)
+        for offset, a, b, amount in acks:
+            acked[offset] = (a, b, amount)
+        (path,) = (tmp_path / "databases").iterdir()
         check_database(path, acked)
     assert total_acks > 0, "the child never acknowledged anything: the test exercised nothing"

@@ -1,0 +1,190 @@
+"""HTTP ``/call`` on a host node: connect → reducer → disconnect, many calls per writer job.
+
+An HTTP call is a client that connects for one reducer call (module-abi.md §7, client-api.md
+§6.8). Two things make it cheap without changing what anyone observes:
+
+* **One transaction when nothing can tell the difference.** A module without
+  ``client_connected`` / ``client_disconnected`` reducers would see the connect and the
+  disconnect only as the ``st_client`` row they insert and delete, so the row lives inside the
+  reducer's own transaction (``Database.call_reducer(transient_client=True)``), and only once
+  the module has looked ``st_client`` up, the one way it can read it: the reducer sees it as
+  before, the pair nets to nothing and the call appends one commit-log record instead of
+  three. A failed reducer then leaves no record at all (before: a connect and a disconnect
+  that cancelled out). Modules with either lifecycle reducer get the three transactions of
+  1.12, and those reducers can still refuse the call.
+* **One writer job and one durability wait for many calls.** Calls that wait for the same
+  database's writer join one job (:class:`HttpCallQueue`): a call submits a job only when
+  none is waiting to start, and the job takes every call queued by the time it runs. The
+  answers wait for the durability of the job's last record, once, then go back to the event
+  loop together (the log is ordered, so that covers every call of the job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hostnode.database import Database, DatabaseError, ReducerOutcome
+from hostnode.worker import DatabaseWorker, Overloaded
+from sats.identity import Identity
+
+__all__ = ["HttpCall", "HttpCallQueue", "run_http_call"]
+
+
+@dataclass
+class HttpCall:
+    """What an HTTP `/call` did: the connect outcome, then the reducer's (or why it never ran).
+
+    ``connected`` is None when the module has neither lifecycle reducer: nothing could refuse
+    the call, and the connect was folded into the reducer's transaction.
+    """
+
+    connected: ReducerOutcome | None
+    reducer: ReducerOutcome | None = None
+    error: DatabaseError | None = None
+
+
+def run_http_call(
+    db: Database,
+    reducer: str,
+    args: bytes | Callable[[], bytes],
+    caller: Identity,
+    connection_id: int,
+    lifecycle: bool,
+) -> HttpCall:
+    """(writer thread) One HTTP call: connect, the reducer, disconnect.
+
+    ``args`` may be a thunk so that argument decoding errors surface after the connect, as in
+    1.12. ``lifecycle``: :attr:`Database.has_client_lifecycle`, else the connect and disconnect
+    are folded into the reducer's transaction. A refused connect ends the sequence
+    (``reducer`` stays None); a reducer that cannot be called (no such reducer, bad arguments,
+    lifecycle) is reported in ``error``.
+    """
+    if not lifecycle:
+        result = HttpCall(None)
+        try:
+            data = args() if callable(args) else args
+            result.reducer = db.call_reducer(
+                reducer, data, caller=caller, connection_id=connection_id, transient_client=True
+            )
+        except DatabaseError as e:
+            result.error = e
+        return result
+    connected = db.client_connected(caller, connection_id)
+    result = HttpCall(connected)
+    if not connected.committed:
+        return result
+    try:
+        data = args() if callable(args) else args
+        result.reducer = db.call_reducer(reducer, data, caller=caller, connection_id=connection_id)
+    except DatabaseError as e:
+        result.error = e
+    finally:
+        db.client_disconnected(caller, connection_id)
+    return result
+
+
+@dataclass(slots=True)
+class _Pending:
+    reducer: str
+    args: bytes | Callable[[], bytes]
+    caller: Identity
+    connection_id: int
+    future: asyncio.Future[HttpCall]
+    queued_at: float
+    result: HttpCall | BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Job:
+    calls: list[_Pending] = field(default_factory=list)
+    #: The log's last offset after the job (what every answer waits for).
+    last_offset: int = -1
+
+
+class HttpCallQueue:
+    """HTTP calls waiting for one database's writer; they run as few writer jobs as possible.
+
+    Calls are added from the event loop; the job runs on the writer thread. Answers are
+    delivered on the loop of the call that submitted the job (a host node runs one loop). The
+    waiting calls count one by one against the writer's bound (``worker.batched``): past
+    ``worker.max_queued`` a call is refused with :class:`Overloaded` before anything runs,
+    as a job of its own would be.
+    """
+
+    def __init__(self, worker: DatabaseWorker) -> None:
+        self.worker = worker
+        self._lock = threading.Lock()
+        self._calls: list[_Pending] = []
+        #: A job is queued on the writer and has not taken the calls yet.
+        self._job_waiting = False
+        self._settling: set[asyncio.Task[None]] = set()
+
+    async def call(
+        self, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int
+    ) -> HttpCall:
+        """Run one HTTP call (see :func:`run_http_call`); resolves once its outcome is durable."""
+        worker = self.worker
+        if worker.queued >= worker.max_queued:
+            raise Overloaded(
+                f"the database is overloaded: {worker.max_queued} requests are already waiting for it; "
+                "nothing was run, try again later"
+            )
+        loop = asyncio.get_running_loop()
+        pending = _Pending(reducer, args, caller, connection_id, loop.create_future(), time.perf_counter())
+        with self._lock:
+            self._calls.append(pending)
+            submit = not self._job_waiting
+            self._job_waiting = True
+            worker.batched = len(self._calls) - 1
+        if submit:
+            # Admitted above, call by call: the job itself is never refused.
+            worker.submit(lambda db: self._run(db, loop))
+        return await pending.future
+
+    def _run(self, db: Database, loop: asyncio.AbstractEventLoop) -> None:
+        """(writer thread) Every call queued so far, in order; then one hand-over to ``loop``."""
+        with self._lock:
+            job = _Job(self._calls)
+            self._calls = []
+            self._job_waiting = False
+            self.worker.batched = 0
+        lifecycle = db.has_client_lifecycle
+        for pending in job.calls:
+            db.queued_at = pending.queued_at
+            try:
+                pending.result = run_http_call(
+                    db, pending.reducer, pending.args, pending.caller, pending.connection_id, lifecycle
+                )
+            except BaseException as e:  # noqa: BLE001 - delivered to that call's caller
+                pending.result = e
+        job.last_offset = db.last_offset
+        loop.call_soon_threadsafe(self._settle_when_durable, job)
+
+    def _settle_when_durable(self, job: _Job) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(job))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, job: _Job) -> None:
+        error: BaseException | None = None
+        if job.last_offset >= 0:
+            try:
+                await self.worker.db.durability.wait_durable_async(job.last_offset)
+            except Exception as e:  # noqa: BLE001 - every call of the job gets it
+                error = e
+        for pending in job.calls:
+            fut = pending.future
+            if fut.done():  # the caller went away; its call ran all the same
+                continue
+            result = pending.result
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            elif error is not None:
+                fut.set_exception(error)
+            else:
+                assert result is not None
+                fut.set_result(result)
