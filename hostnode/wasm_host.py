@@ -402,7 +402,8 @@ class ModuleHost:
         self._sources: dict[int, list[Any]] = {}  # id -> [bytes, pos]
         self._next_source = 1
         self._sink: bytearray | None = None
-        self._iters: dict[int, deque[bytes]] = {}
+        #: Open row iterators: the one chunk left as bytes (a point scan's row), else a deque of chunks.
+        self._iters: dict[int, bytes | deque[bytes]] = {}
         self._next_iter = 1
         self._timers: dict[int, tuple[str, float]] = {}
         self._next_timer = 1
@@ -694,7 +695,7 @@ class ModuleHost:
     def _new_iter(self, rows: list[bytes]) -> int:
         iid = self._next_iter
         self._next_iter = iid + 1 if iid < 0xFFFFFFFF else 1
-        self._iters[iid] = deque(rows) if len(rows) <= 1 else self._chunks(rows)
+        self._iters[iid] = rows[0] if len(rows) == 1 else self._chunks(rows)
         return iid
 
     # --- import definitions --------------------------------------------------------------------
@@ -893,8 +894,7 @@ class ModuleHost:
 
     def _imp_index_scan_point(self, a: Any) -> int:
         # Hot path (every primary-key lookup): bounds checks are inlined.
-        index_id = a[0]
-        ptr, n, out = a[1], a[2], a[3]
+        index_id, ptr, n, out = a
         if not (ptr and ptr + n <= self._size and out and out + 4 <= self._size):
             self._check(ptr, n)
             self._check(out, 4)
@@ -907,7 +907,7 @@ class ModuleHost:
             return _errno_of(e)
         iid = self._next_iter
         self._next_iter = iid + 1 if iid < 0xFFFFFFFF else 1
-        self._iters[iid] = deque(rows) if len(rows) <= 1 else self._chunks(rows)
+        self._iters[iid] = rows[0] if len(rows) == 1 else self._chunks(rows)
         _U32.pack_into(self._mv, out, iid)
         return 0
 
@@ -932,22 +932,26 @@ class ModuleHost:
         return self._delete_and_count(a, "delete_by_rel")
 
     def _imp_iter_advance(self, a: Any) -> int:
-        iid, buf_ptr, len_ptr = a[0], a[1], a[2]
+        iid, buf_ptr, len_ptr = a
         chunks = self._iters.get(iid)
         if chunks is None:
             return NO_SUCH_ITER
-        if not (len_ptr and len_ptr + 4 <= self._size):
+        size = self._size
+        if not (len_ptr and len_ptr + 4 <= size):
             self._check(len_ptr, 4)
+            size = self._size
         mv = self._mv
         cap = _U32.unpack_from(mv, len_ptr)[0]
-        if not (buf_ptr and buf_ptr + cap <= self._size):
+        if not (buf_ptr and buf_ptr + cap <= size):
             self._check(buf_ptr, cap)
             mv = self._mv
-        if len(chunks) == 1 and len(chunks[0]) <= cap:
-            # The common case (a point scan): one chunk that fits, and the iterator is done.
-            chunk = chunks[0]
-            n = len(chunk)
-            mv[buf_ptr : buf_ptr + n] = chunk
+        if type(chunks) is bytes:
+            # One chunk left (always so for a point scan): the iterator ends if it fits.
+            n = len(chunks)
+            if n > cap:
+                _U32.pack_into(mv, len_ptr, n)
+                return BUFFER_TOO_SMALL
+            mv[buf_ptr : buf_ptr + n] = chunks
             _U32.pack_into(mv, len_ptr, n)
             del self._iters[iid]
             return -1
@@ -991,8 +995,7 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_update(self, a: Any) -> int:
-        table_id, index_id = a[0], a[1]
-        row_ptr, len_ptr = a[2], a[3]
+        table_id, index_id, row_ptr, len_ptr = a
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -1026,22 +1029,27 @@ class ModuleHost:
         return 0
 
     def _imp_source_read(self, a: Any) -> int:
-        sid, buf_ptr, len_ptr = a[0], a[1], a[2]
+        sid, buf_ptr, len_ptr = a
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
-        cap = self.read_u32(len_ptr)
+        if not (len_ptr and len_ptr + 4 <= self._size):
+            self._check(len_ptr, 4)
+        cap = _U32.unpack_from(self._mv, len_ptr)[0]
         data, pos = src
-        n = min(cap, len(data) - pos)
+        total = len(data)
+        n = min(cap, total - pos)
         if not (buf_ptr and buf_ptr + n <= self._size):
             self._check(buf_ptr, n)
+        mv = self._mv
         if n:
-            self._mv[buf_ptr : buf_ptr + n] = data[pos : pos + n] if pos or n != len(data) else data
-        src[1] = pos + n
-        _U32.pack_into(self._mv, len_ptr, n)
-        if src[1] >= len(data):
+            mv[buf_ptr : buf_ptr + n] = data[pos : pos + n] if pos or n != total else data
+        _U32.pack_into(mv, len_ptr, n)
+        pos += n
+        if pos >= total:
             del self._sources[sid]
             return -1
+        src[1] = pos
         return 0
 
     def _imp_source_remaining(self, a: Any) -> int:
