@@ -563,6 +563,28 @@ def test_update_hot_path_table(tmp_path: Path) -> None:
 
 # -- long keys -----------------------------------------------------------------------------------
 
+def test_update_hot_path_with_the_key_after_fixed_columns(tmp_path: Path) -> None:
+    # The primary key is the middle column: the hot path takes it from a fixed offset in the row.
+    rt = product(("tag", U8), ("id", U64), ("bal", I32))
+    with Datastore(tmp_path / "db") as d:
+        d.create_table(TableSchema(1, "acct", rt, Typespace([]), 1, [IndexSchema(1, "acct_id", 1, (1,), "btree", True)]))
+        with d.begin_mut() as tx:
+            for i in range(5):
+                tx.insert(1, encode(rt, (i, i << 40 | 7, 100)))
+            tx.commit()
+        with d.begin_mut() as tx:
+            tx.update(1, 1, encode(rt, (9, 3 << 40 | 7, 99)))
+            assert decoded(tx.index_scan_point(1, encode(U64, 3 << 40 | 7)), rt) == [(9, 3 << 40 | 7, 99)]
+            with pytest.raises(NoSuchRow):
+                tx.update(1, 1, encode(rt, (9, 3 << 40, 99)))
+            td = tx.commit()
+        assert td.tables[1].deletes == [encode(rt, (3, 3 << 40 | 7, 100))]
+        assert td.tables[1].inserts == [encode(rt, (9, 3 << 40 | 7, 99))]
+        d.checkpoint(0)
+        with d.begin_read() as r:
+            assert sorted(decoded(r.scan(1), rt), key=lambda v: v[1])[3] == (9, 3 << 40 | 7, 99)
+
+
 
 def test_long_unique_keys(ds: Datastore) -> None:
     base = "x" * 2000
