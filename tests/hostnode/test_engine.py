@@ -37,7 +37,9 @@ from hostnode.moduledef import (
     RawReducerDefV9,
     encode_raw_module_def,
 )
+from hostnode.txrecord import TxRecord
 from hostnode.wasm_host import FATAL_ERROR_MESSAGE, ModuleLoadError
+from sats.identity import Identity
 from sats.types import Ref, SumValue, Typespace, product
 from tests.hostnode.conftest import (
     ALICE,
@@ -617,6 +619,23 @@ def test_whoami(make_db: DbFactory) -> None:
         "whoami.timestamp": str(ts),
         "whoami.db_identity": DB_IDENTITY.to_hex(),
     }
+
+
+def test_each_call_runs_and_is_logged_as_its_own_caller(make_db: DbFactory) -> None:
+    # The engine keeps the last caller's converted forms; a different caller (or an equal one in
+    # another object) must never run or be logged as the previous one.
+    db = make_db("module-test")
+    callers = [BOB, ALICE, ALICE, Identity(BOB.value), CAROL, BOB]
+    offsets = []
+    for caller in callers:
+        out = call(db, "whoami", caller=caller)
+        assert out.committed and kv(db)["whoami.sender"] == caller.to_hex()
+        offsets.append(out.offset)
+    # A transaction with no reducer (SQL DML) right after BOB's call is logged as its own caller.
+    _, out = db.run_sql_dml(lambda tx: None, CAROL)
+    offsets.append(out.offset)
+    logged = {rec.offset: TxRecord.decode(rec.payload).caller_identity for rec in db.clog.read_from(offsets[0])}
+    assert [logged[o] for o in offsets] == [c.to_bsatn() for c in [*callers, CAROL]]
 
 
 @pytest.mark.parametrize("ts", [-5, 1])
