@@ -107,6 +107,12 @@ class Status(enum.Enum):
     OUT_OF_ENERGY = "out_of_energy"
 
 
+#: Enum members as module constants for the per-call path: Python 3.11's enum metaclass defines
+#: ``__getattr__``, so reading ``Status.COMMITTED`` takes the slow attribute hook (~70 ns, a global ~5).
+_COMMITTED = Status.COMMITTED
+_REDUCER_RECORD = RecordKind.REDUCER
+
+
 @dataclass(slots=True)
 class ReducerOutcome:
     """What happened when a reducer ran."""
@@ -129,7 +135,7 @@ class ReducerOutcome:
     @property
     def committed(self) -> bool:
         """True when the transaction committed."""
-        return self.status is Status.COMMITTED
+        return self.status is _COMMITTED
 
 
 @dataclass(slots=True)
@@ -601,7 +607,7 @@ class Database:
             if res.code == 0:
                 # The common case, kept flat: it runs for every committed reducer.
                 outcome = ReducerOutcome(
-                    Status.COMMITTED, "", name, rid, caller, connection_id, timestamp, args, res.fuel_used,
+                    _COMMITTED, "", name, rid, caller, connection_id, timestamp, args, res.fuel_used,
                     res.duration_micros,
                 )
             else:
@@ -616,8 +622,8 @@ class Database:
                 host.profile_ns = None
                 st.abi_us += sample[0] * (st.calls + 1 - st.abi_calls) // 1000
                 st.abi_calls = st.calls + 1
-        if outcome.status is Status.COMMITTED:
-            self._commit(outcome, tx.commit(), RecordKind.REDUCER, st)
+        if outcome.status is _COMMITTED:
+            self._commit(outcome, tx.commit(), _REDUCER_RECORD, st)
         else:
             tx.rollback()
             self._pending_arms.clear()
