@@ -645,7 +645,8 @@ class ModuleHost:
     def read(self, ptr: int, n: int) -> bytes:
         """Copy ``n`` bytes of guest memory at ``ptr`` (traps on null or out-of-bounds)."""
         self._check(ptr, n)
-        return bytes(self._mv[ptr : ptr + n])
+        # ``.tobytes()``, not ``bytes(...)``: calling the type costs ~600 instructions more per copy.
+        return self._mv[ptr : ptr + n].tobytes()
 
     def write(self, ptr: int, data: bytes) -> None:
         """Write bytes into guest memory."""
@@ -904,7 +905,7 @@ class ModuleHost:
         if tx is None:
             return NOT_IN_TRANSACTION
         try:
-            rows = tx.index_scan_point(index_id, bytes(self._mv[ptr : ptr + n]))
+            rows = tx.index_scan_point(index_id, self._mv[ptr : ptr + n].tobytes())
         except Exception as e:
             return _errno_of(e)
         iid = self._next_iter
@@ -1007,7 +1008,7 @@ class ModuleHost:
         n = _U32.unpack_from(self._mv, len_ptr)[0]
         if not (row_ptr and row_ptr + n <= size):
             self._check(row_ptr, n)
-        row = bytes(self._mv[row_ptr : row_ptr + n])
+        row = self._mv[row_ptr : row_ptr + n].tobytes()
         try:
             stored, generated = tx.update(table_id, index_id, row)
         except Exception as e:
@@ -1069,7 +1070,7 @@ class ModuleHost:
             self._check(ptr, n)
         except HostTrap:
             raise _DropRecord() from None
-        return bytes(self._mv[ptr : ptr + n]).decode("utf-8", errors="replace")
+        return self._mv[ptr : ptr + n].tobytes().decode("utf-8", errors="replace")
 
     def _imp_console_log(self, a: Any) -> None:
         level = a[0]
