@@ -59,6 +59,10 @@ TRANSACTION_IS_READ_ONLY = 19
 TRANSACTION_IS_MUT = 20
 HTTP_ERROR = 21
 
+#: What a row iterator or bytes source returns when it is used up: -1, as the u32 bits of the i32
+#: result (import callbacks store results as u32 items).
+_EXHAUSTED = 0xFFFFFFFF
+
 #: The reference closes a row-iterator chunk once it exceeds this many bytes.
 ROW_ITER_CHUNK_SIZE = 32 * 1024
 
@@ -771,15 +775,21 @@ class ModuleHost:
 
         if has_result and not result_i64:
 
+            # The impls return u32 values (an i32 result's bits: -1 is _EXHAUSTED); anything else
+            # fails the item store and traps. (Masking here cost ~350 instructions per call:
+            # 0xFFFFFFFF is past CPython's fast path for small ints.)
             @_CALLBACK
             def cb(_env: Any, _caller: Any, p: int, _n: int) -> int:
                 try:
-                    mv = views.get(p) or slots(p)
+                    try:
+                        mv = views[p]  # a subscript costs less than .get()
+                    except KeyError:
+                        mv = slots(p)
                     if host.profile_ns is None:
-                        mv[0] = impl(unpack(mv)) & 0xFFFFFFFF
+                        mv[0] = impl(unpack(mv))
                     else:
                         t0 = time.perf_counter_ns()
-                        mv[0] = impl(unpack(mv)) & 0xFFFFFFFF
+                        mv[0] = impl(unpack(mv))
                         host.profile_ns[0] += time.perf_counter_ns() - t0
                         host.profile_ns[1] += 1
                     return 0
@@ -957,7 +967,7 @@ class ModuleHost:
             mv[buf_ptr : buf_ptr + n] = chunks
             _U32.pack_into(mv, len_ptr, n)
             del self._iters[iid]
-            return -1
+            return _EXHAUSTED
         written = 0
         while chunks:
             chunk = chunks[0]
@@ -973,7 +983,7 @@ class ModuleHost:
         _U32.pack_into(mv, len_ptr, written)
         if not chunks:
             del self._iters[iid]
-            return -1
+            return _EXHAUSTED
         return 0
 
     def _imp_iter_close(self, a: Any) -> int:
@@ -1051,7 +1061,7 @@ class ModuleHost:
         pos += n
         if pos >= total:
             del self._sources[sid]
-            return -1
+            return _EXHAUSTED
         src[1] = pos
         return 0
 
@@ -1099,7 +1109,7 @@ class ModuleHost:
         tid = self._next_timer
         self._next_timer += 1
         self._timers[tid] = (name, time.perf_counter())
-        return tid
+        return tid & 0xFFFFFFFF
 
     def _imp_timer_end(self, a: Any) -> int:
         entry = self._timers.pop(a[0], None)
