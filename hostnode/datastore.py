@@ -222,6 +222,7 @@ class _Index:
         "fixed_off",
         "point_rev",
         "rev_slice",
+        "fast_table",
         "range_convs",
         "range_product",
     )
@@ -229,6 +230,8 @@ class _Index:
     def __init__(self, schema: IndexSchema, table: TableSchema, db: Any, table_db: Any, clustered: bool) -> None:
         self.schema = schema
         self.index_id = schema.index_id
+        #: Its table, when this index is that table's ``fast_pk`` (set by _Table).
+        self.fast_table: _Table | None = None
         self.name = schema.name
         self.table_id = schema.table_id
         self.table_name = table.name
@@ -423,6 +426,8 @@ class _Table:
         self.sec_unique = [i for i in self.secondary if i.unique]
         #: The clustering index when it is the only index: updates through it take the hot path.
         self.fast_pk = self.pk if not self.secondary else None
+        if self.fast_pk is not None:
+            self.fast_pk.fast_table = self
 
         codec = codec_for(row_type, ts)
         self.decode_row = codec.decode_all
@@ -1068,10 +1073,10 @@ class MutTx(_TxBase):
     def update(self, table_id: int, index_id: int, row: bytes) -> tuple[bytes, bytes]:
         """Replace the row with the same key on unique index ``index_id`` (ABI #13, §3.8)."""
         cat = self._cat
-        tbl = cat.tables.get(table_id)
         idx = cat.indexes.get(index_id)
-        if tbl is None or idx is None or idx is not tbl.fast_pk:
-            return self._update(tbl, idx, table_id, index_id, row)
+        tbl = None if idx is None else idx.fast_table
+        if tbl is None or tbl.table_id != table_id:
+            return self._update(cat.tables.get(table_id), idx, table_id, index_id, row)
         # Hot path: through the clustering key of a table with no other index, where the
         # locator is the key itself — one get and one put.
         if type(row) is not bytes:
@@ -1118,11 +1123,10 @@ class MutTx(_TxBase):
             del ins[old_row]
         else:
             dels[old_row] = rid8
-        r = dels.pop(row, None)
-        if r is None:
-            ins[row] = rid8
+        if row in dels:  # `in` then pop: no method call in the common case (not deleted before)
+            rid8 = dels.pop(row)
         else:
-            rid8 = r
+            ins[row] = rid8
         if child is None:
             self._ov[ck] = self._rc[ck] = rid8 + row
         else:

@@ -556,6 +556,11 @@ def test_update_hot_path_table(tmp_path: Path) -> None:
                 tx.update(1, 1, encode(rt, (30, 99)))
             with pytest.raises(BsatnDecodeError):
                 tx.update(1, 1, encode(rt, (3, 99))[:-1])
+            # The hot path's index belongs to table 1: any other table id is refused, changing nothing.
+            with pytest.raises(NoSuchTable):
+                tx.update(2, 1, encode(rt, (3, 98)))
+            with pytest.raises(NoSuchIndex):
+                tx.update(1, 2, encode(rt, (3, 98)))
             assert decoded(tx.index_scan_point(1, encode(U32, 3)), rt) == [(3, 99)]
             td = tx.commit()
         assert td.tables[1].deletes == [encode(rt, (3, 100))] and td.tables[1].inserts == [encode(rt, (3, 99))]
