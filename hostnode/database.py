@@ -44,7 +44,7 @@ from hostnode.modulelog import DEFAULT_KEEP, DEFAULT_MAX_BYTES, ModuleLog
 from hostnode.schema_build import SystemTables, build_schemas
 from hostnode.stats import ABI_SAMPLE_EVERY, DatabaseStats, TxnStats
 from hostnode.txdata import TxData
-from hostnode.txrecord import RecordKind, TxRecord, encode_record
+from hostnode.txrecord import RecordKind, TxRecord, record_head, record_parts
 from hostnode.wasm_host import (
     DEFAULT_FUEL_BUDGET,
     DEFAULT_MEMORY_LIMIT,
@@ -243,6 +243,8 @@ class Database:
         #: The last caller of a reducer with its BSATN and sender words: a client calls again and
         #: again with the same Identity object, and converting a u256 costs two C calls per call.
         self._last_caller: tuple[Identity | None, bytes, tuple[int, int, int, int]] = (None, b"", (0, 0, 0, 0))
+        #: Reducer name → the head of its REDUCER records (txrecord.record_head).
+        self._record_heads: dict[str, bytes] = {}
         #: ``time.perf_counter()`` when the writer's current job was queued (0: not known). The
         #: worker sets it; reducer calls count the difference as their wait.
         self.queued_at = 0.0
@@ -707,16 +709,23 @@ class Database:
             st.count_rows(txdata.tables)
         last = self._last_caller
         caller = outcome.caller
-        payload = encode_record(
-            kind,
-            outcome.reducer,
+        reducer = outcome.reducer
+        head = self._record_heads.get(reducer) if kind is _REDUCER_RECORD else None
+        if head is None:
+            head = record_head(kind, reducer)
+            if kind is _REDUCER_RECORD:
+                self._record_heads[reducer] = head
+        # The record's head and the TxData's pieces joined once (TxRecord's layout).
+        parts = record_parts(
+            head,
             last[1] if last[0] is caller else caller.to_bsatn(),
             outcome.connection_id.to_bytes(16, "little"),
             outcome.timestamp_micros,
             outcome.args,
             b"",
-            txdata.encode(),
         )
+        txdata.encode_into(parts)
+        payload = b"".join(parts)
         offset = outcome.offset = self.clog.append(self.config.epoch, payload)
         self._last_offset = offset
         n = self._since_checkpoint = self._since_checkpoint + 1
