@@ -1074,8 +1074,7 @@ class MutTx(_TxBase):
         """Replace the row with the same key on unique index ``index_id`` (ABI #13, §3.8)."""
         cat = self._cat
         idx = cat.indexes.get(index_id)
-        tbl = None if idx is None else idx.fast_table
-        if tbl is None or tbl.table_id != table_id:
+        if idx is None or (tbl := idx.fast_table) is None or tbl.table_id != table_id:
             return self._update(cat.tables.get(table_id), idx, table_id, index_id, row)
         # Hot path: through the clustering key of a table with no other index, where the
         # locator is the key itself — one get and one put.
