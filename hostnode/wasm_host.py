@@ -946,7 +946,10 @@ class ModuleHost:
 
     def _imp_iter_advance(self, a: Any) -> int:
         iid, buf_ptr, len_ptr = a
-        chunks = self._iters.get(iid)
+        # Taken out, and put back only if it does not end here (a point scan's always does).
+        # A trap on the way loses it, but a trap discards the instance and its iterators anyway.
+        iters = self._iters
+        chunks = iters.pop(iid, None)
         if chunks is None:
             return NO_SUCH_ITER
         size = self._size
@@ -963,10 +966,10 @@ class ModuleHost:
             n = len(chunks)
             if n > cap:
                 _U32.pack_into(mv, len_ptr, n)
+                iters[iid] = chunks
                 return BUFFER_TOO_SMALL
             mv[buf_ptr : buf_ptr + n] = chunks
             _U32.pack_into(mv, len_ptr, n)
-            del self._iters[iid]
             return _EXHAUSTED
         written = 0
         while chunks:
@@ -977,13 +980,14 @@ class ModuleHost:
             mv[buf_ptr + written : buf_ptr + written + n] = chunk
             written += n
             chunks.popleft()
-        if written == 0 and chunks:
+        if not chunks:
+            _U32.pack_into(mv, len_ptr, written)
+            return _EXHAUSTED
+        iters[iid] = chunks
+        if written == 0:
             _U32.pack_into(mv, len_ptr, len(chunks[0]))
             return BUFFER_TOO_SMALL
         _U32.pack_into(mv, len_ptr, written)
-        if not chunks:
-            del self._iters[iid]
-            return _EXHAUSTED
         return 0
 
     def _imp_iter_close(self, a: Any) -> int:

@@ -1000,3 +1000,33 @@ def test_a_checkpoint_whose_durability_wait_times_out_holds_nothing_undurable(ma
     quorum.ack("f1", db.last_offset + 1)
     assert db.checkpoint() is True
     assert dict(db.table_rows("kv"))["a"] == "1"
+
+
+def test_row_iterator_over_several_chunks(make_db: DbFactory) -> None:
+    # row_iter_bsatn_advance on an iterator of more than one chunk (module-abi.md §3.5): whole
+    # chunks per call, BUFFER_TOO_SMALL with the size needed, -1 once the last one is out.
+    from hostnode.wasm_host import BUFFER_TOO_SMALL, NO_SUCH_ITER, ROW_ITER_CHUNK_SIZE
+
+    db = make_db("module-test")
+    host = db.host
+    assert host is not None and host.has_instance
+    rows = [bytes([i]) * 1000 for i in range(80)]  # 80 KB: three chunks of whole rows
+    iid = host._new_iter(rows)
+    len_ptr = host.memory_size() - 8
+    buf_ptr = len_ptr - 2 * ROW_ITER_CHUNK_SIZE
+    got = b""
+    results = []
+    while True:
+        host.write_u32(len_ptr, 10)  # too small for any chunk
+        rc = host._imp_iter_advance((iid, buf_ptr, len_ptr))
+        if rc == NO_SUCH_ITER:
+            break
+        assert rc == BUFFER_TOO_SMALL
+        needed = host.read_u32(len_ptr)
+        assert needed % 1000 == 0  # whole rows: 33, 33, then 14 of them
+        host.write_u32(len_ptr, needed)
+        rc = host._imp_iter_advance((iid, buf_ptr, len_ptr))
+        results.append(rc)
+        got += host.read(buf_ptr, host.read_u32(len_ptr))
+    assert results[-1] == 0xFFFFFFFF and all(r == 0 for r in results[:-1]) and len(results) == 3
+    assert got == b"".join(rows)
