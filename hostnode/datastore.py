@@ -915,6 +915,12 @@ class MutTx(_TxBase):
 
     def index_scan_point(self, index_id: int, key_bsatn: bytes) -> list[bytes]:
         """Rows whose index key equals ``bsatn(key)`` (ABI #28), in rid order; any algorithm."""
+        rows = self.index_scan_point_rows(index_id, key_bsatn)
+        return [rows] if type(rows) is bytes else rows  # type: ignore[return-value]
+
+    def index_scan_point_rows(self, index_id: int, key_bsatn: bytes) -> bytes | list[bytes]:
+        """:meth:`index_scan_point`, with a single row as the row itself (what the module host
+        hands out as one iterator chunk): no list is built on the primary-key lookup path."""
         idx = self._cat.indexes.get(index_id)
         if idx is None or not idx.point_rev or len(key_bsatn) != idx.point_rev or self._child is not None:
             return _TxBase.index_scan_point(self, index_id, key_bsatn)
@@ -924,7 +930,7 @@ class MutTx(_TxBase):
         v = self._rc.get(ck, _ABSENT)
         if v is _ABSENT:
             v = self._rc[ck] = self._outer.get(ck[1], None, db)
-        return [] if v is None else [v[8:]]
+        return [] if v is None else v[8:]
 
     def _materialize(self) -> Any:
         child = self._ds._env.begin(None, self._outer, True)

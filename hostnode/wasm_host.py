@@ -915,12 +915,14 @@ class ModuleHost:
         if tx is None:
             return NOT_IN_TRANSACTION
         try:
-            rows = tx.index_scan_point(index_id, self._mv[ptr : ptr + n].tobytes())
+            rows = tx.index_scan_point_rows(index_id, self._mv[ptr : ptr + n].tobytes())
         except Exception as e:
             return _errno_of(e)
         iid = self._next_iter
         self._next_iter = iid + 1 if iid < 0xFFFFFFFF else 1
-        self._iters[iid] = rows[0] if len(rows) == 1 else self._chunks(rows)
+        if type(rows) is not bytes:  # bytes: the one row, the iterator's one chunk
+            rows = rows[0] if len(rows) == 1 else self._chunks(rows)
+        self._iters[iid] = rows
         _U32.pack_into(self._mv, out, iid)
         return 0
 

@@ -1113,3 +1113,19 @@ def test_closed_read_transactions_free_their_reader_slots_without_gc(tmp_path: P
     finally:
         gc.enable()
         ds.close()
+
+
+def test_point_scan_rows_gives_a_single_row_as_bytes(tmp_path: Path) -> None:
+    # What the module host reads: one row as the row itself, none as an empty list; every
+    # other path (here: after the child transaction exists) as index_scan_point's list.
+    ds = acct_store(tmp_path)
+    tx = ds.begin_mut()
+    assert tx.index_scan_point_rows(ACCT_PK, encode(U32, 1)) == encode(ACCT_T, (1, 100))
+    assert tx.index_scan_point_rows(ACCT_PK, encode(U32, 9)) == []
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (1, 5)))
+    assert tx.index_scan_point_rows(ACCT_PK, encode(U32, 1)) == encode(ACCT_T, (1, 5))
+    tx.scan(ACCT)  # materialises the child transaction
+    assert tx.index_scan_point_rows(ACCT_PK, encode(U32, 1)) == [encode(ACCT_T, (1, 5))]
+    with pytest.raises(NoSuchIndex):
+        tx.index_scan_point_rows(999, encode(U32, 1))
+    tx.rollback()
