@@ -221,6 +221,8 @@ class _Index:
         "point_conv",
         "fixed_off",
         "point_rev",
+        "rev_slice",
+        "fast_table",
         "range_convs",
         "range_product",
     )
@@ -228,6 +230,8 @@ class _Index:
     def __init__(self, schema: IndexSchema, table: TableSchema, db: Any, table_db: Any, clustered: bool) -> None:
         self.schema = schema
         self.index_id = schema.index_id
+        #: Its table, when this index is that table's ``fast_pk`` (set by _Table).
+        self.fast_table: _Table | None = None
         self.name = schema.name
         self.table_id = schema.table_id
         self.table_name = table.name
@@ -257,6 +261,12 @@ class _Index:
         #: For a clustered index on one unsigned fixed-size integer column: that column's width,
         #: whose key is its BSATN reversed (the primary-key lookup hot path). Else 0.
         self.point_rev = reversed_bsatn_width(col_types[0], ts) if clustered and len(convs) == 1 else 0
+        #: With ``point_rev`` and a fixed offset: the slice that takes the key from a row (the
+        #: column's bytes, reversed) in one step.
+        self.rev_slice: slice | None = None
+        if self.point_rev and self.fixed_off is not None:
+            off = self.fixed_off
+            self.rev_slice = slice(off + self.point_rev - 1, off - 1 if off else None, -1)
         if len(convs) == 1:
             conv = convs[0]
 
@@ -416,6 +426,8 @@ class _Table:
         self.sec_unique = [i for i in self.secondary if i.unique]
         #: The clustering index when it is the only index: updates through it take the hot path.
         self.fast_pk = self.pk if not self.secondary else None
+        if self.fast_pk is not None:
+            self.fast_pk.fast_table = self
 
         codec = codec_for(row_type, ts)
         self.decode_row = codec.decode_all
@@ -856,8 +868,9 @@ class MutTx(_TxBase):
 
     The LMDB child transaction is created lazily. Until something needs it, the hot paths
     (primary-key point scans and updates through the clustering key) work on an in-memory
-    overlay over the outer transaction: writes go to ``_ov`` and reads consult ``_ov``, then
-    ``_rc`` (rows already read), then the outer transaction. Commit writes the overlay straight
+    overlay over the outer transaction: writes go to ``_ov`` (what commit writes) and to ``_rc``
+    (every row this transaction has read or written), and reads consult ``_rc``, then the outer
+    transaction — one dictionary lookup per read. Commit writes the overlay straight
     into the outer transaction and rollback just drops it. A nested LMDB transaction costs
     ~3 µs per reducer under random access (page copies and dirty-list merging), which is a
     large share of a small reducer. Any other operation first materialises the child
@@ -895,12 +908,29 @@ class MutTx(_TxBase):
         if self._child is not None:
             return self._child.get(key, None, db)
         ck = (db, key)
-        v = self._ov.get(ck)
-        if v is None:
-            v = self._rc.get(ck, _ABSENT)
-            if v is _ABSENT:
-                v = self._rc[ck] = self._outer.get(key, None, db)
+        v = self._rc.get(ck, _ABSENT)
+        if v is _ABSENT:
+            v = self._rc[ck] = self._outer.get(key, None, db)
         return v
+
+    def index_scan_point(self, index_id: int, key_bsatn: bytes) -> list[bytes]:
+        """Rows whose index key equals ``bsatn(key)`` (ABI #28), in rid order; any algorithm."""
+        rows = self.index_scan_point_rows(index_id, key_bsatn)
+        return [rows] if type(rows) is bytes else rows  # type: ignore[return-value]
+
+    def index_scan_point_rows(self, index_id: int, key_bsatn: bytes) -> bytes | list[bytes]:
+        """:meth:`index_scan_point`, with a single row as the row itself (what the module host
+        hands out as one iterator chunk): no list is built on the primary-key lookup path."""
+        idx = self._cat.indexes.get(index_id)
+        if idx is None or not idx.point_rev or len(key_bsatn) != idx.point_rev or self._child is not None:
+            return _TxBase.index_scan_point(self, index_id, key_bsatn)
+        # Hot path (an integer primary key, overlay in use): _clustered_get inlined.
+        db = idx.db
+        ck = (db, key_bsatn[::-1])
+        v = self._rc.get(ck, _ABSENT)
+        if v is _ABSENT:
+            v = self._rc[ck] = self._outer.get(ck[1], None, db)
+        return [] if v is None else v[8:]
 
     def _materialize(self) -> Any:
         child = self._ds._env.begin(None, self._outer, True)
@@ -1049,10 +1079,9 @@ class MutTx(_TxBase):
     def update(self, table_id: int, index_id: int, row: bytes) -> tuple[bytes, bytes]:
         """Replace the row with the same key on unique index ``index_id`` (ABI #13, §3.8)."""
         cat = self._cat
-        tbl = cat.tables.get(table_id)
         idx = cat.indexes.get(index_id)
-        if tbl is None or idx is None or idx is not tbl.fast_pk:
-            return self._update(tbl, idx, table_id, index_id, row)
+        if idx is None or (tbl := idx.fast_table) is None or tbl.table_id != table_id:
+            return self._update(cat.tables.get(table_id), idx, table_id, index_id, row)
         # Hot path: through the clustering key of a table with no other index, where the
         # locator is the key itself — one get and one put.
         if type(row) is not bytes:
@@ -1064,26 +1093,23 @@ class MutTx(_TxBase):
                 tbl.validate(row)
             if tbl.seqs:
                 row, gen, seq_updates = self._gen_seqs(tbl, row)
-            off = idx.fixed_off
-            if off is None:
-                key = idx.extract(row)
-            elif idx.point_rev:
-                key = row[off : off + idx.point_rev][::-1]
+            rev = idx.rev_slice
+            if rev is not None:
+                key = row[rev]
             else:
-                key = idx.point_conv(row, off)[0]  # type: ignore[misc]
+                off = idx.fixed_off
+                key = idx.extract(row) if off is None else idx.point_conv(row, off)[0]  # type: ignore[misc]
         except DecodeError as e:
             raise BsatnDecodeError(f"row for table {tbl.name!r} does not decode: {e}") from None
-        if len(key) >= KEY_TRUNC:
+        if rev is None and len(key) >= KEY_TRUNC:
             return self._update(tbl, idx, table_id, index_id, row)
         child = self._child
         db = tbl.db
         if child is None:
             ck = (db, key)
-            old_val = self._ov.get(ck)
-            if old_val is None:
-                old_val = self._rc.get(ck, _ABSENT)
-                if old_val is _ABSENT:
-                    old_val = self._outer.get(key, None, db)
+            old_val = self._rc.get(ck, _ABSENT)
+            if old_val is _ABSENT:
+                old_val = self._outer.get(key, None, db)
         else:
             old_val = child.get(key, None, db)
         if old_val is None:
@@ -1102,13 +1128,12 @@ class MutTx(_TxBase):
             del ins[old_row]
         else:
             dels[old_row] = rid8
-        r = dels.pop(row, None)
-        if r is None:
-            ins[row] = rid8
+        if row in dels:  # `in` then pop: no method call in the common case (not deleted before)
+            rid8 = dels.pop(row)
         else:
-            rid8 = r
+            ins[row] = rid8
         if child is None:
-            self._ov[ck] = rid8 + row
+            self._ov[ck] = self._rc[ck] = rid8 + row
         else:
             child.put(key, rid8 + row, True, True, False, db)
         return row, gen

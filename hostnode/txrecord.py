@@ -21,6 +21,7 @@ FORMAT_VERSION = 1
 _HEAD = struct.Struct("<BBI")
 _FIXED = struct.Struct("<32s16sqI")
 _U32 = struct.Struct("<I")
+_NO_PROGRAM = _U32.pack(0)
 
 
 class RecordKind(enum.IntEnum):
@@ -86,16 +87,25 @@ def encode_record(
     program: bytes,
     txdata: bytes,
 ) -> bytes:
-    """Encode a record without building a TxRecord (the engine's per-transaction hot path)."""
+    """Encode a record without building a TxRecord."""
+    parts = record_parts(record_head(kind, reducer), caller_identity, connection_id, timestamp_micros, args, program)
+    parts.append(txdata)
+    return b"".join(parts)
+
+
+def record_head(kind: RecordKind, reducer: str) -> bytes:
+    """A record's first bytes (version, kind, reducer name): the same for every call of a
+    reducer, so the engine keeps them per reducer."""
     name = reducer.encode()
-    return b"".join(
-        (
-            _HEAD.pack(FORMAT_VERSION, kind, len(name)),
-            name,
-            _FIXED.pack(caller_identity, connection_id, timestamp_micros, len(args)),
-            args,
-            _U32.pack(len(program)),
-            program,
-            txdata,
-        )
-    )
+    return _HEAD.pack(FORMAT_VERSION, kind, len(name)) + name
+
+
+def record_parts(
+    head: bytes, caller_identity: bytes, connection_id: bytes, timestamp_micros: int, args: bytes, program: bytes
+) -> list[bytes]:
+    """A record up to its TxData, as pieces for one join: ``head`` from :func:`record_head`, then
+    the TxData's bytes appended (the engine's per-transaction hot path: ``TxData.encode_into``)."""
+    fixed = _FIXED.pack(caller_identity, connection_id, timestamp_micros, len(args))
+    if program:
+        return [head, fixed, args, _U32.pack(len(program)), program]
+    return [head, fixed, args, _NO_PROGRAM]

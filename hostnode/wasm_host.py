@@ -68,6 +68,10 @@ TRANSACTION_IS_READ_ONLY = 19
 TRANSACTION_IS_MUT = 20
 HTTP_ERROR = 21
 
+#: What a row iterator or bytes source returns when it is used up: -1, as the u32 bits of the i32
+#: result (import callbacks store results as u32 items).
+_EXHAUSTED = 0xFFFFFFFF
+
 #: The reference closes a row-iterator chunk once it exceeds this many bytes.
 ROW_ITER_CHUNK_SIZE = 32 * 1024
 
@@ -455,7 +459,10 @@ class ModuleHost:
         self._sources: dict[int, list[Any]] = {}  # id -> [bytes, pos]
         self._next_source = 1
         self._sink: bytearray | None = None
-        self._iters: dict[int, deque[bytes]] = {}
+        #: Open row iterators: the one chunk left as bytes (a point scan's row), else a deque of
+        #: chunks. (Typed Any: the hot path tells them apart with ``type(...) is bytes``, which
+        #: mypy does not narrow and which costs less than ``isinstance``.)
+        self._iters: dict[int, Any] = {}
         self._next_iter = 1
         self._timers: dict[int, tuple[str, float]] = {}
         self._next_timer = 1
@@ -745,7 +752,8 @@ class ModuleHost:
     def read(self, ptr: int, n: int) -> bytes:
         """Copy ``n`` bytes of guest memory at ``ptr`` (traps on null or out-of-bounds)."""
         self._check(ptr, n)
-        return bytes(self._mv[ptr : ptr + n])
+        # ``.tobytes()``, not ``bytes(...)``: calling the type costs ~600 instructions more per copy.
+        return self._mv[ptr : ptr + n].tobytes()
 
     def write(self, ptr: int, data: bytes) -> None:
         """Write bytes into guest memory."""
@@ -797,7 +805,7 @@ class ModuleHost:
     def _new_iter(self, rows: list[bytes]) -> int:
         iid = self._next_iter
         self._next_iter = iid + 1 if iid < 0xFFFFFFFF else 1
-        self._iters[iid] = deque(rows) if len(rows) <= 1 else self._chunks(rows)
+        self._iters[iid] = rows[0] if len(rows) == 1 else self._chunks(rows)
         return iid
 
     # --- import definitions --------------------------------------------------------------------
@@ -870,15 +878,21 @@ class ModuleHost:
 
         if has_result and not result_i64:
 
+            # The impls return u32 values (an i32 result's bits: -1 is _EXHAUSTED); anything else
+            # fails the item store and traps. (Masking here cost ~350 instructions per call:
+            # 0xFFFFFFFF is past CPython's fast path for small ints.)
             @_CALLBACK
             def cb(_env: Any, _caller: Any, p: int, _n: int) -> int:
                 try:
-                    mv = views.get(p) or slots(p)
+                    try:
+                        mv = views[p]  # a subscript costs less than .get()
+                    except KeyError:
+                        mv = slots(p)
                     if host.profile_ns is None:
-                        mv[0] = impl(unpack(mv)) & 0xFFFFFFFF
+                        mv[0] = impl(unpack(mv))
                     else:
                         t0 = time.perf_counter_ns()
-                        mv[0] = impl(unpack(mv)) & 0xFFFFFFFF
+                        mv[0] = impl(unpack(mv))
                         host.profile_ns[0] += time.perf_counter_ns() - t0
                         host.profile_ns[1] += 1
                     return 0
@@ -996,8 +1010,7 @@ class ModuleHost:
 
     def _imp_index_scan_point(self, a: Any) -> int:
         # Hot path (every primary-key lookup): bounds checks are inlined.
-        index_id = a[0]
-        ptr, n, out = a[1], a[2], a[3]
+        index_id, ptr, n, out = a
         if not (ptr and ptr + n <= self._size and out and out + 4 <= self._size):
             self._check(ptr, n)
             self._check(out, 4)
@@ -1005,12 +1018,14 @@ class ModuleHost:
         if tx is None:
             return NOT_IN_TRANSACTION
         try:
-            rows = tx.index_scan_point(index_id, bytes(self._mv[ptr : ptr + n]))
+            rows = tx.index_scan_point_rows(index_id, self._mv[ptr : ptr + n].tobytes())
         except Exception as e:
             return _errno_of(e)
         iid = self._next_iter
         self._next_iter = iid + 1 if iid < 0xFFFFFFFF else 1
-        self._iters[iid] = deque(rows) if len(rows) <= 1 else self._chunks(rows)
+        if type(rows) is not bytes:  # bytes: the one row, the iterator's one chunk
+            rows = rows[0] if len(rows) == 1 else self._chunks(rows)
+        self._iters[iid] = rows
         _U32.pack_into(self._mv, out, iid)
         return 0
 
@@ -1035,25 +1050,32 @@ class ModuleHost:
         return self._delete_and_count(a, "delete_by_rel")
 
     def _imp_iter_advance(self, a: Any) -> int:
-        iid, buf_ptr, len_ptr = a[0], a[1], a[2]
-        chunks = self._iters.get(iid)
+        iid, buf_ptr, len_ptr = a
+        # Taken out, and put back only if it does not end here (a point scan's always does).
+        # A trap on the way loses it, but a trap discards the instance and its iterators anyway.
+        iters = self._iters
+        chunks = iters.pop(iid, None)
         if chunks is None:
             return NO_SUCH_ITER
-        if not (len_ptr and len_ptr + 4 <= self._size):
+        size = self._size
+        if not (len_ptr and len_ptr + 4 <= size):
             self._check(len_ptr, 4)
+            size = self._size
         mv = self._mv
         cap = _U32.unpack_from(mv, len_ptr)[0]
-        if not (buf_ptr and buf_ptr + cap <= self._size):
+        if not (buf_ptr and buf_ptr + cap <= size):
             self._check(buf_ptr, cap)
             mv = self._mv
-        if len(chunks) == 1 and len(chunks[0]) <= cap:
-            # The common case (a point scan): one chunk that fits, and the iterator is done.
-            chunk = chunks[0]
-            n = len(chunk)
-            mv[buf_ptr : buf_ptr + n] = chunk
+        if type(chunks) is bytes:
+            # One chunk left (always so for a point scan): the iterator ends if it fits.
+            n = len(chunks)
+            if n > cap:
+                _U32.pack_into(mv, len_ptr, n)
+                iters[iid] = chunks
+                return BUFFER_TOO_SMALL
+            mv[buf_ptr : buf_ptr + n] = chunks
             _U32.pack_into(mv, len_ptr, n)
-            del self._iters[iid]
-            return -1
+            return _EXHAUSTED
         written = 0
         while chunks:
             chunk = chunks[0]
@@ -1063,13 +1085,14 @@ class ModuleHost:
             mv[buf_ptr + written : buf_ptr + written + n] = chunk
             written += n
             chunks.popleft()
-        if written == 0 and chunks:
+        if not chunks:
+            _U32.pack_into(mv, len_ptr, written)
+            return _EXHAUSTED
+        iters[iid] = chunks
+        if written == 0:
             _U32.pack_into(mv, len_ptr, len(chunks[0]))
             return BUFFER_TOO_SMALL
         _U32.pack_into(mv, len_ptr, written)
-        if not chunks:
-            del self._iters[iid]
-            return -1
         return 0
 
     def _imp_iter_close(self, a: Any) -> int:
@@ -1094,8 +1117,7 @@ class ModuleHost:
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
     def _imp_update(self, a: Any) -> int:
-        table_id, index_id = a[0], a[1]
-        row_ptr, len_ptr = a[2], a[3]
+        table_id, index_id, row_ptr, len_ptr = a
         tx = self.tx
         if tx is None:
             return NOT_IN_TRANSACTION
@@ -1105,7 +1127,7 @@ class ModuleHost:
         n = _U32.unpack_from(self._mv, len_ptr)[0]
         if not (row_ptr and row_ptr + n <= size):
             self._check(row_ptr, n)
-        row = bytes(self._mv[row_ptr : row_ptr + n])
+        row = self._mv[row_ptr : row_ptr + n].tobytes()
         try:
             stored, generated = tx.update(table_id, index_id, row)
         except Exception as e:
@@ -1129,22 +1151,27 @@ class ModuleHost:
         return 0
 
     def _imp_source_read(self, a: Any) -> int:
-        sid, buf_ptr, len_ptr = a[0], a[1], a[2]
+        sid, buf_ptr, len_ptr = a
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
-        cap = self.read_u32(len_ptr)
+        if not (len_ptr and len_ptr + 4 <= self._size):
+            self._check(len_ptr, 4)
+        cap = _U32.unpack_from(self._mv, len_ptr)[0]
         data, pos = src
-        n = min(cap, len(data) - pos)
+        total = len(data)
+        n = min(cap, total - pos)
         if not (buf_ptr and buf_ptr + n <= self._size):
             self._check(buf_ptr, n)
+        mv = self._mv
         if n:
-            self._mv[buf_ptr : buf_ptr + n] = data[pos : pos + n] if pos or n != len(data) else data
-        src[1] = pos + n
-        _U32.pack_into(self._mv, len_ptr, n)
-        if src[1] >= len(data):
+            mv[buf_ptr : buf_ptr + n] = data[pos : pos + n] if pos or n != total else data
+        _U32.pack_into(mv, len_ptr, n)
+        pos += n
+        if pos >= total:
             del self._sources[sid]
-            return -1
+            return _EXHAUSTED
+        src[1] = pos
         return 0
 
     def _imp_source_remaining(self, a: Any) -> int:
@@ -1162,7 +1189,7 @@ class ModuleHost:
             self._check(ptr, n)
         except HostTrap:
             raise _DropRecord() from None
-        return bytes(self._mv[ptr : ptr + n]).decode("utf-8", errors="replace")
+        return self._mv[ptr : ptr + n].tobytes().decode("utf-8", errors="replace")
 
     def _imp_console_log(self, a: Any) -> None:
         level = a[0]
@@ -1191,7 +1218,7 @@ class ModuleHost:
         tid = self._next_timer
         self._next_timer += 1
         self._timers[tid] = (name, time.perf_counter())
-        return tid
+        return tid & 0xFFFFFFFF
 
     def _imp_timer_end(self, a: Any) -> int:
         entry = self._timers.pop(a[0], None)

@@ -9,10 +9,21 @@ Wall-clock figures on a shared VM move ±15 %; instruction counts do not. Run tw
 sync thread is switched off so only the caller's work is counted, and so are time-based
 checkpoints: under valgrind 32 calls take longer than the checkpoint interval, and a checkpoint
 would wait for a sync that never comes.
+
+The difference also counts this script's own work around the calls (~9.6k instructions per
+call more than the calls themselves, measured on two trees) and moves by ±1.5k between runs
+(wasmtime compiles on several threads at startup; set PYTHONHASHSEED=0, hash randomisation moves
+it too). The calls run under ``itertools.starmap``, so one run can count them and nothing else:
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --toggle-collect=starmap_next .venv/bin/python -m loadtest.callgrind_transfer 2000
+
+("Collected" / 2000 = instructions per ``Database.call_reducer("transfer", ...)``; two runs of
+one tree agree within ±50, so cuts of a few hundred instructions can be told apart.)
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 import sys
@@ -39,8 +50,10 @@ def main() -> None:
         rng = random.Random(5)
         args = [struct.pack("<IIq", rng.randrange(20_000), rng.randrange(20_000), 1) for _ in range(calls)]
         db.committer.notify = lambda: None  # type: ignore[method-assign]
-        for a in args:
-            db.call_reducer("transfer", a, caller=owner)
+        call = db.call_reducer
+        # Under starmap so that valgrind --toggle-collect=starmap_next counts just these calls.
+        for _ in itertools.starmap(lambda a: call("transfer", a, caller=owner), zip(args)):
+            pass
         del db.committer.notify  # back to the real one, so closing can make everything durable
         db.committer.notify()
         db.close()

@@ -556,12 +556,39 @@ def test_update_hot_path_table(tmp_path: Path) -> None:
                 tx.update(1, 1, encode(rt, (30, 99)))
             with pytest.raises(BsatnDecodeError):
                 tx.update(1, 1, encode(rt, (3, 99))[:-1])
+            # The hot path's index belongs to table 1: any other table id is refused, changing nothing.
+            with pytest.raises(NoSuchTable):
+                tx.update(2, 1, encode(rt, (3, 98)))
+            with pytest.raises(NoSuchIndex):
+                tx.update(1, 2, encode(rt, (3, 98)))
             assert decoded(tx.index_scan_point(1, encode(U32, 3)), rt) == [(3, 99)]
             td = tx.commit()
         assert td.tables[1].deletes == [encode(rt, (3, 100))] and td.tables[1].inserts == [encode(rt, (3, 99))]
 
 
 # -- long keys -----------------------------------------------------------------------------------
+
+def test_update_hot_path_with_the_key_after_fixed_columns(tmp_path: Path) -> None:
+    # The primary key is the middle column: the hot path takes it from a fixed offset in the row.
+    rt = product(("tag", U8), ("id", U64), ("bal", I32))
+    with Datastore(tmp_path / "db") as d:
+        d.create_table(TableSchema(1, "acct", rt, Typespace([]), 1, [IndexSchema(1, "acct_id", 1, (1,), "btree", True)]))
+        with d.begin_mut() as tx:
+            for i in range(5):
+                tx.insert(1, encode(rt, (i, i << 40 | 7, 100)))
+            tx.commit()
+        with d.begin_mut() as tx:
+            tx.update(1, 1, encode(rt, (9, 3 << 40 | 7, 99)))
+            assert decoded(tx.index_scan_point(1, encode(U64, 3 << 40 | 7)), rt) == [(9, 3 << 40 | 7, 99)]
+            with pytest.raises(NoSuchRow):
+                tx.update(1, 1, encode(rt, (9, 3 << 40, 99)))
+            td = tx.commit()
+        assert td.tables[1].deletes == [encode(rt, (3, 3 << 40 | 7, 100))]
+        assert td.tables[1].inserts == [encode(rt, (9, 3 << 40 | 7, 99))]
+        d.checkpoint(0)
+        with d.begin_read() as r:
+            assert sorted(decoded(r.scan(1), rt), key=lambda v: v[1])[3] == (9, 3 << 40 | 7, 99)
+
 
 
 def test_long_unique_keys(ds: Datastore) -> None:
@@ -1086,3 +1113,19 @@ def test_closed_read_transactions_free_their_reader_slots_without_gc(tmp_path: P
     finally:
         gc.enable()
         ds.close()
+
+
+def test_point_scan_rows_gives_a_single_row_as_bytes(tmp_path: Path) -> None:
+    # What the module host reads: one row as the row itself, none as an empty list; every
+    # other path (here: after the child transaction exists) as index_scan_point's list.
+    ds = acct_store(tmp_path)
+    tx = ds.begin_mut()
+    assert tx.index_scan_point_rows(ACCT_PK, encode(U32, 1)) == encode(ACCT_T, (1, 100))
+    assert tx.index_scan_point_rows(ACCT_PK, encode(U32, 9)) == []
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (1, 5)))
+    assert tx.index_scan_point_rows(ACCT_PK, encode(U32, 1)) == encode(ACCT_T, (1, 5))
+    tx.scan(ACCT)  # materialises the child transaction
+    assert tx.index_scan_point_rows(ACCT_PK, encode(U32, 1)) == [encode(ACCT_T, (1, 5))]
+    with pytest.raises(NoSuchIndex):
+        tx.index_scan_point_rows(999, encode(U32, 1))
+    tx.rollback()

@@ -37,7 +37,9 @@ from hostnode.moduledef import (
     RawReducerDefV9,
     encode_raw_module_def,
 )
+from hostnode.txrecord import TxRecord
 from hostnode.wasm_host import FATAL_ERROR_MESSAGE, ModuleLoadError
+from sats.identity import Identity
 from sats.types import Ref, SumValue, Typespace, product
 from tests.hostnode.conftest import (
     ALICE,
@@ -634,6 +636,23 @@ def test_whoami(make_db: DbFactory) -> None:
     }
 
 
+def test_each_call_runs_and_is_logged_as_its_own_caller(make_db: DbFactory) -> None:
+    # The engine keeps the last caller's converted forms; a different caller (or an equal one in
+    # another object) must never run or be logged as the previous one.
+    db = make_db("module-test")
+    callers = [BOB, ALICE, ALICE, Identity(BOB.value), CAROL, BOB]
+    offsets = []
+    for caller in callers:
+        out = call(db, "whoami", caller=caller)
+        assert out.committed and kv(db)["whoami.sender"] == caller.to_hex()
+        offsets.append(out.offset)
+    # A transaction with no reducer (SQL DML) right after BOB's call is logged as its own caller.
+    _, out = db.run_sql_dml(lambda tx: None, CAROL)
+    offsets.append(out.offset)
+    logged = {rec.offset: TxRecord.decode(rec.payload).caller_identity for rec in db.clog.read_from(offsets[0])}
+    assert [logged[o] for o in offsets] == [c.to_bsatn() for c in [*callers, CAROL]]
+
+
 @pytest.mark.parametrize("ts", [-5, 1])
 def test_explicit_timestamps_are_used(make_db: DbFactory, ts: int) -> None:
     db = make_db("module-test")
@@ -996,3 +1015,33 @@ def test_a_checkpoint_whose_durability_wait_times_out_holds_nothing_undurable(ma
     quorum.ack("f1", db.last_offset + 1)
     assert db.checkpoint() is True
     assert dict(db.table_rows("kv"))["a"] == "1"
+
+
+def test_row_iterator_over_several_chunks(make_db: DbFactory) -> None:
+    # row_iter_bsatn_advance on an iterator of more than one chunk (module-abi.md §3.5): whole
+    # chunks per call, BUFFER_TOO_SMALL with the size needed, -1 once the last one is out.
+    from hostnode.wasm_host import BUFFER_TOO_SMALL, NO_SUCH_ITER, ROW_ITER_CHUNK_SIZE
+
+    db = make_db("module-test")
+    host = db.host
+    assert host is not None and host.has_instance
+    rows = [bytes([i]) * 1000 for i in range(80)]  # 80 KB: three chunks of whole rows
+    iid = host._new_iter(rows)
+    len_ptr = host.memory_size() - 8
+    buf_ptr = len_ptr - 2 * ROW_ITER_CHUNK_SIZE
+    got = b""
+    results = []
+    while True:
+        host.write_u32(len_ptr, 10)  # too small for any chunk
+        rc = host._imp_iter_advance((iid, buf_ptr, len_ptr))
+        if rc == NO_SUCH_ITER:
+            break
+        assert rc == BUFFER_TOO_SMALL
+        needed = host.read_u32(len_ptr)
+        assert needed % 1000 == 0  # whole rows: 33, 33, then 14 of them
+        host.write_u32(len_ptr, needed)
+        rc = host._imp_iter_advance((iid, buf_ptr, len_ptr))
+        results.append(rc)
+        got += host.read(buf_ptr, host.read_u32(len_ptr))
+    assert results[-1] == 0xFFFFFFFF and all(r == 0 for r in results[:-1]) and len(results) == 3
+    assert got == b"".join(rows)

@@ -118,3 +118,20 @@ def test_put_meta_payload_must_hold_its_key() -> None:
     assert SchemaOp.from_payload(SchemaOpKind.PUT_META, b"\x01\x00\x00\x00kv") == SchemaOp(
         SchemaOpKind.PUT_META, key=b"k", value=b"v"
     )
+
+
+def test_long_rows_and_many_tables_round_trip() -> None:
+    # Past the encoder's lookup tables: 16+ tables, rows of 1 KiB and more.
+    tables = {t: TableChanges([b"i" * (1020 + t)], [b"d" * (1030 - t)], [t]) for t in range(20)}
+    td = TxData(tables, {1: -5}, [SchemaOp(SchemaOpKind.DROP_TABLE, id=3)])
+    data = td.encode()
+    assert data[:5] == b"\x01" + (20).to_bytes(4, "little")
+    assert TxData.decode(data) == td
+    parts = [b"head"]
+    td.encode_into(parts)
+    assert b"".join(parts) == b"head" + data
+
+
+def test_mismatched_row_ids_are_refused() -> None:
+    with pytest.raises(ValueError):
+        TxData({1: TableChanges([b"a", b"b"], [], [1])}).encode()
