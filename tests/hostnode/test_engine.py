@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import shutil
 import struct
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -355,6 +357,34 @@ def test_a_call_past_its_time_budget_is_stopped_and_rolled_back(make_db: DbFacto
     assert [e["message"] for e in errors] == [message]
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to leave one free"
+)
+def test_a_long_call_leaves_one_cpu_to_everything_else(make_db: DbFactory) -> None:
+    db = make_db("module-test", fuel_budget=10**15, time_budget_s=1.0)
+    everything = os.sched_getaffinity(0)
+    me = threading.get_native_id()
+    seen: list[set[int]] = []
+    done = threading.Event()
+
+    def watch() -> None:  # what the calling thread may run on, while the call runs
+        while not done.is_set():
+            seen.append(os.sched_getaffinity(me))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        out = call(db, "infinite_loop")
+    finally:
+        done.set()
+        watcher.join()
+    assert out.status is Status.FAILED and "time budget" in out.message
+    assert everything - {min(everything)} in seen  # off the lowest CPU while it ran long
+    assert os.sched_getaffinity(0) == everything  # and given every CPU back when it ended
+    assert call(db, "set_kv", "short", "calls").committed
+
+
 # ----------------------------------------------------------------------------- logs
 
 
@@ -641,13 +671,15 @@ def test_each_call_runs_and_is_logged_as_its_own_caller(make_db: DbFactory) -> N
     # another object) must never run or be logged as the previous one.
     db = make_db("module-test")
     callers = [BOB, ALICE, ALICE, Identity(BOB.value), CAROL, BOB]
-    offsets = []
+    offsets: list[int] = []
     for caller in callers:
         out = call(db, "whoami", caller=caller)
         assert out.committed and kv(db)["whoami.sender"] == caller.to_hex()
+        assert out.offset is not None
         offsets.append(out.offset)
     # A transaction with no reducer (SQL DML) right after BOB's call is logged as its own caller.
     _, out = db.run_sql_dml(lambda tx: None, CAROL)
+    assert out.offset is not None
     offsets.append(out.offset)
     logged = {rec.offset: TxRecord.decode(rec.payload).caller_identity for rec in db.clog.read_from(offsets[0])}
     assert [logged[o] for o in offsets] == [c.to_bsatn() for c in [*callers, CAROL]]
