@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import mmap
@@ -206,7 +207,7 @@ class Tally:
         self.digests = [0] * (conns + 1)
         self.messages = 0
         self.batches = 0
-        self.first_ns = 0
+        #: When the last batch was read (``time.monotonic_ns``: one clock for every process).
         self.last_ns = 0
         self.errors: list[str] = []
 
@@ -220,10 +221,7 @@ class Tally:
         except IndexError:
             bad = sorted({c for c, _ in messages if c >= len(digests)})
             self.errors.append(f"connection ids {bad[:5]} are not among the run's 1..{len(digests) - 1}")
-        now = time.monotonic_ns()
-        if not self.batches:
-            self.first_ns = now
-        self.last_ns = now
+        self.last_ns = time.monotonic_ns()
         self.batches += 1
         self.messages += len(messages)
 
@@ -372,7 +370,7 @@ class Control:
     def end_run(self, tally: Tally) -> None:
         self.say({
             "messages": tally.messages, "batches": tally.batches, "digests": tally.digests,
-            "first_ns": tally.first_ns, "last_ns": tally.last_ns, "errors": tally.errors,
+            "last_ns": tally.last_ns, "errors": tally.errors,
             "cpu_s": time.process_time() - self._cpu0,
         })  # fmt: skip
 
@@ -388,6 +386,7 @@ class Control:
 
 
 async def serve_grpc(ctl: Control) -> None:
+    """The host on a grpc.aio server (127.0.0.1, a free port): each stream is one run."""
     async def stream(requests: Any, context: Any) -> Any:
         tally, echo = ctl.start_run(), ctl.echo
         try:
@@ -414,6 +413,7 @@ async def serve_grpc(ctl: Control) -> None:
 
 
 async def serve_unix(ctl: Control, path: str) -> None:
+    """The host on a unix socket at ``path``: each connection is one run."""
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tally, echo = ctl.start_run(), ctl.echo
         try:
@@ -444,6 +444,8 @@ async def serve_unix(ctl: Control, path: str) -> None:
 
 
 async def serve_shm(ctl: Control, fds: Sequence[int], capacity: int) -> None:
+    """The host on the rings the benchmark made (``fds``: the two memfds, then each one's data
+    and space eventfds): each run ends with an empty frame, answered with one."""
     inbound = Ring(fds[0], capacity, data_fd=fds[2], space_fd=fds[3])
     outbound = Ring(fds[1], capacity, data_fd=fds[4], space_fd=fds[5])
 
@@ -510,6 +512,8 @@ class Link(Protocol):
 
 
 class GrpcLink:
+    """A run on one call of the bidirectional stream."""
+
     def __init__(self, call: Any) -> None:
         self.call = call
 
@@ -528,6 +532,8 @@ class GrpcLink:
 
 
 class UnixLink:
+    """A run on one connection of the unix socket; the end of the run is the end of the connection."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
 
@@ -554,6 +560,8 @@ class UnixLink:
 
 
 class ShmLink:
+    """A run on the two rings, which outlive it: an empty frame ends it each way."""
+
     def __init__(self, outbound: Ring, inbound: Ring) -> None:
         self.outbound, self.inbound = outbound, inbound
 
@@ -879,7 +887,7 @@ async def _measure_transport(kind: str, pool: list[tuple[int, bytes]], cfg: Tran
         report.host_pids.append(host.proc.pid)
         try:
             if cfg.warmup > 0:
-                warm_cfg = TransportConfig(**{**asdict(cfg), "seconds": cfg.warmup})
+                warm_cfg = dataclasses.replace(cfg, seconds=cfg.warmup)
                 warm = await measure(host, "echo", cut_batches(pool, min(WARMUP_BATCH, max(cfg.batches))), warm_cfg)
                 report.notes += [f"{kind} warm-up: {e}" for e in warm.errors]
             for size in cfg.batches:
@@ -892,7 +900,7 @@ async def _measure_transport(kind: str, pool: list[tuple[int, bytes]], cfg: Tran
                         f"µs/msg, host {r.host_cpu_us:.2f} µs/msg{rtt}{'' if r.ok else ' — FAILED: ' + '; '.join(r.errors)}")  # fmt: skip
         finally:
             await host.stop()
-            if host.proc.returncode not in (0, None, -9):
+            if host.proc.returncode != 0:
                 report.notes.append(f"the {kind} host exited with status {host.proc.returncode}")
 
 
