@@ -130,6 +130,7 @@ bench: install
 	$(PY) -m loadtest.bench_ws
 	$(PY) -m loadtest.bench_cluster
 	$(PY) -m loadtest.bench_shapes
+	$(PY) -m loadtest.bench_transport
 	$(PY) -m loadtest.bench_isolation
 
 # Standalone Orrery on RUN_ADDR with data in RUN_DATA, quickstart-chat published; Ctrl-C stops it.
