@@ -134,9 +134,9 @@ ABI_IMPORTS: list[tuple[str, str, list[wasmtime.ValType], list[wasmtime.ValType]
 ]
 
 CALL_REDUCER_SIG = ([I32] + [I64] * 7 + [I32] * 2, [I32])
-#: ``__call_reducer__``'s arguments as ten wasmtime_val_t (kind byte, value at offset 8).
+#: ``__call_reducer__``'s arguments as ten wasmtime_val_t (kind byte, value at offset 8); the
+#: kinds are WASMTIME_I32 = 0 for the first and the last two, WASMTIME_I64 = 1 between.
 _CALL_REDUCER_VALS = struct.Struct("<" + "B7xQ16x" * 10)
-_CALL_REDUCER_KINDS = (0, 1, 1, 1, 1, 1, 1, 1, 0, 0)  # WASMTIME_I32 = 0, WASMTIME_I64 = 1
 _VAL_SIZE = 32
 _I32_VAL = struct.Struct("<B7xI")
 assert ctypes.sizeof(ffi.wasmtime_val_t) == _VAL_SIZE
@@ -661,11 +661,6 @@ class ModuleHost:
     def fuel_budget(self) -> int:
         """Fuel each call starts with (fixed for the host's life: its ctypes form is prebuilt)."""
         return self._fuel_budget
-
-    @property
-    def time_budget_s(self) -> float:
-        """Wall-clock seconds a call may run before it is stopped."""
-        return self._time_budget_s
 
     def _raw_call(self, func: Any, args: Any, nargs: Any, nresults: Any = _ONE, has_result: bool = True) -> CallResult:
         """Call the export at ``func`` (address, or a c_void_p of it) with ``nargs`` wasmtime_val_t

@@ -103,6 +103,7 @@ __all__ = [
     "FailoverStats",
     "Report",
     "cpu_probe",
+    "probe_text",
     "main",
     "run_benchmark",
 ]
@@ -390,6 +391,12 @@ def cpu_probe(iterations: int = PROBE_ITERATIONS, repeats: int = PROBE_REPEATS) 
     except OSError:
         load = None
     return CpuProbe(min(times) * 1e3, statistics.median(times) * 1e3, load)
+
+
+def probe_text(p: CpuProbe) -> str:
+    """A probe as the reports print it: best, median and the load average then."""
+    load = "n/a" if p.loadavg is None else "/".join(f"{v:.2f}" for v in p.loadavg)
+    return f"{p.best_ms:.1f} ms (median {p.median_ms:.1f}, load average {load})"
 
 
 def rss_mb(pid: int) -> float:

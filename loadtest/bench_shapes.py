@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import bench_http, bench_ws
-from loadtest.bench_cluster import PROBE_ITERATIONS, PROBE_REPEATS, CpuProbe, cpu_probe
+from loadtest.bench_cluster import PROBE_ITERATIONS, PROBE_REPEATS, CpuProbe, cpu_probe, probe_text
 from loadtest.bench_engine import make_pairs
 from loadtest.bench_http import machine_busy_seconds, machine_info
 from loadtest.bench_ws import FanoutStats, reducer_load
@@ -459,20 +459,15 @@ def run_benchmark(cfg: ShapesConfig, *, log: Callable[[str], None] = print) -> R
 # --- the report ----------------------------------------------------------------------------------
 
 
-def _probe(p: CpuProbe) -> str:
-    load = "n/a" if p.loadavg is None else "/".join(f"{v:.2f}" for v in p.loadavg)
-    return f"{p.best_ms:.1f} ms (median {p.median_ms:.1f}, load average {load})"
-
-
 def render(report: Report) -> str:
     """The markdown the benchmark prints."""
     m, cfg = report.machine, report.config
-    end = "n/a" if report.probe_end is None else _probe(report.probe_end)
+    end = "n/a" if report.probe_end is None else probe_text(report.probe_end)
     lines = [
         f"machine: {m['cores']} cores ({m['cpu']}), {m['python']}, server loop {m['server_loop']}; "
         "load generator and server share the cores",
         f"- CPU probe ({PROBE_ITERATIONS:,}-iteration Python loop, best of {PROBE_REPEATS}): "
-        f"start {_probe(report.probe_start)}; end {end}",
+        f"start {probe_text(report.probe_start)}; end {end}",
         f"- {cfg['accounts']:,} accounts, transfer(from, to, 1), BSATN, no compression; {cfg['seconds']:g} s per "
         f"shape after {cfg['warmup']:g} s of warm-up",
         "",

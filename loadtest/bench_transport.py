@@ -71,7 +71,7 @@ import grpc
 import grpc.aio
 
 from loadtest import bench_http
-from loadtest.bench_cluster import PROBE_ITERATIONS, PROBE_REPEATS, CpuProbe, cpu_probe
+from loadtest.bench_cluster import PROBE_ITERATIONS, PROBE_REPEATS, CpuProbe, cpu_probe, probe_text
 from loadtest.bench_http import machine_busy_seconds, machine_info, percentile
 from proto import GRPC_OPTIONS
 from proto import hostnode_pb2 as hpb
@@ -921,22 +921,17 @@ def run_benchmark(cfg: TransportConfig, *, log: Callable[[str], None] = print) -
     return report
 
 
-def _probe(p: CpuProbe) -> str:
-    load = "n/a" if p.loadavg is None else "/".join(f"{v:.2f}" for v in p.loadavg)
-    return f"{p.best_ms:.1f} ms (median {p.median_ms:.1f}, load average {load})"
-
-
 def render(report: Report) -> str:
     """The markdown the benchmark prints: a row per transport and batch size, both modes side by side."""
     m, cfg = report.machine, report.config
-    end = "n/a" if report.probe_end is None else _probe(report.probe_end)
+    end = "n/a" if report.probe_end is None else probe_text(report.probe_end)
     pool = make_pool(cfg["conns"], cfg["seed"])
     mean_req = statistics.fmean(len(f) for _, f in pool)
     lines = [
         f"machine: {m['cores']} cores ({m['cpu']}), {m['python']}, grpcio {m['grpcio']}, protobuf {m['protobuf']}; "
         "both processes share the cores",
         f"- CPU probe ({PROBE_ITERATIONS:,}-iteration Python loop, best of {PROBE_REPEATS}): "
-        f"start {_probe(report.probe_start)}; end {end}",
+        f"start {probe_text(report.probe_start)}; end {end}",
         f"- {cfg['conns']} connections, requests {REQUEST_BYTES[0]}–{REQUEST_BYTES[1]} bytes (mean {mean_req:.0f}), "
         f"replies {len(REPLY_TAIL)} bytes longer; {cfg['seconds']:g} s a run; echo with {cfg['window']} batches in flight",
         "",

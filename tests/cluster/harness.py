@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clustermeta.connect import open_metastore
-from clustermeta.metastore import MetaStore
+from clustermeta.metastore import KeyValue, MetaStore
 from clustermeta.records import DB_PREFIX, NODES_PREFIX, DatabaseRecord, db_key, node_of_key
 from orrery.cluster_local import ETCD_PREFIX, LocalCluster
 from sats.identity import Identity
@@ -87,23 +87,21 @@ class ClusterFixture:
             await store.close()
         return None if kv is None else DatabaseRecord.from_json(kv.value)
 
-    async def records(self) -> list[DatabaseRecord]:
-        """Every database record."""
+    async def _under(self, prefix: bytes) -> list[KeyValue]:
+        """Every key under ``prefix`` as etcd holds it now."""
         store = await self.store()
         try:
-            resp = await store.get_prefix(DB_PREFIX)
+            return list((await store.get_prefix(prefix)).kvs)
         finally:
             await store.close()
-        return [DatabaseRecord.from_json(kv.value) for kv in resp.kvs]
+
+    async def records(self) -> list[DatabaseRecord]:
+        """Every database record."""
+        return [DatabaseRecord.from_json(kv.value) for kv in await self._under(DB_PREFIX)]
 
     async def live_nodes(self) -> set[str]:
         """The host nodes registered in etcd now (their lease is alive)."""
-        store = await self.store()
-        try:
-            resp = await store.get_prefix(NODES_PREFIX)
-        finally:
-            await store.close()
-        return {node_of_key(kv.key) for kv in resp.kvs}
+        return {node_of_key(kv.key) for kv in await self._under(NODES_PREFIX)}
 
     async def leader(self, identity: Identity, timeout: float = 60.0) -> str:
         """The node leading the database (waits through an election)."""
