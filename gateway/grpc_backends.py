@@ -28,7 +28,7 @@ import re
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
@@ -545,7 +545,7 @@ class _WsStream:
     def __init__(self, stub: hpb_grpc.HostNodeStub, database: Identity, budget: WsBudget) -> None:
         self.database = database
         self.budget = budget
-        self.sessions: dict[int, GrpcWsSession] = {}
+        self.sessions: dict[int, RelayedWsSession] = {}
         self.dead = False
         self._out: list[hpb.GatewayEvent] = []
         #: Bytes of the client frames in ``_out``.
@@ -568,6 +568,19 @@ class _WsStream:
     def send(self, event: hpb.GatewayEvent) -> None:
         self._out.append(event)
         self._wake.set()
+
+    def send_message(self, ref: int, frame: bytes | str) -> None:
+        """Relay one client frame (counted in :attr:`out_bytes` until the stream takes it)."""
+        if isinstance(frame, str):
+            message = hpb.ClientMessage(connection_ref=ref, frame=frame.encode(), text=True)
+        else:
+            message = hpb.ClientMessage(connection_ref=ref, frame=frame)
+        self.out_bytes += len(message.frame)
+        self.send(hpb.GatewayEvent(message=message))
+
+    def send_disconnected(self, ref: int) -> None:
+        """Tell the node the client's socket is gone."""
+        self.send(hpb.GatewayEvent(disconnected=hpb.ClientDisconnected(connection_ref=ref)))
 
     async def _requests(self) -> AsyncGenerator[hpb.GatewayFrames, None]:
         while True:
@@ -613,9 +626,9 @@ class _WsStream:
             for session in list(self.sessions.values()):
                 session.server_closed(*close)
 
-    async def connect(self, params: WsParams) -> GrpcWsSession | None:
+    async def connect(self, params: WsParams) -> RelayedWsSession | None:
         ref = next(_ws_refs)
-        session = GrpcWsSession(self, ref, params)
+        session = RelayedWsSession(self, ref, params)
         self.sessions[ref] = session
         self.send(
             hpb.GatewayEvent(
@@ -638,10 +651,28 @@ class _WsStream:
         return session
 
 
-class GrpcWsSession:
-    """:class:`gateway.backends.WsSession` of one client on a ``Connect`` stream."""
+class RelayStream(Protocol):
+    """What a relayed session needs of the stream carrying it to its host node (a gRPC
+    ``Connect`` stream here, the standalone link in :mod:`gateway.link_backend`)."""
 
-    def __init__(self, stream: _WsStream, ref: int, params: WsParams) -> None:
+    budget: WsBudget
+    sessions: dict[int, RelayedWsSession]
+    dead: bool
+
+    @property
+    def out_bytes(self) -> int:
+        """Bytes of client frames sent to the stream and not yet taken by it."""
+        ...
+
+    def send_message(self, ref: int, frame: bytes | str) -> None: ...
+
+    def send_disconnected(self, ref: int) -> None: ...
+
+
+class RelayedWsSession:
+    """:class:`gateway.backends.WsSession` of one client relayed to its host node on a stream."""
+
+    def __init__(self, stream: RelayStream, ref: int, params: WsParams) -> None:
         self.stream = stream
         self.ref = ref
         self.params = params
@@ -694,16 +725,11 @@ class GrpcWsSession:
         """See :class:`gateway.backends.WsSession` (the host node decodes and answers a
         malformed message with a 1011 close)."""
         if not self._closed.is_set():
-            if isinstance(frame, str):
-                message = hpb.ClientMessage(connection_ref=self.ref, frame=frame.encode(), text=True)
-            else:
-                message = hpb.ClientMessage(connection_ref=self.ref, frame=frame)
             stream = self.stream
             if stream.out_bytes > WS_MAX_PENDING_TO_NODE_BYTES:
                 self.server_closed(*WS_CLOSE_NODE_BEHIND)
                 return None
-            stream.out_bytes += len(message.frame)
-            stream.send(hpb.GatewayEvent(message=message))
+            stream.send_message(self.ref, frame)
         return None
 
     async def recv(self) -> bytes | str | None:
@@ -750,6 +776,4 @@ class GrpcWsSession:
         self.server_closed(1000, "")
         self.stream.sessions.pop(self.ref, None)
         if not self.stream.dead:
-            self.stream.send(
-                hpb.GatewayEvent(disconnected=hpb.ClientDisconnected(connection_ref=self.ref))
-            )
+            self.stream.send_disconnected(self.ref)

@@ -78,7 +78,7 @@ async def metrics(request: web.Request) -> web.Response:
     endpoints = request.app.get(ENDPOINTS)
     if endpoints is None:
         return text_response("This server was started without a metrics registry.", 501)
-    return metrics_response(endpoints)
+    return await metrics_response(endpoints)
 
 
 @routes.get("/v1/prometheus/sd_config")

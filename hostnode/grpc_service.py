@@ -35,7 +35,8 @@ from hostnode.database import (
 from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown, StaleEpoch
 from hostnode.migrate import MigrationError, MigrationPlan, MigrationPolicyError
 from hostnode.modulelog import record_line
-from hostnode.realtime import CLOSE_MODULE_EXITED, CLOSE_TOO_MANY_REQUESTS, ClientParams, Connection
+from hostnode.realtime import ClientParams
+from hostnode.realtime_stream import ClientStream
 from hostnode.service import DatabaseNotFound, HostNode
 from hostnode.sql import SqlError, render_response_bytes
 from hostnode.wasm_host import ModuleLoadError
@@ -441,54 +442,21 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
             await stream.close_all()
 
 
-#: Events (and bytes of frames) waiting for the gateway to take them before the connections stop
-#: being drained (README, "Limits"): then each connection's own bounded queue fills instead.
-MAX_PENDING_EVENTS = 65536
-MAX_PENDING_BYTES = 64 << 20
-#: Messages (and bytes) a client may send while ``client_connected`` still runs; they wait for
-#: its connection (README, "Limits"). Beyond either the client is closed 1013.
-MAX_CONNECTING_MESSAGES = 1024
-MAX_CONNECTING_BYTES = 8 << 20
-CLOSE_CONNECTING_BACKLOG = (
-    1013, f"too many messages before the connection was accepted (limit {MAX_CONNECTING_MESSAGES} messages, "
-    f"{MAX_CONNECTING_BYTES >> 20} MiB)",
-)
-#: ``ConnectionClosed.code`` telling the gateway to drop the socket without a close frame
-#: (``client_connected`` refused the client). 1006 is never sent on the wire.
-CLOSE_DROP = 1006
-
-
-@dataclass
-class _Client:
-    ref: int
-    conn: Connection | None = None
-    backlog: list[tuple[bytes, bool]] | None = None
-    backlog_bytes: int = 0
-    pump: asyncio.Task[None] | None = None
-    gone: bool = False
-
-
-class _RealtimeStream:
-    """One ``Connect`` stream: the gateway's connections to one database."""
+class _RealtimeStream(ClientStream[pb.HostEvent]):
+    """One ``Connect`` stream: the gateway's connections to one database, in protobuf events."""
 
     def __init__(self, node: HostNode) -> None:
-        self.node = node
+        super().__init__(node)
         self.identity: Identity | None = None
-        self.clients: dict[int, _Client] = {}
-        self._events: list[pb.HostEvent] = []
-        #: Bytes of the frames in ``_events``.
-        self._event_bytes = 0
-        #: connection ref → index of its last event in ``_events`` (frames merge only after it).
-        self._last: dict[int, int] = {}
-        #: id(frame) → index of its ServerFrame in ``_events``.
-        self._frames: dict[int, int] = {}
-        self._keep: list[object] = []
-        self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._ended = False
-        self._tasks: set[asyncio.Task[Any]] = set()
 
-    # --- gateway → host -----------------------------------------------------------------------
+    def _frame_event(self, ref: int, frame: bytes | str, data: bytes) -> pb.HostEvent:
+        return pb.HostEvent(frame=pb.ServerFrame(connection_refs=[ref], frame=data))
+
+    def _add_ref(self, event: pb.HostEvent, ref: int) -> None:
+        event.frame.connection_refs.append(ref)
+
+    def _closed_event(self, ref: int, code: int, reason: str) -> pb.HostEvent:
+        return pb.HostEvent(closed=pb.ConnectionClosed(connection_ref=ref, code=code, reason=reason))
 
     async def read(self, request_iterator: Any) -> None:
         try:
@@ -508,21 +476,15 @@ class _RealtimeStream:
                     elif kind == "disconnected":
                         ref = ev.disconnected.connection_ref
                         if ref in pending:
-                            self._messages(ref, pending.pop(ref))
-                        self._disconnected(ref)
+                            self.messages(ref, pending.pop(ref))
+                        self.disconnected(ref)
                 for ref, frames in pending.items():
-                    self._messages(ref, frames)
+                    self.messages(ref, frames)
         finally:
-            self._ended = True
-            self._wake.set()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self.end()
 
     def _connected(self, m: pb.ClientConnected) -> None:
-        client = self.clients[m.connection_ref] = _Client(m.connection_ref, backlog=[])
+        assert self.identity is not None, "the first GatewayFrames names the database"
         params = ClientParams(
             identity=Identity.from_bsatn(m.identity),
             token=m.token,
@@ -533,138 +495,7 @@ class _RealtimeStream:
             confirmed=m.confirmed,
             jwt_payload=m.jwt_payload or None,
         )
-        self._spawn(self._connect(client, params))
-
-    async def _connect(self, client: _Client, params: ClientParams) -> None:
-        assert self.identity is not None
-        try:
-            result = await self.node.connect_client(self.identity, params)
-        except DatabaseNotFound:
-            self.clients.pop(client.ref, None)
-            self._closed(client.ref, *CLOSE_MODULE_EXITED)
-            return
-        except Overloaded as e:
-            self.clients.pop(client.ref, None)
-            self._closed(client.ref, CLOSE_TOO_MANY_REQUESTS[0], str(e)[:123])
-            return
-        except Exception as e:  # noqa: BLE001 - reported to the gateway as a close
-            log.exception("connecting a WebSocket client failed")
-            self.clients.pop(client.ref, None)
-            self._closed(client.ref, 1011, str(e)[:123])
-            return
-        if not isinstance(result, Connection):
-            self.clients.pop(client.ref, None)
-            self._closed(client.ref, CLOSE_DROP, "")
-            return
-        client.conn = result
-        if client.gone:
-            await result.close()
-            return
-        backlog, client.backlog = client.backlog or [], None
-        if backlog:
-            self._handle(client, backlog)
-        client.pump = asyncio.ensure_future(self._pump(client, result))
-
-    def _messages(self, ref: int, frames: list[tuple[bytes, bool]]) -> None:
-        client = self.clients.get(ref)
-        if client is None:
-            return
-        if client.conn is None:
-            if client.backlog is not None:
-                client.backlog.extend(frames)
-                client.backlog_bytes += sum(len(frame) for frame, _ in frames)
-                if len(client.backlog) > MAX_CONNECTING_MESSAGES or client.backlog_bytes > MAX_CONNECTING_BYTES:
-                    # _connect closes the connection once client_connected has run.
-                    client.backlog, client.gone = None, True
-                    self.clients.pop(ref, None)
-                    self._closed(ref, *CLOSE_CONNECTING_BACKLOG)
-            return
-        self._handle(client, frames)
-
-    def _handle(self, client: _Client, frames: list[tuple[bytes, bool]]) -> None:
-        conn = client.conn
-        assert conn is not None
-        # The gateway says which kind of frame it was: text is decoded as JSON, binary as BSATN.
-        datas: list[bytes | str] = []
-        reason: str | None = None
-        for frame, text in frames:
-            if not text:
-                datas.append(frame)
-                continue
-            try:
-                datas.append(frame.decode("utf-8"))
-            except UnicodeDecodeError as e:  # the gateway relays text frames as their UTF-8
-                reason = f"text frame is not valid UTF-8: {e}"
-                break
-        if datas:
-            reason = conn.handle_many(datas) or reason
-        if reason is not None:
-            conn.server_close(1011, reason)
-
-    def _disconnected(self, ref: int) -> None:
-        client = self.clients.pop(ref, None)
-        if client is None:
-            return
-        client.gone = True
-        if client.pump is not None:
-            client.pump.cancel()
-        if client.conn is not None:
-            self._spawn(client.conn.close())
-
-    # --- host → gateway -----------------------------------------------------------------------
-
-    async def _pump(self, client: _Client, conn: Connection) -> None:
-        while (frame := await conn.recv()) is not None:
-            self._frame(client.ref, frame)
-            while len(self._events) >= MAX_PENDING_EVENTS or self._event_bytes >= MAX_PENDING_BYTES:
-                # The gateway is not taking batches: stop draining, so the connections'
-                # own bounded queues fill and their slowest clients are cut off.
-                self._drained.clear()
-                await self._drained.wait()
-        self._closed(client.ref, conn.close_code, conn.close_reason)
-
-    def _frame(self, ref: int, frame: bytes | str) -> None:
-        i = self._frames.get(id(frame))
-        if i is not None and i > self._last.get(ref, -1):
-            self._events[i].frame.connection_refs.append(ref)
-            self._last[ref] = i
-            return
-        data = frame.encode() if isinstance(frame, str) else frame
-        self._events.append(pb.HostEvent(frame=pb.ServerFrame(connection_refs=[ref], frame=data)))
-        self._event_bytes += len(data)
-        i = len(self._events) - 1
-        self._frames[id(frame)] = i
-        self._keep.append(frame)  # ids stay unique while the batch is open
-        self._last[ref] = i
-        self._wake.set()
-
-    def _closed(self, ref: int, code: int, reason: str) -> None:
-        self._events.append(pb.HostEvent(closed=pb.ConnectionClosed(connection_ref=ref, code=code, reason=reason)))
-        self._last[ref] = len(self._events) - 1
-        self._wake.set()
-
-    async def next_batch(self) -> list[pb.HostEvent] | None:
-        """Every event since the last batch (waits for one); None once the gateway is gone."""
-        while not self._events:
-            if self._ended:
-                return None
-            self._wake.clear()
-            await self._wake.wait()
-        events, self._events = self._events, []
-        self._event_bytes = 0
-        self._drained.set()
-        self._last.clear()
-        self._frames.clear()
-        self._keep.clear()
-        return events
-
-    async def close_all(self) -> None:
-        """The stream ended: every client of it is gone."""
-        for ref in list(self.clients):
-            self._disconnected(ref)
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        self.connected(m.connection_ref, self.identity, params)
 
 
 class ReplicationServicer(pb_grpc.ReplicationServicer):

@@ -14,7 +14,7 @@ A host node and a control plane serve these on their own listener (``--metrics-a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -44,14 +44,20 @@ class Endpoints:
 
     registry: CollectorRegistry
     ready: Readiness = field(default=always_ready)
+    #: Metrics of another process this one answers for (a split standalone server's host node),
+    #: in the text format, appended to the registry's; their family names must not repeat ours.
+    forwarded: Callable[[], Awaitable[bytes]] | None = None
 
 
 ENDPOINTS = web.AppKey("observability", Endpoints)
 
 
-def metrics_response(endpoints: Endpoints) -> web.Response:
-    """The registry's current samples."""
-    return web.Response(body=encode_text(endpoints.registry), headers={"Content-Type": CONTENT_TYPE})
+async def metrics_response(endpoints: Endpoints) -> web.Response:
+    """The registry's current samples (and the forwarded ones)."""
+    body = encode_text(endpoints.registry)
+    if endpoints.forwarded is not None:
+        body += await endpoints.forwarded()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 def ready_response(endpoints: Endpoints) -> web.Response:
@@ -67,7 +73,7 @@ def ready_response(endpoints: Endpoints) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return metrics_response(request.app[ENDPOINTS])
+    return await metrics_response(request.app[ENDPOINTS])
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -94,6 +94,7 @@ __all__ = [
     "parse_listen_addr",
     "LocalControlPlane",
     "LocalHostNode",
+    "NodeProcessError",
     "StandaloneConfig",
     "describe_plan",
     "main",
@@ -105,8 +106,9 @@ log = logging.getLogger("orrery.standalone")
 
 DEFAULT_LISTEN_ADDR = "127.0.0.1:3000"
 NODE_ID = 0
-#: How the gateway reaches the control plane and the host node: direct calls, or gRPC on 127.0.0.1.
-TRANSPORTS = ("inprocess", "grpc")
+#: How the gateway reaches the control plane and the host node: direct calls, gRPC on 127.0.0.1,
+#: or from another process (the host node and control plane in a child; :mod:`orrery.standalone_split`).
+TRANSPORTS = ("inprocess", "grpc", "split")
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -336,6 +338,10 @@ class LocalHostNode:
 # --- the server ---------------------------------------------------------------------------------
 
 
+class NodeProcessError(Exception):
+    """A split server's host-node process could not start, or ended while the server ran; says why."""
+
+
 @dataclass
 class StandaloneConfig:
     """Limits of one standalone server (everything else comes from the two required arguments)."""
@@ -352,6 +358,16 @@ class StandaloneConfig:
     metrics_addr: str = ""
     #: How long one reducer call may run (README, "Limits").
     budgets: Budgets = field(default_factory=Budgets)
+
+
+def gateway_config(config: StandaloneConfig) -> GatewayConfig:
+    """The gateway's limits of a standalone server."""
+    return GatewayConfig(
+        max_module_bytes=config.max_module_bytes,
+        max_body_bytes=config.max_body_bytes,
+        max_ws_connections=config.max_ws_connections,
+        max_ws_connections_per_database=config.max_ws_connections_per_database,
+    )
 
 
 async def serve(
@@ -374,10 +390,15 @@ async def serve(
     config = config or StandaloneConfig()
     host, port = parse_listen_addr(listen_addr)
     data_dir = Path(data_dir)
-    (data_dir / "control").mkdir(parents=True, exist_ok=True)
-    authority = TokenAuthority(SigningKeys.load_or_create(data_dir / "keys"))
     if stop is None:
         stop = stop_on_signals()
+    if transport == "split":
+        from orrery.standalone_split import serve_split  # it imports this module
+
+        await serve_split(listen_addr, data_dir, ready=ready, stop=stop, config=config)
+        return
+    (data_dir / "control").mkdir(parents=True, exist_ok=True)
+    authority = TokenAuthority(SigningKeys.load_or_create(data_dir / "keys"))
     store = await LmdbMetaStore.open(data_dir / "control" / "meta.lmdb")
     database = DatabaseConfig(**config.budgets.database_config())
     node = HostNode(HostNodeConfig(data_dir / "node", database=database))
@@ -398,15 +419,10 @@ async def serve(
             else:
                 control = ControlPlane(store, node, Placement(f"node-{NODE_ID}", listen_addr))
                 control_backend, host_backend = LocalControlPlane(control, node), LocalHostNode(node)
-            gateway_config = GatewayConfig(
-                max_module_bytes=config.max_module_bytes,
-                max_body_bytes=config.max_body_bytes,
-                max_ws_connections=config.max_ws_connections,
-                max_ws_connections_per_database=config.max_ws_connections_per_database,
-            )
-            app = create_app(authority, control_backend, host_backend, gateway_config, stats=stats, endpoints=endpoints)
+            gw_config = gateway_config(config)
+            app = create_app(authority, control_backend, host_backend, gw_config, stats=stats, endpoints=endpoints)
             runner, bound = await start_site(app, host, port, shutdown_timeout=config.shutdown_timeout)
-            gateway_config.advertise.append(bound)
+            gw_config.advertise.append(bound)
             if config.metrics_addr:
                 metrics, metrics_bound = await start_metrics(config.metrics_addr, endpoints)
                 log.info("metrics on http://%s/metrics", metrics_bound)
@@ -431,28 +447,35 @@ async def serve(
             log.info("stopped")
 
 
-async def _grpc_backends(
-    stack: contextlib.AsyncExitStack, store: LmdbMetaStore, node: HostNode
-) -> tuple[ControlPlaneBackend, HostNodeBackend]:
-    """Serve the host node and the control plane over gRPC on 127.0.0.1; the gateway's clients.
-
-    Each client gets its own channel, as it would from another process; the ports take only calls
-    carrying a secret drawn for this run (proto/auth.py), as a cluster's do.
-    """
-    secret = ClusterSecret.generate()
+async def start_grpc_services(
+    stack: contextlib.AsyncExitStack, store: LmdbMetaStore, node: HostNode, secret: ClusterSecret
+) -> tuple[str, str]:
+    """Serve the host node and the control plane over gRPC on free ports of 127.0.0.1 (stopped
+    when ``stack`` closes); their addresses. The ports take only calls carrying ``secret``
+    (proto/auth.py), as a cluster's do; the control plane drives the node over its port too."""
     host_server, host_addr = await hostnode_grpc.start_server(node, "127.0.0.1:0", secret=secret)
     stack.push_async_callback(host_server.stop, 1.0)
-    host_client = GrpcHostNodeClient(_channel(stack, host_addr, secret))
+    host_client = GrpcHostNodeClient(grpc_channel(stack, host_addr, secret))
     control = ControlPlane(store, host_client, Placement(f"node-{NODE_ID}", host_addr))
     control_server, control_addr = await controlplane_grpc.start_server(
         ControlPlaneOps(control, host_client.reset, [NODE_ID]), "127.0.0.1:0", secret=secret
     )
     stack.push_async_callback(control_server.stop, 1.0)
     log.info("host node gRPC on %s, control plane gRPC on %s", host_addr, control_addr)
-    return GrpcControlPlane(_channel(stack, control_addr, secret)), GrpcHostNode(_channel(stack, host_addr, secret))
+    return host_addr, control_addr
 
 
-def _channel(stack: contextlib.AsyncExitStack, address: str, secret: ClusterSecret) -> grpc.aio.Channel:
+async def _grpc_backends(
+    stack: contextlib.AsyncExitStack, store: LmdbMetaStore, node: HostNode
+) -> tuple[ControlPlaneBackend, HostNodeBackend]:
+    """The gRPC services of :func:`start_grpc_services` in this process, and the gateway's clients
+    of them (each its own channel, as it would have from another process)."""
+    secret = ClusterSecret.generate()
+    host_addr, control_addr = await start_grpc_services(stack, store, node, secret)
+    return GrpcControlPlane(grpc_channel(stack, control_addr, secret)), GrpcHostNode(grpc_channel(stack, host_addr, secret))
+
+
+def grpc_channel(stack: contextlib.AsyncExitStack, address: str, secret: ClusterSecret) -> grpc.aio.Channel:
     channel = auth.channel(address, secret)
     stack.push_async_callback(channel.close)
     return channel
@@ -474,7 +497,7 @@ def run(
         print(f"Orrery is listening on http://{address} (data in {data_dir})", flush=True)
 
     loop_runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
-    if transport != "grpc":  # grpc.aio supports the standard event loop only
+    if transport == "inprocess":  # grpc.aio supports the standard event loop only
         with contextlib.suppress(ImportError):
             import uvloop  # type: ignore[import-not-found]
 
@@ -524,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         run(args.listen_addr, args.data_dir, config=config, transport=args.transport)
-    except (OSError, KeyFileError) as e:
+    except (OSError, KeyFileError, NodeProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

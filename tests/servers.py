@@ -44,7 +44,7 @@ __all__ = ["REPO_ROOT", "TRANSPORTS", "Client", "Reply", "ServerError", "Standal
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The transports of ``orrery.standalone --transport``.
-TRANSPORTS = ("inprocess", "grpc")
+TRANSPORTS = ("inprocess", "grpc", "split")
 _READY = re.compile(r"listening on http://(\S+)")
 T = TypeVar("T")
 

@@ -304,10 +304,10 @@ def test_a_connecting_clients_backlog_is_bounded(tmp_path: Path, monkeypatch: py
     """Issue 12: messages a client sends while ``client_connected`` still runs wait for its
     connection; past the limit the client is closed 1013 instead of being held in memory, its
     messages never run, and it is disconnected once ``client_connected`` has run."""
-    from hostnode import grpc_service
+    from hostnode import realtime_stream
     from sats import ws_v1 as ws
 
-    monkeypatch.setattr(grpc_service, "MAX_CONNECTING_MESSAGES", 3)
+    monkeypatch.setattr(realtime_stream, "MAX_CONNECTING_MESSAGES", 3)
 
     async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
         await install(stub, CHAT)
@@ -343,11 +343,11 @@ def test_frames_the_gateway_does_not_take_are_bounded_in_bytes(tmp_path: Path, m
     """Issue 12: when the gateway stops taking a ``Connect`` stream's batches, the node holds at
     most ``MAX_PENDING_BYTES`` of frames for it and stops draining the connections, whose own
     bounded queues then fill: the client is cut off instead of the node buffering every update."""
-    from hostnode import grpc_service
+    from hostnode import grpc_service, realtime_stream
     from hostnode.realtime import CLOSE_SERVER_FULL
     from sats import ws_v1 as ws
 
-    monkeypatch.setattr(grpc_service, "MAX_PENDING_BYTES", 4000)
+    monkeypatch.setattr(realtime_stream, "MAX_PENDING_BYTES", 4000)
 
     async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
         await install(stub, CHAT)

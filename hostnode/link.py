@@ -1,0 +1,162 @@
+"""The host-node end of a split standalone server's link (:mod:`proto.link`).
+
+:func:`serve_link` reads the gateway's batches — new clients, their frames, their ends, control
+requests — and feeds the clients to one :class:`LinkStream` (the same client handling as the
+gRPC ``Connect`` stream, :class:`~hostnode.realtime_stream.ClientStream`); what the clients'
+connections send back, and the replies, go to the gateway as one batch per event-loop turn, one
+write each. The link ends when the gateway closes it (or dies: end of file), and every client of
+it is disconnected then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from hostnode.realtime import ClientParams
+from hostnode.realtime_stream import ClientStream
+from hostnode.service import HostNode
+from proto import link
+from sats.identity import Identity
+from sats.ws_v1 import Compression
+
+__all__ = ["LinkStream", "Request", "serve_link"]
+
+log = logging.getLogger(__name__)
+
+#: What the node answers a control request with (the request's JSON body → the reply's body).
+Request = Callable[[bytes], Awaitable[bytes]]
+
+
+@dataclass(slots=True)
+class _Frame:
+    refs: list[int]
+    data: bytes
+    text: bool
+
+
+@dataclass(slots=True)
+class _Closed:
+    ref: int
+    code: int
+    reason: str
+
+
+@dataclass(slots=True)
+class _Reply:
+    request_id: int
+    body: bytes = field(repr=False)
+
+
+class LinkStream(ClientStream["_Frame | _Closed | _Reply"]):
+    """Every client the gateway relays over the link, of any database."""
+
+    def _frame_event(self, ref: int, frame: bytes | str, data: bytes) -> _Frame | _Closed | _Reply:
+        return _Frame([ref], data, isinstance(frame, str))
+
+    def _add_ref(self, event: _Frame | _Closed | _Reply, ref: int) -> None:
+        assert isinstance(event, _Frame)
+        event.refs.append(ref)
+
+    def _closed_event(self, ref: int, code: int, reason: str) -> _Frame | _Closed | _Reply:
+        return _Closed(ref, code, reason)
+
+    def reply(self, request_id: int, body: bytes) -> None:
+        """Send the answer to a control request with the next batch."""
+        self._events.append(_Reply(request_id, body))
+        self._wake.set()
+
+    def connect(self, ref: int, c: link.Connect) -> None:
+        """A CONNECT event."""
+        params = ClientParams(
+            identity=Identity.from_bsatn(c.identity), token=c.token, connection_id=c.connection_id, json=c.json,
+            compression=Compression(c.compression), light=c.light, confirmed=c.confirmed, jwt_payload=c.jwt_payload,
+        )  # fmt: skip
+        self.connected(ref, Identity.from_bsatn(c.database), params)
+
+
+def _encode(events: list[_Frame | _Closed | _Reply]) -> bytes:
+    batch = link.Batch()
+    for ev in events:
+        if type(ev) is _Frame:
+            batch.frame(ev.refs, ev.data, ev.text)
+        elif type(ev) is _Closed:
+            batch.closed(ev.ref, ev.code, ev.reason)
+        else:
+            assert isinstance(ev, _Reply)
+            batch.request(link.REPLY, ev.request_id, ev.body)
+    return batch.take()
+
+
+async def serve_link(
+    node: HostNode, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Request
+) -> None:
+    """Serve the gateway on the link until it ends; every client of it is disconnected then.
+
+    Raises :class:`proto.link.LinkError` when the gateway sent something that does not parse.
+    """
+    stream = LinkStream(node)
+    sender = asyncio.ensure_future(_send(stream, writer))
+    requests: set[asyncio.Task[None]] = set()
+
+    async def answer(request_id: int, body: bytes) -> None:
+        try:
+            reply = await request(body)
+        except Exception as e:  # noqa: BLE001 - the gateway gets the error as the reply
+            log.exception("a control request on the link failed")
+            reply = f"error: {type(e).__name__}: {e}".encode()
+        stream.reply(request_id, reply)
+
+    try:
+        while True:
+            try:
+                head = await reader.readexactly(4)
+                body = await reader.readexactly(link.read_length(head))
+            except asyncio.IncompleteReadError:
+                return  # the gateway closed the link (or died)
+            # A client's frames of one batch go to its connection together (one trip to the
+            # database's writer), in order with its other events.
+            pending: dict[int, list[tuple[bytes, bool]]] = {}
+            for ev in link.decode(body):
+                kind = ev[0]
+                if kind == link.MESSAGE:
+                    frames = pending.get(ev[1])
+                    if frames is None:
+                        pending[ev[1]] = [(ev[2], ev[3])]
+                    else:
+                        frames.append((ev[2], ev[3]))
+                elif kind == link.CONNECT:
+                    stream.connect(ev[1], ev[2])
+                elif kind == link.DISCONNECT:
+                    ref = ev[1]
+                    if ref in pending:
+                        stream.messages(ref, pending.pop(ref))
+                    stream.disconnected(ref)
+                elif kind == link.REQUEST:
+                    task = asyncio.ensure_future(answer(ev[1], ev[2]))
+                    requests.add(task)
+                    task.add_done_callback(requests.discard)
+                else:
+                    raise link.LinkError(f"the gateway sent an event of kind {kind}, which only the node sends")
+            for ref, frames in pending.items():
+                stream.messages(ref, frames)
+    finally:
+        stream.end()
+        await stream.close_all()
+        for task in requests:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await sender
+
+
+async def _send(stream: LinkStream, writer: asyncio.StreamWriter) -> None:
+    """Write each turn's events as one batch; the socket's flow control paces the clients."""
+    try:
+        while (events := await stream.next_batch()) is not None:
+            writer.write(_encode(events))
+            await writer.drain()
+    except (ConnectionError, OSError) as e:
+        log.warning("the link to the gateway broke: %s", e)

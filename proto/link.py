@@ -1,0 +1,217 @@
+"""The link between a split standalone server's gateway process and its host-node process.
+
+One unix-domain socket (a ``socketpair`` made by the gateway process before it starts the host
+node) carries every WebSocket client of every database both ways, and the few control requests
+(startup, metrics). It was chosen by measurement over a gRPC stream and shared-memory rings
+(``loadtest/bench_transport.py``, loadtest/RESULTS.md "Transport between gateway and host
+node"): 6–7× less CPU per message than gRPC at every batch size, within 10 % of shared memory,
+and the kernel gives flow control and tells each side when the other died (end of file).
+
+The stream is a sequence of **batches**, each one write: a 4-byte little-endian length, then that
+many bytes of events back to back. Each event starts with its kind (one byte):
+
+========================  ==========================================================================
+``CONNECT`` (→ node)      ``<B Q I``: kind, client ref, n; then n bytes of JSON (:class:`Connect`)
+``MESSAGE`` (→ node)      ``<B Q B I``: kind, client ref, 1 if a text frame, n; then the n bytes
+``DISCONNECT`` (→ node)   ``<B Q``: kind, client ref
+``FRAME`` (→ gateway)     ``<B B I I``: kind, 1 if text, k refs, n; then k ``<Q`` refs, n bytes
+``CLOSED`` (→ gateway)    ``<B Q H I``: kind, client ref, close code, n; then n bytes of UTF-8 reason
+``REQUEST`` / ``REPLY``   ``<B Q I``: kind, request id, n; then n bytes (JSON request / reply body)
+========================  ==========================================================================
+
+A client *ref* is the gateway's number for one WebSocket connection, unique for the link's life.
+A frame several clients receive (one subscription update) travels once with all their refs.
+The link is internal: a batch that does not parse is a bug on the other side, reported as
+:class:`LinkError` with what was wrong, and the link is dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CLOSED",
+    "CONNECT",
+    "Connect",
+    "DISCONNECT",
+    "FRAME",
+    "MESSAGE",
+    "REPLY",
+    "REQUEST",
+    "Batch",
+    "LinkError",
+    "decode",
+    "read_length",
+]
+
+CONNECT = 1
+MESSAGE = 2
+DISCONNECT = 3
+FRAME = 16
+CLOSED = 17
+REQUEST = 32
+REPLY = 33
+
+#: Largest batch body either side accepts (a client message is at most 32 MiB, §9).
+MAX_BATCH_BYTES = 256 << 20
+
+_LENGTH = struct.Struct("<I")
+_REF = struct.Struct("<BQ")
+_REF_BODY = struct.Struct("<BQI")  # CONNECT, REQUEST, REPLY
+_MESSAGE = struct.Struct("<BQBI")
+_FRAME = struct.Struct("<BBII")
+_CLOSED = struct.Struct("<BQHI")
+
+
+class LinkError(Exception):
+    """A batch on the link does not parse; the message says where and why."""
+
+
+def read_length(head: bytes) -> int:
+    """The body length a batch's 4-byte head announces (:class:`LinkError` past the limit)."""
+    (n,) = _LENGTH.unpack(head)
+    if n > MAX_BATCH_BYTES:
+        raise LinkError(f"a batch announces {n} bytes, more than the limit of {MAX_BATCH_BYTES}")
+    return n
+
+
+@dataclass(frozen=True)
+class Connect:
+    """A new WebSocket client, as the gateway's ``/subscribe`` handshake established it."""
+
+    database: bytes  # the database identity, 32 bytes (BSATN, little-endian)
+    identity: bytes
+    token: str
+    connection_id: int
+    json: bool
+    compression: str
+    light: bool
+    confirmed: bool
+    jwt_payload: bytes | None
+
+    def to_json(self) -> bytes:
+        """The CONNECT event's body."""
+        return json.dumps({
+            "database": self.database.hex(), "identity": self.identity.hex(), "token": self.token,
+            "connection_id": format(self.connection_id, "x"), "json": self.json, "compression": self.compression,
+            "light": self.light, "confirmed": self.confirmed,
+            "jwt": None if self.jwt_payload is None else base64.b64encode(self.jwt_payload).decode(),
+        }).encode()  # fmt: skip
+
+    @classmethod
+    def from_json(cls, body: bytes) -> Connect:
+        """A CONNECT event's body; :class:`LinkError` naming what is wrong."""
+        try:
+            d = json.loads(body)
+            jwt = d["jwt"]
+            return cls(
+                database=bytes.fromhex(d["database"]), identity=bytes.fromhex(d["identity"]), token=str(d["token"]),
+                connection_id=int(d["connection_id"], 16), json=bool(d["json"]), compression=str(d["compression"]),
+                light=bool(d["light"]), confirmed=bool(d["confirmed"]),
+                jwt_payload=None if jwt is None else base64.b64decode(jwt),
+            )  # fmt: skip
+        except (ValueError, KeyError, TypeError) as e:
+            raise LinkError(f"a CONNECT event does not parse: {type(e).__name__}: {e}") from None
+
+
+class Batch:
+    """Events to send, as encoded parts; :meth:`take` gives them as one write."""
+
+    __slots__ = ("_parts", "size")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        #: Bytes in all parts.
+        self.size = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+    def _add(self, *parts: bytes) -> None:
+        self._parts.extend(parts)
+        self.size += sum(map(len, parts))
+
+    def connect(self, ref: int, c: Connect) -> None:
+        """Add a CONNECT event."""
+        body = c.to_json()
+        self._add(_REF_BODY.pack(CONNECT, ref, len(body)), body)
+
+    def message(self, ref: int, data: bytes, text: bool) -> None:
+        """Add a MESSAGE event (a client's frame)."""
+        self._add(_MESSAGE.pack(MESSAGE, ref, text, len(data)), data)
+
+    def disconnect(self, ref: int) -> None:
+        """Add a DISCONNECT event."""
+        self._add(_REF.pack(DISCONNECT, ref))
+
+    def frame(self, refs: list[int], data: bytes, text: bool) -> None:
+        """Add a FRAME event (one server frame for every client in ``refs``)."""
+        n = len(refs)
+        self._add(_FRAME.pack(FRAME, text, n, len(data)), struct.pack(f"<{n}Q", *refs), data)
+
+    def closed(self, ref: int, code: int, reason: str) -> None:
+        """Add a CLOSED event."""
+        text = reason.encode()
+        self._add(_CLOSED.pack(CLOSED, ref, code, len(text)), text)
+
+    def request(self, kind: int, request_id: int, body: bytes) -> None:
+        """Add a REQUEST or a REPLY."""
+        self._add(_REF_BODY.pack(kind, request_id, len(body)), body)
+
+    def take(self) -> bytes:
+        """Everything added so far as one length-prefixed batch, ready for one write; the
+        batch is empty after."""
+        parts, self._parts = self._parts, []
+        self.size = 0
+        body = b"".join(parts)
+        return _LENGTH.pack(len(body)) + body
+
+
+def decode(body: bytes) -> Iterator[tuple[Any, ...]]:
+    """The events of a batch's body, in order, as tuples starting with their kind:
+    ``(CONNECT, ref, Connect)``, ``(MESSAGE, ref, data, text)``, ``(DISCONNECT, ref)``,
+    ``(FRAME, refs, data, text)``, ``(CLOSED, ref, code, reason)``, ``(REQUEST|REPLY, id, body)``."""
+    view = memoryview(body)
+    end = len(body)
+    off = 0
+    try:
+        while off < end:
+            kind = body[off]
+            if kind == MESSAGE:
+                _, ref, text, n = _MESSAGE.unpack_from(body, off)
+                off = _past(kind, off + _MESSAGE.size, n, end)
+                yield MESSAGE, ref, bytes(view[off - n : off]), bool(text)
+            elif kind == FRAME:
+                _, text, k, n = _FRAME.unpack_from(body, off)
+                refs = list(struct.unpack_from(f"<{k}Q", body, off + _FRAME.size))
+                off = _past(kind, off + _FRAME.size + 8 * k, n, end)
+                yield FRAME, refs, bytes(view[off - n : off]), bool(text)
+            elif kind == DISCONNECT:
+                _, ref = _REF.unpack_from(body, off)
+                off += _REF.size
+                yield DISCONNECT, ref
+            elif kind == CLOSED:
+                _, ref, code, n = _CLOSED.unpack_from(body, off)
+                off = _past(kind, off + _CLOSED.size, n, end)
+                yield CLOSED, ref, code, bytes(view[off - n : off]).decode(errors="replace")
+            elif kind in (CONNECT, REQUEST, REPLY):
+                _, ref, n = _REF_BODY.unpack_from(body, off)
+                off = _past(kind, off + _REF_BODY.size, n, end)
+                data = bytes(view[off - n : off])
+                yield (kind, ref, Connect.from_json(data) if kind == CONNECT else data)
+            else:
+                raise LinkError(f"unknown event kind {kind} at byte {off} of a {end}-byte batch")
+    except struct.error as e:
+        raise LinkError(f"a batch of {end} bytes ends inside an event header at byte {off}: {e}") from None
+
+
+def _past(kind: int, start: int, n: int, end: int) -> int:
+    """Where an event's ``n``-byte payload starting at ``start`` ends (within the batch)."""
+    if start + n > end:
+        raise LinkError(f"an event of kind {kind} runs {start + n - end} bytes past the end of its {end}-byte batch")
+    return start + n
