@@ -58,7 +58,7 @@ from loadtest.bench_cluster import PROBE_ITERATIONS, PROBE_REPEATS, CpuProbe, cp
 from loadtest.bench_engine import make_pairs
 from loadtest.bench_http import machine_busy_seconds, machine_info
 from loadtest.bench_ws import FanoutStats, reducer_load
-from tests.servers import Client, ServerError, StandaloneServer
+from tests.servers import TRANSPORTS, Client, ServerError, StandaloneServer
 
 __all__ = ["SHAPES", "EngineFigure", "Report", "Shape", "ShapeResult", "ShapesConfig", "main", "run_benchmark"]
 
@@ -136,6 +136,8 @@ class ShapesConfig:
     max_calls: int = 2_000_000
     data_parent: str = "/var/tmp"
     seed: int = 7
+    #: ``orrery.standalone --transport`` of the server (``split``: gateway and host node in two processes).
+    transport: str = "inprocess"
 
     def validate(self) -> None:
         """Raise ValueError on settings the benchmark cannot run with."""
@@ -410,7 +412,9 @@ def run_benchmark(cfg: ShapesConfig, *, log: Callable[[str], None] = print) -> R
     log(f"CPU probe: {report.probe_start.best_ms:.1f} ms (median {report.probe_start.median_ms:.1f})")
     with tempfile.TemporaryDirectory(prefix="orrery-bench-shapes-", dir=cfg.data_parent) as d:
         report.engine = run_engine(cfg, Path(d), log)
-        server = StandaloneServer(Path(d) / "data", args=["--log-level", "warning"], log_dir=Path(d) / "logs")
+        server = StandaloneServer(
+            Path(d) / "data", args=["--log-level", "warning"], log_dir=Path(d) / "logs", transport=cfg.transport
+        )
         server.start()
         assert server.proc is not None
         root = server.proc.pid
@@ -527,11 +531,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-calls", type=int, default=d.max_calls, help="cap on the calls of one load")
     ap.add_argument("--dir", default=d.data_parent, help="parent of the temporary data directory (default %(default)s)")
     ap.add_argument("--json", type=Path, help="also write the report as JSON here")
+    ap.add_argument("--transport", default=d.transport, choices=TRANSPORTS,
+                    help="the server's --transport (default %(default)s)")  # fmt: skip
     a = ap.parse_args(argv)
     cfg = ShapesConfig(
         shapes=tuple(dict.fromkeys(a.shape)) if a.shape else d.shapes, seconds=a.seconds, warmup=a.warmup, accounts=a.accounts,
         alpha=a.alpha, engine_calls=a.engine_calls, fanout_conns=a.fanout_conns, fanout_rounds=a.fanout_rounds,
-        max_calls=a.max_calls, data_parent=a.dir,
+        max_calls=a.max_calls, data_parent=a.dir, transport=a.transport,
     )  # fmt: skip
     try:
         cfg.validate()

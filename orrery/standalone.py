@@ -71,6 +71,7 @@ from gateway.failures import ControlErrorKind, HostErrorKind, ReducerStatus
 from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
 from gateway.metrics import GatewayCollector, GatewayStats
 from hostnode import grpc_service as hostnode_grpc
+from hostnode import turns
 from hostnode.database import DatabaseConfig, DatabaseError, ReducerOutcome
 from hostnode.grpc_service import STATUS, describe_plan, log_batches, preview_update
 from hostnode.metrics import HostNodeCollector
@@ -496,13 +497,14 @@ def run(
     def ready(address: str) -> None:
         print(f"Orrery is listening on http://{address} (data in {data_dir})", flush=True)
 
-    loop_runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
+    # A process that runs databases takes turns between its event loop and the writer threads
+    # (hostnode/turns.py); the split server's gateway runs none (its host node process does).
+    loop_runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run if transport == "split" else turns.run
     if transport == "inprocess":  # grpc.aio supports the standard event loop only
         with contextlib.suppress(ImportError):
             import uvloop  # type: ignore[import-not-found]
 
             loop_runner = uvloop.run
-    # Run outside any except block: the ImportError would be the context of every exception after.
     loop_runner(serve(listen_addr, Path(data_dir), ready=ready, config=config, transport=transport))
 
 

@@ -29,6 +29,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane.core import migrate_program_hashes
+from hostnode import turns
 from hostnode.database import DatabaseConfig
 from hostnode.link import serve_link
 from hostnode.metrics import HostNodeCollector
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     configure_logging(args.log_level)
     try:
-        asyncio.run(serve_node(args.link_fd, args.data_dir, DatabaseConfig(**budgets.database_config())))
+        turns.run(serve_node(args.link_fd, args.data_dir, DatabaseConfig(**budgets.database_config())))
     except link.LinkError as e:
         log.error("the gateway sent a batch that does not parse: %s", e)
         return 1
