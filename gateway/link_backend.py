@@ -1,10 +1,13 @@
 """The gateway end of a split standalone server's link (:mod:`proto.link`).
 
 In a split standalone server (``orrery.standalone --transport split``) the gateway process
-terminates HTTP and WebSockets and the host-node process runs the databases. WebSocket clients —
-the traffic that never stops — go over the link, a unix socket batching every client's events of
-one event-loop turn into one write each way; the rest (HTTP calls, SQL, schema, logs, publishing)
-uses the host node's and control plane's gRPC services, as a cluster's gateway does.
+terminates HTTP and WebSockets and the host-node process runs the databases. The traffic that
+never stops goes over the link, a unix socket batching every event of one event-loop turn into
+one write each way: WebSocket clients' frames, and HTTP reducer calls and SQL queries as
+requests (:func:`request_body`) answered by the node's in-process adapter
+(:class:`orrery.standalone.LocalHostNode`, so both transports give the same answers; the reply
+format is :func:`reply_body`). The rest (schema, logs, publishing) uses the host node's and
+control plane's gRPC services, as a cluster's gateway does.
 
 Each client is a :class:`~gateway.grpc_backends.RelayedWsSession`, with the same per-client
 limits as over gRPC. When the link ends (the host-node process stopped or died) every client is
@@ -15,11 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from gateway.backends import CallResult, PrePublish, SqlAnswer, WsParams, WsSession
+from gateway.backends import (
+    CallOutcome,
+    CallResult,
+    ControlPlaneBackend,
+    DatabaseInfo,
+    PrePublish,
+    PublishOutcome,
+    SqlAnswer,
+    WsParams,
+    WsSession,
+)
+from gateway.errors import ApiError, InternalError
 from gateway.grpc_backends import (
     WS_CLOSE_STREAM_LOST,
     GrpcHostNode,
@@ -29,9 +44,39 @@ from gateway.grpc_backends import (
 from proto import link
 from sats.identity import Identity
 
-__all__ = ["GatewayLink", "LinkHostNode"]
+__all__ = ["CachedControlPlane", "GatewayLink", "LinkHostNode", "error_reply", "reply_body", "request_body"]
 
 log = logging.getLogger(__name__)
+
+
+def request_body(op: str, **fields: Any) -> bytes:
+    """A control request's body: JSON naming the operation and its arguments."""
+    return json.dumps({"op": op, **fields}).encode()
+
+
+def reply_body(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """A reply's body: one line of JSON (``{"ok": …}`` or ``{"error": …}``), then raw bytes."""
+    return json.dumps(header).encode() + b"\n" + payload
+
+
+def error_reply(e: ApiError) -> bytes:
+    """The reply carrying an API error exactly (status, body, content type, headers, detail)."""
+    return reply_body({
+        "error": {"status": e.status, "content_type": e.content_type, "headers": e.headers, "detail": e.detail}
+    }, e.body)  # fmt: skip
+
+
+def _parse_reply(body: bytes) -> tuple[dict[str, Any], bytes]:
+    """The ``ok`` header and payload of a reply; raises the :class:`ApiError` an error reply carries."""
+    line, _, payload = body.partition(b"\n")
+    try:
+        header = json.loads(line)
+    except ValueError:
+        raise InternalError(f"the host node answered a request with {body[:200]!r}") from None
+    if "error" in header:
+        e = header["error"]
+        raise ApiError(e["status"], payload, e["content_type"], e["headers"], detail=e["detail"])
+    return header["ok"], payload
 
 
 class GatewayLink:
@@ -173,22 +218,36 @@ class GatewayLink:
 
 
 class LinkHostNode:
-    """:class:`gateway.backends.HostNodeBackend` of a split standalone server: WebSocket clients
-    over the link, everything else over the host node's gRPC service."""
+    """:class:`gateway.backends.HostNodeBackend` of a split standalone server: WebSocket clients,
+    reducer calls and SQL over the link, the rest over the host node's gRPC service."""
 
     def __init__(self, grpc: GrpcHostNode, link: GatewayLink) -> None:
         self.grpc = grpc
         self.link = link
 
+    async def _request(self, body: bytes) -> tuple[dict[str, Any], bytes]:
+        try:
+            reply = await self.link.request(body)
+        except ConnectionError as e:
+            raise ApiError.text(503, f"the host node is not reachable: {e}") from None
+        return _parse_reply(reply)
+
     async def call(
         self, database: Identity, reducer: str, args_json: str, *, caller: Identity, connection_id: int
     ) -> CallResult:
-        """See :class:`gateway.backends.HostNodeBackend`."""
-        return await self.grpc.call(database, reducer, args_json, caller=caller, connection_id=connection_id)
+        """See :class:`gateway.backends.HostNodeBackend` (a request on the link)."""
+        ok, _ = await self._request(request_body(
+            "call", database=database.to_hex(), reducer=reducer, args=args_json, caller=caller.to_hex(),
+            connection_id=format(connection_id, "x"),
+        ))  # fmt: skip
+        return CallResult(CallOutcome(ok["outcome"]), ok["message"], ok["energy_used"], ok["duration_micros"])
 
     async def sql(self, database: Identity, query: str, caller: Identity) -> SqlAnswer:
-        """See :class:`gateway.backends.HostNodeBackend`."""
-        return await self.grpc.sql(database, query, caller)
+        """See :class:`gateway.backends.HostNodeBackend` (a request on the link)."""
+        ok, payload = await self._request(
+            request_body("sql", database=database.to_hex(), query=query, caller=caller.to_hex())
+        )
+        return SqlAnswer(payload, ok["duration_micros"])
 
     async def schema(self, database: Identity) -> Any:
         """See :class:`gateway.backends.HostNodeBackend`."""
@@ -205,3 +264,103 @@ class LinkHostNode:
     async def connect(self, database: Identity, params: WsParams) -> WsSession | None:
         """See :class:`gateway.backends.HostNodeBackend`."""
         return await self.link.connect(database, params)
+
+
+class CachedControlPlane:
+    """A :class:`gateway.backends.ControlPlaneBackend` that remembers what names resolve to.
+
+    Every database request resolves its path segment (``resolve`` / ``database``); over gRPC each
+    lookup is a round trip costing both processes more CPU than the reducer call it precedes. A
+    split standalone server has one gateway, this one, so every change to databases and names
+    passes through here: the cache is emptied when each begins and when it ends, and a lookup
+    that overlapped a change (one began or ended while it was answered) is not kept — it may
+    predate the change. Only successful lookups are kept, so a database created meanwhile is
+    found on the next request.
+    """
+
+    def __init__(self, inner: ControlPlaneBackend) -> None:
+        self.inner = inner
+        self._identities: dict[str, Identity] = {}
+        self._infos: dict[str, DatabaseInfo] = {}
+        #: Bumped when a change begins and when it ends; changes under way now.
+        self._generation = 0
+        self._changes = 0
+
+    def _forget(self) -> None:
+        self._generation += 1
+        self._identities.clear()
+        self._infos.clear()
+
+    async def resolve(self, name_or_identity: str) -> Identity:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        found = self._identities.get(name_or_identity)
+        if found is None:
+            generation = self._generation
+            found = await self.inner.resolve(name_or_identity)
+            if generation == self._generation and not self._changes:
+                self._identities[name_or_identity] = found
+        return found
+
+    async def database(self, name_or_identity: str) -> DatabaseInfo:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        found = self._infos.get(name_or_identity)
+        if found is None:
+            generation = self._generation
+            found = await self.inner.database(name_or_identity)
+            if generation == self._generation and not self._changes:
+                self._infos[name_or_identity] = found
+        return found
+
+    async def _changing(self, change: Any) -> Any:
+        self._forget()
+        self._changes += 1
+        try:
+            return await change
+        finally:
+            self._changes -= 1
+            self._forget()
+
+    async def publish(
+        self,
+        caller: Identity,
+        name_or_identity: str | None,
+        program: bytes,
+        *,
+        clear: bool,
+        break_clients: bool = False,
+        token: bytes | None = None,
+        num_replicas: int | None = None,
+    ) -> PublishOutcome:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        return await self._changing(self.inner.publish(  # type: ignore[no-any-return]
+            caller, name_or_identity, program, clear=clear, break_clients=break_clients, token=token,
+            num_replicas=num_replicas,
+        ))  # fmt: skip
+
+    async def reset(self, caller: Identity, name_or_identity: str, program: bytes | None) -> PublishOutcome:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        return await self._changing(self.inner.reset(caller, name_or_identity, program))  # type: ignore[no-any-return]
+
+    async def delete(self, caller: Identity, name_or_identity: str) -> None:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        await self._changing(self.inner.delete(caller, name_or_identity))
+
+    async def names(self, identity: Identity) -> list[str]:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        return await self.inner.names(identity)
+
+    async def add_name(self, caller: Identity, name_or_identity: str, name: str) -> dict[str, Any]:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        return await self._changing(self.inner.add_name(caller, name_or_identity, name))  # type: ignore[no-any-return]
+
+    async def set_names(self, caller: Identity, name_or_identity: str, names: list[str]) -> None:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        await self._changing(self.inner.set_names(caller, name_or_identity, names))
+
+    async def databases_of(self, owner: Identity) -> list[Identity]:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        return await self.inner.databases_of(owner)
+
+    async def node_ids(self) -> list[int | str]:
+        """See :class:`gateway.backends.ControlPlaneBackend`."""
+        return list(await self.inner.node_ids())

@@ -29,6 +29,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane.core import migrate_program_hashes
+from gateway.errors import ApiError
+from gateway.link_backend import error_reply, reply_body
 from hostnode import turns
 from hostnode.database import DatabaseConfig
 from hostnode.link import serve_link
@@ -38,9 +40,10 @@ from hostnode.service import HostNode, HostNodeConfig
 from observability.exposition import encode_text
 from orrery.budget_options import add_budget_options, budgets_of
 from orrery.process import configure_logging
-from orrery.standalone import initial_program, start_grpc_services
+from orrery.standalone import LocalHostNode, initial_program, start_grpc_services
 from proto import link
 from proto.auth import ClusterSecret
+from sats.identity import Identity
 
 __all__ = ["READY_ID", "main", "serve_node"]
 
@@ -63,12 +66,28 @@ async def serve_node(link_fd: int, data_dir: Path, database: DatabaseConfig) -> 
     node = HostNode(HostNodeConfig(data_dir / "node", database=database))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HostNodeCollector(node))
+    local = LocalHostNode(node)
 
     async def request(body: bytes) -> bytes:
-        op = json.loads(body).get("op")
+        req = json.loads(body)
+        op = req.get("op")
         if op == "metrics":
             return encode_text(registry)
-        raise ValueError(f"unknown control request {op!r}")
+        try:
+            if op == "call":
+                r = await local.call(
+                    Identity.from_hex(req["database"]), req["reducer"], req["args"],
+                    caller=Identity.from_hex(req["caller"]), connection_id=int(req["connection_id"], 16),
+                )  # fmt: skip
+                done = {"outcome": r.outcome.value, "message": r.message, "energy_used": r.energy_used,
+                        "duration_micros": r.duration_micros}  # fmt: skip
+                return reply_body({"ok": done})
+            if op == "sql":
+                answer = await local.sql(Identity.from_hex(req["database"]), req["query"], Identity.from_hex(req["caller"]))
+                return reply_body({"ok": {"duration_micros": answer.duration_micros}}, answer.body)
+        except ApiError as e:
+            return error_reply(e)
+        raise ValueError(f"unknown request {op!r}")
 
     try:
         async with contextlib.AsyncExitStack() as stack:

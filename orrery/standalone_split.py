@@ -35,7 +35,7 @@ from pathlib import Path
 from gateway.app import create_app
 from gateway.auth import SigningKeys, TokenAuthority
 from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
-from gateway.link_backend import GatewayLink, LinkHostNode
+from gateway.link_backend import CachedControlPlane, GatewayLink, LinkHostNode
 from gateway.metrics import GatewayCollector, GatewayStats
 from observability.http import Endpoints
 from observability.registry import new_registry
@@ -133,7 +133,7 @@ async def serve_split(
         secret = ClusterSecret(where["secret"])
         node_link = GatewayLink(reader, writer)
         stack.push_async_callback(node_link.close)
-        control = GrpcControlPlane(grpc_channel(stack, where["control"], secret))
+        control = CachedControlPlane(GrpcControlPlane(grpc_channel(stack, where["control"], secret)))
         host_node = LinkHostNode(GrpcHostNode(grpc_channel(stack, where["host"], secret)), node_link)
         stats = GatewayStats()
         registry = new_registry("standalone")
