@@ -45,6 +45,10 @@ from orrery.hostnode_process import add_arguments as hostnode_arguments
 from orrery.hostnode_process import run_from_args as run_hostnode
 from orrery.secret_option import add_secret_option
 
+#: ``orrery start --transport`` (orrery.standalone.TRANSPORTS; spelled here, as the CLI ships
+#: without the server).
+STANDALONE_TRANSPORTS = ("inprocess", "grpc", "split")
+
 __all__ = ["build_parser", "main"]
 
 
@@ -147,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="server log level (default info)",
     )
+    p.add_argument(
+        "--transport", default="inprocess", choices=STANDALONE_TRANSPORTS,
+        help="inprocess: one process; split: the gateway (HTTP, WebSockets) and the host node (the "
+        "databases) as two processes joined by a unix socket, using two CPUs; grpc: one process, "
+        "the gateway reaching the host node over gRPC on 127.0.0.1 (default inprocess)",
+    )  # fmt: skip
     add_budget_options(p)
 
     p = command("gateway", "Run a cluster gateway: the public API in front of a cluster's nodes")

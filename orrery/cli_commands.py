@@ -207,11 +207,16 @@ def cmd_start(session: Session, args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else DEFAULT_DATA_DIR
     standalone.configure_logging(args.log_level)
     try:
-        standalone.run(args.listen_addr, data_dir, config=standalone.StandaloneConfig(metrics_addr=args.metrics_addr, budgets=budgets))
+        standalone.run(
+            args.listen_addr, data_dir, config=standalone.StandaloneConfig(metrics_addr=args.metrics_addr, budgets=budgets),
+            transport=args.transport,
+        )  # fmt: skip
     except KeyboardInterrupt:
         return 130
     except OSError as e:
         raise CliError(f"cannot start the server on {args.listen_addr}: {e.strerror or e}") from None
+    except standalone.NodeProcessError as e:
+        raise CliError(str(e)) from None
     return 0
 
 

@@ -43,3 +43,10 @@ def test_given_budgets_reach_the_database_config_and_absent_ones_keep_the_defaul
 def test_bad_budgets_are_refused(argv: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         budgets_of(_parse(*argv))
+
+
+def test_orrery_start_offers_every_transport_of_the_server() -> None:
+    from orrery import standalone
+    from orrery.cli import STANDALONE_TRANSPORTS
+
+    assert STANDALONE_TRANSPORTS == standalone.TRANSPORTS

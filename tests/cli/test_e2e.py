@@ -249,11 +249,14 @@ def _orrery_script() -> Path:
 @pytest.mark.skipif(
     not _orrery_script().exists(), reason="the orrery console script is not installed in this venv"
 )
-def test_installed_entry_point_start_and_publish(tmp_path: Path) -> None:
-    """``orrery start`` in a subprocess, then the installed ``orrery`` script against it."""
+@pytest.mark.parametrize("transport", ["inprocess", "split"])
+def test_installed_entry_point_start_and_publish(tmp_path: Path, transport: str) -> None:
+    """``orrery start`` in a subprocess (one process, or split in two), then the installed
+    ``orrery`` script against it; SIGTERM stops it cleanly."""
     env = {**os.environ, "ORRERY_CONFIG": str(tmp_path / "cli.toml"), "HOME": str(tmp_path)}
     proc = subprocess.Popen(
-        [str(_orrery_script()), "start", "--listen-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")],
+        [str(_orrery_script()), "start", "--listen-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+         "--transport", transport],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     try:
@@ -280,6 +283,8 @@ def test_installed_entry_point_start_and_publish(tmp_path: Path) -> None:
         assert (r.returncode, r.stdout.splitlines()[0].split()) == (0, ["sender", "|", "sent", "|", "text"])
         r = orrery("delete", "-s", url, "nope-nope")
         assert r.returncode == 1 and r.stderr.strip() == "Error: failed to find database `nope-nope`."
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
