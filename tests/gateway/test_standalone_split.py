@@ -69,65 +69,64 @@ async def publish_and_call(c: Client, name: str, text: str) -> str:
 
 
 def test_the_databases_run_in_a_second_process_and_stop_with_the_server(tmp_path: Path) -> None:
-    server = StandaloneServer(tmp_path / "data", transport="split").start()
-    gateway_pid = server.proc.pid if server.proc else 0
-    node = host_node_pid(server)
-    assert node != gateway_pid
+    with StandaloneServer(tmp_path / "data", transport="split") as server:
+        assert server.proc is not None
+        node = host_node_pid(server)
+        assert node != server.proc.pid
 
-    async def body(c: Client) -> None:
-        await publish_and_call(c, "split-chat", "hello")
-        assert [r[-1] for r in await c.rows("split-chat", "SELECT * FROM message")] == ["hello"]
-        metrics = await c.get("/v1/metrics")
-        assert metrics.status == 200
-        families = re.findall(r"^# TYPE (\S+) ", metrics.text, re.M)
-        # The gateway's own families, then the host node's (fetched over the link), each once.
-        assert "orrery_gateway_http_requests_total" in families
-        assert "spacetime_num_txns_total" in families
-        assert len(families) == len(set(families)), sorted(f for f in families if families.count(f) > 1)
+        async def body(c: Client) -> None:
+            await publish_and_call(c, "split-chat", "hello")
+            assert [r[-1] for r in await c.rows("split-chat", "SELECT * FROM message")] == ["hello"]
+            metrics = await c.get("/v1/metrics")
+            assert metrics.status == 200
+            families = re.findall(r"^# TYPE (\S+) ", metrics.text, re.M)
+            # The gateway's own families, then the host node's (fetched over the link), each once.
+            assert "orrery_gateway_http_requests_total" in families
+            assert "spacetime_num_txns_total" in families
+            assert len(families) == len(set(families)), sorted(f for f in families if families.count(f) > 1)
 
-    server.run(body)
-    assert server.stop() == 0
-    wait_gone(node, "the host-node process")
+        server.run(body)
+        assert server.stop() == 0
+        wait_gone(node, "the host-node process")
 
 
 def test_a_host_node_that_dies_stops_the_server_with_a_message_and_loses_nothing(tmp_path: Path) -> None:
-    server = StandaloneServer(tmp_path / "data", transport="split").start()
-    proc = server.proc
-    assert proc is not None
+    with StandaloneServer(tmp_path / "data", transport="split") as server:
+        proc = server.proc
+        assert proc is not None
 
-    async def body(c: Client) -> int:
-        await publish_and_call(c, "doomed", "acknowledged before the crash")
-        url = c.base_url.replace("http://", "ws://") + "/v1/database/doomed/subscribe"
-        async with aiohttp.ClientSession() as session, session.ws_connect(url, protocols=(SUBSCRIBE_PROTOCOL,)) as sock:
-            first = await sock.receive(PATIENCE)  # IdentityToken: the node took the client
-            assert first.type is aiohttp.WSMsgType.BINARY
-            os.kill(host_node_pid(server), signal.SIGKILL)
-            closed = await sock.receive(PATIENCE)
-            assert closed.type is aiohttp.WSMsgType.CLOSE, closed
-            return sock.close_code or 0
+        async def body(c: Client) -> int:
+            await publish_and_call(c, "doomed", "acknowledged before the crash")
+            url = c.base_url.replace("http://", "ws://") + "/v1/database/doomed/subscribe"
+            async with aiohttp.ClientSession() as session, session.ws_connect(url, protocols=(SUBSCRIBE_PROTOCOL,)) as sock:
+                first = await sock.receive(PATIENCE)  # IdentityToken: the node took the client
+                assert first.type is aiohttp.WSMsgType.BINARY
+                os.kill(host_node_pid(server), signal.SIGKILL)
+                closed = await sock.receive(PATIENCE)
+                assert closed.type is aiohttp.WSMsgType.CLOSE, closed
+                return sock.close_code or 0
 
-    assert server.run(body) == 1012  # "service restart": reconnect
-    status = proc.wait(PATIENCE)
-    assert status == 1
-    assert "the host-node process exited with status -9" in server.log_text()
-    server.proc = None
+        assert server.run(body) == 1012  # "service restart": reconnect
+        assert proc.wait(PATIENCE) == 1
+        assert "the host-node process exited with status -9" in server.log_text()
+        server.proc = None
 
-    async def after(c: Client) -> None:
-        assert [r[-1] for r in await c.rows("doomed", "SELECT * FROM message")] == ["acknowledged before the crash"]
+        async def after(c: Client) -> None:
+            assert [r[-1] for r in await c.rows("doomed", "SELECT * FROM message")] == ["acknowledged before the crash"]
 
-    with server:  # the same data directory opens again: nothing was lost, no lock was left
+        server.start()  # the same data directory opens again: nothing was lost, no lock was left
         server.run(after)
 
 
 def test_a_killed_gateway_leaves_no_host_node_behind(tmp_path: Path) -> None:
-    server = StandaloneServer(tmp_path / "data", transport="split").start()
-    server.run(lambda c: publish_and_call(c, "orphan", "before the gateway died"))
-    node = host_node_pid(server)
-    server.kill()  # SIGKILL: no shutdown at all; the node sees the link's end of file
-    wait_gone(node, "the host-node process of a killed gateway")
+    with StandaloneServer(tmp_path / "data", transport="split") as server:
+        server.run(lambda c: publish_and_call(c, "orphan", "before the gateway died"))
+        node = host_node_pid(server)
+        server.kill()  # SIGKILL: no shutdown at all; the node sees the link's end of file
+        wait_gone(node, "the host-node process of a killed gateway")
 
-    async def after(c: Client) -> None:
-        assert [r[-1] for r in await c.rows("orphan", "SELECT * FROM message")] == ["before the gateway died"]
+        async def after(c: Client) -> None:
+            assert [r[-1] for r in await c.rows("orphan", "SELECT * FROM message")] == ["before the gateway died"]
 
-    with server:
+        server.start()
         server.run(after)
