@@ -10,8 +10,8 @@ the carrier (:meth:`ClientStream._frame_event`, :meth:`ClientStream._closed_even
 
 Outgoing frames are batched per event-loop turn, and a frame that several clients receive (one
 subscription update, encoded once) travels once with the list of its clients. The batch the
-carrier has not taken yet is bounded (:data:`MAX_PENDING_EVENTS`, :data:`MAX_PENDING_BYTES`):
-beyond it the connections are no longer drained, so their own bounded queues fill and their
+carrier has not taken yet is bounded (:data:`MAX_PENDING_EVENTS`, :data:`MAX_PENDING_BYTES`,
+give or take what one connection had queued): beyond it the connections are no longer drained, so their own bounded queues fill and their
 slowest clients are cut off instead of this node buffering without end.
 """
 
@@ -206,8 +206,12 @@ class ClientStream(Generic[E]):
     # --- host → gateway -----------------------------------------------------------------------
 
     async def _pump(self, client: _Client, conn: Connection) -> None:
-        while (frame := await conn.recv()) is not None:
-            self._frame(client.ref, frame)
+        # Everything the connection has queued at once: one wake-up, and with ``confirmed`` one
+        # durability wait, per batch rather than per frame (a wait that is not over yet costs
+        # the commit log's sync thread a wake-up of this loop).
+        while (frames := await conn.recv_many()) is not None:
+            for frame in frames:
+                self._frame(client.ref, frame)
             while len(self._events) >= MAX_PENDING_EVENTS or self._event_bytes >= MAX_PENDING_BYTES:
                 # The gateway is not taking batches: stop draining, so the connections'
                 # own bounded queues fill and their slowest clients are cut off.

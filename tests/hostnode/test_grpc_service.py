@@ -381,7 +381,8 @@ def test_frames_the_gateway_does_not_take_are_bounded_in_bytes(tmp_path: Path, m
         await until(lambda: conn.is_closed, "the client to be cut off")
         assert (conn.close_code, conn.close_reason) == CLOSE_SERVER_FULL
         held = await stream.next_batch()
-        assert held is not None and sum(len(e.frame.frame) for e in held) < 4000 + 1200
+        # The limit, give or take one connection's queue drained at once (bounded by its budget).
+        assert held is not None and sum(len(e.frame.frame) for e in held) < 4000 + 20_000 + 1200
         while not any(e.WhichOneof("event") == "closed" for e in held):
             more = await asyncio.wait_for(stream.next_batch(), PATIENCE)
             assert more is not None
