@@ -42,7 +42,6 @@ from typing import Any, Literal, NamedTuple, Protocol
 import wasmtime
 from wasmtime import _ffi as ffi  # noqa: PLC2701 - the raw path, see module docstring
 
-from hostnode import turns
 from hostnode.budgets import DEFAULT_FUEL_BUDGET, DEFAULT_TIME_BUDGET_S
 from hostnode.modulelog import level_name
 
@@ -737,14 +736,12 @@ class ModuleHost:
         ctx = self._ctx_arg
         _check_error(_yield_interval(ctx, LONG_SLICE_FUEL))
         cpus = _leave_a_cpu_free()
-        take_turn_back = turns.set_aside()  # the event loop must not wait for a long call
         try:
             while not poll(future):
                 if time.perf_counter_ns() >= deadline:
                     return False
             return True
         finally:
-            take_turn_back()
             _check_error(_yield_interval(ctx, SLICE_FUEL))
             if cpus is not None:
                 _set_thread_cpus(cpus)

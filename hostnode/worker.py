@@ -22,7 +22,6 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from hostnode.database import Database
-from hostnode.turns import turn
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,11 +100,10 @@ class DatabaseWorker:
                 if job is not None:
                     fn, fut, db.queued_at = job
                     if fut.set_running_or_notify_cancel():
-                        with turn():  # the event loop waits while the job runs (hostnode/turns.py)
-                            try:
-                                fut.set_result(fn(db))
-                            except BaseException as e:  # noqa: BLE001 - delivered to the submitter
-                                fut.set_exception(e)
+                        try:
+                            fut.set_result(fn(db))
+                        except BaseException as e:  # noqa: BLE001 - delivered to the submitter
+                            fut.set_exception(e)
                     db.queued_at = 0.0  # scheduled reducers waited for their time, not the queue
                 try:
                     db.run_due_schedules()

@@ -356,9 +356,7 @@ def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         metrics_addr=args.metrics_addr, handoff_timeout=args.handoff_timeout, budgets=budgets, secret=secret,
     )  # fmt: skip
     try:
-        from hostnode import turns  # the server's modules load only when it runs
-
-        turns.run(serve(config))  # the loop takes turns with the writers (hostnode/turns.py)
+        asyncio.run(serve(config))
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

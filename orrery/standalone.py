@@ -71,7 +71,6 @@ from gateway.failures import ControlErrorKind, HostErrorKind, ReducerStatus
 from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
 from gateway.metrics import GatewayCollector, GatewayStats
 from hostnode import grpc_service as hostnode_grpc
-from hostnode import turns
 from hostnode.database import DatabaseConfig, DatabaseError, ReducerOutcome
 from hostnode.grpc_service import STATUS, describe_plan, log_batches, preview_update
 from hostnode.metrics import HostNodeCollector
@@ -497,9 +496,7 @@ def run(
     def ready(address: str) -> None:
         print(f"Orrery is listening on http://{address} (data in {data_dir})", flush=True)
 
-    # A process that runs databases takes turns between its event loop and the writer threads
-    # (hostnode/turns.py); the split server's gateway runs none (its host node process does).
-    loop_runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run if transport == "split" else turns.run
+    loop_runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     if transport == "inprocess":  # grpc.aio supports the standard event loop only
         with contextlib.suppress(ImportError):
             import uvloop  # type: ignore[import-not-found]

@@ -31,7 +31,6 @@ from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane.core import migrate_program_hashes
 from gateway.errors import ApiError
 from gateway.link_backend import error_reply, reply_body
-from hostnode import turns
 from hostnode.database import DatabaseConfig
 from hostnode.link import serve_link
 from hostnode.metrics import HostNodeCollector
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     configure_logging(args.log_level)
     try:
-        turns.run(serve_node(args.link_fd, args.data_dir, DatabaseConfig(**budgets.database_config())))
+        asyncio.run(serve_node(args.link_fd, args.data_dir, DatabaseConfig(**budgets.database_config())))
     except link.LinkError as e:
         log.error("the gateway sent a batch that does not parse: %s", e)
         return 1
