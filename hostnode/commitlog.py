@@ -1179,8 +1179,8 @@ class GroupCommitter:
         #: Called on the sync thread with the new durable offset after every sync round
         #: (replication acks and quorum tracking hang here). Keep them quick.
         self.listeners: list[Callable[[int], None]] = []
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._sync_thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._sync_thread.start()
 
     @property
     def durable_offset(self) -> int:
@@ -1249,7 +1249,7 @@ class GroupCommitter:
         with self._mutex:
             self._closing = True
             self._work.notify()
-        self._thread.join(timeout)
+        self._sync_thread.join(timeout)
 
     def __enter__(self) -> GroupCommitter:
         return self

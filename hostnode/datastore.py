@@ -571,13 +571,17 @@ def _choose_cluster(schema: TableSchema) -> int | None:
 class _TxBase:
     """The read API shared by :class:`ReadTx` and :class:`MutTx`."""
 
-    __slots__ = ("_txn", "_cat", "_meta", "_done")
+    __slots__ = ("_cat", "_meta", "_done")
+    _cat: _Catalog
+    _meta: Any
+    _done: bool
 
-    def __init__(self, txn: Any, cat: _Catalog, meta_db: Any) -> None:
-        self._txn = txn
-        self._cat = cat
-        self._meta = meta_db
-        self._done = False
+    # A property in both subclasses, never a plain attribute here: compiled (mypyc) code reads a
+    # base-class attribute directly, past a subclass's property (MutTx materialises on access).
+    @property
+    def _txn(self) -> Any:
+        """The LMDB transaction the reads go to."""
+        raise NotImplementedError
 
     def _clustered_get(self, db: Any, key: bytes) -> Any:
         return self._txn.get(key, None, db)
@@ -819,7 +823,17 @@ def _bound(conv: Callable[[Any, int], tuple[bytes, int]], buf: bytes) -> tuple[i
 class ReadTx(_TxBase):
     """A read-only snapshot of the last checkpoint; usable from any thread. Close it promptly."""
 
-    __slots__ = ()
+    __slots__ = ("_snapshot",)
+
+    def __init__(self, txn: Any, cat: _Catalog, meta_db: Any) -> None:
+        self._snapshot = txn
+        self._cat = cat
+        self._meta = meta_db
+        self._done = False
+
+    @property
+    def _txn(self) -> Any:
+        return self._snapshot
 
     def close(self) -> None:
         """Release the snapshot.
@@ -831,10 +845,12 @@ class ReadTx(_TxBase):
         """
         if not self._done:
             self._done = True
-            self._txn.abort()
-            self._txn = None
+            self._snapshot.abort()
+            self._snapshot = None
 
-    abort = close
+    def abort(self) -> None:
+        """The same as :meth:`close` (a def, not an alias: compiled classes take no aliases)."""
+        self.close()
 
     def applied_offset(self) -> int:
         """The commit-log offset this snapshot's checkpoint was taken at (-1: none)."""
@@ -897,7 +913,7 @@ class MutTx(_TxBase):
         self._schema_ops: list[SchemaOp] = []
         self._cat_owned = False
 
-    @property  # type: ignore[override]
+    @property
     def _txn(self) -> Any:
         child = self._child
         if child is None:
@@ -1095,7 +1111,10 @@ class MutTx(_TxBase):
                 row, gen, seq_updates = self._gen_seqs(tbl, row)
             rev = idx.rev_slice
             if rev is not None:
-                key = row[rev]
+                # Through an untyped name: compiled (mypyc) code indexes typed bytes as by an
+                # integer, whatever the index is.
+                untyped: Any = row
+                key = untyped[rev]
             else:
                 off = idx.fixed_off
                 key = idx.extract(row) if off is None else idx.point_conv(row, off)[0]  # type: ignore[misc]

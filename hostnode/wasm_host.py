@@ -382,7 +382,7 @@ assert ctypes.sizeof(ffi.wasmtime_val_raw_t) == _SLOT_SIZE
 #: Slot views a callback keeps; past this many addresses (never seen in practice) it starts over.
 _MAX_SLOT_VIEWS = 64
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
-_Callback = Callable[[tuple[int, ...]], Any]
+_Callback = Callable[[Any], Any]  # the arguments: a tuple of ints, one per parameter
 
 
 def _leave_a_cpu_free() -> set[int] | None:
@@ -651,9 +651,9 @@ class ModuleHost:
         view = memoryview(buf).cast("B")
         for i, p in enumerate(params):
             _I32_VAL.pack_into(view, i * _VAL_SIZE, 0, p)  # kind WASMTIME_I32
-        return self._raw_call(
-            ctypes.addressof(func._func), ctypes.addressof(buf), nparams, nresults=nresults, has_result=nresults > 0
-        )
+        # ``buf`` itself, not its address: compiled (mypyc) code drops a local after its last use,
+        # so an address taken here would point at freed memory during the call.
+        return self._raw_call(ctypes.addressof(func._func), buf, nparams, nresults=nresults, has_result=nresults > 0)
 
     _last_sink: bytes = b""
 
@@ -664,7 +664,7 @@ class ModuleHost:
 
     def _raw_call(self, func: Any, args: Any, nargs: Any, nresults: Any = _ONE, has_result: bool = True) -> CallResult:
         """Call the export at ``func`` (address, or a c_void_p of it) with ``nargs`` wasmtime_val_t
-        at ``args`` (an address; counts as ints or c_size_t); an i32 result lands in ``_result``."""
+        at ``args`` (an address or a ctypes array; counts as ints or c_size_t); an i32 result lands in ``_result``."""
         ctx = self._ctx_arg
         _check_error(_set_fuel(ctx, self._budget_arg))
         self._pending_exc = None
@@ -923,8 +923,8 @@ class ModuleHost:
                         host.profile_ns[0] += time.perf_counter_ns() - t0
                         host.profile_ns[1] += 1
                     return 0
-                except HostTrap as e:
-                    return trap(e, str(e))
+                except HostTrap as host_trap:
+                    return trap(host_trap, str(host_trap))
                 except BaseException as e:  # noqa: BLE001 - any host failure traps the guest
                     return trap(e, f"host error: {type(e).__name__}: {e}")
 
@@ -946,8 +946,8 @@ class ModuleHost:
                 try:
                     impl(unpack(views.get(p) or slots(p)))
                     return 0
-                except HostTrap as e:
-                    return trap(e, str(e))
+                except HostTrap as host_trap:
+                    return trap(host_trap, str(host_trap))
                 except BaseException as e:  # noqa: BLE001
                     return trap(e, f"host error: {type(e).__name__}: {e}")
 
@@ -1035,7 +1035,7 @@ class ModuleHost:
         self.write_u32(out, count)
         return 0
 
-    def _imp_index_scan_point(self, a: Any) -> int:
+    def _imp_index_scan_point(self, a: tuple[int, int, int, int]) -> int:
         # Hot path (every primary-key lookup): bounds checks are inlined.
         index_id, ptr, n, out = a
         if not (ptr and ptr + n <= self._size and out and out + 4 <= self._size):
@@ -1076,7 +1076,7 @@ class ModuleHost:
     def _imp_delete_all_by_eq(self, a: Any) -> int:
         return self._delete_and_count(a, "delete_by_rel")
 
-    def _imp_iter_advance(self, a: Any) -> int:
+    def _imp_iter_advance(self, a: tuple[int, int, int]) -> int:
         iid, buf_ptr, len_ptr = a
         # Taken out, and put back only if it does not end here (a point scan's always does).
         # A trap on the way loses it, but a trap discards the instance and its iterators anyway.
@@ -1089,7 +1089,7 @@ class ModuleHost:
             self._check(len_ptr, 4)
             size = self._size
         mv = self._mv
-        cap = _U32.unpack_from(mv, len_ptr)[0]
+        cap: int = _U32.unpack_from(mv, len_ptr)[0]
         if not (buf_ptr and buf_ptr + cap <= size):
             self._check(buf_ptr, cap)
             mv = self._mv
@@ -1143,7 +1143,7 @@ class ModuleHost:
         self.write_u32(len_ptr, len(generated))
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
-    def _imp_update(self, a: Any) -> int:
+    def _imp_update(self, a: tuple[int, int, int, int]) -> int:
         table_id, index_id, row_ptr, len_ptr = a
         tx = self.tx
         if tx is None:
@@ -1151,7 +1151,7 @@ class ModuleHost:
         size = self._size
         if not (len_ptr and len_ptr + 4 <= size):
             self._check(len_ptr, 4)
-        n = _U32.unpack_from(self._mv, len_ptr)[0]
+        n: int = _U32.unpack_from(self._mv, len_ptr)[0]
         if not (row_ptr and row_ptr + n <= size):
             self._check(row_ptr, n)
         row = self._mv[row_ptr : row_ptr + n].tobytes()
@@ -1177,14 +1177,14 @@ class ModuleHost:
         self._sink += self.read(buf_ptr, n)
         return 0
 
-    def _imp_source_read(self, a: Any) -> int:
+    def _imp_source_read(self, a: tuple[int, int, int]) -> int:
         sid, buf_ptr, len_ptr = a
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
         if not (len_ptr and len_ptr + 4 <= self._size):
             self._check(len_ptr, 4)
-        cap = _U32.unpack_from(self._mv, len_ptr)[0]
+        cap: int = _U32.unpack_from(self._mv, len_ptr)[0]
         data, pos = src
         total = len(data)
         n = min(cap, total - pos)
