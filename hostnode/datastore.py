@@ -49,7 +49,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from itertools import repeat
-from typing import Any, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import lmdb
 
@@ -96,19 +96,19 @@ __all__ = [
 ]
 
 #: Index keys this long or longer are stored truncated (+ rid); see the module docstring.
-KEY_TRUNC = 480
-_TRUNC_LEN = KEY_TRUNC + 8
+KEY_TRUNC: Final = 480
+_TRUNC_LEN: Final = KEY_TRUNC + 8
 
-_RID = struct.Struct(">Q")
-_APPLIED = struct.Struct("<q")
-_U32 = struct.Struct("<I")
+_RID: Final = struct.Struct(">Q")
+_APPLIED: Final = struct.Struct("<q")
+_U32: Final = struct.Struct("<I")
 
-_META_DB = b"meta"
-_K_APPLIED = b"ds/applied"
-_K_TABLE = b"ds/table/"
+_META_DB: Final = b"meta"
+_K_APPLIED: Final = b"ds/applied"
+_K_TABLE: Final = b"ds/table/"
 _K_SEQ = b"ds/seq/"
 _K_RID = b"ds/rid/"
-_K_USER = b"user/"
+_K_USER: Final = b"user/"
 
 
 def _blake(row: bytes) -> bytes:
@@ -123,49 +123,49 @@ def _blake(row: bytes) -> bytes:
 class DatastoreError(Exception):
     """Base of datastore errors. ``errno`` is the module-ABI errno (0 = none: the host traps)."""
 
-    errno = 0
+    errno: ClassVar[int] = 0
 
 
 class BsatnDecodeError(DatastoreError):
     """A row, key, bound or relation that does not decode at its type."""
 
-    errno = 3
+    errno: ClassVar[int] = 3
 
 
 class NoSuchTable(DatastoreError):
     """Unknown table id or name."""
 
-    errno = 4
+    errno: ClassVar[int] = 4
 
 
 class NoSuchIndex(DatastoreError):
     """Unknown index id or name, or an index of another table."""
 
-    errno = 5
+    errno: ClassVar[int] = 5
 
 
 class WrongIndexAlgo(DatastoreError):
     """A range scan on an index that cannot seek ranges (hash)."""
 
-    errno = 10
+    errno: ClassVar[int] = 10
 
 
 class UniqueAlreadyExists(DatastoreError):
     """The row collides with another row on a unique index."""
 
-    errno = 12
+    errno: ClassVar[int] = 12
 
 
 class IndexNotUnique(DatastoreError):
     """``update`` through an index that is not unique."""
 
-    errno = 14
+    errno: ClassVar[int] = 14
 
 
 class NoSuchRow(DatastoreError):
     """``update`` found no row with the new row's key."""
 
-    errno = 15
+    errno: ClassVar[int] = 15
 
 
 class SchemaConflict(DatastoreError):
@@ -874,9 +874,9 @@ class ReadTx(_TxBase):
         self.close()
 
 
-_ABSENT: Any = object()
+_ABSENT: Final[Any] = object()
 #: ``int.from_bytes``'s byte order for row ids, as ``map`` wants it (one per row).
-_BIG: repeat[Literal["big"]] = repeat("big")
+_BIG: Final[repeat[Literal["big"]]] = repeat("big")
 
 
 class MutTx(_TxBase):
