@@ -23,7 +23,7 @@ WASM_CFLAGS := --target=wasm32 -nostdlib -mbulk-memory -O2 -Wall -Werror \
 	-Wl,--no-entry -Wl,--strip-all -Wl,--export=__call_reducer__ -Wl,--export=__describe_module__ \
 	-Imodules/include
 
-.PHONY: all install lock lock-upgrade test lint typecheck pytest fuzz bench modules proto dashboard system-deps clean run k8s-rules
+.PHONY: all install lock lock-upgrade test lint typecheck pytest fuzz bench modules proto dashboard system-deps clean run k8s-rules native
 
 all: install
 
@@ -104,13 +104,21 @@ proto: install
 k8s-rules: install
 	$(PY) tools/k8s_prometheusrule.py
 
+# The engine's hot modules compiled with mypyc beside their sources (tools/build_native.py):
+# rebuilt whenever one of their sources changed (a stale copy would shadow it), skipped with one
+# line where there is no C compiler. NATIVE=0 (or ORRERY_NATIVE=0) removes the compiled copies
+# instead, so everything runs as plain Python.
+NATIVE ?= $(if $(ORRERY_NATIVE),$(ORRERY_NATIVE),1)
+native: install
+	@ORRERY_NATIVE=$(NATIVE) $(PY) tools/build_native.py
+
 lint: install
 	$(VENV)/bin/ruff check .
 
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install system-deps
+pytest: install system-deps native
 	$(VENV)/bin/pytest -q
 
 test: install system-deps lint typecheck pytest
@@ -123,7 +131,7 @@ FUZZ_SECONDS ?= 60
 fuzz: install
 	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
-bench: install
+bench: install native
 	$(PY) -m loadtest.bench_txdata
 	$(PY) -m loadtest.bench_engine
 	$(PY) -m loadtest.bench_http
@@ -136,8 +144,9 @@ bench: install
 # Standalone Orrery on RUN_ADDR with data in RUN_DATA, quickstart-chat published; Ctrl-C stops it.
 RUN_ADDR ?= 127.0.0.1:3000
 RUN_DATA ?= data
-run: install
+run: install native
 	$(PY) -m orrery.quickstart --listen-addr $(RUN_ADDR) --data-dir $(RUN_DATA)
 
 clean:
 	rm -rf $(VENV) $(UV_HOME) build .pytest_cache .mypy_cache .ruff_cache
+	rm -f orrery_native__mypyc.*.so hostnode/*.so

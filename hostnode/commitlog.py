@@ -54,11 +54,11 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from observability.instruments import FSYNC_BUCKETS, Histogram
 
-logger = logging.getLogger(__name__)
+logger: Final = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",
@@ -124,42 +124,42 @@ class EpochFencedError(CommitLogError):
 
 # --------------------------------------------------------------------------- format
 
-FORMAT_VERSION = 1
-SEGMENT_MAGIC = b"ORRYCLOG"
-DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
-MAX_PAYLOAD = 0xFFFF_FFFF
-MAX_U64 = 0xFFFF_FFFF_FFFF_FFFF
+FORMAT_VERSION: Final = 1
+SEGMENT_MAGIC: Final = b"ORRYCLOG"
+DEFAULT_SEGMENT_SIZE: Final = 64 * 1024 * 1024
+MAX_PAYLOAD: Final = 0xFFFF_FFFF
+MAX_U64: Final = 0xFFFF_FFFF_FFFF_FFFF
 
-_SEG_BODY = struct.Struct("<8sHHQ")
-_SEG_CRC = struct.Struct("<I")
-SEGMENT_HEADER_SIZE = _SEG_BODY.size + _SEG_CRC.size  # 24
+_SEG_BODY: Final = struct.Struct("<8sHHQ")
+_SEG_CRC: Final = struct.Struct("<I")
+SEGMENT_HEADER_SIZE: Final = _SEG_BODY.size + _SEG_CRC.size  # 24
 
-_REC_HEADER = struct.Struct("<IIQQ")  # crc, payload length, epoch, offset
-_REC_TAIL = struct.Struct("<IQQ")  # the checksummed part of the header
-_REC_CRC = struct.Struct("<I")
-RECORD_HEADER_SIZE = _REC_HEADER.size  # 24
-_OFFSET_FIELD = 16  # byte position of the offset inside a record header
-_U64 = struct.Struct("<Q")
+_REC_HEADER: Final = struct.Struct("<IIQQ")  # crc, payload length, epoch, offset
+_REC_TAIL: Final = struct.Struct("<IQQ")  # the checksummed part of the header
+_REC_CRC: Final = struct.Struct("<I")
+RECORD_HEADER_SIZE: Final = _REC_HEADER.size  # 24
+_OFFSET_FIELD: Final = 16  # byte position of the offset inside a record header
+_U64: Final = struct.Struct("<Q")
 
 # Every _MARK_EVERY-th record of a segment has its byte position remembered, so a read
 # from the middle of a 64 MiB segment skips at most _MARK_EVERY - 1 headers.
-_MARK_EVERY = 64
+_MARK_EVERY: Final = 64
 # When bad bytes turn up in the last segment, recovery looks for valid records after
 # them to tell a torn tail from corruption: records up to _RESYNC_WINDOW offsets on,
 # starting within _RESYNC_SPAN bytes (a lost 4 KiB page holds at most ~170 records).
 # The bounds keep that search well under a second even in a 64 MiB segment.
-_RESYNC_WINDOW = 256
-_RESYNC_SPAN = 1 << 20
+_RESYNC_WINDOW: Final = 256
+_RESYNC_SPAN: Final = 1 << 20
 # Write-back granularity assumed when telling lost unsynced pages from corruption.
-_PAGE = 4096
+_PAGE: Final = 4096
 
-_SEGMENT_NAME = re.compile(r"^(\d{20})\.log$")
-_EPOCHS_FILE = "epochs"
-_EPOCHS_TMP = "epochs.tmp"
-_LOCK_FILE = "LOCK"
+_SEGMENT_NAME: Final = re.compile(r"^(\d{20})\.log$")
+_EPOCHS_FILE: Final = "epochs"
+_EPOCHS_TMP: Final = "epochs.tmp"
+_LOCK_FILE: Final = "LOCK"
 
-_crc32 = zlib.crc32
-_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+_crc32: Final = zlib.crc32
+_fdatasync: Final[Callable[[int], None]] = getattr(os, "fdatasync", os.fsync)
 
 
 class Record(NamedTuple):
@@ -1119,7 +1119,7 @@ class CommitLog:
                     at += 1
 
 
-_OPEN_TOKEN = object()
+_OPEN_TOKEN: Final = object()
 
 
 def _check_u64(what: str, value: int) -> None:
@@ -1179,8 +1179,8 @@ class GroupCommitter:
         #: Called on the sync thread with the new durable offset after every sync round
         #: (replication acks and quorum tracking hang here). Keep them quick.
         self.listeners: list[Callable[[int], None]] = []
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._sync_thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._sync_thread.start()
 
     @property
     def durable_offset(self) -> int:
@@ -1249,7 +1249,7 @@ class GroupCommitter:
         with self._mutex:
             self._closing = True
             self._work.notify()
-        self._thread.join(timeout)
+        self._sync_thread.join(timeout)
 
     def __enter__(self) -> GroupCommitter:
         return self

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hostnode.budgets import DEFAULT_FUEL_BUDGET, DEFAULT_TIME_BUDGET_S
 from hostnode.commitlog import CommitLog, GroupCommitter
@@ -60,19 +60,19 @@ from sats.errors import DecodeError
 from sats.identity import Identity
 from sats.types import INT_LAYOUT, PrimitiveType, ProductType, SumValue, TypeTag
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
-META_PROGRAM = b"program"
-META_OWNER = b"owner"
-META_IDENTITY = b"database_identity"
+META_PROGRAM: Final = b"program"
+META_OWNER: Final = b"owner"
+META_IDENTITY: Final = b"database_identity"
 
-_ABI_SAMPLE_MASK = ABI_SAMPLE_EVERY - 1
+_ABI_SAMPLE_MASK: Final = ABI_SAMPLE_EVERY - 1
 #: An identity's 32 BSATN bytes as ``__call_reducer__``'s four sender words (Identity.sender_words).
-_FOUR_U64 = struct.Struct("<4Q")
+_FOUR_U64: Final = struct.Struct("<4Q")
 assert not ABI_SAMPLE_EVERY & _ABI_SAMPLE_MASK, "ABI_SAMPLE_EVERY must be a power of two"
 
 #: ScheduleAt delays at or beyond this many milliseconds are refused (module-abi.md §8).
-MAX_SCHEDULE_DELAY_MICROS = ((1 << 36) - 1) * 1000
+MAX_SCHEDULE_DELAY_MICROS: Final = ((1 << 36) - 1) * 1000
 
 
 class DatabaseError(Exception):
@@ -109,8 +109,8 @@ class Status(enum.Enum):
 
 #: Enum members as module constants for the per-call path: Python 3.11's enum metaclass defines
 #: ``__getattr__``, so reading ``Status.COMMITTED`` takes the slow attribute hook (~70 ns, a global ~5).
-_COMMITTED = Status.COMMITTED
-_REDUCER_RECORD = RecordKind.REDUCER
+_COMMITTED: Final = Status.COMMITTED
+_REDUCER_RECORD: Final = RecordKind.REDUCER
 
 
 @dataclass(slots=True)
@@ -1166,7 +1166,7 @@ class Database:
             self.host.discard_instance()
 
 
-_EMPTY_TXDATA = TxData().encode()
+_EMPTY_TXDATA: Final = TxData().encode()
 
 
 def replay_payload(datastore: Datastore, payload: bytes) -> None:
@@ -1234,4 +1234,4 @@ def _any_bytes_size(params: ProductType, codec: Codec) -> int:
     return codec.fixed_size if ok and codec.fixed_size is not None else -1
 
 
-_ANY_BYTES_KINDS = frozenset(INT_LAYOUT) | {TypeTag.F32, TypeTag.F64}
+_ANY_BYTES_KINDS: Final = frozenset(INT_LAYOUT) | {TypeTag.F32, TypeTag.F64}

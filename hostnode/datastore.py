@@ -49,7 +49,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from itertools import repeat
-from typing import Any, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import lmdb
 
@@ -96,19 +96,19 @@ __all__ = [
 ]
 
 #: Index keys this long or longer are stored truncated (+ rid); see the module docstring.
-KEY_TRUNC = 480
-_TRUNC_LEN = KEY_TRUNC + 8
+KEY_TRUNC: Final = 480
+_TRUNC_LEN: Final = KEY_TRUNC + 8
 
-_RID = struct.Struct(">Q")
-_APPLIED = struct.Struct("<q")
-_U32 = struct.Struct("<I")
+_RID: Final = struct.Struct(">Q")
+_APPLIED: Final = struct.Struct("<q")
+_U32: Final = struct.Struct("<I")
 
-_META_DB = b"meta"
-_K_APPLIED = b"ds/applied"
-_K_TABLE = b"ds/table/"
+_META_DB: Final = b"meta"
+_K_APPLIED: Final = b"ds/applied"
+_K_TABLE: Final = b"ds/table/"
 _K_SEQ = b"ds/seq/"
 _K_RID = b"ds/rid/"
-_K_USER = b"user/"
+_K_USER: Final = b"user/"
 
 
 def _blake(row: bytes) -> bytes:
@@ -123,49 +123,49 @@ def _blake(row: bytes) -> bytes:
 class DatastoreError(Exception):
     """Base of datastore errors. ``errno`` is the module-ABI errno (0 = none: the host traps)."""
 
-    errno = 0
+    errno: ClassVar[int] = 0
 
 
 class BsatnDecodeError(DatastoreError):
     """A row, key, bound or relation that does not decode at its type."""
 
-    errno = 3
+    errno: ClassVar[int] = 3
 
 
 class NoSuchTable(DatastoreError):
     """Unknown table id or name."""
 
-    errno = 4
+    errno: ClassVar[int] = 4
 
 
 class NoSuchIndex(DatastoreError):
     """Unknown index id or name, or an index of another table."""
 
-    errno = 5
+    errno: ClassVar[int] = 5
 
 
 class WrongIndexAlgo(DatastoreError):
     """A range scan on an index that cannot seek ranges (hash)."""
 
-    errno = 10
+    errno: ClassVar[int] = 10
 
 
 class UniqueAlreadyExists(DatastoreError):
     """The row collides with another row on a unique index."""
 
-    errno = 12
+    errno: ClassVar[int] = 12
 
 
 class IndexNotUnique(DatastoreError):
     """``update`` through an index that is not unique."""
 
-    errno = 14
+    errno: ClassVar[int] = 14
 
 
 class NoSuchRow(DatastoreError):
     """``update`` found no row with the new row's key."""
 
-    errno = 15
+    errno: ClassVar[int] = 15
 
 
 class SchemaConflict(DatastoreError):
@@ -571,13 +571,17 @@ def _choose_cluster(schema: TableSchema) -> int | None:
 class _TxBase:
     """The read API shared by :class:`ReadTx` and :class:`MutTx`."""
 
-    __slots__ = ("_txn", "_cat", "_meta", "_done")
+    __slots__ = ("_cat", "_meta", "_done")
+    _cat: _Catalog
+    _meta: Any
+    _done: bool
 
-    def __init__(self, txn: Any, cat: _Catalog, meta_db: Any) -> None:
-        self._txn = txn
-        self._cat = cat
-        self._meta = meta_db
-        self._done = False
+    # A property in both subclasses, never a plain attribute here: compiled (mypyc) code reads a
+    # base-class attribute directly, past a subclass's property (MutTx materialises on access).
+    @property
+    def _txn(self) -> Any:
+        """The LMDB transaction the reads go to."""
+        raise NotImplementedError
 
     def _clustered_get(self, db: Any, key: bytes) -> Any:
         return self._txn.get(key, None, db)
@@ -819,7 +823,17 @@ def _bound(conv: Callable[[Any, int], tuple[bytes, int]], buf: bytes) -> tuple[i
 class ReadTx(_TxBase):
     """A read-only snapshot of the last checkpoint; usable from any thread. Close it promptly."""
 
-    __slots__ = ()
+    __slots__ = ("_snapshot",)
+
+    def __init__(self, txn: Any, cat: _Catalog, meta_db: Any) -> None:
+        self._snapshot = txn
+        self._cat = cat
+        self._meta = meta_db
+        self._done = False
+
+    @property
+    def _txn(self) -> Any:
+        return self._snapshot
 
     def close(self) -> None:
         """Release the snapshot.
@@ -831,10 +845,12 @@ class ReadTx(_TxBase):
         """
         if not self._done:
             self._done = True
-            self._txn.abort()
-            self._txn = None
+            self._snapshot.abort()
+            self._snapshot = None
 
-    abort = close
+    def abort(self) -> None:
+        """The same as :meth:`close` (a def, not an alias: compiled classes take no aliases)."""
+        self.close()
 
     def applied_offset(self) -> int:
         """The commit-log offset this snapshot's checkpoint was taken at (-1: none)."""
@@ -858,9 +874,9 @@ class ReadTx(_TxBase):
         self.close()
 
 
-_ABSENT: Any = object()
+_ABSENT: Final[Any] = object()
 #: ``int.from_bytes``'s byte order for row ids, as ``map`` wants it (one per row).
-_BIG: repeat[Literal["big"]] = repeat("big")
+_BIG: Final[repeat[Literal["big"]]] = repeat("big")
 
 
 class MutTx(_TxBase):
@@ -897,7 +913,7 @@ class MutTx(_TxBase):
         self._schema_ops: list[SchemaOp] = []
         self._cat_owned = False
 
-    @property  # type: ignore[override]
+    @property
     def _txn(self) -> Any:
         child = self._child
         if child is None:
@@ -1095,7 +1111,10 @@ class MutTx(_TxBase):
                 row, gen, seq_updates = self._gen_seqs(tbl, row)
             rev = idx.rev_slice
             if rev is not None:
-                key = row[rev]
+                # Through an untyped name: compiled (mypyc) code indexes typed bytes as by an
+                # integer, whatever the index is.
+                untyped: Any = row
+                key = untyped[rev]
             else:
                 off = idx.fixed_off
                 key = idx.extract(row) if off is None else idx.point_conv(row, off)[0]  # type: ignore[misc]

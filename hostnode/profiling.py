@@ -72,9 +72,22 @@ def _timed(fn: Callable[..., Any], add: Callable[[int], None]) -> Callable[..., 
     return wrapper
 
 
+class ProfilingUnavailable(RuntimeError):
+    """The engine is compiled (``make native``): its methods cannot be wrapped."""
+
+
 @contextmanager
 def enabled(db: Any) -> Iterator[Profile]:
-    """Instrument ``db`` (a hostnode.database.Database) for the duration of the block."""
+    """Instrument ``db`` (a hostnode.database.Database) for the duration of the block.
+
+    The instrumentation replaces methods on the instances, which compiled (mypyc) classes do
+    not allow; with the compiled engine this raises :class:`ProfilingUnavailable`.
+    """
+    if not hasattr(db, "__dict__"):
+        raise ProfilingUnavailable(
+            "the time split wraps the engine's methods, which the compiled engine (make native) does not "
+            "allow; run with NATIVE=0 for it"
+        )
     prof = Profile()
     host = db.host
     begin = db.datastore.begin_mut

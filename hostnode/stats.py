@@ -11,6 +11,7 @@ Names follow the SpacetimeDB 1.12 metric each field feeds (``hostnode/metrics.py
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from hostnode.txdata import TableChanges
 from observability.instruments import (
@@ -38,19 +39,19 @@ __all__ = [
 ]
 
 # 1.12's WorkloadType names (the ``txn_type`` / ``workload`` label values).
-REDUCER = "Reducer"
-SQL = "Sql"
-SUBSCRIBE = "Subscribe"
-UNSUBSCRIBE = "Unsubscribe"
-UPDATE = "Update"
-INTERNAL = "Internal"
+REDUCER: Final = "Reducer"
+SQL: Final = "Sql"
+SUBSCRIBE: Final = "Subscribe"
+UNSUBSCRIBE: Final = "Unsubscribe"
+UPDATE: Final = "Update"
+INTERNAL: Final = "Internal"
 
 #: Time spent in host calls (``reducer_abi_time_usec``) is measured on one call in this many of
 #: each reducer (the first included), which then stands for itself and the calls since the previous
 #: sample: timing every host call would cost the engine a few percent (two clock reads per host
 #: call, several host calls per reducer); sampling costs nothing measurable. The counter trails
 #: the calls by at most this many, and never decreases.
-ABI_SAMPLE_EVERY = 16
+ABI_SAMPLE_EVERY: Final = 16
 
 
 class TxnStats:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from hostnode.schema import (
     IndexSchema,
@@ -45,23 +46,23 @@ from hostnode.schema import (
 )
 from sats.errors import DecodeError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Final = 1
 
-_HEAD = struct.Struct("<BI")
-_TABLE = struct.Struct("<III")
-_INS = struct.Struct("<QI")
-_U32 = struct.Struct("<I")
-_SEQ = struct.Struct("<I16s")
-_OP = struct.Struct("<BI")
+_HEAD: Final = struct.Struct("<BI")
+_TABLE: Final = struct.Struct("<III")
+_INS: Final = struct.Struct("<QI")
+_U32: Final = struct.Struct("<I")
+_SEQ: Final = struct.Struct("<I16s")
+_OP: Final = struct.Struct("<BI")
 #: The tail of a transaction that moved no sequence and changed no schema: two zero counts.
-_NO_SEQUENCES_NO_OPS = bytes(8)
+_NO_SEQUENCES_NO_OPS: Final = bytes(8)
 # The encoder's per-call work is mostly struct calls (~500-1,000 instructions each); the
 # headers of up to 15 tables and the length prefixes of rows under 1 KiB are looked up instead.
-_HEADS = tuple(_HEAD.pack(FORMAT_VERSION, n) for n in range(16))
-_SHORT_LENGTHS = tuple(_U32.pack(n) for n in range(1024))
-_table_pack = _TABLE.pack
-_ins_pack = _INS.pack
-_u32_pack = _U32.pack
+_HEADS: Final = tuple(_HEAD.pack(FORMAT_VERSION, n) for n in range(16))
+_SHORT_LENGTHS: Final = tuple(_U32.pack(n) for n in range(1024))
+_table_pack: Final = _TABLE.pack
+_ins_pack: Final = _INS.pack
+_u32_pack: Final = _U32.pack
 
 
 class SchemaOpKind(enum.IntEnum):

@@ -14,14 +14,15 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from sats.errors import DecodeError
 
-FORMAT_VERSION = 1
-_HEAD = struct.Struct("<BBI")
-_FIXED = struct.Struct("<32s16sqI")
-_U32 = struct.Struct("<I")
-_NO_PROGRAM = _U32.pack(0)
+FORMAT_VERSION: Final = 1
+_HEAD: Final = struct.Struct("<BBI")
+_FIXED: Final = struct.Struct("<32s16sqI")
+_U32: Final = struct.Struct("<I")
+_NO_PROGRAM: Final = _U32.pack(0)
 
 
 class RecordKind(enum.IntEnum):

@@ -37,117 +37,80 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 import wasmtime
 from wasmtime import _ffi as ffi  # noqa: PLC2701 - the raw path, see module docstring
 
+from hostnode import wasm_abi
 from hostnode.budgets import DEFAULT_FUEL_BUDGET, DEFAULT_TIME_BUDGET_S
 from hostnode.modulelog import level_name
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
 # --- errnos (module-abi.md §2) -------------------------------------------------------------------
-HOST_CALL_FAILURE = 1
-NOT_IN_TRANSACTION = 2
-BSATN_DECODE_ERROR = 3
-NO_SUCH_TABLE = 4
-NO_SUCH_INDEX = 5
-NO_SUCH_ITER = 6
-NO_SUCH_CONSOLE_TIMER = 7
-NO_SUCH_BYTES = 8
-NO_SPACE = 9
-WRONG_INDEX_ALGO = 10
-BUFFER_TOO_SMALL = 11
-UNIQUE_ALREADY_EXISTS = 12
-SCHEDULE_AT_DELAY_TOO_LONG = 13
-INDEX_NOT_UNIQUE = 14
-NO_SUCH_ROW = 15
-AUTO_INC_OVERFLOW = 16
-WOULD_BLOCK_TRANSACTION = 17
-TRANSACTION_NOT_ANONYMOUS = 18
-TRANSACTION_IS_READ_ONLY = 19
-TRANSACTION_IS_MUT = 20
-HTTP_ERROR = 21
+HOST_CALL_FAILURE: Final = 1
+NOT_IN_TRANSACTION: Final = 2
+BSATN_DECODE_ERROR: Final = 3
+NO_SUCH_TABLE: Final = 4
+NO_SUCH_INDEX: Final = 5
+NO_SUCH_ITER: Final = 6
+NO_SUCH_CONSOLE_TIMER: Final = 7
+NO_SUCH_BYTES: Final = 8
+NO_SPACE: Final = 9
+WRONG_INDEX_ALGO: Final = 10
+BUFFER_TOO_SMALL: Final = 11
+UNIQUE_ALREADY_EXISTS: Final = 12
+SCHEDULE_AT_DELAY_TOO_LONG: Final = 13
+INDEX_NOT_UNIQUE: Final = 14
+NO_SUCH_ROW: Final = 15
+AUTO_INC_OVERFLOW: Final = 16
+WOULD_BLOCK_TRANSACTION: Final = 17
+TRANSACTION_NOT_ANONYMOUS: Final = 18
+TRANSACTION_IS_READ_ONLY: Final = 19
+TRANSACTION_IS_MUT: Final = 20
+HTTP_ERROR: Final = 21
 
 #: What a row iterator or bytes source returns when it is used up: -1, as the u32 bits of the i32
 #: result (import callbacks store results as u32 items).
-_EXHAUSTED = 0xFFFFFFFF
+_EXHAUSTED: Final = 0xFFFFFFFF
 
 #: The reference closes a row-iterator chunk once it exceeds this many bytes.
-ROW_ITER_CHUNK_SIZE = 32 * 1024
+ROW_ITER_CHUNK_SIZE: Final = 32 * 1024
 
 
 #: Fuel a call runs with the GIL held before it counts as long (a fraction of a millisecond of
 #: wasm; a reducer that touches a few rows uses a few thousand).
-SLICE_FUEL = 1_000_000
+SLICE_FUEL: Final = 1_000_000
 #: The fuel of each later slice of a long call, after which the time budget is checked: about a
 #: millisecond of wasm; a loop of host calls (a few fuel each, microseconds of Python) checks it
 #: every fraction of a second.
-LONG_SLICE_FUEL = 4_000_000
+LONG_SLICE_FUEL: Final = 4_000_000
 #: Bytes of the stack a call runs on (Linux's default thread stack).
-ASYNC_STACK_SIZE = 8 << 20
+ASYNC_STACK_SIZE: Final = 8 << 20
 #: Orrery's default cap on a module's linear memory (wasmtime store limits). SpacetimeDB 1.12 sets
 #: none, so a module may take all of wasm32's 4 GiB; a cap keeps one database from holding the
 #: host's memory for as long as it exists. Configurable per database.
-DEFAULT_MEMORY_LIMIT = 256 << 20
-WASM_PAGE_SIZE = 64 << 10
+DEFAULT_MEMORY_LIMIT: Final = 256 << 20
+WASM_PAGE_SIZE: Final = 64 << 10
 
-HOST_VERSION = (10, 4)
-FATAL_ERROR_MESSAGE = "The instance encountered a fatal error."
+HOST_VERSION: Final = (10, 4)
+FATAL_ERROR_MESSAGE: Final = "The instance encountered a fatal error."
 
-I32 = wasmtime.ValType.i32()
-I64 = wasmtime.ValType.i64()
-
-# (module, name, params, results) for all 29 imports of module-abi.md §3.1.
-_RANGE9 = [I32] * 9
-ABI_IMPORTS: list[tuple[str, str, list[wasmtime.ValType], list[wasmtime.ValType]]] = [
-    ("spacetime_10.0", "table_id_from_name", [I32] * 3, [I32]),
-    ("spacetime_10.0", "index_id_from_name", [I32] * 3, [I32]),
-    ("spacetime_10.0", "datastore_table_row_count", [I32] * 2, [I32]),
-    ("spacetime_10.0", "datastore_table_scan_bsatn", [I32] * 2, [I32]),
-    ("spacetime_10.0", "datastore_index_scan_range_bsatn", _RANGE9, [I32]),
-    ("spacetime_10.0", "datastore_btree_scan_bsatn", _RANGE9, [I32]),
-    ("spacetime_10.0", "datastore_delete_by_index_scan_range_bsatn", _RANGE9, [I32]),
-    ("spacetime_10.0", "datastore_delete_by_btree_scan_bsatn", _RANGE9, [I32]),
-    ("spacetime_10.0", "datastore_delete_all_by_eq_bsatn", [I32] * 4, [I32]),
-    ("spacetime_10.0", "row_iter_bsatn_advance", [I32] * 3, [I32]),
-    ("spacetime_10.0", "row_iter_bsatn_close", [I32], [I32]),
-    ("spacetime_10.0", "datastore_insert_bsatn", [I32] * 3, [I32]),
-    ("spacetime_10.0", "datastore_update_bsatn", [I32] * 4, [I32]),
-    ("spacetime_10.0", "volatile_nonatomic_schedule_immediate", [I32] * 4, []),
-    ("spacetime_10.0", "bytes_sink_write", [I32] * 3, [I32]),
-    ("spacetime_10.0", "bytes_source_read", [I32] * 3, [I32]),
-    ("spacetime_10.0", "console_log", [I32] * 8, []),
-    ("spacetime_10.0", "console_timer_start", [I32] * 2, [I32]),
-    ("spacetime_10.0", "console_timer_end", [I32], [I32]),
-    ("spacetime_10.0", "identity", [I32], []),
-    ("spacetime_10.1", "bytes_source_remaining_length", [I32] * 2, [I32]),
-    ("spacetime_10.2", "get_jwt", [I32] * 2, [I32]),
-    ("spacetime_10.3", "procedure_sleep_until", [I64], [I64]),
-    ("spacetime_10.3", "procedure_start_mut_tx", [I32], [I32]),
-    ("spacetime_10.3", "procedure_commit_mut_tx", [], [I32]),
-    ("spacetime_10.3", "procedure_abort_mut_tx", [], [I32]),
-    ("spacetime_10.3", "procedure_http_request", [I32] * 5, [I32]),
-    ("spacetime_10.4", "datastore_index_scan_point_bsatn", [I32] * 4, [I32]),
-    ("spacetime_10.4", "datastore_delete_by_index_scan_point_bsatn", [I32] * 4, [I32]),
-]
-
-CALL_REDUCER_SIG = ([I32] + [I64] * 7 + [I32] * 2, [I32])
 #: ``__call_reducer__``'s arguments as ten wasmtime_val_t (kind byte, value at offset 8); the
 #: kinds are WASMTIME_I32 = 0 for the first and the last two, WASMTIME_I64 = 1 between.
-_CALL_REDUCER_VALS = struct.Struct("<" + "B7xQ16x" * 10)
-_VAL_SIZE = 32
-_I32_VAL = struct.Struct("<B7xI")
+_CALL_REDUCER_VALS: Final = struct.Struct("<" + "B7xQ16x" * 10)
+_VAL_SIZE: Final = 32
+_I32_VAL: Final = struct.Struct("<B7xI")
 assert ctypes.sizeof(ffi.wasmtime_val_t) == _VAL_SIZE
-_TEN = ctypes.c_size_t(10)
-_ONE = ctypes.c_size_t(1)
+_TEN: Final = ctypes.c_size_t(10)
+_ONE: Final = ctypes.c_size_t(1)
 
 # Hot-path entry points bound through PyDLL so the calls keep the GIL: releasing and re-taking
 # it around every tiny call costs more than the call, and lets the commit-log sync thread steal
 # the GIL mid-reducer. Host imports run on this same thread, so holding it is safe. A long call's
 # later slices are polled through the CDLL binding, which releases the GIL (module docstring).
-_PYDLL = ctypes.PyDLL(str(ffi.filename))
+_PYDLL: Final = ctypes.PyDLL(str(ffi.filename))
 _func_call_async = _PYDLL.wasmtime_func_call_async
 _func_call_async.restype = ctypes.c_void_p
 _func_call_async.argtypes = [
@@ -176,9 +139,9 @@ _memory_data_size = _PYDLL.wasmtime_memory_data_size
 _memory_data_size.restype = ctypes.c_size_t
 _memory_data_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_I64 = struct.Struct("<q")
+_U32: Final = struct.Struct("<I")
+_U64: Final = struct.Struct("<Q")
+_I64: Final = struct.Struct("<q")
 
 
 class ModuleLoadError(Exception):
@@ -232,7 +195,7 @@ class CallResult(NamedTuple):
     out_of_time: bool = False
 
 
-_new_tuple = tuple.__new__
+_new_tuple: Final = tuple.__new__
 
 # ------------------------------------------------------------------------------------------------
 # Engine and program
@@ -254,7 +217,7 @@ def make_engine() -> wasmtime.Engine:
     return wasmtime.Engine(cfg)
 
 
-_ENGINE_LOCK = threading.Lock()
+_ENGINE_LOCK: Final = threading.Lock()
 _ENGINE: wasmtime.Engine | None = None
 
 
@@ -303,11 +266,11 @@ class WasmProgram:
             if "__describe_module_v10__" in exports:
                 raise ModuleLoadError("RawModuleDef V10 modules (__describe_module_v10__) are not supported")
             raise ModuleLoadError("module does not export `__describe_module__`")
-        _check_sig(exports, "__describe_module__", [I32], [])
-        _check_sig(exports, "__call_reducer__", *CALL_REDUCER_SIG)
+        _check_sig(exports, "__describe_module__", [wasm_abi.I32], [])
+        _check_sig(exports, "__call_reducer__", *wasm_abi.CALL_REDUCER_SIG)
         has_setup = "__setup__" in exports
         if has_setup:
-            _check_sig(exports, "__setup__", [I32], [I32])
+            _check_sig(exports, "__setup__", [wasm_abi.I32], [wasm_abi.I32])
         preinits = tuple(sorted((n for n in exports if n.startswith("__preinit__")), key=lambda s: s.encode()))
         for name in preinits:
             _check_sig(exports, name, [], [])
@@ -332,7 +295,7 @@ def _check_sig(exports: dict[str, Any], name: str, params: list[wasmtime.ValType
 
 def _abi_version(module: wasmtime.Module) -> tuple[int, int]:
     versions: set[tuple[int, int]] = set()
-    known = {(m, n) for m, n, _, _ in ABI_IMPORTS}
+    known = {(m, n) for m, n, _, _ in wasm_abi.ABI_IMPORTS}
     for imp in module.imports:
         if not isinstance(imp.type, wasmtime.FuncType):
             raise ModuleLoadError(f"unsupported non-function import {imp.module}.{imp.name}")
@@ -365,7 +328,7 @@ def _abi_version(module: wasmtime.Module) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------
 # Per-database host: linker with the 29 imports bound to this object, and the live instance.
 
-_NOFIN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
+_NOFIN: Final = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
 
 
 # The argument/result slots of an unchecked call are 16-byte wasmtime_val_raw_t values, i32
@@ -375,14 +338,14 @@ _NOFIN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
 # trampoline's frame from call to call) and hands the import a tuple of unsigned ints. That is
 # one C call per host call where indexing a ctypes array cost a pointer object, an array object
 # and a type lookup per element.
-_SLOT_SIZE = 16
+_SLOT_SIZE: Final = 16
 # The slots hold values little-endian; results are stored as native items (see _make_callback).
 assert sys.byteorder == "little", "wasmtime's raw values are little-endian; this host assumes a little-endian machine"
 assert ctypes.sizeof(ffi.wasmtime_val_raw_t) == _SLOT_SIZE
 #: Slot views a callback keeps; past this many addresses (never seen in practice) it starts over.
-_MAX_SLOT_VIEWS = 64
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
-_Callback = Callable[[tuple[int, ...]], Any]
+_MAX_SLOT_VIEWS: Final = 64
+_CALLBACK: Final = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_Callback = Callable[[Any], Any]  # the arguments: a tuple of ints, one per parameter
 
 
 def _leave_a_cpu_free() -> set[int] | None:
@@ -651,9 +614,9 @@ class ModuleHost:
         view = memoryview(buf).cast("B")
         for i, p in enumerate(params):
             _I32_VAL.pack_into(view, i * _VAL_SIZE, 0, p)  # kind WASMTIME_I32
-        return self._raw_call(
-            ctypes.addressof(func._func), ctypes.addressof(buf), nparams, nresults=nresults, has_result=nresults > 0
-        )
+        # ``buf`` itself, not its address: compiled (mypyc) code drops a local after its last use,
+        # so an address taken here would point at freed memory during the call.
+        return self._raw_call(ctypes.addressof(func._func), buf, nparams, nresults=nresults, has_result=nresults > 0)
 
     _last_sink: bytes = b""
 
@@ -664,7 +627,7 @@ class ModuleHost:
 
     def _raw_call(self, func: Any, args: Any, nargs: Any, nresults: Any = _ONE, has_result: bool = True) -> CallResult:
         """Call the export at ``func`` (address, or a c_void_p of it) with ``nargs`` wasmtime_val_t
-        at ``args`` (an address; counts as ints or c_size_t); an i32 result lands in ``_result``."""
+        at ``args`` (an address or a ctypes array; counts as ints or c_size_t); an i32 result lands in ``_result``."""
         ctx = self._ctx_arg
         _check_error(_set_fuel(ctx, self._budget_arg))
         self._pending_exc = None
@@ -869,9 +832,9 @@ class ModuleHost:
             "datastore_index_scan_point_bsatn": self._imp_index_scan_point,
             "datastore_delete_by_index_scan_point_bsatn": self._imp_delete_by_point,
         }
-        for module, name, params, results in ABI_IMPORTS:
+        for module, name, params, results in wasm_abi.ABI_IMPORTS:
             functype = wasmtime.FuncType(params, results)
-            cb = self._make_callback(impls[name], len(params), bool(results), results == [I64])
+            cb = self._make_callback(impls[name], len(params), bool(results), results == [wasm_abi.I64])
             m = module.encode()
             nm = name.encode()
             err = ffi.wasmtime_linker_define_func_unchecked(
@@ -923,8 +886,8 @@ class ModuleHost:
                         host.profile_ns[0] += time.perf_counter_ns() - t0
                         host.profile_ns[1] += 1
                     return 0
-                except HostTrap as e:
-                    return trap(e, str(e))
+                except HostTrap as host_trap:
+                    return trap(host_trap, str(host_trap))
                 except BaseException as e:  # noqa: BLE001 - any host failure traps the guest
                     return trap(e, f"host error: {type(e).__name__}: {e}")
 
@@ -946,8 +909,8 @@ class ModuleHost:
                 try:
                     impl(unpack(views.get(p) or slots(p)))
                     return 0
-                except HostTrap as e:
-                    return trap(e, str(e))
+                except HostTrap as host_trap:
+                    return trap(host_trap, str(host_trap))
                 except BaseException as e:  # noqa: BLE001
                     return trap(e, f"host error: {type(e).__name__}: {e}")
 
@@ -1035,7 +998,7 @@ class ModuleHost:
         self.write_u32(out, count)
         return 0
 
-    def _imp_index_scan_point(self, a: Any) -> int:
+    def _imp_index_scan_point(self, a: tuple[int, int, int, int]) -> int:
         # Hot path (every primary-key lookup): bounds checks are inlined.
         index_id, ptr, n, out = a
         if not (ptr and ptr + n <= self._size and out and out + 4 <= self._size):
@@ -1076,7 +1039,7 @@ class ModuleHost:
     def _imp_delete_all_by_eq(self, a: Any) -> int:
         return self._delete_and_count(a, "delete_by_rel")
 
-    def _imp_iter_advance(self, a: Any) -> int:
+    def _imp_iter_advance(self, a: tuple[int, int, int]) -> int:
         iid, buf_ptr, len_ptr = a
         # Taken out, and put back only if it does not end here (a point scan's always does).
         # A trap on the way loses it, but a trap discards the instance and its iterators anyway.
@@ -1089,7 +1052,7 @@ class ModuleHost:
             self._check(len_ptr, 4)
             size = self._size
         mv = self._mv
-        cap = _U32.unpack_from(mv, len_ptr)[0]
+        cap: int = _U32.unpack_from(mv, len_ptr)[0]
         if not (buf_ptr and buf_ptr + cap <= size):
             self._check(buf_ptr, cap)
             mv = self._mv
@@ -1143,7 +1106,7 @@ class ModuleHost:
         self.write_u32(len_ptr, len(generated))
         return self.hooks.after_row_write(tx, table_id, stored) if table_id in self.schedule_tables else 0
 
-    def _imp_update(self, a: Any) -> int:
+    def _imp_update(self, a: tuple[int, int, int, int]) -> int:
         table_id, index_id, row_ptr, len_ptr = a
         tx = self.tx
         if tx is None:
@@ -1151,7 +1114,7 @@ class ModuleHost:
         size = self._size
         if not (len_ptr and len_ptr + 4 <= size):
             self._check(len_ptr, 4)
-        n = _U32.unpack_from(self._mv, len_ptr)[0]
+        n: int = _U32.unpack_from(self._mv, len_ptr)[0]
         if not (row_ptr and row_ptr + n <= size):
             self._check(row_ptr, n)
         row = self._mv[row_ptr : row_ptr + n].tobytes()
@@ -1177,14 +1140,14 @@ class ModuleHost:
         self._sink += self.read(buf_ptr, n)
         return 0
 
-    def _imp_source_read(self, a: Any) -> int:
+    def _imp_source_read(self, a: tuple[int, int, int]) -> int:
         sid, buf_ptr, len_ptr = a
         src = self._sources.get(sid)
         if src is None:
             return NO_SUCH_BYTES
         if not (len_ptr and len_ptr + 4 <= self._size):
             self._check(len_ptr, 4)
-        cap = _U32.unpack_from(self._mv, len_ptr)[0]
+        cap: int = _U32.unpack_from(self._mv, len_ptr)[0]
         data, pos = src
         total = len(data)
         n = min(cap, total - pos)

@@ -18,7 +18,7 @@ from typing import Any
 
 import wasmtime
 
-from hostnode.wasm_host import ABI_IMPORTS
+from hostnode.wasm_abi import ABI_IMPORTS
 
 I32 = wasmtime.ValType.i32()
 I64 = wasmtime.ValType.i64()

@@ -599,7 +599,7 @@ def test_close_is_clean_and_settles_pending_waiters(tmp_path: Path) -> None:
     fill(log, 5)  # appended without notify(): close() must still sync it
     committer.close()
     committer.close()
-    assert not committer._thread.is_alive()
+    assert not committer._sync_thread.is_alive()
     assert log.durable_offset == 5 and committer.durable_offset == 5
     assert len(errors) == 1 and isinstance(errors[0], CommitLogClosedError)
     with pytest.raises(CommitLogClosedError):

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from hostnode.commitlog import DurableCallback
+from hostnode.durability import Durability
 from hostnode.realtime import (
     CLOSE_SERVER_FULL,
     CLOSE_TOO_MANY_REQUESTS,
@@ -78,25 +80,43 @@ class Held:
             await asyncio.wait_for(self.changed.wait(), PATIENCE)
 
 
+class _HeldDurability:
+    """The database's durability with every async wait recorded and held at ``held.gate``."""
+
+    def __init__(self, real: Durability, held: Held) -> None:
+        self._real = real
+        self._held = held
+
+    @property
+    def durable_offset(self) -> int:
+        return self._real.durable_offset
+
+    def add_callback(self, offset: int, fn: DurableCallback) -> None:
+        self._real.add_callback(offset, fn)
+
+    def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
+        return self._real.wait_durable(offset, timeout)
+
+    async def wait_durable_async(self, offset: int) -> None:
+        self._held.waited.append(offset)
+        self._held.changed.set()
+        await self._held.gate.wait()
+        await self._real.wait_durable_async(offset)
+
+
 @contextmanager
 def held_durability(node: HostNode) -> Iterator[Held]:
     """Make every wait for durability (``confirmed`` frames) record its offset and block until
-    the gate is set."""
-    committer = node.database(DB).committer
+    the gate is set. The database's durability seam is swapped rather than a method patched:
+    the compiled engine (``make native``) takes no patched methods."""
+    db = node.database(DB)
     held = Held(asyncio.Event(), [], asyncio.Event())
-    real = committer.wait_durable_async
-
-    async def hold(offset: int) -> None:
-        held.waited.append(offset)
-        held.changed.set()
-        await held.gate.wait()
-        await real(offset)
-
-    committer.wait_durable_async = hold  # type: ignore[method-assign]
+    real = db.durability
+    db.durability = _HeldDurability(real, held)
     try:
         yield held
     finally:
-        committer.wait_durable_async = real  # type: ignore[method-assign]
+        db.durability = real
 
 
 def msg(frame: bytes | str | None) -> ws.ServerMessage:

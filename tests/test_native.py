@@ -1,0 +1,33 @@
+"""The compiled engine (``make native``, tools/build_native.py) is the one imported, and current.
+
+When the build ran, each hot module must be imported from its compiled copy (else the build
+gains nothing), and every copy must have been built from the source beside it (a stale copy
+shadows the source: the server would run yesterday's code while its tests read today's). A tree
+without a build (``NATIVE=0``, no C compiler) has nothing to check.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sysconfig
+
+import pytest
+
+from tools.build_native import MANIFEST, NATIVE_MODULES, compiled_files, source_digests
+
+pytestmark = pytest.mark.skipif(not MANIFEST.exists(), reason="no native build here (make native)")
+
+
+def test_the_compiled_copies_match_their_sources() -> None:
+    built = json.loads(MANIFEST.read_text())
+    stale = [m for m, digest in source_digests().items() if built["sources"].get(m) != digest]
+    assert not stale, f"compiled copies older than their sources (run `make native`): {stale}"
+    assert len(compiled_files()) == len(NATIVE_MODULES) + 1, "a compiled copy is missing (run `make native`)"
+
+
+@pytest.mark.parametrize("path", NATIVE_MODULES)
+def test_each_hot_module_is_imported_compiled(path: str) -> None:
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    assert module.__file__ is not None and module.__file__.endswith(suffix), module.__file__
