@@ -1232,13 +1232,8 @@ class GroupCommitter:
         """Await durability of record ``offset`` without blocking the event loop."""
         if offset < self._durable:
             return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def settle(error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(resolve_future, fut, error)
-
-        self.add_callback(offset, settle)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.add_callback(offset, SETTLER.settle_later(fut))
         await fut
 
     def close(self, timeout: float | None = None) -> None:
@@ -1339,3 +1334,51 @@ def resolve_future(fut: asyncio.Future[None], error: BaseException | None) -> No
         fut.set_result(None)
     else:
         fut.set_exception(error)
+
+
+class LoopSettler:
+    """Settles futures of event loops from other threads, one wake-up per loop for many.
+
+    A sync round makes many waiters durable at once (under load, one per WebSocket connection
+    with ``confirmed`` replies waiting). Settling each with its own ``call_soon_threadsafe``
+    costs a write to the loop's self-pipe each — a system call, a release and retake of the GIL
+    beside the busy writer, a wake-up of the loop's thread: measured ~15,000 a second each on
+    the sync thread and the loop thread at 64 × 40 confirmed. Here the first settlement for a
+    loop schedules one callback there, and those that follow before it runs join it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]] = {}
+
+    def settle_later(self, fut: asyncio.Future[None]) -> DurableCallback:
+        """A durability callback settling ``fut`` on its loop (callable from any thread)."""
+        loop = fut.get_loop()
+
+        def settle(error: BaseException | None) -> None:
+            self._post(loop, fut, error)
+
+        return settle
+
+    def _post(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], error: BaseException | None) -> None:
+        with self._lock:
+            due = self._due.get(loop)
+            if due is not None:
+                due.append((fut, error))
+                return
+            self._due[loop] = [(fut, error)]
+        try:
+            loop.call_soon_threadsafe(self._settle_due, loop)
+        except RuntimeError:  # the loop is closed: nobody waits on its futures any more
+            with self._lock:
+                self._due.pop(loop, None)
+
+    def _settle_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            due = self._due.pop(loop, [])
+        for fut, error in due:
+            resolve_future(fut, error)
+
+
+#: The process's settler (durability waiters of every database share it).
+SETTLER: Final = LoopSettler()

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from hostnode.commitlog import DurableCallback, GroupCommitter, resolve_future, run_callback
+from hostnode.commitlog import SETTLER, DurableCallback, GroupCommitter, run_callback
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +185,8 @@ class QuorumDurability:
         or when the leader steps down first."""
         if offset < self._commit:
             return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def settle(error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(resolve_future, fut, error)
-
-        self.add_callback(offset, settle)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.add_callback(offset, SETTLER.settle_later(fut))
         try:
             await asyncio.wait_for(fut, self.commit_timeout)
         except TimeoutError:

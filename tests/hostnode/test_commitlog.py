@@ -802,3 +802,38 @@ def test_sigkill_while_appending_loses_nothing_reported_durable(tmp_path: Path, 
             for record in log.read_from(0):
                 assert record == Record(1, record.offset, payload(record.offset))
     assert reported > 100
+
+
+def test_waiters_made_durable_together_cost_their_loop_one_wake_up() -> None:
+    """A sync round settles many asyncio waiters at once: they are settled correctly (each with
+    its own outcome) through one ``call_soon_threadsafe`` per loop, not one each (each is a
+    self-pipe write and a wake-up of the loop's thread)."""
+    from hostnode.commitlog import LoopSettler
+
+    settler = LoopSettler()
+
+    async def main() -> tuple[int, list[object]]:
+        loop = asyncio.get_running_loop()
+        wakeups = 0
+        real = loop.call_soon_threadsafe
+
+        def counting(*args: object, **kw: object) -> object:
+            nonlocal wakeups
+            wakeups += 1
+            return real(*args, **kw)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        futs = [loop.create_future() for _ in range(100)]
+        callbacks = [settler.settle_later(f) for f in futs]
+        failure = RuntimeError("never durable")
+        # The sync thread settles all of them while the loop is busy (blocked here on purpose).
+        sync = threading.Thread(target=lambda: [cb(failure if i == 7 else None) for i, cb in enumerate(callbacks)])
+        sync.start()
+        sync.join()
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        return wakeups, results
+
+    wakeups, results = asyncio.run(main())
+    assert wakeups == 1
+    assert results[7] is not None and str(results[7]) == "never durable"
+    assert results[:7] + results[8:] == [None] * 99
