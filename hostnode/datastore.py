@@ -879,22 +879,41 @@ _ABSENT: Final[Any] = object()
 _BIG: Final[repeat[Literal["big"]]] = repeat("big")
 
 
+#: Rows the committed overlay holds at most before they are written into LMDB together. A put
+#: long after the read that found its row costs more (the row's pages have left the CPU caches):
+#: one thread alone, `transfer` over 100,000 accounts cost 34.8 µs plain Python writing at once,
+#: 37.8 with 16 rows deferred, 42.9 with 256, 47 without a bound; served (64 × 40 confirmed,
+#: split) 32 rows gave 16.1–17.7k calls/s against 13.0–14.5k writing at once (RESULTS.md).
+PENDING_ROWS: Final = 32
+
+
 class MutTx(_TxBase):
     """A mutable transaction (writer thread only, one at a time): a child of the outer txn.
 
     The LMDB child transaction is created lazily. Until something needs it, the hot paths
     (primary-key point scans and updates through the clustering key) work on an in-memory
-    overlay over the outer transaction: writes go to ``_ov`` (what commit writes) and to ``_rc``
-    (every row this transaction has read or written), and reads consult ``_rc``, then the outer
-    transaction — one dictionary lookup per read. Commit writes the overlay straight
-    into the outer transaction and rollback just drops it. A nested LMDB transaction costs
-    ~3 µs per reducer under random access (page copies and dirty-list merging), which is a
-    large share of a small reducer. Any other operation first materialises the child
-    transaction (replaying the overlay into it) through the ``_txn`` property, so every
-    general code path keeps plain child-transaction semantics.
+    overlay over the outer transaction: writes go to ``_ov`` (what commit keeps) and to ``_rc``
+    (every row this transaction has read or written), and reads consult ``_rc``, then the
+    datastore's committed overlay (below), then the outer transaction — one dictionary lookup
+    per read. Rollback just drops the overlay. A nested LMDB transaction costs ~3 µs per reducer
+    under random access (page copies and dirty-list merging), which is a large share of a small
+    reducer. Any other operation first materialises the child transaction (replaying the
+    overlay into it) through the ``_txn`` property, so every general code path keeps plain
+    child-transaction semantics.
+
+    Commit does not write the overlay into LMDB either: it joins the datastore's *committed
+    overlay* (``Datastore._pending``: rows overwritten in place since LMDB was last written),
+    which the hot paths read before the outer transaction and which is written into it in one go
+    once it holds :data:`PENDING_ROWS` rows, and before anything else reads the outer transaction
+    — a materialised child, a checkpoint, metadata. Why: py-lmdb lets the GIL go around every
+    ``put``, and beside a busy event-loop thread each such release hands the interpreter to the
+    other thread and back (loadtest/RESULTS.md, "The writer's GIL releases"); a burst of puts
+    pays that once, as the other thread goes back to waiting for I/O after its turn.
     """
 
-    __slots__ = ("_ds", "_changes", "_seq_local", "_schema_ops", "_cat_owned", "_child", "_outer", "_ov", "_rc")
+    __slots__ = (
+        "_ds", "_changes", "_seq_local", "_schema_ops", "_cat_owned", "_child", "_outer", "_ov", "_rc", "_pending",
+    )
 
     def __init__(self, ds: Datastore, outer: Any) -> None:
         # Assigned directly (no super() call): a MutTx is created per reducer call.
@@ -902,6 +921,7 @@ class MutTx(_TxBase):
         self._outer = outer
         self._ov: dict[tuple[Any, bytes], bytes] = {}
         self._rc: dict[tuple[Any, bytes], Any] = {}
+        self._pending = ds._pending
         self._cat = ds._cat
         self._meta = ds._meta
         self._done = False
@@ -926,7 +946,10 @@ class MutTx(_TxBase):
         ck = (db, key)
         v = self._rc.get(ck, _ABSENT)
         if v is _ABSENT:
-            v = self._rc[ck] = self._outer.get(key, None, db)
+            v = self._pending.get(ck, _ABSENT)
+            if v is _ABSENT:
+                v = self._outer.get(key, None, db)
+            self._rc[ck] = v
         return v
 
     def index_scan_point(self, index_id: int, key_bsatn: bytes) -> list[bytes]:
@@ -945,10 +968,14 @@ class MutTx(_TxBase):
         ck = (db, key_bsatn[::-1])
         v = self._rc.get(ck, _ABSENT)
         if v is _ABSENT:
-            v = self._rc[ck] = self._outer.get(ck[1], None, db)
+            v = self._pending.get(ck, _ABSENT)
+            if v is _ABSENT:
+                v = self._outer.get(ck[1], None, db)
+            self._rc[ck] = v
         return [] if v is None else v[8:]
 
     def _materialize(self) -> Any:
+        self._ds._write_pending()
         child = self._ds._env.begin(None, self._outer, True)
         for (db, key), val in self._ov.items():
             child.put(key, val, True, True, False, db)
@@ -973,9 +1000,10 @@ class MutTx(_TxBase):
             raise TransactionStateError("transaction already finished")
         if self._child is None:
             if self._ov:
-                put = self._outer.put
-                for (db, key), val in self._ov.items():
-                    put(key, val, True, True, False, db)
+                pending = self._pending
+                pending.update(self._ov)
+                if len(pending) >= PENDING_ROWS:
+                    self._ds._write_pending()
         else:
             self._child.commit()
         self._done = True
@@ -1128,7 +1156,9 @@ class MutTx(_TxBase):
             ck = (db, key)
             old_val = self._rc.get(ck, _ABSENT)
             if old_val is _ABSENT:
-                old_val = self._outer.get(key, None, db)
+                old_val = self._pending.get(ck, _ABSENT)
+                if old_val is _ABSENT:
+                    old_val = self._outer.get(key, None, db)
         else:
             old_val = child.get(key, None, db)
         if old_val is None:
@@ -1578,6 +1608,8 @@ class Datastore:
         )
         self._lock = threading.Lock()
         self._outer: Any = None
+        #: Rows committed into the outer transaction but not written into it yet (see MutTx).
+        self._pending: dict[tuple[Any, bytes], bytes] = {}
         self._mut: MutTx | None = None
         self._seq: dict[int, int] = {}
         self._seq_dirty: set[int] = set()
@@ -1634,9 +1666,21 @@ class Datastore:
     # -- transactions ----------------------------------------------------------------------------
 
     def _outer_txn(self) -> Any:
+        """The outer transaction with every committed row written into it."""
         if self._outer is None:
             self._outer = self._env.begin(write=True)
+        else:
+            self._write_pending()
         return self._outer
+
+    def _write_pending(self) -> None:
+        """Write the committed overlay into the outer transaction (before anything reads it there)."""
+        pending = self._pending
+        if pending:
+            put = self._outer.put
+            for (db, key), val in pending.items():
+                put(key, val, True, True, False, db)
+            pending.clear()
 
     def begin_mut(self) -> MutTx:
         """Start the (only) mutable transaction: a child of the outer write transaction."""
@@ -1712,6 +1756,7 @@ class Datastore:
         if self._outer is not None:
             self._outer.abort()
             self._outer = None
+        self._pending.clear()
         self._env.close()
 
     def __enter__(self) -> Datastore:

@@ -1095,6 +1095,48 @@ def test_overlay_update_of_missing_row(tmp_path: Path) -> None:
     tx.rollback()
 
 
+def test_committed_rows_not_yet_in_lmdb_are_seen_by_every_later_reader(tmp_path: Path) -> None:
+    """Committed hot-path updates wait in the datastore's committed overlay before LMDB is written
+    (hostnode/datastore.py, MutTx): every later transaction sees them — on the hot path, in a
+    scan (which writes them into LMDB first), at a checkpoint — and a rollback keeps them."""
+    ds = acct_store(tmp_path)
+    ds.checkpoint(0)
+    commit_one(ds, lambda tx: tx.update(ACCT, ACCT_PK, encode(ACCT_T, (0, 10))))
+    commit_one(ds, lambda tx: tx.update(ACCT, ACCT_PK, encode(ACCT_T, (1, 11))))
+    assert ds._pending, "a hot-path commit should leave its rows in the committed overlay"
+    tx = ds.begin_mut()
+    assert (balance(tx, 0), balance(tx, 1), balance(tx, 2)) == (10, 11, 100)
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (0, 99)))
+    tx.rollback()  # drops its own write, not the committed ones
+    tx = ds.begin_mut()
+    assert balance(tx, 0) == 10
+    assert sorted(decoded(tx.scan(ACCT), ACCT_T)) == [(0, 10), (1, 11), (2, 100)]
+    assert not ds._pending  # the scan needed LMDB, so the rows were written into it first
+    tx.update(ACCT, ACCT_PK, encode(ACCT_T, (2, 12)))
+    tx.commit()
+    commit_one(ds, lambda tx: tx.update(ACCT, ACCT_PK, encode(ACCT_T, (1, 13))))
+    with ds.begin_read() as r:  # readers see checkpoints only
+        assert balance(r, 1) == 100
+    ds.checkpoint(5)
+    with ds.begin_read() as r:
+        assert [balance(r, i) for i in range(3)] == [10, 13, 12]
+
+
+def test_the_committed_overlay_is_bounded_and_dropped_with_an_unsaved_outer_transaction(tmp_path: Path) -> None:
+    from hostnode.datastore import PENDING_ROWS
+
+    ds = acct_store(tmp_path)
+    ds.checkpoint(0)
+    for i in range(3 * PENDING_ROWS):
+        commit_one(ds, lambda tx, i=i: tx.update(ACCT, ACCT_PK, encode(ACCT_T, (i % 3, i))))
+        assert len(ds._pending) < PENDING_ROWS
+    ds.close()  # no checkpoint: what was committed since is for the commit log to replay
+    ds = Datastore(tmp_path / "acct")
+    tx = ds.begin_mut()
+    assert [balance(tx, i) for i in range(3)] == [100, 100, 100]
+    tx.rollback()
+
+
 def test_closed_read_transactions_free_their_reader_slots_without_gc(tmp_path: Path) -> None:
     import gc
 
