@@ -7,6 +7,7 @@ per-example deadline and no "too slow" health check, since both judge the machin
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 
@@ -17,6 +18,23 @@ from tests.etcd_harness import EtcdServer
 
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a compiled engine older than its sources (``make native``): Python would
+    import the stale ``.so`` in place of the edited ``.py``, and every test would pass or fail on
+    yesterday's code. ``make pytest`` rebuilds first; a bare ``pytest`` after an edit stops here."""
+    from tools.build_native import MANIFEST, compiled_files, source_digests
+
+    if not compiled_files():
+        return
+    built = json.loads(MANIFEST.read_text()).get("sources", {}) if MANIFEST.exists() else {}
+    stale = [m for m, digest in source_digests().items() if built.get(m) != digest]
+    if stale:
+        pytest.exit(
+            f"the compiled engine is older than {', '.join(stale)}: run `make native` (or "
+            "`make NATIVE=0 native` to test plain Python)", returncode=4,
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="session")
