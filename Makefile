@@ -149,4 +149,4 @@ run: install native
 
 clean:
 	rm -rf $(VENV) $(UV_HOME) build .pytest_cache .mypy_cache .ruff_cache
-	rm -f orrery_native__mypyc.*.so hostnode/*.so
+	rm -f hostnode/*.so

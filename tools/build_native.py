@@ -4,7 +4,8 @@ A reducer call runs through the modules in ``NATIVE_MODULES``; compiled, the sam
 a fifth fewer instructions and about 40 % less CPU per call (``loadtest/RESULTS.md``,
 "Instructions per transfer"). The ``.py`` files stay the source and work alone: a compiled copy is an
 ``<module>.cpython-*.so`` beside each one, which Python imports in its place, plus one shared
-library for the group at the repository root (``orrery_native__mypyc.*.so``).
+library for the group inside the package (``hostnode/_native__mypyc.*.so``: inside it, so that
+an installed ``orrery`` command, which finds the packages but not the repository's root, loads it).
 
 A compiled copy older than its source would shadow the new code, so the build writes
 ``build/native/MANIFEST`` (each source's SHA-256): ``make native`` (which ``make run``,
@@ -46,7 +47,7 @@ NATIVE_MODULES = (
     "hostnode/database.py",
     "hostnode/stats.py",
 )
-GROUP = "orrery_native"
+GROUP = "hostnode._native"
 BUILD_DIR = ROOT / "build" / "native"
 MANIFEST = BUILD_DIR / "MANIFEST"
 
@@ -59,7 +60,7 @@ def source_digests() -> dict[str, str]:
 def compiled_files() -> list[Path]:
     """Every compiled copy present: the modules' extension files and the group's library."""
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    names = [ROOT / m.removesuffix(".py") for m in NATIVE_MODULES] + [ROOT / f"{GROUP}__mypyc"]
+    names = [ROOT / m.removesuffix(".py") for m in NATIVE_MODULES] + [ROOT / f"{GROUP.replace('.', '/')}__mypyc"]
     return [p for p in (Path(f"{n}{suffix}") for n in names) if p.exists()]
 
 
