@@ -235,7 +235,10 @@ class HostNodeBackend(Protocol):
     def logs(self, database: Identity, num_lines: int | None, follow: bool) -> AsyncGenerator[str, None]:
         """The last ``num_lines`` log lines (all when None), then — with ``follow`` — new ones forever.
 
-        The consumer closes the generator (``aclose``) when it stops reading.
+        With ``follow`` the first item arrives once the follower is registered (no line written
+        after it is missed): the first line of the tail, or ``""`` when the tail is empty (a log
+        line is never empty otherwise). Errors (no such database) come with the first item. The
+        consumer closes the generator (``aclose``) when it stops reading.
         """
         ...
 

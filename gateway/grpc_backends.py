@@ -457,9 +457,13 @@ class GrpcHostNode:
             request.num_lines = num_lines
         call = self.stub.Logs(request, timeout=None if follow else self.deadlines.plan)
         try:
+            first = True
             async for message in call:
                 if _host_failed(message.failure):
                     raise host_error(_host_kind(message.failure), message.failure.message)
+                if first and follow and not message.lines:
+                    yield ""  # the node registered the follower with nothing to tail
+                first = False
                 for line in message.lines:
                     yield line
         except grpc.aio.AioRpcError as e:

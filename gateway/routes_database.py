@@ -321,12 +321,17 @@ async def logs(request: web.Request) -> web.StreamResponse:
     if follow:
         num_lines = min(num_lines, FOLLOW_MAX_LINES) if num_lines else 0
     lines = gw.host.logs(info.identity, num_lines, follow)
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
+    response.enable_chunked_encoding()
     try:
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"})
-        response.enable_chunked_encoding()
+        # The first item before the headers: errors are still HTTP errors, and a follower is
+        # registered before the client can write a line it expects to see (HostNodeBackend.logs).
+        line = await anext(lines, None)
         await response.prepare(request)
-        while (line := await _next_line(lines, request, gw)) is not None:
-            await response.write(line.encode() + b"\n")
+        while line is not None:
+            if line:
+                await response.write(line.encode() + b"\n")
+            line = await _next_line(lines, request, gw)
         await response.write_eof()
     except ConnectionResetError:
         pass

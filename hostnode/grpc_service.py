@@ -238,7 +238,8 @@ async def log_batches(
 
     Each batch holds every line available at that moment (new lines wait in a
     :class:`LogFollowQueue` of ``max_bytes``). The follower is registered together with reading
-    the tail, so no line is lost or repeated in between. The database's writer is not involved:
+    the tail, so no line is lost or repeated in between; the first batch comes once it is (an
+    empty one when following with nothing to tail). The database's writer is not involved:
     the logs of a database busy in a long reducer are read while it runs.
     Raises DatabaseNotFound before yielding anything.
     """
@@ -258,6 +259,8 @@ async def log_batches(
     else:
         old = await asyncio.to_thread(logs.tail, num_lines)
     try:
+        if unsubscribe is not None and not old:
+            yield []  # registered, nothing to tail: the caller may answer its client now
         for i in range(0, len(old), LOG_BATCH_LINES):
             yield old[i : i + LOG_BATCH_LINES]
         while unsubscribe is not None:

@@ -302,6 +302,8 @@ class LocalHostNode:
                 first = await anext(batches, None)
             except DatabaseNotFound as e:
                 raise host_error(e) from None
+            if follow and not first:
+                yield ""  # registered, nothing to tail (HostNodeBackend.logs)
             for line in first or ():
                 yield line
             async for batch in batches:

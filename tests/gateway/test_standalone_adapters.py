@@ -23,7 +23,7 @@ from sats.bsatn import encode
 from sats.identity import Identity
 from sats.types import STRING
 from tests.gateway.conftest import CHAT, MODULE_TEST, TRANSFER
-from tests.waits import until, writer_held
+from tests.waits import PATIENCE, until, writer_held
 
 ALICE = Identity.from_claims("localhost", "alice")
 BOB = Identity.from_claims("localhost", "bob")
@@ -113,9 +113,11 @@ def test_adapters_call_sql_logs(tmp_path: Path) -> None:
         assert [line async for line in host.logs(db, 1, False)] == tail[-1:]
 
         follow = host.logs(db, 0, True)
+        # "" first: the follower is registered and there is nothing to tail (HostNodeBackend.logs).
+        assert await asyncio.wait_for(anext(follow), PATIENCE) == ""
+        assert node.database(db).logs.follower_count == 1
         nxt = asyncio.ensure_future(anext(follow))
-        await until(lambda: node.database(db).logs.follower_count == 1, "the log follower to register")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
         assert not nxt.done()  # num_lines 0: only new lines
         await node.run(db, lambda d: d.module_log_write("Info", "hello follower"))
         assert "hello follower" in await asyncio.wait_for(nxt, 5)

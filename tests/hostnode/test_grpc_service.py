@@ -196,10 +196,12 @@ def test_logs_tail_follow_and_cancel(tmp_path: Path) -> None:
 
         call = stub.Logs(pb.LogsRequest(database_identity=DB.to_bsatn(), num_lines=0, follow=True))
         stream = call.__aiter__()
-        pending = asyncio.ensure_future(anext(stream))
         logs = node.database(DB).logs
-        await until(lambda: logs.follower_count == 1, "the log follower to register")
-        await asyncio.sleep(0)
+        # First an empty batch: the follower is registered (so the gateway may answer its client).
+        registered = await asyncio.wait_for(anext(stream), PATIENCE)
+        assert list(registered.lines) == [] and logs.follower_count == 1
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.05)
         assert not pending.done()  # num_lines 0: only new lines
         await node.run(DB, lambda d: [d.module_log_write("Info", f"line {i}") for i in range(3)])
         got: list[str] = []
