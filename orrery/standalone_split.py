@@ -90,6 +90,18 @@ async def _ready(reader: asyncio.StreamReader, proc: asyncio.subprocess.Process)
     return {k: str(ready[k]) for k in ("host", "control", "secret")}
 
 
+async def _node_metrics(node_link: GatewayLink) -> bytes:
+    """The host node's metrics in the text format (a comment saying why when it cannot answer)."""
+    try:
+        text = await node_link.request(b'{"op":"metrics"}')
+    except ConnectionError as e:
+        return f"# the host node's metrics are unavailable: {e}\n".encode()
+    if text.startswith(b"error: "):  # hostnode/link.py: a request that failed
+        log.error("the host node could not render its metrics: %s", text[7:200].decode(errors="replace"))
+        return b"# the host node could not render its metrics (see the server log)\n"
+    return text
+
+
 async def _stop_node(proc: asyncio.subprocess.Process) -> None:
     try:
         await asyncio.wait_for(proc.wait(), NODE_STOP_TIMEOUT)
@@ -138,7 +150,7 @@ async def serve_split(
         stats = GatewayStats()
         registry = new_registry("standalone")
         registry.register(GatewayCollector(stats))
-        endpoints = Endpoints(registry, forwarded=lambda: node_link.request(b'{"op":"metrics"}'))
+        endpoints = Endpoints(registry, forwarded=lambda: _node_metrics(node_link))
         gw_config = gateway_config(config)
         app = create_app(authority, control, host_node, gw_config, stats=stats, endpoints=endpoints)
         runner, bound = await start_site(app, host, port, shutdown_timeout=config.shutdown_timeout)

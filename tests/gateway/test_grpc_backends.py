@@ -218,9 +218,11 @@ def test_host_node_answers_match(tmp_path: Path) -> None:
 
         # Following: both see the same new lines, and closing the generator ends the stream.
         follows = [h.logs(db, 0, True) for _, h in (p.local, p.remote)]
+        # Both say "" first: registered, nothing to tail (HostNodeBackend.logs).
+        assert [await asyncio.wait_for(anext(f), PATIENCE) for f in follows] == ["", ""]
+        assert p.node.database(db).logs.follower_count == 2
         nexts = [asyncio.ensure_future(anext(f)) for f in follows]
-        await until(lambda: p.node.database(db).logs.follower_count == 2, "both log followers to register")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
         assert not any(n.done() for n in nexts)
         await p.node.run(db, lambda d: d.module_log_write("Info", "to both followers"))
         lines = [await asyncio.wait_for(n, 5) for n in nexts]
