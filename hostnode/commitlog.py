@@ -1173,6 +1173,8 @@ class GroupCommitter:
         self._durable = log.durable_offset
         self._error: BaseException | None = None
         self._callbacks: list[tuple[int, int, DurableCallback]] = []  # heap by offset
+        #: Settles ``wait_durable_async`` futures: one wake-up per event loop per sync round.
+        self._settler = LoopSettler()
         self._seq = itertools.count()
         self.sync_count = 0
         """Number of sync rounds the thread has run."""
@@ -1233,7 +1235,7 @@ class GroupCommitter:
         if offset < self._durable:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.add_callback(offset, SETTLER.settle_later(fut))
+        self.add_callback(offset, self._settler.settle_later(fut))
         await fut
 
     def close(self, timeout: float | None = None) -> None:
@@ -1344,7 +1346,8 @@ class LoopSettler:
     costs a write to the loop's self-pipe each — a system call, a release and retake of the GIL
     beside the busy writer, a wake-up of the loop's thread: measured ~15,000 a second each on
     the sync thread and the loop thread at 64 × 40 confirmed. Here the first settlement for a
-    loop schedules one callback there, and those that follow before it runs join it.
+    loop schedules one callback there, and those that follow before it runs join it. One per
+    durability source (a database's committer, its quorum tracker).
     """
 
     def __init__(self) -> None:
@@ -1379,6 +1382,3 @@ class LoopSettler:
         for fut, error in due:
             resolve_future(fut, error)
 
-
-#: The process's settler (durability waiters of every database share it).
-SETTLER: Final = LoopSettler()

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from hostnode.commitlog import SETTLER, DurableCallback, GroupCommitter, run_callback
+from hostnode.commitlog import DurableCallback, GroupCommitter, LoopSettler, run_callback
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class QuorumDurability:
     ) -> None:
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
+        self._settler = LoopSettler()
         self._local = committer.durable_offset
         self._acks: dict[str, int] = dict.fromkeys(voters, 0)
         self._majority = (len(self._acks) + 1) // 2 + 1
@@ -186,7 +187,7 @@ class QuorumDurability:
         if offset < self._commit:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.add_callback(offset, SETTLER.settle_later(fut))
+        self.add_callback(offset, self._settler.settle_later(fut))
         try:
             await asyncio.wait_for(fut, self.commit_timeout)
         except TimeoutError:

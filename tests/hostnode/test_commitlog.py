@@ -810,7 +810,7 @@ def test_waiters_made_durable_together_cost_their_loop_one_wake_up() -> None:
     self-pipe write and a wake-up of the loop's thread)."""
     from hostnode.commitlog import LoopSettler
 
-    settler = LoopSettler()
+    settler = LoopSettler()  # a GroupCommitter's (each has one)
 
     async def main() -> tuple[int, list[object]]:
         loop = asyncio.get_running_loop()
