@@ -23,6 +23,7 @@ from observability.http import Endpoints, metrics_app
 
 __all__ = [
     "LogfmtFormatter",
+    "NodeProcessError",
     "advertised",
     "bound_address",
     "configure_logging",
@@ -32,6 +33,13 @@ __all__ = [
     "start_site",
     "stop_on_signals",
 ]
+
+class NodeProcessError(Exception):
+    """A split standalone server's host-node process could not start, or ended while the server
+    ran; says why. (Here, not in orrery.standalone: run as ``python -m orrery.standalone`` that
+    module is ``__main__``, and a class defined in it would be a different class in the copy
+    orrery.standalone_split imports — the error would escape ``main``'s handler.)"""
+
 
 #: Loggers whose INFO lines a server prints (everyone else's warnings only).
 OUR_LOGGERS = ("orrery", "gateway", "controlplane", "clustermeta")

@@ -82,7 +82,14 @@ from hostnode.worker import Overloaded
 from observability.http import Endpoints
 from observability.registry import new_registry
 from orrery.budget_options import Budgets, add_budget_options, budgets_of
-from orrery.process import configure_logging, parse_listen_addr, start_metrics, start_site, stop_on_signals
+from orrery.process import (
+    NodeProcessError,
+    configure_logging,
+    parse_listen_addr,
+    start_metrics,
+    start_site,
+    stop_on_signals,
+)
 from proto import auth
 from proto.auth import ClusterSecret
 from sats.identity import Identity
@@ -338,10 +345,6 @@ class LocalHostNode:
 
 
 # --- the server ---------------------------------------------------------------------------------
-
-
-class NodeProcessError(Exception):
-    """A split server's host-node process could not start, or ended while the server ran; says why."""
 
 
 @dataclass

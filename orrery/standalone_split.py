@@ -39,8 +39,8 @@ from gateway.link_backend import CachedControlPlane, GatewayLink, LinkHostNode
 from gateway.metrics import GatewayCollector, GatewayStats
 from observability.http import Endpoints
 from observability.registry import new_registry
-from orrery.process import parse_listen_addr, start_metrics, start_site
-from orrery.standalone import NodeProcessError, StandaloneConfig, gateway_config, grpc_channel
+from orrery.process import NodeProcessError, parse_listen_addr, start_metrics, start_site
+from orrery.standalone import StandaloneConfig, gateway_config, grpc_channel
 from orrery.standalone_node import READY_ID
 from proto import link
 from proto.auth import ClusterSecret

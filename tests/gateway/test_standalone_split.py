@@ -130,3 +130,24 @@ def test_a_killed_gateway_leaves_no_host_node_behind(tmp_path: Path) -> None:
 
         server.start()
         server.run(after)
+
+
+def test_a_host_node_that_cannot_start_is_reported_in_one_line_each(tmp_path: Path) -> None:
+    """The node's own error, then the server's, as the lines a user reads — no traceback — and
+    exit status 1 (``python -m orrery.standalone`` runs the module as ``__main__``: the error
+    class must be the one its handler knows)."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "node").write_text("not a directory")
+    done = subprocess.run(
+        [sys.executable, "-m", "orrery.standalone", "--listen-addr", "127.0.0.1:0", "--data-dir", str(data),
+         "--transport", "split"],
+        capture_output=True, text=True, timeout=PATIENCE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Not a directory" in done.stderr
+    assert "error: the host-node process exited with status 1 before it was ready" in done.stderr
+    assert "Traceback" not in done.stderr
