@@ -466,23 +466,16 @@ class _RealtimeStream(ClientStream[pb.HostEvent]):
             async for msg in request_iterator:
                 if self.identity is None and msg.database_identity:
                     self.identity = Identity.from_bsatn(msg.database_identity)
-                # A client's frames of one gRPC message go to its connection together (one
-                # trip to the database's writer), in order with its other events.
-                pending: dict[int, list[tuple[bytes, bool]]] = {}
                 for ev in msg.events:
                     kind = ev.WhichOneof("event")
                     if kind == "message":
                         m = ev.message
-                        pending.setdefault(m.connection_ref, []).append((m.frame, m.text))
+                        self.message(m.connection_ref, m.frame, m.text)
                     elif kind == "connected":
                         self._connected(ev.connected)
                     elif kind == "disconnected":
-                        ref = ev.disconnected.connection_ref
-                        if ref in pending:
-                            self.messages(ref, pending.pop(ref))
-                        self.disconnected(ref)
-                for ref, frames in pending.items():
-                    self.messages(ref, frames)
+                        self.disconnected(ev.disconnected.connection_ref)
+                self.end_of_batch()
         finally:
             self.end()
 

@@ -117,32 +117,21 @@ async def serve_link(
                 body = await reader.readexactly(link.read_length(head))
             except asyncio.IncompleteReadError:
                 return  # the gateway closed the link (or died)
-            # A client's frames of one batch go to its connection together (one trip to the
-            # database's writer), in order with its other events.
-            pending: dict[int, list[tuple[bytes, bool]]] = {}
             for ev in link.decode(body):
                 kind = ev[0]
                 if kind == link.MESSAGE:
-                    frames = pending.get(ev[1])
-                    if frames is None:
-                        pending[ev[1]] = [(ev[2], ev[3])]
-                    else:
-                        frames.append((ev[2], ev[3]))
+                    stream.message(ev[1], ev[2], ev[3])
                 elif kind == link.CONNECT:
                     stream.connect(ev[1], ev[2])
                 elif kind == link.DISCONNECT:
-                    ref = ev[1]
-                    if ref in pending:
-                        stream.messages(ref, pending.pop(ref))
-                    stream.disconnected(ref)
+                    stream.disconnected(ev[1])
                 elif kind == link.REQUEST:
                     task = asyncio.ensure_future(answer(ev[1], ev[2]))
                     requests.add(task)
                     task.add_done_callback(requests.discard)
                 else:
                     raise link.LinkError(f"the gateway sent an event of kind {kind}, which only the node sends")
-            for ref, frames in pending.items():
-                stream.messages(ref, frames)
+            stream.end_of_batch()
     finally:
         stream.end()
         await stream.close_all()

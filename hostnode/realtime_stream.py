@@ -73,14 +73,17 @@ class _Client:
 class ClientStream(Generic[E]):
     """The clients of one gateway stream, each named by the gateway's ``ref`` for it.
 
-    The carrier calls :meth:`connected`, :meth:`messages` and :meth:`disconnected` as the
-    gateway's events arrive, takes :meth:`next_batch` for the gateway, calls :meth:`end` when
-    the gateway is gone, and :meth:`close_all` last. Event loop only.
+    The carrier calls :meth:`connected`, :meth:`message` and :meth:`disconnected` as the
+    gateway's events arrive and :meth:`end_of_batch` after each batch of them, takes
+    :meth:`next_batch` for the gateway, calls :meth:`end` when the gateway is gone, and
+    :meth:`close_all` last. Event loop only.
     """
 
     def __init__(self, node: HostNode) -> None:
         self.node = node
         self.clients: dict[int, _Client] = {}
+        #: Client frames of the gateway's current batch, by client (see :meth:`message`).
+        self._incoming: dict[int, list[tuple[bytes, bool]]] = {}
         self._events: list[E] = []
         #: Bytes of the frames in ``_events``.
         self._event_bytes = 0
@@ -115,6 +118,22 @@ class ClientStream(Generic[E]):
         client = self.clients[ref] = _Client(ref, database, backlog=[])
         self._spawn(self._connect(client, params))
 
+    def message(self, ref: int, frame: bytes, text: bool) -> None:
+        """A frame a client sent. A client's frames of one gateway batch go to its connection
+        together at :meth:`end_of_batch` (one trip to the database's writer), in order with its
+        other events (its disconnection hands them over first)."""
+        frames = self._incoming.get(ref)
+        if frames is None:
+            self._incoming[ref] = [(frame, text)]
+        else:
+            frames.append((frame, text))
+
+    def end_of_batch(self) -> None:
+        """The gateway's batch is read: hand each client its frames."""
+        incoming, self._incoming = self._incoming, {}
+        for ref, frames in incoming.items():
+            self.messages(ref, frames)
+
     def messages(self, ref: int, frames: list[tuple[bytes, bool]]) -> None:
         """Frames ``(data, is_text)`` a client sent, in order; they go to its connection together
         (one trip to the database's writer)."""
@@ -135,6 +154,9 @@ class ClientStream(Generic[E]):
 
     def disconnected(self, ref: int) -> None:
         """The client's socket is gone: drop its subscriptions, run ``client_disconnected``."""
+        frames = self._incoming.pop(ref, None)
+        if frames is not None:
+            self.messages(ref, frames)
         client = self.clients.pop(ref, None)
         if client is None:
             return
@@ -145,7 +167,9 @@ class ClientStream(Generic[E]):
             self._spawn(client.conn.close())
 
     def end(self) -> None:
-        """The gateway is gone: :meth:`next_batch` returns None once the batch is empty."""
+        """The gateway is gone: :meth:`next_batch` returns None once the batch is empty (frames
+        of a batch it did not finish are dropped)."""
+        self._incoming.clear()
         self._ended = True
         self._wake.set()
 
