@@ -33,7 +33,7 @@ from hostnode.http_calls import HttpCall, HttpCallQueue
 from hostnode.migrate import MigrationPlan, migration_token, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
 from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, OutgoingBudget, RealtimeHub
-from hostnode.sql import SqlResult, execute_sql, mutates, parse_sql
+from hostnode.sql import SqlResult, execute_point_query, execute_sql, mutates, parse_sql
 from hostnode.stats import SQL
 from hostnode.wasm_host import ModuleLoadError, WasmProgram
 from hostnode.worker import DEFAULT_MAX_QUEUED, DatabaseWorker
@@ -372,9 +372,21 @@ class HostNode:
 
         Statements run on the writer thread: DML must, and a query then reads a fresh
         checkpoint, so a caller sees its own acknowledged writes. DML answers once durable.
+        A point query (a unique-index lookup per table) when every commit is checkpointed
+        already reads that checkpoint here instead, without the trip through the writer's queue:
+        the checkpoint then holds every write anyone was answered for.
         """
         stmt = parse_sql(query)
         worker = self._worker(identity)
+        db = worker.db
+        if not db.uncheckpointed and not mutates(stmt):
+            try:
+                quick = execute_point_query(db, stmt, caller)
+            except Exception:  # noqa: BLE001 - e.g. raced a publish: the writer's path answers it
+                quick = None
+            if quick is not None:
+                db.stats.rows_scanned[SQL] += quick.rows_scanned
+                return quick
 
         def run(db: Database) -> SqlResult:
             if not mutates(stmt) and db.uncheckpointed and not db.checkpoint():

@@ -20,7 +20,14 @@ Typical HTTP use::
 
 from hostnode.sql.ast import Statement, mutates
 from hostnode.sql.errors import SqlError
-from hostnode.sql.execute import SqlResult, SqlStats, execute_in_tx, execute_sql, system_var
+from hostnode.sql.execute import (
+    SqlResult,
+    SqlStats,
+    execute_in_tx,
+    execute_point_query,
+    execute_sql,
+    system_var,
+)
 from hostnode.sql.parser import parse_sql
 from hostnode.sql.render import render_response, render_response_bytes, render_statement
 
@@ -30,6 +37,7 @@ __all__ = [
     "SqlStats",
     "Statement",
     "execute_in_tx",
+    "execute_point_query",
     "execute_sql",
     "mutates",
     "parse_sql",

@@ -152,6 +152,27 @@ def execute_sql(db: Database, sql: str | ast.Statement, caller: Identity, *, is_
     return result
 
 
+def execute_point_query(db: Database, stmt: ast.Statement, caller: Identity) -> SqlResult | None:
+    """``stmt`` run against the last checkpoint from the caller's own thread when it is a query
+    whose every step is a point lookup on a unique index (it reads at most one row per table, so
+    it is too short to need the writer's queue); None for any other statement (nothing ran)."""
+    if not isinstance(stmt, ast.Select):
+        return None
+    start = time.perf_counter_ns()
+    owner = caller == db.owner
+    with db.read() as tx:
+        view = SchemaView(tx.tables(), caller=caller, is_owner=owner, rls=db.row_level_security)
+        typed = check_statement(stmt, view)
+        if not isinstance(typed, TQuery):
+            return None
+        plans = [build_plan(f, tx.row_count) for f in typed.fragments]
+        if not _point_lookups(plans):
+            return None
+        result = run_query(tx, typed, plans=plans)
+    result.total_duration_micros = (time.perf_counter_ns() - start) // 1000
+    return result
+
+
 def run_statement(tx: Any, stmt: TStatement, *, is_owner: bool) -> SqlResult:
     """Run an already typed statement in ``tx``."""
     if isinstance(stmt, TQuery):
@@ -168,11 +189,14 @@ def run_statement(tx: Any, stmt: TStatement, *, is_owner: bool) -> SqlResult:
     return SqlResult(UNIT, [], stats=stats, rows_scanned=runner.scanned)
 
 
-def run_query(tx: Any, q: TQuery, *, row_limit: int | None = None, limited: bool = False) -> SqlResult:
+def run_query(
+    tx: Any, q: TQuery, *, row_limit: int | None = None, limited: bool = False, plans: list[Plan] | None = None
+) -> SqlResult:
     """Evaluate a typed SELECT; ``row_limit`` (non-owners) refuses plans estimated too large;
     ``limited`` (non-owners) runs it under the query limits, stopping one that examines,
-    returns or takes too much."""
-    plans = [build_plan(f, tx.row_count) for f in q.fragments]
+    returns or takes too much. ``plans``: the fragments' plans when the caller built them."""
+    if plans is None:
+        plans = [build_plan(f, tx.row_count) for f in q.fragments]
     if row_limit is not None:
         estimate = sum(p.estimate for p in plans)
         if estimate > row_limit:

@@ -118,6 +118,59 @@ def test_sql_reads_own_writes_and_dml_is_durable(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_point_queries_skip_the_writers_queue_only_when_they_cannot_miss_a_write(tmp_path: Path) -> None:
+    """A unique-index point query reads the checkpoint without waiting behind the writer's jobs,
+    but only when every commit is in it; any other query, or one with commits still to
+    checkpoint, goes through the writer (and so sees every acknowledged write)."""
+
+    async def scenario() -> None:
+        import threading
+
+        node = HostNode(HostNodeConfig(tmp_path))
+        await node.start()
+        await node.install(BANK, OWNER, module_wasm("transfer"))
+        await node.call_reducer(BANK, "seed", struct.pack("<Iq", 3, 5), caller=OWNER)
+        db = node.database(BANK)
+        await node.run(BANK, lambda db: db.checkpoint())
+        assert db.uncheckpointed == 0
+        release = threading.Event()
+        busy = asyncio.ensure_future(node.run(BANK, lambda db: release.wait(30)))  # the writer is busy
+        try:
+            res = await asyncio.wait_for(node.sql(BANK, "SELECT * FROM accounts WHERE id = 1", ALICE), 10)
+            assert res.rows == [(1, 5)]
+            # A scan is not a point query: it waits for the writer.
+            scan = asyncio.ensure_future(node.sql(BANK, "SELECT * FROM accounts WHERE balance = 5", ALICE))
+            await asyncio.sleep(0.2)
+            assert not scan.done()
+        finally:
+            release.set()
+        await busy
+        assert sorted((await scan).rows) == [(0, 5), (1, 5), (2, 5)]
+        # A commit not yet checkpointed (the writer holds it back, busy): the point query waits
+        # for the writer, and sees the commit.
+        committed, release = threading.Event(), threading.Event()
+
+        def commit_then_wait(db: object) -> None:
+            out = db.call_reducer("transfer", struct.pack("<IIq", 0, 1, 2), caller=OWNER)  # type: ignore[attr-defined]
+            assert out.committed and db.uncheckpointed > 0  # type: ignore[attr-defined]
+            committed.set()
+            release.wait(30)
+
+        busy = asyncio.ensure_future(node.run(BANK, commit_then_wait))
+        try:
+            assert await asyncio.to_thread(committed.wait, 10)
+            point = asyncio.ensure_future(node.sql(BANK, "SELECT balance FROM accounts WHERE id = 1", OWNER))
+            await asyncio.sleep(0.2)
+            assert not point.done()
+        finally:
+            release.set()
+        await busy
+        assert (await point).rows == [(7,)]
+        await node.stop()
+
+    run(scenario())
+
+
 def test_clear_with_a_failing_program_keeps_the_old_database(tmp_path: Path) -> None:
     async def scenario() -> None:
         node = HostNode(HostNodeConfig(tmp_path))

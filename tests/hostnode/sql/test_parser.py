@@ -190,3 +190,77 @@ def test_length_limit() -> None:
 def test_deep_nesting_is_refused_cleanly() -> None:
     msg = perr("SELECT * FROM t WHERE " + "(" * 400 + "a = 1" + ")" * 400)
     assert msg.startswith(("Recursion limit exceeded", "sql parser error"))
+
+
+# --- statements that differ only in their literals share one parse ------------------------------
+
+_SHAPED = [
+    "SELECT * FROM t WHERE a = 5 AND b = 'x'",
+    "select x.* from T as x where x.a = 1 limit 5;",
+    "SELECT * FROM t WHERE a = -5 OR a = 007",
+    "SELECT * FROM t WHERE a = 'it''s' AND b = 'x\\y' AND c = E'e' AND d = X'01' AND e = $$5$$",
+    "SELECT * FROM t WHERE a = 1.5 AND b = 1e5 AND c = 0x10 AND d = 5",
+    'SELECT a AS "5", t1.b FROM t AS t1 WHERE a = 5',
+    "SELECT * FROM t /* 5 */ WHERE a = 6 -- 7",
+    "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+    "UPDATE t SET a = 5 WHERE b = 6",
+    "DELETE FROM t WHERE a = 99999999999999999999999999",
+    "SET row_limit = 5",
+    "SELECT * FROM t WHERE a = 7391000000000000000",
+    "SELECT * FROM t WHERE a = '\x01' AND b = 2",
+    "SELECT * FROM t WHERE a = 5 ORDER BY b",
+    "SELECT * FROM t WHERE a = ",
+    "SELECT * FROM t WHERE a = 1 + 2",
+]
+
+
+def _parse_as_written(sql: str) -> tuple[str, object]:
+    from hostnode.sql import parser
+
+    try:
+        return "ok", parser._parse_cached.__wrapped__(sql)
+    except SqlError as e:
+        return "error", str(e)
+
+
+def _parse(sql: str) -> tuple[str, object]:
+    try:
+        return "ok", parse_sql(sql)
+    except SqlError as e:
+        return "error", str(e)
+
+
+@pytest.mark.parametrize("sql", _SHAPED)
+def test_a_shared_parse_gives_the_statements_own_tree_or_error(sql: str) -> None:
+    """The shape cache is invisible: the same tree, the same error text, for every statement."""
+    _parse(sql)  # the shape is cached now
+    assert _parse(sql) == _parse_as_written(sql)
+
+
+def test_point_queries_parse_once_per_shape() -> None:
+    from hostnode.sql import parser
+
+    parse_sql("SELECT * FROM accounts WHERE id = 1 AND name = 'a'")
+    hits = parser._shape_tree.cache_info().hits
+    s = parse_sql("SELECT * FROM accounts WHERE id = 17611 AND name = 'bob'")
+    assert parser._shape_tree.cache_info().hits == hits + 1
+    assert isinstance(s, a.Select) and s.where == a.Log(
+        "and",
+        a.Bin("=", a.Field("accounts", "id"), a.Lit("num", "17611")),
+        a.Bin("=", a.Field("accounts", "name"), a.Lit("str", "bob")),
+    )
+
+
+def test_shared_parses_agree_with_parsing_as_written_for_any_literals() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    texts = st.text(st.characters(blacklist_characters="'\\", blacklist_categories=("Cs",)), max_size=12)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.integers(0, 10**30), st.integers(0, 10**6), texts, st.sampled_from(["=", "<>", "<=", ">"]))
+    def check(n: int, limit: int, text: str, op: str) -> None:
+        sql = f"SELECT * FROM t WHERE a {op} {n} AND b = '{text}' LIMIT {limit}"
+        assert _parse(sql) == _parse_as_written(sql)
+
+    check()
