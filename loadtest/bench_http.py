@@ -9,8 +9,8 @@ a. ``POST /v1/database/<name>/call/transfer`` with N concurrent keep-alive clien
    uniform random accounts, amount 1; bounded by time and by count. Reports requests/s,
    p50/p95/p99 latency and every non-200 answer (none is expected: balances are large).
 b. ``POST …/sql`` with ``SELECT * FROM accounts WHERE id = <random>``, one query at a time, over
-   one keep-alive connection of a minimal HTTP/1.1 client (the server's latency), then again with
-   aiohttp's client (what an aiohttp user sees: its client adds ~0.2 ms).
+   one keep-alive connection of a minimal blocking HTTP/1.1 client (the server's latency), then
+   again with aiohttp's client (what an aiohttp user sees: its client adds ~0.2 ms).
 c. (only when uvloop is importable) the load of (a) again with the client on uvloop. The server
    picks uvloop by itself when it can import it, so then both sides run on it.
 
@@ -35,6 +35,7 @@ import platform
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -394,47 +395,62 @@ async def call_load(
 
 
 class _KeepAliveHttp:
-    """A minimal HTTP/1.1 keep-alive client (one connection, one request at a time, answers with a
-    Content-Length): what the /sql phase measures is the server, and aiohttp's own client costs
-    ~0.2 ms per request on these machines — more than the target for the whole round trip. The
-    phase runs with aiohttp's client too, for the figure a Python user of aiohttp would see."""
+    """A minimal blocking HTTP/1.1 keep-alive client (one connection, one request at a time, answers
+    with a Content-Length): what the /sql phase measures is the server, and a client on an event
+    loop costs 0.1–0.2 ms per request on these machines (aiohttp's most) — a large part of the
+    target for the whole round trip. The phase runs with aiohttp's client too, for the figure a
+    Python user of aiohttp would see."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, timeout: float) -> None:
         url = urllib.parse.urlsplit(base_url)
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.buf = b""
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        if self.sock is None:
+            self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.buf = b""
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.writer.write(
+        self.sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        lines = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        while (end := self.buf.find(b"\r\n\r\n")) < 0:
+            self._recv()
+        lines = self.buf[:end].decode("latin-1").split("\r\n")
+        self.buf = self.buf[end + 4 :]
         status = int(lines[0].split(" ", 2)[1])
         answer = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
         if "content-length" not in answer:
             raise ValueError(f"the answer has no Content-Length (headers: {sorted(answer)})")
-        data = await self.reader.readexactly(int(answer["content-length"]))
+        size = int(answer["content-length"])
+        while len(self.buf) < size:
+            self._recv()
+        data, self.buf = self.buf[:size], self.buf[size:]
         if answer.get("connection", "").lower() == "close":
-            await self.close()
+            self.close()
         return status, answer, data
 
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(OSError):
-                await self.writer.wait_closed()
-        self.reader = self.writer = None
+    def _recv(self) -> None:
+        assert self.sock is not None
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-answer")
+        self.buf += chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = None
 
 
 async def sql_points(base_url: str, token: str, cfg: BenchConfig, *, client: str = "keep-alive") -> SqlStats:
     """``cfg.queries`` sequential point queries over one keep-alive connection (or ``cfg.sql_seconds``),
-    with :class:`_KeepAliveHttp` (``client="keep-alive"``) or aiohttp's client (``"aiohttp"``)."""
+    with :class:`_KeepAliveHttp` (``client="keep-alive"``, blocking: nothing else runs meanwhile)
+    or aiohttp's client (``"aiohttp"``)."""
     path = f"/v1/database/{DB_NAME}/sql"
     headers = {"Authorization": f"Bearer {token}"}
     rng = random.Random(cfg.seed + 1)
@@ -447,19 +463,8 @@ async def sql_points(base_url: str, token: str, cfg: BenchConfig, *, client: str
     perf = time.perf_counter
     connector = aiohttp.TCPConnector(limit=1)
     timeout = aiohttp.ClientTimeout(total=cfg.request_timeout)
-    raw = _KeepAliveHttp(base_url)
+    raw = _KeepAliveHttp(base_url, cfg.request_timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def send(query: bytes) -> tuple[str, bytes, str | None]:
-            if client == "aiohttp":
-                async with session.post(
-                    base_url + path, data=query, headers=headers, skip_auto_headers=("Content-Type",)
-                ) as resp:
-                    return str(resp.status), await resp.read(), resp.headers.get(DURATION_HEADER)
-            async with asyncio.timeout(cfg.request_timeout):
-                code, answer, data = await raw.post(path, query, headers)
-            return str(code), data, answer.get(DURATION_HEADER.lower())
-
         t_start = perf()
         try:
             for _ in range(cfg.queries):
@@ -469,10 +474,18 @@ async def sql_points(base_url: str, token: str, cfg: BenchConfig, *, client: str
                 query = f"SELECT * FROM accounts WHERE id = {key}".encode()
                 t0 = perf()
                 try:
-                    status, body, duration = await send(query)
-                except (aiohttp.ClientError, TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as e:
+                    if client == "aiohttp":
+                        async with session.post(
+                            base_url + path, data=query, headers=headers, skip_auto_headers=("Content-Type",)
+                        ) as resp:
+                            body = await resp.read()
+                            status, duration = str(resp.status), resp.headers.get(DURATION_HEADER)
+                    else:
+                        code, answer, body = raw.post(path, query, headers)
+                        status, duration = str(code), answer.get(DURATION_HEADER.lower())
+                except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
                     status, body, duration = type(e).__name__, str(e).encode(), None
-                    await raw.close()
+                    raw.close()
                 latencies.append(perf() - t0)
                 statuses[status] += 1
                 if status != "200":
@@ -491,7 +504,7 @@ async def sql_points(base_url: str, token: str, cfg: BenchConfig, *, client: str
                     if len(samples) < ERROR_SAMPLES:
                         samples.append(f"wrong rows for id={key}: {body[:200].decode('utf-8', 'replace')}")
         finally:
-            await raw.close()
+            raw.close()
         elapsed = perf() - t_start
     latencies.sort()
     ms = 1000.0
@@ -671,13 +684,16 @@ def render(report: Report) -> str:
             f"| {_statuses(load.statuses)} |"
         )
     sql = report.sql
-    for label, phase in (("/sql point query", sql), ("/sql point query (aiohttp client)", report.sql_aiohttp)):
+    for label, loop, phase in (
+        ("/sql point query", "blocking socket", sql),
+        ("/sql point query (aiohttp client)", "asyncio", report.sql_aiohttp),
+    ):
         if phase is None:
             continue
         rate = phase.queries / phase.seconds if phase.seconds > 0 else 0.0
         failures = _statuses(phase.statuses) + (f", {phase.wrong_rows} wrong rows" if phase.wrong_rows else "")
         lines.append(
-            f"| {label} | asyncio | 1 (sequential) | {phase.queries:,} | {phase.seconds:.1f} | {rate:,.0f} "
+            f"| {label} | {loop} | 1 (sequential) | {phase.queries:,} | {phase.seconds:.1f} | {rate:,.0f} "
             f"| {phase.p50_ms:.2f} | {phase.p95_ms:.2f} | {phase.p99_ms:.2f} | {failures} |"
         )
     lines.append("")
