@@ -57,7 +57,10 @@ def test_tiny_run_answers_200_and_reports(tmp_path: Path, capsys: pytest.Capture
 
     assert report["machine"]["cores"] >= 1 and report["machine"]["python"].startswith("CPython")
     assert "| /call transfer | asyncio | 2 |" in printed
-    assert "| /sql point query | asyncio | 1 (sequential) | 50 |" in printed
+    assert "| /sql point query | blocking socket | 1 (sequential) | 50 |" in printed
+    assert "| /sql point query (aiohttp client) | asyncio | 1 (sequential) | 50 |" in printed
+    both = report["sql_aiohttp"]
+    assert both["statuses"] == {"200": 50} and both["wrong_rows"] == 0 and both["failures"] == 0
     assert "FAILED" not in printed
     # The server was stopped and the temporary data directory removed.
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
