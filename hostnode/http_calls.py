@@ -28,10 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hostnode.database import Database, DatabaseError, ReducerOutcome
-from hostnode.worker import DatabaseWorker, Overloaded
+from hostnode.worker import DatabaseWorker
 from sats.identity import Identity
 
 __all__ = ["HttpCall", "HttpCallQueue", "run_http_call"]
+
+#: This queue's key in ``DatabaseWorker.waiting``.
+_WAITING = "http"
 
 
 @dataclass
@@ -110,8 +113,8 @@ class HttpCallQueue:
 
     Calls are added from the event loop; the job runs on the writer thread. Answers are
     delivered on the loop of the call that submitted the job (a host node runs one loop). The
-    waiting calls count one by one against the writer's bound (``worker.batched``): past
-    ``worker.max_queued`` a call is refused with :class:`Overloaded` before anything runs,
+    waiting calls count one by one against the writer's bound (``worker.waiting``): past
+    ``worker.max_queued`` a call is refused with :class:`~hostnode.worker.Overloaded` before anything runs,
     as a job of its own would be.
     """
 
@@ -128,18 +131,14 @@ class HttpCallQueue:
     ) -> HttpCall:
         """Run one HTTP call (see :func:`run_http_call`); resolves once its outcome is durable."""
         worker = self.worker
-        if worker.queued >= worker.max_queued:
-            raise Overloaded(
-                f"the database is overloaded: {worker.max_queued} requests are already waiting for it; "
-                "nothing was run, try again later"
-            )
+        worker.admit()
         loop = asyncio.get_running_loop()
         pending = _Pending(reducer, args, caller, connection_id, loop.create_future(), time.perf_counter())
         with self._lock:
             self._calls.append(pending)
             submit = not self._job_waiting
             self._job_waiting = True
-            worker.batched = len(self._calls) - 1
+            worker.waiting[_WAITING] = len(self._calls) - 1
         if submit:
             # Admitted above, call by call: the job itself is never refused.
             worker.submit(lambda db: self._run(db, loop))
@@ -151,7 +150,7 @@ class HttpCallQueue:
             job = _Job(self._calls)
             self._calls = []
             self._job_waiting = False
-            self.worker.batched = 0
+            self.worker.waiting[_WAITING] = 0
         lifecycle = db.has_client_lifecycle
         for pending in job.calls:
             db.queued_at = pending.queued_at

@@ -85,6 +85,20 @@ class Submit(Protocol):
     def __call__(self, fn: Callable[[Database], Any], *, limited: bool = False) -> Future[Any]: ...
 
 
+class Writer(Protocol):
+    """What the hub uses of its database's :class:`~hostnode.worker.DatabaseWorker`."""
+
+    waiting: dict[str, int]
+
+    def submit(self, fn: Callable[[Database], Any], *, limited: bool = False) -> Future[Any]: ...
+
+    def admit(self) -> None: ...
+
+
+#: The hub's key in ``DatabaseWorker.waiting``.
+_WAITING = "ws"
+
+
 @dataclass
 class OutgoingBudget:
     """The bytes queued for every WebSocket client of a process, against one limit.
@@ -163,10 +177,11 @@ def encode(msg: ws.ServerMessage, json: bool, compression: ws.Compression) -> Fr
 class RealtimeHub:
     """The WebSocket clients of one database (writer thread only, except :meth:`shutdown`)."""
 
-    def __init__(self, db: Database, submit: Submit) -> None:
+    def __init__(self, db: Database, writer: Writer) -> None:
         self.db = db
         self.stats = db.stats
-        self.submit = submit
+        self.writer = writer
+        self.submit: Submit = writer.submit
         self.manager = SubscriptionManager.for_database(db)
         self.connections: set[Connection] = set()
         self.closed = False
@@ -179,6 +194,11 @@ class RealtimeHub:
         self._handoff_lock = threading.Lock()
         #: Inside :meth:`handle_many`: frames are handed over once, at its end.
         self._batching = False
+        #: Clients' messages waiting for the writer (:meth:`enqueue`), and whether a job that
+        #: will take them is queued already (guarded by the lock).
+        self._incoming: list[tuple[Connection, list[ws.ClientMessage], float]] = []
+        self._incoming_job = False
+        self._incoming_lock = threading.Lock()
         attach(self.manager, db, self._deliver)
         db.on_program_update.append(self._program_updated)
 
@@ -226,6 +246,41 @@ class RealtimeHub:
                 self._reply(conn, wire.reply(err, self._row_encoder(conn.params.json, {})), workload=SUBSCRIBE)
         self._flush()
 
+    # --- requests (event loop → writer thread) ------------------------------------------------
+
+    def enqueue(self, conn: Connection, msgs: list[ws.ClientMessage], received: float) -> None:
+        """(event loop) Queue messages ``conn`` sent for the writer thread. Every client's
+        messages queued before the writer takes them are one job — the clients of one loop turn,
+        or of everything that arrived while the writer was busy — and its frames go back in one
+        hand-over; each client's messages stay in order. Each call counts as one request against
+        the writer's bound: past it, :class:`Overloaded` is raised and nothing is queued."""
+        writer = self.writer
+        writer.admit()
+        with self._incoming_lock:
+            self._incoming.append((conn, msgs, received))
+            submit = not self._incoming_job
+            self._incoming_job = True
+            writer.waiting[_WAITING] = len(self._incoming) - 1
+        if submit:
+            self.submit(self._run_incoming)  # admitted above, call by call
+
+    def _run_incoming(self, db: Database) -> None:
+        """(writer thread) Answer every queued message, then hand the frames over once."""
+        with self._incoming_lock:
+            batch, self._incoming = self._incoming, []
+            self._incoming_job = False
+            self.writer.waiting[_WAITING] = 0
+        self._batching = True
+        try:
+            for conn, msgs, received in batch:
+                try:
+                    self._handle_all(conn, msgs, received)
+                finally:
+                    conn._completed += len(msgs)  # written by the writer thread only
+        finally:
+            self._batching = False
+            self._flush()
+
     # --- requests (writer thread) -------------------------------------------------------------
 
     def handle_many(self, conn: Connection, msgs: list[ws.ClientMessage], received: float = 0.0) -> None:
@@ -234,17 +289,20 @@ class RealtimeHub:
         ``received``: ``time.perf_counter()`` when the gateway handed them over (0: now); each
         message's round trip is counted from there to its answer."""
         self._batching = True
-        self.stats.ws_requests[conn.params.json] += len(msgs)
-        received = received or time.perf_counter()
         try:
-            for msg in msgs:
-                try:
-                    self.handle(conn, msg, received)
-                except Exception:
-                    log.exception("handling a client message failed")
+            self._handle_all(conn, msgs, received)
         finally:
             self._batching = False
             self._flush()
+
+    def _handle_all(self, conn: Connection, msgs: list[ws.ClientMessage], received: float) -> None:
+        self.stats.ws_requests[conn.params.json] += len(msgs)
+        received = received or time.perf_counter()
+        for msg in msgs:
+            try:
+                self.handle(conn, msg, received)
+            except Exception:
+                log.exception("handling a client message failed")
 
     def handle(self, conn: Connection, msg: ws.ClientMessage, received: float = 0.0) -> None:
         """Answer one client message (replies are queued before any later commit's update)."""
@@ -667,17 +725,8 @@ class Connection:
             return reason
         n = len(msgs)
         self._submitted += n
-        hub = self.hub
-        received = time.perf_counter()
-
-        def job(db: Database) -> None:
-            try:
-                hub.handle_many(self, msgs, received)
-            finally:
-                self._completed += n  # written by the writer thread only
-
         try:
-            hub.submit(job, limited=True)
+            self.hub.enqueue(self, msgs, time.perf_counter())
         except Overloaded as e:
             self._submitted -= n
             self._refuse(msgs, str(e))

@@ -431,7 +431,7 @@ class HostNode:
         async with self._hub_locks.setdefault(identity, asyncio.Lock()):
             hub = self._hubs.get(identity)
             if hub is None or hub.db is not worker.db or hub.closed:
-                hub = await _wrap(worker.submit(lambda db: RealtimeHub(db, worker.submit)))
+                hub = await _wrap(worker.submit(lambda db: RealtimeHub(db, worker)))
                 self._hubs[identity] = hub
         conn = Connection(hub, params, asyncio.get_running_loop(), self.outgoing)
         outcome = await _wrap(worker.submit(lambda db: hub.connect(conn), limited=True))

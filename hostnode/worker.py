@@ -45,9 +45,10 @@ class DatabaseWorker:
         self, open_fn: Callable[[], Database], name: str = "db-writer", *, max_queued: int = DEFAULT_MAX_QUEUED
     ) -> None:
         self.max_queued = max_queued
-        #: Client requests that wait inside a queued job beyond the job itself: a job of several
-        #: HTTP calls counts as its calls (kept by hostnode/http_calls.py).
-        self.batched = 0
+        #: Client requests that wait inside a queued job beyond the job itself, by source: a job
+        #: of several HTTP calls counts as its calls (hostnode/http_calls.py), a job of several
+        #: WebSocket clients' messages as its clients' batches (hostnode/realtime.py).
+        self.waiting: dict[str, int] = {}
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._ready: Future[Database] = Future()
         self._thread = threading.Thread(target=self._run, args=(open_fn,), name=name, daemon=True)
@@ -57,19 +58,24 @@ class DatabaseWorker:
     def submit(self, fn: Callable[[Database], T], *, limited: bool = False) -> Future[T]:
         """Run ``fn(db)`` on the writer thread. ``limited``: work a client asked for, refused
         with :class:`Overloaded` when ``max_queued`` jobs are waiting already."""
-        if limited and self.queued >= self.max_queued:
-            raise Overloaded(
-                f"the database is overloaded: {self.max_queued} requests are already waiting for it; "
-                "nothing was run, try again later"
-            )
+        if limited:
+            self.admit()
         fut: Future[T] = Future()
         self._jobs.put((fn, fut, time.perf_counter()))
         return fut
 
+    def admit(self) -> None:
+        """Raise :class:`Overloaded` when ``max_queued`` client requests wait already."""
+        if self.queued >= self.max_queued:
+            raise Overloaded(
+                f"the database is overloaded: {self.max_queued} requests are already waiting for it; "
+                "nothing was run, try again later"
+            )
+
     @property
     def queued(self) -> int:
         """How many client requests wait for the writer now."""
-        return self._jobs.qsize() + self.batched
+        return self._jobs.qsize() + sum(self.waiting.values())
 
     def call(self, fn: Callable[[Database], T], timeout: float | None = 60.0) -> T:
         """Run ``fn(db)`` on the writer thread and wait for its result."""

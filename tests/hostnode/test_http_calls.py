@@ -138,7 +138,7 @@ def test_calls_waiting_together_run_in_order_and_each_gets_its_own_answer(tmp_pa
             await asyncio.sleep(0)  # each call is queued before its first await
             worker = node._worker(DB)
             # One job waits behind the holding one, with every call in it; each call counts.
-            assert (worker.queued, worker.batched) == (len(calls), len(calls) - 1)
+            assert (worker.queued, worker.waiting["http"]) == (len(calls), len(calls) - 1)
         first, same, missing, bad, second = await asyncio.gather(*calls)
         db = node.database(DB)
         assert first.reducer is not None and first.reducer.committed

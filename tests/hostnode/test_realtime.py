@@ -357,6 +357,34 @@ def test_a_full_writer_queue_fails_reducer_calls_and_runs_none_of_them(tmp_path:
     run(tmp_path, body, writer_max_queued=2)
 
 
+def test_messages_of_many_clients_waiting_for_the_writer_are_one_job(tmp_path: Path) -> None:
+    """Issue 11 item 4: what several clients send while the writer is busy goes to it as one job
+    (each client's batch still counts against the writer's bound), runs in each client's order,
+    and every client gets its own answers."""
+
+    async def body(node: HostNode) -> None:
+        conns = [await client(node, n) for n in (1, 2, 3)]
+        worker = node._worker(DB)
+        async with writer_held(node, DB):
+            send_message(conns[0], "a1", 1)
+            send_message(conns[1], "b1", 7)
+            send_message(conns[0], "a2", 2)
+            send_message(conns[2], "c1", 9)
+            assert worker._jobs.qsize() == 1
+            assert worker.queued == 4
+        for conn, ids in ((conns[0], [1, 2]), (conns[1], [7]), (conns[2], [9])):
+            got = [msg(await asyncio.wait_for(conn.recv(), 5)) for _ in ids]
+            assert all(isinstance(m, ws.TransactionUpdate) and isinstance(m.status, ws.Committed) for m in got)
+            assert [m.reducer_call.request_id for m in got] == ids  # type: ignore[union-attr]
+        assert worker.queued == 0
+        rows = (await node.sql(DB, "SELECT text FROM message", OWNER)).rows
+        assert sorted(r[0] for r in rows) == ["a1", "a2", "b1", "c1"]
+        for conn in conns:
+            await conn.close()
+
+    run(tmp_path, body)
+
+
 def test_one_message_larger_than_the_byte_limit_reaches_a_client_that_keeps_up(tmp_path: Path) -> None:
     """The per-client byte limit cuts off a client that falls behind, not one that receives a
     single large message (a big subscription result) with nothing else waiting."""
