@@ -104,10 +104,10 @@ class OutgoingBudget:
     """The bytes queued for every WebSocket client of a process, against one limit.
 
     Each client's own queue is bounded, but N slow clients could still hold N times that; this
-    counter bounds their sum. Once it is over ``limit``, a client that still has frames waiting
-    from before (one that is not keeping up) is disconnected (:data:`CLOSE_SERVER_FULL`) on its
-    next message, and its frames are released; clients that keep up hold nothing between
-    messages and are not touched. Event loop only: a counter, no scan.
+    counter bounds their sum. Once it is over ``limit``, a client that is handed a frame while
+    another is waiting for it (one that is not keeping up, or that was handed several at once)
+    is disconnected (:data:`CLOSE_SERVER_FULL`), and its frames are released; clients that keep
+    up hold nothing between messages and are not touched. Event loop only: a counter, no scan.
     """
 
     limit: int = MAX_TOTAL_OUTGOING_BYTES
@@ -607,19 +607,21 @@ class Connection:
         if self._closed.is_set():
             return
         q = self._queue
-        before = self._bytes
         added = 0
         for item in items:
             q.append(item)
             added += len(item[0])
-        self._bytes = before + added
+        self._bytes += added
         budget = self.budget
         budget.queued += added
         # One message larger than the byte limit still goes to a client with nothing waiting
-        # (what bounds a single message is the query's own limits).
-        if len(q) > self.max_messages or (before and self._bytes > self.max_bytes):
+        # (what bounds a single message is the query's own limits); several frames handed over
+        # at once count like frames that arrived one by one, or one writer batch holding many
+        # of a client's answers would slip past both limits.
+        behind = len(q) > 1
+        if len(q) > self.max_messages or (behind and self._bytes > self.max_bytes):
             self.server_close(*CLOSE_TOO_SLOW)
-        elif before and budget.queued > budget.limit:
+        elif behind and budget.queued > budget.limit:
             self.server_close(*CLOSE_SERVER_FULL)
         else:
             self._wake.set()
