@@ -46,6 +46,12 @@ from hostnode import wasm_abi
 from hostnode.budgets import DEFAULT_FUEL_BUDGET, DEFAULT_TIME_BUDGET_S
 from hostnode.modulelog import level_name
 
+_hostcall_module: Any
+try:  # the two hot crossings into wasmtime in C (make native; hostnode/_hostcall.c)
+    from hostnode import _hostcall as _hostcall_module
+except ImportError:  # not built: the ctypes route below does the same
+    _hostcall_module = None
+
 log: Final = logging.getLogger(__name__)
 
 # --- errnos (module-abi.md §2) -------------------------------------------------------------------
@@ -103,8 +109,6 @@ _CALL_REDUCER_VALS: Final = struct.Struct("<" + "B7xQ16x" * 10)
 _VAL_SIZE: Final = 32
 _I32_VAL: Final = struct.Struct("<B7xI")
 assert ctypes.sizeof(ffi.wasmtime_val_t) == _VAL_SIZE
-_TEN: Final = ctypes.c_size_t(10)
-_ONE: Final = ctypes.c_size_t(1)
 
 # Hot-path entry points bound through PyDLL so the calls keep the GIL: releasing and re-taking
 # it around every tiny call costs more than the call, and lets the commit-log sync thread steal
@@ -138,6 +142,19 @@ _get_fuel.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 _memory_data_size = _PYDLL.wasmtime_memory_data_size
 _memory_data_size.restype = ctypes.c_size_t
 _memory_data_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+
+
+def _address(fn: Any) -> int:
+    return ctypes.cast(fn, ctypes.c_void_p).value or 0
+
+
+if _hostcall_module is not None:
+    _hostcall_module.bind(
+        _address(_set_fuel), _address(_get_fuel), _address(_func_call_async), _address(_future_poll),
+        _address(_future_delete), _address(_PYDLL.wasmtime_trap_new),
+    )  # fmt: skip
+#: The C crossings when built (tests set this to None to run the ctypes route).
+HOSTCALL: Any = _hostcall_module
 
 _U32: Final = struct.Struct("<I")
 _U64: Final = struct.Struct("<Q")
@@ -227,6 +244,10 @@ def shared_engine() -> wasmtime.Engine:
     with _ENGINE_LOCK:
         if _ENGINE is None:
             _ENGINE = make_engine()
+            # It lives as long as the process: one reference more than its owners hold, so that
+            # clearing this module at exit does not run its finaliser after wasmtime's own
+            # bindings are gone (which prints a TypeError as the interpreter ends).
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(_ENGINE))
         return _ENGINE
 
 
@@ -443,6 +464,10 @@ class ModuleHost:
         self._engine = shared_engine()
         self.linker = wasmtime.Linker(self._engine)
         self._keep: list[Any] = []  # ctypes callbacks and FuncTypes must outlive the linker
+        # [ns inside i32-returning imports, number of such calls], or None = not profiling: in a
+        # box the C trampolines read (the profile_ns property).
+        self._profile_box: list[Any] = [None]
+        self._hostcall: Any = HOSTCALL  # chosen once: the imports are defined for one route
         self._define_imports()
 
         # Per-call state (module-abi.md §5).
@@ -459,8 +484,6 @@ class ModuleHost:
         self._timers: dict[int, tuple[str, float]] = {}
         self._next_timer = 1
         self._pending_exc: BaseException | None = None
-        # [ns inside i32-returning imports, number of such calls]; None = not profiling.
-        self.profile_ns: list[int] | None = None
 
         # Instance state.
         self._store: wasmtime.Store | None = None
@@ -472,9 +495,10 @@ class ModuleHost:
         self._mv: memoryview = memoryview(b"")
         self._argbuf = (ffi.wasmtime_val_t * 10)()
         self._argview = memoryview(self._argbuf).cast("B")
-        self._args_arg = ctypes.c_void_p(ctypes.addressof(self._argbuf))
+        self._args_addr = ctypes.addressof(self._argbuf)
         self._result = (ffi.wasmtime_val_t * 1)()
-        self._result_arg = ctypes.c_void_p(ctypes.addressof(self._result))
+        self._result_addr = ctypes.addressof(self._result)
+        self._result_arg = ctypes.c_void_p(self._result_addr)
         # The result as native i32 items: an i32 result is item 2 (the value sits at offset 8).
         self._result_items = memoryview(self._result).cast("B").cast("i")
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
@@ -483,9 +507,19 @@ class ModuleHost:
         self._error_arg = ctypes.c_void_p(ctypes.addressof(self._error_ptr))
         self._fuel_out = ctypes.c_uint64(0)
         self._fuel_out_arg = ctypes.c_void_p(ctypes.addressof(self._fuel_out))
-        self._call_reducer_arg = ctypes.c_void_p(0)
-        self._ctx_addr: int | None = None
+        self._call_reducer_addr = 0
+        self._ctx_addr = 0
         self._ctx_arg = ctypes.c_void_p(0)
+
+    @property
+    def profile_ns(self) -> list[int] | None:
+        """[ns inside i32-returning imports, number of such calls] while profiling, else None."""
+        p: list[int] | None = self._profile_box[0]
+        return p
+
+    @profile_ns.setter
+    def profile_ns(self, value: list[int] | None) -> None:
+        self._profile_box[0] = value
 
     # --- instance lifecycle --------------------------------------------------------------------
 
@@ -516,7 +550,7 @@ class ModuleHost:
         exports = instance.exports(store)
         self._store = store
         self._ctx = store._context()
-        self._ctx_addr = ctypes.cast(self._ctx, ctypes.c_void_p).value
+        self._ctx_addr = ctypes.cast(self._ctx, ctypes.c_void_p).value or 0
         self._ctx_arg = ctypes.c_void_p(self._ctx_addr)
         # From here on every call is an async one that yields each slice (module docstring).
         _check_error(_yield_interval(self._ctx_arg, SLICE_FUEL))
@@ -525,7 +559,7 @@ class ModuleHost:
         self._base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, ctypes.byref(memory._memory)), ctypes.c_void_p).value or 0
         self._refresh_memory()
         self._call_reducer = exports["__call_reducer__"]
-        self._call_reducer_arg = ctypes.c_void_p(ctypes.addressof(self._call_reducer._func))
+        self._call_reducer_addr = ctypes.addressof(self._call_reducer._func)
         self.function_name = "<initializing>"
         try:
             for name in self.program.preinits:
@@ -603,7 +637,7 @@ class ModuleHost:
         )  # fmt: skip
         self._sink = bytearray()
         try:
-            return self._raw_call(self._call_reducer_arg, self._args_arg, _TEN)
+            return self._raw_call(self._call_reducer_addr, self._args_addr, 10)
         finally:
             self.tx = None
 
@@ -614,9 +648,11 @@ class ModuleHost:
         view = memoryview(buf).cast("B")
         for i, p in enumerate(params):
             _I32_VAL.pack_into(view, i * _VAL_SIZE, 0, p)  # kind WASMTIME_I32
-        # ``buf`` itself, not its address: compiled (mypyc) code drops a local after its last use,
-        # so an address taken here would point at freed memory during the call.
-        return self._raw_call(ctypes.addressof(func._func), buf, nparams, nresults=nresults, has_result=nresults > 0)
+        # ``buf`` goes along (``keep``): compiled (mypyc) code drops a local after its last use,
+        # so its address alone would point at freed memory during the call.
+        return self._raw_call(
+            ctypes.addressof(func._func), ctypes.addressof(buf), nparams, nresults, nresults > 0, keep=buf
+        )
 
     _last_sink: bytes = b""
 
@@ -625,20 +661,35 @@ class ModuleHost:
         """Fuel each call starts with (fixed for the host's life: its ctypes form is prebuilt)."""
         return self._fuel_budget
 
-    def _raw_call(self, func: Any, args: Any, nargs: Any, nresults: Any = _ONE, has_result: bool = True) -> CallResult:
-        """Call the export at ``func`` (address, or a c_void_p of it) with ``nargs`` wasmtime_val_t
-        at ``args`` (an address or a ctypes array; counts as ints or c_size_t); an i32 result lands in ``_result``."""
+    def _raw_call(
+        self, func: int, args: int, nargs: int, nresults: int = 1, has_result: bool = True, keep: Any = None
+    ) -> CallResult:
+        """Call the export at address ``func`` with ``nargs`` wasmtime_val_t at address ``args``
+        (``keep``: what owns them, held for the call); an i32 result lands in ``_result``."""
         ctx = self._ctx_arg
-        _check_error(_set_fuel(ctx, self._budget_arg))
         self._pending_exc = None
         t0 = time.perf_counter_ns()
-        future = _func_call_async(ctx, func, args, nargs, self._result_arg, nresults, self._trap_arg, self._error_arg)
-        finished = _future_poll(future) or self._finish_long_call(future, t0)
-        _future_delete(future)
+        hostcall = self._hostcall
+        if hostcall is not None:
+            future, left = hostcall.run(
+                self._ctx_addr, func, args, nargs, self._result_addr, nresults, self._trap_arg.value,
+                self._error_arg.value, self._fuel_budget,
+            )  # fmt: skip
+            finished = True
+            if future:
+                finished = self._finish_long_call(future, t0)
+                _future_delete(future)
+                _get_fuel(ctx, self._fuel_out_arg)
+                left = self._fuel_out.value
+        else:
+            _check_error(_set_fuel(ctx, self._budget_arg))
+            future = _func_call_async(ctx, func, args, nargs, self._result_arg, nresults, self._trap_arg, self._error_arg)
+            finished = _future_poll(future) or self._finish_long_call(future, t0)
+            _future_delete(future)
+            _get_fuel(ctx, self._fuel_out_arg)
+            left = self._fuel_out.value
         duration = (time.perf_counter_ns() - t0) // 1000
-        _get_fuel(ctx, self._fuel_out_arg)
-        remaining = self._fuel_out
-        fuel_used = self._fuel_budget - remaining.value
+        fuel_used = self._fuel_budget - left
         raw_sink = self._sink
         self._sink = None
         if raw_sink:
@@ -652,9 +703,7 @@ class ModuleHost:
         self._next_source = 1
         trap = self._trap_ptr
         if not finished:
-            if self._pending_exc is not None and not isinstance(self._pending_exc, HostTrap):
-                log.error("host import raised while running %s", self.function_name, exc_info=self._pending_exc)
-            self._pending_exc = None
+            self._log_host_failure()
             self.discard_instance()
             return CallResult(
                 None, message, fuel_used, trapped=True, trap_message=time_budget_message(self._time_budget_s),
@@ -665,6 +714,7 @@ class ModuleHost:
             self._error_ptr = ctypes.POINTER(ffi.wasmtime_error_t)()
             self._error_arg = ctypes.c_void_p(ctypes.addressof(self._error_ptr))
             error = wasmtime.WasmtimeError._from_ptr(err)
+            self._log_host_failure()  # a trap an import returned comes back this way
             out_of_memory = self._at_memory_cap()
             self.discard_instance()
             return CallResult(
@@ -675,12 +725,10 @@ class ModuleHost:
             t = wasmtime.Trap._from_ptr(trap)
             self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
             self._trap_arg = ctypes.c_void_p(ctypes.addressof(self._trap_ptr))
-            out_of_fuel = remaining.value == 0 or t.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
+            out_of_fuel = left == 0 or t.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
             out_of_memory = not out_of_fuel and self._at_memory_cap()
             trap_message = t.message
-            if self._pending_exc is not None and not isinstance(self._pending_exc, HostTrap):
-                log.error("host import raised while running %s", self.function_name, exc_info=self._pending_exc)
-            self._pending_exc = None
+            self._log_host_failure()
             self.discard_instance()
             return CallResult(
                 None, message, fuel_used, trapped=True, out_of_fuel=out_of_fuel, trap_message=trap_message,
@@ -689,6 +737,13 @@ class ModuleHost:
         code = self._result_items[2] if has_result else 0
         # The tuple built directly: a NamedTuple's __new__ is Python code, a frame per call.
         return _new_tuple(CallResult, (code, message, fuel_used, False, False, "", duration, False, False))
+
+    def _log_host_failure(self) -> None:
+        """Log what an import raised (a bug of the host, not the module's: with its traceback)
+        when it stopped the call; a HostTrap is the module's fault and is in the trap message."""
+        e, self._pending_exc = self._pending_exc, None
+        if e is not None and not isinstance(e, HostTrap):
+            log.error("host import raised while running %s", self.function_name, exc_info=e)
 
     def _finish_long_call(self, future: int, t0: int) -> bool:
         """Run the rest of a call that outlasted its first slice with the GIL released, a slice
@@ -834,19 +889,35 @@ class ModuleHost:
         }
         for module, name, params, results in wasm_abi.ABI_IMPORTS:
             functype = wasmtime.FuncType(params, results)
-            cb = self._make_callback(impls[name], len(params), bool(results), results == [wasm_abi.I64])
+            impl, nparams, result_i64 = impls[name], len(params), results == [wasm_abi.I64]
+            if self._hostcall is not None:
+                hc = self._hostcall
+                kind = hc.I64_RESULT if result_i64 else hc.U32_RESULT if results else hc.NO_RESULT
+                cb = hc.HostFunc(impl, nparams, kind, self._host_failure, self._profile_box)
+                callback, env = ctypes.c_void_p(cb.callback), ctypes.c_void_p(cb.env)
+            else:
+                cb = self._make_callback(impl, nparams, bool(results), result_i64)
+                callback, env = cb, None
             m = module.encode()
             nm = name.encode()
             err = ffi.wasmtime_linker_define_func_unchecked(
                 self.linker.ptr(), ctypes.create_string_buffer(m), len(m),
                 ctypes.create_string_buffer(nm), len(nm), functype.ptr(),
-                ctypes.cast(cb, ffi.wasmtime_func_unchecked_callback_t), None, _NOFIN,
+                ctypes.cast(callback, ffi.wasmtime_func_unchecked_callback_t), env, _NOFIN,
             )
             if err:
                 raise wasmtime.WasmtimeError._from_ptr(err)
             self._keep.extend((functype, cb))
 
+    def _host_failure(self, e: BaseException) -> int:
+        """(C trampolines) A host import raised ``e``: keep it for the call's result and
+        return the trap (its address) that stops the guest."""
+        self._pending_exc = e
+        message = str(e) if isinstance(e, HostTrap) else f"host error: {type(e).__name__}: {e}"
+        return ctypes.cast(wasmtime.Trap(message)._consume(), ctypes.c_void_p).value or 0
+
     def _make_callback(self, impl: _Callback, nparams: int, has_result: bool, result_i64: bool) -> Any:
+        """The ctypes route's callback for one import (without the C trampolines)."""
         host = self
         size = _SLOT_SIZE * max(1, nparams)
         unpack = struct.Struct("<" + ("q8x" if result_i64 else "I12x") * nparams).unpack_from

@@ -14,7 +14,14 @@ import sysconfig
 
 import pytest
 
-from tools.build_native import MANIFEST, NATIVE_MODULES, compiled_files, source_digests
+from tools.build_native import (
+    C_EXTENSIONS,
+    EXPECTED_FILES,
+    MANIFEST,
+    NATIVE_MODULES,
+    compiled_files,
+    source_digests,
+)
 
 pytestmark = pytest.mark.skipif(not MANIFEST.exists(), reason="no native build here (make native)")
 
@@ -23,7 +30,7 @@ def test_the_compiled_copies_match_their_sources() -> None:
     built = json.loads(MANIFEST.read_text())
     stale = [m for m, digest in source_digests().items() if built["sources"].get(m) != digest]
     assert not stale, f"compiled copies older than their sources (run `make native`): {stale}"
-    assert len(compiled_files()) == len(NATIVE_MODULES) + 1, "a compiled copy is missing (run `make native`)"
+    assert len(compiled_files()) == EXPECTED_FILES, "a compiled copy is missing (run `make native`)"
 
 
 @pytest.mark.parametrize("path", NATIVE_MODULES)
@@ -31,3 +38,15 @@ def test_each_hot_module_is_imported_compiled(path: str) -> None:
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     assert module.__file__ is not None and module.__file__.endswith(suffix), module.__file__
+
+
+@pytest.mark.parametrize("name", sorted(C_EXTENSIONS))
+def test_each_c_extension_is_imported(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__file__ is not None and module.__file__.endswith(sysconfig.get_config_var("EXT_SUFFIX"))
+
+
+def test_the_module_host_uses_the_c_crossings() -> None:
+    from hostnode import wasm_host
+
+    assert wasm_host.HOSTCALL is not None, "hostnode._hostcall is built but wasm_host does not use it"
