@@ -113,9 +113,12 @@ _COMMITTED: Final = Status.COMMITTED
 _REDUCER_RECORD: Final = RecordKind.REDUCER
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class ReducerOutcome:
-    """What happened when a reducer ran."""
+    """What happened when a reducer ran.
+
+    (``__init__`` written out: the one ``dataclass`` generates is interpreted Python even in
+    the compiled engine, ~4,000 instructions of every reducer call.)"""
 
     status: Status
     message: str
@@ -131,6 +134,25 @@ class ReducerOutcome:
     txdata: TxData | None = None
     #: It trapped near the linear-memory cap (the message names it).
     out_of_memory: bool = False
+
+    def __init__(
+        self, status: Status, message: str, reducer: str, reducer_id: int | None, caller: Identity,
+        connection_id: int, timestamp_micros: int, args: bytes, energy_used: int, duration_micros: int,
+        offset: int | None = None, txdata: TxData | None = None, out_of_memory: bool = False,
+    ) -> None:  # fmt: skip
+        self.status = status
+        self.message = message
+        self.reducer = reducer
+        self.reducer_id = reducer_id
+        self.caller = caller
+        self.connection_id = connection_id
+        self.timestamp_micros = timestamp_micros
+        self.args = args
+        self.energy_used = energy_used
+        self.duration_micros = duration_micros
+        self.offset = offset
+        self.txdata = txdata
+        self.out_of_memory = out_of_memory
 
     @property
     def committed(self) -> bool:

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hostnode.database import DatabaseError, ReducerOutcome, Status
@@ -128,20 +128,32 @@ class ClientParams:
     jwt_payload: bytes | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class _Caller:
+    # (``__init__`` written out here and in _Encodings: ``dataclass``'s own is interpreted
+    # Python even when this module is compiled, and these are made for every call.)
     conn: Connection
     request_id: int
     flags: ws.CallReducerFlags
     json_args: str | None
 
+    def __init__(self, conn: Connection, request_id: int, flags: ws.CallReducerFlags, json_args: str | None) -> None:
+        self.conn = conn
+        self.request_id = request_id
+        self.flags = flags
+        self.json_args = json_args
 
-@dataclass
+
+@dataclass(init=False)
 class _Encodings:
     """Frames of one message, per (protocol, compression), encoded on first use."""
 
     msg: ws.ServerMessage
-    frames: dict[tuple[bool, ws.Compression], Frame] = field(default_factory=dict)
+    frames: dict[tuple[bool, ws.Compression], Frame]
+
+    def __init__(self, msg: ws.ServerMessage) -> None:
+        self.msg = msg
+        self.frames = {}
 
     def frame(self, conn: Connection) -> Frame:
         p = conn.params

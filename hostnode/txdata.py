@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from hostnode.schema import (
@@ -121,23 +121,42 @@ class SchemaOp:
             raise DecodeError(f"bad schema op {kind}: {e}") from None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TableChanges:
-    """Net row changes of one table. ``insert_rids[i]`` is the row id of ``inserts[i]``."""
+    """Net row changes of one table. ``insert_rids[i]`` is the row id of ``inserts[i]``.
 
-    inserts: list[bytes] = field(default_factory=list)
-    deletes: list[bytes] = field(default_factory=list)
-    insert_rids: list[int] = field(default_factory=list)
+    (``__init__`` written out here and in :class:`TxData`: ``dataclass``'s own is interpreted
+    Python even when this module is compiled, and both are made for every commit.)"""
+
+    inserts: list[bytes]
+    deletes: list[bytes]
+    insert_rids: list[int]
+
+    def __init__(
+        self, inserts: list[bytes] | None = None, deletes: list[bytes] | None = None,
+        insert_rids: list[int] | None = None,
+    ) -> None:  # fmt: skip
+        self.inserts = [] if inserts is None else inserts
+        self.deletes = [] if deletes is None else deletes
+        self.insert_rids = [] if insert_rids is None else insert_rids
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class TxData:
     """Everything one committed transaction changed."""
 
-    tables: dict[int, TableChanges] = field(default_factory=dict)
+    tables: dict[int, TableChanges]
     #: seq_id → the sequence's next value after the transaction (only sequences that moved).
-    sequences: dict[int, int] = field(default_factory=dict)
-    schema_ops: list[SchemaOp] = field(default_factory=list)
+    sequences: dict[int, int]
+    schema_ops: list[SchemaOp]
+
+    def __init__(
+        self, tables: dict[int, TableChanges] | None = None, sequences: dict[int, int] | None = None,
+        schema_ops: list[SchemaOp] | None = None,
+    ) -> None:  # fmt: skip
+        self.tables = {} if tables is None else tables
+        self.sequences = {} if sequences is None else sequences
+        self.schema_ops = [] if schema_ops is None else schema_ops
 
     def is_empty(self) -> bool:
         """True when the transaction changed nothing."""
