@@ -91,3 +91,21 @@ def test_point_queries_are_evaluated_only_for_matching_rows(big: SubDb) -> None:
         big.mgr.disconnect(c)
     assert big.mgr.num_queries == 0
     assert not big.mgr.affected_by(TxData({A.table_id: TableChanges([b"x"], [], [1])}))
+
+
+def test_a_commit_affects_subscribers_only_through_changed_rows_of_their_tables(big: SubDb) -> None:
+    """``affected_by`` lets the writer skip opening a read view for a commit nobody watches; it
+    must say yes whenever a subscribed table's rows changed, whichever kind of query reads it."""
+    assert not big.mgr.affected_by(TxData({A.table_id: TableChanges([b"x"], [], [1])}))  # nobody subscribed
+    c = big.connect()
+    big.request("subscribe_multi", c, ["SELECT * FROM a"], 0, 1)
+    assert big.mgr.affected_by(TxData({A.table_id: TableChanges([b"x"], [], [1])}))
+    assert big.mgr.affected_by(TxData({A.table_id: TableChanges([], [b"x"], [])}))
+    assert not big.mgr.affected_by(TxData({A.table_id: TableChanges()}))  # touched, nothing changed
+    assert not big.mgr.affected_by(TxData({A.table_id + 1000: TableChanges([b"x"], [], [1])}))
+    big.mgr.disconnect(c)
+    p = big.connect()
+    big.request("subscribe_multi", p, ["SELECT * FROM a WHERE id = 3"], 0, 1)  # a point query
+    assert big.mgr.affected_by(TxData({A.table_id: TableChanges([b"x"], [], [1])}))
+    big.mgr.disconnect(p)
+    assert big.mgr.num_queries == 0
