@@ -321,8 +321,11 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "hostnode._hostcall", "Host imports and reducer calls into wasmtime without ctypes.", -1,
-    methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "hostnode._hostcall",
+    .m_doc = "Host imports and reducer calls into wasmtime without ctypes.",
+    .m_size = -1,
+    .m_methods = methods,
 };
 
 PyMODINIT_FUNC PyInit__hostcall(void) {
