@@ -26,6 +26,7 @@ BAD_POINTER = 1  # bytes_sink_write with a length pointer outside memory -> Host
 NOW = 2  # procedure_sleep_until(0) (i64 -> i64): returns the result in seconds
 LOG = 3  # console_log("hello") (no result), returns 7
 LOOKUP_FAILS = 4  # table_id_from_name("boom"): the hooks raise
+LATE_LOOKUP = 5  # spins past the first slice of fuel, then table_id_from_name("accounts") x3
 
 WAT = """
 (module
@@ -39,6 +40,7 @@ WAT = """
   (data (i32.const 128) "boom")
   (func (export "__describe_module__") (param $sink i32))
   (func (export "__call_reducer__") (param i32 i64 i64 i64 i64 i64 i64 i64 i32 i32) (result i32)
+    (local $i i32)
     (if (i32.eq (local.get 0) (i32.const 0)) (then
       (if (call $tid (i32.const 64) (i32.const 8) (i32.const 16)) (then (return (i32.const -2))))
       (return (i32.load (i32.const 16)))))
@@ -52,6 +54,13 @@ WAT = """
       (return (i32.const 7))))
     (if (i32.eq (local.get 0) (i32.const 4)) (then
       (return (call $tid (i32.const 128) (i32.const 4) (i32.const 16)))))
+    (if (i32.eq (local.get 0) (i32.const 5)) (then
+      (loop $spin
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $spin (i32.lt_u (local.get $i) (i32.const 2000000))))
+      (drop (call $tid (i32.const 64) (i32.const 8) (i32.const 16)))
+      (drop (call $tid (i32.const 64) (i32.const 8) (i32.const 16)))
+      (return (i32.add (call $tid (i32.const 64) (i32.const 8) (i32.const 16)) (i32.load (i32.const 16))))))
     (i32.const -1)))
 """
 
@@ -60,8 +69,10 @@ class Hooks:
     def __init__(self) -> None:
         self.logs: list[dict[str, Any]] = []
         self.database_identity = bytes(32)
+        self.lookups = 0
 
     def table_id(self, name: str) -> int | None:
+        self.lookups += 1
         if name == "boom":
             raise RuntimeError("the catalog is gone")
         return 4097 if name == "accounts" else None
@@ -154,3 +165,13 @@ def test_profiling_times_the_u32_imports(host: tuple[ModuleHost, Hooks]) -> None
     call(h, LOOKUP)
     assert sample[1] == 2
 
+
+
+def test_imports_run_in_the_later_slices_of_a_long_call(host: tuple[ModuleHost, Hooks]) -> None:
+    """A call that outlasts its first slice of fuel runs on with the GIL released between slices;
+    an import it makes then must take the GIL back (both routes)."""
+    h, hooks = host
+    res = call(h, LATE_LOOKUP)
+    assert not res.trapped and res.code == 4097
+    assert hooks.lookups == 3
+    assert res.fuel_used > wasm_host.SLICE_FUEL  # it did run past the first slice
