@@ -171,7 +171,11 @@ def test_many_databases_fail_over_together(tmp_path: Path) -> None:
         async with cluster_harness(tmp_path) as h:
             identities = await asyncio.gather(*(h.created(f"db{i}") for i in range(60)))
             led_by_n1 = [i for i in identities if (await leader_of(h, i)) == "n1"]
-            assert len(led_by_n1) == 20
+            # Leaders are spread: 20 each when nothing moved (a fresh-clone run once saw 21 — on a
+            # loaded machine a node can miss a heartbeat and be left out of a placement, or lose
+            # a leadership, before the stop).
+            assert 15 <= len(led_by_n1) <= 25
+            epochs = {i: (await h.record(i)).epoch for i in led_by_n1}  # type: ignore[union-attr]
             await h.node("n1").stop()
 
             async def all_moved() -> bool:
@@ -181,7 +185,7 @@ def test_many_databases_fail_over_together(tmp_path: Path) -> None:
             await eventually(all_moved, what="every database led by n1 has a new leader")
             for identity in led_by_n1:
                 record = await h.record(identity)
-                assert record is not None and record.epoch == 2
+                assert record is not None and record.epoch == epochs[identity] + 1
 
     run(body)
 
