@@ -38,16 +38,17 @@ def test_tiny_run_answers_200_and_reports(tmp_path: Path, capsys: pytest.Capture
     assert report["ok"] is True
 
     assert report["accounts_seeded"] == 100
-    [load] = report["loads"]
-    assert load["label"] == "/call transfer" and load["clients"] == 2
-    assert load["requests"] > 0
-    assert load["statuses"] == {"200": load["requests"]}, load["error_samples"]
-    assert load["non_200"] == 0 and load["error_samples"] == []
-    assert 0 < load["seconds"] < 1 + 30 + 5  # the time bound, plus at most one request timeout
-    assert 0 < load["p50_ms"] <= load["p95_ms"] <= load["p99_ms"] <= load["max_ms"]
-    assert load["rps"] == pytest.approx(load["requests"] / load["seconds"])
-    assert 1 <= load["connections_opened"] <= 2  # keep-alive: at most one connection per client
-    assert load["reducer_us_mean"] > 0
+    assert [load["label"] for load in report["loads"]] == ["/call transfer", "/call transfer (hand-written client)"]
+    for load in report["loads"]:  # aiohttp's client, then the hand-written one
+        assert load["clients"] == 2
+        assert load["requests"] > 0
+        assert load["statuses"] == {"200": load["requests"]}, load["error_samples"]
+        assert load["non_200"] == 0 and load["error_samples"] == []
+        assert 0 < load["seconds"] < 1 + 30 + 5  # the time bound, plus at most one request timeout
+        assert 0 < load["p50_ms"] <= load["p95_ms"] <= load["p99_ms"] <= load["max_ms"]
+        assert load["rps"] == pytest.approx(load["requests"] / load["seconds"])
+        assert 1 <= load["connections_opened"] <= 2  # keep-alive: at most one connection per client
+        assert load["reducer_us_mean"] > 0
     assert set(report["warmup_statuses"]) <= {"200"}
 
     sql = report["sql"]
@@ -57,6 +58,7 @@ def test_tiny_run_answers_200_and_reports(tmp_path: Path, capsys: pytest.Capture
 
     assert report["machine"]["cores"] >= 1 and report["machine"]["python"].startswith("CPython")
     assert "| /call transfer | asyncio | 2 |" in printed
+    assert "| /call transfer (hand-written client) | asyncio | 2 |" in printed
     assert "| /sql point query | blocking socket | 1 (sequential) | 50 |" in printed
     assert "| /sql point query (aiohttp client) | asyncio | 1 (sequential) | 50 |" in printed
     both = report["sql_aiohttp"]
@@ -79,8 +81,9 @@ def test_time_bound_and_count_bound(tmp_path: Path) -> None:
     )
     report = bench_http.run_benchmark(cfg, log=lambda _line: None)
     assert report.ok
-    assert report.loads[0].requests == 25  # the count bound ended the phase, long before 30 s
-    assert report.loads[0].seconds < 30
+    for load in report.loads:  # both clients
+        assert load.requests == 25  # the count bound ended the phase, long before 30 s
+        assert load.seconds < 30
 
 
 @pytest.mark.parametrize(
@@ -108,10 +111,10 @@ def test_error_answers_are_counted_and_fail_the_run(tmp_path: Path) -> None:
         data_parent=tmp_path,
     )  # fmt: skip
     report = bench_http.run_benchmark(cfg, log=lambda _line: None)
-    load = report.loads[0]
-    assert load.statuses == {"530": 20} and load.non_200 == 20
-    assert len(load.error_samples) == bench_http.ERROR_SAMPLES
-    assert all(s.startswith("530 ") and "insufficient_funds" in s for s in load.error_samples)
+    for load in report.loads:  # aiohttp's client and the hand-written one read error answers alike
+        assert load.statuses == {"530": 20} and load.non_200 == 20
+        assert len(load.error_samples) == bench_http.ERROR_SAMPLES
+        assert all(s.startswith("530 ") and "insufficient_funds" in s for s in load.error_samples)
     assert not report.ok
     text = bench_http.render(report)
     assert "| 20×530 |" in text and "insufficient_funds" in text and "FAILED" in text
