@@ -458,9 +458,6 @@ class ModuleHost:
         self._fuel_budget = fuel_budget
         self._time_budget_s = time_budget_s
         self._time_budget_ns = int(time_budget_s * 1e9)
-        # The out-calls' arguments as ready ctypes objects: given an int, ctypes builds one per
-        # argument per call (from_param), and a reducer call makes three such calls.
-        self._budget_arg = ctypes.c_uint64(fuel_budget)
         self._engine = shared_engine()
         self.linker = wasmtime.Linker(self._engine)
         self._keep: list[Any] = []  # ctypes callbacks and FuncTypes must outlive the linker
@@ -468,6 +465,7 @@ class ModuleHost:
         # box the C trampolines read (the profile_ns property).
         self._profile_box: list[Any] = [None]
         self._hostcall: Any = HOSTCALL  # chosen once: the imports are defined for one route
+        self._run: Callable[..., tuple[int, int]] = self._run_ctypes if HOSTCALL is None else HOSTCALL.run
         self._define_imports()
 
         # Per-call state (module-abi.md §5).
@@ -498,7 +496,6 @@ class ModuleHost:
         self._args_addr = ctypes.addressof(self._argbuf)
         self._result = (ffi.wasmtime_val_t * 1)()
         self._result_addr = ctypes.addressof(self._result)
-        self._result_arg = ctypes.c_void_p(self._result_addr)
         # The result as native i32 items: an i32 result is item 2 (the value sits at offset 8).
         self._result_items = memoryview(self._result).cast("B").cast("i")
         self._trap_ptr = ctypes.POINTER(ffi.wasm_trap_t)()
@@ -658,7 +655,7 @@ class ModuleHost:
 
     @property
     def fuel_budget(self) -> int:
-        """Fuel each call starts with (fixed for the host's life: its ctypes form is prebuilt)."""
+        """Fuel each call starts with."""
         return self._fuel_budget
 
     def _raw_call(
@@ -669,22 +666,13 @@ class ModuleHost:
         ctx = self._ctx_arg
         self._pending_exc = None
         t0 = time.perf_counter_ns()
-        hostcall = self._hostcall
-        if hostcall is not None:
-            future, left = hostcall.run(
-                self._ctx_addr, func, args, nargs, self._result_addr, nresults, self._trap_arg.value,
-                self._error_arg.value, self._fuel_budget,
-            )  # fmt: skip
-            finished = True
-            if future:
-                finished = self._finish_long_call(future, t0)
-                _future_delete(future)
-                _get_fuel(ctx, self._fuel_out_arg)
-                left = self._fuel_out.value
-        else:
-            _check_error(_set_fuel(ctx, self._budget_arg))
-            future = _func_call_async(ctx, func, args, nargs, self._result_arg, nresults, self._trap_arg, self._error_arg)
-            finished = _future_poll(future) or self._finish_long_call(future, t0)
+        future, left = self._run(
+            self._ctx_addr, func, args, nargs, self._result_addr, nresults, self._trap_arg.value,
+            self._error_arg.value, self._fuel_budget,
+        )  # fmt: skip
+        finished = True
+        if future:  # the call outlasted its first slice
+            finished = self._finish_long_call(future, t0)
             _future_delete(future)
             _get_fuel(ctx, self._fuel_out_arg)
             left = self._fuel_out.value
@@ -737,6 +725,21 @@ class ModuleHost:
         code = self._result_items[2] if has_result else 0
         # The tuple built directly: a NamedTuple's __new__ is Python code, a frame per call.
         return _new_tuple(CallResult, (code, message, fuel_used, False, False, "", duration, False, False))
+
+    def _run_ctypes(
+        self, ctx: int, func: int, args: int, nargs: int, results: int, nresults: int, trap_out: int,
+        error_out: int, fuel: int,
+    ) -> tuple[int, int]:
+        """``hostnode/_hostcall.c``'s ``run`` through ctypes (no C build): set the fuel, start
+        the call, run its first slice; (0, fuel left) when it finished (the future deleted), else
+        (the future, 0)."""
+        _check_error(_set_fuel(ctx, fuel))
+        future = _func_call_async(ctx, func, args, nargs, results, nresults, trap_out, error_out)
+        if not _future_poll(future):
+            return future, 0
+        _future_delete(future)
+        _get_fuel(ctx, self._fuel_out_arg)
+        return 0, self._fuel_out.value
 
     def _log_host_failure(self) -> None:
         """Log what an import raised (a bug of the host, not the module's: with its traceback)
@@ -910,8 +913,8 @@ class ModuleHost:
             self._keep.extend((functype, cb))
 
     def _host_failure(self, e: BaseException) -> int:
-        """(C trampolines) A host import raised ``e``: keep it for the call's result and
-        return the trap (its address) that stops the guest."""
+        """A host import raised ``e`` (either route): keep it for the call's result and return
+        the trap (its address) that stops the guest."""
         self._pending_exc = e
         message = str(e) if isinstance(e, HostTrap) else f"host error: {type(e).__name__}: {e}"
         return ctypes.cast(wasmtime.Trap(message)._consume(), ctypes.c_void_p).value or 0
@@ -932,10 +935,7 @@ class ModuleHost:
             mv = views[p] = memoryview((ctypes.c_ubyte * size).from_address(p)).cast("B").cast(item)
             return mv
 
-        def trap(e: BaseException, message: str) -> int:
-            host._pending_exc = e
-            t = wasmtime.Trap(message)
-            return ctypes.cast(t._consume(), ctypes.c_void_p).value or 0
+        fail = host._host_failure
 
         if has_result and not result_i64:
 
@@ -957,10 +957,8 @@ class ModuleHost:
                         host.profile_ns[0] += time.perf_counter_ns() - t0
                         host.profile_ns[1] += 1
                     return 0
-                except HostTrap as host_trap:
-                    return trap(host_trap, str(host_trap))
                 except BaseException as e:  # noqa: BLE001 - any host failure traps the guest
-                    return trap(e, f"host error: {type(e).__name__}: {e}")
+                    return fail(e)
 
         elif result_i64:
 
@@ -971,7 +969,7 @@ class ModuleHost:
                     mv[0] = impl(unpack(mv))
                     return 0
                 except BaseException as e:  # noqa: BLE001
-                    return trap(e, f"host error: {e}")
+                    return fail(e)
 
         else:
 
@@ -980,10 +978,8 @@ class ModuleHost:
                 try:
                     impl(unpack(views.get(p) or slots(p)))
                     return 0
-                except HostTrap as host_trap:
-                    return trap(host_trap, str(host_trap))
                 except BaseException as e:  # noqa: BLE001
-                    return trap(e, f"host error: {type(e).__name__}: {e}")
+                    return fail(e)
 
         return cb
 

@@ -410,6 +410,17 @@ async def call_load(
     )
 
 
+def _answer_head(head: bytes) -> tuple[int, dict[str, str], int]:
+    """An HTTP/1.1 answer's status line and headers (``head``: up to the blank line): its status,
+    its headers by lowercase name, and its Content-Length (required: both clients read exactly)."""
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    answer = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    if "content-length" not in answer:
+        raise ValueError(f"the answer has no Content-Length (headers: {sorted(answer)})")
+    return status, answer, int(answer["content-length"])
+
+
 class _StreamHttp:
     """One keep-alive HTTP/1.1 connection on the event loop, written by hand (one request at a
     time, answers with a Content-Length), for the /call load: aiohttp's client spends ~130 µs of
@@ -431,12 +442,8 @@ class _StreamHttp:
             self.opened[0] += 1
         assert self.reader is not None
         self.writer.write(b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (path.encode(), self.head, len(body), body))
-        lines = (await self.reader.readuntil(b"\r\n\r\n"))[:-4].decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        answer = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-        if "content-length" not in answer:
-            raise ValueError(f"the answer has no Content-Length (headers: {sorted(answer)})")
-        data = await self.reader.readexactly(int(answer["content-length"]))
+        status, answer, size = _answer_head((await self.reader.readuntil(b"\r\n\r\n"))[:-4])
+        data = await self.reader.readexactly(size)
         if answer.get("connection", "").lower() == "close":
             self.close()
         return status, answer, data
@@ -476,13 +483,8 @@ class _KeepAliveHttp:
         )
         while (end := self.buf.find(b"\r\n\r\n")) < 0:
             self._recv()
-        lines = self.buf[:end].decode("latin-1").split("\r\n")
+        status, answer, size = _answer_head(self.buf[:end])
         self.buf = self.buf[end + 4 :]
-        status = int(lines[0].split(" ", 2)[1])
-        answer = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-        if "content-length" not in answer:
-            raise ValueError(f"the answer has no Content-Length (headers: {sorted(answer)})")
-        size = int(answer["content-length"])
         while len(self.buf) < size:
             self._recv()
         data, self.buf = self.buf[:size], self.buf[size:]
