@@ -45,7 +45,7 @@ from hostnode.modulelog import DEFAULT_KEEP, DEFAULT_MAX_BYTES, ModuleLog
 from hostnode.schema_build import ST_CLIENT, SystemTables, build_schemas
 from hostnode.stats import ABI_SAMPLE_EVERY, DatabaseStats, TxnStats
 from hostnode.txdata import TxData
-from hostnode.txrecord import RecordKind, TxRecord, record_head, record_parts
+from hostnode.txrecord import RecordKind, TxRecord, record_head, record_parts, record_txdata
 from hostnode.wasm_host import (
     DEFAULT_MEMORY_LIMIT,
     FATAL_ERROR_MESSAGE,
@@ -1195,15 +1195,16 @@ def replay_payload(datastore: Datastore, payload: bytes) -> None:
     """Apply one commit-log payload to ``datastore`` (recovery, and followers applying what the
     leader committed). INSTALL records also store the program (and, the first time, owner and
     identity) in the datastore's metadata."""
-    txr = TxRecord.decode(payload)
-    if txr.kind is RecordKind.INSTALL:
+    kind, txdata = record_txdata(payload)
+    if kind == RecordKind.INSTALL:
+        txr = TxRecord.decode(payload)
         tx = datastore.begin_mut()
         tx.put_meta(META_PROGRAM, txr.program)
         if datastore.get_meta(META_OWNER) is None:
             tx.put_meta(META_OWNER, txr.caller_identity)
             tx.put_meta(META_IDENTITY, txr.args)
         tx.commit()
-    datastore.apply(TxData.decode(txr.txdata))
+    datastore.apply(TxData.decode(txdata))
 
 
 @dataclass

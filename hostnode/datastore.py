@@ -296,6 +296,22 @@ class _Index:
             self.range_convs = convs
 
 
+def _clustered_key(idx: _Index, row: bytes) -> bytes | None:
+    """The locator of ``row`` in a table clustered by ``idx`` (as :meth:`MutTx.update`'s hot
+    path computes it), or None when the row does not decode or its key would be truncated."""
+    rev = idx.rev_slice
+    try:
+        if rev is not None:
+            untyped: Any = row  # compiled code indexes typed bytes by an integer (MutTx.update)
+            key: bytes = untyped[rev]
+            return key
+        off = idx.fixed_off
+        key = idx.extract(row) if off is None else idx.point_conv(row, off)[0]  # type: ignore[misc]
+    except DecodeError:
+        return None
+    return None if len(key) >= KEY_TRUNC else key
+
+
 _FIXED, _STR, _BYTES, _BOOL, _OTHER = range(5)
 
 
@@ -974,6 +990,62 @@ class MutTx(_TxBase):
             self._rc[ck] = v
         return [] if v is None else v[8:]
 
+    def _apply_updates(self, txdata: TxData) -> bool:
+        """Replay ``txdata`` on the overlay when every change of it is a row replaced in place
+        through the clustering key of a table with no other index (the row id kept): a delete
+        and an insert under one key, the delete byte-identical to the stored row. False, with
+        nothing changed, when any change is of another kind (:meth:`apply` then takes the
+        general path, which also reports a diverged replica)."""
+        plan: list[tuple[int, tuple[Any, bytes], bytes, bytes, bytes]] = []
+        for tid, ch in txdata.tables.items():
+            deletes = ch.deletes
+            if len(deletes) != len(ch.inserts):
+                return False
+            tbl = self._cat.tables.get(tid)
+            idx = None if tbl is None else tbl.fast_pk
+            if idx is None:
+                return False
+            assert tbl is not None
+            db = tbl.db
+            old_rows: dict[bytes, bytes] = {}
+            for row in deletes:
+                key = _clustered_key(idx, row)
+                if key is None or key in old_rows:
+                    return False
+                old_rows[key] = row
+            for row, rid in zip(ch.inserts, ch.insert_rids, strict=True):
+                key = _clustered_key(idx, row)
+                if key is None:
+                    return False
+                old_row = old_rows.pop(key, None)
+                if old_row is None:
+                    return False
+                ck = (db, key)
+                old_val = self._rc.get(ck, _ABSENT)
+                if old_val is _ABSENT:
+                    old_val = self._pending.get(ck, _ABSENT)
+                    if old_val is _ABSENT:
+                        old_val = self._outer.get(key, None, db)
+                rid8 = _RID.pack(rid)
+                if old_val is None or old_val[:8] != rid8 or old_val[8:] != old_row:
+                    return False
+                plan.append((tid, ck, old_row, row, rid8))
+        for tid, ck, old_row, row, rid8 in plan:
+            ch2 = self._changes.get(tid)
+            if ch2 is None:
+                ch2 = self._changes[tid] = [{}, {}]
+            ins, dels = ch2  # net changes, kept as MutTx.update keeps them
+            if old_row in ins:
+                del ins[old_row]
+            else:
+                dels[old_row] = rid8
+            if row in dels:
+                del dels[row]
+            else:
+                ins[row] = rid8
+            self._ov[ck] = self._rc[ck] = rid8 + row
+        return True
+
     def _materialize(self) -> Any:
         self._ds._write_pending()
         child = self._ds._env.begin(None, self._outer, True)
@@ -1524,7 +1596,14 @@ class MutTx(_TxBase):
         Deletes go first because every deleted row existed before the transaction, and the
         state "before minus deletes" is a subset of the final state, so no schema op or
         insert that succeeded originally can fail on it.
+
+        A transaction that only replaced rows in place (what a follower applies for most
+        reducer calls) takes :meth:`_apply_updates` on the overlay, as :meth:`update` does.
         """
+        if not txdata.schema_ops and self._child is None and self._apply_updates(txdata):
+            for sid, v in txdata.sequences.items():
+                self._seq_local[sid] = v
+            return
         for tid, ch in txdata.tables.items():
             if ch.deletes:
                 tbl = self._table(tid)

@@ -78,6 +78,25 @@ class TxRecord:
             raise DecodeError(f"malformed transaction record: {e}") from None
 
 
+def record_txdata(buf: bytes) -> tuple[int, bytes]:
+    """A payload's kind and TxData bytes without the rest of a :class:`TxRecord` (a follower
+    applies every record it is sent; only an INSTALL needs the whole record). Raises
+    DecodeError on malformed input, as :meth:`TxRecord.decode` does."""
+    try:
+        version, kind, nlen = _HEAD.unpack_from(buf, 0)
+        if version != FORMAT_VERSION:
+            raise DecodeError(f"unknown transaction record version {version}")
+        pos = _HEAD.size + nlen
+        alen = _U32.unpack_from(buf, pos + _FIXED.size - 4)[0]
+        pos += _FIXED.size + alen
+        pos += 4 + _U32.unpack_from(buf, pos)[0]
+    except struct.error as e:
+        raise DecodeError(f"malformed transaction record: {e}") from None
+    if pos > len(buf):
+        raise DecodeError("transaction record is truncated")
+    return kind, bytes(buf[pos:])
+
+
 def encode_record(
     kind: RecordKind,
     reducer: str,

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hostnode.txdata import TableChanges, TxData
-from hostnode.txrecord import RecordKind, TxRecord, encode_record, record_head, record_parts
+from hostnode.txrecord import RecordKind, TxRecord, encode_record, record_head, record_parts, record_txdata
 from sats.errors import DecodeError
 
 records = st.builds(
@@ -28,6 +28,7 @@ records = st.builds(
 def test_round_trip_and_pieces_give_the_same_bytes(rec: TxRecord) -> None:
     data = rec.encode()
     assert TxRecord.decode(data) == rec
+    assert record_txdata(data) == (rec.kind, rec.txdata)  # what a follower applies
     parts = record_parts(
         record_head(rec.kind, rec.reducer), rec.caller_identity, rec.connection_id, rec.timestamp_micros, rec.args,
         rec.program,
@@ -49,3 +50,9 @@ def test_truncated_record_is_a_decode_error() -> None:
     data = encode_record(RecordKind.INSTALL, "", bytes(32), bytes(16), 0, b"", b"program", b"")
     with pytest.raises(DecodeError):
         TxRecord.decode(data[:-3])
+    with pytest.raises(DecodeError, match="truncated"):
+        record_txdata(data[:-3])
+    with pytest.raises(DecodeError, match="version 9"):
+        record_txdata(b"\x09" + data[1:])
+    with pytest.raises(DecodeError):
+        record_txdata(data[:5])
