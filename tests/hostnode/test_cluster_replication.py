@@ -284,3 +284,26 @@ def test_reads_without_a_quorum_never_see_an_older_state_than_was_acknowledged(t
 
     slow_commits = dataclasses.replace(FAST, commit_timeout_s=60.0)
     run(body, tmp_path, replication=slow_commits, idle_checkpoint_s=3600.0, checkpoint_every_s=3600.0, checkpoint_wait_s=0.5)
+
+
+def test_records_committed_while_a_batch_is_unacknowledged_leave_together(tmp_path: Path) -> None:
+    """At most ``max_batches_in_flight`` (1) batches wait for a follower's ack: what the writer
+    commits meanwhile goes in the next batch, so 300 concurrent calls reach each follower in
+    far fewer gRPC messages than records (each message costs both ends tens of µs)."""
+
+    async def body(c: Cluster) -> None:
+        await c.create()
+        assert (await c.seed("n1", 50, 100)).status is Status.COMMITTED
+        links = c.node("n1").leading[DB].links
+        before = {n: (link.state.batches_sent, link.state.records_sent) for n, link in links.items()}
+        outs = await asyncio.gather(*(c.transfer("n1", i % 50, (i + 7) % 50) for i in range(300)))
+        assert all(o.status is Status.COMMITTED for o in outs)
+        for n, link in links.items():
+            # a quorum needs one follower: the other may still be receiving its records
+            await eventually(lambda link=link, n=n: link.state.records_sent - before[n][1] >= 300, what=f"{n} gets all")
+            batches = link.state.batches_sent - before[n][0]
+            records = link.state.records_sent - before[n][1]
+            assert batches * 4 <= records, f"{n}: {records} records in {batches} batches"
+            assert link.state.most_in_flight == 1
+
+    run(body, tmp_path)
