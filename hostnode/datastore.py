@@ -1020,16 +1020,11 @@ class MutTx(_TxBase):
                 old_row = old_rows.pop(key, None)
                 if old_row is None:
                     return False
-                ck = (db, key)
-                old_val = self._rc.get(ck, _ABSENT)
-                if old_val is _ABSENT:
-                    old_val = self._pending.get(ck, _ABSENT)
-                    if old_val is _ABSENT:
-                        old_val = self._outer.get(key, None, db)
+                old_val = self._clustered_get(db, key)
                 rid8 = _RID.pack(rid)
                 if old_val is None or old_val[:8] != rid8 or old_val[8:] != old_row:
                     return False
-                plan.append((tid, ck, old_row, row, rid8))
+                plan.append((tid, (db, key), old_row, row, rid8))
         for tid, ck, old_row, row, rid8 in plan:
             ch2 = self._changes.get(tid)
             if ch2 is None:
