@@ -70,6 +70,7 @@ class ReplicationConfig:
     #: are out, new records wait and leave together. Each gRPC message costs both ends far more
     #: than its records (tens of µs of event-loop time), so under load the batches grow to what
     #: the follower makes durable per fsync instead of what the writer commits per loop turn.
+    #: Full batches (``max_batch_bytes``: a follower catching up) do not wait, up to ``window_records``.
     max_batches_in_flight: int = 1
     #: Recent records kept in memory for the links (older ones are read from the log files).
     feed_bytes: int = 64 << 20
@@ -635,11 +636,12 @@ class FollowerLink:
         assert feed is not None and db is not None
         last_sent = time.monotonic()
         sent_commit = -1
+        full = False  # the last batch was cut at max_batch_bytes: catching up, keep the pipe full
         while True:
             if reader.done():
                 reader.result()
                 raise ConnectionError("the follower's acks stopped")
-            while len(self._in_flight) >= cfg.max_batches_in_flight:
+            while not full and len(self._in_flight) >= cfg.max_batches_in_flight:
                 self._acked.clear()
                 await asyncio.wait_for(self._acked.wait(), cfg.quorum_timeout_s * 4)
             records = feed.read(pos, cfg.max_batch_bytes) if pos < feed.next_offset else []
@@ -659,6 +661,7 @@ class FollowerLink:
                     )
                 )
                 pos += len(records)
+                full = sum(len(r[2]) for r in records) >= cfg.max_batch_bytes
                 if records:
                     self._in_flight.append((pos, now))
                     self.state.batches_sent += 1
