@@ -137,7 +137,7 @@ class ShapesConfig:
     data_parent: str = "/var/tmp"
     seed: int = 7
     #: ``orrery.standalone --transport`` of the server (``split``: gateway and host node in two processes).
-    transport: str = "inprocess"
+    transport: str = "split"
 
     def validate(self) -> None:
         """Raise ValueError on settings the benchmark cannot run with."""

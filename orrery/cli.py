@@ -48,6 +48,8 @@ from orrery.secret_option import add_secret_option
 #: ``orrery start --transport`` (orrery.standalone.TRANSPORTS; spelled here, as the CLI ships
 #: without the server).
 STANDALONE_TRANSPORTS = ("inprocess", "grpc", "split")
+#: ... and its default (orrery.standalone.DEFAULT_TRANSPORT).
+DEFAULT_STANDALONE_TRANSPORT = "split"
 
 __all__ = ["build_parser", "main"]
 
@@ -152,10 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="server log level (default info)",
     )
     p.add_argument(
-        "--transport", default="inprocess", choices=STANDALONE_TRANSPORTS,
-        help="inprocess: one process; split: the gateway (HTTP, WebSockets) and the host node (the "
-        "databases) as two processes joined by a unix socket, using two CPUs; grpc: one process, "
-        "the gateway reaching the host node over gRPC on 127.0.0.1 (default inprocess)",
+        "--transport", default=DEFAULT_STANDALONE_TRANSPORT, choices=STANDALONE_TRANSPORTS,
+        help="split: the gateway (HTTP, WebSockets) and the host node (the databases) as two "
+        "processes joined by a unix socket, using two CPUs (the default); inprocess: one process; "
+        "grpc: one process, the gateway reaching the host node over gRPC on 127.0.0.1",
     )  # fmt: skip
     add_budget_options(p)
 

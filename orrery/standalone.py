@@ -1,4 +1,4 @@
-"""Standalone Orrery: gateway, control plane and one host node in one process, one data directory.
+"""Standalone Orrery: gateway, control plane and one host node, one data directory.
 
 Layout of ``<data-dir>``::
 
@@ -6,11 +6,14 @@ Layout of ``<data-dir>``::
     control/meta.lmdb   the embedded MetaStore (databases, names, owners)
     node/               the host node's databases
 
-The gateway reaches the control plane and the host node over one of two transports
-(``--transport``), both implementing :mod:`gateway.backends` and giving the same answers:
+The gateway reaches the control plane and the host node over one of three transports
+(``--transport``), all implementing :mod:`gateway.backends` and giving the same answers:
 
-* ``inprocess`` (the default): the adapters :class:`LocalControlPlane` and :class:`LocalHostNode`
-  call the control plane and the host node directly, without a network hop;
+* ``split`` (the default, :data:`DEFAULT_TRANSPORT`): the control plane and the host node run in a
+  child process (:mod:`orrery.standalone_split`, :mod:`orrery.standalone_node`), so the
+  databases' writers do not share an interpreter with HTTP and WebSocket work;
+* ``inprocess``: the adapters :class:`LocalControlPlane` and :class:`LocalHostNode` call the
+  control plane and the host node directly, in this process, without a network hop;
 * ``grpc``: the host node and the control plane serve their gRPC services on free ports of
   127.0.0.1 inside this process, and the gateway (and the control plane, to drive the host node)
   use the gRPC clients — the same wiring as a cluster.
@@ -20,7 +23,7 @@ Its port also serves ``/v1/metrics`` (gateway and host node metrics in one regis
 
 Run it with::
 
-    python -m orrery.standalone --listen-addr 127.0.0.1:3000 --data-dir ./data [--transport grpc]
+    python -m orrery.standalone --listen-addr 127.0.0.1:3000 --data-dir ./data [--transport inprocess]
 """
 
 from __future__ import annotations
@@ -116,6 +119,12 @@ NODE_ID = 0
 #: How the gateway reaches the control plane and the host node: direct calls, gRPC on 127.0.0.1,
 #: or from another process (the host node and control plane in a child; :mod:`orrery.standalone_split`).
 TRANSPORTS = ("inprocess", "grpc", "split")
+#: The default: the databases' writers do not share an interpreter with HTTP and WebSocket work
+#: (issue 11 item 3). Same-run figures on two cores with the load generator beside the server,
+#: split / in-process: 64 × 40 confirmed level (28.3k / 28.2k calls/s), 64 × 1 level or ahead,
+#: HTTP /call 5 % behind, commit fan-out to 1,000 subscribers p99 58 / 154 ms
+#: (loadtest/RESULTS.md, session 17).
+DEFAULT_TRANSPORT = "split"
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -382,7 +391,7 @@ async def serve(
     ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     config: StandaloneConfig | None = None,
-    transport: str = "inprocess",
+    transport: str = DEFAULT_TRANSPORT,
 ) -> None:
     """Run standalone Orrery until ``stop`` is set (default: until SIGINT/SIGTERM).
 
@@ -494,7 +503,7 @@ def run(
     data_dir: str | os.PathLike[str] = "data",
     *,
     config: StandaloneConfig | None = None,
-    transport: str = "inprocess",
+    transport: str = DEFAULT_TRANSPORT,
 ) -> None:
     """Run the server in this process until SIGINT/SIGTERM; prints one line when ready."""
 
@@ -529,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_budget_options(parser)
     parser.add_argument(
-        "--transport", default="inprocess", choices=TRANSPORTS,
+        "--transport", default=DEFAULT_TRANSPORT, choices=TRANSPORTS,
         help="how the gateway reaches the control plane and host node (default %(default)s)",
     )
     args = parser.parse_args(argv)

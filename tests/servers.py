@@ -101,7 +101,7 @@ class StandaloneServer:
             sys.executable, "-m", self.module,
             "--listen-addr", "127.0.0.1:0",
             "--data-dir", str(self.data_dir),
-            *(["--transport", self.transport] if self.transport != "inprocess" else []),
+            *(["--transport", self.transport] if self.module == "orrery.standalone" else []),
             *self.args,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -47,6 +47,7 @@ def test_bad_budgets_are_refused(argv: list[str], message: str) -> None:
 
 def test_orrery_start_offers_every_transport_of_the_server() -> None:
     from orrery import standalone
-    from orrery.cli import STANDALONE_TRANSPORTS
+    from orrery.cli import DEFAULT_STANDALONE_TRANSPORT, STANDALONE_TRANSPORTS
 
     assert STANDALONE_TRANSPORTS == standalone.TRANSPORTS
+    assert DEFAULT_STANDALONE_TRANSPORT == standalone.DEFAULT_TRANSPORT

@@ -99,6 +99,12 @@ def test_kill_and_restart_keeps_acknowledged_writes(tmp_path: Path, transport: s
         server.kill()
 
 
+def _children(pid: int) -> list[str]:
+    """The command lines of ``pid``'s child processes."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [Path(f"/proc/{k}/cmdline").read_bytes().replace(b"\0", b" ").decode() for k in kids]
+
+
 def test_quickstart_publishes_and_restarts_as_update(tmp_path: Path) -> None:
     data = tmp_path / "data"
     quickstart = StandaloneServer(data, module="orrery.quickstart")
@@ -106,6 +112,9 @@ def test_quickstart_publishes_and_restarts_as_update(tmp_path: Path) -> None:
         text = quickstart.wait_for_output("Press Ctrl-C")
         token = (data / "quickstart.token").read_text().strip()
         assert (data / "quickstart.token").stat().st_mode & 0o777 == 0o600
+        # The default transport (split): the databases are served from a child process.
+        assert quickstart.proc is not None
+        assert any("orrery.standalone_node" in c for c in _children(quickstart.proc.pid))
 
         async def chat(c: Client) -> None:
             assert (await c.call("quickstart-chat", "set_name", "Alice", token=token)).status == 200
