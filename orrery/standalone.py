@@ -121,9 +121,8 @@ NODE_ID = 0
 TRANSPORTS = ("inprocess", "grpc", "split")
 #: The default: the databases' writers do not share an interpreter with HTTP and WebSocket work
 #: (issue 11 item 3). Same-run figures on two cores with the load generator beside the server,
-#: split / in-process: 64 × 40 confirmed level (28.3k / 28.2k calls/s), 64 × 1 level or ahead,
-#: HTTP /call 5 % behind, commit fan-out to 1,000 subscribers p99 58 / 154 ms
-#: (loadtest/RESULTS.md, session 17).
+#: split / in-process: 64 × 40 confirmed level to 5 % ahead, 64 × 1 level, HTTP /call 6–11 %
+#: behind, commit fan-out to 1,000 subscribers p99 about half (loadtest/RESULTS.md, session 17).
 DEFAULT_TRANSPORT = "split"
 
 
