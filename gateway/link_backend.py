@@ -152,12 +152,29 @@ class GatewayLink:
 
     async def request(self, body: bytes) -> bytes:
         """Send a control request to the node; its reply (ConnectionError once the link is gone)."""
+        request_id = self._new_request()
+        self._batch.request(link.REQUEST, request_id, body)
+        return await self._reply(request_id)
+
+    async def call(
+        self, database: Identity, reducer: str, args_json: str, caller: Identity, connection_id: int
+    ) -> bytes:
+        """Send an HTTP ``/call`` to the node (a CALL event); its reply, as :meth:`request`'s."""
+        request_id = self._new_request()
+        self._batch.call(
+            request_id, database.to_bsatn(), caller.to_bsatn(), connection_id.to_bytes(16, "little"), reducer,
+            args_json,
+        )  # fmt: skip
+        return await self._reply(request_id)
+
+    def _new_request(self) -> int:
         if self.dead:
             raise ConnectionError(f"the link to the host node is gone: {self.why}")
-        request_id = next(self._requests)
+        return next(self._requests)
+
+    async def _reply(self, request_id: int) -> bytes:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
-        self._batch.request(link.REQUEST, request_id, body)
         self._schedule()
         try:
             return await future
@@ -235,11 +252,12 @@ class LinkHostNode:
     async def call(
         self, database: Identity, reducer: str, args_json: str, *, caller: Identity, connection_id: int
     ) -> CallResult:
-        """See :class:`gateway.backends.HostNodeBackend` (a request on the link)."""
-        ok, _ = await self._request(request_body(
-            "call", database=database.to_hex(), reducer=reducer, args=args_json, caller=caller.to_hex(),
-            connection_id=format(connection_id, "x"),
-        ))  # fmt: skip
+        """See :class:`gateway.backends.HostNodeBackend` (a CALL on the link)."""
+        try:
+            reply = await self.link.call(database, reducer, args_json, caller, connection_id)
+        except ConnectionError as e:
+            raise ApiError.text(503, f"the host node is not reachable: {e}") from None
+        ok, _ = _parse_reply(reply)
         return CallResult(CallOutcome(ok["outcome"]), ok["message"], ok["energy_used"], ok["duration_micros"])
 
     async def sql(self, database: Identity, query: str, caller: Identity) -> SqlAnswer:

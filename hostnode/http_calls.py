@@ -130,6 +130,13 @@ class HttpCallQueue:
         self, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int
     ) -> HttpCall:
         """Run one HTTP call (see :func:`run_http_call`); resolves once its outcome is durable."""
+        return await self.submit(reducer, args, caller, connection_id)
+
+    def submit(
+        self, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int
+    ) -> asyncio.Future[HttpCall]:
+        """(event loop) :meth:`call` without a coroutine: the future it resolves (raises
+        :class:`~hostnode.worker.Overloaded` at once, nothing queued, when the writer is full)."""
         worker = self.worker
         worker.admit()
         loop = asyncio.get_running_loop()
@@ -142,7 +149,7 @@ class HttpCallQueue:
         if submit:
             # Admitted above, call by call: the job itself is never refused.
             worker.submit(lambda db: self._run(db, loop))
-        return await pending.future
+        return pending.future
 
     def _run(self, db: Database, loop: asyncio.AbstractEventLoop) -> None:
         """(writer thread) Every call queued so far, in order; then one hand-over to ``loop``."""

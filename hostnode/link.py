@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 #: What the node answers a control request with (the request's JSON body → the reply's body).
 Request = Callable[[bytes], Awaitable[bytes]]
+#: What answers a CALL (:data:`proto.link.CALL`): (database, caller, connection id, reducer, JSON
+#: arguments) → the future of the reply's body. A callback, not a coroutine: no task per call.
+Call = Callable[[Identity, Identity, int, str, str], "asyncio.Future[bytes]"]
 
 
 @dataclass(slots=True)
@@ -92,7 +95,7 @@ def _encode(events: list[_Frame | _Closed | _Reply]) -> bytes:
 
 
 async def serve_link(
-    node: HostNode, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Request
+    node: HostNode, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: Request, call: Call
 ) -> None:
     """Serve the gateway on the link until it ends; every client of it is disconnected then.
 
@@ -107,8 +110,28 @@ async def serve_link(
             reply = await request(body)
         except Exception as e:  # noqa: BLE001 - the gateway gets the error as the reply
             log.exception("a control request on the link failed")
-            reply = f"error: {type(e).__name__}: {e}".encode()
+            reply = _failure(e)
         stream.reply(request_id, reply)
+
+    def start_call(request_id: int, database: bytes, caller: bytes, connection_id: bytes, reducer: str, args: str) -> None:
+        def done(f: asyncio.Future[bytes]) -> None:
+            if f.cancelled():
+                return
+            e = f.exception()
+            if e is not None:
+                log.error("a call on the link failed", exc_info=e)
+            stream.reply(request_id, _failure(e) if e is not None else f.result())
+
+        try:
+            reply = call(
+                Identity.from_bsatn(database), Identity.from_bsatn(caller), int.from_bytes(connection_id, "little"),
+                reducer, args,
+            )  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - the gateway gets the error as the reply
+            log.exception("a call on the link failed")
+            stream.reply(request_id, _failure(e))
+            return
+        reply.add_done_callback(done)
 
     try:
         while True:
@@ -125,6 +148,8 @@ async def serve_link(
                     stream.connect(ev[1], ev[2])
                 elif kind == link.DISCONNECT:
                     stream.disconnected(ev[1])
+                elif kind == link.CALL:
+                    start_call(ev[1], ev[2], ev[3], ev[4], ev[5], ev[6])
                 elif kind == link.REQUEST:
                     task = asyncio.ensure_future(answer(ev[1], ev[2]))
                     requests.add(task)
@@ -139,6 +164,11 @@ async def serve_link(
             task.cancel()
         with contextlib.suppress(BaseException):
             await sender
+
+
+def _failure(e: BaseException) -> bytes:
+    """The reply to a request that failed unexpectedly (the gateway answers 500 with it)."""
+    return f"error: {type(e).__name__}: {e}".encode()
 
 
 async def _send(stream: LinkStream, writer: asyncio.StreamWriter) -> None:

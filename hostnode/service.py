@@ -315,11 +315,24 @@ class HostNode:
         (``reducer`` stays None); a reducer that cannot be called (no such reducer, bad
         arguments, lifecycle) is reported in ``error``.
         """
+        return await self.submit_http_call(identity, reducer, args, caller=caller, connection_id=connection_id)
+
+    def submit_http_call(
+        self,
+        identity: Identity,
+        reducer: str,
+        args: bytes | Callable[[], bytes],
+        *,
+        caller: Identity,
+        connection_id: int,
+    ) -> asyncio.Future[HttpCall]:
+        """(event loop) :meth:`call_via_http` without a coroutine: the future it resolves
+        (DatabaseNotFound and Overloaded are raised at once)."""
         worker = self._worker(identity)
         calls = self._http_calls.get(identity)
         if calls is None or calls.worker is not worker:
             calls = self._http_calls[identity] = HttpCallQueue(worker)
-        return await calls.call(reducer, args, caller, connection_id)
+        return calls.submit(reducer, args, caller, connection_id)
 
     def encode_json_args(self, identity: Identity, reducer: str, args_json: str) -> bytes:
         """BSATN of a reducer's arguments given as SATS-JSON text (an array, or an object by name).

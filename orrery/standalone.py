@@ -76,6 +76,7 @@ from gateway.metrics import GatewayCollector, GatewayStats
 from hostnode import grpc_service as hostnode_grpc
 from hostnode.database import DatabaseConfig, DatabaseError, ReducerOutcome
 from hostnode.grpc_service import STATUS, describe_plan, log_batches, preview_update
+from hostnode.http_calls import HttpCall
 from hostnode.metrics import HostNodeCollector
 from hostnode.realtime import ClientParams, Connection
 from hostnode.runtime import tune_gc_for_serving
@@ -121,8 +122,8 @@ NODE_ID = 0
 TRANSPORTS = ("inprocess", "grpc", "split")
 #: The default: the databases' writers do not share an interpreter with HTTP and WebSocket work
 #: (issue 11 item 3). Same-run figures on two cores with the load generator beside the server,
-#: split / in-process: 64 × 40 confirmed level to 5 % ahead, 64 × 1 level, HTTP /call 6–11 %
-#: behind, commit fan-out to 1,000 subscribers p99 about half (loadtest/RESULTS.md, session 17).
+#: split / in-process: 64 × 40 confirmed level to 5 % ahead, 64 × 1 level, HTTP /call level
+#: (0.97–1.00), commit fan-out to 1,000 subscribers p99 about half (loadtest/RESULTS.md, session 17).
 DEFAULT_TRANSPORT = "split"
 
 
@@ -277,8 +278,19 @@ class LocalHostNode:
         self, database: Identity, reducer: str, args_json: str, *, caller: Identity, connection_id: int
     ) -> CallResult:
         """Connect → reducer → disconnect, as HTTP ``/call`` does (module-abi.md §7)."""
+        return self.finish_call(await self.submit_call(
+            database, reducer, args_json, caller=caller, connection_id=connection_id
+        ))  # fmt: skip
+
+    def submit_call(
+        self, database: Identity, reducer: str, args_json: str, *, caller: Identity, connection_id: int
+    ) -> asyncio.Future[HttpCall]:
+        """:meth:`call` up to the engine's answer, without a coroutine (the split server's host
+        node answers the gateway's CALLs so): the future of the :class:`HttpCall`, which
+        :meth:`finish_call` turns into the answer. Raises ApiError at once for an unknown
+        database or a full writer queue."""
         try:
-            done = await self.node.call_via_http(
+            return self.node.submit_http_call(
                 database,
                 reducer,
                 lambda: self.node.encode_json_args(database, reducer, args_json),
@@ -287,6 +299,11 @@ class LocalHostNode:
             )
         except (DatabaseNotFound, Overloaded) as e:
             raise host_error(e) from None
+
+    @staticmethod
+    def finish_call(done: HttpCall) -> CallResult:
+        """The answer to an HTTP ``/call`` from what the engine did (ApiError when the reducer
+        could not be called)."""
         if done.error is not None:
             raise reducer_call_error(done.error)
         if done.reducer is None:

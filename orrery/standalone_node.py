@@ -32,6 +32,7 @@ from controlplane.core import migrate_program_hashes
 from gateway.errors import ApiError
 from gateway.link_backend import error_reply, reply_body
 from hostnode.database import DatabaseConfig
+from hostnode.http_calls import HttpCall
 from hostnode.link import serve_link
 from hostnode.metrics import HostNodeCollector
 from hostnode.runtime import tune_gc_for_serving
@@ -67,20 +68,41 @@ async def serve_node(link_fd: int, data_dir: Path, database: DatabaseConfig) -> 
     registry.register(HostNodeCollector(node))
     local = LocalHostNode(node)
 
+    def call(database: Identity, caller: Identity, connection_id: int, reducer: str, args: str) -> asyncio.Future[bytes]:
+        """An HTTP ``/call`` relayed by the gateway: its reply, once the engine answered."""
+        reply: asyncio.Future[bytes] = loop.create_future()
+        try:
+            started = local.submit_call(database, reducer, args, caller=caller, connection_id=connection_id)
+        except ApiError as e:
+            reply.set_result(error_reply(e))
+            return reply
+
+        def finish(f: asyncio.Future[HttpCall]) -> None:
+            if f.cancelled():
+                reply.cancel()
+                return
+            failed = f.exception()
+            if failed is not None:
+                reply.set_exception(failed)
+                return
+            try:
+                r = local.finish_call(f.result())
+            except ApiError as e:
+                reply.set_result(error_reply(e))
+                return
+            done = {"outcome": r.outcome.value, "message": r.message, "energy_used": r.energy_used,
+                    "duration_micros": r.duration_micros}  # fmt: skip
+            reply.set_result(reply_body({"ok": done}))
+
+        started.add_done_callback(finish)
+        return reply
+
     async def request(body: bytes) -> bytes:
         req = json.loads(body)
         op = req.get("op")
         if op == "metrics":
             return encode_text(registry)
         try:
-            if op == "call":
-                r = await local.call(
-                    Identity.from_hex(req["database"]), req["reducer"], req["args"],
-                    caller=Identity.from_hex(req["caller"]), connection_id=int(req["connection_id"], 16),
-                )  # fmt: skip
-                done = {"outcome": r.outcome.value, "message": r.message, "energy_used": r.energy_used,
-                        "duration_micros": r.duration_micros}  # fmt: skip
-                return reply_body({"ok": done})
             if op == "sql":
                 answer = await local.sql(Identity.from_hex(req["database"]), req["query"], Identity.from_hex(req["caller"]))
                 return reply_body({"ok": {"duration_micros": answer.duration_micros}}, answer.body)
@@ -100,7 +122,7 @@ async def serve_node(link_fd: int, data_dir: Path, database: DatabaseConfig) -> 
             writer.write(hello.take())
             log.info("host node process ready in %.2fs", time.monotonic() - started)
             tune_gc_for_serving()
-            serving = asyncio.ensure_future(serve_link(node, reader, writer, request))
+            serving = asyncio.ensure_future(serve_link(node, reader, writer, request, call))
             stopped = asyncio.ensure_future(stop.wait())
             await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if serving.done():

@@ -17,6 +17,9 @@ many bytes of events back to back. Each event starts with its kind (one byte):
 ``FRAME`` (→ gateway)     ``<B B I I``: kind, 1 if text, k refs, n; then k ``<Q`` refs, n bytes
 ``CLOSED`` (→ gateway)    ``<B Q H I``: kind, client ref, close code, n; then n bytes of UTF-8 reason
 ``REQUEST`` / ``REPLY``   ``<B Q I``: kind, request id, n; then n bytes (JSON request / reply body)
+``CALL`` (→ node)         ``<B Q 32s 32s 16s H I``: kind, request id, database and caller identities
+                          and connection id (BSATN), m, n; then m bytes of reducer name and n bytes
+                          of JSON arguments (UTF-8): an HTTP ``/call``, answered by a ``REPLY``
 ========================  ==========================================================================
 
 A client *ref* is the gateway's number for one WebSocket connection, unique for the link's life.
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "CALL",
     "CLOSED",
     "CONNECT",
     "Connect",
@@ -56,6 +60,7 @@ FRAME = 16
 CLOSED = 17
 REQUEST = 32
 REPLY = 33
+CALL = 34
 
 #: Largest batch body either side accepts (a client message is at most 32 MiB, §9).
 MAX_BATCH_BYTES = 256 << 20
@@ -66,6 +71,7 @@ _REF_BODY = struct.Struct("<BQI")  # CONNECT, REQUEST, REPLY
 _MESSAGE = struct.Struct("<BQBI")
 _FRAME = struct.Struct("<BBII")
 _CLOSED = struct.Struct("<BQHI")
+_CALL = struct.Struct("<BQ32s32s16sHI")
 
 
 class LinkError(Exception):
@@ -163,6 +169,14 @@ class Batch:
         """Add a REQUEST or a REPLY."""
         self._add(_REF_BODY.pack(kind, request_id, len(body)), body)
 
+    def call(
+        self, request_id: int, database: bytes, caller: bytes, connection_id: bytes, reducer: str, args: str
+    ) -> None:
+        """Add a CALL (identities and connection id as their 32/32/16 BSATN bytes)."""
+        name = reducer.encode()
+        data = args.encode()
+        self._add(_CALL.pack(CALL, request_id, database, caller, connection_id, len(name), len(data)), name, data)
+
     def take(self) -> bytes:
         """Everything added so far as one length-prefixed batch, ready for one write; the
         batch is empty after."""
@@ -175,7 +189,8 @@ class Batch:
 def decode(body: bytes) -> Iterator[tuple[Any, ...]]:
     """The events of a batch's body, in order, as tuples starting with their kind:
     ``(CONNECT, ref, Connect)``, ``(MESSAGE, ref, data, text)``, ``(DISCONNECT, ref)``,
-    ``(FRAME, refs, data, text)``, ``(CLOSED, ref, code, reason)``, ``(REQUEST|REPLY, id, body)``."""
+    ``(FRAME, refs, data, text)``, ``(CLOSED, ref, code, reason)``, ``(REQUEST|REPLY, id, body)``,
+    ``(CALL, id, database, caller, connection_id, reducer, args)`` (the last two decoded text)."""
     view = memoryview(body)
     end = len(body)
     off = 0
@@ -204,6 +219,15 @@ def decode(body: bytes) -> Iterator[tuple[Any, ...]]:
                 off = _past(kind, off + _REF_BODY.size, n, end)
                 data = bytes(view[off - n : off])
                 yield (kind, ref, Connect.from_json(data) if kind == CONNECT else data)
+            elif kind == CALL:
+                _, ref, database, caller, conn, m, n = _CALL.unpack_from(body, off)
+                off = _past(kind, off + _CALL.size, m + n, end)
+                try:
+                    reducer = bytes(view[off - m - n : off - n]).decode()
+                    args = bytes(view[off - n : off]).decode()
+                except UnicodeDecodeError as e:
+                    raise LinkError(f"a CALL's reducer name or arguments are not UTF-8: {e}") from None
+                yield CALL, ref, database, caller, conn, reducer, args
             else:
                 raise LinkError(f"unknown event kind {kind} at byte {off} of a {end}-byte batch")
     except struct.error as e:

@@ -34,6 +34,7 @@ def test_every_event_kind_round_trips_in_order() -> None:
     batch.closed(9, 1008, "client too far behind — queue full")
     batch.request(link.REQUEST, 3, b'{"op":"metrics"}')
     batch.request(link.REPLY, 3, b"# metrics\n")
+    batch.call(4, b"\x01" * 32, b"\x02" * 32, (5).to_bytes(16, "little"), "send_méssage", '["hi ✓"]')
     events = list(link.decode(body_of(batch)))
     assert events == [
         (link.CONNECT, 7, CONNECT),
@@ -45,6 +46,7 @@ def test_every_event_kind_round_trips_in_order() -> None:
         (link.CLOSED, 9, 1008, "client too far behind — queue full"),
         (link.REQUEST, 3, b'{"op":"metrics"}'),
         (link.REPLY, 3, b"# metrics\n"),
+        (link.CALL, 4, b"\x01" * 32, b"\x02" * 32, (5).to_bytes(16, "little"), "send_méssage", '["hi ✓"]'),
     ]
     assert not batch and batch.size == 0  # take() emptied it
     assert list(link.decode(body_of(batch))) == []
@@ -76,6 +78,8 @@ def test_a_connect_without_a_token_payload_round_trips() -> None:
         (struct.pack("<BBII", link.FRAME, 0, 3, 0) + struct.pack("<Q", 1), "ends inside an event header"),
         (struct.pack("<BQI", link.CONNECT, 1, 2) + b"{}", "a CONNECT event does not parse: KeyError"),
         (struct.pack("<BQI", link.CONNECT, 1, 3) + b"{x}", "a CONNECT event does not parse"),
+        (struct.pack("<BQ32s32s16sHI", link.CALL, 1, b"", b"", b"", 1, 2) + b"\xff[]", "not UTF-8"),
+        (struct.pack("<BQ32s32s16sHI", link.CALL, 1, b"", b"", b"", 4, 2) + b"f[]", "runs 3 bytes past the end"),
     ],
 )
 def test_a_batch_that_does_not_parse_is_refused_naming_the_problem(body: bytes, problem: str) -> None:
