@@ -1063,6 +1063,16 @@ class MutTx(_TxBase):
 
     def commit(self) -> TxData:
         """Commit into the outer transaction; returns what changed (for the commit log)."""
+        seqs = self._finish()
+        tables: dict[int, TableChanges] = {}
+        for tid, (ins, dels) in self._changes.items():
+            if ins or dels:
+                tables[tid] = TableChanges(list(ins), list(dels), list(map(int.from_bytes, ins.values(), _BIG)))
+        return TxData(tables, seqs, self._schema_ops)
+
+    def _finish(self) -> dict[int, int]:
+        """Commit into the outer transaction (what :meth:`commit` does but build its TxData,
+        which a replay, :meth:`Datastore.apply`, has already); the sequences that moved."""
         if self._done:
             raise TransactionStateError("transaction already finished")
         if self._child is None:
@@ -1078,13 +1088,9 @@ class MutTx(_TxBase):
         ds._mut = None
         if self._cat_owned:
             ds._cat = self._cat
-        tables: dict[int, TableChanges] = {}
-        for tid, (ins, dels) in self._changes.items():
-            if ins or dels:
-                tables[tid] = TableChanges(list(ins), list(dels), list(map(int.from_bytes, ins.values(), _BIG)))
         seqs: dict[int, int] = {}
         if not self._seq_local:
-            return TxData(tables, seqs, self._schema_ops)
+            return seqs
         for sid, v in self._seq_local.items():
             if v is None:
                 ds._seq.pop(sid, None)
@@ -1095,7 +1101,7 @@ class MutTx(_TxBase):
                 ds._seq_dirty.add(sid)
                 ds._seq_deleted.discard(sid)
                 seqs[sid] = v
-        return TxData(tables, seqs, self._schema_ops)
+        return seqs
 
     def rollback(self) -> None:
         """Discard every change of this transaction."""
@@ -1896,5 +1902,11 @@ class Datastore:
 
     def apply(self, txdata: TxData) -> None:
         """Replay a committed TxData (recovery, followers), atomically."""
-        self._run(lambda tx: tx.apply(txdata))
+        tx = self.begin_mut()
+        try:
+            tx.apply(txdata)
+        except BaseException:
+            tx.rollback()
+            raise
+        tx._finish()
 
