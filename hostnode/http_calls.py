@@ -126,17 +126,12 @@ class HttpCallQueue:
         self._job_waiting = False
         self._settling: set[asyncio.Task[None]] = set()
 
-    async def call(
-        self, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int
-    ) -> HttpCall:
-        """Run one HTTP call (see :func:`run_http_call`); resolves once its outcome is durable."""
-        return await self.submit(reducer, args, caller, connection_id)
-
     def submit(
         self, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int
     ) -> asyncio.Future[HttpCall]:
-        """(event loop) :meth:`call` without a coroutine: the future it resolves (raises
-        :class:`~hostnode.worker.Overloaded` at once, nothing queued, when the writer is full)."""
+        """(event loop) Queue one HTTP call (see :func:`run_http_call`): the future of its
+        outcome, resolved once durable (raises :class:`~hostnode.worker.Overloaded` at once,
+        nothing queued, when the writer is full)."""
         worker = self.worker
         worker.admit()
         loop = asyncio.get_running_loop()

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 #: What the node answers a control request with (the request's JSON body → the reply's body).
 Request = Callable[[bytes], Awaitable[bytes]]
 #: What answers a CALL (:data:`proto.link.CALL`): (database, caller, connection id, reducer, JSON
-#: arguments) → the future of the reply's body. A callback, not a coroutine: no task per call.
-Call = Callable[[Identity, Identity, int, str, str], "asyncio.Future[bytes]"]
+#: arguments, reply) → None; it hands the reply's body to ``reply`` once (any thread that runs the
+#: event loop's callbacks; a function, not a coroutine: no task per call).
+Call = Callable[[Identity, Identity, int, str, str, Callable[[bytes], None]], None]
 
 
 @dataclass(slots=True)
@@ -110,28 +111,21 @@ async def serve_link(
             reply = await request(body)
         except Exception as e:  # noqa: BLE001 - the gateway gets the error as the reply
             log.exception("a control request on the link failed")
-            reply = _failure(e)
+            reply = failure_reply(e)
         stream.reply(request_id, reply)
 
     def start_call(request_id: int, database: bytes, caller: bytes, connection_id: bytes, reducer: str, args: str) -> None:
-        def done(f: asyncio.Future[bytes]) -> None:
-            if f.cancelled():
-                return
-            e = f.exception()
-            if e is not None:
-                log.error("a call on the link failed", exc_info=e)
-            stream.reply(request_id, _failure(e) if e is not None else f.result())
+        def reply(body: bytes) -> None:
+            stream.reply(request_id, body)
 
         try:
-            reply = call(
+            call(
                 Identity.from_bsatn(database), Identity.from_bsatn(caller), int.from_bytes(connection_id, "little"),
-                reducer, args,
+                reducer, args, reply,
             )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - the gateway gets the error as the reply
             log.exception("a call on the link failed")
-            stream.reply(request_id, _failure(e))
-            return
-        reply.add_done_callback(done)
+            reply(failure_reply(e))
 
     try:
         while True:
@@ -166,7 +160,7 @@ async def serve_link(
             await sender
 
 
-def _failure(e: BaseException) -> bytes:
+def failure_reply(e: BaseException) -> bytes:
     """The reply to a request that failed unexpectedly (the gateway answers 500 with it)."""
     return f"error: {type(e).__name__}: {e}".encode()
 

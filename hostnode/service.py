@@ -296,28 +296,7 @@ class HostNode:
         if outcome is not None:
             await self._durable(worker, outcome)
 
-    async def call_via_http(
-        self,
-        identity: Identity,
-        reducer: str,
-        args: bytes | Callable[[], bytes],
-        *,
-        caller: Identity,
-        connection_id: int,
-    ) -> HttpCall:
-        """HTTP `/call` semantics (module-abi.md §7): connect → reducer → disconnect.
-
-        Resolves once the outcome is durable. Calls waiting for the same database run as one
-        writer job with one durability wait, and a module without connect/disconnect
-        lifecycle reducers gets them folded into the reducer's transaction
-        (:mod:`hostnode.http_calls`). ``args`` may be a thunk so that argument decoding errors
-        surface between connect and disconnect, as in 1.12. A refused connect ends the sequence
-        (``reducer`` stays None); a reducer that cannot be called (no such reducer, bad
-        arguments, lifecycle) is reported in ``error``.
-        """
-        return await self.submit_http_call(identity, reducer, args, caller=caller, connection_id=connection_id)
-
-    def submit_http_call(
+    def call_via_http(
         self,
         identity: Identity,
         reducer: str,
@@ -326,8 +305,17 @@ class HostNode:
         caller: Identity,
         connection_id: int,
     ) -> asyncio.Future[HttpCall]:
-        """(event loop) :meth:`call_via_http` without a coroutine: the future it resolves
-        (DatabaseNotFound and Overloaded are raised at once)."""
+        """HTTP `/call` semantics (module-abi.md §7): connect → reducer → disconnect.
+
+        (Event loop.) The future of the outcome (await it), resolved once the outcome is
+        durable; DatabaseNotFound and Overloaded are raised at once. Calls waiting for the same
+        database run as one writer job with one durability wait, and a module without
+        connect/disconnect lifecycle reducers gets them folded into the reducer's transaction
+        (:mod:`hostnode.http_calls`). ``args`` may be a thunk so that argument decoding errors
+        surface between connect and disconnect, as in 1.12. A refused connect ends the sequence
+        (``reducer`` stays None); a reducer that cannot be called (no such reducer, bad
+        arguments, lifecycle) is reported in ``error``.
+        """
         worker = self._worker(identity)
         calls = self._http_calls.get(identity)
         if calls is None or calls.worker is not worker:

@@ -290,7 +290,7 @@ class LocalHostNode:
         :meth:`finish_call` turns into the answer. Raises ApiError at once for an unknown
         database or a full writer queue."""
         try:
-            return self.node.submit_http_call(
+            return self.node.call_via_http(
                 database,
                 reducer,
                 lambda: self.node.encode_json_args(database, reducer, args_json),

@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client.registry import CollectorRegistry
@@ -33,7 +34,7 @@ from gateway.errors import ApiError
 from gateway.link_backend import error_reply, reply_body
 from hostnode.database import DatabaseConfig
 from hostnode.http_calls import HttpCall
-from hostnode.link import serve_link
+from hostnode.link import failure_reply, serve_link
 from hostnode.metrics import HostNodeCollector
 from hostnode.runtime import tune_gc_for_serving
 from hostnode.service import HostNode, HostNodeConfig
@@ -68,34 +69,33 @@ async def serve_node(link_fd: int, data_dir: Path, database: DatabaseConfig) -> 
     registry.register(HostNodeCollector(node))
     local = LocalHostNode(node)
 
-    def call(database: Identity, caller: Identity, connection_id: int, reducer: str, args: str) -> asyncio.Future[bytes]:
-        """An HTTP ``/call`` relayed by the gateway: its reply, once the engine answered."""
-        reply: asyncio.Future[bytes] = loop.create_future()
+    def call(
+        database: Identity, caller: Identity, connection_id: int, reducer: str, args: str,
+        reply: Callable[[bytes], None],
+    ) -> None:  # fmt: skip
+        """An HTTP ``/call`` relayed by the gateway: ``reply`` gets its answer once the engine's
+        outcome is durable."""
         try:
             started = local.submit_call(database, reducer, args, caller=caller, connection_id=connection_id)
         except ApiError as e:
-            reply.set_result(error_reply(e))
-            return reply
+            reply(error_reply(e))
+            return
 
         def finish(f: asyncio.Future[HttpCall]) -> None:
-            if f.cancelled():
-                reply.cancel()
-                return
-            failed = f.exception()
-            if failed is not None:
-                reply.set_exception(failed)
-                return
             try:
                 r = local.finish_call(f.result())
             except ApiError as e:
-                reply.set_result(error_reply(e))
+                reply(error_reply(e))
+                return
+            except BaseException as e:  # noqa: BLE001 - the gateway gets the error as the reply
+                log.error("a call on the link failed", exc_info=e)
+                reply(failure_reply(e))
                 return
             done = {"outcome": r.outcome.value, "message": r.message, "energy_used": r.energy_used,
                     "duration_micros": r.duration_micros}  # fmt: skip
-            reply.set_result(reply_body({"ok": done}))
+            reply(reply_body({"ok": done}))
 
         started.add_done_callback(finish)
-        return reply
 
     async def request(body: bytes) -> bytes:
         req = json.loads(body)
