@@ -650,23 +650,24 @@ class FollowerLink:
             commit = leader.commit_offset
             now = time.monotonic()
             if records or commit != sent_commit or now - last_sent >= cfg.heartbeat_s:
-                await call.write(
-                    pb.LeaderMessage(
-                        records=pb.RecordBatch(
-                            epoch=leader.epoch,
-                            records=[pb.LogRecord(epoch=e, offset=o, payload=p) for e, o, p in records],
-                            commit_offset=commit,
-                            retain_offset=leader.retain_offset(),
-                        )
+                batch = pb.LeaderMessage(
+                    records=pb.RecordBatch(
+                        epoch=leader.epoch,
+                        records=[pb.LogRecord(epoch=e, offset=o, payload=p) for e, o, p in records],
+                        commit_offset=commit,
+                        retain_offset=leader.retain_offset(),
                     )
                 )
                 pos += len(records)
                 full = sum(len(r[2]) for r in records) >= cfg.max_batch_bytes
                 if records:
+                    # In flight before the write: the write may complete only after the
+                    # follower's ack for it has been read (by _read_acks, which pops it then).
                     self._in_flight.append((pos, now))
                     self.state.batches_sent += 1
                     self.state.records_sent += len(records)
                     self.state.most_in_flight = max(self.state.most_in_flight, len(self._in_flight))
+                await call.write(batch)
                 sent_commit = commit
                 last_sent = now
             while pos - self.state.durable_offset > cfg.window_records:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from hostnode.database import Status
 from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown
+from hostnode.replication import ChannelPool
 from proto import auth
 from proto import hostnode_pb2 as pb
 from proto import hostnode_pb2_grpc as pb_grpc
@@ -284,6 +286,55 @@ def test_reads_without_a_quorum_never_see_an_older_state_than_was_acknowledged(t
 
     slow_commits = dataclasses.replace(FAST, commit_timeout_s=60.0)
     run(body, tmp_path, replication=slow_commits, idle_checkpoint_s=3600.0, checkpoint_every_s=3600.0, checkpoint_wait_s=0.5)
+
+
+class _LateWrites:
+    """A Replication stub whose streams' writes return only after the peer has had time to
+    answer: gRPC may complete a write after the reply to it has been read."""
+
+    def __init__(self, stub: pb_grpc.ReplicationStub) -> None:
+        self._stub = stub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def Replicate(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - the gRPC method's name
+        return _LateWriteCall(self._stub.Replicate(*args, **kwargs))
+
+
+class _LateWriteCall:
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+    async def write(self, message: Any) -> None:
+        await self._call.write(message)
+        await asyncio.sleep(0.05)  # the follower's ack arrives (and is read) meanwhile
+
+
+def test_an_ack_read_before_its_batchs_write_returns_still_releases_the_next_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch counts as awaiting its ack from before its write: were it counted after, an ack
+    read while the write was completing would find nothing to release, and the link would wait
+    for an ack that never comes until it timed out and reconnected."""
+    replication = ChannelPool.replication
+    monkeypatch.setattr(ChannelPool, "replication", lambda self, address: _LateWrites(replication(self, address)))
+
+    async def body(c: Cluster) -> None:
+        await c.create()
+        assert (await c.seed("n1", 10, 100)).status is Status.COMMITTED
+        links = c.node("n1").leading[DB].links
+        await eventually(lambda: all(link.state.connected for link in links.values()), what="both links up")
+        sessions = {n: link.state.since for n, link in links.items()}
+        for i in range(10):
+            assert (await c.transfer("n1", i, (i + 1) % 10)).status is Status.COMMITTED
+        for n, link in links.items():
+            assert link.state.connected and link.state.since == sessions[n], f"{n}: {link.state.error}"
+
+    run(body, tmp_path)
 
 
 def test_records_committed_while_a_batch_is_unacknowledged_leave_together(tmp_path: Path) -> None:
