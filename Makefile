@@ -118,8 +118,12 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# pytest on PYTEST_WORKERS processes (pytest-xdist; 0 runs it in this one): most cluster, fault
+# and server tests wait on processes, timers and fsyncs, so two workers nearly halve the time on
+# two cores. --dist loadfile keeps each test file on one worker (module fixtures, shared servers).
+PYTEST_WORKERS ?= 2
 pytest: install system-deps native
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test: install system-deps lint typecheck pytest
 
