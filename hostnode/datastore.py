@@ -43,6 +43,7 @@ compare full keys, and a run of truncated entries sharing a prefix is sorted by 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 import threading
@@ -97,6 +98,8 @@ __all__ = [
 
 #: Index keys this long or longer are stored truncated (+ rid); see the module docstring.
 KEY_TRUNC: Final = 480
+log = logging.getLogger(__name__)
+
 _TRUNC_LEN: Final = KEY_TRUNC + 8
 
 _RID: Final = struct.Struct(">Q")
@@ -109,6 +112,46 @@ _K_TABLE: Final = b"ds/table/"
 _K_SEQ = b"ds/seq/"
 _K_RID = b"ds/rid/"
 _K_USER: Final = b"user/"
+
+
+# LMDB point reads and writes on the writer thread: py-lmdb releases the GIL around every call,
+# which under load hands the GIL to the waiting event loop on each one (a futex wake, and often a
+# wait to get it back); hostnode/_lmdbfast.c makes the same calls keeping it, once it has checked
+# the installed py-lmdb's layout (on the first write transaction). Without it: py-lmdb's calls.
+_fast_lmdb_module: Any
+try:
+    from hostnode import _lmdbfast as _fast_lmdb_module
+except ImportError:  # not built (make native)
+    _fast_lmdb_module = None
+_FAST_LMDB: Final[Any] = _fast_lmdb_module
+
+
+def _py_get(txn: Any, key: bytes, db: Any) -> Any:
+    return txn.get(key, None, db)
+
+
+def _py_put(txn: Any, key: bytes, value: bytes, db: Any) -> Any:
+    return txn.put(key, value, True, True, False, db)
+
+
+_lmdb_get: Final[Callable[[Any, bytes, Any], Any]] = _py_get if _FAST_LMDB is None else _FAST_LMDB.get
+_lmdb_put: Final[Callable[[Any, bytes, bytes, Any], Any]] = _py_put if _FAST_LMDB is None else _FAST_LMDB.put
+#: Whether the GIL-keeping LMDB calls are in use: "" until checked, then "on" or why they are off.
+_fast_lmdb_state: list[str] = ["" if _FAST_LMDB is not None else "off: hostnode._lmdbfast is not built"]
+
+
+def fast_lmdb_status() -> str:
+    """``"on"``, or why the datastore calls py-lmdb itself (``""``: not decided yet)."""
+    return _fast_lmdb_state[0]
+
+
+def _check_fast_lmdb(env: Any, txn: Any, db: Any) -> None:
+    if _fast_lmdb_state[0]:
+        return
+    problem = _FAST_LMDB.check(env, txn, db)
+    _fast_lmdb_state[0] = "on" if not problem else f"off: {problem} (py-lmdb {lmdb.__version__})"
+    if problem:
+        log.info("LMDB point calls go through py-lmdb: %s", _fast_lmdb_state[0])
 
 
 def _blake(row: bytes) -> bytes:
@@ -740,12 +783,12 @@ class _TxBase:
         """``(locator, rid ++ row)`` of every row whose key on ``idx`` equals ``key``."""
         if idx.unique and len(key) < KEY_TRUNC:
             txn = self._txn
-            v = txn.get(key, None, idx.db)
+            v = _lmdb_get(txn, key, idx.db)
             if v is None:
                 return []
             if idx.clustered:
                 return [(key, v)]
-            return [(v, txn.get(v, None, idx.table_db))]
+            return [(v, _lmdb_get(txn, v, idx.table_db))]
         # Keys are prefix-free, so "starts with key" is "equals key".
         return self._range_entries(idx, key, prefix_end(key))
 
@@ -986,7 +1029,7 @@ class MutTx(_TxBase):
         if v is _ABSENT:
             v = self._pending.get(ck, _ABSENT)
             if v is _ABSENT:
-                v = self._outer.get(ck[1], None, db)
+                v = _lmdb_get(self._outer, ck[1], db)
             self._rc[ck] = v
         return [] if v is None else v[8:]
 
@@ -1749,6 +1792,8 @@ class Datastore:
         """The outer transaction with every committed row written into it."""
         if self._outer is None:
             self._outer = self._env.begin(write=True)
+            if not _fast_lmdb_state[0]:
+                _check_fast_lmdb(self._env, self._outer, self._meta)
         else:
             self._write_pending()
         return self._outer
@@ -1757,9 +1802,9 @@ class Datastore:
         """Write the committed overlay into the outer transaction (before anything reads it there)."""
         pending = self._pending
         if pending:
-            put = self._outer.put
+            outer = self._outer
             for (db, key), val in pending.items():
-                put(key, val, True, True, False, db)
+                _lmdb_put(outer, key, val, db)
             pending.clear()
 
     def begin_mut(self) -> MutTx:

@@ -50,8 +50,9 @@ NATIVE_MODULES = (
     "hostnode/realtime.py",
 )
 #: C extensions built beside them: wasm_host's crossings into wasmtime (host imports, the call
-#: itself) without ctypes, ~35k fewer instructions per transfer (loadtest/RESULTS.md).
-C_EXTENSIONS = {"hostnode._hostcall": "hostnode/_hostcall.c"}
+#: itself) without ctypes, ~35k fewer instructions per transfer (loadtest/RESULTS.md); the
+#: datastore's point reads and writes of LMDB keeping the GIL (hostnode/_lmdbfast.c).
+C_EXTENSIONS = {"hostnode._hostcall": "hostnode/_hostcall.c", "hostnode._lmdbfast": "hostnode/_lmdbfast.c"}
 GROUP = "hostnode._native"
 BUILD_DIR = ROOT / "build" / "native"
 #: What a complete build leaves: a copy per module, the group's library, each C extension.
