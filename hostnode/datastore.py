@@ -148,6 +148,9 @@ def fast_lmdb_status() -> str:
 def _check_fast_lmdb(env: Any, txn: Any, db: Any) -> None:
     if _fast_lmdb_state[0]:
         return
+    if os.environ.get("ORRERY_LMDB_FAST") == "0":
+        _fast_lmdb_state[0] = "off: ORRERY_LMDB_FAST=0"
+        return
     problem = _FAST_LMDB.check(env, txn, db)
     _fast_lmdb_state[0] = "on" if not problem else f"off: {problem} (py-lmdb {lmdb.__version__})"
     if problem:

@@ -6,6 +6,9 @@ always has."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,3 +125,16 @@ def test_a_full_map_fails_the_put_with_py_lmdbs_error_and_keeps_what_was_committ
             assert txn.get(b"kept", None, db) == b"1" and txn.get(b"000000", None, db) is None
     finally:
         e.close()
+
+
+def test_orrery_lmdb_fast_0_keeps_py_lmdbs_calls(tmp_path: Path) -> None:
+    script = (
+        "import sys; from hostnode import datastore; "
+        "ds = datastore.Datastore(sys.argv[1], map_size=1 << 24); ds.begin_mut(); "
+        "print(datastore.fast_lmdb_status())"
+    )
+    env = {**os.environ, "ORRERY_LMDB_FAST": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "ds")], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "off: ORRERY_LMDB_FAST=0"
