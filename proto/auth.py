@@ -181,49 +181,21 @@ class _AuthorizedChannel(grpc.aio.Channel):
         """See :meth:`grpc.aio.Channel.channel_ready`."""
         await self._inner.channel_ready()
 
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """See :meth:`grpc.aio.Channel.unary_unary`."""
-        inner = self._inner.unary_unary(method, request_serializer, response_deserializer, _registered_method)
-        return _Authorized(inner, self._metadata)
+        return _Authorized(self._inner.unary_unary(method, *args, **kwargs), self._metadata)
 
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """See :meth:`grpc.aio.Channel.unary_stream`."""
-        inner = self._inner.unary_stream(method, request_serializer, response_deserializer, _registered_method)
-        return _Authorized(inner, self._metadata)
+        return _Authorized(self._inner.unary_stream(method, *args, **kwargs), self._metadata)
 
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """See :meth:`grpc.aio.Channel.stream_unary`."""
-        inner = self._inner.stream_unary(method, request_serializer, response_deserializer, _registered_method)
-        return _Authorized(inner, self._metadata)
+        return _Authorized(self._inner.stream_unary(method, *args, **kwargs), self._metadata)
 
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: bool | None = False,
-    ) -> Any:
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """See :meth:`grpc.aio.Channel.stream_stream`."""
-        inner = self._inner.stream_stream(method, request_serializer, response_deserializer, _registered_method)
-        return _Authorized(inner, self._metadata)
+        return _Authorized(self._inner.stream_stream(method, *args, **kwargs), self._metadata)
 
 
 def channel(
