@@ -646,7 +646,7 @@ class _TxBase:
         raise NotImplementedError
 
     def _clustered_get(self, db: Any, key: bytes) -> Any:
-        return self._txn.get(key, None, db)
+        return _lmdb_get(self._txn, key, db)
 
     # -- names and schema ------------------------------------------------------------------------
 
@@ -1004,13 +1004,13 @@ class MutTx(_TxBase):
 
     def _clustered_get(self, db: Any, key: bytes) -> Any:
         if self._child is not None:
-            return self._child.get(key, None, db)
+            return _lmdb_get(self._child, key, db)
         ck = (db, key)
         v = self._rc.get(ck, _ABSENT)
         if v is _ABSENT:
             v = self._pending.get(ck, _ABSENT)
             if v is _ABSENT:
-                v = self._outer.get(key, None, db)
+                v = _lmdb_get(self._outer, key, db)
             self._rc[ck] = v
         return v
 
