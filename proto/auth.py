@@ -4,7 +4,7 @@ belong to one cluster (issue 12, item 6).
 Every process of a cluster is given the same random secret (32 bytes, written as 64 hex
 digits, in a file named by ``--cluster-secret-file`` or ``ORRERY_CLUSTER_SECRET_FILE``). Every
 internal gRPC call carries it as ``authorization: Bearer <hex>`` call metadata, added by the
-channel :func:`channel` makes; every internal gRPC server refuses a call without it, or
+client interceptor of :func:`channel`; every internal gRPC server refuses a call without it, or
 with another value, with ``UNAUTHENTICATED`` (:func:`server_interceptors`, constant-time
 compare). The refusal is logged once per peer host, not once per call, so a misconfigured peer
 retrying in a loop cannot flood the log.
@@ -130,79 +130,50 @@ def secret_from(path: str | None) -> ClusterSecret:
 # --- clients ------------------------------------------------------------------------------------
 
 
-class _Authorized:
-    """One method of an authorized channel: every call it makes carries the secret's metadata
-    (after any metadata the caller passes)."""
+class _Authorize:
+    """Adds the secret to the metadata of every call of one kind on a channel (grpc.aio files an
+    interceptor under the first kind it implements only: hence one subclass per kind)."""
 
-    __slots__ = ("_call", "_metadata")
-
-    def __init__(self, call: Any, metadata: tuple[tuple[str, str], ...]) -> None:
-        self._call = call
-        self._metadata = metadata
-
-    def __call__(self, request: Any = None, *, metadata: Any = None, **kwargs: Any) -> Any:
-        """Start the call, as the wrapped multi-callable does."""
-        if metadata:
-            return self._call(request, metadata=(*tuple(metadata), *self._metadata), **kwargs)
-        return self._call(request, metadata=self._metadata, **kwargs)
-
-
-class _AuthorizedChannel(grpc.aio.Channel):
-    """A channel whose every call carries the cluster secret as call metadata.
-
-    The metadata is added where each call starts rather than by grpc.aio client interceptors: an
-    intercepted streaming call puts a queue and a task between its caller and every message it
-    writes or reads, which the replication and gateway streams pay per batch and per message.
-    """
-
-    def __init__(self, inner: grpc.aio.Channel, secret: ClusterSecret) -> None:
-        self._inner = inner
+    def __init__(self, secret: ClusterSecret) -> None:
         self._metadata = secret.metadata()
 
-    async def __aenter__(self) -> _AuthorizedChannel:
-        return self
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self._metadata)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
 
-    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        await self._inner.close(None)
 
-    async def close(self, grace: float | None = None) -> None:
-        """See :meth:`grpc.aio.Channel.close`."""
-        await self._inner.close(grace)
+class _AuthorizeUnaryUnary(_Authorize, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        """See :class:`grpc.aio.UnaryUnaryClientInterceptor`."""
+        return await continuation(self._details(client_call_details), request)
 
-    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
-        """See :meth:`grpc.aio.Channel.get_state`."""
-        return self._inner.get_state(try_to_connect)
 
-    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
-        """See :meth:`grpc.aio.Channel.wait_for_state_change`."""
-        await self._inner.wait_for_state_change(last_observed_state)
+class _AuthorizeUnaryStream(_Authorize, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        """See :class:`grpc.aio.UnaryStreamClientInterceptor`."""
+        return await continuation(self._details(client_call_details), request)
 
-    async def channel_ready(self) -> None:
-        """See :meth:`grpc.aio.Channel.channel_ready`."""
-        await self._inner.channel_ready()
 
-    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """See :meth:`grpc.aio.Channel.unary_unary`."""
-        return _Authorized(self._inner.unary_unary(method, *args, **kwargs), self._metadata)
+class _AuthorizeStreamUnary(_Authorize, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        """See :class:`grpc.aio.StreamUnaryClientInterceptor`."""
+        return await continuation(self._details(client_call_details), request_iterator)
 
-    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """See :meth:`grpc.aio.Channel.unary_stream`."""
-        return _Authorized(self._inner.unary_stream(method, *args, **kwargs), self._metadata)
 
-    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """See :meth:`grpc.aio.Channel.stream_unary`."""
-        return _Authorized(self._inner.stream_unary(method, *args, **kwargs), self._metadata)
-
-    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """See :meth:`grpc.aio.Channel.stream_stream`."""
-        return _Authorized(self._inner.stream_stream(method, *args, **kwargs), self._metadata)
+class _AuthorizeStreamStream(_Authorize, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        """See :class:`grpc.aio.StreamStreamClientInterceptor`."""
+        return await continuation(self._details(client_call_details), request_iterator)
 
 
 def channel(
     address: str, secret: ClusterSecret, options: Sequence[tuple[str, Any]] = GRPC_OPTIONS
 ) -> grpc.aio.Channel:
     """A channel to another process of the cluster whose every call carries ``secret``."""
-    return _AuthorizedChannel(grpc.aio.insecure_channel(address, options=list(options)), secret)
+    kinds = (_AuthorizeUnaryUnary, _AuthorizeUnaryStream, _AuthorizeStreamUnary, _AuthorizeStreamStream)
+    return grpc.aio.insecure_channel(address, options=list(options), interceptors=[kind(secret) for kind in kinds])
 
 
 # --- servers ------------------------------------------------------------------------------------
