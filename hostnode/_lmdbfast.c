@@ -169,21 +169,11 @@ static PyObject *check(PyObject *self, PyObject *args) {
     return PyUnicode_FromString("");
 }
 
-/* disable(): back to py-lmdb for every call (tests compare the two paths). */
-static PyObject *disable(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    trans_type = NULL;
-    db_type = NULL;
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef methods[] = {
     {"get", (PyCFunction)(void (*)(void))get, METH_FASTCALL, "txn.get(key, None, db), keeping the GIL."},
     {"put", (PyCFunction)(void (*)(void))put, METH_FASTCALL,
      "txn.put(key, value, True, True, False, db), keeping the GIL."},
     {"check", check, METH_VARARGS, "Accept the installed py-lmdb's layout: '' if it matches, else why not."},
-    {"disable", disable, METH_NOARGS, "Send every call to py-lmdb."},
     {NULL, NULL, 0, NULL},
 };
 

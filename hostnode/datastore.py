@@ -78,6 +78,8 @@ from sats.types import (
     TypeTag,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Datastore",
     "DatastoreConfig",
@@ -98,8 +100,6 @@ __all__ = [
 
 #: Index keys this long or longer are stored truncated (+ rid); see the module docstring.
 KEY_TRUNC: Final = 480
-log = logging.getLogger(__name__)
-
 _TRUNC_LEN: Final = KEY_TRUNC + 8
 
 _RID: Final = struct.Struct(">Q")
@@ -146,8 +146,7 @@ def fast_lmdb_status() -> str:
 
 
 def _check_fast_lmdb(env: Any, txn: Any, db: Any) -> None:
-    if _fast_lmdb_state[0]:
-        return
+    """Decide, once (the caller checks that it is still undecided), whether to use _lmdbfast."""
     if os.environ.get("ORRERY_LMDB_FAST") == "0":
         _fast_lmdb_state[0] = "off: ORRERY_LMDB_FAST=0"
         return
