@@ -55,6 +55,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from clustermeta.aio import cancel_and_wait, finish
 from clustermeta.metastore import MetaStoreError
 from clustermeta.names import InvalidName
 from clustermeta.records import (
@@ -177,8 +178,7 @@ class _Clients(Generic[C]):
         for channel, _ in entries:
             await channel.close()
         for task in list(self._closing):
-            with contextlib.suppress(BaseException):
-                await task
+            await finish(task)
 
 
 @contextlib.contextmanager
@@ -337,9 +337,7 @@ class ClusterHostNode:
             # A node that stepped down answers by itself (NOT_LEADER: retried); give it a moment.
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(asyncio.shield(task), MOVED_GRACE_S)
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait(task)
             raise Unreachable(
                 f"the outcome is unknown: host node {node.id} stopped leading database {database.to_hex()} "
                 "during the request; it may or may not have taken effect"

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator
 
 from aiohttp import web
 
+from clustermeta.aio import cancel_and_wait
 from gateway.backends import CallOutcome, CallResult, DatabaseInfo
 from gateway.context import GATEWAY, Caller, Gateway, caller_of
 from gateway.errors import JSON, ApiError
@@ -360,11 +361,7 @@ async def _next_line(lines: AsyncGenerator[str, None], request: web.Request, gw:
             if stopping in done or transport is None or transport.is_closing():
                 return None
     finally:
-        for task in (pending, stopping):
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await cancel_and_wait(pending, stopping)
 
 
 async def _anext(lines: AsyncGenerator[str, None]) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from clustermeta.aio import cancel_and_wait
 from gateway.auth import AuthError, token_payload
 from gateway.backends import WsParams, WsSession
 from gateway.context import GATEWAY, Gateway, caller_of
@@ -215,12 +216,7 @@ async def _relay(ws: web.WebSocketResponse, session: WsSession, stopping: asynci
                 await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT)
         await _close(ws, session.close_code, session.close_reason)
     finally:
-        for t in tasks:
-            if not t.done():
-                t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        await cancel_and_wait(*tasks)
 
 
 async def _read(ws: web.WebSocketResponse, session: WsSession, live: _Liveness) -> str | None:

@@ -39,6 +39,7 @@ from typing import Any
 
 import grpc
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.records import DatabaseRecord, DbState
 from hostnode.database import Database, DatabaseConfig
 from hostnode.digest import table_digest
@@ -619,11 +620,7 @@ class ClusterNode:
                 elif exc is not None and not isinstance(exc, asyncio.CancelledError | grpc.aio.AioRpcError):
                     log.error("replication stream of %s failed: %r", identity.to_hex()[:16], exc)
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(BaseException):
-                    await t
+            await cancel_and_wait(*tasks)
             if self._streams.get(identity, (0, None))[1] is ended:
                 self._streams.pop(identity, None)
                 self._stream_commit.pop(identity, None)

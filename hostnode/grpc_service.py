@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.records import DatabaseRecord
 from hostnode.cluster import ClusterNode
 from hostnode.database import (
@@ -439,9 +440,7 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
                     break
                 yield pb.HostFrames(events=events)
         finally:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+            await cancel_and_wait(reader)
             await stream.close_all()
 
 

@@ -11,11 +11,11 @@ it is disconnected then.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from clustermeta.aio import finish
 from hostnode.realtime import ClientParams
 from hostnode.realtime_stream import ClientStream
 from hostnode.service import HostNode
@@ -156,8 +156,7 @@ async def serve_link(
         await stream.close_all()
         for task in requests:
             task.cancel()
-        with contextlib.suppress(BaseException):
-            await sender
+        await finish(sender)
 
 
 def failure_reply(e: BaseException) -> bytes:

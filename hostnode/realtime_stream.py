@@ -18,11 +18,11 @@ slowest clients are cut off instead of this node buffering without end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from clustermeta.aio import finish
 from hostnode.realtime import CLOSE_MODULE_EXITED, CLOSE_TOO_MANY_REQUESTS, ClientParams, Connection
 from hostnode.service import DatabaseNotFound, HostNode
 from hostnode.worker import Overloaded
@@ -283,5 +283,4 @@ class ClientStream(Generic[E]):
         for ref in list(self.clients):
             self.disconnected(ref)
         for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+            await finish(task)

@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 
+from clustermeta.aio import cancel_and_wait
 from hostnode.commitlog import CommitLog, GroupCommitter
 from hostnode.database import Database, ReplicationHooks
 from hostnode.durability import Durability, NotLeader, QuorumDurability
@@ -391,9 +392,7 @@ class LeaderReplication:
                 del self.links[node_id]
                 task = self._link_tasks.pop(node_id, None)
                 if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+                    await cancel_and_wait(task)
         for node_id, peer in wanted.items():
             if node_id not in self.links:
                 link = self.links[node_id] = FollowerLink(self, peer)
@@ -411,11 +410,7 @@ class LeaderReplication:
         if self.quorum is not None:
             self.quorum.close(error)
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
+        await cancel_and_wait(*tasks)
 
     def collect_segments(self) -> None:
         """(writer thread) Delete log segments every replica is done with."""
@@ -550,9 +545,7 @@ class FollowerLink:
             try:
                 await self._stream(call, pos, reader)
             finally:
-                reader.cancel()
-                with contextlib.suppress(BaseException):
-                    await reader
+                await cancel_and_wait(reader)
         finally:
             if self.state.connected:
                 self.state.since = time.monotonic()

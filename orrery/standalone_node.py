@@ -28,6 +28,7 @@ from pathlib import Path
 
 from prometheus_client.registry import CollectorRegistry
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.metastore_lmdb import LmdbMetaStore
 from controlplane.core import migrate_program_hashes
 from gateway.errors import ApiError
@@ -130,9 +131,7 @@ async def serve_node(link_fd: int, data_dir: Path, database: DatabaseConfig) -> 
             else:
                 log.info("stopping on SIGTERM")
                 writer.close()
-                serving.cancel()
-                with contextlib.suppress(BaseException):
-                    await serving
+                await cancel_and_wait(serving)
             stopped.cancel()
     finally:
         await node.stop()
