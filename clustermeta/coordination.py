@@ -37,6 +37,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.metastore import (
     CompactedError,
     DeleteOp,
@@ -154,9 +155,7 @@ class LeaseKeeper:
             return
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         lease_id = self._lease_id
         if lease_id:
             self._last_lost = lease_id
@@ -396,10 +395,7 @@ class Election:
         try:
             await asyncio.wait({lost, deleted}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (lost, deleted):
-                t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MetaStoreError):
-                await deleted
+            await cancel_and_wait(lost, deleted)
         if deleted.done() and not deleted.cancelled() and deleted.exception() is not None:
             await asyncio.sleep(self.keeper.retry_delay)  # the watch failed; look again shortly
 
@@ -443,9 +439,8 @@ class Election:
                     changed.cancel()
                 if lost.done():
                     return
-                with contextlib.suppress(asyncio.CancelledError):
-                    if changed.exception() is not None:
-                        await asyncio.sleep(self.keeper.retry_delay)
+                if not changed.cancelled() and changed.exception() is not None:
+                    await asyncio.sleep(self.keeper.retry_delay)
                 # The watch ended: a change, a compaction or an error. Look at the key itself.
                 try:
                     resp = await self.store.range(self.key)
@@ -476,10 +471,7 @@ class Election:
         token, monitor = self._token, self._monitor
         self._monitor = None
         self._end()
-        if monitor is not None:
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
+        await cancel_and_wait(monitor)
         if token is not None:
             with contextlib.suppress(MetaStoreError):
                 await self.store.txn([create_revision_equals(self.key, token)], [DeleteOp(self.key)])

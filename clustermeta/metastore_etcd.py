@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import grpc
 from aetcd import rpc
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.metastore import (
     FROM_KEY,
     CompactedError,
@@ -350,9 +351,7 @@ class _KeepAliveStream:
     async def close(self) -> None:
         reader = self._reader
         self._reset(MetaStoreClosed("the metadata store was closed"))
-        if reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        await cancel_and_wait(reader)
 
 
 # ----------------------------------------------------------------------------- watches

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.metastore import (
     FROM_KEY,
     CompactedError,
@@ -612,9 +613,7 @@ class LmdbMetaStore(MetaStore):
             return
         self._closed = True
         if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+            await cancel_and_wait(self._reaper)
         async with self._write_lock:  # let an in-flight write finish
             pass
         self._notify()

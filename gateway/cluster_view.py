@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.metastore import (
     CompactedError,
     EventType,
@@ -275,9 +276,7 @@ class ClusterView:
         """Stop following (idempotent); the mirror keeps its last state."""
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def add_listener(self, callback: Callable[[Changes], None]) -> None:

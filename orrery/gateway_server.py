@@ -27,7 +27,6 @@ listener of their own as well (``/metrics`` there), up before the view is loaded
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -38,6 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
+from clustermeta.aio import cancel_and_wait
 from clustermeta.connect import DEFAULT_PREFIX, STARTUP_WAIT_S, open_metastore
 from clustermeta.metrics import MetaStoreCollector
 from gateway.app import create_app
@@ -159,9 +159,7 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
     finally:
         stopping.cancel()
     if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         return False
     task.result()
     return True

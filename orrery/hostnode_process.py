@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clustermeta.aio import cancel_and_wait
 from orrery.budget_options import Budgets, add_budget_options, budgets_of
 from orrery.secret_option import add_secret_option, secret_of
 
@@ -269,11 +270,10 @@ class RecordFollower:
         if self._task is not None:
             self._stopping = True
             self._queue.put_nowait(_STOP)
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT_S)
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            try:
+                await asyncio.wait([self._task], timeout=STOP_TIMEOUT_S)
+            finally:
+                await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

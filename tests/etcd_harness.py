@@ -235,7 +235,9 @@ class EtcdServer:
                 raise EtcdError(f"etcd {self.name} exited with {self.proc.returncode}\n{self._log_tail()}")
             with contextlib.suppress(OSError, ValueError):
                 with urllib.request.urlopen(url, timeout=1.0) as reply:
-                    if json.loads(reply.read()).get("health") == "true":
+                    # Another etcd (another test worker's) may listen on the port we picked: its
+                    # answer counts only once the port's listening socket is this process's own.
+                    if json.loads(reply.read()).get("health") == "true" and _listens(self.proc.pid, port):
                         return
             if time.monotonic() > deadline:
                 raise EtcdError(
@@ -269,6 +271,29 @@ class EtcdServer:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (Linux /proc)."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+                    if table.endswith("tcp6") or fields[1] == wanted:
+                        inodes.add(fields[9])
+    if not inodes:
+        return False
+    fd_dir = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return True
+    return False
 
 
 @atexit.register

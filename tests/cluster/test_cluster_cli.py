@@ -205,12 +205,12 @@ def _settled(doc: dict[str, Any], nodes: int) -> bool:
     )  # fmt: skip
 
 
-async def _exercise(up: ClusterUp, doc: dict[str, Any]) -> list[subprocess.Popen[bytes]]:
-    """Load, a killed and restarted leader node, status and verify; the processes it restarted."""
+async def _exercise(up: ClusterUp, doc: dict[str, Any], restarted: list[subprocess.Popen[bytes]]) -> None:
+    """Load, a killed and restarted leader node, status and verify. The processes it restarts go
+    into ``restarted`` at once, so the caller stops them whether or not this succeeds."""
     data_dir = up.data_dir
     url = doc["gateway"]["url"]
     ledger = Ledger()
-    restarted: list[subprocess.Popen[bytes]] = []
     async with Client(url) as c:
         _identity, token = await c.new_identity()
         reply = await c.post(
@@ -256,7 +256,6 @@ async def _exercise(up: ClusterUp, doc: dict[str, Any]) -> list[subprocess.Popen
         assert re.search(rf"^database {bank['identity']}\s+names: bank\s+epoch: \d+$", table, re.M), table
         assert len(re.findall(r"^  node-\d+\s+(leader|follower)\s+\d+\s+0$", table, re.M)) == 3, table
     print(f"\ncluster up: {committed} transfers committed, {len(ledger.acked)} acknowledged; refusals {dict(ledger.refusals)}")
-    return restarted
 
 
 def test_cluster_up_as_a_user_runs_it(tmp_path: Path) -> None:
@@ -278,7 +277,7 @@ def test_cluster_up_as_a_user_runs_it(tmp_path: Path) -> None:
         for n in doc["nodes"]:
             assert f"{n['id']} at {n['address']}  (pid {n['pid']}; metrics {n['metrics']})" in text, text
         assert all(_pid_alive(p) for p in _all_pids(doc))
-        restarted = run_async(_exercise(up, doc), timeout=600)
+        run_async(_exercise(up, doc, restarted), timeout=600)
         # Ctrl-C stops everything it started; the node restarted by hand is the user's to stop.
         assert up.interrupt() == 0, up.err()
         for pid in _all_pids(doc):

@@ -25,7 +25,7 @@ from clustermeta.metastore import (
 )
 from clustermeta.metastore_etcd import EtcdConfig, EtcdMetaStore, parse_endpoints
 from tests.controlplane.stores import EVENTUALLY, revoke_all_leases
-from tests.etcd_harness import EtcdServer, free_port
+from tests.etcd_harness import EtcdError, EtcdServer, free_port
 
 T = TypeVar("T")
 
@@ -91,6 +91,24 @@ def test_open_fails_fast_when_nothing_listens() -> None:
 
 
 # ----------------------------------------------------------------------------- key prefixes
+
+
+def test_the_harness_does_not_take_another_etcd_on_its_port_for_its_own(
+    private_etcd: EtcdServer, tmp_path: Path
+) -> None:
+    # Two test workers can pick the same free port; the second etcd then cannot bind it, and the
+    # first one's /health must not pass for the second's (its tests would pause the wrong etcd).
+    other = EtcdServer(
+        tmp_path / "other-data",
+        tmp_path / "other.log",
+        client_port=private_etcd.client_port,
+        peer_port=free_port(),
+        name="other",
+        start_timeout=10,
+    )
+    with pytest.raises(EtcdError, match="exited"):
+        other.restart()
+    assert not other.running and private_etcd.running
 
 
 def test_prefixes_isolate_clusters(etcd_server: EtcdServer) -> None:
