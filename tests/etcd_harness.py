@@ -49,7 +49,7 @@ from typing import IO
 
 from orrery.cluster_local import free_port as cluster_free_port
 
-__all__ = ["ETCD_BINARY", "EtcdError", "EtcdServer", "free_port"]
+__all__ = ["ETCD_BINARY", "EtcdError", "EtcdServer", "free_port", "owns_listener"]
 
 #: The etcd executable (``make system-deps`` installs Debian's ``etcd-server``).
 ETCD_BINARY = os.environ.get("ETCD_BINARY", "etcd")
@@ -237,7 +237,7 @@ class EtcdServer:
                 with urllib.request.urlopen(url, timeout=1.0) as reply:
                     # Another etcd (another test worker's) may listen on the port we picked: its
                     # answer counts only once the port's listening socket is this process's own.
-                    if json.loads(reply.read()).get("health") == "true" and _listens(self.proc.pid, port):
+                    if json.loads(reply.read()).get("health") == "true" and owns_listener(self.proc.pid, port):
                         return
             if time.monotonic() > deadline:
                 raise EtcdError(
@@ -273,7 +273,7 @@ class EtcdServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _listens(pid: int, port: int) -> bool:
+def owns_listener(pid: int, port: int) -> bool:
     """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (Linux /proc)."""
     wanted = f"0100007F:{port:04X}"
     inodes = set()

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.etcd_harness import free_port
+from tests.etcd_harness import free_port, owns_listener
 
 __all__ = ["PROMETHEUS_BINARY", "PROMTOOL_BINARY", "PrometheusError", "PrometheusServer"]
 
@@ -76,7 +76,8 @@ class PrometheusServer:
                 raise PrometheusError(f"prometheus exited with code {proc.returncode}:\n{server.log_tail()}")
             try:
                 with urllib.request.urlopen(f"http://{address}/-/ready", timeout=2) as r:
-                    if r.status == 200:
+                    # Another test worker's server may listen on the port we picked.
+                    if r.status == 200 and owns_listener(proc.pid, int(address.rsplit(":", 1)[1])):
                         return server
             except OSError:
                 pass
