@@ -30,9 +30,11 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # gRPC comes with the server extra; loaded on use
     from proto.auth import ClusterSecret
 
-__all__ = ["ClusterError", "LocalCluster", "NodeNetwork", "Proc", "free_port"]
+__all__ = ["ClusterError", "LocalCluster", "NodeNetwork", "Proc", "free_port", "owns_listener"]
 
 ETCD_PREFIX = "/orrery"
 _SIGTERM = signal.SIGTERM  # (Proc.signal shadows the module inside the class)
@@ -96,6 +98,47 @@ def _port_open(address: str) -> bool:
             return True
     except OSError:
         return False
+
+
+def owns_listener(pid: int, address: str) -> bool:
+    """Whether process ``pid`` holds the socket listening on ``address`` (``host:port``, IPv4).
+
+    A port picked free can be taken by another program before ours binds it; ours then fails to
+    start while the other one answers in its place. Read from Linux's /proc (the socket tables of
+    the process's own network namespace); True where /proc cannot tell."""
+    host, _, port_text = address.rpartition(":")
+    port = int(port_text)
+    try:
+        packed = socket.inet_aton(host)
+    except OSError:
+        return True
+    local = {f"{struct.unpack('=I', packed)[0]:08X}:{port:04X}", f"00000000:{port:04X}"}
+    inodes: set[str] = set()
+    tables = 0
+    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        tables += 1
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # not LISTEN
+                continue
+            if fields[1] in local or (table.endswith("6") and fields[1].endswith(f":{port:04X}")):
+                inodes.add(fields[9])
+    if not tables:  # no such process, or no /proc to tell
+        return not Path("/proc/self/net/tcp").exists()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False  # gone (or not ours to look at)
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    return False
 
 
 def _orrery_argv() -> list[str]:
@@ -153,12 +196,19 @@ class Proc:
 
     def _answers(self) -> bool:
         if self.ready.startswith("http"):
+            address = urllib.parse.urlsplit(self.ready).netloc
             try:
                 with urllib.request.urlopen(self.ready, timeout=1) as r:
-                    return bool(r.status == 200)
+                    if r.status != 200:
+                        return False
             except OSError:
                 return False
-        return _port_open(self.ready)
+        else:
+            address = self.ready
+            if not _port_open(address):
+                return False
+        # Another program may answer on our port (ours then exits: it could not bind it).
+        return self.popen is None or owns_listener(self.popen.pid, address)
 
     def stop(self, timeout: float = 10.0, sig: int = _SIGTERM) -> None:
         """``sig`` (SIGTERM), then SIGKILL after ``timeout``; a stopped (SIGSTOP) process is

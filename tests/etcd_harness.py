@@ -48,6 +48,7 @@ from types import TracebackType
 from typing import IO
 
 from orrery.cluster_local import free_port as cluster_free_port
+from orrery.cluster_local import owns_listener
 
 __all__ = ["ETCD_BINARY", "EtcdError", "EtcdServer", "free_port", "owns_listener"]
 
@@ -237,7 +238,7 @@ class EtcdServer:
                 with urllib.request.urlopen(url, timeout=1.0) as reply:
                     # Another etcd (another test worker's) may listen on the port we picked: its
                     # answer counts only once the port's listening socket is this process's own.
-                    if json.loads(reply.read()).get("health") == "true" and owns_listener(self.proc.pid, port):
+                    if json.loads(reply.read()).get("health") == "true" and owns_listener(self.proc.pid, f"127.0.0.1:{port}"):
                         return
             if time.monotonic() > deadline:
                 raise EtcdError(
@@ -271,29 +272,6 @@ class EtcdServer:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
-
-
-def owns_listener(pid: int, port: int) -> bool:
-    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (Linux /proc)."""
-    wanted = f"0100007F:{port:04X}"
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
-                    if table.endswith("tcp6") or fields[1] == wanted:
-                        inodes.add(fields[9])
-    if not inodes:
-        return False
-    fd_dir = Path(f"/proc/{pid}/fd")
-    with contextlib.suppress(OSError):
-        for fd in fd_dir.iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    return True
-    return False
 
 
 @atexit.register

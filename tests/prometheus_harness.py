@@ -77,7 +77,7 @@ class PrometheusServer:
             try:
                 with urllib.request.urlopen(f"http://{address}/-/ready", timeout=2) as r:
                     # Another test worker's server may listen on the port we picked.
-                    if r.status == 200 and owns_listener(proc.pid, int(address.rsplit(":", 1)[1])):
+                    if r.status == 200 and owns_listener(proc.pid, address):
                         return server
             except OSError:
                 pass
