@@ -11,7 +11,7 @@ for every failure a client can act on, and return the plain dataclasses below; w
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -130,6 +130,11 @@ class WsSession(Protocol):
 
     close_code: int
     close_reason: str
+    #: Set by the gateway's writer while it waits in :meth:`recv_many`: frames that are ready to
+    #: go while nothing is queued before them are handed to it at once, in order (no task wakes
+    #: per frame; at a fan-out, none per subscriber). It writes them and returns True, or returns
+    #: False (a closing or full socket) to have them queued as usual. None: always queue.
+    sink: Callable[[list[bytes | str]], bool] | None
 
     def handle(self, frame: bytes | str) -> str | None:
         """Queue one client frame; a malformed one returns the 1011 close reason."""

@@ -26,7 +26,7 @@ import logging
 import os
 import re
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -688,6 +688,8 @@ class RelayedWsSession:
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()
         self._removed = False
+        #: See :class:`gateway.backends.WsSession`.
+        self.sink: Callable[[list[bytes | str]], bool] | None = None
 
     def deliver(self, data: bytes) -> None:
         """A frame from the host node (the first one, IdentityToken, means it accepted the client)."""
@@ -696,6 +698,9 @@ class RelayedWsSession:
         if not self.ready.done():
             self.ready.set_result(True)
         frame = data.decode() if self.params.json else data
+        sink = self.sink
+        if sink is not None and not self._queue and sink([frame]):
+            return
         before = self._bytes
         self._queue.append(frame)
         self._bytes += len(frame)

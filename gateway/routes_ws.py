@@ -265,12 +265,15 @@ def _frame_header(opcode: int, n: int) -> bytes:
 async def _write(session: WsSession) -> None:
     """Send server frames as they come. Frames queued together go out in one socket write
     (framed here: Orrery never compresses at the WebSocket level), with the socket's flow
-    control: a client that does not read stalls only its own writer."""
+    control: a client that does not read stalls only its own writer. While this waits for
+    frames, the session hands it ready ones directly (its ``sink``): written at once, no task
+    wake-up per frame."""
     transport = _TRANSPORT.get()
     if transport is None:  # the client went away during the upgrade
         return
     protocol: Any = transport.get_protocol()  # aiohttp's RequestHandler: its flow control
-    while (frames := await session.recv_many()) is not None:
+
+    def send(frames: list[bytes | str]) -> None:
         parts: list[bytes] = []
         for frame in frames:
             if isinstance(frame, str):
@@ -280,11 +283,28 @@ async def _write(session: WsSession) -> None:
                 data = frame
                 parts.append(_frame_header(0x2, len(data)))
             parts.append(data)
-        if transport.is_closing():
-            raise ConnectionResetError("the client's socket is closed")
         transport.write(b"".join(parts))
-        if protocol.writing_paused:
-            await protocol._drain_helper()
+
+    def sink(frames: list[bytes | str]) -> bool:
+        if transport.is_closing() or protocol.writing_paused:
+            return False  # queued: the loop below raises or waits for the socket
+        send(frames)
+        return True
+
+    try:
+        while True:
+            session.sink = sink
+            frames = await session.recv_many()
+            session.sink = None
+            if frames is None:
+                return
+            if transport.is_closing():
+                raise ConnectionResetError("the client's socket is closed")
+            send(frames)
+            if protocol.writing_paused:
+                await protocol._drain_helper()
+    finally:
+        session.sink = None
 
 
 async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:

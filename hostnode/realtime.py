@@ -610,14 +610,26 @@ class Connection:
         self._removed = False
         self.max_messages = MAX_OUTGOING_MESSAGES
         self.max_bytes = MAX_OUTGOING_BYTES
+        #: Where frames go at once, in order, when nothing of this connection is queued or held
+        #: for durability (set by whoever drains it while it waits: the gateway's writer, a
+        #: relay stream). It returns False to have them queued as usual instead. Without it,
+        #: every hand-over wakes the drainer's task: at a fan-out, one task per subscriber.
+        self.sink: Callable[[list[Frame]], bool] | None = None
+        #: recv / recv_many took frames and waits for their durability.
+        self._holding = False
 
     # --- outgoing (event loop) ----------------------------------------------------------------
 
     def push_now(self, items: list[tuple[Frame, int | None]]) -> None:
-        """Queue frames (event loop thread). Overflow (of this client's queue, or of the
-        process's :class:`OutgoingBudget` while this client is behind) disconnects the client."""
+        """Queue frames (event loop thread), or hand them to :attr:`sink` when nothing waits
+        before them and they may go now. Overflow (of this client's queue, or of the process's
+        :class:`OutgoingBudget` while this client is behind) disconnects the client."""
         if self._closed.is_set():
             return
+        sink = self.sink
+        if sink is not None and not self._queue and not self._holding and self._sendable(items):
+            if sink([frame for frame, _ in items]):
+                return
         q = self._queue
         added = 0
         for item in items:
@@ -637,6 +649,16 @@ class Connection:
             self.server_close(*CLOSE_SERVER_FULL)
         else:
             self._wake.set()
+
+    def _sendable(self, items: list[tuple[Frame, int | None]]) -> bool:
+        """Whether ``items`` may go now: not confirmed, or every one's transaction durable."""
+        if not self.params.confirmed or self.hub.closed:
+            return True
+        durable = self.hub.db.durability.durable_offset
+        for _, offset in items:
+            if offset is not None and offset >= durable:
+                return False
+        return True
 
     def server_close(self, code: int, reason: str) -> None:
         """End the connection from the server side with this close code and reason (frames not
@@ -665,8 +687,12 @@ class Connection:
         frame, offset = self._queue.popleft()
         self._bytes -= len(frame)
         self.budget.queued -= len(frame)
-        if not await self._until_durable(offset):
-            return None
+        self._holding = True
+        try:
+            if not await self._until_durable(offset):
+                return None
+        finally:
+            self._holding = False
         return frame
 
     async def recv_many(self) -> list[Frame] | None:
@@ -677,8 +703,12 @@ class Connection:
         frames = [frame for frame, _ in self._queue]
         durable_after = max((o for _, o in self._queue if o is not None), default=None)
         self._drop_queued()
-        if not await self._until_durable(durable_after):
-            return None
+        self._holding = True
+        try:
+            if not await self._until_durable(durable_after):
+                return None
+        finally:
+            self._holding = False
         return frames
 
     async def _frames_queued(self) -> bool:

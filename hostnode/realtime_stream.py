@@ -9,7 +9,10 @@ connection's outgoing frames into batches, and end it — leaving only the shape
 the carrier (:meth:`ClientStream._frame_event`, :meth:`ClientStream._closed_event`).
 
 Outgoing frames are batched per event-loop turn, and a frame that several clients receive (one
-subscription update, encoded once) travels once with the list of its clients. The batch the
+subscription update, encoded once) travels once with the list of its clients. A connection hands
+frames that may go at once straight to the batch (its ``sink``, no task wake-up: a commit
+fanned out to a thousand subscribers costs no thousand task steps); each client's pump task
+takes only what waits for durability (``confirmed``) or for the gateway. The batch the
 carrier has not taken yet is bounded (:data:`MAX_PENDING_EVENTS`, :data:`MAX_PENDING_BYTES`,
 give or take what one connection had queued): beyond it the connections are no longer drained, so their own bounded queues fill and their
 slowest clients are cut off instead of this node buffering without end.
@@ -18,6 +21,7 @@ slowest clients are cut off instead of this node buffering without end.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -164,6 +168,7 @@ class ClientStream(Generic[E]):
         if client.pump is not None:
             client.pump.cancel()
         if client.conn is not None:
+            client.conn.sink = None
             self._spawn(client.conn.close())
 
     def end(self) -> None:
@@ -205,6 +210,9 @@ class ClientStream(Generic[E]):
         backlog, client.backlog = client.backlog or [], None
         if backlog:
             self._handle(client, backlog)
+        # Frames that may go at once join the batch straight from the hand-over; the pump takes
+        # the rest (held for durability, or queued while the gateway does not take batches).
+        result.sink = functools.partial(self._sink, client.ref)
         client.pump = asyncio.ensure_future(self._pump(client, result))
 
     def _handle(self, client: _Client, frames: list[tuple[bytes, bool]]) -> None:
@@ -242,6 +250,16 @@ class ClientStream(Generic[E]):
                 self._drained.clear()
                 await self._drained.wait()
         self._closed(client.ref, conn.close_code, conn.close_reason)
+
+    def _sink(self, ref: int, frames: list[bytes | str]) -> bool:
+        if (
+            len(self._events) + len(frames) > MAX_PENDING_EVENTS
+            or self._event_bytes + sum(len(frame) for frame in frames) > MAX_PENDING_BYTES
+        ):
+            return False  # queued under the connection's own bounds; the pump takes them
+        for frame in frames:
+            self._frame(ref, frame)
+        return True
 
     def _frame(self, ref: int, frame: bytes | str) -> None:
         i = self._frames.get(id(frame))

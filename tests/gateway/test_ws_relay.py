@@ -13,6 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway import routes_ws
+from gateway.backends import WsParams
+from gateway.grpc_backends import RelayedWsSession, WsBudget
+from sats.identity import Identity
+from tests.waits import until
 
 
 @pytest.mark.parametrize("n", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -34,6 +38,7 @@ class _Session:
 
     close_code = 1000
     close_reason = ""
+    sink = None  # never used: every frame goes through recv_many
 
     def __init__(self) -> None:
         self.batches: list[list[bytes | str]] = []
@@ -104,3 +109,81 @@ async def _batching() -> None:
     handed = [f for batch in session.batches for f in batch]
     assert handed == frames
     assert len(session.batches) < len(frames) / 4, f"{len(session.batches)} batches for {len(frames)} frames"
+
+
+class _Stream:
+    """The stream a :class:`RelayedWsSession` belongs to, with nothing on the other end."""
+
+    def __init__(self) -> None:
+        self.budget = WsBudget()
+        self.sessions: dict[int, RelayedWsSession] = {}
+        self.dead = False
+        self.out_bytes = 0
+
+    def send_message(self, ref: int, frame: bytes | str) -> None:
+        pass
+
+    def send_disconnected(self, ref: int) -> None:
+        pass
+
+
+def _session() -> RelayedWsSession:
+    params = WsParams(Identity.from_claims("localhost", "relay"), "t", 1, False, "None", False, False)
+    return RelayedWsSession(_Stream(), 1, params)
+
+
+def test_frames_delivered_while_the_writer_waits_are_written_at_once_in_order() -> None:
+    asyncio.run(_direct_writes())
+
+
+async def _direct_writes() -> None:
+    session = _session()
+    woken: list[int] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False, compress=False)
+        await ws.prepare(request)
+        routes_ws._TRANSPORT.set(request.transport)
+        await routes_ws._relay(ws, session, asyncio.Event())  # type: ignore[arg-type]
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as http:
+        async with http.ws_connect(server.make_url("/ws")) as client:
+            await until(lambda: session.sink is not None, what="the writer waiting for frames")
+            frames = [struct.pack("<I", i) * 5 for i in range(300)]
+            for f in frames:
+                session.deliver(f)
+                woken.append(int(session._wake.is_set()))
+                assert not session._queue  # written, not queued for the writer's task
+            got: list[bytes | str] = []
+            while len(got) < len(frames):
+                msg = await asyncio.wait_for(client.receive(), 10)
+                assert msg.type is aiohttp.WSMsgType.BINARY
+                got.append(msg.data)
+            assert got == frames and not any(woken)
+            await client.close()
+
+
+def test_a_relayed_session_never_hands_its_sink_frames_ahead_of_queued_ones() -> None:
+    async def main() -> None:
+        session = _session()
+        taken: list[bytes | str] = []
+        accept = [False]
+
+        def sink(frames: list[bytes | str]) -> bool:
+            if accept[0]:
+                taken.extend(frames)
+            return accept[0]
+
+        session.sink = sink
+        session.deliver(b"refused")  # a full socket, say: queued
+        accept[0] = True
+        session.deliver(b"behind")  # the sink would take it, but one frame waits before it
+        assert taken == [] and list(session._queue) == [b"refused", b"behind"]
+        assert await session.recv_many() == [b"refused", b"behind"]
+        session.deliver(b"now")
+        assert taken == [b"now"] and not session._queue
+
+    asyncio.run(main())

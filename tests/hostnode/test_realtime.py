@@ -420,3 +420,127 @@ def test_several_frames_handed_over_at_once_count_against_the_byte_limit(tmp_pat
         await conn.close()
 
     run(tmp_path, body)
+
+
+class _Sink:
+    """A connection's ``sink``: records what it is handed; ``accept`` False refuses."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes | str] = []
+        self.accept = True
+        self.changed = asyncio.Event()
+
+    def __call__(self, frames: list[bytes | str]) -> bool:
+        if not self.accept:
+            return False
+        self.got.extend(frames)
+        self.changed.set()
+        return True
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.got) < count:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), PATIENCE)
+
+
+def test_a_sink_takes_frames_at_once_but_never_ahead_of_queued_ones(tmp_path: Path) -> None:
+    """A connection hands ready frames to its sink (no task wake-up per frame); while anything is
+    queued — because the sink refused, say — later frames queue behind it, in order."""
+
+    async def body(node: HostNode) -> None:
+        sender = await client(node, 1)
+        watcher = await client(node, 2, compression=ws.Compression.NONE)
+        await subscribe(watcher)
+        sink = watcher.sink = _Sink()
+        send_message(sender, "first")
+        await sink.wait_for(1)
+        assert _texts(sink.got, "first") == [["first"]]
+        sink.accept = False
+        send_message(sender, "second")
+        await until(lambda: bool(watcher._queue), what="the refused frame queued")
+        sink.accept = True
+        send_message(sender, "third")  # the sink would take it, but "second" waits
+        await until(lambda: len(watcher._queue) == 2, what="the third frame queued behind the second")
+        queued = await asyncio.wait_for(watcher.recv_many(), 5)
+        assert queued is not None
+        assert _texts(queued, "second", "third") == [["second"], ["third"]] and len(sink.got) == 1
+        send_message(sender, "fourth")  # nothing queued any more: straight to the sink
+        await sink.wait_for(2)
+        assert _texts(sink.got[1:], "fourth") == [["fourth"]]
+        await sender.close()
+        await watcher.close()
+
+    run(tmp_path, body)
+
+
+def _texts(frames: list[bytes | str], *candidates: str) -> list[list[str]]:
+    """For each (uncompressed BSATN) update frame, which of ``candidates`` its rows carry."""
+    out = []
+    for frame in frames:
+        assert isinstance(frame, bytes) and isinstance(msg(frame), ws.TransactionUpdate)
+        out.append([c for c in candidates if c.encode() in frame])
+    return out
+
+
+def test_a_confirmed_connection_hands_its_sink_only_durable_frames(tmp_path: Path) -> None:
+    async def body(node: HostNode) -> None:
+        sender = await client(node, 1)
+        watcher = await client(node, 2, confirmed=True, compression=ws.Compression.NONE)
+        await subscribe(watcher)
+        sink = watcher.sink = _Sink()
+        db = node.database(DB)
+        real = db.durability
+        not_durable = _NotYetDurable(real)
+        db.durability = not_durable  # type: ignore[assignment]
+        try:
+            send_message(sender, "held")
+            await until(lambda: bool(watcher._queue), what="the update queued, not sunk")
+            assert sink.got == []
+            pending = asyncio.ensure_future(watcher.recv_many())
+            await asyncio.sleep(0.05)
+            assert not pending.done() and watcher._holding
+            not_durable.report_durable()  # the next update may go at once, but "held" is not out yet
+            send_message(sender, "behind")
+            await until(lambda: bool(watcher._queue), what="the second update queued behind the held one")
+            assert sink.got == []
+            not_durable.release()
+            first = await asyncio.wait_for(pending, 5)
+            assert first is not None and _texts(first, "held", "behind") == [["held"]]
+        finally:
+            db.durability = real
+        second = await asyncio.wait_for(watcher.recv_many(), 5)
+        assert second is not None and _texts(second, "held", "behind") == [["behind"]]
+        await sender.close()
+        await watcher.close()
+
+    run(tmp_path, body)
+
+
+class _NotYetDurable:
+    """The database's durability, reporting nothing durable until :meth:`report_durable` (then
+    everything) and holding async waits until :meth:`release`."""
+
+    def __init__(self, real: Durability) -> None:
+        self._real = real
+        self._reported = False
+        self._released = asyncio.Event()
+
+    def report_durable(self) -> None:
+        self._reported = True
+
+    def release(self) -> None:
+        self._released.set()
+
+    @property
+    def durable_offset(self) -> int:
+        return 1 << 62 if self._reported else 0
+
+    def add_callback(self, offset: int, fn: DurableCallback) -> None:
+        self._real.add_callback(offset, fn)
+
+    def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
+        return self._real.wait_durable(offset, timeout)
+
+    async def wait_durable_async(self, offset: int) -> None:
+        await self._released.wait()
+        await self._real.wait_durable_async(offset)
