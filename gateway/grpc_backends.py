@@ -556,8 +556,13 @@ class _WsStream:
         self.out_bytes = 0
         self._wake = asyncio.Event()
         self._first = True
+        self._flushing: list[RelayedWsSession] = []
         self._call = stub.Connect(self._requests())
         self._reader = asyncio.ensure_future(self._read())
+
+    def flush_later(self, session: RelayedWsSession) -> None:
+        """See :class:`RelayStream`."""
+        self._flushing.append(session)
 
     def end(self, code: int, reason: str) -> int:
         """Close every client of the stream with ``code``/``reason`` and end the stream; how many."""
@@ -617,6 +622,9 @@ class _WsStream:
                         session = self.sessions.get(c.connection_ref)
                         if session is not None:
                             session.server_closed(c.code, c.reason)
+                flushing, self._flushing = self._flushing, []
+                for session in flushing:
+                    session.flush()
         except grpc.aio.AioRpcError as e:
             if e.code() is not grpc.StatusCode.CANCELLED or not self.dead:
                 log.warning("the Connect stream of %s broke: %s %s", self.database.to_hex(), e.code().name, e.details())
@@ -672,6 +680,10 @@ class RelayStream(Protocol):
 
     def send_disconnected(self, ref: int) -> None: ...
 
+    def flush_later(self, session: RelayedWsSession) -> None:
+        """Call ``session.flush()`` once the batch being read is done."""
+        ...
+
 
 class RelayedWsSession:
     """:class:`gateway.backends.WsSession` of one client relayed to its host node on a stream."""
@@ -690,6 +702,8 @@ class RelayedWsSession:
         self._removed = False
         #: See :class:`gateway.backends.WsSession`.
         self.sink: Callable[[list[bytes | str]], bool] | None = None
+        #: Frames of the stream's current batch kept for the sink (see :meth:`flush`).
+        self._direct: list[bytes | str] = []
 
     def deliver(self, data: bytes) -> None:
         """A frame from the host node (the first one, IdentityToken, means it accepted the client)."""
@@ -698,8 +712,28 @@ class RelayedWsSession:
         if not self.ready.done():
             self.ready.set_result(True)
         frame = data.decode() if self.params.json else data
+        if self._direct or (self.sink is not None and not self._queue):
+            # Kept for the sink until the stream's batch is read: one socket write for them all.
+            if not self._direct:
+                self.stream.flush_later(self)
+            self._direct.append(frame)
+            return
+        self._enqueue(frame)
+
+    def flush(self) -> None:
+        """(the stream, once its batch is read) Hand the frames kept since to the sink, or queue
+        them when it refuses or is gone."""
+        frames, self._direct = self._direct, []
+        if not frames or self._closed.is_set():
+            return
         sink = self.sink
-        if sink is not None and not self._queue and sink([frame]):
+        if sink is not None and not self._queue and sink(frames):
+            return
+        for frame in frames:
+            self._enqueue(frame)
+
+    def _enqueue(self, frame: bytes | str) -> None:
+        if self._closed.is_set():
             return
         before = self._bytes
         self._queue.append(frame)
@@ -729,6 +763,7 @@ class RelayedWsSession:
         self.stream.budget.queued -= self._bytes
         self._queue.clear()
         self._bytes = 0
+        self._direct = []
 
     def handle(self, frame: bytes | str) -> str | None:
         """See :class:`gateway.backends.WsSession` (the host node decodes and answers a

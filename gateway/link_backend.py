@@ -96,6 +96,7 @@ class GatewayLink:
         self._refs = itertools.count(1)
         self._requests = itertools.count(1)
         self._replies: dict[int, asyncio.Future[bytes]] = {}
+        self._flushing: list[RelayedWsSession] = []
         self._task = asyncio.ensure_future(self._read())
 
     @property
@@ -130,6 +131,10 @@ class GatewayLink:
         """Tell the node the client's socket is gone."""
         self._batch.disconnect(ref)
         self._schedule()
+
+    def flush_later(self, session: RelayedWsSession) -> None:
+        """See :class:`gateway.grpc_backends.RelayStream`."""
+        self._flushing.append(session)
 
     async def connect(self, database: Identity, params: WsParams) -> RelayedWsSession | None:
         """A WebSocket client of ``database``; None when ``client_connected`` refused it."""
@@ -218,6 +223,9 @@ class GatewayLink:
                             future.set_result(ev[2])
                     else:
                         raise link.LinkError(f"the host node sent an event of kind {kind}, which only the gateway sends")
+                flushing, self._flushing = self._flushing, []
+                for session in flushing:
+                    session.flush()
         except (ConnectionError, OSError) as e:
             why = f"the link to the host node broke: {e}"
         except link.LinkError as e:

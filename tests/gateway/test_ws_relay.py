@@ -119,12 +119,29 @@ class _Stream:
         self.sessions: dict[int, RelayedWsSession] = {}
         self.dead = False
         self.out_bytes = 0
+        self.flushing: list[RelayedWsSession] = []
 
     def send_message(self, ref: int, frame: bytes | str) -> None:
         pass
 
     def send_disconnected(self, ref: int) -> None:
         pass
+
+    def flush_later(self, session: RelayedWsSession) -> None:
+        self.flushing.append(session)
+
+
+def _count_writes(transport: Any) -> Any:
+    """Count ``transport.write`` calls from now on; returns the counter."""
+    calls = [0]
+    write = transport.write
+
+    def counted(data: bytes) -> None:
+        calls[0] += 1
+        write(data)
+
+    transport.write = counted
+    return lambda: calls[0]
 
 
 def _session() -> RelayedWsSession:
@@ -139,10 +156,12 @@ def test_frames_delivered_while_the_writer_waits_are_written_at_once_in_order() 
 async def _direct_writes() -> None:
     session = _session()
     woken: list[int] = []
+    request_transport: list[Any] = []
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=False, compress=False)
         await ws.prepare(request)
+        request_transport.append(request.transport)
         routes_ws._TRANSPORT.set(request.transport)
         await routes_ws._relay(ws, session, asyncio.Event())  # type: ignore[arg-type]
         return ws
@@ -153,8 +172,12 @@ async def _direct_writes() -> None:
         async with http.ws_connect(server.make_url("/ws")) as client:
             await until(lambda: session.sink is not None, what="the writer waiting for frames")
             frames = [struct.pack("<I", i) * 5 for i in range(300)]
-            for f in frames:
-                session.deliver(f)
+            for batch in range(3):  # three batches of the stream
+                for f in frames[batch * 100 : (batch + 1) * 100]:
+                    session.deliver(f)
+                writes = _count_writes(request_transport[0])
+                session.flush()
+                assert writes() == 1  # the batch's frames in one socket write
                 woken.append(int(session._wake.is_set()))
                 assert not session._queue  # written, not queued for the writer's task
             got: list[bytes | str] = []
@@ -178,12 +201,17 @@ def test_a_relayed_session_never_hands_its_sink_frames_ahead_of_queued_ones() ->
             return accept[0]
 
         session.sink = sink
-        session.deliver(b"refused")  # a full socket, say: queued
+        session.deliver(b"refused")  # a full socket, say: queued once the batch is read
+        session.flush()
         accept[0] = True
         session.deliver(b"behind")  # the sink would take it, but one frame waits before it
+        session.flush()
         assert taken == [] and list(session._queue) == [b"refused", b"behind"]
         assert await session.recv_many() == [b"refused", b"behind"]
         session.deliver(b"now")
-        assert taken == [b"now"] and not session._queue
+        session.deliver(b"and then")
+        assert taken == []  # kept until the stream's batch is read
+        session.flush()
+        assert taken == [b"now", b"and then"] and not session._queue
 
     asyncio.run(main())
