@@ -14,8 +14,11 @@ database's writer (a chat commit to fan out) or the event loop (that commit's fr
 waits. A thread that wants the GIL asks the holder to let go after the switch interval
 (CPython's default 5 ms), so each such hand-over can cost that long: a commit fanned out to
 1,000 subscribers under a 64 × 40 load waited ~7 ms for its writer and ~18 ms more before its
-frames left the node (median of 20 rounds). With 2 ms, 2–3 and ~10 ms, fan-out p50 66 → 34–38 ms,
-and the 64 × 40 load kept its rate (loadtest/RESULTS.md, session 19).
+frames left the node (median of 20 rounds). With 2 ms, 2–3 and ~10 ms: fan-out p50 66 → 26–38 ms.
+The price is more forced switches between busy threads: about 5 % of the peak rate at 64 × 40,
+standalone and in a cluster alike (loadtest/RESULTS.md, session 19). Latency of what subscribers
+see is what a realtime database is for, so serving takes it; ``ORRERY_SWITCH_INTERVAL_MS=5``
+takes the rate instead.
 """
 
 from __future__ import annotations
