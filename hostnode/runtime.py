@@ -1,4 +1,5 @@
-"""Process-wide runtime settings for a process that hosts databases.
+"""Process-wide runtime settings for a serving process: one that hosts databases, or a gateway
+holding clients' connections.
 
 CPython's cyclic garbage collector is tuned for programs that build object graphs; a host node
 allocates many short-lived, acyclic objects per reducer call (tuples, bytes, small records) that
@@ -8,6 +9,11 @@ grow slower as the process ages: measured here as ~32 → ~40 µs of CPU per `tr
 40,000 calls, and a steady ~32 µs with the collector out of the way. So a serving process
 freezes what it built at startup (those objects are never scanned again) and collects young
 objects less often. Cycles are still collected, only later.
+
+A gateway process needs it as much: it holds every client's connection (a thousand
+subscribers' aiohttp objects), and with CPython's defaults it collected every 700 allocations and
+ran full collections of 34–136 ms under a 64 × 40 load, each one a fan-out round late by as much
+(loadtest/RESULTS.md, session 19).
 
 Its threads share one GIL: a database's writer, busy with calls, holds it while another
 database's writer (a chat commit to fan out) or the event loop (that commit's frames, the link)
@@ -24,8 +30,12 @@ takes the rate instead.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import sys
+
+#: The serving process's own logger (hostnode's loggers are quiet by default; this line is not).
+log = logging.getLogger("orrery.runtime")
 
 #: Young-generation threshold for serving processes (CPython's default is 700).
 GEN0_THRESHOLD = 50_000
@@ -34,15 +44,18 @@ SWITCH_INTERVAL_S = 0.002
 
 
 def tune_gc_for_serving() -> None:
-    """Freeze everything allocated so far and make young collections rarer, and shorten the GIL
+    """Freeze everything allocated so far, make young collections rarer, and shorten the GIL
     switch interval (call once started)."""
     sys.setswitchinterval(switch_interval())
-    if os.environ.get("ORRERY_DEFAULT_GC"):
-        return
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+    if not os.environ.get("ORRERY_DEFAULT_GC"):
+        gc.collect()
+        gc.freeze()
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+    log.info(
+        "serving with GIL switch interval %g ms, collector thresholds %s, %d objects frozen",
+        sys.getswitchinterval() * 1000, gc.get_threshold(), gc.get_freeze_count(),
+    )  # fmt: skip
 
 
 def switch_interval() -> float:

@@ -46,6 +46,7 @@ from gateway.cluster_backends import ClusterConfig, ClusterControlPlane, Cluster
 from gateway.cluster_view import ClusterView
 from gateway.context import GatewayConfig
 from gateway.metrics import GatewayCollector, GatewayStats
+from hostnode.runtime import tune_gc_for_serving
 from observability.http import Endpoints
 from observability.registry import new_registry
 from orrery.process import parse_listen_addr, start_metrics, start_site, stop_on_signals
@@ -134,6 +135,7 @@ async def serve(
             "listening on http://%s (cluster at %s, prefix %s; started in %.2fs)",
             bound, config.etcd, config.etcd_prefix, time.monotonic() - started,
         )  # fmt: skip
+        tune_gc_for_serving()  # this process holds every client's connection (hostnode/runtime.py)
         if ready is not None:
             ready(bound)
         await stop.wait()

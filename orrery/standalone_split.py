@@ -37,6 +37,7 @@ from gateway.auth import SigningKeys, TokenAuthority
 from gateway.grpc_backends import GrpcControlPlane, GrpcHostNode
 from gateway.link_backend import CachedControlPlane, GatewayLink, LinkHostNode
 from gateway.metrics import GatewayCollector, GatewayStats
+from hostnode.runtime import tune_gc_for_serving
 from observability.http import Endpoints
 from observability.registry import new_registry
 from orrery.process import NodeProcessError, parse_listen_addr, start_metrics, start_site
@@ -164,6 +165,7 @@ async def serve_split(
             "listening on http://%s (data in %s, split transport: host node in process %d, started in %.2fs)",
             bound, data_dir, proc.pid, time.monotonic() - started,
         )  # fmt: skip
+        tune_gc_for_serving()  # this process holds every client's connection (hostnode/runtime.py)
         if ready is not None:
             ready(bound)
         lost = asyncio.ensure_future(node_link.lost.wait())

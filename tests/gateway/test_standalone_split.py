@@ -86,6 +86,9 @@ def test_the_databases_run_in_a_second_process_and_stop_with_the_server(tmp_path
             assert len(families) == len(set(families)), sorted(f for f in families if families.count(f) > 1)
 
         server.run(body)
+        # Both processes serve tuned (hostnode/runtime.py): the gateway holds the connections.
+        tuned = re.findall(r"serving with GIL switch interval 2 ms, collector thresholds \(50000, ", server.log_text())
+        assert len(tuned) == 2, server.log_text()
         assert server.stop() == 0
         wait_gone(node, "the host-node process")
 
