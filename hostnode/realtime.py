@@ -615,7 +615,7 @@ class Connection:
         #: relay stream). It returns False to have them queued as usual instead. Without it,
         #: every hand-over wakes the drainer's task: at a fan-out, one task per subscriber.
         self.sink: Callable[[list[Frame]], bool] | None = None
-        #: recv / recv_many took frames and waits for their durability.
+        #: recv / recv_many took frames and waits for their durability (see _until_durable).
         self._holding = False
 
     # --- outgoing (event loop) ----------------------------------------------------------------
@@ -687,12 +687,8 @@ class Connection:
         frame, offset = self._queue.popleft()
         self._bytes -= len(frame)
         self.budget.queued -= len(frame)
-        self._holding = True
-        try:
-            if not await self._until_durable(offset):
-                return None
-        finally:
-            self._holding = False
+        if not await self._until_durable(offset):
+            return None
         return frame
 
     async def recv_many(self) -> list[Frame] | None:
@@ -703,12 +699,8 @@ class Connection:
         frames = [frame for frame, _ in self._queue]
         durable_after = max((o for _, o in self._queue if o is not None), default=None)
         self._drop_queued()
-        self._holding = True
-        try:
-            if not await self._until_durable(durable_after):
-                return None
-        finally:
-            self._holding = False
+        if not await self._until_durable(durable_after):
+            return None
         return frames
 
     async def _frames_queued(self) -> bool:
@@ -725,12 +717,15 @@ class Connection:
         connection closed) when that will never be known here (the leader stepped down, or no
         majority confirmed it in time): the frames are not sent."""
         if offset is not None and self.params.confirmed and not self.hub.closed:
+            self._holding = True  # frames taken from the queue wait: none may pass them
             try:
                 await self.hub.db.durability.wait_durable_async(offset)
             except ReplicationError as e:
                 log.info("closing a confirmed client: %s", e)
                 self.server_close(CLOSE_LEADER_CHANGED[0], CLOSE_LEADER_CHANGED[1])
                 return False
+            finally:
+                self._holding = False
         return True
 
     async def wait_closed(self) -> None:

@@ -4,7 +4,9 @@ sent ones (gateway/routes_ws.py), on a real aiohttp server on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -76,6 +78,25 @@ class _Session:
         self.closed.set()
 
 
+@contextlib.asynccontextmanager
+async def _relay_server(session: Any) -> AsyncIterator[tuple[TestServer, list[Any]]]:
+    """An aiohttp server on 127.0.0.1 relaying ``/ws`` to ``session``; the transports it served."""
+    transports: list[Any] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False, compress=False)
+        await ws.prepare(request)
+        transports.append(request.transport)
+        routes_ws._TRANSPORT.set(request.transport)
+        await routes_ws._relay(ws, session, asyncio.Event())
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield server, transports
+
+
 def test_frames_received_together_reach_the_host_in_one_batch_and_echo_back_in_order() -> None:
     asyncio.run(_batching())
 
@@ -83,16 +104,7 @@ def test_frames_received_together_reach_the_host_in_one_batch_and_echo_back_in_o
 async def _batching() -> None:
     session = _Session()
 
-    async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=False, compress=False)
-        await ws.prepare(request)
-        routes_ws._TRANSPORT.set(request.transport)
-        await routes_ws._relay(ws, session, asyncio.Event())  # type: ignore[arg-type]
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as http:
+    async with _relay_server(session) as (server, _), aiohttp.ClientSession() as http:
         async with http.ws_connect(server.make_url("/ws")) as client:
             # 200 frames written at once (one TCP write of the client's writer per frame, but
             # they arrive together): the gateway must not hand them over one by one.
@@ -156,19 +168,7 @@ def test_frames_delivered_while_the_writer_waits_are_written_at_once_in_order() 
 async def _direct_writes() -> None:
     session = _session()
     woken: list[int] = []
-    request_transport: list[Any] = []
-
-    async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=False, compress=False)
-        await ws.prepare(request)
-        request_transport.append(request.transport)
-        routes_ws._TRANSPORT.set(request.transport)
-        await routes_ws._relay(ws, session, asyncio.Event())  # type: ignore[arg-type]
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as http:
+    async with _relay_server(session) as (server, request_transport), aiohttp.ClientSession() as http:
         async with http.ws_connect(server.make_url("/ws")) as client:
             await until(lambda: session.sink is not None, what="the writer waiting for frames")
             frames = [struct.pack("<I", i) * 5 for i in range(300)]
