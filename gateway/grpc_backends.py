@@ -727,7 +727,11 @@ class RelayedWsSession:
         if not frames or self._closed.is_set():
             return
         sink = self.sink
-        if sink is not None and not self._queue and sink(frames):
+        # Past this client's own bounds they are queued, to be refused there as always.
+        within = len(frames) == 1 or (
+            len(frames) <= WS_MAX_QUEUED_MESSAGES and sum(len(frame) for frame in frames) <= WS_MAX_QUEUED_BYTES
+        )
+        if sink is not None and not self._queue and within and sink(frames):
             return
         for frame in frames:
             self._enqueue(frame)

@@ -628,7 +628,9 @@ class Connection:
             return
         sink = self.sink
         if sink is not None and not self._queue and not self._holding and self._sendable(items):
-            if sink([frame for frame, _ in items]):
+            frames = [frame for frame, _ in items]
+            # Past this client's own bounds they are queued, to be refused there as always.
+            if (len(frames) == 1 or self._within_bounds(frames)) and sink(frames):
                 return
         q = self._queue
         added = 0
@@ -649,6 +651,9 @@ class Connection:
             self.server_close(*CLOSE_SERVER_FULL)
         else:
             self._wake.set()
+
+    def _within_bounds(self, frames: list[Frame]) -> bool:
+        return len(frames) <= self.max_messages and sum(len(frame) for frame in frames) <= self.max_bytes
 
     def _sendable(self, items: list[tuple[Frame, int | None]]) -> bool:
         """Whether ``items`` may go now: not confirmed, or every one's transaction durable."""

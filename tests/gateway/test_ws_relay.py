@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway import routes_ws
 from gateway.backends import WsParams
-from gateway.grpc_backends import RelayedWsSession, WsBudget
+from gateway.grpc_backends import WS_CLOSE_TOO_SLOW, WS_MAX_QUEUED_BYTES, RelayedWsSession, WsBudget
 from sats.identity import Identity
 from tests.waits import until
 
@@ -213,5 +213,24 @@ def test_a_relayed_session_never_hands_its_sink_frames_ahead_of_queued_ones() ->
         assert taken == []  # kept until the stream's batch is read
         session.flush()
         assert taken == [b"now", b"and then"] and not session._queue
+
+    asyncio.run(main())
+
+
+def test_a_relayed_sessions_sink_is_never_handed_more_than_its_bounds_at_once() -> None:
+    async def main() -> None:
+        session = _session()
+        taken: list[bytes | str] = []
+        session.sink = lambda frames: taken.extend(frames) or True
+        big = b"x" * (WS_MAX_QUEUED_BYTES // 2 + 1)
+        session.deliver(big)
+        session.deliver(big)  # two in one batch: past the byte bound together
+        session.flush()
+        assert taken == [] and (session.close_code, session.close_reason) == WS_CLOSE_TOO_SLOW
+        alone = _session()
+        alone.sink = lambda frames: taken.extend(frames) or True
+        alone.deliver(b"y" * (WS_MAX_QUEUED_BYTES + 1))  # one message may exceed it, as when queued
+        alone.flush()
+        assert len(taken) == 1 and not alone._queue
 
     asyncio.run(main())

@@ -404,19 +404,24 @@ def test_one_message_larger_than_the_byte_limit_reaches_a_client_that_keeps_up(t
     run(tmp_path, body)
 
 
-def test_several_frames_handed_over_at_once_count_against_the_byte_limit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("with_sink", [False, True], ids=["queued", "sink"])
+def test_several_frames_handed_over_at_once_count_against_the_byte_limit(tmp_path: Path, with_sink: bool) -> None:
     """Only a single message may pass the per-client byte limit: answers the writer hands over
     together (one client's batch, or every client's batch of one writer job) count as frames
-    waiting, so a client cannot be handed more than its limit in one go."""
+    waiting, so a client cannot be handed more than its limit in one go — nor past a sink."""
 
     async def body(node: HostNode) -> None:
         conn = await client(node, 1, compression=ws.Compression.NONE)
         await subscribe(conn)
         conn.max_bytes = 1500
+        sink = _Sink()
+        if with_sink:
+            conn.sink = sink
         calls = [ws.CallReducer("send_message", encode(STRING, c * 1000), i) for i, c in enumerate("abc")]
         assert conn.handle_many([ws.encode_client_message_bsatn(c) for c in calls]) is None
         await asyncio.wait_for(conn.wait_closed(), 5)
         assert (conn.close_code, conn.close_reason) == CLOSE_TOO_SLOW
+        assert sink.got == []
         await conn.close()
 
     run(tmp_path, body)
