@@ -195,11 +195,17 @@ def test_logs_follow_streams_new_lines(live: StandaloneServer, tmp_path: Path) -
     ok(config, "publish", "-b", str(WASM), name)
     ok(config, "call", name, "send_message", "before")
     # SIGINT as a terminal sends it, whatever this run inherited: a suite started in the
-    # background of a non-interactive shell ignores SIGINT, and so would the child.
+    # background of a non-interactive shell ignores SIGINT, and so would the child. The child
+    # resets it itself and then becomes the CLI (same pid): a preexec_fn would run Python
+    # between fork and exec of this process, whose gRPC threads (earlier tests') make that
+    # unsafe — a child stuck there is an `orrery logs -f` that never prints.
+    reset_then_exec = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orrery.cli", "--config", str(config), "logs", "-f", name],
+        [sys.executable, "-c", reset_then_exec, "-m", "orrery.cli", "--config", str(config), "logs", "-f", name],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stdout is not None
