@@ -116,7 +116,18 @@ def test_orrery_gateway_waits_for_an_etcd_that_does_not_answer_yet(tmp_path: Pat
                 assert match, line
                 async with Client(f"http://{match.group(1).decode()}") as c:
                     assert (await c.get("/v1/ping")).status == 200
+                # It holds every client's connection: it serves tuned, as host nodes do.
+                tuned = await asyncio.wait_for(_line_with(child.stderr, b"serving with GIL switch interval 2 ms"), 30)
+                assert b"collector thresholds (50000, " in tuned, tuned
             finally:
                 assert await stop(child) == 0
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+async def _line_with(stream: asyncio.StreamReader, text: bytes) -> bytes:
+    """The first line of ``stream`` holding ``text`` (AssertionError at its end)."""
+    while line := await stream.readline():
+        if text in line:
+            return line
+    raise AssertionError(f"{text!r} never came")
