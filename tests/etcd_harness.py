@@ -165,10 +165,16 @@ class EtcdServer:
         self._launch(self.client_port if client_port is None else client_port)
 
     def pause(self) -> None:
-        """SIGSTOP etcd: connections stay open but nothing answers (calls hit their deadlines)."""
+        """SIGSTOP etcd: connections stay open but nothing answers (calls hit their deadlines).
+        Returns once every thread of it is stopped (``/proc``), not only signalled."""
         if self.running:
             assert self.proc is not None
             self.proc.send_signal(signal.SIGSTOP)
+            deadline = time.monotonic() + 10
+            while not _stopped(self.proc.pid):
+                if time.monotonic() > deadline:
+                    raise EtcdError(f"etcd {self.name} (pid {self.proc.pid}) did not stop on SIGSTOP within 10 s")
+                time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT a paused etcd."""
@@ -272,6 +278,22 @@ class EtcdServer:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _stopped(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is stopped (state T), or it is gone."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("T", "t", "Z", "X"):
+            return False
+    return True
 
 
 @atexit.register
