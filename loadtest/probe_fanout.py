@@ -14,7 +14,6 @@ for its caller's answer and 10 s for its deliveries.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -24,11 +23,6 @@ from pathlib import Path
 from loadtest import bench_ws
 from loadtest.bench_shapes import server_processes
 from tests.servers import TRANSPORTS, StandaloneServer
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         start: dict[str, float] = {}
 
         async def before_rounds() -> None:
-            start.update({name: _cpu_seconds(pid) for name, pid in pids.items()})
+            start.update(bench_ws._cpu_of(pids))
             start["generator"] = time.process_time()
 
         try:
             fan = server.run(lambda c: bench_ws.fanout(host, int(port), c, cfg, print, before_rounds=before_rounds))
-            used = {name: _cpu_seconds(pid) - start[name] for name, pid in pids.items()}
+            used = {name: cpu - start[name] for name, cpu in bench_ws._cpu_of(pids).items() if name in start}
             used["generator"] = time.process_time() - start["generator"]
         finally:
             server.stop()
