@@ -344,7 +344,8 @@ def run_http(url: str, token: str, shape: Shape, cfg: ShapesConfig, engine: list
 
     def load(seconds: float, label: str, run_seed: int) -> bench_http.LoadStats:
         return asyncio.run(bench_http.call_load(url, token, http_cfg, seconds=seconds, label=label, server_pid=root_pid,
-                                                seed=run_seed, pairs=pairs, db=bench_ws.TRANSFER_DB))  # fmt: skip
+                                                seed=run_seed, pairs=pairs, db=bench_ws.TRANSFER_DB,
+                                                client="stream"))  # fmt: skip
 
     if cfg.warmup > 0:
         load(cfg.warmup, "warm-up", seed + 50)
