@@ -571,6 +571,11 @@ class Database:
 
     # --- reducers -----------------------------------------------------------------------------
 
+    def arg_codec(self, reducer_id: int) -> Codec:
+        """The BSATN codec of reducer ``reducer_id``'s arguments (writer thread: a program update
+        replaces it)."""
+        return self._arg_codecs[reducer_id]
+
     def reducer_params(self, name: str) -> Any:
         """The params ProductType of a reducer (for JSON argument decoding)."""
         rid = self._reducer_ids.get(name)

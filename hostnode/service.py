@@ -328,16 +328,22 @@ class HostNode:
         Raises NoSuchReducer, LifecycleReducerCall (lifecycle reducers are refused before their
         arguments are looked at, as in 1.12) or InvalidArguments (malformed JSON, wrong arity/types).
         """
-        mdef = self.database(identity).moduledef
+        db = self.database(identity)
+        mdef = db.moduledef
         assert mdef is not None
-        rdef = next((r for r in mdef.reducers if r.name == reducer), None)
+        rdef = mdef.reducer(reducer)
         if rdef is None:
             raise NoSuchReducer(f"no such reducer `{reducer}`")
         if rdef.lifecycle is not None:
             raise LifecycleReducerCall(f"can't directly call special {rdef.lifecycle.json_name} lifecycle reducer")
         try:
             value = from_json(rdef.params, loads(args_json), mdef.typespace, root="args")
-            return codec_for(rdef.params, mdef.typespace).encode(value)
+            codec = db.arg_codec(rdef.id)
+            if db.moduledef is not mdef:
+                # Called off the writer and a program update came in between (it installs the
+                # module before its codecs): compile the codec of the module read above.
+                codec = codec_for(rdef.params, mdef.typespace)
+            return codec.encode(value)
         except (DecodeError, EncodeError) as e:
             raise InvalidArguments(f"invalid arguments for reducer {reducer}: {e}") from None
 

@@ -76,10 +76,20 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+#: One decoder for every call (``json.loads`` with a hook builds a new one each time); it holds no
+#: state between calls, like ``json``'s own default decoder, which every thread shares.
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates)
+
+
 def loads(text: str | bytes | bytearray) -> Any:
     """Parse JSON text for :func:`from_json`: exact ints, duplicate keys rejected, DecodeError on bad syntax."""
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates)
+        if not isinstance(text, str):
+            # As json.loads: bytes in UTF-8, -16 or -32, told apart by their first bytes.
+            text = bytes(text).decode(json.detect_encoding(text), "surrogatepass")
+        if text.startswith("\ufeff"):
+            raise DecodeError("invalid JSON: Unexpected UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0)")
+        return _DECODER.decode(text)
     except json.JSONDecodeError as e:
         raise DecodeError(f"invalid JSON: {e}") from None
     except (UnicodeDecodeError, RecursionError, ValueError) as e:
