@@ -265,6 +265,13 @@ class LinkHostNode:
             reply = await self.link.call(database, reducer, args_json, caller, connection_id)
         except ConnectionError as e:
             raise ApiError.text(503, f"the host node is not reachable: {e}") from None
+        try:
+            outcome = link.decode_call_outcome(reply)
+        except link.LinkError as e:
+            raise InternalError(f"the host node answered a call with {reply[:200]!r}: {e}") from None
+        if outcome is not None:
+            name, message, energy_used, duration_micros = outcome
+            return CallResult(CallOutcome(name), message, energy_used, duration_micros)
         ok, _ = _parse_reply(reply)
         return CallResult(CallOutcome(ok["outcome"]), ok["message"], ok["energy_used"], ok["duration_micros"])
 

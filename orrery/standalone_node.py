@@ -92,9 +92,12 @@ async def serve_node(link_fd: int, data_dir: Path, database: DatabaseConfig) -> 
                 log.error("a call on the link failed", exc_info=e)
                 reply(failure_reply(e))
                 return
-            done = {"outcome": r.outcome.value, "message": r.message, "energy_used": r.energy_used,
-                    "duration_micros": r.duration_micros}  # fmt: skip
-            reply(reply_body({"ok": done}))
+            body = link.encode_call_outcome(r.outcome.value, r.message, r.energy_used, r.duration_micros)
+            if body is None:
+                done = {"outcome": r.outcome.value, "message": r.message, "energy_used": r.energy_used,
+                        "duration_micros": r.duration_micros}  # fmt: skip
+                body = reply_body({"ok": done})
+            reply(body)
 
         started.add_done_callback(finish)
 

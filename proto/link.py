@@ -20,6 +20,9 @@ many bytes of events back to back. Each event starts with its kind (one byte):
 ``CALL`` (→ node)         ``<B Q 32s 32s 16s H I``: kind, request id, database and caller identities
                           and connection id (BSATN), m, n; then m bytes of reducer name and n bytes
                           of JSON arguments (UTF-8): an HTTP ``/call``, answered by a ``REPLY``
+                          whose body is the call's outcome (:func:`encode_call_outcome`: byte 0,
+                          ``<QQH``: energy used, duration in µs, k; k bytes of outcome name, then
+                          the message, UTF-8) or a JSON error reply like a request's
 ========================  ==========================================================================
 
 A client *ref* is the gateway's number for one WebSocket connection, unique for the link's life.
@@ -50,6 +53,8 @@ __all__ = [
     "Batch",
     "LinkError",
     "decode",
+    "decode_call_outcome",
+    "encode_call_outcome",
     "read_length",
 ]
 
@@ -72,6 +77,8 @@ _MESSAGE = struct.Struct("<BQBI")
 _FRAME = struct.Struct("<BBII")
 _CLOSED = struct.Struct("<BQHI")
 _CALL = struct.Struct("<BQ32s32s16sHI")
+_OUTCOME = struct.Struct("<BQQH")
+_U64 = 1 << 64
 
 
 class LinkError(Exception):
@@ -184,6 +191,30 @@ class Batch:
         self.size = 0
         body = b"".join(parts)
         return _LENGTH.pack(len(body)) + body
+
+
+def encode_call_outcome(outcome: str, message: str, energy_used: int, duration_micros: int) -> bytes | None:
+    """A CALL's ``REPLY`` body for a reducer outcome (no JSON on either side of the hot path);
+    None when a figure does not fit its 64 bits (the caller then answers in JSON)."""
+    if not (0 <= energy_used < _U64 and 0 <= duration_micros < _U64):
+        return None
+    name = outcome.encode()
+    return _OUTCOME.pack(0, energy_used, duration_micros, len(name)) + name + message.encode()
+
+
+def decode_call_outcome(body: bytes) -> tuple[str, str, int, int] | None:
+    """``(outcome, message, energy_used, duration_micros)`` of a body :func:`encode_call_outcome`
+    made; None for any other reply (JSON, whose first byte is never 0)."""
+    if not body or body[0] != 0:
+        return None
+    try:
+        _, energy, duration, k = _OUTCOME.unpack_from(body)
+        end = _OUTCOME.size + k
+        if end > len(body):
+            raise LinkError(f"a call outcome's name runs past its {len(body)}-byte reply")
+        return body[_OUTCOME.size : end].decode(), body[end:].decode(), energy, duration
+    except (struct.error, UnicodeDecodeError) as e:
+        raise LinkError(f"a call outcome does not parse: {type(e).__name__}: {e}") from None
 
 
 def decode(body: bytes) -> Iterator[tuple[Any, ...]]:

@@ -91,3 +91,36 @@ def test_a_batch_longer_than_the_limit_is_refused_before_it_is_read() -> None:
     with pytest.raises(link.LinkError, match="more than the limit"):
         link.read_length(struct.pack("<I", link.MAX_BATCH_BYTES + 1))
     assert link.read_length(struct.pack("<I", link.MAX_BATCH_BYTES)) == link.MAX_BATCH_BYTES
+
+
+@given(
+    outcome=st.sampled_from(["committed", "failed", "out_of_energy", "connect_rejected"]),
+    message=st.text(),
+    energy=st.integers(0, (1 << 64) - 1),
+    duration=st.integers(0, (1 << 64) - 1),
+)
+def test_a_call_outcome_round_trips_without_json(outcome: str, message: str, energy: int, duration: int) -> None:
+    body = link.encode_call_outcome(outcome, message, energy, duration)
+    assert body is not None and body[0] == 0
+    assert link.decode_call_outcome(body) == (outcome, message, energy, duration)
+
+
+def test_a_call_outcome_past_64_bits_is_left_to_json_and_json_replies_are_not_outcomes() -> None:
+    assert link.encode_call_outcome("committed", "", 1 << 64, 0) is None
+    assert link.encode_call_outcome("committed", "", 0, -1) is None
+    assert link.decode_call_outcome(b'{"ok": {"outcome": "committed"}}\n') is None
+    assert link.decode_call_outcome(b'{"error": {"status": 404}}\n') is None
+    assert link.decode_call_outcome(b"") is None
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"\x00\x01", "does not parse"),
+        (struct.pack("<BQQH", 0, 1, 2, 9) + b"commit", "runs past"),
+        (struct.pack("<BQQH", 0, 1, 2, 1) + b"\xff", "does not parse"),
+    ],
+)
+def test_a_call_outcome_that_does_not_parse_is_refused_naming_the_problem(body: bytes, problem: str) -> None:
+    with pytest.raises(link.LinkError, match=problem):
+        link.decode_call_outcome(body)
