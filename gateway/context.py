@@ -95,6 +95,9 @@ class Authenticator:
         self.authority = authority
         self._cache: OrderedDict[str, Claims] = OrderedDict()
         self._cache_size = cache_size
+        #: The caller of each ``Authorization`` header whose token is cached above (a client
+        #: sends the same header on every request: no parsing, no new Caller).
+        self._callers: OrderedDict[str, Caller] = OrderedDict()
 
     async def verify(self, token: str) -> Claims:
         """Validate a token (raises :class:`gateway.auth.AuthError`)."""
@@ -111,11 +114,23 @@ class Authenticator:
 
     async def optional(self, request: web.Request) -> Caller | None:
         """The caller if the request carries a token (validated), else None (§2.1–2.3)."""
-        token = parse_authorization(request.headers.get("Authorization"), request.query.get("token"))
+        header = request.headers.get("Authorization")
+        if header is not None:
+            known = self._callers.get(header)
+            if known is not None:
+                self._callers.move_to_end(header)
+                return known
+        # The query's token counts only without the header (parse_authorization).
+        token = parse_authorization(header, request.query.get("token") if header is None else None)
         if token is None:
             return None
         claims = await self.verify(token)
-        return Caller(claims.identity, token, claims)
+        caller = Caller(claims.identity, token, claims)
+        if header is not None and token in self._cache:
+            self._callers[header] = caller
+            if len(self._callers) > self._cache_size:
+                self._callers.popitem(last=False)
+        return caller
 
     async def required(self, request: web.Request) -> Caller:
         """The caller; 401 ``Authorization required`` without a token (§2.4)."""

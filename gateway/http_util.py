@@ -116,6 +116,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise ApiError.text(413, f"Request body too large: {declared} bytes (the limit is {limit} bytes)")
+    content = request.content
+    if content.is_eof():
+        # All of it is here already (a small body comes with its headers): take it without awaiting.
+        body = content.read_nowait()
+        if len(body) > limit:
+            raise ApiError.text(413, f"Request body too large (the limit is {limit} bytes)")
+        return body
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -419,3 +419,53 @@ def test_traditional_ec_private_key_accepted(tmp_path: Path) -> None:
     )
     (tmp_path / PUBLIC_KEY_FILE).write_text(keys.public_pem)
     assert SigningKeys.load(tmp_path).public_pem == keys.public_pem
+
+
+def _request(headers: dict[str, str], query: str = "") -> Any:
+    from aiohttp.test_utils import make_mocked_request
+
+    return make_mocked_request("POST", f"/v1/database/x/call/r{query}", headers=headers)
+
+
+def test_a_repeated_authorization_header_is_verified_once_and_answers_the_same_caller() -> None:
+    from gateway.context import Authenticator
+
+    clock = FakeClock()
+    auth = Authenticator(authority(clock=clock))
+    issued = auth.authority.new_identity()
+    other = auth.authority.new_identity()
+    header = {"Authorization": f"Bearer {issued.token}"}
+
+    async def body() -> None:
+        first = await auth.optional(_request(header))
+        again = await auth.optional(_request(header, f"?token={other.token}"))  # the header wins, cached or not
+        assert first is not None and again is not None
+        assert again.identity == first.identity == issued.claims.identity and again.token == issued.token
+        # Only well-formed headers were remembered: a malformed one is refused every time.
+        for _ in range(2):
+            with pytest.raises(MalformedCredentials):
+                await auth.optional(_request({"Authorization": f"Bearer  {issued.token} x"}))
+        # Without the header, the query's token counts.
+        by_query = await auth.optional(_request({}, f"?token={other.token}"))
+        assert by_query is not None and by_query.identity == other.claims.identity
+        assert await auth.optional(_request({})) is None
+
+    asyncio.run(body())
+
+
+def test_an_expiring_token_is_checked_on_every_request_and_refused_once_expired() -> None:
+    from gateway.context import Authenticator
+
+    clock = FakeClock()
+    auth = Authenticator(authority(clock=clock))
+    issued = auth.authority.websocket_token(auth.authority.new_identity().claims)
+    header = {"Authorization": f"Bearer {issued.token}"}
+
+    async def body() -> None:
+        assert (await auth.optional(_request(header))) is not None
+        assert (await auth.optional(_request(header))) is not None
+        clock.t += 3600
+        with pytest.raises(TokenExpired):
+            await auth.optional(_request(header))
+
+    asyncio.run(body())
