@@ -65,6 +65,7 @@ class StandaloneServer:
         start_timeout: float = 60.0,
         module: str = "orrery.standalone",
         transport: str = "inprocess",
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         #: ``--transport`` of ``orrery.standalone``: how its gateway reaches the control plane and
@@ -73,6 +74,8 @@ class StandaloneServer:
         #: The entry point run as ``python -m <module>`` (``orrery.quickstart`` takes the same flags).
         self.module = module
         self.args = list(args)
+        #: A command the server runs under (``valgrind …``, for loadtest/callgrind_http.py).
+        self.wrapper = list(wrapper)
         self.log_dir = Path(log_dir) if log_dir is not None else self.data_dir.parent
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[str] | None = None
@@ -98,7 +101,7 @@ class StandaloneServer:
         self._log_path = self.log_dir / f"orrery-{os.getpid()}-{id(self):x}-{self.starts}.log"
         log = self._log_path.open("w")
         cmd = [
-            sys.executable, "-m", self.module,
+            *self.wrapper, sys.executable, "-m", self.module,
             "--listen-addr", "127.0.0.1:0",
             "--data-dir", str(self.data_dir),
             *(["--transport", self.transport] if self.module == "orrery.standalone" else []),

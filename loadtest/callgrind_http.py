@@ -1,0 +1,130 @@
+"""Instructions the split server's gateway process executes per HTTP ``/call`` (callgrind).
+
+Wall-clock figures of the HTTP shapes move 2-4x with the machine's state; instruction counts do
+not. This starts ``orrery.standalone --transport split`` with its gateway process under
+``valgrind --tool=callgrind`` (instrumentation off), publishes and seeds the ``transfer`` module,
+sends ``--warmup`` calls, then turns instrumentation on for exactly ``--calls`` calls (``transfer(a, b, 1)``
+from ``--clients`` keep-alive clients, bench_http's hand-written client) and reports the
+instructions counted divided by the calls. The host-node process runs without valgrind (its
+engine part is ``loadtest/callgrind_transfer.py``'s).
+
+Usage: ``.venv/bin/python -m loadtest.callgrind_http [--calls 2000] [--clients 16]`` (valgrind on
+PATH; a few minutes: the gateway starts ~50x slower under valgrind). Compare two trees by running
+it in each; the figure moves by well under 1 % between runs of one tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from loadtest import bench_http
+from tests.servers import Client, StandaloneServer
+
+
+async def _calls(url: str, token: str, count: int, clients: int, accounts: int, seed: int) -> int:
+    """``count`` transfers over ``clients`` keep-alive connections; the number answered 200."""
+    path = f"/v1/database/{bench_http.DB_NAME}/call/transfer"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    rng = random.Random(seed)
+    todo = [count]
+    ok = [0]
+
+    async def worker() -> None:
+        stream = bench_http._StreamHttp(url, headers, [0])
+        try:
+            while todo[0] > 0:
+                todo[0] -= 1
+                a = rng.randrange(accounts)
+                b = (a + 1 + rng.randrange(accounts - 1)) % accounts
+                status, _, _ = await asyncio.wait_for(stream.post(path, b"[%d,%d,1]" % (a, b)), 120)
+                ok[0] += status == 200
+        finally:
+            stream.close()
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return ok[0]
+
+
+def _control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def _total(out_dir: Path) -> int:
+    """The instructions in every dump callgrind wrote (only the measured window was instrumented):
+    the sum of the self costs (a cost line right after a ``calls=`` line is a call's inclusive
+    cost, counted in its callee already). The dumps' ``summary:`` lines say 0 when instrumentation
+    starts switched off, so they are not used."""
+    total = 0
+    for f in sorted(out_dir.glob("gateway.cg*")):
+        after_call = False
+        for line in f.read_text(errors="replace").splitlines():
+            if line.startswith("calls="):
+                after_call = True
+                continue
+            parts = line.split()
+            if len(parts) >= 2 and (line[:1].isdigit() or line[:1] in "+-*"):
+                if not after_call:
+                    total += int(parts[-1])
+                after_call = False
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=2000, help="calls counted (default 2000)")
+    ap.add_argument("--warmup", type=int, default=500, help="calls before counting (default 500)")
+    ap.add_argument("--clients", type=int, default=16, help="keep-alive clients (default 16)")
+    ap.add_argument("--accounts", type=int, default=10_000)
+    ap.add_argument("--dir", default="/var/tmp", help="parent of the temporary data directory")
+    a = ap.parse_args(argv)
+    if min(a.calls, a.clients, a.accounts - 1) < 1 or a.warmup < 0:
+        ap.error("--calls, --clients and --accounts - 1 must be positive, --warmup not negative")
+    missing = [t for t in ("valgrind", "callgrind_control") if shutil.which(t) is None]
+    if missing:
+        print(f"callgrind_http: {', '.join(missing)} not found (Debian package valgrind)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="orrery-callgrind-http-", dir=a.dir) as d:
+        out = Path(d)
+        wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/gateway.cg"]
+        server = StandaloneServer(out / "data", args=["--log-level", "warning"], log_dir=out / "logs",
+                                  transport="split", wrapper=wrapper, start_timeout=900)  # fmt: skip
+        print("starting the split server with its gateway under callgrind (minutes) ...", flush=True)
+        server.start()
+        assert server.proc is not None
+        pid = server.proc.pid
+        try:
+            cfg = bench_http.BenchConfig(accounts=a.accounts)
+
+            async def prepare(c: Client) -> str:
+                token, _, _ = await bench_http.setup(c, cfg)
+                return token
+
+            token = server.run(prepare)
+            print(f"warming up with {a.warmup} calls ...", flush=True)
+            asyncio.run(_calls(server.url, token, a.warmup, a.clients, a.accounts, 1))
+            _control("-z", str(pid))  # nothing counted so far
+            _control("-i", "on", str(pid))
+            print(f"counting {a.calls} calls from {a.clients} clients ...", flush=True)
+            ok = asyncio.run(_calls(server.url, token, a.calls, a.clients, a.accounts, 2))
+            _control("-i", "off", str(pid))
+            _control("-d", str(pid))
+        finally:
+            server.stop()
+        if ok != a.calls:
+            print(f"callgrind_http: only {ok} of {a.calls} calls answered 200", file=sys.stderr)
+            return 1
+        total = _total(out)
+    print(f"gateway: {total:,} instructions for {a.calls} calls = {total / a.calls:,.0f} per call "
+          f"({a.clients} clients)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

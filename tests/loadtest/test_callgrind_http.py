@@ -1,0 +1,46 @@
+"""loadtest/callgrind_http.py: instructions of the gateway per HTTP /call, from callgrind's dumps."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from loadtest import callgrind_http
+
+DUMP = """# callgrind format
+version: 1
+positions: line
+events: Ir
+summary: 0
+
+ob=(1) /lib/libpython.so
+fn=(1) outer
+10 100
++2 50
+cfn=(2) inner
+calls=3 20
+12 400
+fn=(2) inner
+20 400
+"""
+
+
+def test_the_total_counts_self_costs_only_and_every_dump(tmp_path: Path) -> None:
+    (tmp_path / "gateway.cg.1").write_text(DUMP)
+    (tmp_path / "gateway.cg").write_text(DUMP.replace("20 400", "20 7"))
+    (tmp_path / "other.out").write_text(DUMP)
+    # outer's 150 + inner's 400 (the 400 after calls= is inner's inclusive cost, already counted).
+    assert callgrind_http._total(tmp_path) == (100 + 50 + 400) + (100 + 50 + 7)
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_it_counts_the_gateway_per_call(capsys: pytest.CaptureFixture[str]) -> None:
+    assert callgrind_http.main(["--calls", "20", "--warmup", "5", "--clients", "4", "--accounts", "100"]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"gateway: ([\d,]+) instructions for 20 calls = ([\d,]+) per call", out)
+    assert m is not None, out
+    # A call through aiohttp and the link is some hundreds of thousands of instructions, never 0.
+    assert 50_000 < int(m.group(2).replace(",", "")) < 20_000_000
