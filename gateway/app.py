@@ -1,34 +1,38 @@
 """The aiohttp application: routes, CORS, anonymous identities and error mapping.
 
-Middleware order (outermost first):
+One middleware (:func:`_middleware`; each layer of aiohttp's middleware chain costs ~5,600
+instructions per request, ``loadtest/callgrind_http.py``) does, in this order:
 
-1. :func:`cors_preflight` answers CORS preflight requests (client-api.md §0);
-2. :func:`errors` turns :class:`ApiError` / :class:`AuthError` / router 404-405 / unexpected
-   exceptions into responses — the only place errors become HTTP. An unexpected exception, or a
-   backend's internal failure, is a 500 naming a request id (:class:`InternalError`); its details
-   go only to this process's log, with that id;
-3. :func:`database_auth` authenticates ``/v1/database*`` callers, minting an identity when the
-   request has no token (§3).
+1. counts every request into the gateway's stats (:func:`gateway.metrics.count_request`), with
+   the status the client gets;
+2. answers CORS preflight requests (:func:`_preflight`, client-api.md §0);
+3. authenticates ``/v1/database*`` callers, minting an identity when the request has no token
+   (§3; ``anon_auth_middleware``);
+4. turns :class:`ApiError` / :class:`AuthError` / router 404-405 / unexpected exceptions —
+   the authentication's included — into responses (:func:`_error_response`), the only place
+   errors become HTTP. An unexpected exception, or a backend's internal failure, is a 500 naming
+   a request id (:class:`InternalError`); its details go only to this process's log, with that id.
 
 The ``on_response_prepare`` hook adds the CORS header to every response and the
 ``spacetime-identity`` / ``spacetime-identity-token`` headers to every ``/v1/database*``
 response, streamed ones included.
 
 With ``endpoints`` (:mod:`observability.http`) the app also serves ``/v1/metrics``,
-``/healthz`` and ``/readyz``, and counts every request (:func:`gateway.metrics.request_metrics`,
-outermost, so it sees the status the client gets).
+``/healthz`` and ``/readyz``.
 """
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway.auth import AuthError, TokenAuthority
 from gateway.backends import ControlPlaneBackend, HostNodeBackend
 from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Gateway, GatewayConfig
 from gateway.errors import ApiError, InternalError, from_auth_error, log_internal, to_response
-from gateway.metrics import GatewayStats, request_metrics
+from gateway.metrics import GatewayStats, count_request
 from gateway.routes_database import routes as database_routes
 from gateway.routes_identity import routes as identity_routes
 from gateway.routes_ws import routes as ws_routes
@@ -44,9 +48,9 @@ def _is_database_route(request: web.Request) -> bool:
     return request.path == "/v1/database" or request.path.startswith("/v1/database/")
 
 
-@web.middleware
-async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer ``OPTIONS`` preflights for any ``/v1`` path (any method, three request headers)."""
+def _preflight(request: web.Request) -> web.Response | None:
+    """The answer to an ``OPTIONS`` preflight for any ``/v1`` path (any method, three request
+    headers), or None for any other request."""
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return web.Response(
             status=200,
@@ -57,39 +61,57 @@ async def cors_preflight(request: web.Request, handler: Handler) -> web.StreamRe
                 "Vary": VARY,
             },
         )
-    return await handler(request)
+    return None
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every failure to its response."""
-    try:
-        return await handler(request)
-    except ApiError as e:
+def _error_response(request: web.Request, e: Exception) -> web.StreamResponse | None:
+    """The response a failure maps to; None for one that must propagate (an HTTP exception
+    other than 404/405, a connection reset)."""
+    if isinstance(e, ApiError):
         log_internal(request, e)
         return to_response(e)
-    except AuthError as e:
+    if isinstance(e, AuthError):
         return to_response(from_auth_error(e))
-    except web.HTTPException as e:
+    if isinstance(e, web.HTTPException):
         if e.status in (404, 405):
             # axum answers unknown routes and wrong methods with empty bodies.
             headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
             return web.Response(status=e.status, headers=headers)
-        raise
-    except ConnectionResetError:
-        raise
-    except Exception as e:
-        internal = InternalError(f"{type(e).__name__}: {e}")
-        log_internal(request, internal, exc_info=e)
-        return to_response(internal)
+        return None
+    if isinstance(e, ConnectionResetError):
+        return None
+    internal = InternalError(f"{type(e).__name__}: {e}")
+    log_internal(request, internal, exc_info=e)
+    return to_response(internal)
 
 
-@web.middleware
-async def database_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``anon_auth_middleware``: every matched ``/v1/database*`` request has a caller."""
-    if _is_database_route(request) and request.match_info.http_exception is None:
-        request[CALLER_KEY] = await request.app[GATEWAY].auth.or_anonymous(request)
-    return await handler(request)
+def _middleware(stats: GatewayStats) -> Middleware:
+    """The application's one middleware (the module's docstring says what it does)."""
+
+    @web.middleware
+    async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response: web.StreamResponse | None = _preflight(request)
+            if response is None:
+                try:
+                    if _is_database_route(request) and request.match_info.http_exception is None:
+                        request[CALLER_KEY] = await request.app[GATEWAY].auth.or_anonymous(request)
+                    response = await handler(request)
+                except Exception as e:
+                    response = _error_response(request, e)
+                    if response is None:
+                        raise
+            status = response.status
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            count_request(stats, request, status, started)
+
+    return serve
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -120,7 +142,7 @@ def create_app(
     stats = stats or GatewayStats()
     # Bodies are read by gateway.http_util.read_body with per-route limits; this is the ceiling.
     app = web.Application(
-        middlewares=[request_metrics(stats), cors_preflight, errors, database_auth],
+        middlewares=[_middleware(stats)],
         client_max_size=max(config.max_module_bytes, config.max_body_bytes),
     )
     app[GATEWAY] = Gateway(config, Authenticator(authority), control, host, stats=stats)

@@ -1,7 +1,7 @@
 """The gateway's metrics: HTTP requests, WebSockets relayed, and (in a cluster) routing retries.
 
-:class:`GatewayStats` is counted into on the event loop — by the :func:`request_metrics`
-middleware, the WebSocket route and the cluster backends' retry loop — and
+:class:`GatewayStats` is counted into on the event loop — by the application's middleware
+(:func:`count_request`), the WebSocket route and the cluster backends' retry loop — and
 :class:`GatewayCollector` exports it (with the cluster view's state) at scrape time. 1.12's
 gateway-side metrics have no counterpart here (its HTTP layer exports none of its own), so all
 of these are ``orrery_``:
@@ -9,7 +9,7 @@ of these are ``orrery_``:
 ================================================  =========  ===================  ===============================
 metric                                            type       labels               counted in
 ================================================  =========  ===================  ===============================
-``orrery_gateway_http_requests_total``            counter    route, method, code  :func:`request_metrics`
+``orrery_gateway_http_requests_total``            counter    route, method, code  :func:`count_request`
 ``orrery_gateway_http_request_duration_seconds``  histogram  route                the same (not WebSocket sessions)
 ``orrery_gateway_websocket_connections``          gauge                           ``routes_ws.subscribe``
 ``orrery_gateway_routing_retries_total``          counter    reason               ``cluster_backends._Deadline``
@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from prometheus_client.metrics_core import Metric
 
 from observability.families import MetricSpec, Scrape
@@ -38,7 +37,7 @@ from observability.instruments import DEFAULT_BUCKETS, Histogram
 if TYPE_CHECKING:
     from gateway.cluster_view import ClusterView
 
-__all__ = ["GatewayCollector", "GatewayStats", "request_metrics"]
+__all__ = ["GatewayCollector", "GatewayStats", "count_request"]
 
 HTTP_REQUESTS = MetricSpec.counter(
     "orrery_gateway_http_requests_total", "HTTP requests answered, by route pattern, method and status code",
@@ -102,26 +101,12 @@ def _route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else OTHER_ROUTE
 
 
-def request_metrics(stats: GatewayStats) -> Middleware:
-    """A middleware counting every request into ``stats`` (place it outermost: it sees the
-    status the client gets)."""
-
-    @web.middleware
-    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as e:
-            status = e.status
-            raise
-        finally:
-            seconds = None if status == 101 else time.perf_counter() - started
-            stats.request(_route_of(request), request.method, status, seconds)
-
-    return count
+def count_request(stats: GatewayStats, request: web.Request, status: int, started: float) -> None:
+    """Count one answered request into ``stats`` (``started``: its ``time.perf_counter()`` at the
+    start; a WebSocket session, status 101, is counted but not timed). The application's middleware
+    calls it outermost, so it sees the status the client gets."""
+    seconds = None if status == 101 else time.perf_counter() - started
+    stats.request(_route_of(request), request.method, status, seconds)
 
 
 class GatewayCollector:
