@@ -1,16 +1,17 @@
-"""Instructions the split server's gateway process executes per HTTP ``/call`` (callgrind).
+"""Instructions the split server's processes execute per HTTP ``/call`` (callgrind).
 
 Wall-clock figures of the HTTP shapes move 2-4x with the machine's state; instruction counts do
-not. This starts ``orrery.standalone --transport split`` with its gateway process under
-``valgrind --tool=callgrind`` (instrumentation off), publishes and seeds the ``transfer`` module,
-sends ``--warmup`` calls, then turns instrumentation on for exactly ``--calls`` calls (``transfer(a, b, 1)``
-from ``--clients`` keep-alive clients, bench_http's hand-written client) and reports the
-instructions counted divided by the calls. The host-node process runs without valgrind (its
-engine part is ``loadtest/callgrind_transfer.py``'s).
+not. This starts ``orrery.standalone --transport split`` under ``valgrind --tool=callgrind``
+(instrumentation off; with ``--process node`` the host-node child too), publishes and seeds the
+``transfer`` module, sends ``--warmup`` calls, then turns instrumentation on in the process
+counted for exactly ``--calls`` calls (``transfer(a, b, 1)`` from ``--clients`` keep-alive
+clients, bench_http's hand-written client) and reports the instructions counted divided by the
+calls: ``gateway`` (default) or ``node`` (every thread of it: the loop, the writer, the commit
+log's sync thread; the engine's own part alone is ``loadtest/callgrind_transfer.py``'s).
 
-Usage: ``.venv/bin/python -m loadtest.callgrind_http [--calls 2000] [--clients 16]`` (valgrind on
-PATH; a few minutes: the gateway starts ~50x slower under valgrind). Compare two trees by running
-it in each; the figure moves by well under 1 % between runs of one tree.
+Usage: ``.venv/bin/python -m loadtest.callgrind_http [--process gateway|node] [--calls 2000]
+[--clients 16]`` (valgrind on PATH; a minute or two). Compare two trees by running it in each;
+the figure moves by well under 1 % between runs of one tree.
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ async def _calls(url: str, token: str, count: int, clients: int, accounts: int, 
     return ok[0]
 
 
+def _child(parent: int, module: str) -> int:
+    """The pid of ``parent``'s child process running ``python -m module`` (under valgrind too)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and module.encode() in cmdline:
+            return int(entry.name)
+    raise RuntimeError(f"no child of {parent} runs {module}")
+
+
 def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, stdout=subprocess.DEVNULL)
 
@@ -62,7 +78,7 @@ def _total(out_dir: Path) -> int:
     cost, counted in its callee already). The dumps' ``summary:`` lines say 0 when instrumentation
     starts switched off, so they are not used."""
     total = 0
-    for f in sorted(out_dir.glob("gateway.cg*")):
+    for f in sorted(out_dir.glob("counted*.cg")):
         after_call = False
         for line in f.read_text(errors="replace").splitlines():
             if line.startswith("calls="):
@@ -78,11 +94,13 @@ def _total(out_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--process", choices=("gateway", "node"), default="gateway", help="the process counted")
     ap.add_argument("--calls", type=int, default=2000, help="calls counted (default 2000)")
     ap.add_argument("--warmup", type=int, default=500, help="calls before counting (default 500)")
     ap.add_argument("--clients", type=int, default=16, help="keep-alive clients (default 16)")
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--dir", default="/var/tmp", help="parent of the temporary data directory")
+    ap.add_argument("--keep", type=Path, help="copy the counted process's dumps here (for callgrind_annotate)")
     a = ap.parse_args(argv)
     if min(a.calls, a.clients, a.accounts - 1) < 1 or a.warmup < 0:
         ap.error("--calls, --clients and --accounts - 1 must be positive, --warmup not negative")
@@ -92,13 +110,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="orrery-callgrind-http-", dir=a.dir) as d:
         out = Path(d)
-        wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/gateway.cg"]
+        wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p"]
+        if a.process == "node":
+            wrapper.insert(2, "--trace-children=yes")
         server = StandaloneServer(out / "data", args=["--log-level", "warning"], log_dir=out / "logs",
                                   transport="split", wrapper=wrapper, start_timeout=900)  # fmt: skip
         print("starting the split server with its gateway under callgrind (minutes) ...", flush=True)
         server.start()
         assert server.proc is not None
         pid = server.proc.pid
+        if a.process == "node":
+            pid = _child(pid, "orrery.standalone_node")
         try:
             cfg = bench_http.BenchConfig(accounts=a.accounts)
 
@@ -117,11 +139,18 @@ def main(argv: list[str] | None = None) -> int:
             _control("-d", str(pid))
         finally:
             server.stop()
+        for f in [out / f"cg.{pid}", *out.glob(f"cg.{pid}.*")]:
+            if f.exists():  # the last dump, at exit, then the ones asked for (cg.<pid>.<n>)
+                f.rename(out / f"counted{f.name.removeprefix(f'cg.{pid}')}.cg")
         if ok != a.calls:
             print(f"callgrind_http: only {ok} of {a.calls} calls answered 200", file=sys.stderr)
             return 1
         total = _total(out)
-    print(f"gateway: {total:,} instructions for {a.calls} calls = {total / a.calls:,.0f} per call "
+        if a.keep is not None:
+            a.keep.mkdir(parents=True, exist_ok=True)
+            for f in out.glob("counted*.cg"):
+                shutil.copy(f, a.keep / f.name)
+    print(f"{a.process}: {total:,} instructions for {a.calls} calls = {total / a.calls:,.0f} per call "
           f"({a.clients} clients)")  # fmt: skip
     return 0
 

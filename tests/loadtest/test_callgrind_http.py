@@ -29,9 +29,9 @@ fn=(2) inner
 
 
 def test_the_total_counts_self_costs_only_and_every_dump(tmp_path: Path) -> None:
-    (tmp_path / "gateway.cg.1").write_text(DUMP)
-    (tmp_path / "gateway.cg").write_text(DUMP.replace("20 400", "20 7"))
-    (tmp_path / "other.out").write_text(DUMP)
+    (tmp_path / "counted.1.cg").write_text(DUMP)
+    (tmp_path / "counted.cg").write_text(DUMP.replace("20 400", "20 7"))
+    (tmp_path / "cg.123").write_text(DUMP)  # another process: not counted
     # outer's 150 + inner's 400 (the 400 after calls= is inner's inclusive cost, already counted).
     assert callgrind_http._total(tmp_path) == (100 + 50 + 400) + (100 + 50 + 7)
 
