@@ -48,6 +48,9 @@ __all__ = ["CachedControlPlane", "GatewayLink", "LinkHostNode", "error_reply", "
 
 log = logging.getLogger(__name__)
 
+#: Each call outcome by its name, as a CALL's reply carries it.
+_OUTCOMES = {outcome.value: outcome for outcome in CallOutcome}
+
 
 def request_body(op: str, **fields: Any) -> bytes:
     """A control request's body: JSON naming the operation and its arguments."""
@@ -271,7 +274,10 @@ class LinkHostNode:
             raise InternalError(f"the host node answered a call with {reply[:200]!r}: {e}") from None
         if outcome is not None:
             name, message, energy_used, duration_micros = outcome
-            return CallResult(CallOutcome(name), message, energy_used, duration_micros)
+            found = _OUTCOMES.get(name)
+            if found is None:
+                raise InternalError(f"the host node answered a call with the unknown outcome {name!r}")
+            return CallResult(found, message, energy_used, duration_micros)
         ok, _ = _parse_reply(reply)
         return CallResult(CallOutcome(ok["outcome"]), ok["message"], ok["energy_used"], ok["duration_micros"])
 

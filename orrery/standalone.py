@@ -160,11 +160,19 @@ def reducer_call_error(e: DatabaseError) -> ApiError:
     return host_error(e)
 
 
+#: What each engine status (of the reducer, or of ``client_connected``) is to the gateway, worked
+#: out once from ``failures.call_result`` (an HTTP call pays a dict lookup, not two enum lookups).
+_CALL_OUTCOMES = {
+    (status, connect): failures.call_result(ReducerStatus(pb_status), "", 0, 0, connect=connect).outcome
+    for status, pb_status in STATUS.items()
+    for connect in (False, True)
+}
+
+
 def call_result(outcome: ReducerOutcome, *, connect: bool = False) -> CallResult:
     """The gateway's view of a reducer outcome (``connect``: the outcome of ``client_connected``)."""
-    return failures.call_result(
-        ReducerStatus(STATUS[outcome.status]), outcome.message, outcome.energy_used, outcome.duration_micros,
-        connect=connect,
+    return CallResult(
+        _CALL_OUTCOMES[outcome.status, connect], outcome.message, outcome.energy_used, outcome.duration_micros
     )
 
 
