@@ -40,7 +40,7 @@ from hostnode.worker import DEFAULT_MAX_QUEUED, DatabaseWorker
 from sats.bsatn import codec_for
 from sats.errors import DecodeError, EncodeError
 from sats.identity import Identity
-from sats.json import from_json, loads
+from sats.json import args_reader, from_json, loads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -337,7 +337,11 @@ class HostNode:
         if rdef.lifecycle is not None:
             raise LifecycleReducerCall(f"can't directly call special {rdef.lifecycle.json_name} lifecycle reducer")
         try:
-            value = from_json(rdef.params, loads(args_json), mdef.typespace, root="args")
+            obj = loads(args_json)
+            quick = args_reader(rdef.params, mdef.typespace)
+            value = quick(obj) if quick is not None else None
+            if value is None:
+                value = from_json(rdef.params, obj, mdef.typespace, root="args")
             codec = db.arg_codec(rdef.id)
             if db.moduledef is not mdef:
                 # Called off the writer and a program update came in between (it installs the

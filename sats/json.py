@@ -47,6 +47,7 @@ from sats.types import (
 )
 
 __all__ = [
+    "args_reader",
     "dumps",
     "from_json",
     "loads",
@@ -318,6 +319,64 @@ def from_json(ty: AlgebraicType, obj: Any, typespace: Typespace = EMPTY_TYPESPAC
         raise DecodeError(f"at {root}: {e}") from None
     except RecursionError:
         raise DecodeError(f"at {root}: JSON nested too deeply") from None
+
+
+#: :func:`args_reader`'s memo, by the id of the type (the entry holds the type and typespace, so
+#: the id cannot be another object's while it is there).
+_ARGS_READERS: dict[int, tuple[ProductType, Typespace, Callable[[Any], tuple[Any, ...] | None] | None]] = {}
+_ARGS_READERS_MAX = 4096
+_INT, _STR, _BOOL = 0, 1, 2
+
+
+def args_reader(ty: ProductType, typespace: Typespace = EMPTY_TYPESPACE) -> Callable[[Any], tuple[Any, ...] | None] | None:
+    """A quick reader of the usual form of reducer arguments, for ``ty``: parsed JSON that is an
+    array of integers (up to 128 bits), strings and booleans, element for element. It returns what
+    :func:`from_json` would, or None wherever from_json has to look (any other form, and every
+    value from_json refuses: it names the problem). None when ``ty`` has elements of other types
+    (memoised)."""
+    entry = _ARGS_READERS.get(id(ty))
+    if entry is not None and entry[0] is ty and entry[1] is typespace:
+        return entry[2]
+    reader = _build_args_reader(ty, typespace)
+    if len(_ARGS_READERS) >= _ARGS_READERS_MAX:
+        _ARGS_READERS.clear()
+    _ARGS_READERS[id(ty)] = (ty, typespace, reader)
+    return reader
+
+
+def _build_args_reader(ty: ProductType, typespace: Typespace) -> Callable[[Any], tuple[Any, ...] | None] | None:
+    checks: list[tuple[int, int, int]] = []
+    for e in ty.elements:
+        try:
+            t = typespace.resolve(e.algebraic_type)
+        except TypeError:
+            return None
+        if not isinstance(t, PrimitiveType):
+            return None
+        if t.kind == TypeTag.STRING:
+            checks.append((_STR, 0, 0))
+        elif t.kind == TypeTag.BOOL:
+            checks.append((_BOOL, 0, 0))
+        elif t.kind in INT_LAYOUT and INT_LAYOUT[t.kind][0] <= 128:
+            bits, signed = INT_LAYOUT[t.kind]
+            lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+            checks.append((_INT, lo, hi))
+        else:
+            return None
+    n = len(checks)
+
+    def read(obj: Any) -> tuple[Any, ...] | None:
+        if type(obj) is not list or len(obj) != n:
+            return None
+        for x, (kind, lo, hi) in zip(obj, checks, strict=True):
+            if kind == _INT:
+                if type(x) is not int or not lo <= x <= hi:
+                    return None
+            elif type(x) is not (str if kind == _STR else bool):
+                return None
+        return tuple(obj)
+
+    return read
 
 
 # ---------------------------------------------------------------------------------------------

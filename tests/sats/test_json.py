@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sats.errors import DecodeError, EncodeError
 from sats.json import (
+    args_reader,
     dumps,
     from_json,
     loads,
@@ -32,6 +33,7 @@ from sats.types import (
     I128,
     I256,
     IDENTITY,
+    PRIMITIVES,
     SCHEDULE_AT,
     STRING,
     TIMESTAMP,
@@ -44,9 +46,12 @@ from sats.types import (
     UNIT,
     AlgebraicType,
     ArrayType,
+    ProductType,
+    ProductTypeElement,
     Ref,
     SumValue,
     Typespace,
+    TypeTag,
     option,
     product,
     result,
@@ -405,3 +410,55 @@ def test_reader_never_leaks_other_errors(tv: tuple[Typespace, AlgebraicType, Any
         from_json(ty, junk, ts)
     except DecodeError:
         pass
+
+
+# --- args_reader: the quick path for the usual reducer arguments ---------------------------------
+
+_QUICK = [t for t in PRIMITIVES.values() if t not in (F32, F64, I256, U256)]
+_SLOW = [F32, F64, I256, U256, option(U8), ArrayType(U32)]
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(1 << 130), 1 << 130) | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
+    max_leaves=6,
+)
+
+
+_ELEMENT_VALUES = st.booleans() | st.integers(-(1 << 129), 1 << 129) | st.text(max_size=3) | st.none()
+
+
+@given(
+    elems=st.lists(st.sampled_from(_QUICK + _SLOW), max_size=4),
+    by_ref=st.booleans(),
+    data=st.data(),
+)
+def test_the_args_reader_agrees_with_from_json_or_leaves_the_value_to_it(
+    elems: list[Any], by_ref: bool, data: st.DataObject
+) -> None:
+    # Arrays of the right length most of the time (the reader's case), anything else sometimes.
+    value = data.draw(st.one_of(
+        st.lists(_ELEMENT_VALUES, min_size=len(elems), max_size=len(elems)), _JSON_VALUES,
+        st.lists(_ELEMENT_VALUES, max_size=5),
+    ))  # fmt: skip
+    ts = Typespace(tuple(elems)) if by_ref else Typespace(())
+    ty = ProductType(tuple(ProductTypeElement(f"a{i}", Ref(i) if by_ref else t) for i, t in enumerate(elems)))
+    reader = args_reader(ty, ts)
+    if any(t in _SLOW for t in elems):
+        assert reader is None
+        return
+    assert reader is not None and args_reader(ty, ts) is reader  # memoised
+    quick = reader(value)
+    try:
+        expected = from_json(ty, value, ts, root="args")
+    except DecodeError:
+        assert quick is None
+        return
+    assert quick is None or (quick == expected and [type(x) for x in quick] == [type(x) for x in expected])
+
+
+def test_the_args_reader_takes_the_usual_transfer_arguments() -> None:
+    reader = args_reader(product(("from", U32), ("to", U32), ("amount", PRIMITIVES[TypeTag.I64])))
+    assert reader is not None
+    assert reader([1, 2, 3]) == (1, 2, 3)
+    assert reader([1, 2, -3]) == (1, 2, -3)
+    assert reader([-1, 2, 3]) is None and reader([1, 2, True]) is None and reader([1, 2]) is None
+    assert reader({"from": 1, "to": 2, "amount": 3}) is None  # the object form is from_json's
