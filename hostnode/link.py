@@ -82,6 +82,10 @@ class LinkStream(ClientStream["_Frame | _Closed | _Reply"]):
         self.connected(ref, Identity.from_bsatn(c.database), params)
 
 
+#: Identities a link remembers (:func:`serve_link`); past it, it forgets them all and starts again.
+_IDENTITIES_KEPT = 4096
+
+
 def _encode(events: list[_Frame | _Closed | _Reply]) -> bytes:
     batch = link.Batch()
     for ev in events:
@@ -114,15 +118,24 @@ async def serve_link(
             reply = failure_reply(e)
         stream.reply(request_id, reply)
 
+    #: The identities CALLs named lately, by their BSATN: a client calls again and again, and the
+    #: database is nearly always the same (one dict lookup instead of building and checking one).
+    identities: dict[bytes, Identity] = {}
+
+    def identity(data: bytes) -> Identity:
+        known = identities.get(data)
+        if known is None:
+            if len(identities) >= _IDENTITIES_KEPT:
+                identities.clear()
+            known = identities[data] = Identity.from_bsatn(data)
+        return known
+
     def start_call(request_id: int, database: bytes, caller: bytes, connection_id: bytes, reducer: str, args: str) -> None:
         def reply(body: bytes) -> None:
             stream.reply(request_id, body)
 
         try:
-            call(
-                Identity.from_bsatn(database), Identity.from_bsatn(caller), int.from_bytes(connection_id, "little"),
-                reducer, args, reply,
-            )  # fmt: skip
+            call(identity(database), identity(caller), int.from_bytes(connection_id, "little"), reducer, args, reply)
         except Exception as e:  # noqa: BLE001 - the gateway gets the error as the reply
             log.exception("a call on the link failed")
             reply(failure_reply(e))

@@ -40,6 +40,12 @@ def _parse_hex(text: str, digits: int, what: str) -> int:
     return int(body, 16)
 
 
+#: Past the largest u256 / u128 (CPython folds no constant wider than 128 bits: ``1 << 256`` in a
+#: method is worked out on every call).
+_U256_END = 1 << 256
+_U128_END = 1 << 128
+
+
 def _from_le(data: bytes | bytearray | memoryview, size: int, what: str) -> int:
     if len(data) != size:
         raise DecodeError(f"{what} must be {size} bytes of BSATN, got {len(data)}")
@@ -56,7 +62,7 @@ class Identity:
     SIZE: ClassVar[int] = 32
 
     def __post_init__(self) -> None:
-        if not isinstance(self.value, int) or not 0 <= self.value < 1 << 256:
+        if not isinstance(self.value, int) or not 0 <= self.value < _U256_END:
             raise EncodeError(f"{self.value!r} is not a u256")
 
     @classmethod
@@ -145,7 +151,7 @@ class ConnectionId:
     SIZE: ClassVar[int] = 16
 
     def __post_init__(self) -> None:
-        if not isinstance(self.value, int) or not 0 <= self.value < 1 << 128:
+        if not isinstance(self.value, int) or not 0 <= self.value < _U128_END:
             raise EncodeError(f"{self.value!r} is not a u128")
 
     @classmethod
