@@ -13,7 +13,8 @@ the writer, the commit log's sync thread; the engine's own part alone is
 ``--inflight`` calls outstanding (bench_ws's raw client).
 
 Usage: ``.venv/bin/python -m loadtest.callgrind_calls [--protocol http|ws] [--process
-gateway|node] [--calls 2000] [--clients 16] [--inflight 8] [--keep DIR]`` (valgrind on PATH; a
+gateway|node] [--calls 2000] [--clients 16] [--inflight 8] [--threads] [--keep DIR]`` (``--threads``:
+each thread's share too; thread 1 is the event loop's) (valgrind on PATH; a
 minute or two). Compare two trees by running it in each; the figure moves by well under 1 %
 between runs of one tree.
 """
@@ -106,6 +107,21 @@ def _total(out_dir: Path) -> int:
     return total
 
 
+def _per_thread(out_dir: Path) -> dict[int, int]:
+    """The instructions of each thread (``--separate-threads=yes`` writes a dump per thread, named
+    ``…-<thread number>``; 1 is the main thread, the event loop's)."""
+    by_thread: dict[int, int] = {}
+    for f in out_dir.glob("counted*.cg"):
+        number = f.name.removesuffix(".cg").rpartition("-")[2]
+        if not number.isdigit():
+            continue
+        one = out_dir / "one"
+        one.mkdir(exist_ok=True)
+        shutil.copy(f, one / "counted.cg")
+        by_thread[int(number)] = by_thread.get(int(number), 0) + _total(one)
+    return by_thread
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--protocol", choices=("http", "ws"), default="http", help="how the calls come (default http)")
@@ -117,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--dir", default="/var/tmp", help="parent of the temporary data directory")
     ap.add_argument("--keep", type=Path, help="copy the counted process's dumps here (for callgrind_annotate)")
+    ap.add_argument("--threads", action="store_true", help="also count each thread of the process apart")
     a = ap.parse_args(argv)
     if min(a.calls, a.clients, a.inflight, a.accounts - 1) < 1 or a.warmup < 0:
         ap.error("--calls, --clients, --inflight and --accounts - 1 must be positive, --warmup not negative")
@@ -129,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p"]
         if a.process == "node":
             wrapper.insert(2, "--trace-children=yes")
+        if a.threads:
+            wrapper.insert(2, "--separate-threads=yes")
         server = StandaloneServer(out / "data", args=["--log-level", "warning"], log_dir=out / "logs",
                                   transport="split", wrapper=wrapper, start_timeout=900)  # fmt: skip
         print("starting the split server under callgrind ...", flush=True)
@@ -166,17 +185,21 @@ def main(argv: list[str] | None = None) -> int:
             _control("-d", str(pid))
         finally:
             server.stop()
-        for f in [out / f"cg.{pid}", *out.glob(f"cg.{pid}.*")]:
-            if f.exists():  # the last dump, at exit, then the ones asked for (cg.<pid>.<n>)
+        for f in [out / f"cg.{pid}", *out.glob(f"cg.{pid}.*"), *out.glob(f"cg.{pid}-*")]:
+            if f.exists():  # the last dump, at exit, the ones asked for (cg.<pid>.<n>), per thread (-<t>)
                 f.rename(out / f"counted{f.name.removeprefix(f'cg.{pid}')}.cg")
         if ok != a.calls:
             print(f"callgrind_calls: only {ok} of {a.calls} calls succeeded", file=sys.stderr)
             return 1
         total = _total(out)
+        threads = _per_thread(out) if a.threads else {}
         if a.keep is not None:
             a.keep.mkdir(parents=True, exist_ok=True)
             for f in out.glob("counted*.cg"):
                 shutil.copy(f, a.keep / f.name)
+    for thread, count in sorted(threads.items()):
+        if count:
+            print(f"  thread {thread}: {count / a.calls:,.0f} per call")
     shape = f"{a.clients} clients" if a.protocol == "http" else f"{a.clients} connections x {a.inflight} in flight"
     print(f"{a.process}: {total:,} instructions for {a.calls} {a.protocol} calls = {total / a.calls:,.0f} per call "
           f"({shape})")  # fmt: skip

@@ -46,3 +46,10 @@ def test_it_counts_the_gateway_per_call(protocol: str, capsys: pytest.CaptureFix
     assert m is not None, out
     # A call through aiohttp and the link is some tens to hundreds of thousands of instructions, never 0.
     assert 10_000 < int(m.group(2).replace(",", "")) < 20_000_000
+
+
+def test_each_threads_dump_is_counted_apart(tmp_path: Path) -> None:
+    (tmp_path / "counted.1-01.cg").write_text(DUMP)
+    (tmp_path / "counted.1-11.cg").write_text(DUMP.replace("20 400", "20 7"))
+    (tmp_path / "counted.cg").write_text(DUMP)  # the process's last dump, no thread number: not a thread
+    assert callgrind_calls._per_thread(tmp_path) == {1: 550, 11: 157}
