@@ -144,6 +144,13 @@ bench: install native
 	$(PY) -m loadtest.bench_shapes
 	$(PY) -m loadtest.bench_transport
 	$(PY) -m loadtest.bench_isolation
+# Instructions per call of each server process (callgrind: the figure that does not move with
+# the machine's speed); skipped without valgrind.
+	@if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then \
+		for protocol in http ws; do for process in gateway node; do \
+			$(PY) -m loadtest.callgrind_calls --protocol $$protocol --process $$process --calls 2000 || exit 1; \
+		done; done; \
+	else echo "valgrind is not installed: instructions per call not counted (apt-get install valgrind)"; fi
 
 # Standalone Orrery on RUN_ADDR with data in RUN_DATA, quickstart-chat published; Ctrl-C stops it.
 RUN_ADDR ?= 127.0.0.1:3000
