@@ -1,7 +1,7 @@
 """The aiohttp application: routes, CORS, anonymous identities and error mapping.
 
 One middleware (:func:`_middleware`; each layer of aiohttp's middleware chain costs ~5,600
-instructions per request, ``loadtest/callgrind_http.py``) does, in this order:
+instructions per request, ``loadtest/callgrind_calls.py``) does, in this order:
 
 1. counts every request into the gateway's stats (:func:`gateway.metrics.count_request`), with
    the status the client gets;

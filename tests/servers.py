@@ -74,7 +74,7 @@ class StandaloneServer:
         #: The entry point run as ``python -m <module>`` (``orrery.quickstart`` takes the same flags).
         self.module = module
         self.args = list(args)
-        #: A command the server runs under (``valgrind …``, for loadtest/callgrind_http.py).
+        #: A command the server runs under (``valgrind …``, for loadtest/callgrind_calls.py).
         self.wrapper = list(wrapper)
         self.log_dir = Path(log_dir) if log_dir is not None else self.data_dir.parent
         self.start_timeout = start_timeout
