@@ -28,9 +28,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from loadtest import bench_http, bench_ws
+from loadtest.bench_shapes import server_processes
 from tests.servers import Client, StandaloneServer
 
 
@@ -68,32 +70,21 @@ async def _calls(url: str, token: str, count: int, clients: int, accounts: int, 
     return ok[0]
 
 
-def _child(parent: int, module: str) -> int:
-    """The pid of ``parent``'s child process running ``python -m module`` (under valgrind too)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent and module.encode() in cmdline:
-            return int(entry.name)
-    raise RuntimeError(f"no child of {parent} runs {module}")
-
-
 def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def _total(out_dir: Path) -> int:
-    """The instructions in every dump callgrind wrote (only the measured window was instrumented):
-    the sum of the self costs (a cost line right after a ``calls=`` line is a call's inclusive
-    cost, counted in its callee already). The dumps' ``summary:`` lines say 0 when instrumentation
-    starts switched off, so they are not used."""
+    """The instructions in every dump callgrind wrote (only the measured window was instrumented)."""
+    return _instructions(out_dir.glob("counted*.cg"))
+
+
+def _instructions(files: Iterable[Path]) -> int:
+    """The sum of the self costs in callgrind dumps (a cost line right after a ``calls=`` line is a
+    call's inclusive cost, counted in its callee already). The dumps' ``summary:`` lines say 0 when
+    instrumentation starts switched off, so they are not used."""
     total = 0
-    for f in sorted(out_dir.glob("counted*.cg")):
+    for f in files:
         after_call = False
         for line in f.read_text(errors="replace").splitlines():
             if line.startswith("calls="):
@@ -110,16 +101,12 @@ def _total(out_dir: Path) -> int:
 def _per_thread(out_dir: Path) -> dict[int, int]:
     """The instructions of each thread (``--separate-threads=yes`` writes a dump per thread, named
     ``…-<thread number>``; 1 is the main thread, the event loop's)."""
-    by_thread: dict[int, int] = {}
+    files: dict[int, list[Path]] = {}
     for f in out_dir.glob("counted*.cg"):
         number = f.name.removesuffix(".cg").rpartition("-")[2]
-        if not number.isdigit():
-            continue
-        one = out_dir / "one"
-        one.mkdir(exist_ok=True)
-        shutil.copy(f, one / "counted.cg")
-        by_thread[int(number)] = by_thread.get(int(number), 0) + _total(one)
-    return by_thread
+        if number.isdigit():
+            files.setdefault(int(number), []).append(f)
+    return {thread: _instructions(fs) for thread, fs in files.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         assert server.proc is not None
         pid = server.proc.pid
         if a.process == "node":
-            pid = _child(pid, "orrery.standalone_node")
+            (pid,) = [p for name, p in server_processes(pid).items() if name.startswith("orrery.standalone_node ")]
         try:
             if a.protocol == "http":
                 cfg = bench_http.BenchConfig(accounts=a.accounts)
