@@ -149,6 +149,8 @@ class FanoutStats:
     worst_round_p99_ms: float
     bad_answers: int
     error_samples: list[str] = field(default_factory=list)
+    #: Each round's first, median, 99th-percentile and last delivery, ms (rounds missing none).
+    round_ms: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -561,17 +563,20 @@ async def fanout(
     all_ms: list[float] = []
     worst = 0.0
     missing = 0
+    round_ms: list[tuple[float, float, float, float]] = []
     for rnd in range(cfg.fanout_rounds):
         got = sorted((t - sent_at[rnd]) * 1e3 for t in arrivals.get(rnd, []))
         missing += max(0, cfg.fanout_conns - len(got))
         all_ms.extend(got)
         worst = max(worst, percentile(got, 99))
+        if len(got) == cfg.fanout_conns:
+            round_ms.append((got[0], percentile(got, 50), percentile(got, 99), got[-1]))
     all_ms.sort()
     return FanoutStats(
         conns=cfg.fanout_conns, rounds=cfg.fanout_rounds, deliveries=len(all_ms), missing=missing,
         connect_seconds=connect_seconds, p50_ms=percentile(all_ms, 50), p99_ms=percentile(all_ms, 99),
         max_ms=all_ms[-1] if all_ms else 0.0, worst_round_p99_ms=worst, bad_answers=bad[0],
-        error_samples=samples[:ERROR_SAMPLES],
+        error_samples=samples[:ERROR_SAMPLES], round_ms=round_ms,
     )  # fmt: skip
 
 

@@ -17,7 +17,6 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from loadtest import bench_ws
@@ -34,16 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.rounds < 1 or a.conns < 1:
         ap.error("--rounds and --conns must be at least 1")
     bench_ws._raise_fd_limit(a.conns * 2 + 256)
-    rounds: list[tuple[float, float, float, float]] = []
-    percentile = bench_ws.percentile
-
-    def per_round(sorted_values: Sequence[float], q: float) -> float:
-        # bench_ws.fanout asks each round's sorted latencies for their 99th percentile.
-        if q == 99 and len(sorted_values) == a.conns:
-            rounds.append((sorted_values[0], percentile(sorted_values, 50), percentile(sorted_values, 99), sorted_values[-1]))
-        return percentile(sorted_values, q)
-
-    bench_ws.percentile = per_round
     with tempfile.TemporaryDirectory(prefix="orrery-probe-fanout-", dir="/var/tmp") as d:
         server = StandaloneServer(
             Path(d) / "data", args=["--log-level", "warning"], log_dir=Path(d) / "logs", transport=a.transport
@@ -67,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     print(f"{a.conns} subscribers × {a.rounds} rounds ({a.transport}): p50 {fan.p50_ms:.1f} ms, "
           f"p99 {fan.p99_ms:.1f} ms, max {fan.max_ms:.1f} ms, {fan.missing} missing, {fan.bad_answers} bad")  # fmt: skip
-    print("rounds (first / p50 / p99 / last ms):", " ".join(f"{x:.0f}/{y:.0f}/{z:.0f}/{w:.0f}" for x, y, z, w in rounds))
+    print("rounds (first / p50 / p99 / last ms):", " ".join(f"{x:.0f}/{y:.0f}/{z:.0f}/{w:.0f}" for x, y, z, w in fan.round_ms))
     for name, seconds in used.items():
         print(f"  {name}: {seconds * 1e3 / a.rounds:.1f} ms CPU per round")
     return 0 if fan.missing == 0 and fan.bad_answers == 0 else 1
