@@ -34,10 +34,9 @@ from hostnode.database import (
     Status,
 )
 from hostnode.durability import NoQuorum, NotLeader, OutcomeUnknown, StaleEpoch
+from hostnode.grpc_stream import GrpcClientStream
 from hostnode.migrate import MigrationError, MigrationPlan, MigrationPolicyError
 from hostnode.modulelog import record_line
-from hostnode.realtime import ClientParams
-from hostnode.realtime_stream import ClientStream
 from hostnode.service import DatabaseNotFound, HostNode
 from hostnode.sql import SqlError, render_response_bytes
 from hostnode.wasm_host import ModuleLoadError
@@ -49,7 +48,6 @@ from proto.auth import ClusterSecret, server_interceptors
 from sats.hash import to_sats_json
 from sats.identity import Identity
 from sats.json import dumps
-from sats.ws_v1 import Compression
 
 __all__ = [
     "HostNodeServicer",
@@ -431,7 +429,7 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
         Client frames arrive batched; each server frame is sent once with every connection
         that receives it, and every message carries all the events of one event-loop turn.
         """
-        stream = _RealtimeStream(self.node)
+        stream = GrpcClientStream(self.node)
         reader = asyncio.ensure_future(stream.read(request_iterator))
         try:
             while True:
@@ -442,55 +440,6 @@ class HostNodeServicer(pb_grpc.HostNodeServicer):
         finally:
             await cancel_and_wait(reader)
             await stream.close_all()
-
-
-class _RealtimeStream(ClientStream[pb.HostEvent]):
-    """One ``Connect`` stream: the gateway's connections to one database, in protobuf events."""
-
-    def __init__(self, node: HostNode) -> None:
-        super().__init__(node)
-        self.identity: Identity | None = None
-
-    def _frame_event(self, ref: int, frame: bytes | str, data: bytes) -> pb.HostEvent:
-        return pb.HostEvent(frame=pb.ServerFrame(connection_refs=[ref], frame=data))
-
-    def _add_ref(self, event: pb.HostEvent, ref: int) -> None:
-        event.frame.connection_refs.append(ref)
-
-    def _closed_event(self, ref: int, code: int, reason: str) -> pb.HostEvent:
-        return pb.HostEvent(closed=pb.ConnectionClosed(connection_ref=ref, code=code, reason=reason))
-
-    async def read(self, request_iterator: Any) -> None:
-        try:
-            async for msg in request_iterator:
-                if self.identity is None and msg.database_identity:
-                    self.identity = Identity.from_bsatn(msg.database_identity)
-                for ev in msg.events:
-                    kind = ev.WhichOneof("event")
-                    if kind == "message":
-                        m = ev.message
-                        self.message(m.connection_ref, m.frame, m.text)
-                    elif kind == "connected":
-                        self._connected(ev.connected)
-                    elif kind == "disconnected":
-                        self.disconnected(ev.disconnected.connection_ref)
-                self.end_of_batch()
-        finally:
-            self.end()
-
-    def _connected(self, m: pb.ClientConnected) -> None:
-        assert self.identity is not None, "the first GatewayFrames names the database"
-        params = ClientParams(
-            identity=Identity.from_bsatn(m.identity),
-            token=m.token,
-            connection_id=_conn_id(m.connection_id),
-            json=m.protocol == "v1.json.spacetimedb",
-            compression=Compression(m.compression or "Brotli"),
-            light=m.light,
-            confirmed=m.confirmed,
-            jwt_payload=m.jwt_payload or None,
-        )
-        self.connected(m.connection_ref, self.identity, params)
 
 
 class ReplicationServicer(pb_grpc.ReplicationServicer):

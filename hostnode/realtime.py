@@ -144,6 +144,54 @@ class _Caller:
         self.json_args = json_args
 
 
+@dataclass(slots=True, init=False)
+class _Call:
+    """A client's ``CallReducer`` as :func:`read_call` reads it off a binary frame — the
+    message clients send most — without ``ws.CallReducer``'s frozen-dataclass constructor
+    (8k instructions a call, interpreted); the hub answers both alike."""
+
+    reducer: str
+    args: bytes
+    request_id: int
+    flags: ws.CallReducerFlags
+
+    def __init__(self, reducer: str, args: bytes, request_id: int, flags: ws.CallReducerFlags) -> None:
+        self.reducer = reducer
+        self.args = args
+        self.request_id = request_id
+        self.flags = flags
+
+
+#: A client message as the hub receives it.
+Incoming = ws.ClientMessage | _Call
+
+_CALL_FLAGS = (ws.CallReducerFlags.FULL_UPDATE, ws.CallReducerFlags.NO_SUCCESS_NOTIFY)
+
+
+def _u32(data: bytes, i: int) -> int:
+    return data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
+
+
+def read_call(data: bytes) -> _Call | None:
+    """A well-formed binary ``CallReducer`` frame (tag 0; name, arguments, request id, flags);
+    None for anything else, which :func:`sats.ws_v1.decode_client_message_bsatn` then reads or
+    refuses with its own message."""
+    end = len(data)
+    if end < 14 or data[0] != 0:
+        return None
+    p = 5 + _u32(data, 1)
+    if p + 9 > end:
+        return None
+    q = p + 4 + _u32(data, p)
+    if q + 5 != end or data[q + 4] > 1:
+        return None
+    try:
+        name = data[5:p].decode()
+    except UnicodeDecodeError:
+        return None
+    return _Call(name, data[p + 4 : q], _u32(data, q), _CALL_FLAGS[data[q + 4]])
+
+
 @dataclass(init=False)
 class _Encodings:
     """Frames of one message, per (protocol, compression), encoded on first use."""
@@ -208,7 +256,7 @@ class RealtimeHub:
         self._batching = False
         #: Clients' messages waiting for the writer (:meth:`enqueue`), and whether a job that
         #: will take them is queued already (guarded by the lock).
-        self._incoming: list[tuple[Connection, list[ws.ClientMessage], float]] = []
+        self._incoming: list[tuple[Connection, list[Incoming], float]] = []
         self._incoming_job = False
         self._incoming_lock = threading.Lock()
         attach(self.manager, db, self._deliver)
@@ -260,7 +308,7 @@ class RealtimeHub:
 
     # --- requests (event loop → writer thread) ------------------------------------------------
 
-    def enqueue(self, conn: Connection, msgs: list[ws.ClientMessage], received: float) -> None:
+    def enqueue(self, conn: Connection, msgs: list[Incoming], received: float) -> None:
         """(event loop) Queue messages ``conn`` sent for the writer thread. Every client's
         messages queued before the writer takes them are one job — the clients of one loop turn,
         or of everything that arrived while the writer was busy — and its frames go back in one
@@ -295,7 +343,7 @@ class RealtimeHub:
 
     # --- requests (writer thread) -------------------------------------------------------------
 
-    def handle_many(self, conn: Connection, msgs: list[ws.ClientMessage], received: float = 0.0) -> None:
+    def handle_many(self, conn: Connection, msgs: list[Incoming], received: float = 0.0) -> None:
         """Answer client messages in order, then hand every queued frame to the event loop once.
 
         ``received``: ``time.perf_counter()`` when the gateway handed them over (0: now); each
@@ -307,7 +355,7 @@ class RealtimeHub:
             self._batching = False
             self._flush()
 
-    def _handle_all(self, conn: Connection, msgs: list[ws.ClientMessage], received: float) -> None:
+    def _handle_all(self, conn: Connection, msgs: list[Incoming], received: float) -> None:
         self.stats.ws_requests[conn.params.json] += len(msgs)
         received = received or time.perf_counter()
         for msg in msgs:
@@ -316,13 +364,13 @@ class RealtimeHub:
             except Exception:
                 log.exception("handling a client message failed")
 
-    def handle(self, conn: Connection, msg: ws.ClientMessage, received: float = 0.0) -> None:
+    def handle(self, conn: Connection, msg: Incoming, received: float = 0.0) -> None:
         """Answer one client message (replies are queued before any later commit's update)."""
         if conn not in self.connections:
             return
         try:
-            if isinstance(msg, ws.CallReducer):
-                self._call_reducer(conn, msg)
+            if isinstance(msg, (_Call, ws.CallReducer)):
+                self._call_reducer(conn, msg.reducer, msg.args, msg.request_id, msg.flags)
                 rt = self.stats.round_trips.get(msg.reducer) or self.stats.round_trip(msg.reducer)
             elif isinstance(msg, ws.CallProcedure):
                 self._reply(conn, ws.ProcedureResult(
@@ -343,7 +391,7 @@ class RealtimeHub:
         finally:
             self._flush()
 
-    def _subscription_request(self, conn: Connection, msg: ws.ClientMessage) -> str:
+    def _subscription_request(self, conn: Connection, msg: Incoming) -> str:
         """Answer a (un)subscribe message; its workload (Subscribe or Unsubscribe)."""
         m = self.manager
         scanned = m.rows_scanned_initial
@@ -373,19 +421,19 @@ class RealtimeHub:
         self.stats.rows_scanned[SUBSCRIBE] += m.rows_scanned_initial - scanned
         return workload
 
-    def _call_reducer(self, conn: Connection, msg: ws.CallReducer) -> None:
+    def _call_reducer(
+        self, conn: Connection, reducer: str, raw_args: bytes | str, request_id: int, flags: ws.CallReducerFlags
+    ) -> None:
         db = self.db
-        json_args = msg.args if isinstance(msg.args, str) else None
+        json_args = raw_args if isinstance(raw_args, str) else None
         try:
-            args = self._bsatn_args(msg.reducer, msg.args)
-            self._caller = _Caller(conn, msg.request_id, msg.flags, json_args)
-            db.call_reducer(
-                msg.reducer, args, caller=conn.params.identity, connection_id=conn.params.connection_id
-            )
+            args = self._bsatn_args(reducer, raw_args)
+            self._caller = _Caller(conn, request_id, flags, json_args)
+            db.call_reducer(reducer, args, caller=conn.params.identity, connection_id=conn.params.connection_id)
         except (DatabaseError, ReplicationError) as e:
             # Resolution errors and refused writes (no quorum): sent whatever the flags, never
             # held for durability (§11).
-            self._reply(conn, self._failure_update(conn, msg.reducer, str(e)))
+            self._reply(conn, self._failure_update(conn, reducer, str(e)))
         finally:
             self._caller = None
 
@@ -748,14 +796,15 @@ class Connection:
         """:meth:`handle` for frames received together: one trip to the writer thread for all
         of them. A malformed frame's close reason is returned after the frames before it are
         queued; the frames after it are dropped."""
-        msgs: list[ws.ClientMessage] = []
+        msgs: list[Incoming] = []
         reason: str | None = None
         for frame in frames:
             try:
                 if isinstance(frame, str):
                     msgs.append(ws.decode_client_message_json(frame))
                 else:
-                    msgs.append(ws.decode_client_message_bsatn(frame))
+                    call = read_call(frame)
+                    msgs.append(call if call is not None else ws.decode_client_message_bsatn(frame))
             except ws.WsProtocolError as e:
                 reason = e.close_reason
                 break
@@ -776,7 +825,7 @@ class Connection:
             self._refuse(msgs, str(e))
         return reason
 
-    def _refuse(self, msgs: list[ws.ClientMessage], reason: str) -> None:
+    def _refuse(self, msgs: list[Incoming], reason: str) -> None:
         """The writer's queue is full and ``msgs`` were not run: each reducer call is answered
         ``failed`` with ``reason``; any other request closes the connection (1013, ``reason``),
         since its protocol has no way to say "not now"."""
@@ -784,7 +833,7 @@ class Connection:
         failed: list[tuple[Frame, int | None]] = [
             (encode(failure_update(p, m.reducer, reason, request_id=m.request_id), p.json, p.compression), None)
             for m in msgs
-            if isinstance(m, ws.CallReducer)
+            if isinstance(m, (ws.CallReducer, _Call))
         ]
         if failed:
             self.push_now(failed)

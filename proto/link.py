@@ -75,6 +75,7 @@ _REF = struct.Struct("<BQ")
 _REF_BODY = struct.Struct("<BQI")  # CONNECT, REQUEST, REPLY
 _MESSAGE = struct.Struct("<BQBI")
 _FRAME = struct.Struct("<BBII")
+_FRAME_ONE = struct.Struct("<BBIIQ")  # a FRAME with its one ref
 _CLOSED = struct.Struct("<BQHI")
 _CALL = struct.Struct("<BQ32s32s16sHI")
 _OUTCOME = struct.Struct("<BQQH")
@@ -165,7 +166,13 @@ class Batch:
     def frame(self, refs: list[int], data: bytes, text: bool) -> None:
         """Add a FRAME event (one server frame for every client in ``refs``)."""
         n = len(refs)
-        self._add(_FRAME.pack(FRAME, text, n, len(data)), struct.pack(f"<{n}Q", *refs), data)
+        if n == 1:  # nearly every frame: a reply to one client
+            head = _FRAME_ONE.pack(FRAME, text, 1, len(data), refs[0])
+        else:
+            head = _FRAME.pack(FRAME, text, n, len(data)) + struct.pack(f"<{n}Q", *refs)
+        self._parts.append(head)
+        self._parts.append(data)
+        self.size += len(head) + len(data)
 
     def closed(self, ref: int, code: int, reason: str) -> None:
         """Add a CLOSED event."""

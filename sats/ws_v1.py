@@ -1516,38 +1516,9 @@ def encode_client_message_bsatn(msg: ClientMessage) -> bytes:
 
 
 def decode_client_message_bsatn(data: bytes | bytearray | memoryview) -> ClientMessage:
-    """Decode a binary client frame."""
-    if data and data[0] == 0 and isinstance(data, bytes):
-        call = _call_reducer_fast(data)
-        if call is not None:
-            return call
+    """Decode a binary client frame (the server reads ``CallReducer`` frames, the message clients
+    send most, with :func:`hostnode.realtime.read_call` first)."""
     return _decode_bsatn(data, _BSATN.client_codec, _CLIENT_FROM_VALUE, "client")  # type: ignore[no-any-return]
-
-
-_CALL_FLAGS = (CallReducerFlags.FULL_UPDATE, CallReducerFlags.NO_SUCCESS_NOTIFY)
-
-
-def _call_reducer_fast(data: bytes) -> CallReducer | None:
-    """A well-formed ``CallReducer`` frame, read without the general codec (the message every
-    client sends most); None for anything else, which the general decoder then reports."""
-    try:
-        (n,) = _U32.unpack_from(data, 1)
-        p = 5 + n
-        name = data[5:p].decode()
-        (m,) = _U32.unpack_from(data, p)
-        p += 4
-        args = data[p : p + m]
-        p += m
-        request_id, flags = _U32_U8.unpack_from(data, p)
-    except (struct.error, UnicodeDecodeError):
-        return None
-    if p + 5 != len(data) or flags > 1 or len(args) != m:
-        return None
-    return CallReducer(name, args, request_id, _CALL_FLAGS[flags])
-
-
-_U32 = struct.Struct("<I")
-_U32_U8 = struct.Struct("<IB")
 
 
 def encode_server_message_json(msg: ServerMessage) -> str:

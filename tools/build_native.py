@@ -35,9 +35,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The modules a reducer call runs through, and the realtime hub that serves WebSocket clients
-#: on the same writer thread (64 × 40 confirmed: +9–12 % calls/s, loadtest/RESULTS.md), compiled
-#: as one group (calls between them are direct C calls). Adding one: run tests/hostnode and tests/sats with the build in place
+#: The modules a reducer call runs through, the realtime hub that serves WebSocket clients
+#: on the same writer thread (64 × 40 confirmed: +9–12 % calls/s, loadtest/RESULTS.md), and what
+#: carries their frames to and from the gateway on the node's event loop, which shares the
+#: writer's interpreter (the client streams, the split server's link: a third fewer instructions
+#: on that loop per call), compiled as one group (calls between them are direct C calls). Adding one: run tests/hostnode and tests/sats with the build in place
 #: (compiled code checks annotations at run time and its classes take no patched methods).
 NATIVE_MODULES = (
     "hostnode/wasm_host.py",
@@ -48,6 +50,10 @@ NATIVE_MODULES = (
     "hostnode/database.py",
     "hostnode/stats.py",
     "hostnode/realtime.py",
+    "hostnode/realtime_stream.py",
+    "hostnode/grpc_stream.py",
+    "hostnode/link.py",
+    "proto/link.py",
 )
 #: C extensions built beside them: wasm_host's crossings into wasmtime (host imports, the call
 #: itself) without ctypes, ~35k fewer instructions per transfer (loadtest/RESULTS.md); the

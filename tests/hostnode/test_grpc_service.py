@@ -345,7 +345,7 @@ def test_frames_the_gateway_does_not_take_are_bounded_in_bytes(tmp_path: Path, m
     """Issue 12: when the gateway stops taking a ``Connect`` stream's batches, the node holds at
     most ``MAX_PENDING_BYTES`` of frames for it and stops draining the connections, whose own
     bounded queues then fill: the client is cut off instead of the node buffering every update."""
-    from hostnode import grpc_service, realtime_stream
+    from hostnode import grpc_stream, realtime_stream
     from hostnode.realtime import CLOSE_SERVER_FULL
     from sats import ws_v1 as ws
 
@@ -354,7 +354,7 @@ def test_frames_the_gateway_does_not_take_are_bounded_in_bytes(tmp_path: Path, m
     async def body(stub: pb_grpc.HostNodeStub, node: HostNode) -> None:
         await install(stub, CHAT)
         node.outgoing.limit = 20_000
-        stream = grpc_service._RealtimeStream(node)
+        stream = grpc_stream.GrpcClientStream(node)
         requests: asyncio.Queue[pb.GatewayFrames | None] = asyncio.Queue()
 
         async def gen():  # type: ignore[no-untyped-def]

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hostnode.commitlog import DurableCallback
 from hostnode.durability import Durability
@@ -26,6 +28,7 @@ from hostnode.realtime import (
     MAX_OUTGOING_BYTES,
     ClientParams,
     Connection,
+    read_call,
 )
 from hostnode.service import HostNode, HostNodeConfig
 from sats import ws_v1 as ws
@@ -549,3 +552,50 @@ class _NotYetDurable:
     async def wait_durable_async(self, offset: int) -> None:
         await self._released.wait()
         await self._real.wait_durable_async(offset)
+
+
+# --- read_call: the server's reading of CallReducer frames agrees with the general decoder ------
+
+
+@given(
+    st.text(max_size=40),
+    st.binary(max_size=64),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(list(ws.CallReducerFlags)),
+    st.data(),
+)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_read_call_agrees_with_the_general_decoder(
+    name: str, args: bytes, request_id: int, flags: ws.CallReducerFlags, data: st.DataObject
+) -> None:
+    frame = ws.encode_client_message_bsatn(ws.CallReducer(name, args, request_id, flags))
+    call = read_call(frame)
+    assert call is not None
+    assert (call.reducer, call.args, call.request_id, call.flags) == (name, args, request_id, flags)
+    assert call.flags is flags
+    # Damaged frames (truncated, extended, one byte changed): read alike, or left to the general
+    # decoder (which the server then uses, with its own error).
+    cut = data.draw(st.integers(0, len(frame)))
+    pos = data.draw(st.integers(0, len(frame) - 1))
+    byte = data.draw(st.integers(0, 255))
+    for bad in (frame[:cut], frame + b"\x00", frame[:pos] + bytes([byte]) + frame[pos + 1 :]):
+        got = read_call(bad)
+        if got is None:
+            continue
+        decoded = ws.decode_client_message_bsatn(bad)
+        assert isinstance(decoded, ws.CallReducer)
+        assert (got.reducer, got.args, got.request_id, got.flags) == (
+            decoded.reducer, decoded.args, decoded.request_id, decoded.flags,
+        )  # fmt: skip
+
+
+def test_read_call_leaves_other_messages_to_the_general_decoder() -> None:
+    for msg in (
+        ws.OneOffQuery(b"\x01" * 16, "SELECT * FROM t"),
+        ws.Subscribe(("SELECT * FROM t",), 7),
+        ws.CallProcedure("p", b"", 3, ws.CallProcedureFlags.DEFAULT),
+    ):
+        assert read_call(ws.encode_client_message_bsatn(msg)) is None
+    frame = ws.encode_client_message_bsatn(ws.CallReducer("r", b"", 1, ws.CallReducerFlags.FULL_UPDATE))
+    assert read_call(frame[:-1] + b"\x02") is None  # flags past NO_SUCCESS_NOTIFY
+    assert read_call(frame[:1] + b"\xff\xff\xff\xff" + frame[5:]) is None  # a name past the end

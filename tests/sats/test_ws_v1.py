@@ -896,43 +896,6 @@ def test_row_json_f32_near_max() -> None:
     assert json_to_bsatn(ty, row_to_json(ty, data)) == data
 
 
-# --- the CallReducer fast path agrees with the general decoder ---------------------------------
-
-
-def _general_decode(data: bytes) -> Any:
-    from sats import ws_v1
-
-    try:
-        return ws_v1._decode_bsatn(data, ws_v1._BSATN.client_codec, ws_v1._CLIENT_FROM_VALUE, "client")
-    except DecodeError as e:
-        return type(e)
-
-
-@given(
-    st.text(max_size=40),
-    st.binary(max_size=64),
-    st.integers(0, 2**32 - 1),
-    st.sampled_from(list(CallReducerFlags)),
-    st.data(),
-)
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-def test_call_reducer_fast_path_matches_the_general_decoder(
-    name: str, args: bytes, request_id: int, flags: CallReducerFlags, data: st.DataObject
-) -> None:
-    frame = encode_client_message_bsatn(CallReducer(name, args, request_id, flags))
-    assert decode_client_message_bsatn(frame) == CallReducer(name, args, request_id, flags)
-    # Damaged frames: truncated, extended, or one byte changed — same answer or same error.
-    cut = data.draw(st.integers(0, len(frame)))
-    pos = data.draw(st.integers(0, len(frame) - 1))
-    byte = data.draw(st.integers(0, 255))
-    for bad in (frame[:cut], frame + b"\x00", frame[:pos] + bytes([byte]) + frame[pos + 1 :]):
-        try:
-            got: Any = decode_client_message_bsatn(bad)
-        except DecodeError as e:
-            got = type(e)
-        assert got == _general_decode(bad)
-
-
 @given(
     st.integers(-(2**63), 2**63 - 1),
     st.integers(0, 2**256 - 1),
