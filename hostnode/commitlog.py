@@ -1338,6 +1338,10 @@ def resolve_future(fut: asyncio.Future[None], error: BaseException | None) -> No
         fut.set_exception(error)
 
 
+#: What a :class:`LoopSettler` settles on a loop: a future, or a callback run with the outcome.
+_Settled = asyncio.Future[None] | DurableCallback
+
+
 class LoopSettler:
     """Settles futures of event loops from other threads, one wake-up per loop for many.
 
@@ -1352,7 +1356,7 @@ class LoopSettler:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._due: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]] = {}
+        self._due: dict[asyncio.AbstractEventLoop, list[tuple[_Settled, BaseException | None]]] = {}
 
     def settle_later(self, fut: asyncio.Future[None]) -> DurableCallback:
         """A durability callback settling ``fut`` on its loop (callable from any thread)."""
@@ -1363,13 +1367,22 @@ class LoopSettler:
 
         return settle
 
-    def _post(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None], error: BaseException | None) -> None:
+    def call_later(self, loop: asyncio.AbstractEventLoop, fn: DurableCallback) -> DurableCallback:
+        """A durability callback that runs ``fn(error)`` on ``loop`` (callable from any thread):
+        no future, no task woken — for a waiter that acts at once (hostnode/realtime.py)."""
+
+        def settle(error: BaseException | None) -> None:
+            self._post(loop, fn, error)
+
+        return settle
+
+    def _post(self, loop: asyncio.AbstractEventLoop, target: _Settled, error: BaseException | None) -> None:
         with self._lock:
             due = self._due.get(loop)
             if due is not None:
-                due.append((fut, error))
+                due.append((target, error))
                 return
-            self._due[loop] = [(fut, error)]
+            self._due[loop] = [(target, error)]
         try:
             loop.call_soon_threadsafe(self._settle_due, loop)
         except RuntimeError:  # the loop is closed: nobody waits on its futures any more
@@ -1379,6 +1392,9 @@ class LoopSettler:
     def _settle_due(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             due = self._due.pop(loop, [])
-        for fut, error in due:
-            resolve_future(fut, error)
+        for target, error in due:
+            if isinstance(target, asyncio.Future):
+                resolve_future(target, error)
+            else:
+                run_callback(target, error)
 

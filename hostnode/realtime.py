@@ -29,14 +29,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hostnode.commitlog import LoopSettler
 from hostnode.database import DatabaseError, ReducerOutcome, Status
-from hostnode.durability import ReplicationError
+from hostnode.durability import QuorumDurability, ReplicationError
 from hostnode.stats import SQL, SUBSCRIBE, UNSUBSCRIBE, UPDATE
 from hostnode.subscriptions import SubscriptionManager, attach, wire, writer_view
 from hostnode.subscriptions import results as r
 from hostnode.subscriptions.manager import CommitUpdates
 from hostnode.worker import Overloaded
 from sats import ws_v1 as ws
+from sats.errors import EncodeError
 from sats.identity import ConnectionId, Identity
 
 if TYPE_CHECKING:
@@ -75,6 +77,9 @@ CLOSE_SERVER_FULL = (1008, "client too far behind: the server's memory for slow 
 #: This node stopped leading the database (failover, transfer, lost lease): the client should
 #: reconnect, and the gateway will route it to the new leader.
 CLOSE_LEADER_CHANGED = (1012, "database leader changed; reconnect")
+#: Runs held frames' releases on their connections' loops (Connection._hold), one wake-up per
+#: loop for every connection a durability advance releases.
+_RELEASES = LoopSettler()
 
 Frame = bytes | str
 
@@ -227,11 +232,52 @@ def failure_update(
     )
 
 
+def committed_caller_update_bsatn(
+    timestamp_micros: int,
+    caller_identity: Identity,
+    caller_connection_id: int,
+    reducer_name: str,
+    reducer_id: int,
+    args: bytes,
+    request_id: int,
+    energy_quanta_used: int,
+    duration_micros: int,
+) -> bytes:
+    """The BSATN of ``TransactionUpdate(Committed(DatabaseUpdate([])), …)`` — what a caller
+    hears of its own committed call when no row it subscribes to changed — built without the
+    message objects (byte-identical to :func:`sats.ws_v1.encode_server_message_bsatn` of that
+    message)."""
+    name = reducer_name.encode()
+    try:
+        return b"".join((
+            b"\x01\x00\x00\x00\x00\x00",  # TransactionUpdate, Committed, zero tables
+            timestamp_micros.to_bytes(8, "little", signed=True),
+            caller_identity.value.to_bytes(32, "little"),
+            caller_connection_id.to_bytes(16, "little"),
+            len(name).to_bytes(4, "little"), name,
+            reducer_id.to_bytes(4, "little"),
+            len(args).to_bytes(4, "little"), args,
+            request_id.to_bytes(4, "little"),
+            energy_quanta_used.to_bytes(16, "little"),
+            duration_micros.to_bytes(8, "little", signed=True),
+        ))  # fmt: skip
+    except OverflowError as e:
+        raise EncodeError(f"TransactionUpdate: a number does not fit its field: {e}") from None
+
+
+def frame_bsatn(bsatn: bytes, compression: ws.Compression) -> bytes:
+    """:func:`sats.ws_v1.frame_server_message`, without a call into it for a frame that is not
+    compressed (every small one)."""
+    if compression is ws.Compression.NONE or len(bsatn) <= ws.COMPRESSION_THRESHOLD:
+        return b"\x00" + bsatn
+    return ws.frame_server_message(bsatn, compression)
+
+
 def encode(msg: ws.ServerMessage, json: bool, compression: ws.Compression) -> Frame:
     """A server message as a text frame (JSON) or a binary frame with its compression tag."""
     if json:
         return ws.encode_server_message_json(msg)
-    return ws.frame_server_message(ws.encode_server_message_bsatn(msg), compression)
+    return frame_bsatn(ws.encode_server_message_bsatn(msg), compression)
 
 
 class RealtimeHub:
@@ -516,8 +562,8 @@ class RealtimeHub:
                 empty = self._transaction_update(outcome, ws.Committed(ws.DatabaseUpdate(())), caller, p.json)
                 frame = encode(empty, p.json, p.compression)
             else:  # the hot path of a caller nobody else watches: no message objects
-                frame = ws.frame_server_message(
-                    ws.committed_caller_update_bsatn(
+                frame = frame_bsatn(
+                    committed_caller_update_bsatn(
                         outcome.timestamp_micros, outcome.caller, outcome.connection_id, outcome.reducer,
                         outcome.reducer_id, outcome.args, caller.request_id, outcome.energy_used,
                         outcome.duration_micros,
@@ -663,8 +709,10 @@ class Connection:
         #: relay stream). It returns False to have them queued as usual instead. Without it,
         #: every hand-over wakes the drainer's task: at a fan-out, one task per subscriber.
         self.sink: Callable[[list[Frame]], bool] | None = None
-        #: recv / recv_many took frames and waits for their durability (see _until_durable).
+        #: recv / recv_many took frames and waits for their durability (see _until_durable), or
+        #: frames wait in ``_held`` to go straight to the sink once durable (see _hold).
         self._holding = False
+        self._held: list[Frame] | None = None
 
     # --- outgoing (event loop) ----------------------------------------------------------------
 
@@ -675,11 +723,16 @@ class Connection:
         if self._closed.is_set():
             return
         sink = self.sink
-        if sink is not None and not self._queue and not self._holding and self._sendable(items):
+        if sink is not None and not self._queue and not self._holding:
             frames = [frame for frame, _ in items]
             # Past this client's own bounds they are queued, to be refused there as always.
-            if (len(frames) == 1 or self._within_bounds(frames)) and sink(frames):
-                return
+            if len(frames) == 1 or self._within_bounds(frames):
+                wait_for = self._not_durable(items)
+                if wait_for < 0:
+                    if sink(frames):
+                        return
+                elif self._hold(frames, wait_for):
+                    return
         q = self._queue
         added = 0
         for item in items:
@@ -697,21 +750,59 @@ class Connection:
             self.server_close(*CLOSE_TOO_SLOW)
         elif behind and budget.queued > budget.limit:
             self.server_close(*CLOSE_SERVER_FULL)
-        else:
+        elif self._held is None:  # (held frames go first: _release wakes the drainer)
             self._wake.set()
 
     def _within_bounds(self, frames: list[Frame]) -> bool:
         return len(frames) <= self.max_messages and sum(len(frame) for frame in frames) <= self.max_bytes
 
-    def _sendable(self, items: list[tuple[Frame, int | None]]) -> bool:
-        """Whether ``items`` may go now: not confirmed, or every one's transaction durable."""
+    def _not_durable(self, items: list[tuple[Frame, int | None]]) -> int:
+        """-1 when ``items`` may go now (not confirmed, or every one's transaction durable); else
+        the last offset they wait for."""
         if not self.params.confirmed or self.hub.closed:
-            return True
+            return -1
         durable = self.hub.db.durability.durable_offset
+        last = -1
         for _, offset in items:
-            if offset is not None and offset >= durable:
-                return False
+            if offset is not None and offset >= durable and offset > last:
+                last = offset
+        return last
+
+    def _hold(self, frames: list[Frame], offset: int) -> bool:
+        """Keep ``frames`` until record ``offset`` is durable, then hand them to the sink from the
+        durability callback itself (:meth:`_release`): no drainer task woken, no future — one
+        loop callback per durability advance for every connection it releases (64 × 1
+        confirmed). False where waits have a deadline (a quorum's ``commit_timeout``, which
+        closes the client when it passes): the drainer's wait (:meth:`_until_durable`) keeps it."""
+        durability = self.hub.db.durability
+        if isinstance(durability, QuorumDurability):
+            return False
+        self._held = frames
+        self._holding = True  # later frames queue behind these
+        durability.add_callback(offset, _RELEASES.call_later(self.loop, self._release))
         return True
+
+    def _release(self, error: BaseException | None) -> None:
+        """(event loop) The held frames' transaction is durable (or never will be, ``error``)."""
+        frames, self._held = self._held, None
+        self._holding = False
+        if frames is None or self._closed.is_set() or self.hub.closed:
+            return  # (a closing database closes its clients itself)
+        if error is not None:
+            log.warning("closing a confirmed client: its transaction never became durable: %s", error)
+            self.server_close(1011, f"transaction not durable: {error}"[:123])
+            return
+        sink = self.sink
+        if sink is None or not sink(frames):
+            # First in line for the drainer, which takes them with what queued behind them.
+            added = 0
+            for frame in reversed(frames):
+                self._queue.appendleft((frame, None))
+                added += len(frame)
+            self._bytes += added
+            self.budget.queued += added
+        if self._queue:
+            self._wake.set()
 
     def server_close(self, code: int, reason: str) -> None:
         """End the connection from the server side with this close code and reason (frames not
@@ -720,6 +811,7 @@ class Connection:
             return
         self.close_code, self.close_reason = code, reason
         self._drop_queued()
+        self._held = None
         self._closed.set()
         self._wake.set()
 
@@ -759,7 +851,7 @@ class Connection:
     async def _frames_queued(self) -> bool:
         """Wait until a frame is queued (True) or the connection is closed (False)."""
         while not self._closed.is_set():
-            if self._queue:
+            if self._queue and self._held is None:
                 return True
             self._wake.clear()
             await self._wake.wait()

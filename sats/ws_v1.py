@@ -1466,38 +1466,6 @@ def _decode_json(
         raise WsProtocolError(f"malformed JSON {kind} message: {e}") from None
 
 
-def committed_caller_update_bsatn(
-    timestamp_micros: int,
-    caller_identity: Identity,
-    caller_connection_id: int,
-    reducer_name: str,
-    reducer_id: int,
-    args: bytes,
-    request_id: int,
-    energy_quanta_used: int,
-    duration_micros: int,
-) -> bytes:
-    """The BSATN of ``TransactionUpdate(Committed(DatabaseUpdate([])), …)`` — what a caller
-    hears of its own committed call when no row it subscribes to changed — built without the
-    message objects (byte-identical to :func:`encode_server_message_bsatn` of that message)."""
-    name = reducer_name.encode()
-    try:
-        return b"".join((
-            b"\x01\x00\x00\x00\x00\x00",  # TransactionUpdate, Committed, zero tables
-            _pack_i64(timestamp_micros),
-            caller_identity.value.to_bytes(32, "little"),
-            caller_connection_id.to_bytes(16, "little"),
-            _pack_u32(len(name)), name,
-            _pack_u32(reducer_id),
-            _pack_u32(len(args)), args,
-            _pack_u32(request_id),
-            energy_quanta_used.to_bytes(16, "little"),
-            _pack_i64(duration_micros),
-        ))  # fmt: skip
-    except (struct.error, OverflowError) as e:
-        raise EncodeError(f"TransactionUpdate: a number does not fit its field: {e}") from None
-
-
 def encode_server_message_bsatn(msg: ServerMessage) -> bytes:
     """The BSATN of a server message (without the compression tag; see :func:`frame_server_message`)."""
     out = bytearray()

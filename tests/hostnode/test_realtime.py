@@ -11,7 +11,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,15 @@ from hostnode.realtime import (
     MAX_OUTGOING_BYTES,
     ClientParams,
     Connection,
+    committed_caller_update_bsatn,
+    frame_bsatn,
     read_call,
 )
 from hostnode.service import HostNode, HostNodeConfig
 from sats import ws_v1 as ws
 from sats.bsatn import encode
-from sats.identity import Identity
+from sats.errors import EncodeError
+from sats.identity import ConnectionId, Identity
 from sats.types import STRING
 from tests.hostnode.conftest import module_wasm
 from tests.waits import PATIENCE, until, writer_held
@@ -490,68 +493,119 @@ def _texts(frames: list[bytes | str], *candidates: str) -> list[list[str]]:
     return out
 
 
-def test_a_confirmed_connection_hands_its_sink_only_durable_frames(tmp_path: Path) -> None:
+def test_a_confirmed_connection_holds_frames_then_hands_them_to_its_sink_in_order(tmp_path: Path) -> None:
+    """With a sink, a confirmed client's update waits for durability without its drainer: the
+    durability callback itself hands it to the sink. Frames handed over meanwhile queue behind it,
+    even ones that could go at once, and the drainer takes them only after it."""
+
     async def body(node: HostNode) -> None:
         sender = await client(node, 1)
         watcher = await client(node, 2, confirmed=True, compression=ws.Compression.NONE)
         await subscribe(watcher)
         sink = watcher.sink = _Sink()
-        db = node.database(DB)
-        real = db.durability
-        not_durable = _NotYetDurable(real)
-        db.durability = not_durable  # type: ignore[assignment]
-        try:
+        with late_durability(node) as late:
             send_message(sender, "held")
-            await until(lambda: bool(watcher._queue), what="the update queued, not sunk")
-            assert sink.got == []
-            pending = asyncio.ensure_future(watcher.recv_many())
-            await asyncio.sleep(0.05)
-            assert not pending.done() and watcher._holding
-            not_durable.report_durable()  # the next update may go at once, but "held" is not out yet
+            await until(lambda: len(late.pending) == 1, what="a durability callback for the held update")
+            assert sink.got == [] and not watcher._queue and watcher._holding
+            drained = asyncio.ensure_future(watcher.recv_many())
+            late.durable = True  # the next update may go at once, but "held" is not out yet
             send_message(sender, "behind")
             await until(lambda: bool(watcher._queue), what="the second update queued behind the held one")
-            assert sink.got == []
-            not_durable.release()
-            first = await asyncio.wait_for(pending, 5)
-            assert first is not None and _texts(first, "held", "behind") == [["held"]]
-        finally:
-            db.durability = real
-        second = await asyncio.wait_for(watcher.recv_many(), 5)
-        assert second is not None and _texts(second, "held", "behind") == [["behind"]]
+            await asyncio.sleep(0.05)
+            assert sink.got == [] and not drained.done()
+            late.run(None)
+            await sink.wait_for(1)
+            assert _texts(sink.got, "held", "behind") == [["held"]] and not watcher._holding
+            after = await asyncio.wait_for(drained, 5)
+            assert after is not None and _texts(after, "held", "behind") == [["behind"]]
         await sender.close()
         await watcher.close()
 
     run(tmp_path, body)
 
 
-class _NotYetDurable:
-    """The database's durability, reporting nothing durable until :meth:`report_durable` (then
-    everything) and holding async waits until :meth:`release`."""
+def test_held_frames_a_full_sink_refuses_go_first_to_the_drainer(tmp_path: Path) -> None:
+    async def body(node: HostNode) -> None:
+        sender = await client(node, 1)
+        watcher = await client(node, 2, confirmed=True, compression=ws.Compression.NONE)
+        await subscribe(watcher)
+        sink = watcher.sink = _Sink()
+        with late_durability(node) as late:
+            send_message(sender, "held")
+            await until(lambda: len(late.pending) == 1, what="a durability callback for the held update")
+            late.durable = True
+            send_message(sender, "behind")
+            await until(lambda: bool(watcher._queue), what="the second update queued behind the held one")
+            sink.accept = False
+            late.run(None)
+            await until(lambda: len(watcher._queue) == 2, what="the held update put back first in line")
+            frames = await asyncio.wait_for(watcher.recv_many(), 5)
+            assert frames is not None and _texts(frames, "held", "behind") == [["held"], ["behind"]]
+            assert sink.got == []
+        await sender.close()
+        await watcher.close()
 
-    def __init__(self, real: Durability) -> None:
-        self._real = real
-        self._reported = False
-        self._released = asyncio.Event()
+    run(tmp_path, body)
 
-    def report_durable(self) -> None:
-        self._reported = True
 
-    def release(self) -> None:
-        self._released.set()
+def test_held_frames_that_never_become_durable_close_the_client(tmp_path: Path) -> None:
+    async def body(node: HostNode) -> None:
+        sender = await client(node, 1)
+        watcher = await client(node, 2, confirmed=True, compression=ws.Compression.NONE)
+        await subscribe(watcher)
+        sink = watcher.sink = _Sink()
+        with late_durability(node) as late:
+            send_message(sender, "held")
+            await until(lambda: len(late.pending) == 1, what="a durability callback for the held update")
+            late.run(OSError("disk gone"))
+            await asyncio.wait_for(watcher.wait_closed(), 5)
+        assert sink.got == []
+        assert (watcher.close_code, watcher.close_reason) == (1011, "transaction not durable: disk gone")
+        await sender.close()
+        await watcher.close()
+
+    run(tmp_path, body)
+
+
+@dataclass
+class _LateDurability:
+    """The database's durability with callbacks of its own: nothing is durable until
+    ``durable`` is set, and the callbacks asked for run only at :meth:`run`."""
+
+    real: Durability
+    durable: bool = False
+    pending: list[DurableCallback] = field(default_factory=list)
 
     @property
     def durable_offset(self) -> int:
-        return 1 << 62 if self._reported else 0
+        return 1 << 62 if self.durable else 0
 
     def add_callback(self, offset: int, fn: DurableCallback) -> None:
-        self._real.add_callback(offset, fn)
+        self.pending.append(fn)
+
+    def run(self, error: BaseException | None) -> None:
+        self.durable = error is None
+        pending, self.pending = self.pending, []
+        for fn in pending:
+            fn(error)
 
     def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
-        return self._real.wait_durable(offset, timeout)
+        return self.real.wait_durable(offset, timeout)
 
     async def wait_durable_async(self, offset: int) -> None:
-        await self._released.wait()
-        await self._real.wait_durable_async(offset)
+        await self.real.wait_durable_async(offset)
+
+
+@contextmanager
+def late_durability(node: HostNode) -> Iterator[_LateDurability]:
+    db = node.database(DB)
+    real = db.durability
+    late = _LateDurability(real)
+    db.durability = late  # type: ignore[assignment]
+    try:
+        yield late
+    finally:
+        db.durability = real
 
 
 # --- read_call: the server's reading of CallReducer frames agrees with the general decoder ------
@@ -599,3 +653,48 @@ def test_read_call_leaves_other_messages_to_the_general_decoder() -> None:
     frame = ws.encode_client_message_bsatn(ws.CallReducer("r", b"", 1, ws.CallReducerFlags.FULL_UPDATE))
     assert read_call(frame[:-1] + b"\x02") is None  # flags past NO_SUCCESS_NOTIFY
     assert read_call(frame[:1] + b"\xff\xff\xff\xff" + frame[5:]) is None  # a name past the end
+
+
+# --- the caller's own committed update, built without message objects -------------------------
+
+
+@given(
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(0, 2**256 - 1),
+    st.integers(0, 2**128 - 1),
+    st.text(max_size=30),
+    st.integers(0, 2**32 - 1),
+    st.binary(max_size=40),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**128 - 1),
+    st.integers(-(2**63), 2**63 - 1),
+)
+def test_committed_caller_update_is_byte_identical_to_the_general_encoder(
+    ts: int, ident: int, conn: int, name: str, rid: int, args: bytes, req: int, energy: int, dur: int
+) -> None:
+    msg = ws.TransactionUpdate(
+        ws.Committed(ws.DatabaseUpdate(())), ws.Timestamp(ts), Identity(ident), ConnectionId(conn),
+        ws.ReducerCallInfo(name, rid, args, req), ws.EnergyQuanta(energy), ws.TimeDuration(dur),
+    )  # fmt: skip
+    fast = committed_caller_update_bsatn(ts, Identity(ident), conn, name, rid, args, req, energy, dur)
+    assert fast == ws.encode_server_message_bsatn(msg)
+    for compression in ws.Compression:
+        assert frame_bsatn(fast, compression) == ws.frame_server_message(fast, compression)
+
+
+
+def test_committed_caller_update_refuses_numbers_past_their_fields() -> None:
+    good = (0, Identity(1), 2, "r", 3, b"", 4, 5, 6)
+    assert committed_caller_update_bsatn(*good)
+    for i, bad in ((0, 2**63), (2, 2**128), (4, 2**32), (6, -1), (7, 2**128), (8, -(2**63) - 1)):
+        args: list[Any] = list(good)
+        args[i] = bad
+        with pytest.raises(EncodeError, match="does not fit its field"):
+            committed_caller_update_bsatn(*args)
+
+
+def test_large_frames_are_compressed_like_the_general_encoder() -> None:
+    big = bytes(range(256)) * 8
+    for compression in ws.Compression:
+        assert ws.unframe_server_message(frame_bsatn(big, compression)) == big
+        assert frame_bsatn(big, compression)[0] == ws.frame_server_message(big, compression)[0]

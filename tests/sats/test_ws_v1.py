@@ -894,36 +894,3 @@ def test_row_json_f32_near_max() -> None:
     ty = product(("f", F32))
     data = codec_for(ty).encode((3.4025001647762064e38,))
     assert json_to_bsatn(ty, row_to_json(ty, data)) == data
-
-
-@given(
-    st.integers(-(2**63), 2**63 - 1),
-    st.integers(0, 2**256 - 1),
-    st.integers(0, 2**128 - 1),
-    st.text(max_size=30),
-    st.integers(0, 2**32 - 1),
-    st.binary(max_size=40),
-    st.integers(0, 2**32 - 1),
-    st.integers(0, 2**128 - 1),
-    st.integers(-(2**63), 2**63 - 1),
-)
-def test_committed_caller_update_is_byte_identical_to_the_general_encoder(
-    ts: int, ident: int, conn: int, name: str, rid: int, args: bytes, req: int, energy: int, dur: int
-) -> None:
-    from sats.ws_v1 import (
-        Committed,
-        DatabaseUpdate,
-        EnergyQuanta,
-        ReducerCallInfo,
-        TimeDuration,
-        Timestamp,
-        TransactionUpdate,
-        committed_caller_update_bsatn,
-    )
-
-    msg = TransactionUpdate(
-        Committed(DatabaseUpdate(())), Timestamp(ts), Identity(ident), ConnectionId(conn),
-        ReducerCallInfo(name, rid, args, req), EnergyQuanta(energy), TimeDuration(dur),
-    )  # fmt: skip
-    fast = committed_caller_update_bsatn(ts, Identity(ident), conn, name, rid, args, req, energy, dur)
-    assert fast == encode_server_message_bsatn(msg)
