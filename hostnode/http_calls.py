@@ -142,8 +142,8 @@ class HttpCallQueue:
             self._job_waiting = True
             worker.waiting[_WAITING] = len(self._calls) - 1
         if submit:
-            # Admitted above, call by call: the job itself is never refused.
-            worker.submit(lambda db: self._run(db, loop))
+            # Admitted above, call by call: the job itself is never refused; nobody waits for it.
+            worker.post(lambda db: self._run(db, loop))
         return pending.future
 
     def _run(self, db: Database, loop: asyncio.AbstractEventLoop) -> None:

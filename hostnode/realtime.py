@@ -99,6 +99,8 @@ class Writer(Protocol):
 
     def admit(self) -> None: ...
 
+    def post(self, fn: Callable[[Database], object]) -> None: ...
+
 
 #: The hub's key in ``DatabaseWorker.waiting``.
 _WAITING = "ws"
@@ -368,7 +370,7 @@ class RealtimeHub:
             self._incoming_job = True
             writer.waiting[_WAITING] = len(self._incoming) - 1
         if submit:
-            self.submit(self._run_incoming)  # admitted above, call by call
+            writer.post(self._run_incoming)  # admitted above, call by call; nobody waits for the job
 
     def _run_incoming(self, db: Database) -> None:
         """(writer thread) Answer every queued message, then hand the frames over once."""

@@ -49,7 +49,8 @@ class DatabaseWorker:
         #: of several HTTP calls counts as its calls (hostnode/http_calls.py), a job of several
         #: WebSocket clients' messages as its clients' batches (hostnode/realtime.py).
         self.waiting: dict[str, int] = {}
-        self._jobs: queue.Queue[Any] = queue.Queue()
+        #: (fn, future or None, when queued); a SimpleQueue: put and get are C, no Python-level lock.
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ready: Future[Database] = Future()
         self._thread = threading.Thread(target=self._run, args=(open_fn,), name=name, daemon=True)
         self._thread.start()
@@ -63,6 +64,12 @@ class DatabaseWorker:
         fut: Future[T] = Future()
         self._jobs.put((fn, fut, time.perf_counter()))
         return fut
+
+    def post(self, fn: Callable[[Database], object]) -> None:
+        """Run ``fn(db)`` on the writer thread with nobody waiting for its result: no future
+        (what it raises is logged). Not admitted: the caller counts its requests with
+        :meth:`admit` (hostnode/realtime.py queues every WebSocket client's messages this way)."""
+        self._jobs.put((fn, None, time.perf_counter()))
 
     def admit(self) -> None:
         """Raise :class:`Overloaded` when ``max_queued`` client requests wait already."""
@@ -105,7 +112,12 @@ class DatabaseWorker:
                     break
                 if job is not None:
                     fn, fut, db.queued_at = job
-                    if fut.set_running_or_notify_cancel():
+                    if fut is None:
+                        try:
+                            fn(db)
+                        except Exception:
+                            log.exception("a job on the writer thread failed")
+                    elif fut.set_running_or_notify_cancel():
                         try:
                             fut.set_result(fn(db))
                         except BaseException as e:  # noqa: BLE001 - delivered to the submitter
