@@ -25,7 +25,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hostnode.database import Database, DatabaseError, ReducerOutcome
 from hostnode.worker import DatabaseWorker
@@ -37,7 +37,7 @@ __all__ = ["HttpCall", "HttpCallQueue", "run_http_call"]
 _WAITING = "http"
 
 
-@dataclass
+@dataclass(init=False)
 class HttpCall:
     """What an HTTP `/call` did: the connect outcome, then the reducer's (or why it never ran).
 
@@ -45,9 +45,18 @@ class HttpCall:
     the call, and the connect was folded into the reducer's transaction.
     """
 
+    # (``__init__`` written out here and below: ``dataclass``'s own is interpreted Python even
+    # when this module is compiled, and these are made for every call.)
     connected: ReducerOutcome | None
-    reducer: ReducerOutcome | None = None
-    error: DatabaseError | None = None
+    reducer: ReducerOutcome | None
+    error: DatabaseError | None
+
+    def __init__(
+        self, connected: ReducerOutcome | None, reducer: ReducerOutcome | None = None, error: DatabaseError | None = None
+    ) -> None:
+        self.connected = connected
+        self.reducer = reducer
+        self.error = error
 
 
 def run_http_call(
@@ -90,22 +99,25 @@ def run_http_call(
     return result
 
 
-@dataclass(slots=True)
 class _Pending:
-    reducer: str
-    args: bytes | Callable[[], bytes]
-    caller: Identity
-    connection_id: int
-    future: asyncio.Future[HttpCall]
-    queued_at: float
-    result: HttpCall | BaseException | None = None
+    def __init__(
+        self, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int,
+        future: asyncio.Future[HttpCall], queued_at: float,
+    ) -> None:  # fmt: skip
+        self.reducer = reducer
+        self.args = args
+        self.caller = caller
+        self.connection_id = connection_id
+        self.future = future
+        self.queued_at = queued_at
+        self.result: HttpCall | BaseException | None = None
 
 
-@dataclass(slots=True)
 class _Job:
-    calls: list[_Pending] = field(default_factory=list)
-    #: The log's last offset after the job (what every answer waits for).
-    last_offset: int = -1
+    def __init__(self, calls: list[_Pending]) -> None:
+        self.calls = calls
+        #: The log's last offset after the job (what every answer waits for).
+        self.last_offset = -1
 
 
 class HttpCallQueue:

@@ -49,6 +49,7 @@ NATIVE_MODULES = (
     "hostnode/commitlog.py",
     "hostnode/database.py",
     "hostnode/stats.py",
+    "hostnode/http_calls.py",
     "hostnode/realtime.py",
     "hostnode/realtime_stream.py",
     "hostnode/grpc_stream.py",
