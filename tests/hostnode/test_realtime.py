@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -499,13 +499,7 @@ def test_a_confirmed_connection_holds_frames_then_hands_them_to_its_sink_in_orde
     even ones that could go at once, and the drainer takes them only after it."""
 
     async def body(node: HostNode) -> None:
-        sender = await client(node, 1)
-        watcher = await client(node, 2, confirmed=True, compression=ws.Compression.NONE)
-        await subscribe(watcher)
-        sink = watcher.sink = _Sink()
-        with late_durability(node) as late:
-            send_message(sender, "held")
-            await until(lambda: len(late.pending) == 1, what="a durability callback for the held update")
+        async with _one_update_held(node) as (sender, watcher, sink, late):
             assert sink.got == [] and not watcher._queue and watcher._holding
             drained = asyncio.ensure_future(watcher.recv_many())
             late.durable = True  # the next update may go at once, but "held" is not out yet
@@ -518,21 +512,13 @@ def test_a_confirmed_connection_holds_frames_then_hands_them_to_its_sink_in_orde
             assert _texts(sink.got, "held", "behind") == [["held"]] and not watcher._holding
             after = await asyncio.wait_for(drained, 5)
             assert after is not None and _texts(after, "held", "behind") == [["behind"]]
-        await sender.close()
-        await watcher.close()
 
     run(tmp_path, body)
 
 
 def test_held_frames_a_full_sink_refuses_go_first_to_the_drainer(tmp_path: Path) -> None:
     async def body(node: HostNode) -> None:
-        sender = await client(node, 1)
-        watcher = await client(node, 2, confirmed=True, compression=ws.Compression.NONE)
-        await subscribe(watcher)
-        sink = watcher.sink = _Sink()
-        with late_durability(node) as late:
-            send_message(sender, "held")
-            await until(lambda: len(late.pending) == 1, what="a durability callback for the held update")
+        async with _one_update_held(node) as (sender, watcher, sink, late):
             late.durable = True
             send_message(sender, "behind")
             await until(lambda: bool(watcher._queue), what="the second update queued behind the held one")
@@ -542,29 +528,39 @@ def test_held_frames_a_full_sink_refuses_go_first_to_the_drainer(tmp_path: Path)
             frames = await asyncio.wait_for(watcher.recv_many(), 5)
             assert frames is not None and _texts(frames, "held", "behind") == [["held"], ["behind"]]
             assert sink.got == []
-        await sender.close()
-        await watcher.close()
 
     run(tmp_path, body)
 
 
 def test_held_frames_that_never_become_durable_close_the_client(tmp_path: Path) -> None:
     async def body(node: HostNode) -> None:
-        sender = await client(node, 1)
-        watcher = await client(node, 2, confirmed=True, compression=ws.Compression.NONE)
+        async with _one_update_held(node) as (_, watcher, sink, late):
+            late.run(OSError("disk gone"))
+            await asyncio.wait_for(watcher.wait_closed(), 5)
+            assert sink.got == []
+            assert (watcher.close_code, watcher.close_reason) == (1011, "transaction not durable: disk gone")
+
+    run(tmp_path, body)
+
+
+@asynccontextmanager
+async def _one_update_held(
+    node: HostNode,
+) -> AsyncIterator[tuple[Connection, Connection, _Sink, _LateDurability]]:
+    """A sender and a confirmed subscriber with a sink, the database's durability replaced by a
+    :class:`_LateDurability`, and the update of the sender's message "held" waiting for it."""
+    sender = await client(node, 1)
+    watcher = await client(node, 2, confirmed=True, compression=ws.Compression.NONE)
+    try:
         await subscribe(watcher)
         sink = watcher.sink = _Sink()
         with late_durability(node) as late:
             send_message(sender, "held")
             await until(lambda: len(late.pending) == 1, what="a durability callback for the held update")
-            late.run(OSError("disk gone"))
-            await asyncio.wait_for(watcher.wait_closed(), 5)
-        assert sink.got == []
-        assert (watcher.close_code, watcher.close_reason) == (1011, "transaction not durable: disk gone")
+            yield sender, watcher, sink, late
+    finally:
         await sender.close()
         await watcher.close()
-
-    run(tmp_path, body)
 
 
 @dataclass
