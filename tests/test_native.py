@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import sysconfig
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from tools.build_native import (
     NATIVE_MODULES,
     compiled_files,
     source_digests,
+    stale_copies,
 )
 
 pytestmark = pytest.mark.skipif(not MANIFEST.exists(), reason="no native build here (make native)")
@@ -31,6 +33,7 @@ def test_the_compiled_copies_match_their_sources() -> None:
     stale = [m for m, digest in source_digests().items() if built["sources"].get(m) != digest]
     assert not stale, f"compiled copies older than their sources (run `make native`): {stale}"
     assert len(compiled_files()) == EXPECTED_FILES, "a compiled copy is missing (run `make native`)"
+    assert not stale_copies(), "compiled copies of modules no longer compiled shadow their sources (run `make native`)"
 
 
 @pytest.mark.parametrize("path", NATIVE_MODULES)
@@ -50,3 +53,17 @@ def test_the_module_host_uses_the_c_crossings() -> None:
     from hostnode import wasm_host
 
     assert wasm_host.HOSTCALL is not None, "hostnode._hostcall is built but wasm_host does not use it"
+
+
+def test_copies_of_modules_no_longer_compiled_are_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools import build_native
+
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    for name in ("kept.py", f"kept{suffix}", "dropped.py", f"dropped{suffix}", "ext.c", f"ext{suffix}", f"lib{suffix}"):
+        (pkg / name).write_text("")
+    monkeypatch.setattr(build_native, "ROOT", tmp_path)
+    monkeypatch.setattr(build_native, "NATIVE_MODULES", ("pkg/kept.py",))
+    monkeypatch.setattr(build_native, "C_EXTENSIONS", {"pkg.ext": "pkg/ext.c"})
+    assert stale_copies() == [pkg / f"dropped{suffix}"]  # not the C extension, nor a library without a source

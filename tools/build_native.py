@@ -82,9 +82,22 @@ def compiled_files() -> list[Path]:
 
 
 def remove_copies() -> None:
-    """Remove the compiled copies, so the sources are imported again."""
-    for path in compiled_files():
+    """Remove the compiled copies, so the sources are imported again — also those of modules
+    no longer listed (a copy left beside its source would shadow it, and fail to load)."""
+    for path in compiled_files() + stale_copies():
         path.unlink()
+
+
+def stale_copies() -> list[Path]:
+    """Compiled copies of modules that are not in NATIVE_MODULES any more (beside a source of
+    theirs, in a package that has compiled modules)."""
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    listed = {ROOT / m for m in NATIVE_MODULES} | {ROOT / f"{n.replace('.', '/')}.py" for n in C_EXTENSIONS}
+    packages = {(ROOT / m).parent for m in NATIVE_MODULES}
+    return [
+        p for d in sorted(packages) for p in sorted(d.glob(f"*{suffix}"))
+        if (source := p.with_name(p.name.removesuffix(suffix) + ".py")).exists() and source not in listed
+    ]  # fmt: skip
 
 
 def clean() -> None:
@@ -150,7 +163,7 @@ def up_to_date() -> bool:
         built = json.loads(MANIFEST.read_text())
     except (OSError, ValueError):
         return False
-    return built == manifest() and len(compiled_files()) == EXPECTED_FILES
+    return built == manifest() and len(compiled_files()) == EXPECTED_FILES and not stale_copies()
 
 
 def manifest() -> dict[str, object]:
