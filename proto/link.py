@@ -79,7 +79,8 @@ _FRAME_ONE = struct.Struct("<BBIIQ")  # a FRAME with its one ref
 _CLOSED = struct.Struct("<BQHI")
 _CALL = struct.Struct("<BQ32s32s16sHI")
 _OUTCOME = struct.Struct("<BQQH")
-_U64 = 1 << 64
+_U64 = struct.Struct("<Q")
+_U64_END = 1 << 64
 
 
 class LinkError(Exception):
@@ -157,7 +158,10 @@ class Batch:
 
     def message(self, ref: int, data: bytes, text: bool) -> None:
         """Add a MESSAGE event (a client's frame)."""
-        self._add(_MESSAGE.pack(MESSAGE, ref, text, len(data)), data)
+        head = _MESSAGE.pack(MESSAGE, ref, text, len(data))
+        self._parts.append(head)
+        self._parts.append(data)
+        self.size += len(head) + len(data)
 
     def disconnect(self, ref: int) -> None:
         """Add a DISCONNECT event."""
@@ -203,7 +207,7 @@ class Batch:
 def encode_call_outcome(outcome: str, message: str, energy_used: int, duration_micros: int) -> bytes | None:
     """A CALL's ``REPLY`` body for a reducer outcome (no JSON on either side of the hot path);
     None when a figure does not fit its 64 bits (the caller then answers in JSON)."""
-    if not (0 <= energy_used < _U64 and 0 <= duration_micros < _U64):
+    if not (0 <= energy_used < _U64_END and 0 <= duration_micros < _U64_END):
         return None
     name = outcome.encode()
     return _OUTCOME.pack(0, energy_used, duration_micros, len(name)) + name + message.encode()
@@ -241,7 +245,10 @@ def decode(body: bytes) -> Iterator[tuple[Any, ...]]:
                 yield MESSAGE, ref, bytes(view[off - n : off]), bool(text)
             elif kind == FRAME:
                 _, text, k, n = _FRAME.unpack_from(body, off)
-                refs = list(struct.unpack_from(f"<{k}Q", body, off + _FRAME.size))
+                if k == 1:  # nearly every frame: a reply to one client
+                    refs = [_U64.unpack_from(body, off + _FRAME.size)[0]]
+                else:
+                    refs = list(struct.unpack_from(f"<{k}Q", body, off + _FRAME.size))
                 off = _past(kind, off + _FRAME.size + 8 * k, n, end)
                 yield FRAME, refs, bytes(view[off - n : off]), bool(text)
             elif kind == DISCONNECT:
