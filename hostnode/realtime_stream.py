@@ -11,8 +11,10 @@ the carrier (:meth:`ClientStream._frame_event`, :meth:`ClientStream._closed_even
 Outgoing frames are batched per event-loop turn, and a frame that several clients receive (one
 subscription update, encoded once) travels once with the list of its clients. A connection hands
 frames that may go at once straight to the batch (its ``sink``, no task wake-up: a commit
-fanned out to a thousand subscribers costs no thousand task steps); each client's pump task
-takes only what waits for durability (``confirmed``) or for the gateway. The batch the
+fanned out to a thousand subscribers costs no thousand task steps), and so does a
+``confirmed`` client's reply once its transaction is durable (the durability callback hands it
+over: :meth:`hostnode.realtime.Connection._hold`); each client's pump task takes only what queued
+behind such a reply, what waits for a quorum's durability, or what waits for the gateway. The batch the
 carrier has not taken yet is bounded (:data:`MAX_PENDING_EVENTS`, :data:`MAX_PENDING_BYTES`,
 give or take what one connection had queued): beyond it the connections are no longer drained, so their own bounded queues fill and their
 slowest clients are cut off instead of this node buffering without end.
