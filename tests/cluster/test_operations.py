@@ -147,13 +147,17 @@ async def _move(fx: ClusterFixture) -> list[Identity]:
         spare = next(n for n in fx.cluster.node_ids() if n not in first.replicas)
         async with BankLoad(fx.url, "mover", token, ledger, accounts=ACCOUNTS) as load:
             await load.acked_more(20)
-            # A follower moves to the spare node; the leader stays.
+            # A follower moves to the spare node; the leader normally stays.
             out = (await cli(fx.cluster.dir, "move-replica", "mover", "--from", follower, "--to", spare)).ok().stdout
             assert f"replica on {follower} deleted" in out, out
             record = await fx.record(ident)
             moved = sorted([*(n for n in first.replicas if n != follower), spare])
             assert record is not None and sorted(record.replicas) == moved, record
-            assert record.leader == leader and not record.learners, record
+            assert record.leader is not None and not record.learners, record
+            # Each membership change is an election that prefers the leader on a tie, but a leader
+            # whose Promise misses the election's deadline is no candidate (seen once, with the
+            # whole suite running beside this load on two cores). Whoever leads now moves next.
+            leader = record.leader
             await load.acked_more(len(ledger.acked), what="transfers after moving a follower")
 
             async def dropped() -> bool:
