@@ -147,9 +147,11 @@ class Batch:
     def __bool__(self) -> bool:
         return bool(self._parts)
 
-    def _add(self, *parts: bytes) -> None:
-        self._parts.extend(parts)
-        self.size += sum(map(len, parts))
+    def _add(self, head: bytes, data: bytes = b"") -> None:
+        self._parts.append(head)
+        if data:
+            self._parts.append(data)
+        self.size += len(head) + len(data)
 
     def connect(self, ref: int, c: Connect) -> None:
         """Add a CONNECT event."""
@@ -158,10 +160,7 @@ class Batch:
 
     def message(self, ref: int, data: bytes, text: bool) -> None:
         """Add a MESSAGE event (a client's frame)."""
-        head = _MESSAGE.pack(MESSAGE, ref, text, len(data))
-        self._parts.append(head)
-        self._parts.append(data)
-        self.size += len(head) + len(data)
+        self._add(_MESSAGE.pack(MESSAGE, ref, text, len(data)), data)
 
     def disconnect(self, ref: int) -> None:
         """Add a DISCONNECT event."""
@@ -174,9 +173,7 @@ class Batch:
             head = _FRAME_ONE.pack(FRAME, text, 1, len(data), refs[0])
         else:
             head = _FRAME.pack(FRAME, text, n, len(data)) + struct.pack(f"<{n}Q", *refs)
-        self._parts.append(head)
-        self._parts.append(data)
-        self.size += len(head) + len(data)
+        self._add(head, data)
 
     def closed(self, ref: int, code: int, reason: str) -> None:
         """Add a CLOSED event."""
@@ -193,7 +190,7 @@ class Batch:
         """Add a CALL (identities and connection id as their 32/32/16 BSATN bytes)."""
         name = reducer.encode()
         data = args.encode()
-        self._add(_CALL.pack(CALL, request_id, database, caller, connection_id, len(name), len(data)), name, data)
+        self._add(_CALL.pack(CALL, request_id, database, caller, connection_id, len(name), len(data)) + name, data)
 
     def take(self) -> bytes:
         """Everything added so far as one length-prefixed batch, ready for one write; the

@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: on the same writer thread (64 × 40 confirmed: +9–12 % calls/s, loadtest/RESULTS.md), and what
 #: carries their frames to and from the gateway on the node's event loop, which shares the
 #: writer's interpreter (the client streams, the split server's link: a third fewer instructions
-#: on that loop per call), compiled as one group (calls between them are direct C calls). Adding one: run tests/hostnode and tests/sats with the build in place
-#: (compiled code checks annotations at run time and its classes take no patched methods).
+#: on that loop per call), compiled as one group (calls between them are direct C calls). Adding
+#: one: run tests/hostnode and tests/sats with the build in place (compiled code checks
+#: annotations at run time and its classes take no patched methods).
 NATIVE_MODULES = (
     "hostnode/wasm_host.py",
     "hostnode/datastore.py",
@@ -92,7 +93,7 @@ def stale_copies() -> list[Path]:
     """Compiled copies of modules that are not in NATIVE_MODULES any more (beside a source of
     theirs, in a package that has compiled modules)."""
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-    listed = {ROOT / m for m in NATIVE_MODULES} | {ROOT / f"{n.replace('.', '/')}.py" for n in C_EXTENSIONS}
+    listed = {ROOT / m for m in NATIVE_MODULES}
     packages = {(ROOT / m).parent for m in NATIVE_MODULES}
     return [
         p for d in sorted(packages) for p in sorted(d.glob(f"*{suffix}"))
