@@ -115,13 +115,17 @@ class Authenticator:
     async def optional(self, request: web.Request) -> Caller | None:
         """The caller if the request carries a token (validated), else None (§2.1–2.3)."""
         header = request.headers.get("Authorization")
+        # The query's token counts only without the header (parse_authorization).
+        return await self.from_credentials(header, request.query.get("token") if header is None else None)
+
+    async def from_credentials(self, header: str | None, query_token: str | None) -> Caller | None:
+        """:meth:`optional` given the ``Authorization`` header and the ``token`` query parameter."""
         if header is not None:
             known = self._callers.get(header)
             if known is not None:
                 self._callers.move_to_end(header)
                 return known
-        # The query's token counts only without the header (parse_authorization).
-        token = parse_authorization(header, request.query.get("token") if header is None else None)
+        token = parse_authorization(header, query_token)
         if token is None:
             return None
         claims = await self.verify(token)

@@ -34,6 +34,7 @@ __all__ = [
     "from_auth_error",
     "json_body",
     "log_internal",
+    "log_internal_at",
     "reason",
     "to_response",
 ]
@@ -103,11 +104,16 @@ class InternalError(ApiError):
 def log_internal(request: web.Request, error: ApiError, exc_info: BaseException | None = None) -> None:
     """Log what only the server may see of ``error`` under its request id (nothing when it has no
     ``detail``); ``exc_info``: the exception whose traceback goes with it."""
+    log_internal_at(request.method, request.path, error, exc_info)
+
+
+def log_internal_at(method: str, path: str, error: ApiError, exc_info: BaseException | None = None) -> None:
+    """:func:`log_internal` for a request known by its method and path."""
     if error.detail is None:
         return
     log.error(
         "internal error request_id=%s method=%s path=%s: %s",
-        error.headers.get(REQUEST_ID_HEADER, "-"), request.method, request.path, error.detail, exc_info=exc_info,
+        error.headers.get(REQUEST_ID_HEADER, "-"), method, path, error.detail, exc_info=exc_info,
     )  # fmt: skip
 
 

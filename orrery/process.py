@@ -16,9 +16,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
+from typing import cast
 
 from aiohttp import web
 
+from gateway import fast_calls
+from gateway.context import GATEWAY, Gateway
 from observability.http import Endpoints, metrics_app
 
 __all__ = [
@@ -86,15 +90,58 @@ async def start_site(
     app: web.Application, host: str, port: int, *, shutdown_timeout: float
 ) -> tuple[web.AppRunner, str]:
     """Serve ``app`` on ``host:port`` (no access log); the runner (``cleanup()`` it at the end)
-    and the ``host:port`` it really listens on."""
+    and the ``host:port`` it really listens on. A gateway's application has its HTTP ``/call``
+    requests read by :mod:`gateway.fast_calls` (unless ``ORRERY_HTTP_FAST_CALLS=0``)."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        if GATEWAY in app and fast_calls.enabled():
+            site: web.TCPSite = FastSite(
+                runner, app[GATEWAY], host, port, shutdown_timeout=shutdown_timeout, reuse_address=True
+            )
+        else:
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     return runner, bound_address(runner, host, port)
+
+
+class FastSite(web.TCPSite):
+    """aiohttp's TCP site whose connections start with :class:`gateway.fast_calls.CallConnection`
+    (``gateway``: the application's); stopping it waits up to
+    ``shutdown_timeout`` seconds for the calls they have in flight."""
+
+    def __init__(
+        self, runner: web.AppRunner, gateway: Gateway, host: str, port: int, *, shutdown_timeout: float,
+        reuse_address: bool | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(runner, host, port, reuse_address=reuse_address)
+        self.gateway = gateway
+        self.shutdown_timeout = shutdown_timeout
+        self.calls: fast_calls.FastCalls | None = None
+
+    async def start(self) -> None:
+        # TCPSite.start, with FastCalls (which hands connections to the runner's server) as the
+        # protocol factory; BaseSite.start registers the site with the runner.
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        self.calls = fast_calls.FastCalls(self.gateway, server)
+        loop = asyncio.get_running_loop()
+        # (a compiled CallConnection is an asyncio.Protocol by its methods, not by its base)
+        factory = cast(Callable[[], asyncio.BaseProtocol], self.calls)
+        self._server = await loop.create_server(
+            factory, self._host, self._port, backlog=self._backlog, reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )  # fmt: skip
+        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.calls is not None:
+            await self.calls.close(self.shutdown_timeout)
 
 
 def bound_address(runner: web.AppRunner, host: str, port: int) -> str:

@@ -56,6 +56,7 @@ NATIVE_MODULES = (
     "hostnode/grpc_stream.py",
     "hostnode/link.py",
     "proto/link.py",
+    "gateway/fast_calls.py",
 )
 #: C extensions built beside them: wasm_host's crossings into wasmtime (host imports, the call
 #: itself) without ctypes, ~35k fewer instructions per transfer (loadtest/RESULTS.md); the

@@ -1,0 +1,413 @@
+"""HTTP ``/call`` without aiohttp's request machinery; every other request still goes to aiohttp.
+
+A reducer call over HTTP cost the gateway ~396,000 instructions, ~258,000 of them aiohttp's own
+per request (``loadtest/RESULTS.md``, session 22): llhttp's callbacks building a multidict of
+headers and a URL, the request and response objects, the route lookup, the middleware, the
+response's headers checked character by character — the caller's token among them. The work of
+the call itself (the token, the name, the link to the host node) is a fraction of it.
+
+:class:`CallConnection` is the protocol of every HTTP connection of the gateway's listener
+(:func:`fast_site`). It reads requests itself for as long as each is a plain
+``POST /v1/database/<name>/call/<reducer>`` — HTTP/1.1, a ``Content-Length`` body of at most
+``max_body_bytes``, ``Content-Type: application/json``, a Bearer token, headers of printable
+ASCII — and answers it as the aiohttp route (:func:`gateway.routes_database.call`) and the
+application's middleware and response hook would, byte for byte but for header order: the same
+status, reason, body and headers (CORS, ``Vary``, the caller's identity and token, energy and
+duration, ``Date``, ``Server``), counted into the gateway's stats under the same route.
+
+Anything else — another route, a query string, a percent-escape, chunked or absent bodies,
+``Expect``, ``Upgrade``, a request without a token (an anonymous identity is minted by the
+middleware), a token that does not verify, a header this reader does not vouch for, a head
+larger than 8 KiB — hands the connection to aiohttp's own protocol, with every byte not answered
+yet, before anything of that request was answered: from then on aiohttp serves the connection,
+so its answers are exactly aiohttp's. A connection is only handed over between requests.
+
+Requests on one connection are answered in order, one at a time (as aiohttp does); a call in
+flight runs to its end when its client goes away (aiohttp's default, no handler cancellation),
+and its answer is dropped. Reading pauses while a client has more than :data:`READ_AHEAD` bytes
+waiting behind a call in flight; the next request waits while the socket's write buffer is full.
+Connections idle past aiohttp's keep-alive timeout are closed. Stopping the site closes idle
+connections at once and waits (``shutdown_timeout``) for calls in flight to be answered.
+
+``ORRERY_HTTP_FAST_CALLS=0`` in the environment turns this off (every request to aiohttp), for
+comparisons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import re
+import time
+
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+
+from gateway.backends import CallOutcome, CallResult
+from gateway.context import Caller, Gateway
+from gateway.errors import ApiError, InternalError, log_internal_at, to_response
+from gateway.routes_database import DURATION_HEADER, ENERGY_HEADER, call_response
+
+__all__ = ["CALL_ROUTE", "CallConnection", "FastCalls", "enabled", "read_head"]
+
+log = logging.getLogger(__name__)
+
+#: The route the calls are counted under (aiohttp's canonical form of the route).
+CALL_ROUTE = "/v1/database/{name_or_identity}/call/{reducer}"
+#: Largest request head read here (aiohttp's limit for one line is 8,190 bytes).
+MAX_HEAD = 8190
+#: Bytes a client may have waiting while its call is in flight before reading pauses.
+READ_AHEAD = 256 * 1024
+#: aiohttp's default: seconds an idle keep-alive connection is kept.
+KEEPALIVE_TIMEOUT = 3630.0
+#: Seconds between sweeps for idle connections.
+SWEEP_INTERVAL = 60.0
+
+_REQUEST_LINE = re.compile(rb"POST /v1/database/([A-Za-z0-9._~!$&'()*+,;=:@-]+)/call/([A-Za-z0-9._~!$&'()*+,;=:@-]+) HTTP/1\.1")
+#: The bytes of a header's name.
+_TOKEN_BYTES = b"!#$%&'*+.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-"
+#: Headers whose presence sends the request to aiohttp (this reader does not implement them).
+#: Header names seen before (clients send the same ones every time), lower-cased; at most
+#: ``_NAMES_KEPT`` of them.
+_NAMES: dict[bytes, bytes] = {}
+_NAMES_KEPT = 256
+_DECLINED = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"te", b"trailer"))
+_VARY = b"origin, access-control-request-method, access-control-request-headers"
+_SERVER = SERVER_SOFTWARE.encode()
+
+
+def enabled() -> bool:
+    """Whether listeners read ``/call`` requests themselves (``ORRERY_HTTP_FAST_CALLS``)."""
+    return os.environ.get("ORRERY_HTTP_FAST_CALLS", "1") != "0"
+
+
+class _Request:
+    """A ``/call`` request read from the socket: all this module answers from."""
+
+    def __init__(self, raw: bytes, name: str, reducer: str, authorization: str, body: bytes, close: bool) -> None:
+        self.raw = raw
+        self.name = name
+        self.reducer = reducer
+        self.authorization = authorization
+        self.body = body
+        self.close = close
+
+    @property
+    def path(self) -> str:
+        return f"/v1/database/{self.name}/call/{self.reducer}"
+
+
+class _Head:
+    """What the head of a request says: the route's two segments and the headers that matter."""
+
+    def __init__(self, name: str, reducer: str, authorization: str, length: int, close: bool) -> None:
+        self.name = name
+        self.reducer = reducer
+        self.authorization = authorization
+        self.length = length
+        self.close = close
+
+
+def read_head(head: bytes, max_body: int) -> _Head | None:
+    """The head (without its blank line) of a request this module answers, or None for one
+    aiohttp must read."""
+    if not head.isascii():
+        return None
+    lines = head.split(b"\r\n")
+    line = _REQUEST_LINE.fullmatch(lines[0])
+    if line is None:
+        return None
+    name, reducer = line.group(1), line.group(2)
+    if name in (b".", b"..") or reducer in (b".", b".."):
+        return None  # aiohttp's URL would resolve the dot segment: another route
+    length = -1
+    content_type = authorization = None
+    close = False
+    for raw in lines[1:]:
+        if raw.find(b"\n") >= 0 or raw.find(b"\r") >= 0:
+            return None  # a line ending in a bare LF or CR
+        field, colon, value = raw.partition(b":")
+        key = _NAMES.get(field)
+        if key is None:
+            if not colon or not field or field.translate(None, _TOKEN_BYTES):
+                return None  # obs-fold, a malformed line
+            if len(_NAMES) >= _NAMES_KEPT:
+                _NAMES.clear()
+            key = _NAMES[field] = field.lower()
+        value = value.strip(b" \t")
+        if key == b"content-length":
+            if length >= 0 or not value.isdigit():
+                return None
+            length = int(value)
+        elif key == b"authorization":
+            if authorization is not None:
+                return None
+            authorization = value
+        elif key == b"content-type":
+            if content_type is not None:
+                return None
+            content_type = value
+        elif key == b"connection":
+            token = value.lower()
+            if token == b"close":
+                close = True
+            elif token != b"keep-alive":
+                return None
+        elif key in _DECLINED:
+            return None
+    if length < 0 or length > max_body or authorization is None or content_type is None:
+        return None
+    if content_type.lower() != b"application/json":
+        return None  # aiohttp's route answers 415 (and 400 without one)
+    return _Head(name.decode(), reducer.decode(), authorization.decode(), length, close)
+
+
+class FastCalls:
+    """The connections of one listener and what they share: the gateway, aiohttp's protocol
+    factory to hand a connection to, the ``Date`` header of this second."""
+
+    def __init__(self, gateway: Gateway, server: web.Server) -> None:
+        self.gateway = gateway
+        self.server = server
+        self.max_body = gateway.config.max_body_bytes
+        self.connections: set[CallConnection] = set()
+        self.closing = False
+        self.loop = asyncio.get_running_loop()
+        self._second = -1
+        self._date = b""
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __call__(self) -> CallConnection:
+        if self._sweeper is None:
+            self._sweeper = self.loop.create_task(self._sweep())
+        return CallConnection(self)
+
+    def date(self) -> bytes:
+        """This second's ``Date`` header value."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._date = email.utils.formatdate(now, usegmt=True).encode()
+        return self._date
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            cutoff = time.monotonic() - KEEPALIVE_TIMEOUT
+            for conn in list(self.connections):
+                if not conn.busy and conn.last_active < cutoff:
+                    conn.close()
+
+    async def close(self, timeout: float) -> None:
+        """Close every connection still read here: idle ones now, the others once their call is
+        answered (at most ``timeout`` seconds)."""
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            if not conn.busy:
+                conn.close()
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+
+
+class CallConnection:
+    """One client connection, read here until a request needs aiohttp (module docstring): an
+    :class:`asyncio.Protocol` (by its methods: a compiled class cannot extend it)."""
+
+    def __init__(self, calls: FastCalls) -> None:
+        self.calls = calls
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        #: A request is being answered.
+        self.busy = False
+        self.eof = False
+        self.closed = False
+        self.write_paused = False
+        self.read_paused = False
+        self.last_active = time.monotonic()
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.calls.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer = self.buffer + data if self.buffer else data
+        if not self.busy:
+            self._next()
+        elif len(self.buffer) > READ_AHEAD and not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if not self.busy and not self.buffer:
+            return False  # nothing to answer: the transport closes itself
+        return True  # answer what was sent first
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.calls.connections.discard(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.busy and not self.closed:
+            self._next()
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+        self.calls.connections.discard(self)
+
+    def _next(self) -> None:
+        """Start on the request at the head of the buffer, if it is all here."""
+        if self.closed or self.write_paused:
+            return
+        buffer = self.buffer
+        if not buffer:
+            if self.eof or self.calls.closing:
+                self.close()
+            return
+        end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                self._hand_over()
+            return  # the rest of the head is still coming
+        head = read_head(buffer[:end], self.calls.max_body)
+        if head is None:
+            self._hand_over()
+            return
+        size = end + 4 + head.length
+        if len(buffer) < size:
+            return  # the rest of the body is still coming
+        self.buffer = buffer[size:]
+        request = _Request(buffer[:size], head.name, head.reducer, head.authorization, buffer[end + 4 : size], head.close)
+        self.busy = True
+        self.last_active = time.monotonic()
+        self.calls.loop.create_task(self._serve(request))
+
+    def _hand_over(self, pending: bytes = b"") -> None:
+        """Give the connection, and every byte not answered yet, to aiohttp's protocol."""
+        transport = self.transport
+        assert transport is not None
+        self.calls.connections.discard(self)
+        data = pending + self.buffer
+        self.buffer = b""
+        self.closed = True  # to this object
+        protocol = self.calls.server()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self.read_paused:
+            transport.resume_reading()
+        if data:
+            protocol.data_received(data)
+        if self.eof:
+            protocol.eof_received()
+
+    async def _serve(self, request: _Request) -> None:
+        started = time.perf_counter()
+        gw = self.calls.gateway
+        try:
+            caller = await gw.auth.from_credentials(request.authorization, None)
+        except Exception:  # noqa: BLE001 - aiohttp's middleware answers it (400/401), as for any request
+            caller = None
+        if caller is None:
+            self.busy = False
+            if not self.closed:
+                self._hand_over(request.raw)
+            return
+        status = 500
+        try:
+            answer, status = await self._answer(gw, request, caller)
+        except BaseException:
+            self.busy = False
+            raise
+        finally:
+            gw.stats.request(CALL_ROUTE, "POST", status, time.perf_counter() - started)
+        self.busy = False
+        self.last_active = time.monotonic()
+        if self.closed:
+            return  # the client went away; its call ran all the same
+        transport = self.transport
+        assert transport is not None
+        transport.write(answer)
+        if request.close or self.calls.closing:
+            self.close()
+            return
+        if self.read_paused and len(self.buffer) <= READ_AHEAD:
+            self.read_paused = False
+            transport.resume_reading()
+        self._next()
+
+    async def _answer(self, gw: Gateway, request: _Request, caller: Caller) -> tuple[bytes, int]:
+        """The bytes of the response to ``request`` and its status."""
+        keep_alive = not request.close and not self.calls.closing
+        try:
+            try:
+                args = request.body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ApiError.text(400, "Request body didn't contain valid UTF-8") from None
+            info = await gw.control.database(request.name)
+            result = await gw.host.call(
+                info.identity, request.reducer, args, caller=caller.identity, connection_id=gw.connection_ids.new()
+            )
+            if result.outcome is CallOutcome.COMMITTED:
+                return self._committed(result, caller, keep_alive), 200
+            response = call_response(result)
+        except ApiError as e:
+            log_internal_at("POST", request.path, e)
+            response = to_response(e)
+        except Exception as e:  # noqa: BLE001 - a 500 naming a request id, as the middleware does
+            internal = InternalError(f"{type(e).__name__}: {e}")
+            log_internal_at("POST", request.path, internal, exc_info=e)
+            response = to_response(internal)
+        return self._response(response, caller, keep_alive), response.status
+
+    def _committed(self, result: CallResult, caller: Caller, keep_alive: bool) -> bytes:
+        """The 200 of a committed call (``call_response``'s, without building it)."""
+        return b"".join((
+            b"HTTP/1.1 200 OK\r\n",
+            ENERGY_HEADER.encode(), b": ", str(result.energy_used).encode(), b"\r\n",
+            DURATION_HEADER.encode(), b": ", str(result.duration_micros).encode(), b"\r\n",
+            b"Content-Length: 0\r\n",
+            self._common(caller, keep_alive),
+        ))  # fmt: skip
+
+    def _response(self, response: web.Response, caller: Caller, keep_alive: bool) -> bytes:
+        """Any other response the route makes, as aiohttp writes it."""
+        body = response.body
+        assert body is None or isinstance(body, bytes)
+        body = body or b""
+        parts = [f"HTTP/1.1 {response.status} {response.reason}\r\n".encode()]
+        for key, value in response.headers.items():
+            if key.lower() != "content-length":
+                parts.append(f"{key}: {value}\r\n".encode())
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+        parts.append(self._common(caller, keep_alive))
+        parts.append(body)
+        return b"".join(parts)
+
+    def _common(self, caller: Caller, keep_alive: bool) -> bytes:
+        """The headers every answer ends with (aiohttp's, then the response hook's) and the blank line."""
+        return b"".join((
+            b"Date: ", self.calls.date(), b"\r\nServer: ", _SERVER, b"\r\n",
+            b"" if keep_alive else b"Connection: close\r\n",
+            b"Access-Control-Allow-Origin: *\r\nVary: ", _VARY, b"\r\n",
+            b"spacetime-identity: ", caller.identity.to_hex().encode(), b"\r\n",
+            b"spacetime-identity-token: ", caller.token.encode(), b"\r\n\r\n",
+        ))  # fmt: skip
