@@ -338,7 +338,9 @@ class CallConnection:
             self.busy = False
             raise
         finally:
-            gw.stats.request(CALL_ROUTE, "POST", status, time.perf_counter() - started)
+            stats = gw.stats
+            stats.fast_calls += 1
+            stats.request(CALL_ROUTE, "POST", status, time.perf_counter() - started)
         self.busy = False
         self.last_active = time.monotonic()
         if self.closed:

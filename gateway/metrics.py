@@ -47,6 +47,10 @@ HTTP_DURATION = MetricSpec.histogram(
     "orrery_gateway_http_request_duration_seconds", "Time to answer an HTTP request (WebSocket sessions excluded)",
     "route",
 )  # fmt: skip
+FAST_CALLS = MetricSpec.counter(
+    "orrery_gateway_http_fast_calls_total",
+    "HTTP /call requests read and answered without aiohttp's request machinery (gateway/fast_calls.py)",
+)
 WEBSOCKETS = MetricSpec.gauge("orrery_gateway_websocket_connections", "WebSocket clients this gateway relays now")
 RETRIES = MetricSpec.counter(
     "orrery_gateway_routing_retries_total",
@@ -59,7 +63,7 @@ LIVE_NODES = MetricSpec.gauge("orrery_gateway_live_nodes", "Host nodes registere
 VIEW_CONNECTED = MetricSpec.gauge(
     "orrery_gateway_view_connected", "1 while the gateway's watch on etcd is up (its view follows every change)"
 )
-SPECS = (HTTP_REQUESTS, HTTP_DURATION, WEBSOCKETS, RETRIES, VIEW_REVISION, LIVE_NODES, VIEW_CONNECTED)
+SPECS = (HTTP_REQUESTS, HTTP_DURATION, FAST_CALLS, WEBSOCKETS, RETRIES, VIEW_REVISION, LIVE_NODES, VIEW_CONNECTED)
 
 #: The ``route`` of a request no route matched.
 OTHER_ROUTE = "other"
@@ -76,6 +80,8 @@ class GatewayStats:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.durations: dict[str, Histogram] = {}
         self.websockets = 0
+        #: Of the requests, the ``/call`` requests gateway/fast_calls.py answered itself.
+        self.fast_calls = 0
         self.retries: dict[str, int] = dict.fromkeys(RETRY_REASONS, 0)
 
     def request(self, route: str, method: str, status: int, seconds: float | None) -> None:
@@ -124,6 +130,7 @@ class GatewayCollector:
             scrape.add(HTTP_REQUESTS, (route, method, code), n)
         for route, h in list(stats.durations.items()):
             scrape.histogram(HTTP_DURATION, (route,), h)
+        scrape.add(FAST_CALLS, (), stats.fast_calls)
         scrape.add(WEBSOCKETS, (), stats.websockets)
         for reason, n in list(stats.retries.items()):
             scrape.add(RETRIES, (reason,), n)
