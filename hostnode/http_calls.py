@@ -22,19 +22,27 @@ An HTTP call is a client that connects for one reducer call (module-abi.md §7, 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hostnode.commitlog import LoopSettler
 from hostnode.database import Database, DatabaseError, ReducerOutcome
+from hostnode.durability import QuorumDurability
 from hostnode.worker import DatabaseWorker
+from proto.link import encode_call_outcome
 from sats.identity import Identity
 
-__all__ = ["HttpCall", "HttpCallQueue", "run_http_call"]
+__all__ = ["CallDone", "HttpCall", "HttpCallQueue", "LinkAnswer", "run_http_call"]
+
+log = logging.getLogger(__name__)
 
 #: This queue's key in ``DatabaseWorker.waiting``.
 _WAITING = "http"
+#: Hands durable jobs' answers to the event loop, one wake-up for many (hostnode/commitlog.py).
+_SETTLES = LoopSettler()
 
 
 @dataclass(init=False)
@@ -99,16 +107,21 @@ def run_http_call(
     return result
 
 
+#: What gets a call's answer (on the event loop, once durable): the :class:`HttpCall`, or the
+#: exception the call (or its durability) failed with.
+CallDone = Callable[[HttpCall | BaseException], None]
+
+
 class _Pending:
     def __init__(
         self, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int,
-        future: asyncio.Future[HttpCall], queued_at: float,
+        done: CallDone, queued_at: float,
     ) -> None:  # fmt: skip
         self.reducer = reducer
         self.args = args
         self.caller = caller
         self.connection_id = connection_id
-        self.future = future
+        self.done = done
         self.queued_at = queued_at
         self.result: HttpCall | BaseException | None = None
 
@@ -144,10 +157,28 @@ class HttpCallQueue:
         """(event loop) Queue one HTTP call (see :func:`run_http_call`): the future of its
         outcome, resolved once durable (raises :class:`~hostnode.worker.Overloaded` at once,
         nothing queued, when the writer is full)."""
+        future: asyncio.Future[HttpCall] = asyncio.get_running_loop().create_future()
+
+        def done(result: HttpCall | BaseException) -> None:
+            if future.done():
+                return  # the caller went away; its call ran all the same
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.submit_with(reducer, args, caller, connection_id, done)
+        return future
+
+    def submit_with(
+        self, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int, done: CallDone
+    ) -> None:
+        """:meth:`submit` without a future: ``done`` gets the answer on this loop once it is durable
+        (the split server's link answers the gateway from it)."""
         worker = self.worker
         worker.admit()
         loop = asyncio.get_running_loop()
-        pending = _Pending(reducer, args, caller, connection_id, loop.create_future(), time.perf_counter())
+        pending = _Pending(reducer, args, caller, connection_id, done, time.perf_counter())
         with self._lock:
             self._calls.append(pending)
             submit = not self._job_waiting
@@ -156,10 +187,10 @@ class HttpCallQueue:
         if submit:
             # Admitted above, call by call: the job itself is never refused; nobody waits for it.
             worker.post(lambda db: self._run(db, loop))
-        return pending.future
 
     def _run(self, db: Database, loop: asyncio.AbstractEventLoop) -> None:
-        """(writer thread) Every call queued so far, in order; then one hand-over to ``loop``."""
+        """(writer thread) Every call queued so far, in order; then one hand-over to ``loop``
+        once the job's last record is durable."""
         with self._lock:
             job = _Job(self._calls)
             self._calls = []
@@ -175,29 +206,68 @@ class HttpCallQueue:
             except BaseException as e:  # noqa: BLE001 - delivered to that call's caller
                 pending.result = e
         job.last_offset = db.last_offset
-        loop.call_soon_threadsafe(self._settle_when_durable, job)
+        durability = db.durability
+        if job.last_offset >= 0 and not isinstance(durability, QuorumDurability):
+            # The durability callback itself answers, on the loop: no task, no future.
+            def settle(error: BaseException | None) -> None:
+                self._settle(job, error)
+
+            durability.add_callback(job.last_offset, _SETTLES.call_later(loop, settle))
+        else:
+            # A quorum's wait has a deadline (commit_timeout), which wait_durable_async keeps.
+            loop.call_soon_threadsafe(self._settle_when_durable, job)
 
     def _settle_when_durable(self, job: _Job) -> None:
-        task = asyncio.get_running_loop().create_task(self._settle(job))
+        if job.last_offset < 0:
+            self._settle(job, None)
+            return
+        task = asyncio.get_running_loop().create_task(self._wait_and_settle(job))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
-    async def _settle(self, job: _Job) -> None:
+    async def _wait_and_settle(self, job: _Job) -> None:
         error: BaseException | None = None
-        if job.last_offset >= 0:
-            try:
-                await self.worker.db.durability.wait_durable_async(job.last_offset)
-            except Exception as e:  # noqa: BLE001 - every call of the job gets it
-                error = e
+        try:
+            await self.worker.db.durability.wait_durable_async(job.last_offset)
+        except Exception as e:  # noqa: BLE001 - every call of the job gets it
+            error = e
+        self._settle(job, error)
+
+    @staticmethod
+    def _settle(job: _Job, error: BaseException | None) -> None:
+        """(event loop) Answer every call of ``job`` (``error``: its records never became durable)."""
         for pending in job.calls:
-            fut = pending.future
-            if fut.done():  # the caller went away; its call ran all the same
-                continue
             result = pending.result
-            if isinstance(result, BaseException):
-                fut.set_exception(result)
-            elif error is not None:
-                fut.set_exception(error)
-            else:
-                assert result is not None
-                fut.set_result(result)
+            assert result is not None
+            try:
+                pending.done(result if error is None or isinstance(result, BaseException) else error)
+            except Exception:  # noqa: BLE001 - one caller's failure is not the others'
+                log.exception("answering an HTTP call failed")
+
+
+class LinkAnswer:
+    """The :data:`CallDone` of a CALL on the split server's link (hostnode/link.py): ``reply`` gets
+    the REPLY body. A reducer that ran is answered here, from ``outcomes`` (each status's name of
+    the gateway's call outcome), as :func:`proto.link.encode_call_outcome` encodes it; anything
+    else — a refused connect, a reducer that could not be called, an exception — by ``other``
+    (orrery/standalone_node.py), which maps it as the in-process gateway's backend does."""
+
+    def __init__(
+        self, reply: Callable[[bytes], None], outcomes: dict[object, str],
+        other: Callable[[HttpCall | BaseException], bytes],
+    ) -> None:  # fmt: skip
+        self.reply = reply
+        self.outcomes = outcomes
+        self.other = other
+
+    def __call__(self, result: HttpCall | BaseException) -> None:
+        if isinstance(result, HttpCall) and result.error is None:
+            outcome = result.reducer
+            if outcome is not None:
+                body = encode_call_outcome(
+                    self.outcomes[outcome.status], outcome.message, outcome.energy_used, outcome.duration_micros
+                )
+                if body is not None:
+                    self.reply(body)
+                    return
+        self.reply(self.other(result))

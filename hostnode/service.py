@@ -29,7 +29,7 @@ from hostnode.database import (
     ReducerOutcome,
 )
 from hostnode.durability import NoQuorum
-from hostnode.http_calls import HttpCall, HttpCallQueue
+from hostnode.http_calls import CallDone, HttpCall, HttpCallQueue
 from hostnode.migrate import MigrationPlan, migration_token, plan_update
 from hostnode.moduledef import ModuleDefError, load_module_def, to_schema_json
 from hostnode.realtime import CLOSE_MODULE_EXITED, ClientParams, Connection, OutgoingBudget, RealtimeHub
@@ -316,11 +316,22 @@ class HostNode:
         (``reducer`` stays None); a reducer that cannot be called (no such reducer, bad
         arguments, lifecycle) is reported in ``error``.
         """
+        return self._http_call_queue(identity).submit(reducer, args, caller, connection_id)
+
+    def call_via_http_then(
+        self, identity: Identity, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int,
+        done: CallDone,
+    ) -> None:  # fmt: skip
+        """:meth:`call_via_http` without a future: ``done`` gets the :class:`HttpCall` (or the
+        exception) on the event loop once it is durable (the split server's link answers so)."""
+        self._http_call_queue(identity).submit_with(reducer, args, caller, connection_id, done)
+
+    def _http_call_queue(self, identity: Identity) -> HttpCallQueue:
         worker = self._worker(identity)
         calls = self._http_calls.get(identity)
         if calls is None or calls.worker is not worker:
             calls = self._http_calls[identity] = HttpCallQueue(worker)
-        return calls.submit(reducer, args, caller, connection_id)
+        return calls
 
     def encode_json_args(self, identity: Identity, reducer: str, args_json: str) -> bytes:
         """BSATN of a reducer's arguments given as SATS-JSON text (an array, or an object by name).

@@ -100,6 +100,7 @@ from sats.identity import Identity
 from sats.ws_v1 import Compression
 
 __all__ = [
+    "CALL_OUTCOMES",
     "TRANSPORTS",
     "configure_logging",
     "parse_listen_addr",
@@ -108,6 +109,7 @@ __all__ = [
     "NodeProcessError",
     "StandaloneConfig",
     "describe_plan",
+    "host_error",
     "main",
     "run",
     "serve",
@@ -162,7 +164,7 @@ def reducer_call_error(e: DatabaseError) -> ApiError:
 
 #: What each engine status (of the reducer, or of ``client_connected``) is to the gateway, worked
 #: out once from ``failures.call_result`` (an HTTP call pays a dict lookup, not two enum lookups).
-_CALL_OUTCOMES = {
+CALL_OUTCOMES = {
     (status, connect): failures.call_result(ReducerStatus(pb_status), "", 0, 0, connect=connect).outcome
     for status, pb_status in STATUS.items()
     for connect in (False, True)
@@ -172,7 +174,7 @@ _CALL_OUTCOMES = {
 def call_result(outcome: ReducerOutcome, *, connect: bool = False) -> CallResult:
     """The gateway's view of a reducer outcome (``connect``: the outcome of ``client_connected``)."""
     return CallResult(
-        _CALL_OUTCOMES[outcome.status, connect], outcome.message, outcome.energy_used, outcome.duration_micros
+        CALL_OUTCOMES[outcome.status, connect], outcome.message, outcome.energy_used, outcome.duration_micros
     )
 
 

@@ -34,15 +34,16 @@ from controlplane.core import migrate_program_hashes
 from gateway.errors import ApiError
 from gateway.link_backend import error_reply, reply_body
 from hostnode.database import DatabaseConfig
-from hostnode.http_calls import HttpCall
+from hostnode.http_calls import HttpCall, LinkAnswer
 from hostnode.link import failure_reply, serve_link
 from hostnode.metrics import HostNodeCollector
 from hostnode.runtime import tune_gc_for_serving
-from hostnode.service import HostNode, HostNodeConfig
+from hostnode.service import DatabaseNotFound, HostNode, HostNodeConfig
+from hostnode.worker import Overloaded
 from observability.exposition import encode_text
 from orrery.budget_options import add_budget_options, budgets_of
 from orrery.process import configure_logging
-from orrery.standalone import LocalHostNode, initial_program, start_grpc_services
+from orrery.standalone import CALL_OUTCOMES, LocalHostNode, host_error, initial_program, start_grpc_services
 from proto import link
 from proto.auth import ClusterSecret
 from sats.identity import Identity
@@ -70,36 +71,40 @@ async def serve_node(link_fd: int, data_dir: Path, database: DatabaseConfig) -> 
     registry.register(HostNodeCollector(node))
     local = LocalHostNode(node)
 
+    #: The gateway's call outcome of each reducer status (what LinkAnswer answers with).
+    outcomes: dict[object, str] = {status: outcome.value for (status, connect), outcome in CALL_OUTCOMES.items() if not connect}
+
+    def other_answer(result: HttpCall | BaseException) -> bytes:
+        """The REPLY to a call :class:`LinkAnswer` does not answer itself."""
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            r = local.finish_call(result)
+        except ApiError as e:
+            return error_reply(e)
+        except BaseException as e:  # noqa: BLE001 - the gateway gets the error as the reply
+            log.error("a call on the link failed", exc_info=e)
+            return failure_reply(e)
+        body = link.encode_call_outcome(r.outcome.value, r.message, r.energy_used, r.duration_micros)
+        if body is None:
+            done = {"outcome": r.outcome.value, "message": r.message, "energy_used": r.energy_used,
+                    "duration_micros": r.duration_micros}  # fmt: skip
+            body = reply_body({"ok": done})
+        return body
+
     def call(
         database: Identity, caller: Identity, connection_id: int, reducer: str, args: str,
         reply: Callable[[bytes], None],
     ) -> None:  # fmt: skip
         """An HTTP ``/call`` relayed by the gateway: ``reply`` gets its answer once the engine's
-        outcome is durable."""
+        outcome is durable (as :meth:`LocalHostNode.call` would answer it)."""
         try:
-            started = local.submit_call(database, reducer, args, caller=caller, connection_id=connection_id)
-        except ApiError as e:
-            reply(error_reply(e))
-            return
-
-        def finish(f: asyncio.Future[HttpCall]) -> None:
-            try:
-                r = local.finish_call(f.result())
-            except ApiError as e:
-                reply(error_reply(e))
-                return
-            except BaseException as e:  # noqa: BLE001 - the gateway gets the error as the reply
-                log.error("a call on the link failed", exc_info=e)
-                reply(failure_reply(e))
-                return
-            body = link.encode_call_outcome(r.outcome.value, r.message, r.energy_used, r.duration_micros)
-            if body is None:
-                done = {"outcome": r.outcome.value, "message": r.message, "energy_used": r.energy_used,
-                        "duration_micros": r.duration_micros}  # fmt: skip
-                body = reply_body({"ok": done})
-            reply(body)
-
-        started.add_done_callback(finish)
+            node.call_via_http_then(
+                database, reducer, lambda: node.encode_json_args(database, reducer, args), caller, connection_id,
+                LinkAnswer(reply, outcomes, other_answer),
+            )  # fmt: skip
+        except (DatabaseNotFound, Overloaded) as e:
+            reply(error_reply(host_error(e)))
 
     async def request(body: bytes) -> bytes:
         req = json.loads(body)
