@@ -41,13 +41,15 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
-from gateway.backends import CallOutcome, CallResult
+from gateway.backends import CallOutcome, CallResult, DatabaseInfo
 from gateway.context import Caller, Gateway
 from gateway.errors import ApiError, InternalError, log_internal_at, to_response
+from gateway.link_backend import LinkHostNode, unreachable
 from gateway.routes_database import DURATION_HEADER, ENERGY_HEADER, call_response
 
 __all__ = ["CALL_ROUTE", "CallConnection", "FastCalls", "enabled", "read_head"]
@@ -75,6 +77,11 @@ _NAMES: dict[bytes, bytes] = {}
 _NAMES_KEPT = 256
 _DECLINED = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"te", b"trailer"))
 _VARY = b"origin, access-control-request-method, access-control-request-headers"
+_ENERGY = ENERGY_HEADER.encode()
+_DURATION = DURATION_HEADER.encode()
+#: Bounds of FastCalls' caches of heads and of callers' headers.
+_HEADS_KEPT = 1024
+_TAILS_KEPT = 4096
 _SERVER = SERVER_SOFTWARE.encode()
 
 
@@ -176,22 +183,45 @@ class FastCalls:
         self.closing = False
         self.loop = asyncio.get_running_loop()
         self._second = -1
-        self._date = b""
+        self._headers = b""
+        #: Heads read lately (at most _HEADS_KEPT), and each caller's identity headers (at most
+        #: _TAILS_KEPT, by token).
+        self.heads: dict[bytes, _Head] = {}
+        self.tails: dict[str, bytes] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # What the backends offer beside their coroutines, to answer without one when they can:
+        # the split server's cached control plane and link (gateway/link_backend.py).
+        self.known_database: Callable[[str], DatabaseInfo | None] | None = getattr(gateway.control, "known", None)
+        self.link: LinkHostNode | None = gateway.host if isinstance(gateway.host, LinkHostNode) else None
 
     def __call__(self) -> CallConnection:
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())
         return CallConnection(self)
 
-    def date(self) -> bytes:
-        """This second's ``Date`` header value."""
+    def headers(self) -> bytes:
+        """The headers every answer has, caller's aside: aiohttp's (``Date`` of this second,
+        ``Server``) and the application's response hook's (CORS, ``Vary``)."""
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
-            self._date = email.utils.formatdate(now, usegmt=True).encode()
-        return self._date
+            self._headers = b"".join((
+                b"Date: ", email.utils.formatdate(now, usegmt=True).encode(), b"\r\nServer: ", _SERVER,
+                b"\r\nAccess-Control-Allow-Origin: *\r\nVary: ", _VARY, b"\r\n",
+            ))  # fmt: skip
+        return self._headers
+
+    def read_head(self, head: bytes) -> _Head | None:
+        """:func:`read_head`, remembered: a keep-alive client sends the same head again and again."""
+        known = self.heads.get(head)
+        if known is None:
+            known = read_head(head, self.max_body)
+            if known is not None:
+                if len(self.heads) >= _HEADS_KEPT:
+                    self.heads.clear()
+                self.heads[head] = known
+        return known
 
     async def _sweep(self) -> None:
         while True:
@@ -288,7 +318,7 @@ class CallConnection:
             if len(buffer) > MAX_HEAD:
                 self._hand_over()
             return  # the rest of the head is still coming
-        head = read_head(buffer[:end], self.calls.max_body)
+        head = self.calls.read_head(buffer[:end])
         if head is None:
             self._hand_over()
             return
@@ -299,7 +329,7 @@ class CallConnection:
         request = _Request(buffer[:size], head.name, head.reducer, head.authorization, buffer[end + 4 : size], head.close)
         self.busy = True
         self.last_active = time.monotonic()
-        self.calls.loop.create_task(self._serve(request))
+        self._start(request)
 
     def _hand_over(self, pending: bytes = b"") -> None:
         """Give the connection, and every byte not answered yet, to aiohttp's protocol."""
@@ -319,28 +349,80 @@ class CallConnection:
         if self.eof:
             protocol.eof_received()
 
+    def _start(self, request: _Request) -> None:
+        """Answer ``request``: without a task when the caller's token, the database's name and a
+        link to the host node are at hand (the steady state of a keep-alive client), else by
+        :meth:`_serve`, which may wait for them."""
+        calls = self.calls
+        gw = calls.gateway
+        link = calls.link
+        caller = gw.auth.known(request.authorization)
+        known = calls.known_database
+        info = known(request.name) if known is not None and caller is not None and link is not None else None
+        if info is None or link is None or caller is None:
+            calls.loop.create_task(self._serve(request))
+            return
+        started = time.perf_counter()
+        try:
+            args = request.body.decode("utf-8")
+            future = link.start_call(info.identity, request.reducer, args, caller.identity, gw.connection_ids.new())
+        except Exception:  # noqa: BLE001 - nothing was sent: _serve answers it (400, 503, …)
+            calls.loop.create_task(self._serve(request))
+            return
+        future.add_done_callback(lambda done: self._finish(request, caller, link, done, started))
+
+    def _finish(
+        self, request: _Request, caller: Caller, link: LinkHostNode, future: asyncio.Future[bytes], started: float
+    ) -> None:
+        """(loop callback) The host node answered the call :meth:`_start` sent."""
+        keep_alive = not request.close and not self.calls.closing
+        try:
+            try:
+                reply = future.result()
+            except ConnectionError as e:
+                raise unreachable(e) from None
+            answer, status = self._outcome(link.call_result(reply), caller, keep_alive)
+        except Exception as e:  # noqa: BLE001 - answered as the middleware answers it
+            answer, status = self._failure(e, request, caller, keep_alive)
+        self._answered(request, answer, status, started)
+
     async def _serve(self, request: _Request) -> None:
         started = time.perf_counter()
         gw = self.calls.gateway
-        try:
-            caller = await gw.auth.from_credentials(request.authorization, None)
-        except Exception:  # noqa: BLE001 - aiohttp's middleware answers it (400/401), as for any request
-            caller = None
+        caller = gw.auth.known(request.authorization)
+        if caller is None:
+            try:
+                caller = await gw.auth.from_credentials(request.authorization, None)
+            except Exception:  # noqa: BLE001 - aiohttp's middleware answers it (400/401), as for any request
+                caller = None
         if caller is None:
             self.busy = False
             if not self.closed:
                 self._hand_over(request.raw)
             return
-        status = 500
+        keep_alive = not request.close and not self.calls.closing
         try:
-            answer, status = await self._answer(gw, request, caller)
+            try:
+                args = request.body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ApiError.text(400, "Request body didn't contain valid UTF-8") from None
+            info = await gw.control.database(request.name)
+            result = await gw.host.call(
+                info.identity, request.reducer, args, caller=caller.identity, connection_id=gw.connection_ids.new()
+            )
+            answer, status = self._outcome(result, caller, keep_alive)
+        except Exception as e:  # noqa: BLE001 - answered as the middleware answers it
+            answer, status = self._failure(e, request, caller, keep_alive)
         except BaseException:
             self.busy = False
             raise
-        finally:
-            stats = gw.stats
-            stats.fast_calls += 1
-            stats.request(CALL_ROUTE, "POST", status, time.perf_counter() - started)
+        self._answered(request, answer, status, started)
+
+    def _answered(self, request: _Request, answer: bytes, status: int, started: float) -> None:
+        """Count the answer, write it, and go on to the next request."""
+        stats = self.calls.gateway.stats
+        stats.fast_calls += 1
+        stats.request(CALL_ROUTE, "POST", status, time.perf_counter() - started)
         self.busy = False
         self.last_active = time.monotonic()
         if self.closed:
@@ -356,42 +438,26 @@ class CallConnection:
             transport.resume_reading()
         self._next()
 
-    async def _answer(self, gw: Gateway, request: _Request, caller: Caller) -> tuple[bytes, int]:
-        """The bytes of the response to ``request`` and its status."""
-        keep_alive = not request.close and not self.calls.closing
-        try:
-            try:
-                args = request.body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ApiError.text(400, "Request body didn't contain valid UTF-8") from None
-            info = await gw.control.database(request.name)
-            result = await gw.host.call(
-                info.identity, request.reducer, args, caller=caller.identity, connection_id=gw.connection_ids.new()
-            )
-            if result.outcome is CallOutcome.COMMITTED:
-                return self._committed(result, caller, keep_alive), 200
-            response = call_response(result)
-        except ApiError as e:
+    def _outcome(self, result: CallResult, caller: Caller, keep_alive: bool) -> tuple[bytes, int]:
+        """The response to a call's outcome and its status (raises the ApiError of a failed one)."""
+        if result.outcome is not CallOutcome.COMMITTED:
+            return self._response(call_response(result), caller, keep_alive)  # raises ApiError
+        head = b"HTTP/1.1 200 OK\r\n%s: %d\r\n%s: %d\r\nContent-Length: 0\r\n" % (
+            _ENERGY, result.energy_used, _DURATION, result.duration_micros,
+        )  # fmt: skip
+        return head + self._common(caller, keep_alive), 200
+
+    def _failure(self, e: Exception, request: _Request, caller: Caller, keep_alive: bool) -> tuple[bytes, int]:
+        """The response to a call that failed with ``e`` (as the application's middleware maps it)."""
+        if isinstance(e, ApiError):
             log_internal_at("POST", request.path, e)
-            response = to_response(e)
-        except Exception as e:  # noqa: BLE001 - a 500 naming a request id, as the middleware does
-            internal = InternalError(f"{type(e).__name__}: {e}")
-            log_internal_at("POST", request.path, internal, exc_info=e)
-            response = to_response(internal)
-        return self._response(response, caller, keep_alive), response.status
+            return self._response(to_response(e), caller, keep_alive)
+        internal = InternalError(f"{type(e).__name__}: {e}")
+        log_internal_at("POST", request.path, internal, exc_info=e)
+        return self._response(to_response(internal), caller, keep_alive)
 
-    def _committed(self, result: CallResult, caller: Caller, keep_alive: bool) -> bytes:
-        """The 200 of a committed call (``call_response``'s, without building it)."""
-        return b"".join((
-            b"HTTP/1.1 200 OK\r\n",
-            ENERGY_HEADER.encode(), b": ", str(result.energy_used).encode(), b"\r\n",
-            DURATION_HEADER.encode(), b": ", str(result.duration_micros).encode(), b"\r\n",
-            b"Content-Length: 0\r\n",
-            self._common(caller, keep_alive),
-        ))  # fmt: skip
-
-    def _response(self, response: web.Response, caller: Caller, keep_alive: bool) -> bytes:
-        """Any other response the route makes, as aiohttp writes it."""
+    def _response(self, response: web.Response, caller: Caller, keep_alive: bool) -> tuple[bytes, int]:
+        """Any other response the route makes, as aiohttp writes it, and its status."""
         body = response.body
         assert body is None or isinstance(body, bytes)
         body = body or b""
@@ -402,14 +468,19 @@ class CallConnection:
         parts.append(b"Content-Length: %d\r\n" % len(body))
         parts.append(self._common(caller, keep_alive))
         parts.append(body)
-        return b"".join(parts)
+        return b"".join(parts), response.status
 
     def _common(self, caller: Caller, keep_alive: bool) -> bytes:
         """The headers every answer ends with (aiohttp's, then the response hook's) and the blank line."""
-        return b"".join((
-            b"Date: ", self.calls.date(), b"\r\nServer: ", _SERVER, b"\r\n",
-            b"" if keep_alive else b"Connection: close\r\n",
-            b"Access-Control-Allow-Origin: *\r\nVary: ", _VARY, b"\r\n",
-            b"spacetime-identity: ", caller.identity.to_hex().encode(), b"\r\n",
-            b"spacetime-identity-token: ", caller.token.encode(), b"\r\n\r\n",
-        ))  # fmt: skip
+        calls = self.calls
+        tail = calls.tails.get(caller.token)
+        if tail is None:
+            if len(calls.tails) >= _TAILS_KEPT:
+                calls.tails.clear()
+            tail = calls.tails[caller.token] = b"".join((
+                b"spacetime-identity: ", caller.identity.to_hex().encode(), b"\r\n",
+                b"spacetime-identity-token: ", caller.token.encode(), b"\r\n\r\n",
+            ))  # fmt: skip
+        if keep_alive:
+            return calls.headers() + tail
+        return calls.headers() + b"Connection: close\r\n" + tail

@@ -44,7 +44,7 @@ from gateway.grpc_backends import (
 from proto import link
 from sats.identity import Identity
 
-__all__ = ["CachedControlPlane", "GatewayLink", "LinkHostNode", "error_reply", "reply_body", "request_body"]
+__all__ = ["CachedControlPlane", "GatewayLink", "LinkHostNode", "error_reply", "reply_body", "request_body", "unreachable"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ def error_reply(e: ApiError) -> bytes:
     return reply_body({
         "error": {"status": e.status, "content_type": e.content_type, "headers": e.headers, "detail": e.detail}
     }, e.body)  # fmt: skip
+
+
+def unreachable(e: ConnectionError) -> ApiError:
+    """503: the link to the host node is gone (``e`` says how)."""
+    return ApiError.text(503, f"the host node is not reachable: {e}")
 
 
 def _parse_reply(body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -168,12 +173,22 @@ class GatewayLink:
         self, database: Identity, reducer: str, args_json: str, caller: Identity, connection_id: int
     ) -> bytes:
         """Send an HTTP ``/call`` to the node (a CALL event); its reply, as :meth:`request`'s."""
+        return await self.start_call(database, reducer, args_json, caller, connection_id)
+
+    def start_call(
+        self, database: Identity, reducer: str, args_json: str, caller: Identity, connection_id: int
+    ) -> asyncio.Future[bytes]:
+        """:meth:`call` without a coroutine: the future of the reply (ConnectionError at once, or
+        in the future, once the link is gone)."""
         request_id = self._new_request()
         self._batch.call(
             request_id, database.to_bsatn(), caller.to_bsatn(), connection_id.to_bytes(16, "little"), reducer,
             args_json,
         )  # fmt: skip
-        return await self._reply(request_id)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = future
+        self._schedule()
+        return future
 
     def _new_request(self) -> int:
         if self.dead:
@@ -221,7 +236,7 @@ class GatewayLink:
                         if session is not None:
                             session.server_closed(ev[2], ev[3])
                     elif kind == link.REPLY:
-                        future = self._replies.get(ev[1])
+                        future = self._replies.pop(ev[1], None)
                         if future is not None and not future.done():
                             future.set_result(ev[2])
                     else:
@@ -257,17 +272,36 @@ class LinkHostNode:
         try:
             reply = await self.link.request(body)
         except ConnectionError as e:
-            raise ApiError.text(503, f"the host node is not reachable: {e}") from None
+            raise unreachable(e) from None
         return _parse_reply(reply)
 
     async def call(
         self, database: Identity, reducer: str, args_json: str, *, caller: Identity, connection_id: int
     ) -> CallResult:
         """See :class:`gateway.backends.HostNodeBackend` (a CALL on the link)."""
+        return self.call_result(await self.reply_of(self.start_call(database, reducer, args_json, caller, connection_id)))
+
+    def start_call(
+        self, database: Identity, reducer: str, args_json: str, caller: Identity, connection_id: int
+    ) -> asyncio.Future[bytes]:
+        """:meth:`call` up to the node's reply, without a coroutine (gateway/fast_calls.py): the
+        future of the reply, which :meth:`reply_of` awaits and :meth:`call_result` reads."""
         try:
-            reply = await self.link.call(database, reducer, args_json, caller, connection_id)
+            return self.link.start_call(database, reducer, args_json, caller, connection_id)
         except ConnectionError as e:
-            raise ApiError.text(503, f"the host node is not reachable: {e}") from None
+            raise unreachable(e) from None
+
+    @staticmethod
+    async def reply_of(future: asyncio.Future[bytes]) -> bytes:
+        """The reply of :meth:`start_call`'s future (503 when the link went away meanwhile)."""
+        try:
+            return await future
+        except ConnectionError as e:
+            raise unreachable(e) from None
+
+    @staticmethod
+    def call_result(reply: bytes) -> CallResult:
+        """The outcome a CALL's reply carries (raises the ApiError an error reply carries)."""
         try:
             outcome = link.decode_call_outcome(reply)
         except link.LinkError as e:
@@ -339,6 +373,11 @@ class CachedControlPlane:
             if generation == self._generation and not self._changes:
                 self._identities[name_or_identity] = found
         return found
+
+    def known(self, name_or_identity: str) -> DatabaseInfo | None:
+        """What :meth:`database` answers from the cache alone, without a coroutine (None: not
+        cached; gateway/fast_calls.py then awaits :meth:`database`)."""
+        return self._infos.get(name_or_identity)
 
     async def database(self, name_or_identity: str) -> DatabaseInfo:
         """See :class:`gateway.backends.ControlPlaneBackend`."""
