@@ -105,6 +105,8 @@ class GatewayLink:
         self._requests = itertools.count(1)
         self._replies: dict[int, asyncio.Future[bytes]] = {}
         self._flushing: list[RelayedWsSession] = []
+        #: (``asyncio.get_running_loop()`` asks the kernel for the process id on every call.)
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.ensure_future(self._read())
 
     @property
@@ -117,7 +119,7 @@ class GatewayLink:
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -185,7 +187,7 @@ class GatewayLink:
             request_id, database.to_bsatn(), caller.to_bsatn(), connection_id.to_bytes(16, "little"), reducer,
             args_json,
         )  # fmt: skip
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = self._loop.create_future()
         self._replies[request_id] = future
         self._schedule()
         return future

@@ -150,6 +150,8 @@ class HttpCallQueue:
         #: A job is queued on the writer and has not taken the calls yet.
         self._job_waiting = False
         self._settling: set[asyncio.Task[None]] = set()
+        #: The event loop calls are submitted on (a host node runs one).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def submit(
         self, reducer: str, args: bytes | Callable[[], bytes], caller: Identity, connection_id: int
@@ -177,7 +179,10 @@ class HttpCallQueue:
         (the split server's link answers the gateway from it)."""
         worker = self.worker
         worker.admit()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            # (once per loop: asyncio.get_running_loop() asks the kernel for the process id)
+            loop = self._loop = asyncio.get_running_loop()
         pending = _Pending(reducer, args, caller, connection_id, done, time.perf_counter())
         with self._lock:
             self._calls.append(pending)
