@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
+from pathlib import Path
 
 import pytest
 
@@ -347,3 +349,33 @@ def test_anything_else_is_left_to_aiohttp(change: tuple[bytes, bytes]) -> None:
     old, new = change
     assert old in GOOD
     assert read_head(GOOD.replace(old, new), MAX_BODY) is None
+
+
+def test_stopping_closes_kept_alive_connections_and_exits(tmp_path: Path) -> None:
+    """A client between two calls does not hold the server up: SIGTERM closes its connection (it
+    reads the end of the stream) and the server exits cleanly."""
+    server = StandaloneServer(tmp_path / "data").start()
+    try:
+        async def first_call() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+            async with Client(server.url) as c:
+                _, token = await c.new_identity()
+                assert (await c.publish("stop-test", TRANSFER, token=token)).status == 200
+                assert (await c.call("stop-test", "seed", 2, 10, token=token)).status == 200
+            host, port = server.address.rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(call_request("stop-test", "transfer", b"[0,1,1]", token))
+            return reader, writer, (await read_answer(reader)).status
+
+        async def check() -> None:
+            reader, writer, status = await first_call()
+            assert status == 200
+            started = time.monotonic()
+            code = await asyncio.to_thread(server.stop)
+            assert code == 0
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+            assert time.monotonic() - started < 15
+            writer.close()
+
+        asyncio.run(check())
+    finally:
+        server.kill()
