@@ -291,6 +291,8 @@ class CallConnection:
         self.eof = True
         if not self.busy and not self.buffer:
             return False  # nothing to answer: the transport closes itself
+        if not self.busy:
+            self._next()  # a request cut short is dropped with the connection
         return True  # answer what was sent first
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -326,6 +328,8 @@ class CallConnection:
         if end < 0:
             if len(buffer) > MAX_HEAD:
                 self._hand_over()
+            elif self.eof:
+                self.close()  # the client stopped sending in the middle of a head
             return  # the rest of the head is still coming
         head = self.calls.read_head(buffer[:end])
         if head is None:
@@ -333,6 +337,8 @@ class CallConnection:
             return
         size = end + 4 + head.length
         if len(buffer) < size:
+            if self.eof:
+                self.close()  # the client stopped sending in the middle of a body
             return  # the rest of the body is still coming
         self.buffer = buffer[size:]
         request = _Request(buffer[:size], head.name, head.reducer, head.authorization, buffer[end + 4 : size], head.close)
@@ -353,6 +359,8 @@ class CallConnection:
         protocol.connection_made(transport)
         if self.read_paused:
             transport.resume_reading()
+        if self.write_paused:
+            protocol.pause_writing()  # the transport tells the new protocol when to resume
         if data:
             protocol.data_received(data)
         if self.eof:

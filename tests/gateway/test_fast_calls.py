@@ -379,3 +379,23 @@ def test_stopping_closes_kept_alive_connections_and_exits(tmp_path: Path) -> Non
         asyncio.run(check())
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize("cut", ["head", "body"])
+def test_a_request_cut_short_by_the_client_closes_the_connection(
+    server: StandaloneServer, transfer_db: tuple[str, str], cut: str
+) -> None:
+    db, token = transfer_db
+    request = call_request(db, "transfer", b"[5,6,1]", token)
+    partial = request[:30] if cut == "head" else request[:-3]
+
+    async def check() -> None:
+        host, port = server.address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(partial)
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
+        writer.close()
+        assert (await balances(server, db, token))[5:7] == [1000, 1000]
+
+    asyncio.run(check())
