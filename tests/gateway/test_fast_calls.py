@@ -41,7 +41,11 @@ class Answer:
 
     def comparable(self) -> tuple[str, list[tuple[str, str]], bytes]:
         """All but ``Date`` (which moves) and the order of the headers."""
-        return self.status_line, sorted((k.lower(), v) for k, v in self.headers if k.lower() != "date"), self.body
+        return (
+            self.status_line,
+            sorted((k.lower(), v) for k, v in self.headers if k.lower() != "date"),
+            self.body,
+        )
 
 
 async def read_answer(reader: asyncio.StreamReader) -> Answer:
@@ -75,7 +79,13 @@ async def exchange(server: StandaloneServer, sends: list[bytes], answers: int) -
 
 
 def call_request(
-    db: str, reducer: str, body: bytes, token: str | None, *, extra: str = "", content_type: str = "application/json"
+    db: str,
+    reducer: str,
+    body: bytes,
+    token: str | None,
+    *,
+    extra: str = "",
+    content_type: str = "application/json",
 ) -> bytes:
     auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
     return (
@@ -87,9 +97,13 @@ def call_request(
 def chunked_request(db: str, reducer: str, body: bytes, token: str) -> bytes:
     """The same call with a chunked body: aiohttp's route answers it."""
     return (
-        f"POST /v1/database/{db}/call/{reducer} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n"
-    ).encode() + body + b"\r\n0\r\n\r\n"
+        (
+            f"POST /v1/database/{db}/call/{reducer} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n"
+        ).encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
 
 
 @pytest.fixture
@@ -130,7 +144,9 @@ def test_answers_match_aiohttps_route(
 ) -> None:
     async def check() -> None:
         db, token = transfer_db
-        (fast, slow), _ = await exchange(server, [call_request(db, reducer, body, token), chunked_request(db, reducer, body, token)], 2)
+        (fast, slow), _ = await exchange(
+            server, [call_request(db, reducer, body, token), chunked_request(db, reducer, body, token)], 2
+        )
         assert fast.status == status, fast.body
         if status in (200, 530):  # energy and duration differ from one run of the reducer to the next
             for answer in (fast, slow):
@@ -155,13 +171,13 @@ def test_unknown_database_matches_aiohttp(server: StandaloneServer, transfer_db:
     asyncio.run(check())
 
 
-def test_pipelined_calls_commit_in_order(
-    server: StandaloneServer, transfer_db: tuple[str, str]
-) -> None:
+def test_pipelined_calls_commit_in_order(server: StandaloneServer, transfer_db: tuple[str, str]) -> None:
     async def check() -> None:
         db, token = transfer_db
         # Three calls in one write, the last one failing: three answers, in order.
-        burst = b"".join(call_request(db, "transfer", body, token) for body in (b"[0,1,10]", b"[0,2,20]", b"[0,3,5000]"))
+        burst = b"".join(
+            call_request(db, "transfer", body, token) for body in (b"[0,1,10]", b"[0,2,20]", b"[0,3,5000]")
+        )
         answers, rest = await exchange(server, [burst], 3)
         assert [a.status for a in answers] == [200, 200, 530]
         assert rest == b"(open)"  # keep-alive
@@ -184,9 +200,7 @@ def test_a_request_in_pieces_is_answered_whole(
     asyncio.run(check())
 
 
-def test_other_requests_then_go_to_aiohttp(
-    server: StandaloneServer, transfer_db: tuple[str, str]
-) -> None:
+def test_other_requests_then_go_to_aiohttp(server: StandaloneServer, transfer_db: tuple[str, str]) -> None:
     async def check() -> None:
         db, token = transfer_db
         sql = b"SELECT * FROM accounts WHERE id = 6"
@@ -194,7 +208,11 @@ def test_other_requests_then_go_to_aiohttp(
             f"POST /v1/database/{db}/sql HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Length: {len(sql)}\r\n\r\n"
         ).encode() + sql
-        sends = [call_request(db, "transfer", b"[6,7,1]", token), sql_request, call_request(db, "transfer", b"[6,7,1]", token)]
+        sends = [
+            call_request(db, "transfer", b"[6,7,1]", token),
+            sql_request,
+            call_request(db, "transfer", b"[6,7,1]", token),
+        ]
         answers, rest = await exchange(server, [b"".join(sends)], 3)
         assert [a.status for a in answers] == [200, 200, 200]
         assert b"999" in answers[1].body
@@ -224,7 +242,9 @@ def test_no_token_mints_one_a_bad_one_is_refused(
 def test_connection_close_is_honoured(server: StandaloneServer, transfer_db: tuple[str, str]) -> None:
     async def check() -> None:
         db, token = transfer_db
-        (answer,), rest = await exchange(server, [call_request(db, "transfer", b"[1,0,1]", token, extra="Connection: close\r\n")], 1)
+        (answer,), rest = await exchange(
+            server, [call_request(db, "transfer", b"[1,0,1]", token, extra="Connection: close\r\n")], 1
+        )
         assert answer.status == 200
         assert answer.header("Connection") == "close"
         assert rest == b""  # closed by the server
@@ -240,7 +260,9 @@ def test_a_wrong_content_type_is_refused_as_before(
 ) -> None:
     async def check() -> None:
         db, token = transfer_db
-        (answer,), _ = await exchange(server, [call_request(db, "transfer", b"[1,0,1]", token, content_type=content_type)], 1)
+        (answer,), _ = await exchange(
+            server, [call_request(db, "transfer", b"[1,0,1]", token, content_type=content_type)], 1
+        )
         assert answer.status == status
 
     asyncio.run(check())
@@ -249,14 +271,18 @@ def test_a_wrong_content_type_is_refused_as_before(
 def test_a_body_over_the_limit_is_413(server: StandaloneServer, transfer_db: tuple[str, str]) -> None:
     async def check() -> None:
         db, token = transfer_db
-        head = call_request(db, "transfer", b"", token).replace(b"Content-Length: 0", b"Content-Length: %d" % (MAX_BODY + 1))
+        head = call_request(db, "transfer", b"", token).replace(
+            b"Content-Length: 0", b"Content-Length: %d" % (MAX_BODY + 1)
+        )
         (answer,), _ = await exchange(server, [head], 1)
         assert answer.status == 413
 
     asyncio.run(check())
 
 
-def test_calls_are_counted_and_read_without_aiohttp(server: StandaloneServer, transfer_db: tuple[str, str]) -> None:
+def test_calls_are_counted_and_read_without_aiohttp(
+    server: StandaloneServer, transfer_db: tuple[str, str]
+) -> None:
     """The three plain calls are answered by the fast reader (its counter moves by 3), the chunked
     one by aiohttp (it does not), and all four count as requests of the calls route."""
     db, token = transfer_db
@@ -269,7 +295,9 @@ def test_calls_are_counted_and_read_without_aiohttp(server: StandaloneServer, tr
         calls = [ln for ln in lines if ln.startswith("orrery_gateway_http_requests_total") and route in ln
                  and 'method="POST"' in ln and 'code="200"' in ln]  # fmt: skip
         fast = [ln for ln in lines if ln.startswith("orrery_gateway_http_fast_calls_total ")]
-        return sum(float(ln.rsplit(" ", 1)[1]) for ln in calls), sum(float(ln.rsplit(" ", 1)[1]) for ln in fast)
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in calls), sum(
+            float(ln.rsplit(" ", 1)[1]) for ln in fast
+        )
 
     async def check() -> None:
         calls, fast = await counted()
@@ -280,9 +308,7 @@ def test_calls_are_counted_and_read_without_aiohttp(server: StandaloneServer, tr
     asyncio.run(check())
 
 
-def test_a_call_outlives_its_client(
-    server: StandaloneServer, transfer_db: tuple[str, str]
-) -> None:
+def test_a_call_outlives_its_client(server: StandaloneServer, transfer_db: tuple[str, str]) -> None:
     async def check() -> None:
         db, token = transfer_db
         host, port = server.address.rsplit(":", 1)
@@ -311,8 +337,17 @@ GOOD = (
 def test_a_plain_call_head_is_read() -> None:
     head = read_head(GOOD, MAX_BODY)
     assert head is not None
-    assert (head.name, head.reducer, head.authorization, head.length, head.close) == ("db", "transfer", "Bearer t.t.t", 7, False)
-    varied = GOOD.replace(b"Content-Type: application/json", b"content-type:  Application/JSON \t") + b"\r\nConnection: Close"
+    assert (head.name, head.reducer, head.authorization, head.length, head.close) == (
+        "db",
+        "transfer",
+        "Bearer t.t.t",
+        7,
+        False,
+    )
+    varied = (
+        GOOD.replace(b"Content-Type: application/json", b"content-type:  Application/JSON \t")
+        + b"\r\nConnection: Close"
+    )
     head = read_head(varied, MAX_BODY)
     assert head is not None and head.close
 
@@ -356,6 +391,7 @@ def test_stopping_closes_kept_alive_connections_and_exits(tmp_path: Path) -> Non
     reads the end of the stream) and the server exits cleanly."""
     server = StandaloneServer(tmp_path / "data").start()
     try:
+
         async def first_call() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
             async with Client(server.url) as c:
                 _, token = await c.new_identity()
