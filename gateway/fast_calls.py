@@ -450,7 +450,8 @@ class CallConnection:
         if request.close or self.calls.closing:
             self.close()
             return
-        if self.read_paused and len(self.buffer) <= READ_AHEAD:
+        if self.read_paused:
+            # (paused only while a call is in flight: what waits may be a request still arriving)
             self.read_paused = False
             transport.resume_reading()
         self._next()

@@ -435,3 +435,21 @@ def test_a_request_cut_short_by_the_client_closes_the_connection(
         assert (await balances(server, db, token))[5:7] == [1000, 1000]
 
     asyncio.run(check())
+
+
+def test_a_large_request_behind_a_call_in_flight_is_read_whole(
+    server: StandaloneServer, transfer_db: tuple[str, str]
+) -> None:
+    """Reading pauses while a call is in flight and much is waiting behind it; a request larger
+    than that pause is still read to its end once the call is answered."""
+    db, token = transfer_db
+    big = b"[" + b" " * 900_000 + b"1,2,3]"  # valid JSON, 900 kB: within the 1 MiB body limit
+
+    async def check() -> None:
+        burst = call_request(db, "transfer", b"[7,8,1]", token) + call_request(db, "transfer", big, token)
+        answers, rest = await exchange(server, [burst], 2)
+        assert [a.status for a in answers] == [200, 200]
+        assert rest == b"(open)"
+        assert (await balances(server, db, token))[7:9] == [999, 1001]
+
+    asyncio.run(check())
