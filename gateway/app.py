@@ -31,7 +31,7 @@ from aiohttp.typedefs import Handler, Middleware
 from gateway.auth import AuthError, TokenAuthority
 from gateway.backends import ControlPlaneBackend, HostNodeBackend
 from gateway.context import CALLER_KEY, GATEWAY, Authenticator, Gateway, GatewayConfig
-from gateway.errors import ApiError, InternalError, from_auth_error, log_internal, to_response
+from gateway.errors import failure_response, from_auth_error, to_response
 from gateway.metrics import GatewayStats, count_request
 from gateway.routes_database import routes as database_routes
 from gateway.routes_identity import routes as identity_routes
@@ -67,9 +67,6 @@ def _preflight(request: web.Request) -> web.Response | None:
 def _error_response(request: web.Request, e: Exception) -> web.StreamResponse | None:
     """The response a failure maps to; None for one that must propagate (an HTTP exception
     other than 404/405, a connection reset)."""
-    if isinstance(e, ApiError):
-        log_internal(request, e)
-        return to_response(e)
     if isinstance(e, AuthError):
         return to_response(from_auth_error(e))
     if isinstance(e, web.HTTPException):
@@ -80,9 +77,7 @@ def _error_response(request: web.Request, e: Exception) -> web.StreamResponse | 
         return None
     if isinstance(e, ConnectionResetError):
         return None
-    internal = InternalError(f"{type(e).__name__}: {e}")
-    log_internal(request, internal, exc_info=e)
-    return to_response(internal)
+    return failure_response(request.method, request.path, e)
 
 
 def _middleware(stats: GatewayStats) -> Middleware:

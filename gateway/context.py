@@ -129,9 +129,8 @@ class Authenticator:
     async def from_credentials(self, header: str | None, query_token: str | None) -> Caller | None:
         """:meth:`optional` given the ``Authorization`` header and the ``token`` query parameter."""
         if header is not None:
-            known = self._callers.get(header)
+            known = self.known(header)
             if known is not None:
-                self._callers.move_to_end(header)
                 return known
         token = parse_authorization(header, query_token)
         if token is None:

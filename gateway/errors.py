@@ -31,6 +31,7 @@ __all__ = [
     "TEXT",
     "ApiError",
     "InternalError",
+    "failure_response",
     "from_auth_error",
     "json_body",
     "log_internal",
@@ -115,6 +116,18 @@ def log_internal_at(method: str, path: str, error: ApiError, exc_info: BaseExcep
         "internal error request_id=%s method=%s path=%s: %s",
         error.headers.get(REQUEST_ID_HEADER, "-"), method, path, error.detail, exc_info=exc_info,
     )  # fmt: skip
+
+
+def failure_response(method: str, path: str, e: Exception) -> web.Response:
+    """The response a request's failure maps to: an :class:`ApiError` as it says (its detail
+    logged), anything else a 500 naming a request id (:class:`InternalError`, its details only in
+    this process's log)."""
+    if isinstance(e, ApiError):
+        log_internal_at(method, path, e)
+        return to_response(e)
+    internal = InternalError(f"{type(e).__name__}: {e}")
+    log_internal_at(method, path, internal, exc_info=e)
+    return to_response(internal)
 
 
 def to_response(error: ApiError) -> web.Response:

@@ -55,18 +55,17 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
+from gateway.app import VARY
 from gateway.backends import CallOutcome, CallResult, DatabaseInfo
 from gateway.context import Caller, Gateway
-from gateway.errors import ApiError, InternalError, log_internal_at, to_response
+from gateway.errors import failure_response
 from gateway.link_backend import LinkHostNode, unreachable
-from gateway.routes_database import DURATION_HEADER, ENERGY_HEADER, call_response
+from gateway.routes_database import CALL_ROUTE, DURATION_HEADER, ENERGY_HEADER, call_response, utf8_text
 
-__all__ = ["CALL_ROUTE", "CallConnection", "FastCalls", "enabled", "read_head"]
+__all__ = ["CallConnection", "FastCalls", "enabled", "read_head"]
 
 log = logging.getLogger(__name__)
 
-#: The route the calls are counted under (aiohttp's canonical form of the route).
-CALL_ROUTE = "/v1/database/{name_or_identity}/call/{reducer}"
 #: Largest request head read here (aiohttp's limit for one line is 8,190 bytes).
 MAX_HEAD = 8190
 #: Bytes a client may have waiting while its call is in flight before reading pauses.
@@ -85,7 +84,7 @@ _TOKEN_BYTES = b"!#$%&'*+.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklm
 _NAMES: dict[bytes, bytes] = {}
 _NAMES_KEPT = 256
 _DECLINED = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"te", b"trailer"))
-_VARY = b"origin, access-control-request-method, access-control-request-headers"
+_VARY = VARY.encode()
 _ENERGY = ENERGY_HEADER.encode()
 _DURATION = DURATION_HEADER.encode()
 #: Bounds of FastCalls' caches of heads and of callers' headers.
@@ -99,22 +98,6 @@ def enabled() -> bool:
     return os.environ.get("ORRERY_HTTP_FAST_CALLS", "1") != "0"
 
 
-class _Request:
-    """A ``/call`` request read from the socket: all this module answers from."""
-
-    def __init__(self, raw: bytes, name: str, reducer: str, authorization: str, body: bytes, close: bool) -> None:
-        self.raw = raw
-        self.name = name
-        self.reducer = reducer
-        self.authorization = authorization
-        self.body = body
-        self.close = close
-
-    @property
-    def path(self) -> str:
-        return f"/v1/database/{self.name}/call/{self.reducer}"
-
-
 class _Head:
     """What the head of a request says: the route's two segments and the headers that matter."""
 
@@ -124,6 +107,19 @@ class _Head:
         self.authorization = authorization
         self.length = length
         self.close = close
+
+
+class _Request:
+    """A ``/call`` request read from the socket: its bytes (to hand over), head and body."""
+
+    def __init__(self, raw: bytes, head: _Head, body: bytes) -> None:
+        self.raw = raw
+        self.head = head
+        self.body = body
+
+    @property
+    def path(self) -> str:
+        return f"/v1/database/{self.head.name}/call/{self.head.reducer}"
 
 
 def read_head(head: bytes, max_body: int) -> _Head | None:
@@ -235,7 +231,7 @@ class FastCalls:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            cutoff = time.monotonic() - KEEPALIVE_TIMEOUT
+            cutoff = time.perf_counter() - KEEPALIVE_TIMEOUT
             for conn in list(self.connections):
                 if not conn.busy and conn.last_active < cutoff:
                     conn.close()
@@ -270,7 +266,7 @@ class CallConnection:
         self.closed = False
         self.write_paused = False
         self.read_paused = False
-        self.last_active = time.monotonic()
+        self.last_active = time.perf_counter()
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -341,10 +337,8 @@ class CallConnection:
                 self.close()  # the client stopped sending in the middle of a body
             return  # the rest of the body is still coming
         self.buffer = buffer[size:]
-        request = _Request(buffer[:size], head.name, head.reducer, head.authorization, buffer[end + 4 : size], head.close)
         self.busy = True
-        self.last_active = time.monotonic()
-        self._start(request)
+        self._start(_Request(buffer[:size], head, buffer[end + 4 : size]))
 
     def _hand_over(self, pending: bytes = b"") -> None:
         """Give the connection, and every byte not answered yet, to aiohttp's protocol."""
@@ -373,16 +367,16 @@ class CallConnection:
         calls = self.calls
         gw = calls.gateway
         link = calls.link
-        caller = gw.auth.known(request.authorization)
+        caller = gw.auth.known(request.head.authorization)
         known = calls.known_database
-        info = known(request.name) if known is not None and caller is not None and link is not None else None
+        info = known(request.head.name) if known is not None and caller is not None and link is not None else None
         if info is None or link is None or caller is None:
             calls.loop.create_task(self._serve(request))
             return
         started = time.perf_counter()
         try:
             args = request.body.decode("utf-8")
-            future = link.start_call(info.identity, request.reducer, args, caller.identity, gw.connection_ids.new())
+            future = link.start_call(info.identity, request.head.reducer, args, caller.identity, gw.connection_ids.new())
         except Exception:  # noqa: BLE001 - nothing was sent: _serve answers it (400, 503, …)
             calls.loop.create_task(self._serve(request))
             return
@@ -392,7 +386,7 @@ class CallConnection:
         self, request: _Request, caller: Caller, link: LinkHostNode, future: asyncio.Future[bytes], started: float
     ) -> None:
         """(loop callback) The host node answered the call :meth:`_start` sent."""
-        keep_alive = not request.close and not self.calls.closing
+        keep_alive = not request.head.close and not self.calls.closing
         try:
             try:
                 reply = future.result()
@@ -400,16 +394,16 @@ class CallConnection:
                 raise unreachable(e) from None
             answer, status = self._outcome(link.call_result(reply), caller, keep_alive)
         except Exception as e:  # noqa: BLE001 - answered as the middleware answers it
-            answer, status = self._failure(e, request, caller, keep_alive)
+            answer, status = self._response(failure_response("POST", request.path, e), caller, keep_alive)
         self._answered(request, answer, status, started)
 
     async def _serve(self, request: _Request) -> None:
         started = time.perf_counter()
         gw = self.calls.gateway
-        caller = gw.auth.known(request.authorization)
+        caller = gw.auth.known(request.head.authorization)
         if caller is None:
             try:
-                caller = await gw.auth.from_credentials(request.authorization, None)
+                caller = await gw.auth.from_credentials(request.head.authorization, None)
             except Exception:  # noqa: BLE001 - aiohttp's middleware answers it (400/401), as for any request
                 caller = None
         if caller is None:
@@ -417,19 +411,16 @@ class CallConnection:
             if not self.closed:
                 self._hand_over(request.raw)
             return
-        keep_alive = not request.close and not self.calls.closing
+        keep_alive = not request.head.close and not self.calls.closing
         try:
-            try:
-                args = request.body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ApiError.text(400, "Request body didn't contain valid UTF-8") from None
-            info = await gw.control.database(request.name)
+            args = utf8_text(request.body)
+            info = await gw.control.database(request.head.name)
             result = await gw.host.call(
-                info.identity, request.reducer, args, caller=caller.identity, connection_id=gw.connection_ids.new()
+                info.identity, request.head.reducer, args, caller=caller.identity, connection_id=gw.connection_ids.new()
             )
             answer, status = self._outcome(result, caller, keep_alive)
         except Exception as e:  # noqa: BLE001 - answered as the middleware answers it
-            answer, status = self._failure(e, request, caller, keep_alive)
+            answer, status = self._response(failure_response("POST", request.path, e), caller, keep_alive)
         except BaseException:
             self.busy = False
             raise
@@ -437,17 +428,18 @@ class CallConnection:
 
     def _answered(self, request: _Request, answer: bytes, status: int, started: float) -> None:
         """Count the answer, write it, and go on to the next request."""
+        now = time.perf_counter()
         stats = self.calls.gateway.stats
         stats.fast_calls += 1
-        stats.request(CALL_ROUTE, "POST", status, time.perf_counter() - started)
+        stats.request(CALL_ROUTE, "POST", status, now - started)
         self.busy = False
-        self.last_active = time.monotonic()
+        self.last_active = now
         if self.closed:
             return  # the client went away; its call ran all the same
         transport = self.transport
         assert transport is not None
         transport.write(answer)
-        if request.close or self.calls.closing:
+        if request.head.close or self.calls.closing:
             self.close()
             return
         if self.read_paused:
@@ -464,15 +456,6 @@ class CallConnection:
             _ENERGY, result.energy_used, _DURATION, result.duration_micros,
         )  # fmt: skip
         return head + self._common(caller, keep_alive), 200
-
-    def _failure(self, e: Exception, request: _Request, caller: Caller, keep_alive: bool) -> tuple[bytes, int]:
-        """The response to a call that failed with ``e`` (as the application's middleware maps it)."""
-        if isinstance(e, ApiError):
-            log_internal_at("POST", request.path, e)
-            return self._response(to_response(e), caller, keep_alive)
-        internal = InternalError(f"{type(e).__name__}: {e}")
-        log_internal_at("POST", request.path, internal, exc_info=e)
-        return self._response(to_response(internal), caller, keep_alive)
 
     def _response(self, response: web.Response, caller: Caller, keep_alive: bool) -> tuple[bytes, int]:
         """Any other response the route makes, as aiohttp writes it, and its status."""

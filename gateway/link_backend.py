@@ -169,7 +169,11 @@ class GatewayLink:
         """Send a control request to the node; its reply (ConnectionError once the link is gone)."""
         request_id = self._new_request()
         self._batch.request(link.REQUEST, request_id, body)
-        return await self._reply(request_id)
+        future = self._reply(request_id)
+        try:
+            return await future
+        finally:
+            self._replies.pop(request_id, None)  # (a cancelled wait leaves no entry behind)
 
     async def call(
         self, database: Identity, reducer: str, args_json: str, caller: Identity, connection_id: int
@@ -187,24 +191,20 @@ class GatewayLink:
             request_id, database.to_bsatn(), caller.to_bsatn(), connection_id.to_bytes(16, "little"), reducer,
             args_json,
         )  # fmt: skip
-        future: asyncio.Future[bytes] = self._loop.create_future()
-        self._replies[request_id] = future
-        self._schedule()
-        return future
+        return self._reply(request_id)
 
     def _new_request(self) -> int:
         if self.dead:
             raise ConnectionError(f"the link to the host node is gone: {self.why}")
         return next(self._requests)
 
-    async def _reply(self, request_id: int) -> bytes:
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    def _reply(self, request_id: int) -> asyncio.Future[bytes]:
+        """The future of request ``request_id``'s reply (the reader takes it out when it comes);
+        the batch carrying the request is scheduled."""
+        future: asyncio.Future[bytes] = self._loop.create_future()
         self._replies[request_id] = future
         self._schedule()
-        try:
-            return await future
-        finally:
-            self._replies.pop(request_id, None)
+        return future
 
     async def close(self) -> None:
         """End the link (the node disconnects every client and stops serving it)."""
@@ -281,23 +281,21 @@ class LinkHostNode:
         self, database: Identity, reducer: str, args_json: str, *, caller: Identity, connection_id: int
     ) -> CallResult:
         """See :class:`gateway.backends.HostNodeBackend` (a CALL on the link)."""
-        return self.call_result(await self.reply_of(self.start_call(database, reducer, args_json, caller, connection_id)))
+        future = self.start_call(database, reducer, args_json, caller, connection_id)
+        try:
+            reply = await future
+        except ConnectionError as e:
+            raise unreachable(e) from None
+        return self.call_result(reply)
 
     def start_call(
         self, database: Identity, reducer: str, args_json: str, caller: Identity, connection_id: int
     ) -> asyncio.Future[bytes]:
         """:meth:`call` up to the node's reply, without a coroutine (gateway/fast_calls.py): the
-        future of the reply, which :meth:`reply_of` awaits and :meth:`call_result` reads."""
+        future of the reply (ConnectionError in it once the link is gone: :func:`unreachable`),
+        which :meth:`call_result` reads."""
         try:
             return self.link.start_call(database, reducer, args_json, caller, connection_id)
-        except ConnectionError as e:
-            raise unreachable(e) from None
-
-    @staticmethod
-    async def reply_of(future: asyncio.Future[bytes]) -> bytes:
-        """The reply of :meth:`start_call`'s future (503 when the link went away meanwhile)."""
-        try:
-            return await future
         except ConnectionError as e:
             raise unreachable(e) from None
 
