@@ -62,6 +62,7 @@ logger: Final = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",
+    "LOOP_CALLBACKS",
     "MAX_PAYLOAD",
     "CommitLog",
     "CommitLogClosedError",
@@ -1351,7 +1352,8 @@ class LoopSettler:
     beside the busy writer, a wake-up of the loop's thread: measured ~15,000 a second each on
     the sync thread and the loop thread at 64 × 40 confirmed. Here the first settlement for a
     loop schedules one callback there, and those that follow before it runs join it. One per
-    durability source (a database's committer, its quorum tracker).
+    durability source (a database's committer, its quorum tracker) for awaited futures, and one,
+    :data:`LOOP_CALLBACKS`, for every waiter that acts on the loop at once.
     """
 
     def __init__(self) -> None:
@@ -1398,3 +1400,8 @@ class LoopSettler:
             else:
                 run_callback(target, error)
 
+
+#: The settler of waiters that act on the loop at once (``call_later``) rather than await a
+#: future: held WebSocket replies (hostnode/realtime.py) and HTTP call answers
+#: (hostnode/http_calls.py) share it, so a durability advance wakes each loop once for both.
+LOOP_CALLBACKS = LoopSettler()

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hostnode.commitlog import LoopSettler
+from hostnode.commitlog import LOOP_CALLBACKS
 from hostnode.database import Database, DatabaseError, ReducerOutcome
 from hostnode.durability import QuorumDurability
 from hostnode.worker import DatabaseWorker
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 
 #: This queue's key in ``DatabaseWorker.waiting``.
 _WAITING = "http"
-#: Hands durable jobs' answers to the event loop, one wake-up for many (hostnode/commitlog.py).
-_SETTLES = LoopSettler()
 
 
 @dataclass(init=False)
@@ -217,7 +215,7 @@ class HttpCallQueue:
             def settle(error: BaseException | None) -> None:
                 self._settle(job, error)
 
-            durability.add_callback(job.last_offset, _SETTLES.call_later(loop, settle))
+            durability.add_callback(job.last_offset, LOOP_CALLBACKS.call_later(loop, settle))
         else:
             # A quorum's wait has a deadline (commit_timeout), which wait_durable_async keeps.
             loop.call_soon_threadsafe(self._settle_when_durable, job)

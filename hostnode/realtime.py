@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from hostnode.commitlog import LoopSettler
+from hostnode.commitlog import LOOP_CALLBACKS
 from hostnode.database import DatabaseError, ReducerOutcome, Status
 from hostnode.durability import QuorumDurability, ReplicationError
 from hostnode.stats import SQL, SUBSCRIBE, UNSUBSCRIBE, UPDATE
@@ -77,9 +77,6 @@ CLOSE_SERVER_FULL = (1008, "client too far behind: the server's memory for slow 
 #: This node stopped leading the database (failover, transfer, lost lease): the client should
 #: reconnect, and the gateway will route it to the new leader.
 CLOSE_LEADER_CHANGED = (1012, "database leader changed; reconnect")
-#: Runs held frames' releases on their connections' loops (Connection._hold), one wake-up per
-#: loop for every connection a durability advance releases.
-_RELEASES = LoopSettler()
 
 Frame = bytes | str
 
@@ -781,7 +778,7 @@ class Connection:
             return False
         self._held = frames
         self._holding = True  # later frames queue behind these
-        durability.add_callback(offset, _RELEASES.call_later(self.loop, self._release))
+        durability.add_callback(offset, LOOP_CALLBACKS.call_later(self.loop, self._release))
         return True
 
     def _release(self, error: BaseException | None) -> None:
