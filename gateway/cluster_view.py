@@ -67,6 +67,7 @@ from clustermeta.records import (
     RDNS_PREFIX,
     ControlPlaneInfo,
     DatabaseRecord,
+    DbState,
     NodeInfo,
     db_key,
     dns_key,
@@ -462,9 +463,12 @@ class ClusterView:
         return None if kv is None else Identity.from_hex(kv.value.decode())
 
     async def database(self, identity: Identity) -> DatabaseRecord | None:
-        """The database's record; None when there is none."""
+        """The database's record; None when there is none. One the mirror holds in the middle of
+        a change (being created, moved or deleted) is read from the store again: the mirror may
+        lag a publish that completed through another gateway a moment ago, and a stale
+        "being created" must not answer 404 for a database that is active."""
         record = self._mirror.records.get(identity)
-        if record is not None:
+        if record is not None and record.state is DbState.ACTIVE:
             return record
         kv = await self.store.get(db_key(identity))
         return None if kv is None else DatabaseRecord.from_json(kv.value)

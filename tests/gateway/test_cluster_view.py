@@ -237,6 +237,25 @@ def test_a_lookup_miss_reads_the_store(backend: str, tmp_path: Path) -> None:
     run(backend, tmp_path, body)
 
 
+def test_a_record_mirrored_mid_change_is_read_from_the_store(backend: str, tmp_path: Path) -> None:
+    """A database the mirror last saw being created, active in the store since (published through
+    another gateway), is active to this one at once — not "No such database." until the mirror
+    catches up (seen once in tests/k8s/test_local_cluster.py)."""
+
+    async def body(store: FlakyStore) -> None:
+        await put_database(store, DB1, OWNER, leader="n1", name="fresh", state=DbState.CREATING)
+        view = await started(store)
+        assert view.cached_route(DB1).record.state is DbState.CREATING  # type: ignore[union-attr]
+        store.hold()  # the mirror lags from now on
+        await put_database(store, DB1, OWNER, leader="n1", name="fresh")
+        record = await view.database(DB1)
+        assert record is not None and record.state is DbState.ACTIVE
+        store.release()
+        await view.close()
+
+    run(backend, tmp_path, body)
+
+
 def test_catch_up_waits_until_the_mirror_shows_a_write(backend: str, tmp_path: Path) -> None:
     async def body(store: FlakyStore) -> None:
         await put_database(store, DB1, OWNER, leader="n1", name="old")
